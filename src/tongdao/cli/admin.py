@@ -1,0 +1,103 @@
+"""``tongdao admin``: work directly on the store (bootstrap, migrations)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from tongdao.cli.common import DatabaseUrlOpt, DataDirOpt, fail, read_secret, settings_from
+
+app = typer.Typer(help="Administration on the store itself (run where the server runs).",
+                  no_args_is_help=True)
+
+
+@app.command()
+def bootstrap(
+    email: Annotated[str, typer.Option(help="the first operator admin's email")],
+    display_name: Annotated[str, typer.Option(help="their name")] = "Operator admin",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Create the first operator admin. Refused once an operator admin exists."""
+    from pydantic import TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    from tongdao.audit.recorder import Actor, set_actor
+    from tongdao.auth.passwords import policy_problem
+    from tongdao.auth.permissions import Role
+    from tongdao.runtime import Runtime
+    from tongdao.schemas import Email
+    from tongdao.store import migrate
+    from tongdao.tenancy.models import User
+
+    settings = settings_from(data_dir, database_url)
+    try:
+        address = TypeAdapter(Email).validate_python(email)
+    except PydanticError:
+        fail(f"--email: {email!r} is not an email address")
+    password = read_secret("Password", password_stdin)
+    problem = policy_problem(password)
+    if problem:
+        fail(f"password: {problem}")
+    try:
+        migrate.upgrade(settings.resolved_database_url)
+    except SQLAlchemyError as exc:
+        fail(f"cannot reach or migrate the store: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}")
+    runtime = Runtime.from_settings(settings)
+    try:
+        with runtime.db.session() as session:
+            staff = session.scalars(select(User).where(User.tenant_id.is_(None))).all()
+            if any(Role.OPERATOR_ADMIN in u.roles for u in staff):
+                fail("an operator admin exists already; they create further staff", 3)
+            if session.scalar(select(User.id).where(User.email == address)):
+                fail(f"--email: {address} is in use")
+            set_actor(session, Actor(None, "cli:admin bootstrap"))
+            user = User(
+                tenant_id=None,
+                email=address,
+                display_name=display_name,
+                roles=[Role.OPERATOR_ADMIN.value],
+                password_hash=runtime.passwords.hash(password),
+            )
+            session.add(user)
+            session.commit()
+            if as_json:
+                typer.echo(json.dumps({"id": str(user.id), "email": user.email,
+                                       "roles": user.roles}))
+            else:
+                typer.echo(f"created operator admin {user.email} ({user.id})")
+    finally:
+        runtime.db.dispose()
+
+
+@app.command("migrate")
+def migrate_cmd(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Upgrade the store's schema to this version's head."""
+    from tongdao.store import migrate
+
+    settings = settings_from(data_dir, database_url)
+    migrate.upgrade(settings.resolved_database_url)
+    typer.echo(f"schema at {migrate.head_revision()}")
+
+
+@app.command("check-migrations")
+def check_migrations(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Exit non-zero when the models and the migrations disagree (like ``alembic check``)."""
+    from tongdao.store import migrate
+
+    settings = settings_from(data_dir, database_url)
+    migrate.upgrade(settings.resolved_database_url)
+    diffs = migrate.differences(settings.resolved_database_url)
+    if diffs:
+        for diff in diffs:
+            typer.echo(f"  {diff}", err=True)
+        fail("models and migrations disagree; write a migration")
+    typer.echo("models and migrations agree")

@@ -1,0 +1,49 @@
+"""``tongdao server``: migrate the store, then serve the API and console."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from tongdao.cli.common import DatabaseUrlOpt, DataDirOpt, fail, settings_from
+
+log = logging.getLogger("tongdao.server")
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(envvar="TONGDAO_HOST", help="address to bind")] = None,
+    port: Annotated[int | None, typer.Option(envvar="TONGDAO_PORT", help="TCP port")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    migrate: Annotated[bool, typer.Option(help="upgrade the schema before serving")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the control plane: REST API under /api/v1, web console under /console/."""
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tongdao.api.app import create_app
+    from tongdao.runtime import Runtime
+    from tongdao.store import migrate as migrations
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings_from(data_dir, database_url, host=host, port=port)
+    url = settings.resolved_database_url
+    if migrate:
+        try:
+            migrations.upgrade(url)
+        except SQLAlchemyError as exc:
+            fail(f"cannot migrate the store at {settings.resolved_database_url}: {exc}")
+    runtime = Runtime.from_settings(settings)
+    app = create_app(runtime)
+    log.info("serving on http://%s:%d (store: %s)", settings.host, settings.port,
+             runtime.db.url.render_as_string(hide_password=True))
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+                    timeout_graceful_shutdown=10)
+    finally:
+        runtime.db.dispose()

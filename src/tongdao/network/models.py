@@ -1,0 +1,135 @@
+"""The overlay: PoPs, cross-border links, tenant sites and devices."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tongdao.store.base import TimestampedModel
+
+
+class PopState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    DISABLED = "disabled"
+
+
+class LinkState(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class SiteState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class SitePurpose(StrEnum):
+    OFFICE = "office"
+    HQ = "hq"
+    DATACENTER = "datacenter"
+
+
+class DeviceState(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    REVOKED = "revoked"
+
+
+class Pop(TimestampedModel):
+    __tablename__ = "pops"
+    __audit_type__ = "pop"
+    __table_args__ = (CheckConstraint("port_min <= port_max", name="port_range"),)
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    region: Mapped[str] = mapped_column(String(16), index=True)
+    country: Mapped[str] = mapped_column(String(2))
+    endpoint_host: Mapped[str] = mapped_column(String(253))
+    port_min: Mapped[int]
+    port_max: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default=PopState.ACTIVE)
+
+
+class PopTenantInterface(TimestampedModel):
+    """The WireGuard interface a PoP runs for one tenant: its public key, port and address."""
+
+    __tablename__ = "pop_tenant_interfaces"
+    __audit_type__ = "pop_tenant_interface"
+    __table_args__ = (
+        UniqueConstraint("pop_id", "tenant_id"),
+        UniqueConstraint("pop_id", "listen_port"),
+        UniqueConstraint("tenant_id", "ipv4"),
+        UniqueConstraint("tenant_id", "ipv6"),
+    )
+
+    pop_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    public_key: Mapped[str] = mapped_column(String(44))
+    listen_port: Mapped[int]
+    ipv4: Mapped[str] = mapped_column(String(15))
+    ipv6: Mapped[str] = mapped_column(String(39))
+
+
+class Link(TimestampedModel):
+    """A registered cross-border circuit between two PoPs."""
+
+    __tablename__ = "links"
+    __audit_type__ = "link"
+    __table_args__ = (
+        UniqueConstraint("pop_a_id", "pop_b_id"),
+        CheckConstraint("pop_a_id <> pop_b_id", name="distinct_pops"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    pop_a_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
+    pop_b_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
+    circuit_ref: Mapped[str] = mapped_column(String(100))
+    approval_ref: Mapped[str] = mapped_column(String(100))
+    capacity_mbps: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default=LinkState.ACTIVE)
+
+
+class Site(TimestampedModel):
+    """A tenant network (office LAN, HQ LAN abroad, data centre) joined by a connector."""
+
+    __tablename__ = "sites"
+    __audit_type__ = "site"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2))
+    prefixes: Mapped[list[str]]
+    purpose: Mapped[str] = mapped_column(String(16))
+    pop_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
+    connector_public_key: Mapped[str | None] = mapped_column(String(44), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=SiteState.PENDING)
+
+
+class Device(TimestampedModel):
+    __tablename__ = "devices"
+    __audit_type__ = "device"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "ipv4"),
+        UniqueConstraint("tenant_id", "ipv6"),
+        Index("ix_devices_tenant_id_id", "tenant_id", "id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    public_key: Mapped[str] = mapped_column(String(44), unique=True)
+    ipv4: Mapped[str] = mapped_column(String(15))
+    ipv6: Mapped[str] = mapped_column(String(39))
+    pop_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pops.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16), default=DeviceState.ACTIVE)

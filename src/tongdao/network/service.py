@@ -1,0 +1,395 @@
+"""PoPs, links, sites and devices: the domain rules behind their endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, exists, or_, select
+
+from tongdao import validation
+from tongdao.api.crud import Resource
+from tongdao.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from tongdao.ipam import service as ipam
+from tongdao.network import schemas as s
+from tongdao.network.models import (
+    Device,
+    DeviceState,
+    Link,
+    Pop,
+    PopState,
+    PopTenantInterface,
+    Site,
+    SiteState,
+)
+from tongdao.network.wgconfig import PeerSpec, render
+from tongdao.runtime import Ctx
+from tongdao.tenancy.models import Tenant, User
+
+ipam.register_address_owner(Device)
+ipam.register_address_owner(PopTenantInterface)
+
+
+def _changes(data: BaseModel) -> dict[str, Any]:
+    return data.model_dump(exclude_unset=True)
+
+
+def _pop_exists(ctx: Ctx, pop_id: uuid.UUID | None, field: str) -> None:
+    if pop_id is not None and ctx.session.get(Pop, pop_id) is None:
+        raise ValidationError({field: "no such PoP"})
+
+
+# --- PoPs ----------------------------------------------------------------------------------
+class PopResource(Resource[Pop]):
+    name = "pops"
+    label = "pop"
+    model = Pop
+    public = s.PopPublic
+    create_schema = s.PopCreate
+    update_schema = s.PopUpdate
+    filters = s.PopFilters
+    tenant_scoped = False
+
+    def tenant_column(self) -> Any:
+        return None
+
+    def _name_free(self, ctx: Ctx, name: str, own: uuid.UUID | None) -> None:
+        other = ctx.session.scalar(select(Pop.id).where(Pop.name == name))
+        if other is not None and other != own:
+            raise Conflict("a PoP with this name exists", {"name": "already in use"})
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Pop:
+        assert isinstance(data, s.PopCreate)
+        self._name_free(ctx, data.name, None)
+        pop = Pop(**data.model_dump())
+        ctx.session.add(pop)
+        return pop
+
+    def update(self, ctx: Ctx, obj: Pop, data: Any) -> Pop:
+        changes = {k: v for k, v in _changes(data).items() if v is not None}
+        if "name" in changes:
+            self._name_free(ctx, changes["name"], obj.id)
+        lo = changes.get("port_min", obj.port_min)
+        hi = changes.get("port_max", obj.port_max)
+        region = changes.get("region", obj.region)
+        country = changes.get("country", obj.country)
+        if lo > hi:
+            raise ValidationError({"port_min": "must not exceed port_max"})
+        if region[:2] != country:
+            raise ValidationError({"region": f"region {region} is not in country {country}"})
+        outside = ctx.session.scalar(
+            select(PopTenantInterface.listen_port).where(
+                PopTenantInterface.pop_id == obj.id,
+                or_(PopTenantInterface.listen_port < lo, PopTenantInterface.listen_port > hi),
+            )
+        )
+        if outside is not None:
+            raise Conflict(f"port {outside} is in use by a tenant interface outside {lo}-{hi}")
+        for key, value in changes.items():
+            setattr(obj, key, value)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Pop) -> None:
+        if ctx.session.scalar(
+            select(exists().where(or_(Link.pop_a_id == obj.id, Link.pop_b_id == obj.id)))
+        ):
+            raise Conflict("the PoP is joined by links; delete them first")
+        if ctx.session.scalar(select(exists().where(Site.pop_id == obj.id))):
+            raise Conflict("sites are attached to the PoP; move them first")
+        for iface in ctx.session.scalars(
+            select(PopTenantInterface).where(PopTenantInterface.pop_id == obj.id)
+        ):
+            ctx.session.delete(iface)
+        ctx.session.delete(obj)
+
+
+def publish_interface(
+    ctx: Ctx, pop: Pop, tenant: Tenant, data: s.InterfacePublish
+) -> PopTenantInterface:
+    """Record the public key and port of a PoP's WireGuard interface for a tenant."""
+    iface = ctx.session.scalar(
+        select(PopTenantInterface).where(
+            PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id == tenant.id
+        )
+    )
+    used = set(
+        ctx.session.scalars(
+            select(PopTenantInterface.listen_port).where(
+                PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id != tenant.id
+            )
+        )
+    )
+    port = data.listen_port
+    if port is None:
+        port = iface.listen_port if iface is not None else next(
+            (p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None
+        )
+        if port is None:
+            raise Conflict(f"no free port left in {pop.port_min}-{pop.port_max}")
+    if not pop.port_min <= port <= pop.port_max:
+        raise ValidationError({"listen_port": f"outside the PoP's range {pop.port_min}-{pop.port_max}"})
+    if port in used:
+        raise Conflict("the port serves another tenant", {"listen_port": "in use"})
+    if iface is None:
+        ipv4, ipv6 = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+        iface = PopTenantInterface(
+            pop_id=pop.id, tenant_id=tenant.id, public_key=data.public_key,
+            listen_port=port, ipv4=ipv4, ipv6=ipv6,
+        )
+        ctx.session.add(iface)
+    else:
+        iface.public_key = data.public_key
+        iface.listen_port = port
+    return iface
+
+
+# --- links ---------------------------------------------------------------------------------
+class LinkResource(Resource[Link]):
+    name = "links"
+    label = "link"
+    model = Link
+    public = s.LinkPublic
+    create_schema = s.LinkCreate
+    update_schema = s.LinkUpdate
+    filters = s.LinkFilters
+    tenant_scoped = False
+
+    def tenant_column(self) -> Any:
+        return None
+
+    def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
+        assert isinstance(filters, s.LinkFilters)
+        if filters.pop_id:
+            stmt = stmt.where(or_(Link.pop_a_id == filters.pop_id, Link.pop_b_id == filters.pop_id))
+        if filters.state:
+            stmt = stmt.where(Link.state == filters.state)
+        return stmt
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Link:
+        assert isinstance(data, s.LinkCreate)
+        _pop_exists(ctx, data.pop_a_id, "pop_a_id")
+        _pop_exists(ctx, data.pop_b_id, "pop_b_id")
+        a, b = data.pop_a_id, data.pop_b_id
+        if ctx.session.scalar(
+            select(exists().where(or_(and_(Link.pop_a_id == a, Link.pop_b_id == b),
+                                      and_(Link.pop_a_id == b, Link.pop_b_id == a))))
+        ):
+            raise Conflict("a link between these PoPs exists", {"pop_b_id": "already linked"})
+        if ctx.session.scalar(select(Link.id).where(Link.name == data.name)):
+            raise Conflict("a link with this name exists", {"name": "already in use"})
+        link = Link(**data.model_dump())
+        ctx.session.add(link)
+        return link
+
+    def update(self, ctx: Ctx, obj: Link, data: Any) -> Link:
+        changes = {k: v for k, v in _changes(data).items() if v is not None}
+        if "name" in changes:
+            other = ctx.session.scalar(select(Link.id).where(Link.name == changes["name"]))
+            if other is not None and other != obj.id:
+                raise Conflict("a link with this name exists", {"name": "already in use"})
+        for key, value in changes.items():
+            setattr(obj, key, value)
+        return obj
+
+
+# --- sites ---------------------------------------------------------------------------------
+def _check_prefixes(ctx: Ctx, tenant: Tenant, prefixes: list[str], own: uuid.UUID | None) -> None:
+    nets = [validation.network(p) for p in prefixes]
+    problems = {f"prefixes.{i}": msg for i, msg in validation.non_overlapping(nets).items()}
+    pools = [ipaddress.ip_network(tenant.ipv4_pool), ipaddress.ip_network(tenant.ipv6_pool)]
+    others = ctx.session.execute(
+        select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id, Site.id != own)
+        if own is not None else
+        select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id)
+    ).all()
+    for i, net in enumerate(nets):
+        if f"prefixes.{i}" in problems:
+            continue
+        pool = validation.overlaps_any(net, pools)
+        if pool is not None:
+            problems[f"prefixes.{i}"] = f"{net} overlaps the tenant's overlay pool {pool}"
+            continue
+        for site_name, site_prefixes in others:
+            hit = validation.overlaps_any(net, (ipaddress.ip_network(p) for p in site_prefixes))
+            if hit is not None:
+                problems[f"prefixes.{i}"] = f"{net} overlaps {hit} of site {site_name!r}"
+                break
+    if problems:
+        raise ValidationError(problems)
+
+
+class SiteResource(Resource[Site]):
+    name = "sites"
+    label = "site"
+    model = Site
+    public = s.SitePublic
+    create_schema = s.SiteCreate
+    update_schema = s.SiteUpdate
+    filters = s.SiteFilters
+
+    def _unique(self, ctx: Ctx, tenant_id: uuid.UUID, name: str | None, key: str | None,
+                own: uuid.UUID | None) -> None:
+        if name is not None:
+            other = ctx.session.scalar(select(Site.id).where(Site.tenant_id == tenant_id, Site.name == name))
+            if other is not None and other != own:
+                raise Conflict("a site with this name exists", {"name": "already in use"})
+        if key is not None:
+            other = ctx.session.scalar(select(Site.id).where(Site.connector_public_key == key))
+            if other is not None and other != own:
+                raise Conflict("this connector key is in use", {"connector_public_key": "in use"})
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Site:
+        assert isinstance(data, s.SiteCreate) and tenant is not None
+        self._unique(ctx, tenant.id, data.name, data.connector_public_key, None)
+        _pop_exists(ctx, data.pop_id, "pop_id")
+        _check_prefixes(ctx, tenant, data.prefixes, None)
+        site = Site(tenant_id=tenant.id, **data.model_dump())
+        ctx.session.add(site)
+        return site
+
+    def update(self, ctx: Ctx, obj: Site, data: Any) -> Site:
+        changes = _changes(data)
+        tenant = ctx.session.get(Tenant, obj.tenant_id)
+        assert tenant is not None
+        self._unique(ctx, obj.tenant_id, changes.get("name"), changes.get("connector_public_key"), obj.id)
+        if "pop_id" in changes:
+            _pop_exists(ctx, changes["pop_id"], "pop_id")
+        if changes.get("prefixes") is not None:
+            _check_prefixes(ctx, tenant, changes["prefixes"], obj.id)
+        state = changes.get("state")
+        if state is not None and state != obj.state and not ctx.require_principal().is_operator:
+            if SiteState.ACTIVE in (state, obj.state):
+                raise PermissionDenied(
+                    "the operator activates sites after approving their networks",
+                    {"state": "only the operator moves a site to or from active"},
+                )
+        nullable = {"pop_id", "connector_public_key"}
+        for key, value in changes.items():
+            if value is not None or key in nullable:
+                setattr(obj, key, value)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Site) -> None:
+        from tongdao.access.service import references_to
+
+        users = references_to(ctx, obj.tenant_id, "site", obj.id)
+        if users:
+            raise Conflict(f"the site is used by policies: {', '.join(users)}")
+        ctx.session.delete(obj)
+
+
+# --- devices -------------------------------------------------------------------------------
+class DeviceResource(Resource[Device]):
+    name = "devices"
+    label = "device"
+    model = Device
+    public = s.DevicePublic
+    create_schema = s.DeviceCreate
+    update_schema = s.DeviceUpdate
+    filters = s.DeviceFilters
+    owner_attr = "user_id"
+
+    def _key_free(self, ctx: Ctx, key: str, own: uuid.UUID | None) -> None:
+        other = ctx.session.scalar(select(Device.id).where(Device.public_key == key))
+        if other is not None and other != own:
+            raise Conflict("this public key belongs to another device", {"public_key": "in use"})
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Device:
+        assert isinstance(data, s.DeviceCreate) and tenant is not None
+        principal = ctx.require_principal()
+        from tongdao.auth.permissions import Action
+
+        user_id = data.user_id
+        if user_id is None:
+            if principal.tenant_id != tenant.id:
+                raise ValidationError({"user_id": "required: the user who owns the device"})
+            user_id = principal.user_id
+        if principal.own_only("devices", Action.CREATE) and user_id != principal.user_id:
+            raise ValidationError({"user_id": "you can register devices for yourself only"})
+        owner = ctx.session.get(User, user_id)
+        if owner is None or owner.tenant_id != tenant.id:
+            raise ValidationError({"user_id": "no such user in this tenant"})
+        self._key_free(ctx, data.public_key, None)
+        _pop_exists(ctx, data.pop_id, "pop_id")
+        ipv4, ipv6 = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+        device = Device(
+            tenant_id=tenant.id, user_id=user_id, name=data.name, public_key=data.public_key,
+            pop_id=data.pop_id, ipv4=ipv4, ipv6=ipv6,
+        )
+        ctx.session.add(device)
+        return device
+
+    def update(self, ctx: Ctx, obj: Device, data: Any) -> Device:
+        changes = _changes(data)
+        if changes.get("public_key") is not None:
+            self._key_free(ctx, changes["public_key"], obj.id)
+        if "pop_id" in changes:
+            _pop_exists(ctx, changes["pop_id"], "pop_id")
+        if obj.state == DeviceState.REVOKED and changes.get("state") not in (None, DeviceState.REVOKED):
+            raise ValidationError({"state": "a revoked device stays revoked; register it again"})
+        for key, value in changes.items():
+            if value is not None or key == "pop_id":
+                setattr(obj, key, value)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Device) -> None:
+        from tongdao.access.service import references_to
+
+        users = references_to(ctx, obj.tenant_id, "device", obj.id)
+        if users:
+            raise Conflict(f"the device is used by policies: {', '.join(users)}")
+        ctx.session.delete(obj)
+
+
+def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
+    """What a tenant's devices route into the tunnel: its overlay pools and active sites."""
+    prefixes = [tenant.ipv4_pool, tenant.ipv6_pool]
+    for site_prefixes in ctx.session.scalars(
+        select(Site.prefixes).where(Site.tenant_id == tenant.id, Site.state == SiteState.ACTIVE)
+    ):
+        prefixes.extend(site_prefixes)
+    return prefixes
+
+
+def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
+    if device.state != DeviceState.ACTIVE:
+        raise Conflict(f"the device is {device.state}; it has no configuration")
+    stmt = (
+        select(PopTenantInterface, Pop)
+        .join(Pop, Pop.id == PopTenantInterface.pop_id)
+        .where(PopTenantInterface.tenant_id == tenant.id, Pop.state == PopState.ACTIVE)
+        .order_by(Pop.name)
+    )
+    rows = [(iface, pop) for iface, pop in ctx.session.execute(stmt)]
+    if device.pop_id is not None:
+        rows = [r for r in rows if r[1].id == device.pop_id]
+    if not rows:
+        where = "the device's PoP has not yet" if device.pop_id is not None else "no PoP has yet"
+        raise Conflict(
+            f"{where} published a WireGuard key for this tenant; the configuration "
+            "is ready once a gateway serves the tenant"
+        )
+    peers = [
+        PeerSpec(pop.name, pop.region, iface.public_key, pop.endpoint_host, iface.listen_port,
+                 iface.ipv4, iface.ipv6)
+        for iface, pop in rows
+    ]
+    return render(
+        device_name=device.name,
+        device_id=str(device.id),
+        tenant_name=tenant.name_en,
+        ipv4=device.ipv4,
+        ipv6=device.ipv6,
+        dns=tenant.dns_servers,
+        routable=routable_prefixes(ctx, tenant),
+        peers=peers,
+    )
+
+
+def get_pop(ctx: Ctx, pop_id: uuid.UUID) -> Pop:
+    pop = ctx.session.get(Pop, pop_id)
+    if pop is None:
+        raise NotFound("pop not found")
+    return pop

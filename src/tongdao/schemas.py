@@ -1,0 +1,54 @@
+"""Annotated field types shared by every resource's schema family."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from tongdao import validation
+from tongdao.compliance.uscc import check_uscc
+
+
+def _uscc(value: str) -> str:
+    result = check_uscc(value)
+    if result.errors:
+        raise ValueError("; ".join(result.errors))
+    return result.code
+
+
+def _cidr(value: str) -> str:
+    return str(validation.network(value))
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+LongName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
+Email = Annotated[EmailStr, AfterValidator(lambda v: v.lower()), Field(max_length=320)]
+WireGuardKey = Annotated[str, AfterValidator(validation.wireguard_key)]
+Cidr = Annotated[str, Field(max_length=43), AfterValidator(_cidr)]
+Country = Annotated[str, Field(max_length=2, min_length=2), AfterValidator(validation.country)]
+Region = Annotated[str, Field(max_length=16), AfterValidator(validation.region)]
+HostOrIp = Annotated[str, Field(max_length=253), AfterValidator(validation.hostname_or_ip)]
+Mobile = Annotated[str, Field(max_length=32), AfterValidator(validation.mobile)]
+Uscc = Annotated[str, Field(max_length=32), AfterValidator(_uscc)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+
+class PublicModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,501 @@
+"""Tenants, users and groups: the domain rules behind their endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Select, String, delete, exists, func, or_, select
+
+from tongdao.api.crud import Resource
+from tongdao.auth.models import ApiToken
+from tongdao.auth.passwords import policy_problem
+from tongdao.auth.permissions import Role
+from tongdao.compliance.identity import id_number_problem
+from tongdao.compliance.uscc import check_uscc
+from tongdao.crypto import mask
+from tongdao.errors import Conflict, PermissionDenied, ValidationError
+from tongdao.ipam import service as ipam
+from tongdao.ipam.models import IpamLock
+from tongdao.runtime import Ctx
+from tongdao.tenancy import schemas as s
+from tongdao.tenancy.models import Group, GroupMember, Tenant, TenantState, User
+
+ID_NUMBER_PURPOSE = "user.id_number"
+
+# Tenant lifecycle: which states each state may move to.
+TENANT_TRANSITIONS: dict[TenantState, frozenset[TenantState]] = {
+    TenantState.APPLIED: frozenset({TenantState.UNDER_REVIEW, TenantState.REJECTED}),
+    TenantState.UNDER_REVIEW: frozenset({TenantState.APPROVED, TenantState.REJECTED}),
+    TenantState.APPROVED: frozenset({TenantState.ACTIVE}),
+    TenantState.REJECTED: frozenset({TenantState.UNDER_REVIEW}),
+    TenantState.ACTIVE: frozenset({TenantState.SUSPENDED}),
+    TenantState.SUSPENDED: frozenset({TenantState.ACTIVE}),
+    TenantState.TERMINATED: frozenset(),
+}
+# Fields a tenant admin may change on their own tenant.
+TENANT_SELF_SERVICE = frozenset(
+    {
+        "contact_name",
+        "contact_email",
+        "contact_phone",
+        "dns_servers",
+        "invoice_buyer_name",
+        "invoice_tax_id",
+        "invoice_address_phone",
+        "invoice_bank",
+        "invoice_account",
+    }
+)
+
+
+def mask_mobile(mobile: str | None) -> str | None:
+    if not mobile:
+        return None
+    if len(mobile) <= 7:
+        return mask(mobile, 2)
+    return mobile[:3] + "*" * (len(mobile) - 7) + mobile[-4:]
+
+
+def _changes(data: BaseModel) -> dict[str, Any]:
+    return data.model_dump(exclude_unset=True)
+
+
+# --- tenants -------------------------------------------------------------------------------
+class TenantResource(Resource[Tenant]):
+    name = "tenants"
+    label = "tenant"
+    model = Tenant
+    public = s.TenantPublic
+    create_schema = s.TenantCreate
+    update_schema = s.TenantUpdate
+    filters = s.TenantFilters
+    tenant_scoped = False
+
+    def tenant_column(self) -> Any:
+        return Tenant.id
+
+    def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
+        assert isinstance(filters, s.TenantFilters)
+        if filters.state is not None:
+            stmt = stmt.where(Tenant.state == filters.state)
+        if filters.uscc:
+            stmt = stmt.where(Tenant.uscc == filters.uscc.strip().upper())
+        if filters.q:
+            pattern = f"%{filters.q.strip()}%"
+            stmt = stmt.where(or_(Tenant.name_en.ilike(pattern), Tenant.name_zh.like(pattern)))
+        return stmt
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Tenant:
+        assert isinstance(data, s.TenantCreate)
+        check = check_uscc(data.uscc)
+        if ctx.session.scalar(select(Tenant.id).where(Tenant.uscc == check.code)):
+            raise Conflict("a tenant with this USCC exists", {"uscc": "already registered"})
+        pools = ipam.allocate_tenant_pools(ctx.session, data.ipv4_pool_prefixlen)
+        values = data.model_dump(exclude={"ipv4_pool_prefixlen", "uscc", "dns_servers"})
+        obj = Tenant(
+            **{k: ("" if v is None else v) for k, v in values.items()},
+            uscc=check.code,
+            uscc_checksum_ok=check.checksum_ok,
+            division_code=check.division_code,
+            dns_servers=[str(a) for a in data.dns_servers],
+            ipv4_pool=str(pools.ipv4),
+            ipv6_pool=str(pools.ipv6),
+        )
+        if not obj.invoice_tax_id:
+            obj.invoice_tax_id = check.code
+        if not obj.invoice_buyer_name:
+            obj.invoice_buyer_name = data.name_zh or data.name_en
+        ctx.session.add(obj)
+        ctx.session.flush()
+        ctx.session.add(IpamLock(name=ipam.tenant_lock_name(obj.id)))
+        return obj
+
+    def update(self, ctx: Ctx, obj: Tenant, data: Any) -> Tenant:
+        changes = _changes(data)
+        principal = ctx.require_principal()
+        if not principal.is_operator:
+            refused = sorted(set(changes) - TENANT_SELF_SERVICE)
+            if refused:
+                raise PermissionDenied(
+                    "only the operator changes these fields",
+                    {key: "changed by the operator only" for key in refused},
+                )
+        if "state" in changes and changes["state"] != obj.state:
+            new = TenantState(changes["state"])
+            current = TenantState(obj.state)
+            if new is not TenantState.TERMINATED and new not in TENANT_TRANSITIONS[current]:
+                allowed = ", ".join(sorted(TENANT_TRANSITIONS[current])) or "nothing"
+                raise ValidationError(
+                    {"state": f"a {current.value} tenant can move to {allowed}, not {new.value}"}
+                )
+            if current is TenantState.TERMINATED:
+                raise ValidationError({"state": "a terminated tenant stays terminated"})
+        if "dns_servers" in changes and changes["dns_servers"] is not None:
+            changes["dns_servers"] = [str(a) for a in changes["dns_servers"]]
+        for key, value in changes.items():
+            if value is None and key != "state":
+                value = [] if key == "dns_servers" else ""
+            if value is not None:
+                setattr(obj, key, value)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Tenant) -> None:
+        from tongdao.access.models import Policy
+        from tongdao.network.models import Device, Site
+
+        for model, what in ((User, "users"), (Device, "devices"), (Site, "sites"),
+                            (Group, "groups"), (Policy, "policies")):
+            if ctx.session.scalar(select(exists().where(model.tenant_id == obj.id))):
+                raise Conflict(
+                    f"the tenant still has {what}; delete them first, or terminate the tenant "
+                    "to keep its records"
+                )
+        ctx.session.execute(delete(IpamLock).where(IpamLock.name == ipam.tenant_lock_name(obj.id)))
+        ctx.session.delete(obj)
+
+
+# --- users ---------------------------------------------------------------------------------
+def _apply_password(ctx: Ctx, user: User, password: str | None) -> None:
+    if password is None:
+        return
+    problem = policy_problem(password)
+    if problem:
+        raise ValidationError({"password": problem})
+    user.password_hash = ctx.runtime.passwords.hash(password)
+
+
+def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
+    touched = {"legal_name", "id_type", "id_number", "mobile"} & set(changes)
+    if not touched:
+        return
+    if "legal_name" in changes:
+        user.legal_name = changes["legal_name"]
+    if "mobile" in changes:
+        user.mobile = changes["mobile"]
+    if "id_number" in changes:
+        id_type, number = changes.get("id_type"), changes["id_number"]
+        if number is None:
+            user.id_type = user.id_number_sealed = user.id_number_last4 = None
+            user.id_number_length = None
+        else:
+            number = number.strip().upper()
+            problem = id_number_problem(str(id_type), number)
+            if problem:
+                raise ValidationError({"id_number": problem})
+            user.id_type = str(id_type)
+            user.id_number_sealed = ctx.runtime.cipher.seal(number, ID_NUMBER_PURPOSE)
+            user.id_number_last4 = number[-4:]
+            user.id_number_length = len(number)
+    # A changed identity has to be verified again.
+    user.identity_verified_at = None
+    user.identity_verified_by = None
+
+
+def _email_free(ctx: Ctx, email: str) -> None:
+    if ctx.session.scalar(select(User.id).where(User.email == email)):
+        raise Conflict("a user with this email exists", {"email": "already in use"})
+
+
+def _set_groups(ctx: Ctx, user: User, tenant_id: uuid.UUID, group_ids: Sequence[uuid.UUID]) -> None:
+    wanted = list(dict.fromkeys(group_ids))
+    found = set(
+        ctx.session.scalars(
+            select(Group.id).where(Group.tenant_id == tenant_id, Group.id.in_(wanted))
+        )
+    )
+    missing = {f"group_ids.{i}": "no such group in this tenant"
+               for i, gid in enumerate(wanted) if gid not in found}
+    if missing:
+        raise ValidationError(missing)
+    current = {m.group_id: m for m in user.memberships}
+    for gid, membership in current.items():
+        if gid not in found:
+            ctx.session.delete(membership)
+    for gid in wanted:
+        if gid not in current:
+            ctx.session.add(GroupMember(group_id=gid, user_id=user.id, tenant_id=tenant_id))
+
+
+def _group_ids_by_user(ctx: Ctx, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    out: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    ids = list(user_ids)
+    if ids:
+        for user_id, group_id in ctx.session.execute(
+            select(GroupMember.user_id, GroupMember.group_id)
+            .where(GroupMember.user_id.in_(ids))
+            .order_by(GroupMember.group_id)
+        ):
+            out[user_id].append(group_id)
+    return out
+
+
+def user_public(user: User, group_ids: list[uuid.UUID]) -> s.UserPublic:
+    masked = None
+    if user.id_number_last4 is not None and user.id_number_length is not None:
+        masked = "*" * (user.id_number_length - len(user.id_number_last4)) + user.id_number_last4
+    return s.UserPublic.model_validate(
+        {
+            **{k: getattr(user, k) for k in s.UserPublic.model_fields if hasattr(user, k)},
+            "group_ids": group_ids,
+            "id_number_masked": masked,
+            "mobile_masked": mask_mobile(user.mobile),
+        }
+    )
+
+
+def _delete_user(ctx: Ctx, user: User) -> None:
+    from tongdao.network.models import Device
+
+    for device in ctx.session.scalars(select(Device).where(Device.user_id == user.id)):
+        ctx.session.delete(device)
+    for token in ctx.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)):
+        ctx.session.delete(token)
+    ctx.session.delete(user)
+
+
+class UserResource(Resource[User]):
+    name = "users"
+    label = "user"
+    model = User
+    public = s.UserPublic
+    create_schema = s.UserCreate
+    update_schema = s.UserUpdate
+    filters = s.UserFilters
+    owner_attr = "id"
+
+    def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
+        assert isinstance(filters, s.UserFilters)
+        if filters.email:
+            stmt = stmt.where(User.email == filters.email.strip().lower())
+        if filters.state:
+            stmt = stmt.where(User.state == filters.state)
+        if filters.role:
+            # roles is a short JSON list; match the quoted role name in its text form.
+            stmt = stmt.where(func.cast(User.roles, String()).like(f'%"{filters.role.value}"%'))
+        if filters.group_id:
+            stmt = stmt.where(
+                exists().where(GroupMember.user_id == User.id, GroupMember.group_id == filters.group_id)
+            )
+        return stmt
+
+    def to_public(self, ctx: Ctx, obj: User) -> BaseModel:
+        return user_public(obj, _group_ids_by_user(ctx, [obj.id]).get(obj.id, []))
+
+    def to_public_many(self, ctx: Ctx, objs: Sequence[User]) -> list[BaseModel]:
+        groups = _group_ids_by_user(ctx, (o.id for o in objs))
+        return [user_public(o, groups.get(o.id, [])) for o in objs]
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> User:
+        assert isinstance(data, s.UserCreate) and tenant is not None
+        _email_free(ctx, data.email)
+        user = User(
+            tenant_id=tenant.id,
+            email=data.email,
+            display_name=data.display_name,
+            roles=sorted({str(r) for r in data.roles}),
+        )
+        _apply_password(ctx, user, data.password)
+        _apply_identity(ctx, user, data.model_dump(exclude_unset=True))
+        ctx.session.add(user)
+        ctx.session.flush()
+        if data.group_ids:
+            _set_groups(ctx, user, tenant.id, data.group_ids)
+        return user
+
+    def update(self, ctx: Ctx, obj: User, data: Any) -> User:
+        assert isinstance(data, s.UserUpdate)
+        changes = _changes(data)
+        for key in ("display_name", "state"):
+            if changes.get(key) is not None:
+                setattr(obj, key, changes[key])
+        if changes.get("roles") is not None:
+            obj.roles = sorted({str(r) for r in changes["roles"]})
+        _apply_password(ctx, obj, changes.get("password"))
+        _apply_identity(ctx, obj, changes)
+        if changes.get("group_ids") is not None and obj.tenant_id is not None:
+            _set_groups(ctx, obj, obj.tenant_id, changes["group_ids"])
+        if changes.get("identity_verified") is not None:
+            if changes["identity_verified"]:
+                if not (obj.legal_name and obj.id_number_sealed and obj.mobile):
+                    raise ValidationError(
+                        {"identity_verified": "record legal_name, id_type, id_number and "
+                         "mobile before verifying"}
+                    )
+                obj.identity_verified_at = ctx.runtime.clock()
+                obj.identity_verified_by = ctx.user_id
+            else:
+                obj.identity_verified_at = None
+                obj.identity_verified_by = None
+        return obj
+
+    def delete(self, ctx: Ctx, obj: User) -> None:
+        _delete_user(ctx, obj)
+
+
+class StaffResource(Resource[User]):
+    """Operator staff: users with no tenant and operator roles."""
+
+    name = "staff"
+    label = "staff_member"
+    model = User
+    public = s.UserPublic
+    create_schema = s.StaffCreate
+    update_schema = s.StaffUpdate
+    filters = s.StaffFilters
+    tenant_scoped = False
+
+    def tenant_column(self) -> Any:
+        return None
+
+    def base_query(self, guard: Any, tenant: Tenant | None, action: Any) -> Select[Any]:
+        return select(User).where(User.tenant_id.is_(None))
+
+    def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
+        assert isinstance(filters, s.StaffFilters)
+        if filters.email:
+            stmt = stmt.where(User.email == filters.email.strip().lower())
+        if filters.state:
+            stmt = stmt.where(User.state == filters.state)
+        return stmt
+
+    def to_public(self, ctx: Ctx, obj: User) -> BaseModel:
+        return user_public(obj, [])
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> User:
+        assert isinstance(data, s.StaffCreate)
+        _email_free(ctx, data.email)
+        user = User(
+            tenant_id=None,
+            email=data.email,
+            display_name=data.display_name,
+            roles=sorted({str(r) for r in data.roles}),
+        )
+        _apply_password(ctx, user, data.password)
+        ctx.session.add(user)
+        return user
+
+    def update(self, ctx: Ctx, obj: User, data: Any) -> User:
+        assert isinstance(data, s.StaffUpdate)
+        changes = _changes(data)
+        for key in ("display_name", "state"):
+            if changes.get(key) is not None:
+                setattr(obj, key, changes[key])
+        if changes.get("roles") is not None:
+            obj.roles = sorted({str(r) for r in changes["roles"]})
+        _apply_password(ctx, obj, changes.get("password"))
+        self._keep_an_admin(ctx, obj)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: User) -> None:
+        obj.roles = []
+        self._keep_an_admin(ctx, obj)
+        _delete_user(ctx, obj)
+
+    @staticmethod
+    def _keep_an_admin(ctx: Ctx, changed: User) -> None:
+        """Refuse a change that would leave no active operator admin."""
+        admins = [
+            u for u in ctx.session.scalars(select(User).where(User.tenant_id.is_(None)))
+            if Role.OPERATOR_ADMIN in u.roles and u.state == "active"
+        ]
+        if not admins or admins == [changed] and (
+            Role.OPERATOR_ADMIN not in changed.roles or changed.state != "active"
+        ):
+            raise Conflict("this would leave no active operator admin")
+
+
+# --- groups --------------------------------------------------------------------------------
+def _members_by_group(ctx: Ctx, group_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    out: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    ids = list(group_ids)
+    if ids:
+        for group_id, user_id in ctx.session.execute(
+            select(GroupMember.group_id, GroupMember.user_id)
+            .where(GroupMember.group_id.in_(ids))
+            .order_by(GroupMember.user_id)
+        ):
+            out[group_id].append(user_id)
+    return out
+
+
+class GroupResource(Resource[Group]):
+    name = "groups"
+    label = "group"
+    model = Group
+    public = s.GroupPublic
+    create_schema = s.GroupCreate
+    update_schema = s.GroupUpdate
+    filters = s.GroupFilters
+
+    def to_public_many(self, ctx: Ctx, objs: Sequence[Group]) -> list[BaseModel]:
+        members = _members_by_group(ctx, (o.id for o in objs))
+        return [
+            s.GroupPublic.model_validate(
+                {**{k: getattr(o, k) for k in ("id", "created_at", "updated_at", "tenant_id",
+                                               "name", "description")},
+                 "member_ids": members.get(o.id, [])}
+            )
+            for o in objs
+        ]
+
+    def to_public(self, ctx: Ctx, obj: Group) -> BaseModel:
+        return self.to_public_many(ctx, [obj])[0]
+
+    def _name_free(self, ctx: Ctx, tenant_id: uuid.UUID, name: str, own: uuid.UUID | None) -> None:
+        other = ctx.session.scalar(
+            select(Group.id).where(Group.tenant_id == tenant_id, Group.name == name)
+        )
+        if other is not None and other != own:
+            raise Conflict("a group with this name exists", {"name": "already in use"})
+
+    def _set_members(self, ctx: Ctx, group: Group, member_ids: Sequence[uuid.UUID]) -> None:
+        wanted = list(dict.fromkeys(member_ids))
+        found = set(
+            ctx.session.scalars(
+                select(User.id).where(User.tenant_id == group.tenant_id, User.id.in_(wanted))
+            )
+        )
+        missing = {f"member_ids.{i}": "no such user in this tenant"
+                   for i, uid in enumerate(wanted) if uid not in found}
+        if missing:
+            raise ValidationError(missing)
+        current = {m.user_id: m for m in group.memberships}
+        for uid, membership in current.items():
+            if uid not in found:
+                ctx.session.delete(membership)
+        for uid in wanted:
+            if uid not in current:
+                ctx.session.add(GroupMember(group_id=group.id, user_id=uid, tenant_id=group.tenant_id))
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Group:
+        assert isinstance(data, s.GroupCreate) and tenant is not None
+        self._name_free(ctx, tenant.id, data.name, None)
+        group = Group(tenant_id=tenant.id, name=data.name, description=data.description)
+        ctx.session.add(group)
+        ctx.session.flush()
+        self._set_members(ctx, group, data.member_ids)
+        return group
+
+    def update(self, ctx: Ctx, obj: Group, data: Any) -> Group:
+        assert isinstance(data, s.GroupUpdate)
+        changes = _changes(data)
+        if changes.get("name") is not None:
+            self._name_free(ctx, obj.tenant_id, changes["name"], obj.id)
+            obj.name = changes["name"]
+        if changes.get("description") is not None:
+            obj.description = changes["description"]
+        if changes.get("member_ids") is not None:
+            self._set_members(ctx, obj, changes["member_ids"])
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Group) -> None:
+        from tongdao.access.service import references_to
+
+        users = references_to(ctx, obj.tenant_id, "group", obj.id)
+        if users:
+            raise Conflict(f"the group is used by policies: {', '.join(users)}")
+        ctx.session.delete(obj)

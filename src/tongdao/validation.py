@@ -1,0 +1,118 @@
+"""Pure validators shared by the schemas and the services.
+
+Each raises ``ValueError`` with a message meant for a person; pydantic turns it into a
+field-keyed 422 and services wrap it in :class:`tongdao.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ISO 3166-1 alpha-2, officially assigned codes.
+COUNTRIES = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO
+    DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU
+    GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW
+    KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU
+    MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW
+    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
+    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
+    ZM ZW""".split()
+)
+
+_REGION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,8}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_MOBILE = re.compile(r"^\+?[0-9]{6,15}$")
+
+
+def wireguard_key(value: str) -> str:
+    """A WireGuard public key: standard base64 of exactly 32 bytes, not all zero."""
+    text = value.strip()
+    if len(text) != 44 or not text.endswith("="):
+        raise ValueError("must be a WireGuard key: 44 characters of base64 ending in '='")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be a WireGuard key: not valid base64") from exc
+    if len(raw) != 32:
+        raise ValueError("must be a WireGuard key: base64 of 32 bytes")
+    if raw == bytes(32):
+        raise ValueError("must be a WireGuard key: the all-zero key is not a public key")
+    return text
+
+
+def network(value: str, *, family: int | None = None) -> IPNetwork:
+    """A CIDR prefix with no host bits set, optionally of one address family (4 or 6)."""
+    text = value.strip()
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an IP prefix in CIDR notation") from exc
+    if "/" not in text:
+        raise ValueError(f"{text!r} has no prefix length; write it as {net}")
+    if net.network_address != ipaddress.ip_interface(text).ip:
+        raise ValueError(f"{text!r} has host bits set; the prefix is {net}")
+    if family is not None and net.version != family:
+        raise ValueError(f"{text!r} is IPv{net.version}; an IPv{family} prefix is required")
+    return net
+
+
+def non_overlapping(nets: Sequence[IPNetwork]) -> dict[int, str]:
+    """Index → message for every prefix that overlaps an earlier one in the list."""
+    problems: dict[int, str] = {}
+    for i, net in enumerate(nets):
+        for j in range(i):
+            other = nets[j]
+            if net.version == other.version and net.overlaps(other):
+                problems[i] = f"{net} overlaps {other}"
+                break
+    return problems
+
+
+def overlaps_any(net: IPNetwork, others: Iterable[IPNetwork]) -> IPNetwork | None:
+    for other in others:
+        if net.version == other.version and net.overlaps(other):
+            return other
+    return None
+
+
+def region(value: str) -> str:
+    text = value.strip().upper()
+    if not _REGION.match(text) or text[:2] not in COUNTRIES:
+        raise ValueError("must be a region like CN-BJ: ISO country code, '-', 1-8 letters/digits")
+    return text
+
+
+def country(value: str) -> str:
+    text = value.strip().upper()
+    if text not in COUNTRIES:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return text
+
+
+def hostname_or_ip(value: str) -> str:
+    text = value.strip().rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if len(text) > 253 or len(labels) < 2 or not all(_HOST_LABEL.match(lb) for lb in labels):
+        raise ValueError(f"{value!r} is not a DNS name or IP address")
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is not a DNS name or IP address")
+    return text
+
+
+def mobile(value: str) -> str:
+    text = value.strip().replace(" ", "").replace("-", "")
+    if not _MOBILE.match(text):
+        raise ValueError("must be a phone number: 6 to 15 digits, optionally starting with +")
+    return text
