@@ -47,8 +47,12 @@ def make_user(
         session.add(user)
         session.flush()
         _token, secret = issue_token(
-            Ctx(session=session, runtime=runtime), user, kind="api", name="test",
-            scopes=scopes, ttl=timedelta(days=1),
+            Ctx(session=session, runtime=runtime),
+            user,
+            kind="api",
+            name="test",
+            scopes=scopes,
+            ttl=timedelta(days=1),
         )
         session.commit()
         return user.id, secret
@@ -97,8 +101,11 @@ class World:
         for label, uscc in (("a", USCC_A), ("b", USCC_B)):
             resp = client.post(
                 "/api/v1/tenants",
-                json={"name_en": f"Tenant {label.upper()}", "name_zh": f"租户{label.upper()}",
-                      "uscc": uscc},
+                json={
+                    "name_en": f"Tenant {label.upper()}",
+                    "name_zh": f"租户{label.upper()}",
+                    "uscc": uscc,
+                },
                 headers=admin.headers,
             )
             assert resp.status_code == 201, resp.text
@@ -107,8 +114,9 @@ class World:
             for role in TENANT_ROLES:
                 uid, token = make_user(runtime, f"{role}@{label}.example", [role], tid)
                 actors[role] = Actor(role, uid, token, tid)
-            tenants.append(TenantFixture(tid, actors["tenant_admin"], actors["employee"],
-                                         resp.json()))
+            tenants.append(
+                TenantFixture(tid, actors["tenant_admin"], actors["employee"], resp.json())
+            )
         return cls(runtime, client, operators, tenants[0], tenants[1])
 
     def actor(self, role: str, tenant: str = "a") -> Actor:
@@ -116,3 +124,11 @@ class World:
             return self.operators[role]
         fixture = self.a if tenant == "a" else self.b
         return fixture.admin if role == "tenant_admin" else fixture.employee
+
+
+def uscc_for(n: int, division: str = "110105") -> str:
+    """A well-formed Beijing USCC with a correct check character, distinct per ``n``."""
+    from tongdao.compliance.uscc import uscc_check_char
+
+    first17 = f"91{division}MA{n:07d}"
+    return first17 + uscc_check_char(first17)

@@ -29,9 +29,15 @@ def _check_references(ctx: Ctx, tenant_id: uuid.UUID, rules: list[s.Rule]) -> No
     found: dict[str, set[uuid.UUID]] = {}
     for kind, ids in wanted.items():
         model = _KIND_MODELS[kind]
-        found[kind] = set(
-            ctx.session.scalars(select(model.id).where(model.tenant_id == tenant_id, model.id.in_(ids)))
-        ) if ids else set()
+        found[kind] = (
+            set(
+                ctx.session.scalars(
+                    select(model.id).where(model.tenant_id == tenant_id, model.id.in_(ids))
+                )
+            )
+            if ids
+            else set()
+        )
     problems: dict[str, str] = {}
     for i, rule in enumerate(rules):
         for j, src in enumerate(rule.sources):
@@ -71,7 +77,9 @@ class PolicyResource(Resource[Policy]):
     filters = s.PolicyFilters
 
     def _name_free(self, ctx: Ctx, tenant_id: uuid.UUID, name: str, own: uuid.UUID | None) -> None:
-        other = ctx.session.scalar(select(Policy.id).where(Policy.tenant_id == tenant_id, Policy.name == name))
+        other = ctx.session.scalar(
+            select(Policy.id).where(Policy.tenant_id == tenant_id, Policy.name == name)
+        )
         if other is not None and other != own:
             raise Conflict("a policy with this name exists", {"name": "already in use"})
 
@@ -80,8 +88,11 @@ class PolicyResource(Resource[Policy]):
         self._name_free(ctx, tenant.id, data.name, None)
         _check_references(ctx, tenant.id, data.rules)
         policy = Policy(
-            tenant_id=tenant.id, name=data.name, description=data.description,
-            enabled=data.enabled, rules=_dump_rules(data.rules),
+            tenant_id=tenant.id,
+            name=data.name,
+            description=data.description,
+            enabled=data.enabled,
+            rules=_dump_rules(data.rules),
         )
         ctx.session.add(policy)
         return policy

@@ -47,7 +47,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _TooLargeError
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -58,7 +58,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _TooLargeError:
             if not responded:
                 await self._refuse(send)
 
@@ -69,12 +69,11 @@ class BodyLimit:
             ),
             status_code=413,
         )
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": response.raw_headers})
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
 
 
-class _TooLarge(Exception):
+class _TooLargeError(Exception):
     pass
 
 
@@ -100,8 +99,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
 
     api = APIRouter(prefix="/api/v1")
-    for router in (auth_router, operator_router, tenancy_router, network_router,
-                   access_router, audit_router):
+    for router in (
+        auth_router,
+        operator_router,
+        tenancy_router,
+        network_router,
+        access_router,
+        audit_router,
+    ):
         api.include_router(router)
     app.include_router(api)
 
@@ -131,5 +136,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     app.include_router(web_router)
-    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     return app

@@ -5,8 +5,8 @@ filters and its domain hooks; :func:`mount` turns it into list / create / get / 
 delete routes that all pass through the same :class:`~tongdao.api.deps.Guard`.
 """
 
-
 import uuid
+from enum import Enum
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -66,7 +66,7 @@ class Resource(Generic[M]):
 
     def load(self, guard: Guard, tenant: Tenant | None, object_id: uuid.UUID, action: Action) -> M:
         stmt = self.base_query(guard, tenant, action).where(self.model.id == object_id)
-        obj = guard.ctx.session.scalar(stmt)
+        obj: M | None = guard.ctx.session.scalar(stmt)
         return guard.visible(obj, self.name, action, what=self.label)
 
     # --- presentation ----------------------------------------------------------------------
@@ -99,7 +99,9 @@ def _no_tenant() -> uuid.UUID | None:
     return None
 
 
-def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[str]) -> None:
+def mount(
+    router: APIRouter, resource: Resource[Any], path: str, *, tags: list[str | Enum]
+) -> None:
     """Register list / create / get / update / delete for ``resource`` under ``path``."""
     Public = resource.public
     Create = resource.create_schema
@@ -127,7 +129,9 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
         guard, tenant = scope(ctx, tenant_id, Action.READ)
         stmt = resource.apply_filters(resource.base_query(guard, tenant, Action.READ), filters)
         rows, total, cursor = paginate(ctx.session, stmt, resource.model.id, page)
-        return PageOfPublic(data=resource.to_public_many(ctx, rows), count=total, next_cursor=cursor)
+        return PageOfPublic(
+            data=resource.to_public_many(ctx, rows), count=total, next_cursor=cursor
+        )
 
     def create_object(ctx: CtxDep, tenant_id: TenantId, body: Create) -> Any:  # type: ignore[valid-type]
         _guard, tenant = scope(ctx, tenant_id, Action.CREATE)
@@ -161,24 +165,49 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
 
     item = path + "/{object_id}"
     router.add_api_route(
-        path, list_objects, methods=["GET"], response_model=PageOfPublic, tags=tags,
-        summary=f"List {resource.name}", operation_id=f"list_{resource.name}",
+        path,
+        list_objects,
+        methods=["GET"],
+        response_model=PageOfPublic,
+        tags=tags,
+        summary=f"List {resource.name}",
+        operation_id=f"list_{resource.name}",
     )
     router.add_api_route(
-        path, create_object, methods=["POST"], response_model=Public, tags=tags,
-        status_code=status.HTTP_201_CREATED, summary=f"Create a {label}",
+        path,
+        create_object,
+        methods=["POST"],
+        response_model=Public,
+        tags=tags,
+        status_code=status.HTTP_201_CREATED,
+        summary=f"Create a {label}",
         operation_id=f"create_{label}",
     )
     router.add_api_route(
-        item, get_object, methods=["GET"], response_model=Public, tags=tags,
-        summary=f"Get a {label}", operation_id=f"get_{label}",
+        item,
+        get_object,
+        methods=["GET"],
+        response_model=Public,
+        tags=tags,
+        summary=f"Get a {label}",
+        operation_id=f"get_{label}",
     )
     router.add_api_route(
-        item, update_object, methods=["PATCH"], response_model=Public, tags=tags,
-        summary=f"Update a {label}", operation_id=f"update_{label}",
+        item,
+        update_object,
+        methods=["PATCH"],
+        response_model=Public,
+        tags=tags,
+        summary=f"Update a {label}",
+        operation_id=f"update_{label}",
     )
     router.add_api_route(
-        item, delete_object, methods=["DELETE"], status_code=status.HTTP_204_NO_CONTENT,
-        tags=tags, summary=f"Delete a {label}", operation_id=f"delete_{label}",
+        item,
+        delete_object,
+        methods=["DELETE"],
+        status_code=status.HTTP_204_NO_CONTENT,
+        tags=tags,
+        summary=f"Delete a {label}",
+        operation_id=f"delete_{label}",
         response_class=Response,
     )

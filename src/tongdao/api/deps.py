@@ -87,8 +87,11 @@ class Guard:
         if not self.principal.can(resource, action):
             raise PermissionDenied(
                 f"your roles do not allow {action.value} on {resource}"
-                + ("" if action is Action.READ or "write" in self.principal.scopes
-                   else " (this token is read-only)")
+                + (
+                    ""
+                    if action is Action.READ or "write" in self.principal.scopes
+                    else " (this token is read-only)"
+                )
             )
 
     def restrict(
@@ -108,17 +111,26 @@ class Guard:
         return stmt
 
     def visible(
-        self, obj: M | None, resource: str, action: Action, *, owner: uuid.UUID | None = None,
-        tenant_id: uuid.UUID | None = None, what: str = "object",
+        self,
+        obj: M | None,
+        resource: str,
+        action: Action,
+        *,
+        owner: uuid.UUID | None = None,
+        tenant_id: uuid.UUID | None = None,
+        what: str = "object",
     ) -> M:
         """An object the caller may act on, or 404 (never 403 for something out of scope)."""
         if obj is None:
             raise NotFound(f"{what} not found")
         if tenant_id is not None and not self.principal.sees_tenant(tenant_id):
             raise NotFound(f"{what} not found")
-        if owner is not None and self.principal.own_only(resource, action):
-            if owner != self.principal.user_id:
-                raise NotFound(f"{what} not found")
+        if (
+            owner is not None
+            and self.principal.own_only(resource, action)
+            and owner != self.principal.user_id
+        ):
+            raise NotFound(f"{what} not found")
         return obj
 
 

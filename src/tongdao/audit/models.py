@@ -29,7 +29,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(64))
     object_type: Mapped[str] = mapped_column(String(64))
-    object_id: Mapped[str | None] = mapped_column(String(64))
+    object_id: Mapped[str | None] = mapped_column(String(128))
     tenant_id: Mapped[uuid.UUID | None]
     before: Mapped[dict[str, Any] | None]
     after: Mapped[dict[str, Any] | None]

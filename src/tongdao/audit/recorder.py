@@ -131,12 +131,13 @@ def _changes(obj: Base) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _identity(obj: Base) -> tuple[str | None, uuid.UUID | None]:
-    pk = inspect(obj).mapper.primary_key
-    if len(pk) == 1:
-        object_id = getattr(obj, pk[0].key)
+    mapper = inspect(obj).mapper
+    keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+    if len(keys) == 1:
+        object_id = getattr(obj, keys[0])
         oid = None if object_id is None else str(object_id)
     else:
-        oid = "/".join(str(getattr(obj, c.key)) for c in pk)
+        oid = "/".join(str(getattr(obj, key)) for key in keys)
     tenant_id = getattr(obj, "tenant_id", None)
     if tenant_id is None and obj.__audit_type__ == "tenant":
         tenant_id = getattr(obj, "id", None)
@@ -154,7 +155,7 @@ def _apply_python_defaults(obj: Base) -> None:
         default = column.default
         if default is None or not (default.is_scalar or default.is_callable):
             continue
-        value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
+        value = default.arg(None) if default.is_callable else default.arg
         setattr(obj, attr.key, value)
 
 
@@ -173,7 +174,7 @@ def _audit_before_flush(session: Session, _ctx: UOWTransaction, _instances: obje
     for obj in list(session.deleted):
         if isinstance(obj, Base) and obj.__audit_type__:
             events.append(("delete", obj, snapshot(obj), None))
-    for action, obj, before, after in events:
+    for action, obj, old, new in events:
         object_id, tenant_id = _identity(obj)
         record(
             session,
@@ -181,6 +182,6 @@ def _audit_before_flush(session: Session, _ctx: UOWTransaction, _instances: obje
             obj.__audit_type__ or "",
             object_id,
             tenant_id=tenant_id,
-            before=before,
-            after=after,
+            before=old,
+            after=new,
         )

@@ -51,8 +51,12 @@ def login(ctx: AnonCtxDep, body: LoginRequest) -> LoginResponse:
     return LoginResponse(token=secret, expires_at=token.expires_at, user=public)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, operation_id="logout",
-             response_class=Response)
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="logout",
+    response_class=Response,
+)
 def logout(ctx: CtxDep) -> Response:
     service.revoke_token(ctx, ctx.require_principal(), ctx.require_principal().token_id)
     ctx.session.commit()
@@ -66,8 +70,12 @@ def me(ctx: CtxDep) -> UserPublic:
     return public
 
 
-@router.post("/auth/password", status_code=status.HTTP_204_NO_CONTENT,
-             operation_id="change_password", response_class=Response)
+@router.post(
+    "/auth/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="change_password",
+    response_class=Response,
+)
 def change_password(ctx: CtxDep, body: PasswordChange) -> Response:
     _require_write(ctx)
     user = _me(ctx)
@@ -94,8 +102,12 @@ def begin_totp(ctx: CtxDep) -> TotpSetup:
     return TotpSetup(secret=secret, otpauth_uri=uri)
 
 
-@router.post("/auth/totp/confirm", status_code=status.HTTP_204_NO_CONTENT,
-             operation_id="confirm_totp", response_class=Response)
+@router.post(
+    "/auth/totp/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="confirm_totp",
+    response_class=Response,
+)
 def confirm_totp(ctx: CtxDep, body: TotpCode) -> Response:
     _require_write(ctx)
     service.confirm_totp(ctx, _me(ctx), body.code)
@@ -103,8 +115,12 @@ def confirm_totp(ctx: CtxDep, body: TotpCode) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT,
-             operation_id="disable_totp", response_class=Response)
+@router.post(
+    "/auth/totp/disable",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="disable_totp",
+    response_class=Response,
+)
 def disable_totp(ctx: CtxDep, body: TotpCode) -> Response:
     _require_write(ctx)
     service.disable_totp(ctx, _me(ctx), body.code)
@@ -132,15 +148,23 @@ def create_token(ctx: CtxDep, body: TokenCreate) -> TokenCreated:
     if not scopes <= principal.scopes:
         raise ValidationError({"scopes": "a token cannot have scopes its creator lacks"})
     token, secret = service.issue_token(
-        ctx, _me(ctx), kind="api", name=body.name, scopes=scopes,
+        ctx,
+        _me(ctx),
+        kind="api",
+        name=body.name,
+        scopes=scopes,
         ttl=timedelta(days=body.expires_in_days),
     )
     ctx.session.commit()
     return TokenCreated(**TokenPublic.model_validate(token).model_dump(), token=secret)
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
-               operation_id="revoke_token", response_class=Response)
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="revoke_token",
+    response_class=Response,
+)
 def revoke_token(ctx: CtxDep, token_id: Annotated[uuid.UUID, Path()]) -> Response:
     service.revoke_token(ctx, ctx.require_principal(), token_id)
     ctx.session.commit()

@@ -40,9 +40,7 @@ class TotpCode(Strict):
 
 class TokenCreate(Strict):
     name: Name
-    scopes: Annotated[list[Literal["read", "write"]], Field(min_length=1, max_length=2)] = [
-        "read"
-    ]
+    scopes: Annotated[list[Literal["read", "write"]], Field(min_length=1, max_length=2)] = ["read"]
     expires_in_days: Annotated[int, Field(ge=1, le=365)] = 90
 
 

@@ -11,8 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tongdao.cli.common import DatabaseUrlOpt, DataDirOpt, fail, read_secret, settings_from
 
-app = typer.Typer(help="Administration on the store itself (run where the server runs).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Administration on the store itself (run where the server runs).", no_args_is_help=True
+)
 
 
 @app.command()
@@ -50,7 +51,9 @@ def bootstrap(
     try:
         migrate.upgrade(settings.resolved_database_url)
     except SQLAlchemyError as exc:
-        fail(f"cannot reach or migrate the store: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}")
+        fail(
+            f"cannot reach or migrate the store: {getattr(exc, 'orig', None) or exc}"
+        )
     runtime = Runtime.from_settings(settings)
     try:
         with runtime.db.session() as session:
@@ -70,8 +73,9 @@ def bootstrap(
             session.add(user)
             session.commit()
             if as_json:
-                typer.echo(json.dumps({"id": str(user.id), "email": user.email,
-                                       "roles": user.roles}))
+                typer.echo(
+                    json.dumps({"id": str(user.id), "email": user.email, "roles": user.roles})
+                )
             else:
                 typer.echo(f"created operator admin {user.email} ({user.id})")
     finally:

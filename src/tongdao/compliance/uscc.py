@@ -75,7 +75,9 @@ def check_uscc(raw: str) -> UsccCheck:
     if authority not in AUTHORITY_ENTITY_TYPES:
         errors.append(f"unknown registration authority code {authority!r}")
     elif entity not in AUTHORITY_ENTITY_TYPES[authority]:
-        errors.append(f"entity type {entity!r} is not issued by registration authority {authority!r}")
+        errors.append(
+            f"entity type {entity!r} is not issued by registration authority {authority!r}"
+        )
     division = code[2:8]
     if not division.isdigit() or division[:2] not in PROVINCE_PREFIXES:
         errors.append(f"division code {division!r} is not a GB/T 2260 division")

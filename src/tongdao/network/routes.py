@@ -69,9 +69,7 @@ def publish_interface(
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}, "description": "a wg-quick file"}},
 )
-def wireguard_conf(
-    guard: GuardDep, tenant_id: TenantId, device_id: DeviceId
-) -> PlainTextResponse:
+def wireguard_conf(guard: GuardDep, tenant_id: TenantId, device_id: DeviceId) -> PlainTextResponse:
     tenant = guard.tenant(tenant_id)
     guard.require("devices", Action.READ)
     device = devices.load(guard, tenant, device_id, Action.READ)

@@ -123,20 +123,30 @@ def publish_interface(
     )
     port = data.listen_port
     if port is None:
-        port = iface.listen_port if iface is not None else next(
-            (p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None
+        port = (
+            iface.listen_port
+            if iface is not None
+            else next((p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None)
         )
         if port is None:
             raise Conflict(f"no free port left in {pop.port_min}-{pop.port_max}")
     if not pop.port_min <= port <= pop.port_max:
-        raise ValidationError({"listen_port": f"outside the PoP's range {pop.port_min}-{pop.port_max}"})
+        raise ValidationError(
+            {"listen_port": f"outside the PoP's range {pop.port_min}-{pop.port_max}"}
+        )
     if port in used:
         raise Conflict("the port serves another tenant", {"listen_port": "in use"})
     if iface is None:
-        ipv4, ipv6 = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+        ipv4, ipv6 = ipam.allocate_address(
+            ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool
+        )
         iface = PopTenantInterface(
-            pop_id=pop.id, tenant_id=tenant.id, public_key=data.public_key,
-            listen_port=port, ipv4=ipv4, ipv6=ipv6,
+            pop_id=pop.id,
+            tenant_id=tenant.id,
+            public_key=data.public_key,
+            listen_port=port,
+            ipv4=ipv4,
+            ipv6=ipv6,
         )
         ctx.session.add(iface)
     else:
@@ -173,8 +183,14 @@ class LinkResource(Resource[Link]):
         _pop_exists(ctx, data.pop_b_id, "pop_b_id")
         a, b = data.pop_a_id, data.pop_b_id
         if ctx.session.scalar(
-            select(exists().where(or_(and_(Link.pop_a_id == a, Link.pop_b_id == b),
-                                      and_(Link.pop_a_id == b, Link.pop_b_id == a))))
+            select(
+                exists().where(
+                    or_(
+                        and_(Link.pop_a_id == a, Link.pop_b_id == b),
+                        and_(Link.pop_a_id == b, Link.pop_b_id == a),
+                    )
+                )
+            )
         ):
             raise Conflict("a link between these PoPs exists", {"pop_b_id": "already linked"})
         if ctx.session.scalar(select(Link.id).where(Link.name == data.name)):
@@ -201,8 +217,8 @@ def _check_prefixes(ctx: Ctx, tenant: Tenant, prefixes: list[str], own: uuid.UUI
     pools = [ipaddress.ip_network(tenant.ipv4_pool), ipaddress.ip_network(tenant.ipv6_pool)]
     others = ctx.session.execute(
         select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id, Site.id != own)
-        if own is not None else
-        select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id)
+        if own is not None
+        else select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id)
     ).all()
     for i, net in enumerate(nets):
         if f"prefixes.{i}" in problems:
@@ -229,10 +245,18 @@ class SiteResource(Resource[Site]):
     update_schema = s.SiteUpdate
     filters = s.SiteFilters
 
-    def _unique(self, ctx: Ctx, tenant_id: uuid.UUID, name: str | None, key: str | None,
-                own: uuid.UUID | None) -> None:
+    def _unique(
+        self,
+        ctx: Ctx,
+        tenant_id: uuid.UUID,
+        name: str | None,
+        key: str | None,
+        own: uuid.UUID | None,
+    ) -> None:
         if name is not None:
-            other = ctx.session.scalar(select(Site.id).where(Site.tenant_id == tenant_id, Site.name == name))
+            other = ctx.session.scalar(
+                select(Site.id).where(Site.tenant_id == tenant_id, Site.name == name)
+            )
             if other is not None and other != own:
                 raise Conflict("a site with this name exists", {"name": "already in use"})
         if key is not None:
@@ -253,18 +277,24 @@ class SiteResource(Resource[Site]):
         changes = _changes(data)
         tenant = ctx.session.get(Tenant, obj.tenant_id)
         assert tenant is not None
-        self._unique(ctx, obj.tenant_id, changes.get("name"), changes.get("connector_public_key"), obj.id)
+        self._unique(
+            ctx, obj.tenant_id, changes.get("name"), changes.get("connector_public_key"), obj.id
+        )
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
         if changes.get("prefixes") is not None:
             _check_prefixes(ctx, tenant, changes["prefixes"], obj.id)
         state = changes.get("state")
-        if state is not None and state != obj.state and not ctx.require_principal().is_operator:
-            if SiteState.ACTIVE in (state, obj.state):
-                raise PermissionDenied(
-                    "the operator activates sites after approving their networks",
-                    {"state": "only the operator moves a site to or from active"},
-                )
+        operator = ctx.require_principal().is_operator
+        if (
+            state not in (None, obj.state)
+            and not operator
+            and SiteState.ACTIVE in (state, obj.state)
+        ):
+            raise PermissionDenied(
+                "the operator activates sites after approving their networks",
+                {"state": "only the operator moves a site to or from active"},
+            )
         nullable = {"pop_id", "connector_public_key"}
         for key, value in changes.items():
             if value is not None or key in nullable:
@@ -313,10 +343,17 @@ class DeviceResource(Resource[Device]):
             raise ValidationError({"user_id": "no such user in this tenant"})
         self._key_free(ctx, data.public_key, None)
         _pop_exists(ctx, data.pop_id, "pop_id")
-        ipv4, ipv6 = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+        ipv4, ipv6 = ipam.allocate_address(
+            ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool
+        )
         device = Device(
-            tenant_id=tenant.id, user_id=user_id, name=data.name, public_key=data.public_key,
-            pop_id=data.pop_id, ipv4=ipv4, ipv6=ipv6,
+            tenant_id=tenant.id,
+            user_id=user_id,
+            name=data.name,
+            public_key=data.public_key,
+            pop_id=data.pop_id,
+            ipv4=ipv4,
+            ipv6=ipv6,
         )
         ctx.session.add(device)
         return device
@@ -327,7 +364,10 @@ class DeviceResource(Resource[Device]):
             self._key_free(ctx, changes["public_key"], obj.id)
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
-        if obj.state == DeviceState.REVOKED and changes.get("state") not in (None, DeviceState.REVOKED):
+        if obj.state == DeviceState.REVOKED and changes.get("state") not in (
+            None,
+            DeviceState.REVOKED,
+        ):
             raise ValidationError({"state": "a revoked device stays revoked; register it again"})
         for key, value in changes.items():
             if value is not None or key == "pop_id":
@@ -372,8 +412,15 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
             "is ready once a gateway serves the tenant"
         )
     peers = [
-        PeerSpec(pop.name, pop.region, iface.public_key, pop.endpoint_host, iface.listen_port,
-                 iface.ipv4, iface.ipv6)
+        PeerSpec(
+            pop.name,
+            pop.region,
+            iface.public_key,
+            pop.endpoint_host,
+            iface.listen_port,
+            iface.ipv4,
+            iface.ipv6,
+        )
         for iface, pop in rows
     ]
     return render(

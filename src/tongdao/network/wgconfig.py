@@ -59,9 +59,11 @@ def render(
     if dns:
         lines.append(f"DNS = {', '.join(dns)}")
     for index, peer in enumerate(peers):
-        allowed = collapse(routable) if index == 0 else [
-            f"{peer.gateway_ipv4}/32", f"{peer.gateway_ipv6}/128"
-        ]
+        allowed = (
+            collapse(routable)
+            if index == 0
+            else [f"{peer.gateway_ipv4}/32", f"{peer.gateway_ipv6}/128"]
+        )
         role = "primary" if index == 0 else "standby"
         lines += [
             "",

@@ -44,7 +44,11 @@ def _province(value: str) -> str:
 LicenceNumber = Annotated[str, Field(max_length=64), AfterValidator(_licence_number)]
 ServiceCode = Annotated[str, Field(max_length=4), AfterValidator(_service_code)]
 Province = Annotated[str, Field(max_length=2), AfterValidator(_province)]
-Stake = Annotated[Decimal, Field(gt=0, le=100, max_digits=5, decimal_places=2)]
+Stake = Annotated[
+    Decimal,
+    Field(gt=0, le=100, max_digits=5, decimal_places=2),
+    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),
+]
 
 
 class OperatorUpdate(Strict):

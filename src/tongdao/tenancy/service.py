@@ -122,7 +122,7 @@ class TenantResource(Resource[Tenant]):
             if refused:
                 raise PermissionDenied(
                     "only the operator changes these fields",
-                    {key: "changed by the operator only" for key in refused},
+                    dict.fromkeys(refused, "changed by the operator only"),
                 )
         if "state" in changes and changes["state"] != obj.state:
             new = TenantState(changes["state"])
@@ -147,8 +147,13 @@ class TenantResource(Resource[Tenant]):
         from tongdao.access.models import Policy
         from tongdao.network.models import Device, Site
 
-        for model, what in ((User, "users"), (Device, "devices"), (Site, "sites"),
-                            (Group, "groups"), (Policy, "policies")):
+        for model, what in (
+            (User, "users"),
+            (Device, "devices"),
+            (Site, "sites"),
+            (Group, "groups"),
+            (Policy, "policies"),
+        ):
             if ctx.session.scalar(select(exists().where(model.tenant_id == obj.id))):
                 raise Conflict(
                     f"the tenant still has {what}; delete them first, or terminate the tenant "
@@ -207,8 +212,11 @@ def _set_groups(ctx: Ctx, user: User, tenant_id: uuid.UUID, group_ids: Sequence[
             select(Group.id).where(Group.tenant_id == tenant_id, Group.id.in_(wanted))
         )
     )
-    missing = {f"group_ids.{i}": "no such group in this tenant"
-               for i, gid in enumerate(wanted) if gid not in found}
+    missing = {
+        f"group_ids.{i}": "no such group in this tenant"
+        for i, gid in enumerate(wanted)
+        if gid not in found
+    }
     if missing:
         raise ValidationError(missing)
     current = {m.group_id: m for m in user.memberships}
@@ -278,7 +286,9 @@ class UserResource(Resource[User]):
             stmt = stmt.where(func.cast(User.roles, String()).like(f'%"{filters.role.value}"%'))
         if filters.group_id:
             stmt = stmt.where(
-                exists().where(GroupMember.user_id == User.id, GroupMember.group_id == filters.group_id)
+                exists().where(
+                    GroupMember.user_id == User.id, GroupMember.group_id == filters.group_id
+                )
             )
         return stmt
 
@@ -322,8 +332,10 @@ class UserResource(Resource[User]):
             if changes["identity_verified"]:
                 if not (obj.legal_name and obj.id_number_sealed and obj.mobile):
                     raise ValidationError(
-                        {"identity_verified": "record legal_name, id_type, id_number and "
-                         "mobile before verifying"}
+                        {
+                            "identity_verified": "record legal_name, id_type, id_number and "
+                            "mobile before verifying"
+                        }
                     )
                 obj.identity_verified_at = ctx.runtime.clock()
                 obj.identity_verified_by = ctx.user_id
@@ -399,11 +411,13 @@ class StaffResource(Resource[User]):
     def _keep_an_admin(ctx: Ctx, changed: User) -> None:
         """Refuse a change that would leave no active operator admin."""
         admins = [
-            u for u in ctx.session.scalars(select(User).where(User.tenant_id.is_(None)))
+            u
+            for u in ctx.session.scalars(select(User).where(User.tenant_id.is_(None)))
             if Role.OPERATOR_ADMIN in u.roles and u.state == "active"
         ]
-        if not admins or admins == [changed] and (
-            Role.OPERATOR_ADMIN not in changed.roles or changed.state != "active"
+        if not admins or (
+            admins == [changed]
+            and (Role.OPERATOR_ADMIN not in changed.roles or changed.state != "active")
         ):
             raise Conflict("this would leave no active operator admin")
 
@@ -435,9 +449,20 @@ class GroupResource(Resource[Group]):
         members = _members_by_group(ctx, (o.id for o in objs))
         return [
             s.GroupPublic.model_validate(
-                {**{k: getattr(o, k) for k in ("id", "created_at", "updated_at", "tenant_id",
-                                               "name", "description")},
-                 "member_ids": members.get(o.id, [])}
+                {
+                    **{
+                        k: getattr(o, k)
+                        for k in (
+                            "id",
+                            "created_at",
+                            "updated_at",
+                            "tenant_id",
+                            "name",
+                            "description",
+                        )
+                    },
+                    "member_ids": members.get(o.id, []),
+                }
             )
             for o in objs
         ]
@@ -459,8 +484,11 @@ class GroupResource(Resource[Group]):
                 select(User.id).where(User.tenant_id == group.tenant_id, User.id.in_(wanted))
             )
         )
-        missing = {f"member_ids.{i}": "no such user in this tenant"
-                   for i, uid in enumerate(wanted) if uid not in found}
+        missing = {
+            f"member_ids.{i}": "no such user in this tenant"
+            for i, uid in enumerate(wanted)
+            if uid not in found
+        }
         if missing:
             raise ValidationError(missing)
         current = {m.user_id: m for m in group.memberships}
@@ -469,7 +497,9 @@ class GroupResource(Resource[Group]):
                 ctx.session.delete(membership)
         for uid in wanted:
             if uid not in current:
-                ctx.session.add(GroupMember(group_id=group.id, user_id=uid, tenant_id=group.tenant_id))
+                ctx.session.add(
+                    GroupMember(group_id=group.id, user_id=uid, tenant_id=group.tenant_id)
+                )
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Group:
         assert isinstance(data, s.GroupCreate) and tenant is not None

@@ -49,21 +49,51 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         self.sockdir.mkdir(parents=True)
         if self._run_as:
-            os.chmod(self.root, 0o755)
+            os.chmod(self.root, 0o755)  # noqa: S103 - postgres must traverse it
             pg = pwd.getpwnam("postgres")
             os.chown(self.root, pg.pw_uid, pg.pw_gid)
             os.chown(self.sockdir, pg.pw_uid, pg.pw_gid)
         subprocess.run(
-            [*self._run_as, str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            check=True, capture_output=True,
+            [
+                *self._run_as,
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
         )
         self._proc = subprocess.Popen(
-            [*self._run_as, str(self.bindir / "postgres"), "-D", str(self.datadir),
-             "-k", str(self.sockdir), "-c", "listen_addresses=", "-p", str(self.port),
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                *self._run_as,
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-k",
+                str(self.sockdir),
+                "-c",
+                "listen_addresses=",
+                "-p",
+                str(self.port),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -82,12 +112,11 @@ class PostgresCluster:
         return f"host={self.sockdir} port={self.port} user={self.user} dbname={database}"
 
     def url(self, database: str) -> str:
-        return (f"postgresql+psycopg://{self.user}@/{database}"
-                f"?host={self.sockdir}&port={self.port}")
+        return f"postgresql+psycopg://{self.user}@/{database}?host={self.sockdir}&port={self.port}"
 
     def execute(self, sql: str) -> None:
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql.encode())
 
     def create_database(self, name: str, template: str | None = None) -> str:
         suffix = f" TEMPLATE {template}" if template else ""
@@ -114,7 +143,9 @@ class PostgresCluster:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()

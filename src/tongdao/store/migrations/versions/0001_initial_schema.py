@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
 import tongdao.store.base
 
 revision: str = "0001_initial_schema"
@@ -35,16 +36,16 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(length=320), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("object_type", sa.String(length=64), nullable=False),
-        sa.Column("object_id", sa.String(length=64), nullable=True),
+        sa.Column("object_id", sa.String(length=128), nullable=True),
         sa.Column("tenant_id", sa.Uuid(), nullable=True),
         sa.Column(
             "before",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
         sa.Column(
             "after",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
         sa.Column("source_ip", sa.String(length=64), nullable=True),
@@ -70,13 +71,13 @@ def upgrade() -> None:
         sa.Column("number", sa.String(length=64), nullable=False),
         sa.Column(
             "service_codes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("issuing_authority", sa.String(length=200), nullable=False),
         sa.Column(
             "provinces",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("valid_from", sa.Date(), nullable=False),
@@ -165,7 +166,7 @@ def upgrade() -> None:
         sa.Column("invoice_account", sa.String(length=64), nullable=False),
         sa.Column(
             "dns_servers",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("ipv4_pool", sa.String(length=43), nullable=False),
@@ -232,7 +233,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column(
             "rules",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -299,7 +300,7 @@ def upgrade() -> None:
         sa.Column("country", sa.String(length=2), nullable=False),
         sa.Column(
             "prefixes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("purpose", sa.String(length=16), nullable=False),
@@ -332,7 +333,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.String(length=200), nullable=False),
         sa.Column(
             "roles",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("state", sa.String(length=16), nullable=False),
@@ -372,7 +373,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column(
             "scopes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("expires_at", tongdao.store.base.UTCDateTime(timezone=True), nullable=False),

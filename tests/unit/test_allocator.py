@@ -1,0 +1,54 @@
+"""Pure IPAM arithmetic: pools carved from 100.64.0.0/10, lowest free host."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tongdao.ipam.allocator import OVERLAY_V4, first_fit, lowest_free
+
+
+def test_first_fit_fills_from_the_bottom() -> None:
+    a = first_fit(OVERLAY_V4, 22, [])
+    b = first_fit(OVERLAY_V4, 22, [a] if a else [])
+    assert str(a) == "100.64.0.0/22"
+    assert str(b) == "100.64.4.0/22"
+
+
+def test_first_fit_skips_a_larger_block_and_realigns() -> None:
+    used = [ipaddress.ip_network("100.64.0.0/24"), ipaddress.ip_network("100.64.4.0/22")]
+    assert str(first_fit(OVERLAY_V4, 22, used)) == "100.64.8.0/22"
+    assert str(first_fit(OVERLAY_V4, 24, used)) == "100.64.1.0/24"
+
+
+def test_first_fit_reports_exhaustion() -> None:
+    assert first_fit(OVERLAY_V4, 10, [OVERLAY_V4]) is None
+
+
+@settings(max_examples=60)
+@given(st.lists(st.integers(16, 26), min_size=1, max_size=40))
+def test_carved_pools_never_overlap(sizes: list[int]) -> None:
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for size in sizes:
+        block = first_fit(OVERLAY_V4, size, used)
+        assert block is not None
+        assert block.subnet_of(OVERLAY_V4)  # type: ignore[arg-type]
+        assert block.prefixlen == size
+        assert all(not block.overlaps(u) for u in used)  # type: ignore[arg-type]
+        used.append(block)
+
+
+def test_lowest_free_skips_network_and_broadcast() -> None:
+    pool = ipaddress.ip_network("100.64.0.0/30")
+    assert lowest_free(pool, []) == 1
+    assert lowest_free(pool, [1]) == 2
+    assert lowest_free(pool, [1, 2]) is None
+
+
+@given(st.sets(st.integers(1, 254), max_size=254))
+def test_lowest_free_is_the_minimum_gap(taken: set[int]) -> None:
+    pool = ipaddress.ip_network("100.64.0.0/24")
+    free = sorted(set(range(1, 255)) - taken)
+    assert lowest_free(pool, taken) == (free[0] if free else None)
