@@ -68,6 +68,10 @@ def authenticate_token(ctx: Ctx, secret: str) -> Principal:
         raise AuthenticationError("token expired or revoked")
     if user.state != UserState.ACTIVE:
         raise AuthenticationError("user is disabled")
+    if user.tenant_id is not None:
+        tenant_state = ctx.session.scalar(select(Tenant.state).where(Tenant.id == user.tenant_id))
+        if tenant_state == TenantState.TERMINATED:
+            raise AuthenticationError("the tenant is terminated")
     return Principal(
         user_id=user.id,
         email=user.email,
