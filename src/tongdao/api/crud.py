@@ -6,8 +6,8 @@ delete routes that all pass through the same :class:`~tongdao.api.deps.Guard`.
 """
 
 import uuid
-from enum import Enum
 from collections.abc import Sequence
+from enum import Enum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
@@ -99,9 +99,7 @@ def _no_tenant() -> uuid.UUID | None:
     return None
 
 
-def mount(
-    router: APIRouter, resource: Resource[Any], path: str, *, tags: list[str | Enum]
-) -> None:
+def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[str | Enum]) -> None:
     """Register list / create / get / update / delete for ``resource`` under ``path``."""
     Public = resource.public
     Create = resource.create_schema
