@@ -33,6 +33,7 @@ class Resource(Generic[M]):
 
     name: ClassVar[str]  # permission key and path segment
     label: ClassVar[str]  # "device", for messages
+    plural: ClassVar[str | None] = None  # operation ids; defaults to ``name``
     model: type[M]
     public: type[BaseModel]
     create_schema: type[BaseModel]
@@ -111,10 +112,21 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
     ]
     ObjectId = Annotated[uuid.UUID, Path(description=f"the {resource.label}'s id")]
     label = resource.label
+    plural = resource.plural or resource.name
 
-    def scope(ctx: Ctx, tenant_id: uuid.UUID | None, action: Action) -> tuple[Guard, Tenant | None]:
+    def scope(
+        ctx: Ctx, tenant_id: uuid.UUID | None, action: Action, object_id: uuid.UUID | None = None
+    ) -> tuple[Guard, Tenant | None]:
         guard = Guard(ctx)
         tenant = guard.tenant(tenant_id) if tenant_id is not None else None
+        if (
+            object_id is not None
+            and not guard.principal.is_operator
+            and resource.tenant_column() is not None
+            and not guard.principal.can(resource.name, action)
+        ):
+            # Out of the caller's scope (another tenant's object): 404 before any 403.
+            resource.load(guard, tenant, object_id, Action.READ)
         guard.require(resource.name, action)
         return guard, tenant
 
@@ -139,7 +151,7 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
         return resource.to_public(ctx, obj)
 
     def get_object(ctx: CtxDep, tenant_id: TenantId, object_id: ObjectId) -> Any:
-        guard, tenant = scope(ctx, tenant_id, Action.READ)
+        guard, tenant = scope(ctx, tenant_id, Action.READ, object_id)
         return resource.to_public(ctx, resource.load(guard, tenant, object_id, Action.READ))
 
     def update_object(
@@ -148,14 +160,14 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
         object_id: ObjectId,
         body: Update,  # type: ignore[valid-type]
     ) -> Any:
-        guard, tenant = scope(ctx, tenant_id, Action.UPDATE)
+        guard, tenant = scope(ctx, tenant_id, Action.UPDATE, object_id)
         obj = resource.update(ctx, resource.load(guard, tenant, object_id, Action.UPDATE), body)
         ctx.session.flush()
         ctx.session.commit()
         return resource.to_public(ctx, obj)
 
     def delete_object(ctx: CtxDep, tenant_id: TenantId, object_id: ObjectId) -> Response:
-        guard, tenant = scope(ctx, tenant_id, Action.DELETE)
+        guard, tenant = scope(ctx, tenant_id, Action.DELETE, object_id)
         resource.delete(ctx, resource.load(guard, tenant, object_id, Action.DELETE))
         ctx.session.flush()
         ctx.session.commit()
@@ -168,8 +180,8 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
         methods=["GET"],
         response_model=PageOfPublic,
         tags=tags,
-        summary=f"List {resource.name}",
-        operation_id=f"list_{resource.name}",
+        summary=f"List {plural}",
+        operation_id=f"list_{plural}",
     )
     router.add_api_route(
         path,

@@ -44,6 +44,7 @@ def put_profile(ctx: Ctx, data: s.OperatorUpdate) -> OperatorProfile:
 class LicenceResource(Resource[Licence]):
     name = "operator"
     label = "licence"
+    plural = "licences"
     model = Licence
     public = s.LicencePublic
     create_schema = s.LicenceCreate
@@ -75,6 +76,7 @@ class LicenceResource(Resource[Licence]):
 class ShareholderResource(Resource[Shareholder]):
     name = "operator"
     label = "shareholder"
+    plural = "shareholders"
     model = Shareholder
     public = s.ShareholderPublic
     create_schema = s.ShareholderCreate
