@@ -31,8 +31,12 @@ class Case:
 
 
 def _pop(w: World, i: int) -> dict[str, Any]:
-    return {"name": f"pop-{i}", "region": "CN-BJ", "country": "CN",
-            "endpoint_host": f"198.51.100.{i + 1}"}
+    return {
+        "name": f"pop-{i}",
+        "region": "CN-BJ",
+        "country": "CN",
+        "endpoint_host": f"198.51.100.{i + 1}",
+    }
 
 
 def _link_pops(w: World, i: int) -> dict[str, Any]:
@@ -41,53 +45,136 @@ def _link_pops(w: World, i: int) -> dict[str, Any]:
         resp = w.client.post("/api/v1/pops", json=_pop(w, 50 + j), headers=w.admin.headers)
         assert resp.status_code == 201, resp.text
         ids.append(resp.json()["id"])
-    return {"name": f"link-{i}", "pop_a_id": ids[0], "pop_b_id": ids[1],
-            "circuit_ref": f"CIRCUIT-{i}", "approval_ref": f"工信部-2026-{i}",
-            "capacity_mbps": 100}
+    return {
+        "name": f"link-{i}",
+        "pop_a_id": ids[0],
+        "pop_b_id": ids[1],
+        "circuit_ref": f"CIRCUIT-{i}",
+        "approval_ref": f"工信部-2026-{i}",
+        "capacity_mbps": 100,
+    }
 
 
 CASES = [
-    Case("users", "/tenants/{t}/users",
-         lambda w, i: {"email": f"user{i}@a.example", "display_name": f"User {i}"},
-         {"display_name": "Renamed"}, ("email", "email")),
-    Case("groups", "/tenants/{t}/groups",
-         lambda w, i: {"name": f"group-{i}", "member_ids": [str(w.a.employee.user_id)]},
-         {"description": "changed"}, ("name", "name")),
-    Case("devices", "/tenants/{t}/devices",
-         lambda w, i: {"name": f"dev-{i}", "public_key": public_key(),
-                       "user_id": str(w.a.employee.user_id)},
-         {"name": "renamed"}, ("public_key", "public_key")),
-    Case("sites", "/tenants/{t}/sites",
-         lambda w, i: {"name": f"site-{i}", "country": "DE", "purpose": "hq",
-                       "prefixes": [f"198.18.{i}.0/24", f"fd00:{i + 1}::/64"]},
-         {"prefixes": ["203.0.113.0/25"]}, ("purpose", "purpose")),
-    Case("policies", "/tenants/{t}/policies",
-         lambda w, i: {"name": f"policy-{i}", "rules": [{
-             "sources": [{"kind": "user", "id": str(w.a.employee.user_id)}],
-             "destinations": [{"kind": "prefix", "cidr": f"198.18.{i}.0/24"}],
-             "protocol": "tcp", "ports": ["443", "8000-8100"]}]},
-         {"enabled": False}, ("name", "name")),
-    Case("pops", "/pops", _pop, {"state": "draining"}, ("region", "region"),
-         tenant_scoped=False, actor="operator_admin"),
-    Case("links", "/links", _link_pops, {"capacity_mbps": 1000}, ("state", "state"),
-         tenant_scoped=False, actor="operator_admin"),
-    Case("tenants", "/tenants",
-         lambda w, i: {"name_en": f"Extra {i}", "uscc": USCC_C if i == 0 else uscc_for(i)},
-         {"contact_name": "王经理"}, ("uscc", "uscc"), tenant_scoped=False,
-         actor="compliance_officer"),
-    Case("licences", "/operator/licences",
-         lambda w, i: {"number": f"B1.B2-2026000{i}", "service_codes": ["B13"],
-                       "issuing_authority": "工业和信息化部", "provinces": ["11"],
-                       "valid_from": "2026-01-01", "valid_to": "2031-01-01"},
-         {"provinces": ["11", "31"]}, None, tenant_scoped=False, actor="operator_admin"),
-    Case("shareholders", "/operator/shareholders",
-         lambda w, i: {"name": f"Holder {i}", "foreign": i % 2 == 0, "stake_percent": "30"},
-         {"stake_percent": "25.5"}, None, tenant_scoped=False, actor="operator_admin"),
-    Case("staff", "/operator/staff",
-         lambda w, i: {"email": f"noc{i}@operator.example", "display_name": f"NOC {i}",
-                       "roles": ["auditor"]},
-         {"roles": ["billing_clerk"]}, ("email", "email"), tenant_scoped=False,
-         actor="operator_admin"),
+    Case(
+        "users",
+        "/tenants/{t}/users",
+        lambda w, i: {"email": f"user{i}@a.example", "display_name": f"User {i}"},
+        {"display_name": "Renamed"},
+        ("email", "email"),
+    ),
+    Case(
+        "groups",
+        "/tenants/{t}/groups",
+        lambda w, i: {"name": f"group-{i}", "member_ids": [str(w.a.employee.user_id)]},
+        {"description": "changed"},
+        ("name", "name"),
+    ),
+    Case(
+        "devices",
+        "/tenants/{t}/devices",
+        lambda w, i: {
+            "name": f"dev-{i}",
+            "public_key": public_key(),
+            "user_id": str(w.a.employee.user_id),
+        },
+        {"name": "renamed"},
+        ("public_key", "public_key"),
+    ),
+    Case(
+        "sites",
+        "/tenants/{t}/sites",
+        lambda w, i: {
+            "name": f"site-{i}",
+            "country": "DE",
+            "purpose": "hq",
+            "prefixes": [f"198.18.{i}.0/24", f"fd00:{i + 1}::/64"],
+        },
+        {"prefixes": ["203.0.113.0/25"]},
+        ("purpose", "purpose"),
+    ),
+    Case(
+        "policies",
+        "/tenants/{t}/policies",
+        lambda w, i: {
+            "name": f"policy-{i}",
+            "rules": [
+                {
+                    "sources": [{"kind": "user", "id": str(w.a.employee.user_id)}],
+                    "destinations": [{"kind": "prefix", "cidr": f"198.18.{i}.0/24"}],
+                    "protocol": "tcp",
+                    "ports": ["443", "8000-8100"],
+                }
+            ],
+        },
+        {"enabled": False},
+        ("name", "name"),
+    ),
+    Case(
+        "pops",
+        "/pops",
+        _pop,
+        {"state": "draining"},
+        ("region", "region"),
+        tenant_scoped=False,
+        actor="operator_admin",
+    ),
+    Case(
+        "links",
+        "/links",
+        _link_pops,
+        {"capacity_mbps": 1000},
+        ("state", "state"),
+        tenant_scoped=False,
+        actor="operator_admin",
+    ),
+    Case(
+        "tenants",
+        "/tenants",
+        lambda w, i: {"name_en": f"Extra {i}", "uscc": USCC_C if i == 0 else uscc_for(i)},
+        {"contact_name": "王经理"},
+        ("uscc", "uscc"),
+        tenant_scoped=False,
+        actor="compliance_officer",
+    ),
+    Case(
+        "licences",
+        "/operator/licences",
+        lambda w, i: {
+            "number": f"B1.B2-2026000{i}",
+            "service_codes": ["B13"],
+            "issuing_authority": "工业和信息化部",
+            "provinces": ["11"],
+            "valid_from": "2026-01-01",
+            "valid_to": "2031-01-01",
+        },
+        {"provinces": ["11", "31"]},
+        None,
+        tenant_scoped=False,
+        actor="operator_admin",
+    ),
+    Case(
+        "shareholders",
+        "/operator/shareholders",
+        lambda w, i: {"name": f"Holder {i}", "foreign": i % 2 == 0, "stake_percent": "30"},
+        {"stake_percent": "25.5"},
+        None,
+        tenant_scoped=False,
+        actor="operator_admin",
+    ),
+    Case(
+        "staff",
+        "/operator/staff",
+        lambda w, i: {
+            "email": f"noc{i}@operator.example",
+            "display_name": f"NOC {i}",
+            "roles": ["auditor"],
+        },
+        {"roles": ["billing_clerk"]},
+        ("email", "email"),
+        tenant_scoped=False,
+        actor="operator_admin",
+    ),
 ]
 
 
@@ -162,7 +249,8 @@ def test_resource_contract(world: World, case: Case) -> None:
 
     # Every change left an audit event naming the actor.
     events = client.get(
-        "/api/v1/audit/events", params={"object_id": first["id"], "limit": 50},
+        "/api/v1/audit/events",
+        params={"object_id": first["id"], "limit": 50},
         headers=world.admin.headers,
     ).json()["data"]
     actions = [e["action"] for e in reversed(events)]

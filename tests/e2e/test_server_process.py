@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -71,8 +70,8 @@ def assert_graceful(proc: subprocess.Popen[str], out: str) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "TONGDAO_ENV": "development",
         "TONGDAO_ARGON2_TIME_COST": "1",

@@ -37,8 +37,12 @@ def test_employee_is_own_only_unless_also_admin() -> None:
 
 def test_read_only_token_cannot_write() -> None:
     principal = Principal(
-        user_id=uuid.uuid4(), email="x@example.com", tenant_id=None,
-        roles=frozenset(OPERATOR_ROLES), scopes=frozenset({"read"}), token_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        email="x@example.com",
+        tenant_id=None,
+        roles=frozenset(OPERATOR_ROLES),
+        scopes=frozenset({"read"}),
+        token_id=uuid.uuid4(),
     )
     assert principal.can("tenants", Action.READ)
     assert not principal.can("tenants", Action.CREATE)

@@ -87,7 +87,11 @@ def test_bad_regions(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("pop.example.com.", "pop.example.com"), ("198.51.100.1", "198.51.100.1"), ("FD00::1", "fd00::1")],
+    [
+        ("pop.example.com.", "pop.example.com"),
+        ("198.51.100.1", "198.51.100.1"),
+        ("FD00::1", "fd00::1"),
+    ],
 )
 def test_hosts(value: str, expected: str) -> None:
     assert validation.hostname_or_ip(value) == expected

@@ -11,8 +11,12 @@ def peer(name: str, host: str = "pop.example.com") -> PeerSpec:
 
 def test_render_one_peer() -> None:
     text = render(
-        device_name="laptop", device_id="d1", tenant_name="Acme", ipv4="100.64.0.2",
-        ipv6="fd00:1:2::2", dns=["198.51.100.53"],
+        device_name="laptop",
+        device_id="d1",
+        tenant_name="Acme",
+        ipv4="100.64.0.2",
+        ipv6="fd00:1:2::2",
+        dns=["198.51.100.53"],
         routable=["100.64.0.0/22", "198.18.0.0/24", "198.18.1.0/24", "fd00:1:2::/48"],
         peers=[peer("bj1")],
     )
@@ -26,8 +30,14 @@ def test_render_one_peer() -> None:
 
 def test_standby_peers_do_not_overlap_the_primary() -> None:
     text = render(
-        device_name="x", device_id="d", tenant_name="t", ipv4="100.64.0.2", ipv6="fd00::2",
-        dns=[], routable=["100.64.0.0/22"], peers=[peer("a"), peer("b")],
+        device_name="x",
+        device_id="d",
+        tenant_name="t",
+        ipv4="100.64.0.2",
+        ipv6="fd00::2",
+        dns=[],
+        routable=["100.64.0.0/22"],
+        peers=[peer("a"), peer("b")],
     )
     assert text.count("[Peer]") == 2
     assert "AllowedIPs = 100.64.0.1/32, fd00:1:2::1/128" in text

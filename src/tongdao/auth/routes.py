@@ -166,6 +166,7 @@ def create_token(ctx: CtxDep, body: TokenCreate) -> TokenCreated:
     response_class=Response,
 )
 def revoke_token(ctx: CtxDep, token_id: Annotated[uuid.UUID, Path()]) -> Response:
+    _require_write(ctx)
     service.revoke_token(ctx, ctx.require_principal(), token_id)
     ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -51,9 +51,7 @@ def bootstrap(
     try:
         migrate.upgrade(settings.resolved_database_url)
     except SQLAlchemyError as exc:
-        fail(
-            f"cannot reach or migrate the store: {getattr(exc, 'orig', None) or exc}"
-        )
+        fail(f"cannot reach or migrate the store: {getattr(exc, 'orig', None) or exc}")
     runtime = Runtime.from_settings(settings)
     try:
         with runtime.db.session() as session:

@@ -17,8 +17,11 @@ DataDirOpt = Annotated[
 ]
 DatabaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="TONGDAO_DATABASE_URL",
-                 help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db"),
+    typer.Option(
+        "--database-url",
+        envvar="TONGDAO_DATABASE_URL",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db",
+    ),
 ]
 
 

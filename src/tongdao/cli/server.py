@@ -40,10 +40,19 @@ def serve(
             fail(f"cannot migrate the store at {settings.resolved_database_url}: {exc}")
     runtime = Runtime.from_settings(settings)
     app = create_app(runtime)
-    log.info("serving on http://%s:%d (store: %s)", settings.host, settings.port,
-             runtime.db.url.render_as_string(hide_password=True))
+    log.info(
+        "serving on http://%s:%d (store: %s)",
+        settings.host,
+        settings.port,
+        runtime.db.url.render_as_string(hide_password=True),
+    )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
-                    timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=10,
+        )
     finally:
         runtime.db.dispose()

@@ -37,7 +37,9 @@ def first_fit(parent: IPNetwork, prefixlen: int, used: Iterable[IPNetwork]) -> I
     return ipaddress.ip_network((candidate, prefixlen))
 
 
-def lowest_free(pool: IPNetwork, used: Iterable[int], *, first: int = 1, last: int | None = None) -> int | None:
+def lowest_free(
+    pool: IPNetwork, used: Iterable[int], *, first: int = 1, last: int | None = None
+) -> int | None:
     """The lowest free offset in ``pool`` between ``first`` and ``last`` (default: the end,
     less the broadcast address for IPv4). ``used`` holds offsets already taken."""
     taken = set(used)

@@ -53,9 +53,9 @@ def publish_interface(
     guard: GuardDep, pop_id: PopId, tenant_id: TenantId, body: InterfacePublish
 ) -> InterfacePublic:
     """Publish the public key (and port) of the PoP's WireGuard interface for a tenant."""
+    tenant = guard.tenant(tenant_id)  # another tenant's id answers 404, before any 403
     guard.require("pops", Action.UPDATE)
     pop = service.get_pop(guard.ctx, pop_id)
-    tenant = guard.tenant(tenant_id)
     iface = service.publish_interface(guard.ctx, pop, tenant, body)
     guard.ctx.session.flush()
     guard.ctx.session.commit()
