@@ -1,0 +1,329 @@
+"""The ``tongdao`` API client commands against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from click.testing import Result
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from tests.support.world import PASSWORD, USCC_C, World
+from tongdao.cli import app as cli_app
+from tongdao.cli.client import Client
+from tongdao.testing.keys import public_key
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def server_url(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn in a thread, on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def cli(server_url: str, config_dir: Path) -> Cli:
+    """Run ``tongdao ARGS`` in process; never a traceback, whatever the outcome."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, token: str | None = None) -> Result:
+        env = {
+            "TONGDAO_CONFIG_DIR": str(config_dir),
+            "TONGDAO_SERVER": server_url,
+            "TONGDAO_TOKEN": token,
+            "TONGDAO_TENANT": None,
+        }
+        result = runner.invoke(cli_app, list(args), input=input, env=env)
+        assert "Traceback" not in result.output, result.output
+        if result.exception is not None:
+            assert isinstance(result.exception, SystemExit), repr(result.exception)
+        return result
+
+    return run
+
+
+def ok_json(result: Result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def login(cli: Cli, email: str = "operator_admin@operator.example") -> Result:
+    result = cli("login", "--email", email, "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_operator_and_tenant_admin_workflow(
+    world: World, cli: Cli, server_url: str, config_dir: Path, tmp_path: Path
+) -> None:
+    result = login(cli)
+    assert "logged in" in result.stdout
+    creds = config_dir / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    saved = json.loads(creds.read_text())
+    assert saved["server"] == server_url
+
+    me = ok_json(cli("whoami", "--json"))
+    assert isinstance(me, dict)
+    assert me["email"] == "operator_admin@operator.example"
+    plain = cli("whoami")
+    assert plain.exit_code == 0
+    assert "operator_admin@operator.example" in plain.stdout
+
+    body = json.dumps({"name_en": "Example Trading", "name_zh": "示例贸易", "uscc": USCC_C})
+    tenant = ok_json(cli("tenants", "create", "--data", body, "--json"))
+    assert isinstance(tenant, dict)
+    tid = tenant["id"]
+    listed = ok_json(cli("tenants", "list", "--json"))
+    assert isinstance(listed, dict)
+    assert tid in [t["id"] for t in listed["data"]]
+    assert listed["count"] == 3
+    table = cli("tenants", "list")
+    assert table.stdout.splitlines()[0].split()[:2] == ["ID", "NAME_EN"]
+    assert "示例贸易" in table.stdout
+
+    user = ok_json(
+        cli(
+            "users", "create", "--tenant", tid, "--set", "email=amy@example.com",
+            "--set", "display_name=Amy", "--set", 'roles=["employee"]', "--json",
+        )
+    )  # fmt: skip
+    assert isinstance(user, dict)
+    assert user["roles"] == ["employee"]
+    device = ok_json(
+        cli(
+            "devices", "create", "--tenant", tid, "--set", "name=amy-laptop",
+            "--set", f"public_key={public_key()}", "--set", f"user_id={user['id']}", "--json",
+        )
+    )  # fmt: skip
+    assert isinstance(device, dict)
+    did = device["id"]
+
+    early = cli("devices", "config", "--tenant", tid, did)
+    assert early.exit_code == 1
+    assert early.stderr.startswith("error: no PoP has yet published a WireGuard key")
+
+    pop = ok_json(
+        cli(
+            "pops", "create", "--set", "name=bj1", "--set", "region=cn-north",
+            "--set", "country=CN", "--set", "endpoint_host=vpn.example.cn", "--json",
+        )
+    )  # fmt: skip
+    assert isinstance(pop, dict)
+    published = httpx.put(
+        f"{server_url}/api/v1/pops/{pop['id']}/interfaces/{tid}",
+        json={"public_key": public_key()},
+        headers={"Authorization": f"Bearer {saved['token']}"},
+    )
+    assert published.status_code == 200, published.text
+
+    target = tmp_path / "amy.conf"
+    written = cli("devices", "config", "--tenant", tid, did, "-o", str(target))
+    assert written.exit_code == 0, written.output
+    text = target.read_text()
+    assert "[Peer]" in text
+    assert "Endpoint = vpn.example.cn:" in text
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    printed = cli("devices", "config", "--tenant", tid, did)
+    assert printed.stdout == text
+
+    renamed = ok_json(
+        cli("devices", "update", did, "--tenant", tid, "--set", "name=amy-mac", "--json")
+    )
+    assert isinstance(renamed, dict)
+    assert renamed["name"] == "amy-mac"
+    shown = cli("devices", "get", did, "--tenant", tid)
+    assert "amy-mac" in shown.stdout
+
+    events = ok_json(
+        cli("audit", "events", "--tenant-id", tid, "--object-type", "device", "--json")
+    )
+    assert isinstance(events, dict)
+    assert {e["action"] for e in events["data"]} >= {"create", "update"}
+
+    gone = cli("devices", "delete", did, "--tenant", tid)
+    assert gone.exit_code == 0
+    assert cli("devices", "get", did, "--tenant", tid).exit_code == 1
+
+    out = cli("logout")
+    assert out.exit_code == 0
+    assert not creds.exists()
+    after = cli("whoami")
+    assert after.exit_code == 1
+    assert "tongdao login" in after.stderr
+
+
+def test_validation_error_lists_fields(world: World, cli: Cli) -> None:
+    result = cli(
+        "tenants", "create", "--data", '{"uscc": "123"}', "--set", "name_en=Bad Co",
+        token=world.admin.token,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: ")
+    assert "  uscc: must be 18 characters of digits and capital letters" in lines
+    assert result.stdout == ""
+
+
+def test_permission_and_not_found_errors(world: World, cli: Cli) -> None:
+    denied = cli("pops", "list", token=world.a.employee.token)
+    assert denied.exit_code == 1
+    assert denied.stderr.startswith("error: ")
+    missing = cli(
+        "users", "get", "01a2054a-316e-7000-b260-4cf621ee188f", "--tenant", str(world.a.id),
+        token=world.admin.token,
+    )  # fmt: skip
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: ")
+
+
+def test_usage_errors_exit_2(world: World, cli: Cli) -> None:
+    token = world.admin.token
+    assert cli("tenants", "create", "--set", "novalue", token=token).exit_code == 2
+    bad = cli("tenants", "create", "--data", "{not json", token=token)
+    assert bad.exit_code == 2
+    assert "--data" in bad.stderr
+    assert cli("users", "list", token=token).exit_code == 2
+    assert cli("pops", "list", "--tenant", str(world.a.id), token=token).exit_code == 2
+    assert cli("pops", "update", "x", token=token).exit_code == 2
+    assert cli("whoami", "--server", "ftp://example.com", token=token).exit_code == 2
+
+
+def test_unreachable_server_exits_3(cli: Cli) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = cli("whoami", "--server", url, "--token", "tds_nothing")
+    assert result.exit_code == 3
+    assert result.stderr.startswith(f"error: cannot reach server at {url}")
+
+
+def test_list_paging_table_and_json(world: World, cli: Cli) -> None:
+    token = world.admin.token
+    for name in ("p1", "p2", "p3"):
+        made = cli(
+            "pops", "create", "--data",
+            json.dumps({"name": name, "region": "cn-north", "country": "CN",
+                        "endpoint_host": f"{name}.example.cn"}),
+            token=token,
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        assert ["name", name] in [line.split() for line in made.stdout.splitlines()]
+    first = ok_json(cli("pops", "list", "--limit", "1", "--json", token=token))
+    assert isinstance(first, dict)
+    assert len(first["data"]) == 1
+    assert first["next_cursor"]
+    second = ok_json(
+        cli("pops", "list", "--limit", "1", "--cursor", first["next_cursor"], "--json", token=token)
+    )
+    assert isinstance(second, dict)
+    assert second["data"][0]["id"] != first["data"][0]["id"]
+    everything = ok_json(cli("pops", "list", "--limit", "1", "--all", "--json", token=token))
+    assert isinstance(everything, dict)
+    assert sorted(p["name"] for p in everything["data"]) == ["p1", "p2", "p3"]
+    assert everything["next_cursor"] is None
+    filtered = ok_json(cli("pops", "list", "--filter", "country=XX", "--json", token=token))
+    assert filtered == {"data": [], "count": 0, "next_cursor": None}
+    paged = cli("pops", "list", "--limit", "2", token=token)
+    assert paged.stdout.splitlines()[0].split() == [
+        "ID", "NAME", "REGION", "COUNTRY", "ENDPOINT_HOST", "STATE",
+    ]  # fmt: skip
+    assert len(paged.stdout.splitlines()) == 3
+    assert "--cursor" in paged.stderr
+
+
+def test_tokens_create_list_revoke(world: World, cli: Cli) -> None:
+    token = world.admin.token
+    created = ok_json(
+        cli("tokens", "create", "--name", "ci", "--scope", "read", "--days", "7", "--json",
+            token=token)
+    )  # fmt: skip
+    assert isinstance(created, dict)
+    assert created["scopes"] == ["read"]
+    me = ok_json(cli("whoami", "--json", token=created["token"]))
+    assert isinstance(me, dict)
+    assert me["email"] == "operator_admin@operator.example"
+    listed = ok_json(cli("tokens", "list", "--json", token=token))
+    assert isinstance(listed, dict)
+    assert created["id"] in [t["id"] for t in listed["data"]]
+    assert cli("tokens", "revoke", created["id"], token=token).exit_code == 0
+    assert cli("whoami", token=created["token"]).exit_code == 1
+
+
+def test_operator_records(world: World, cli: Cli) -> None:
+    token = world.admin.token
+    record = ok_json(
+        cli("operator", "set", "--set", "legal_name=Tongdao JV", "--set", f"uscc={USCC_C}",
+            "--json", token=token)
+    )  # fmt: skip
+    assert isinstance(record, dict)
+    assert record["legal_name"] == "Tongdao JV"
+    shown = cli("operator", "show", token=token)
+    assert "Tongdao JV" in shown.stdout
+    holders = cli("operator", "shareholders", "list", token=token)
+    assert holders.exit_code == 0, holders.output
+
+
+def test_saved_token_only_goes_to_its_server(
+    world: World, cli: Cli, server_url: str, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login(cli)
+    monkeypatch.setenv("TONGDAO_CONFIG_DIR", str(config_dir))
+    assert Client.resolve(None, None).token is not None
+    assert Client.resolve(server_url + "/", None).token is not None
+    assert Client.resolve("http://127.0.0.2:9", None).token is None
+
+
+def test_damaged_credentials_are_a_usage_error(cli: Cli, config_dir: Path) -> None:
+    config_dir.mkdir()
+    (config_dir / "credentials.json").write_text("{")
+    result = cli("whoami")
+    assert result.exit_code == 2
+    assert "tongdao login" in result.stderr
+
+
+def test_admin_bootstrap_twice(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data_dir = tmp_path / "data"
+    args = ["admin", "bootstrap", "--email", "root@example.com", "--password-stdin", "--json"]
+    env = {"TONGDAO_ARGON2_TIME_COST": "1", "TONGDAO_ARGON2_MEMORY_KIB": "8"}
+    first = runner.invoke(cli_app, [*args, "--data-dir", str(data_dir)], input=PASSWORD, env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["email"] == "root@example.com"
+    again = runner.invoke(cli_app, [*args, "--data-dir", str(data_dir)], input=PASSWORD, env=env)
+    assert again.exit_code == 3
+    assert again.stderr.startswith("error: an operator admin exists already")
+    assert "Traceback" not in again.output
+    assert os.path.isdir(data_dir)
