@@ -103,3 +103,38 @@ def check_migrations(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt =
             typer.echo(f"  {diff}", err=True)
         fail("models and migrations disagree; write a migration")
     typer.echo("models and migrations agree")
+
+
+@app.command("new-migration")
+def new_migration(
+    message: Annotated[str, typer.Option("--message", "-m", help="what the migration does")],
+) -> None:
+    """Write a migration for the model changes (autogenerate against a scratch SQLite store).
+
+    The revision id is numbered and descriptive, e.g. ``0002_add_site_contacts``; review the
+    file before committing: autogenerate does not see renames or data moves.
+    """
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from alembic import command
+
+    from tongdao.store import migrate
+
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40]
+    if not slug:
+        fail("--message: say what the migration does")
+    head = migrate.head_revision() or "0000"
+    number = int(head[:4]) + 1 if head[:4].isdigit() else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'scratch.sqlite3'}"
+        migrate.upgrade(url)
+        if not migrate.differences(url):
+            fail("the models and migrations already agree; nothing to write")
+        command.revision(
+            migrate.alembic_config(url),
+            message=message,
+            autogenerate=True,
+            rev_id=f"{number:04d}_{slug}",
+        )
