@@ -51,7 +51,7 @@ def test_duplicate_uscc_is_a_conflict(world: World) -> None:
         headers=world.admin.headers,
     )
     assert resp.status_code == 409
-    assert resp.json()["error"]["fields"] == {"uscc": "already registered"}
+    assert resp.json()["error"]["fields"] == {"uscc": "already in use"}
 
 
 def test_malformed_json_and_ids(world: World) -> None:

@@ -96,7 +96,7 @@ def test_duplicate_public_key_is_refused(world: World) -> None:
     assert device(world, world.a.admin.headers, world.a.id, public_key=key).status_code == 201
     resp = device(world, world.b.admin.headers, world.b.id, public_key=key)
     assert resp.status_code == 409
-    assert resp.json()["error"]["fields"] == {"public_key": "in use"}
+    assert resp.json()["error"]["fields"] == {"public_key": "already in use"}
 
 
 def test_revoked_device_stays_revoked(world: World) -> None:

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from tongdao.access import schemas as s
 from tongdao.access.models import Policy
-from tongdao.api.crud import Resource
-from tongdao.errors import Conflict, ValidationError
+from tongdao.api.crud import Resource, ensure_unique
+from tongdao.errors import ValidationError
 from tongdao.network.models import Device, Site
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import Group, Tenant, User
@@ -76,16 +76,9 @@ class PolicyResource(Resource[Policy]):
     update_schema = s.PolicyUpdate
     filters = s.PolicyFilters
 
-    def _name_free(self, ctx: Ctx, tenant_id: uuid.UUID, name: str, own: uuid.UUID | None) -> None:
-        other = ctx.session.scalar(
-            select(Policy.id).where(Policy.tenant_id == tenant_id, Policy.name == name)
-        )
-        if other is not None and other != own:
-            raise Conflict("a policy with this name exists", {"name": "already in use"})
-
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Policy:
         assert isinstance(data, s.PolicyCreate) and tenant is not None
-        self._name_free(ctx, tenant.id, data.name, None)
+        ensure_unique(ctx, Policy.name, data.name, tenant_id=tenant.id, what="a policy")
         _check_references(ctx, tenant.id, data.rules)
         policy = Policy(
             tenant_id=tenant.id,
@@ -100,7 +93,9 @@ class PolicyResource(Resource[Policy]):
     def update(self, ctx: Ctx, obj: Policy, data: Any) -> Policy:
         assert isinstance(data, s.PolicyUpdate)
         if data.name is not None:
-            self._name_free(ctx, obj.tenant_id, data.name, obj.id)
+            ensure_unique(
+                ctx, Policy.name, data.name, own=obj.id, tenant_id=obj.tenant_id, what="a policy"
+            )
             obj.name = data.name
         if data.description is not None:
             obj.description = data.description

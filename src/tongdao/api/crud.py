@@ -13,10 +13,12 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from tongdao.api.deps import CtxDep, Guard
 from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.auth.permissions import Action
+from tongdao.errors import Conflict
 from tongdao.runtime import Ctx
 from tongdao.store.base import TimestampedModel
 from tongdao.tenancy.models import Tenant
@@ -88,6 +90,30 @@ class Resource(Generic[M]):
 
     def delete(self, ctx: Ctx, obj: M) -> None:
         ctx.session.delete(obj)
+
+
+def ensure_unique(
+    ctx: Ctx,
+    column: InstrumentedAttribute[Any],
+    value: object,
+    *,
+    own: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+    what: str,
+) -> None:
+    """409, keyed by the column's name, when another row (of the tenant) holds ``value``."""
+    if value is None:
+        return
+    model = column.class_
+    stmt = select(model.id).where(column == value)
+    if tenant_id is not None:
+        stmt = stmt.where(model.tenant_id == tenant_id)
+    other = ctx.session.scalar(stmt)
+    if other is not None and other != own:
+        field = column.key
+        raise Conflict(
+            f"{what} with this {field.replace('_', ' ')} exists", {field: "already in use"}
+        )
 
 
 def _tenant_id_path(

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, and_, exists, or_, select
 
 from tongdao import validation
-from tongdao.api.crud import Resource
+from tongdao.api.crud import Resource, ensure_unique
 from tongdao.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from tongdao.ipam import service as ipam
 from tongdao.network import schemas as s
@@ -55,22 +55,16 @@ class PopResource(Resource[Pop]):
     def tenant_column(self) -> Any:
         return None
 
-    def _name_free(self, ctx: Ctx, name: str, own: uuid.UUID | None) -> None:
-        other = ctx.session.scalar(select(Pop.id).where(Pop.name == name))
-        if other is not None and other != own:
-            raise Conflict("a PoP with this name exists", {"name": "already in use"})
-
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Pop:
         assert isinstance(data, s.PopCreate)
-        self._name_free(ctx, data.name, None)
+        ensure_unique(ctx, Pop.name, data.name, what="a PoP")
         pop = Pop(**data.model_dump())
         ctx.session.add(pop)
         return pop
 
     def update(self, ctx: Ctx, obj: Pop, data: Any) -> Pop:
         changes = {k: v for k, v in _changes(data).items() if v is not None}
-        if "name" in changes:
-            self._name_free(ctx, changes["name"], obj.id)
+        ensure_unique(ctx, Pop.name, changes.get("name"), own=obj.id, what="a PoP")
         lo = changes.get("port_min", obj.port_min)
         hi = changes.get("port_max", obj.port_max)
         region = changes.get("region", obj.region)
@@ -102,6 +96,7 @@ class PopResource(Resource[Pop]):
             select(PopTenantInterface).where(PopTenantInterface.pop_id == obj.id)
         ):
             ctx.session.delete(iface)
+        ctx.session.flush()  # interfaces first: no relationship() orders these deletes
         ctx.session.delete(obj)
 
 
@@ -193,18 +188,14 @@ class LinkResource(Resource[Link]):
             )
         ):
             raise Conflict("a link between these PoPs exists", {"pop_b_id": "already linked"})
-        if ctx.session.scalar(select(Link.id).where(Link.name == data.name)):
-            raise Conflict("a link with this name exists", {"name": "already in use"})
+        ensure_unique(ctx, Link.name, data.name, what="a link")
         link = Link(**data.model_dump())
         ctx.session.add(link)
         return link
 
     def update(self, ctx: Ctx, obj: Link, data: Any) -> Link:
         changes = {k: v for k, v in _changes(data).items() if v is not None}
-        if "name" in changes:
-            other = ctx.session.scalar(select(Link.id).where(Link.name == changes["name"]))
-            if other is not None and other != obj.id:
-                raise Conflict("a link with this name exists", {"name": "already in use"})
+        ensure_unique(ctx, Link.name, changes.get("name"), own=obj.id, what="a link")
         for key, value in changes.items():
             setattr(obj, key, value)
         return obj
@@ -246,27 +237,22 @@ class SiteResource(Resource[Site]):
     filters = s.SiteFilters
 
     def _unique(
-        self,
-        ctx: Ctx,
-        tenant_id: uuid.UUID,
-        name: str | None,
-        key: str | None,
-        own: uuid.UUID | None,
+        self, ctx: Ctx, tenant_id: uuid.UUID, changes: dict[str, Any], own: uuid.UUID | None
     ) -> None:
-        if name is not None:
-            other = ctx.session.scalar(
-                select(Site.id).where(Site.tenant_id == tenant_id, Site.name == name)
-            )
-            if other is not None and other != own:
-                raise Conflict("a site with this name exists", {"name": "already in use"})
-        if key is not None:
-            other = ctx.session.scalar(select(Site.id).where(Site.connector_public_key == key))
-            if other is not None and other != own:
-                raise Conflict("this connector key is in use", {"connector_public_key": "in use"})
+        ensure_unique(
+            ctx, Site.name, changes.get("name"), own=own, tenant_id=tenant_id, what="a site"
+        )
+        ensure_unique(
+            ctx,
+            Site.connector_public_key,
+            changes.get("connector_public_key"),
+            own=own,
+            what="a site",
+        )
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Site:
         assert isinstance(data, s.SiteCreate) and tenant is not None
-        self._unique(ctx, tenant.id, data.name, data.connector_public_key, None)
+        self._unique(ctx, tenant.id, data.model_dump(), None)
         _pop_exists(ctx, data.pop_id, "pop_id")
         _check_prefixes(ctx, tenant, data.prefixes, None)
         site = Site(tenant_id=tenant.id, **data.model_dump())
@@ -277,9 +263,7 @@ class SiteResource(Resource[Site]):
         changes = _changes(data)
         tenant = ctx.session.get(Tenant, obj.tenant_id)
         assert tenant is not None
-        self._unique(
-            ctx, obj.tenant_id, changes.get("name"), changes.get("connector_public_key"), obj.id
-        )
+        self._unique(ctx, obj.tenant_id, changes, obj.id)
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
         if changes.get("prefixes") is not None:
@@ -321,11 +305,6 @@ class DeviceResource(Resource[Device]):
     filters = s.DeviceFilters
     owner_attr = "user_id"
 
-    def _key_free(self, ctx: Ctx, key: str, own: uuid.UUID | None) -> None:
-        other = ctx.session.scalar(select(Device.id).where(Device.public_key == key))
-        if other is not None and other != own:
-            raise Conflict("this public key belongs to another device", {"public_key": "in use"})
-
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Device:
         assert isinstance(data, s.DeviceCreate) and tenant is not None
         principal = ctx.require_principal()
@@ -341,7 +320,7 @@ class DeviceResource(Resource[Device]):
         owner = ctx.session.get(User, user_id)
         if owner is None or owner.tenant_id != tenant.id:
             raise ValidationError({"user_id": "no such user in this tenant"})
-        self._key_free(ctx, data.public_key, None)
+        ensure_unique(ctx, Device.public_key, data.public_key, what="a device")
         _pop_exists(ctx, data.pop_id, "pop_id")
         ipv4, ipv6 = ipam.allocate_address(
             ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool
@@ -360,8 +339,9 @@ class DeviceResource(Resource[Device]):
 
     def update(self, ctx: Ctx, obj: Device, data: Any) -> Device:
         changes = _changes(data)
-        if changes.get("public_key") is not None:
-            self._key_free(ctx, changes["public_key"], obj.id)
+        ensure_unique(
+            ctx, Device.public_key, changes.get("public_key"), own=obj.id, what="a device"
+        )
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
         if obj.state == DeviceState.REVOKED and changes.get("state") not in (

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Select, String, delete, exists, func, or_, select
 
-from tongdao.api.crud import Resource
+from tongdao.api.crud import Resource, ensure_unique
 from tongdao.auth.models import ApiToken
 from tongdao.auth.passwords import policy_problem
 from tongdao.auth.permissions import Role
@@ -92,8 +92,7 @@ class TenantResource(Resource[Tenant]):
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Tenant:
         assert isinstance(data, s.TenantCreate)
         check = check_uscc(data.uscc)
-        if ctx.session.scalar(select(Tenant.id).where(Tenant.uscc == check.code)):
-            raise Conflict("a tenant with this USCC exists", {"uscc": "already registered"})
+        ensure_unique(ctx, Tenant.uscc, check.code, what="a tenant")
         pools = ipam.allocate_tenant_pools(ctx.session, data.ipv4_pool_prefixlen)
         values = data.model_dump(exclude={"ipv4_pool_prefixlen", "uscc", "dns_servers"})
         obj = Tenant(
@@ -124,7 +123,7 @@ class TenantResource(Resource[Tenant]):
                     "only the operator changes these fields",
                     dict.fromkeys(refused, "changed by the operator only"),
                 )
-        if "state" in changes and changes["state"] != obj.state:
+        if changes.get("state") is not None and changes["state"] != obj.state:
             new = TenantState(changes["state"])
             current = TenantState(obj.state)
             if new is not TenantState.TERMINATED and new not in TENANT_TRANSITIONS[current]:
@@ -201,31 +200,51 @@ def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
 
 
 def _email_free(ctx: Ctx, email: str) -> None:
-    if ctx.session.scalar(select(User.id).where(User.email == email)):
-        raise Conflict("a user with this email exists", {"email": "already in use"})
+    ensure_unique(ctx, User.email, email, what="a user")
 
 
-def _set_groups(ctx: Ctx, user: User, tenant_id: uuid.UUID, group_ids: Sequence[uuid.UUID]) -> None:
-    wanted = list(dict.fromkeys(group_ids))
+def _sync_memberships(
+    ctx: Ctx,
+    field: str,
+    wanted_ids: Sequence[uuid.UUID],
+    candidates: Any,
+    current: dict[uuid.UUID, GroupMember],
+    make: Any,
+    what: str,
+) -> None:
+    """Make a user's groups, or a group's members, exactly ``wanted_ids``.
+
+    ``candidates`` selects the ids that may be named (same tenant); ``current`` maps the
+    other side's id to its membership; ``make(id)`` builds a new membership.
+    """
     found = set(
-        ctx.session.scalars(
-            select(Group.id).where(Group.tenant_id == tenant_id, Group.id.in_(wanted))
-        )
+        ctx.session.scalars(candidates.where(candidates.selected_columns[0].in_(set(wanted_ids))))
     )
     missing = {
-        f"group_ids.{i}": "no such group in this tenant"
-        for i, gid in enumerate(wanted)
-        if gid not in found
+        f"{field}.{i}": f"no such {what} in this tenant"
+        for i, other in enumerate(wanted_ids)
+        if other not in found
     }
     if missing:
         raise ValidationError(missing)
-    current = {m.group_id: m for m in user.memberships}
-    for gid, membership in current.items():
-        if gid not in found:
+    for other, membership in current.items():
+        if other not in found:
             ctx.session.delete(membership)
-    for gid in wanted:
-        if gid not in current:
-            ctx.session.add(GroupMember(group_id=gid, user_id=user.id, tenant_id=tenant_id))
+    for other in dict.fromkeys(wanted_ids):
+        if other not in current:
+            ctx.session.add(make(other))
+
+
+def _set_groups(ctx: Ctx, user: User, tenant_id: uuid.UUID, group_ids: Sequence[uuid.UUID]) -> None:
+    _sync_memberships(
+        ctx,
+        "group_ids",
+        group_ids,
+        select(Group.id).where(Group.tenant_id == tenant_id),
+        {m.group_id: m for m in user.memberships},
+        lambda gid: GroupMember(group_id=gid, user_id=user.id, tenant_id=tenant_id),
+        "group",
+    )
 
 
 def _group_ids_by_user(ctx: Ctx, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -470,40 +489,20 @@ class GroupResource(Resource[Group]):
     def to_public(self, ctx: Ctx, obj: Group) -> BaseModel:
         return self.to_public_many(ctx, [obj])[0]
 
-    def _name_free(self, ctx: Ctx, tenant_id: uuid.UUID, name: str, own: uuid.UUID | None) -> None:
-        other = ctx.session.scalar(
-            select(Group.id).where(Group.tenant_id == tenant_id, Group.name == name)
-        )
-        if other is not None and other != own:
-            raise Conflict("a group with this name exists", {"name": "already in use"})
-
     def _set_members(self, ctx: Ctx, group: Group, member_ids: Sequence[uuid.UUID]) -> None:
-        wanted = list(dict.fromkeys(member_ids))
-        found = set(
-            ctx.session.scalars(
-                select(User.id).where(User.tenant_id == group.tenant_id, User.id.in_(wanted))
-            )
+        _sync_memberships(
+            ctx,
+            "member_ids",
+            member_ids,
+            select(User.id).where(User.tenant_id == group.tenant_id),
+            {m.user_id: m for m in group.memberships},
+            lambda uid: GroupMember(group_id=group.id, user_id=uid, tenant_id=group.tenant_id),
+            "user",
         )
-        missing = {
-            f"member_ids.{i}": "no such user in this tenant"
-            for i, uid in enumerate(wanted)
-            if uid not in found
-        }
-        if missing:
-            raise ValidationError(missing)
-        current = {m.user_id: m for m in group.memberships}
-        for uid, membership in current.items():
-            if uid not in found:
-                ctx.session.delete(membership)
-        for uid in wanted:
-            if uid not in current:
-                ctx.session.add(
-                    GroupMember(group_id=group.id, user_id=uid, tenant_id=group.tenant_id)
-                )
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Group:
         assert isinstance(data, s.GroupCreate) and tenant is not None
-        self._name_free(ctx, tenant.id, data.name, None)
+        ensure_unique(ctx, Group.name, data.name, tenant_id=tenant.id, what="a group")
         group = Group(tenant_id=tenant.id, name=data.name, description=data.description)
         ctx.session.add(group)
         ctx.session.flush()
@@ -514,7 +513,14 @@ class GroupResource(Resource[Group]):
         assert isinstance(data, s.GroupUpdate)
         changes = _changes(data)
         if changes.get("name") is not None:
-            self._name_free(ctx, obj.tenant_id, changes["name"], obj.id)
+            ensure_unique(
+                ctx,
+                Group.name,
+                changes["name"],
+                own=obj.id,
+                tenant_id=obj.tenant_id,
+                what="a group",
+            )
             obj.name = changes["name"]
         if changes.get("description") is not None:
             obj.description = changes["description"]
