@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from tongdao.auth.principal import Principal
 from tongdao.clock import Clock, utcnow
 from tongdao.config import Settings
 from tongdao.crypto import FieldCipher
+from tongdao.errors import AuthenticationError
 from tongdao.store.engine import Database
 
 
@@ -44,7 +45,6 @@ class Ctx:
     runtime: Runtime
     principal: Principal | None = None
     source_ip: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def user_id(self) -> uuid.UUID | None:
@@ -52,7 +52,5 @@ class Ctx:
 
     def require_principal(self) -> Principal:
         if self.principal is None:
-            from tongdao.errors import AuthenticationError
-
             raise AuthenticationError("authentication required")
         return self.principal
