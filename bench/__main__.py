@@ -1,0 +1,86 @@
+"""``python -m bench [store] [--quick] [--only sqlite|postgresql]``.
+
+Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
+partial results are still written), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from bench import store
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS = ("store",)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception so that servers, clusters and temp dirs are cleaned up.
+    raise SystemExit(128 + signum)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "benchmarks", nargs="*", help=f"which to run: {', '.join(BENCHMARKS)} (default: all)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (under 2 min)")
+    parser.add_argument("--only", choices=store.BACKENDS, help="one store backend only")
+    parser.add_argument("--samples", type=int, help="measured requests per metric")
+    parser.add_argument("--warmup", type=int, help="unmeasured requests before them")
+    parser.add_argument("--tenants", type=int, help="tenants in the store")
+    parser.add_argument("--devices-per-tenant", type=int, help="devices per tenant")
+    parser.add_argument("--seed", type=int, help="seed for tenants picked and keys made")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where JSON goes")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    for name in ("samples", "tenants", "devices_per_tenant"):
+        value = getattr(args, name)
+        if value is not None and not 1 <= value <= 1_000_000:
+            parser.error(f"--{name.replace('_', '-')} must be between 1 and 1000000")
+    if args.warmup is not None and not 0 <= args.warmup <= 10_000:
+        parser.error("--warmup must be between 0 and 10000")
+    return args
+
+
+def store_config(args: argparse.Namespace) -> store.StoreConfig:
+    cfg = store.QUICK if args.quick else store.FULL
+    overrides = {
+        key: getattr(args, key)
+        for key in ("samples", "warmup", "tenants", "devices_per_tenant", "seed")
+        if getattr(args, key) is not None
+    }
+    return replace(cfg, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    selected = args.benchmarks or list(BENCHMARKS)
+    mode = "quick" if args.quick else "full"
+    crashed = False
+    began = time.perf_counter()
+    if "store" in selected:
+        backends = [args.only] if args.only else list(store.BACKENDS)
+        report = store.run(store_config(args), backends, mode=mode)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        out = args.output_dir / "store.json"
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        print(store.summary(report))
+        print(f"results: {out}")
+        crashed = crashed or bool(report["errors"])
+    print(f"bench finished in {time.perf_counter() - began:.1f} s")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
