@@ -199,6 +199,7 @@ def device_rows(
                 "user_id": t.user_id,
                 "name": f"laptop-{offset:04d}",
                 "public_key": keys.next(),
+                "host_index": offset,
                 "ipv4": str(base4 + offset),
                 "ipv6": str(base6 + offset),
                 "pop_id": None,

@@ -1,4 +1,4 @@
-"""Pure IPAM arithmetic: pools carved from 100.64.0.0/10, lowest free host."""
+"""Pure IPAM arithmetic: pools carved from 100.64.0.0/10."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tongdao.ipam.allocator import OVERLAY_V4, first_fit, lowest_free
+from tongdao.ipam.allocator import OVERLAY_V4, first_fit
 
 
 def test_first_fit_fills_from_the_bottom() -> None:
@@ -38,17 +38,3 @@ def test_carved_pools_never_overlap(sizes: list[int]) -> None:
         assert block.prefixlen == size
         assert all(not block.overlaps(u) for u in used)  # type: ignore[arg-type]
         used.append(block)
-
-
-def test_lowest_free_skips_network_and_broadcast() -> None:
-    pool = ipaddress.ip_network("100.64.0.0/30")
-    assert lowest_free(pool, []) == 1
-    assert lowest_free(pool, [1]) == 2
-    assert lowest_free(pool, [1, 2]) is None
-
-
-@given(st.sets(st.integers(1, 254), max_size=254))
-def test_lowest_free_is_the_minimum_gap(taken: set[int]) -> None:
-    pool = ipaddress.ip_network("100.64.0.0/24")
-    free = sorted(set(range(1, 255)) - taken)
-    assert lowest_free(pool, taken) == (free[0] if free else None)

@@ -1,4 +1,4 @@
-"""Pure address arithmetic: carving tenant pools and picking free host addresses."""
+"""Pure address arithmetic: carving tenant pools out of the overlay ranges."""
 
 from __future__ import annotations
 
@@ -35,22 +35,6 @@ def first_fit(parent: IPNetwork, prefixlen: int, used: Iterable[IPNetwork]) -> I
     if candidate + size > end:
         return None
     return ipaddress.ip_network((candidate, prefixlen))
-
-
-def lowest_free(
-    pool: IPNetwork, used: Iterable[int], *, first: int = 1, last: int | None = None
-) -> int | None:
-    """The lowest free offset in ``pool`` between ``first`` and ``last`` (default: the end,
-    less the broadcast address for IPv4). ``used`` holds offsets already taken."""
-    taken = set(used)
-    if last is None:
-        last = pool.num_addresses - (2 if pool.version == 4 else 1)
-    offset = first
-    while offset <= last:
-        if offset not in taken:
-            return offset
-        offset += 1
-    return None
 
 
 def v6_host_subnet(pool: ipaddress.IPv6Network) -> ipaddress.IPv6Network:

@@ -3,6 +3,11 @@
 Allocations read what is taken and then write, so they serialise on an :class:`IpamLock`
 row: the UPDATE that bumps its generation takes a row lock on PostgreSQL and the write lock
 on SQLite (whose write transactions begin IMMEDIATE). Unique constraints are the backstop.
+
+A tenant's overlay addresses are numbered: host index ``n`` is the IPv4 pool's network
+address + n and the IPv6 host subnet's network address + n, so a device or gateway holds the
+same offset in both families. The lowest free index is found in SQL with index lookups
+(candidates are 1 and every taken index + 1), not by reading every address.
 """
 
 from __future__ import annotations
@@ -13,22 +18,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, func, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from tongdao.errors import Conflict
-from tongdao.ipam.allocator import (
-    OVERLAY_V4,
-    TENANT_V6_PREFIXLEN,
-    first_fit,
-    lowest_free,
-    v6_host_subnet,
-)
+from tongdao.ipam.allocator import OVERLAY_V4, TENANT_V6_PREFIXLEN, first_fit, v6_host_subnet
 from tongdao.ipam.models import IpamLock
 
 ROOT_LOCK = "overlay"
 
-# Tables whose rows hold overlay addresses of a tenant (tenant_id, ipv4, ipv6 columns).
+# Tables whose rows hold overlay addresses of a tenant (tenant_id, host_index, ipv4, ipv6).
 _ADDRESS_OWNERS: list[Any] = []
 
 
@@ -83,28 +82,40 @@ def allocate_tenant_pools(session: Session, ipv4_prefixlen: int) -> TenantPools:
     return TenantPools(v4, v6)
 
 
+@dataclass(frozen=True)
+class Address:
+    host_index: int
+    ipv4: str
+    ipv6: str
+
+
+def lowest_free_index(session: Session, tenant_id: uuid.UUID, last: int) -> int | None:
+    """The lowest host index in 1..last that no address owner of the tenant holds."""
+    candidates = union_all(
+        select(literal(0).label("i")),
+        *(select(o.host_index.label("i")).where(o.tenant_id == tenant_id) for o in _ADDRESS_OWNERS),
+    ).subquery()
+    following = candidates.c.i + 1
+    free = [
+        ~exists().where(o.tenant_id == tenant_id, o.host_index == following)
+        for o in _ADDRESS_OWNERS
+    ]
+    value = session.scalar(select(func.min(following)).where(*free))
+    return int(value) if value is not None and value <= last else None
+
+
 def allocate_address(
     session: Session, tenant_id: uuid.UUID, ipv4_pool: str, ipv6_pool: str
-) -> tuple[str, str]:
-    """The lowest free IPv4 and IPv6 overlay addresses of a tenant."""
+) -> Address:
+    """The tenant's lowest free host index and its IPv4 and IPv6 overlay addresses."""
     lock(session, tenant_lock_name(tenant_id))
     pool4 = ipaddress.IPv4Network(ipv4_pool)
     subnet6 = v6_host_subnet(ipaddress.IPv6Network(ipv6_pool))
-    used4: list[int] = []
-    used6: list[int] = []
-    base4, base6 = int(pool4.network_address), int(subnet6.network_address)
-    for owner in _ADDRESS_OWNERS:
-        for ip4, ip6 in session.execute(
-            select(owner.ipv4, owner.ipv6).where(owner.tenant_id == tenant_id)
-        ):
-            if ip4:
-                used4.append(int(ipaddress.IPv4Address(ip4)) - base4)
-            if ip6:
-                used6.append(int(ipaddress.IPv6Address(ip6)) - base6)
-    off4 = lowest_free(pool4, used4)
-    if off4 is None:
+    index = lowest_free_index(session, tenant_id, pool4.num_addresses - 2)
+    if index is None:
         raise Conflict(f"the tenant's IPv4 pool {pool4} is full")
-    off6 = lowest_free(subnet6, used6)
-    if off6 is None:  # pragma: no cover - a /64
-        raise Conflict(f"the tenant's IPv6 subnet {subnet6} is full")
-    return str(ipaddress.IPv4Address(base4 + off4)), str(ipaddress.IPv6Address(base6 + off6))
+    return Address(
+        index,
+        str(pool4.network_address + index),
+        str(subnet6.network_address + index),
+    )

@@ -62,6 +62,7 @@ class PopTenantInterface(TimestampedModel):
     __table_args__ = (
         UniqueConstraint("pop_id", "tenant_id"),
         UniqueConstraint("pop_id", "listen_port"),
+        UniqueConstraint("tenant_id", "host_index"),
         UniqueConstraint("tenant_id", "ipv4"),
         UniqueConstraint("tenant_id", "ipv6"),
     )
@@ -72,6 +73,7 @@ class PopTenantInterface(TimestampedModel):
     )
     public_key: Mapped[str] = mapped_column(String(44))
     listen_port: Mapped[int]
+    host_index: Mapped[int]  # offset of both addresses in the tenant's pools (see ipam)
     ipv4: Mapped[str] = mapped_column(String(15))
     ipv6: Mapped[str] = mapped_column(String(39))
 
@@ -118,6 +120,7 @@ class Device(TimestampedModel):
     __tablename__ = "devices"
     __audit_type__ = "device"
     __table_args__ = (
+        UniqueConstraint("tenant_id", "host_index"),
         UniqueConstraint("tenant_id", "ipv4"),
         UniqueConstraint("tenant_id", "ipv6"),
         Index("ix_devices_tenant_id_id", "tenant_id", "id"),
@@ -129,6 +132,7 @@ class Device(TimestampedModel):
     )
     name: Mapped[str] = mapped_column(String(100))
     public_key: Mapped[str] = mapped_column(String(44), unique=True)
+    host_index: Mapped[int]  # offset of both addresses in the tenant's pools (see ipam)
     ipv4: Mapped[str] = mapped_column(String(15))
     ipv6: Mapped[str] = mapped_column(String(39))
     pop_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pops.id", ondelete="SET NULL"))

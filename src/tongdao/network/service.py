@@ -132,16 +132,15 @@ def publish_interface(
     if port in used:
         raise Conflict("the port serves another tenant", {"listen_port": "in use"})
     if iface is None:
-        ipv4, ipv6 = ipam.allocate_address(
-            ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool
-        )
+        address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
         iface = PopTenantInterface(
             pop_id=pop.id,
             tenant_id=tenant.id,
             public_key=data.public_key,
             listen_port=port,
-            ipv4=ipv4,
-            ipv6=ipv6,
+            host_index=address.host_index,
+            ipv4=address.ipv4,
+            ipv6=address.ipv6,
         )
         ctx.session.add(iface)
     else:
@@ -322,17 +321,16 @@ class DeviceResource(Resource[Device]):
             raise ValidationError({"user_id": "no such user in this tenant"})
         ensure_unique(ctx, Device.public_key, data.public_key, what="a device")
         _pop_exists(ctx, data.pop_id, "pop_id")
-        ipv4, ipv6 = ipam.allocate_address(
-            ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool
-        )
+        address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
         device = Device(
             tenant_id=tenant.id,
             user_id=user_id,
             name=data.name,
             public_key=data.public_key,
             pop_id=data.pop_id,
-            ipv4=ipv4,
-            ipv6=ipv6,
+            host_index=address.host_index,
+            ipv4=address.ipv4,
+            ipv6=address.ipv6,
         )
         ctx.session.add(device)
         return device

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial_schema
 Revises:
-Create Date: 2026-11-22 22:01:23.645007
+Create Date: 2026-11-22 22:22:59.610453
 """
 
 from __future__ import annotations
@@ -269,6 +269,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("public_key", sa.String(length=44), nullable=False),
         sa.Column("listen_port", sa.Integer(), nullable=False),
+        sa.Column("host_index", sa.Integer(), nullable=False),
         sa.Column("ipv4", sa.String(length=15), nullable=False),
         sa.Column("ipv6", sa.String(length=39), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -292,6 +293,9 @@ def upgrade() -> None:
         ),
         sa.UniqueConstraint(
             "pop_id", "tenant_id", name=op.f("uq_pop_tenant_interfaces_pop_id_tenant_id")
+        ),
+        sa.UniqueConstraint(
+            "tenant_id", "host_index", name=op.f("uq_pop_tenant_interfaces_tenant_id_host_index")
         ),
         sa.UniqueConstraint(
             "tenant_id", "ipv4", name=op.f("uq_pop_tenant_interfaces_tenant_id_ipv4")
@@ -414,6 +418,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("public_key", sa.String(length=44), nullable=False),
+        sa.Column("host_index", sa.Integer(), nullable=False),
         sa.Column("ipv4", sa.String(length=15), nullable=False),
         sa.Column("ipv6", sa.String(length=39), nullable=False),
         sa.Column("pop_id", sa.Uuid(), nullable=True),
@@ -435,6 +440,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_devices")),
         sa.UniqueConstraint("public_key", name=op.f("uq_devices_public_key")),
+        sa.UniqueConstraint(
+            "tenant_id", "host_index", name=op.f("uq_devices_tenant_id_host_index")
+        ),
         sa.UniqueConstraint("tenant_id", "ipv4", name=op.f("uq_devices_tenant_id_ipv4")),
         sa.UniqueConstraint("tenant_id", "ipv6", name=op.f("uq_devices_tenant_id_ipv6")),
     )
