@@ -1,0 +1,516 @@
+"""Every /api/v1 route × every role × own / other tenant: no leaks, no 5xx, the right status.
+
+``SPECS`` names, for each (method, path template) of the app, the permission it needs (taken
+from :mod:`tongdao.auth.permissions`, not restated), the object that fills its id and a valid
+body. A route missing from the table fails :func:`test_every_route_is_in_the_table`, so a new
+endpoint has to be described here before the suite passes.
+
+Each route runs on a fresh world (one parametrized test per route) and every case acts on
+objects made for it, so deletes and updates never bleed into the next case. Scopes:
+
+* ``own``: tenant A's path and a fresh object of tenant A (for an operator creating or deleting
+  a tenant: a fresh tenant; for A's employee reading a user: their own record);
+* ``other``: tenant B's path and a fresh object of tenant B: a tenant role gets 404;
+* ``mixed``: tenant A's path with a fresh object of tenant B: everyone gets 404 (403 is fine
+  for a role without the grant, which learns nothing from it);
+* ``peer``: an object of another user where the grant is own-only (A's employee and devices or
+  users; anyone and API tokens): 404;
+* ``readonly``: ``own`` with a read-only token: 403 on every write.
+
+Every response is checked for 5xx, and every response to a tenant-A caller for ids of tenant B
+(and other tenants); every response to A's employee for ids of other users and their devices.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyotp
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.support.access_bench import API, Bench
+from tests.support.world import PASSWORD, Actor, World
+from tongdao.auth.models import ApiToken
+from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Action, Role, allowed
+from tongdao.testing.keys import public_key
+
+READ_ONLY = frozenset({"read"})
+TENANT_OBJECTS = frozenset({"user", "group", "site", "device", "policy"})
+
+Body = Callable[[Bench, "Case"], dict[str, Any] | None]
+Target = Callable[[Bench, "Case"], str]
+
+
+@dataclass(frozen=True)
+class Case:
+    actor: Actor
+    scope: str  # own | other | mixed | peer | readonly
+
+    @property
+    def path_label(self) -> str:
+        return "b" if self.scope == "other" else "a"
+
+    @property
+    def obj_label(self) -> str:
+        return "b" if self.scope in ("other", "mixed") else "a"
+
+
+@dataclass(frozen=True)
+class Spec:
+    resource: str | None  # key of PERMISSIONS; None: any signed-in caller, on their own account
+    action: Action | None = None
+    target: str | None = None  # what fills the object id of the path
+    body: Body | None = None
+    readonly_ok: bool = False  # documented: this write is fine with a read-only token
+    ends_session: bool = False  # the call revokes the token it is made with
+    anonymous: bool = False  # the route needs no token (login)
+    notes: str = ""
+    also: frozenset[int] = field(default_factory=frozenset)  # documented extra statuses
+
+
+# --- targets: a fresh object per case -----------------------------------------------------
+def _tenant(bench: Bench, case: Case) -> str:
+    if case.scope == "other":
+        return str(bench.world.b.id)
+    if case.actor.tenant_id is None:
+        return bench.new_tenant()
+    return str(bench.world.a.id)
+
+
+def _user(bench: Bench, case: Case) -> str:
+    if case.actor.role == Role.EMPLOYEE and case.scope in ("own", "readonly"):
+        return str(case.actor.user_id)
+    return bench.new_user(case.obj_label)
+
+
+def _device(bench: Bench, case: Case) -> str:
+    tenant = bench.tenant(case.obj_label)
+    owner = tenant.admin if case.scope == "peer" else tenant.employee
+    return bench.new_device(case.obj_label, owner.user_id)
+
+
+def _token(bench: Bench, case: Case) -> str:
+    if case.scope == "peer":
+        return bench.foreign_token(case.actor)
+    if case.scope == "other":
+        return bench.b_token()
+    return bench.token(case.actor.user_id)[0]
+
+
+TARGETS: dict[str, Target] = {
+    "tenant": _tenant,
+    "user": _user,
+    "device": _device,
+    "token": _token,
+    "group": lambda bench, case: bench.new_group(case.obj_label),
+    "site": lambda bench, case: bench.new_site(case.obj_label),
+    "policy": lambda bench, case: bench.new_policy(case.obj_label),
+    "staff": lambda bench, case: bench.new_staff(),
+    "pop": lambda bench, case: bench.new_pop(),
+    "link": lambda bench, case: bench.new_link(),
+    "licence": lambda bench, case: bench.new_licence(),
+    "shareholder": lambda bench, case: bench.new_shareholder(),
+}
+
+
+def _email(actor: Actor) -> str:
+    return f"{actor.role}@{'operator' if actor.tenant_id is None else 'a'}.example"
+
+
+def _crud(
+    base: str,
+    resource: str,
+    target: str,
+    create: Body,
+    update: Body,
+) -> dict[tuple[str, str], Spec]:
+    item = base + "/{object_id}"
+    return {
+        ("GET", base): Spec(resource, Action.READ),
+        ("POST", base): Spec(resource, Action.CREATE, body=create),
+        ("GET", item): Spec(resource, Action.READ, target),
+        ("PATCH", item): Spec(resource, Action.UPDATE, target, body=update),
+        ("DELETE", item): Spec(resource, Action.DELETE, target),
+    }
+
+
+T = "/tenants/{tenant_id}"
+SPECS: dict[tuple[str, str], Spec] = {
+    # --- the caller's own account ----------------------------------------------------------
+    ("POST", "/auth/login"): Spec(
+        None,
+        anonymous=True,
+        body=lambda bench, case: {"email": _email(case.actor), "password": PASSWORD},
+    ),
+    ("POST", "/auth/logout"): Spec(
+        None,
+        readonly_ok=True,
+        ends_session=True,
+        notes="a read-only token may end its own session",
+    ),
+    ("GET", "/auth/me"): Spec(None),
+    ("POST", "/auth/password"): Spec(
+        None,
+        body=lambda bench, case: {
+            "current_password": PASSWORD,
+            "new_password": "a different long passphrase 7",
+        },
+    ),
+    ("POST", "/auth/totp"): Spec(None),
+    ("POST", "/auth/totp/confirm"): Spec(
+        None, body=lambda bench, case: {"code": pyotp.TOTP(bench.totp_begun(case.actor)).now()}
+    ),
+    ("POST", "/auth/totp/disable"): Spec(
+        None, body=lambda bench, case: {"code": pyotp.TOTP(bench.totp_on(case.actor)).now()}
+    ),
+    ("GET", "/tokens"): Spec(None),
+    ("POST", "/tokens"): Spec(None, body=lambda bench, case: {"name": "ci"}),
+    ("DELETE", "/tokens/{token_id}"): Spec(None, target="token"),
+    # --- operator ----------------------------------------------------------------------------
+    ("GET", "/operator"): Spec("operator", Action.READ),
+    ("PUT", "/operator"): Spec(
+        "operator",
+        Action.UPDATE,
+        body=lambda bench, case: {"legal_name": "Tongdao JV Ltd", "uscc": "91350100M000100Y43"},
+    ),
+    **_crud(
+        "/operator/licences",
+        "operator",
+        "licence",
+        lambda bench, case: bench.licence_body(),
+        lambda bench, case: {"issuing_authority": "MIIT (renewed)"},
+    ),
+    **_crud(
+        "/operator/shareholders",
+        "operator",
+        "shareholder",
+        lambda bench, case: bench.shareholder_body(),
+        lambda bench, case: {"stake_percent": 0.25},
+    ),
+    **_crud(
+        "/operator/staff",
+        "staff",
+        "staff",
+        lambda bench, case: bench.staff_body(),
+        lambda bench, case: {"display_name": "Renamed staff"},
+    ),
+    **_crud(
+        "/pops",
+        "pops",
+        "pop",
+        lambda bench, case: bench.pop_body(),
+        lambda bench, case: {"endpoint_host": "198.51.100.7"},
+    ),
+    ("GET", "/pops/{pop_id}/interfaces"): Spec("pops", Action.READ),
+    ("PUT", "/pops/{pop_id}/interfaces/{tenant_id}"): Spec(
+        "pops", Action.UPDATE, body=lambda bench, case: {"public_key": public_key()}
+    ),
+    **_crud(
+        "/links",
+        "links",
+        "link",
+        lambda bench, case: bench.link_body(),
+        lambda bench, case: {"capacity_mbps": 200},
+    ),
+    # --- tenants and what they hold ------------------------------------------------------------
+    **_crud(
+        "/tenants",
+        "tenants",
+        "tenant",
+        lambda bench, case: bench.tenant_body(),
+        # a self-service field, so that a tenant admin may change it too
+        lambda bench, case: {"contact_name": "Li Lei"},
+    ),
+    **_crud(
+        T + "/users",
+        "users",
+        "user",
+        lambda bench, case: bench.user_body(case.obj_label),
+        lambda bench, case: {"display_name": "Renamed user"},
+    ),
+    **_crud(
+        T + "/groups",
+        "groups",
+        "group",
+        lambda bench, case: bench.group_body(),
+        lambda bench, case: {"description": "renamed"},
+    ),
+    **_crud(
+        T + "/sites",
+        "sites",
+        "site",
+        lambda bench, case: bench.site_body(),
+        lambda bench, case: {"purpose": "hq"},
+    ),
+    **_crud(
+        T + "/devices",
+        "devices",
+        "device",
+        lambda bench, case: bench.device_body(bench.tenant(case.obj_label).employee.user_id),
+        lambda bench, case: {"name": "renamed-laptop"},
+    ),
+    ("GET", T + "/devices/{device_id}/wireguard.conf"): Spec(
+        "devices",
+        Action.READ,
+        "device",
+        notes="409 while no PoP has published a key for the tenant; the bench publishes one",
+    ),
+    **_crud(
+        T + "/policies",
+        "policies",
+        "policy",
+        lambda bench, case: bench.policy_body(case.obj_label),
+        lambda bench, case: {"description": "tightened"},
+    ),
+    ("GET", "/audit/events"): Spec("audit", Action.READ),
+}
+
+
+# --- the app's routes -----------------------------------------------------------------------
+def api_routes(app: FastAPI) -> Iterator[tuple[str, str, APIRoute]]:
+    """(method, path below /api/v1, route) for every API route, however routers nest."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI flattens included routers into app.routes
+        contexts: list[Any] = list(app.routes)
+        routes = [(getattr(r, "path", ""), r) for r in contexts]
+    else:
+        routes = [(c.path or "", c.original_route) for c in iter_route_contexts(app.routes)]
+    for path, route in routes:
+        if isinstance(route, APIRoute) and path.startswith(API + "/"):
+            for method in sorted(route.methods):
+                yield method, path.removeprefix(API), route
+
+
+def test_every_route_is_in_the_table(app: FastAPI) -> None:
+    present = {(method, path) for method, path, _ in api_routes(app)}
+    missing = sorted(present - SPECS.keys())
+    stale = sorted(SPECS.keys() - present)
+    assert not missing, f"routes with no entry in SPECS (describe them): {missing}"
+    assert not stale, f"SPECS entries for routes that no longer exist: {stale}"
+    for key, spec in SPECS.items():
+        if spec.resource is not None:
+            assert spec.resource in PERMISSIONS, key
+            assert spec.action is not None, key
+
+
+# --- expectations from the permission table ----------------------------------------------
+def scopes_for(path: str, spec: Spec, role: str) -> list[str]:
+    tenant_path = "{tenant_id}" in path
+    tenant_object = spec.target in TENANT_OBJECTS and tenant_path
+    scopes = ["own"]
+    if role not in OPERATOR_ROLES and (tenant_path or spec.target in ("tenant", "token")):
+        scopes.append("other")
+    if tenant_object:
+        scopes.append("mixed")
+    if spec.target == "token" or (
+        spec.target is not None
+        and spec.resource is not None
+        and (Role(role), spec.resource) in OWN_ONLY
+    ):
+        scopes.append("peer")
+    return scopes
+
+
+def expected(spec: Spec, success: int, role: str, scope: str) -> frozenset[int]:
+    ok = frozenset({success}) | spec.also
+    if scope == "readonly":
+        if spec.readonly_ok:
+            return ok
+        return frozenset({403})
+    if spec.resource is None:
+        return ok if scope == "own" else frozenset({404})
+    assert spec.action is not None
+    granted = allowed(frozenset({Role(role)}), spec.resource, spec.action)
+    if scope == "other":
+        return frozenset({404})
+    if scope in ("mixed", "peer"):
+        return frozenset({404}) if granted else frozenset({403, 404})
+    return ok if granted else frozenset({403})
+
+
+# --- running one case ----------------------------------------------------------------------
+@dataclass
+class Runner:
+    bench: Bench
+    client: TestClient
+    method: str
+    path: str
+    spec: Spec
+    success: int
+    failures: list[str]
+    shared: dict[tuple[str, str, uuid.UUID | None], str] = field(default_factory=dict)
+    readonly: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+
+    def target(self, case: Case) -> str:
+        """The object of the case: fresh when the call may change it, else a shared one."""
+        target = self.spec.target
+        assert target is not None, (self.method, self.path)
+        if self.method != "GET" and case.scope == "own":
+            return TARGETS[target](self.bench, case)
+        per_actor = target in ("token", "tenant", "user")
+        key = (target, case.scope, case.actor.user_id if per_actor else None)
+        if key not in self.shared:
+            self.shared[key] = TARGETS[target](self.bench, case)
+        return self.shared[key]
+
+    def url(self, case: Case) -> str:
+        params: dict[str, str] = {}
+        if "{tenant_id}" in self.path:
+            params["tenant_id"] = str(self.bench.tenant(case.path_label).id)
+        if "{pop_id}" in self.path:
+            params["pop_id"] = self.bench.pop
+        for name in ("object_id", "device_id", "token_id"):
+            if "{" + name + "}" in self.path:
+                params[name] = self.target(case)
+        return API + self.path.format(**params)
+
+    def headers(self, case: Case) -> dict[str, str]:
+        actor = case.actor
+        if self.spec.anonymous:
+            return {}
+        if self.spec.ends_session:
+            scopes = READ_ONLY if case.scope == "readonly" else frozenset({"read", "write"})
+            return self.bench.headers(actor, scopes)
+        if case.scope == "readonly":
+            if actor.user_id not in self.readonly:
+                self.readonly[actor.user_id] = self.bench.headers(actor, READ_ONLY)
+            return self.readonly[actor.user_id]
+        return actor.headers
+
+    def run(self, case: Case) -> None:
+        label = f"{self.method} {self.path} as {case.actor.role} [{case.scope}]"
+        headers = self.headers(case)
+        url = self.url(case)
+        body = self.spec.body(self.bench, case) if self.spec.body else None
+        try:
+            resp = self.client.request(self.method, url, json=body, headers=headers)
+        except Exception as exc:  # an unhandled error is a 500 in production
+            self.failures.append(f"{label}: raised {type(exc).__name__}: {exc}")
+            return
+        want = expected(self.spec, self.success, case.actor.role, case.scope)
+        if resp.status_code >= 500 or resp.status_code not in want:
+            self.failures.append(
+                f"{label}: {resp.status_code} (want {sorted(want)}) {resp.text[:300]}"
+            )
+        self.check_visibility(label, case, resp.text)
+        if 200 <= resp.status_code < 300 and self.method == "GET":
+            self.check_lists(label, case, resp)
+
+    def check_visibility(self, label: str, case: Case, text: str) -> None:
+        actor = case.actor
+        if actor.tenant_id is None:
+            return
+        leaked = {i for i in self.bench.foreign_to_a if i in text}
+        if actor.role == Role.EMPLOYEE:
+            leaked |= {i for i in self.bench.private_in_a if i in text}
+        if leaked:
+            self.failures.append(f"{label}: response shows ids it must not: {sorted(leaked)}")
+
+    def check_lists(self, label: str, case: Case, resp: Any) -> None:
+        if "json" not in resp.headers.get("content-type", ""):
+            return
+        data = resp.json()
+        items = data.get("data") if isinstance(data, dict) and "count" in data else None
+        actor = case.actor
+        world = self.bench.world
+        problems: list[str] = []
+        if self.path == "/tokens" and items is not None:
+            with world.runtime.db.session() as session:
+                owners = set(
+                    session.scalars(
+                        select(ApiToken.user_id).where(
+                            ApiToken.id.in_([uuid.UUID(t["id"]) for t in items])
+                        )
+                    )
+                )
+            if owners - {actor.user_id}:
+                problems.append("tokens of other users listed")
+        if self.path == "/auth/me" and data.get("id") != str(actor.user_id):
+            problems.append("me is somebody else")
+        if actor.tenant_id is not None:
+            mine = str(actor.tenant_id)
+            for item in items if items is not None else [data]:
+                if not isinstance(item, dict):
+                    continue
+                if "tenant_id" in item and item["tenant_id"] != mine:
+                    problems.append(f"item of tenant {item['tenant_id']}")
+                if self.path.startswith("/tenants") and "uscc" in item and item["id"] != mine:
+                    problems.append(f"tenant {item['id']}")
+                if actor.role == Role.EMPLOYEE:
+                    if "public_key" in item and item.get("user_id") != str(actor.user_id):
+                        problems.append(f"device {item['id']} of another user")
+                    if "email" in item and item["id"] != str(actor.user_id):
+                        problems.append(f"user {item['id']}")
+            own_lists = (T + "/devices", T + "/users", "/tenants")
+            if items is not None and self.path in own_lists and not items:
+                problems.append("own objects missing from the list")
+        if problems:
+            self.failures.append(f"{label}: {'; '.join(problems)}")
+
+    def unauthenticated(self) -> None:
+        if self.spec.anonymous:
+            return
+        url = API + self.path.format(
+            **{
+                name: str(uuid.uuid4())
+                for name in ("tenant_id", "object_id", "pop_id", "device_id", "token_id")
+            }
+        )
+        for headers in ({}, {"Authorization": "Bearer tdp_not-a-token"}):
+            label = f"{self.method} {self.path} with {headers or 'no token'}"
+            try:
+                resp = self.client.request(self.method, url, headers=headers)
+            except Exception as exc:
+                self.failures.append(f"{label}: raised {type(exc).__name__}: {exc}")
+                continue
+            if resp.status_code != 401:
+                self.failures.append(f"{label}: {resp.status_code} {resp.text[:200]}")
+
+
+def _route(app: FastAPI, method: str, path: str) -> APIRoute:
+    for m, p, route in api_routes(app):
+        if (m, p) == (method, path):
+            return route
+    pytest.fail(f"{method} {path} is in SPECS but not in the app")
+
+
+def family(path: str) -> str:
+    """The resource a route belongs to; one test (one fresh world) runs a family's routes."""
+    parts = [p for p in path.split("/") if p and not p.startswith("{")]
+    if parts[0] in ("auth", "tokens"):
+        return "account"
+    if parts[0] in ("tenants", "operator") and len(parts) > 1:
+        return parts[1]
+    return parts[0]
+
+
+FAMILIES: dict[str, list[tuple[str, str]]] = {}
+for _key in SPECS:
+    FAMILIES.setdefault(family(_key[1]), []).append(_key)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_route_access(world: World, app: FastAPI, name: str) -> None:
+    bench = Bench(world)
+    failures: list[str] = []
+    roles = [*world.operators, "tenant_admin", "employee"]
+    for method, path in FAMILIES[name]:
+        spec = SPECS[(method, path)]
+        success = _route(app, method, path).status_code or 200
+        runner = Runner(bench, world.client, method, path, spec, success, failures)
+        for role in roles:
+            actor = world.actor(role, "a")
+            if method != "GET" and not spec.anonymous:
+                runner.run(Case(actor, "readonly"))
+            for scope in scopes_for(path, spec, role):
+                runner.run(Case(actor, scope))
+        runner.unauthenticated()
+    assert not failures, "\n".join(failures)
