@@ -9,12 +9,42 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tongdao.errors import DomainError, Throttled
 
 log = logging.getLogger("tongdao.api")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. validation_error")
+    message: str = Field(description="what went wrong, for a person")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="field path (e.g. prefixes.1) → message"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx answer."""
+
+    error: ErrorDetail
+
+
+_STATUSES = {
+    400: "the request could not be read",
+    401: "no valid token",
+    403: "the caller's roles or token scopes do not allow this",
+    404: "no such object, or not the caller's to see",
+    409: "conflicts with existing data (duplicate, in use, not ready)",
+    413: "the request body is too large",
+    422: "invalid input; `fields` says which and why",
+    429: "too many failed logins; see Retry-After",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _STATUSES.items()
+}
 
 
 def error_body(code: str, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from tongdao.api.crud import mount
 from tongdao.api.deps import GuardDep
+from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page
 from tongdao.auth.permissions import Action
 from tongdao.network import service
@@ -67,7 +68,14 @@ def publish_interface(
     tags=["devices"],
     operation_id="get_device_wireguard_conf",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "a wg-quick file"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "a wg-quick file"},
+        # Errors are JSON like everywhere else, though the success body is text.
+        **{
+            status: {**spec, "content": {"application/json": {}}}
+            for status, spec in ERROR_RESPONSES.items()
+        },
+    },
 )
 def wireguard_conf(guard: GuardDep, tenant_id: TenantId, device_id: DeviceId) -> PlainTextResponse:
     tenant = guard.tenant(tenant_id)
