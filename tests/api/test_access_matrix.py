@@ -71,6 +71,7 @@ class Spec:
     readonly_ok: bool = False  # documented: this write is fine with a read-only token
     ends_session: bool = False  # the call revokes the token it is made with
     anonymous: bool = False  # the route needs no token (login)
+    machine: bool = False  # a gateway credential, not a user's token: every user gets 401
     notes: str = ""
     also: frozenset[int] = field(default_factory=frozenset)  # documented extra statuses
 
@@ -117,6 +118,7 @@ TARGETS: dict[str, Target] = {
     "link": lambda bench, case: bench.new_link(),
     "licence": lambda bench, case: bench.new_licence(),
     "shareholder": lambda bench, case: bench.new_shareholder(),
+    "gateway": lambda bench, case: bench.new_gateway(),
 }
 
 
@@ -209,6 +211,20 @@ SPECS: dict[tuple[str, str], Spec] = {
         lambda bench, case: {"endpoint_host": "198.51.100.7"},
     ),
     ("GET", "/pops/{pop_id}/interfaces"): Spec("pops", Action.READ),
+    ("POST", "/pops/{pop_id}/enrolments"): Spec(
+        "pops", Action.UPDATE, body=lambda bench, case: {"ttl_hours": 1}
+    ),
+    ("GET", "/pops/{pop_id}/gateways"): Spec("pops", Action.READ),
+    ("DELETE", "/pops/{pop_id}/gateways/{gateway_id}"): Spec("pops", Action.UPDATE, "gateway"),
+    # --- gateway agents (machine credentials) ------------------------------------------------
+    ("POST", "/gateway/enrol"): Spec(
+        None, anonymous=True, body=lambda bench, case: {"token": bench.enrolment_token()}
+    ),
+    ("GET", "/gateway/desired-state"): Spec(None, machine=True),
+    ("PUT", "/gateway/interfaces/{tenant_id}"): Spec(
+        None, machine=True, body=lambda bench, case: {"public_key": public_key()}
+    ),
+    ("POST", "/gateway/ack"): Spec(None, machine=True, body=lambda bench, case: {"version": 1}),
     ("PUT", "/pops/{pop_id}/interfaces/{tenant_id}"): Spec(
         "pops", Action.UPDATE, body=lambda bench, case: {"public_key": public_key()}
     ),
@@ -321,6 +337,8 @@ def scopes_for(path: str, spec: Spec, role: str) -> list[str]:
 
 def expected(spec: Spec, success: int, role: str, scope: str) -> frozenset[int]:
     ok = frozenset({success}) | spec.also
+    if spec.machine:
+        return frozenset({401})
     if scope == "readonly":
         if spec.readonly_ok:
             return ok
@@ -367,7 +385,7 @@ class Runner:
             params["tenant_id"] = str(self.bench.tenant(case.path_label).id)
         if "{pop_id}" in self.path:
             params["pop_id"] = self.bench.pop
-        for name in ("object_id", "device_id", "token_id"):
+        for name in ("object_id", "device_id", "token_id", "gateway_id"):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
         return API + self.path.format(**params)
@@ -461,7 +479,14 @@ class Runner:
         url = API + self.path.format(
             **{
                 name: str(uuid.uuid4())
-                for name in ("tenant_id", "object_id", "pop_id", "device_id", "token_id")
+                for name in (
+                    "tenant_id",
+                    "object_id",
+                    "pop_id",
+                    "device_id",
+                    "token_id",
+                    "gateway_id",
+                )
             }
         )
         for headers in ({}, {"Authorization": "Bearer tdp_not-a-token"}):

@@ -43,3 +43,11 @@ def test_readyz_fails_on_an_old_schema(store_url: str, client: object) -> None:
     resp = client.get("/readyz")
     assert resp.status_code == 503
     assert "schema" in resp.json()["reason"]
+
+
+def test_revision_ids_fit_alembic_version_column() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    for rev in script.walk_revisions():
+        assert len(rev.revision) <= 32, rev.revision  # alembic_version.version_num

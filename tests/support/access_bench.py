@@ -145,6 +145,14 @@ class Bench:
     def new_staff(self) -> str:
         return str(self.call("POST", "/operator/staff", self.staff_body())["id"])
 
+    # --- gateways ---------------------------------------------------------------------------
+    def enrolment_token(self) -> str:
+        return str(self.call("POST", f"/pops/{self.pop}/enrolments", {"ttl_hours": 1})["token"])
+
+    def new_gateway(self) -> str:
+        enrolled = self.call("POST", "/gateway/enrol", {"token": self.enrolment_token()}, {})
+        return str(enrolled["gateway_id"])
+
     # --- tokens and TOTP --------------------------------------------------------------------
     def token(self, user_id: uuid.UUID, scopes: frozenset[str] = ALL_SCOPES) -> tuple[str, str]:
         """(id, secret) of a new API token of the user, made straight in the store."""

@@ -13,6 +13,7 @@ from tongdao.store.base import TimestampedModel
 
 class Policy(TimestampedModel):
     __tablename__ = "policies"
+    __dataplane__ = True
     __audit_type__ = "policy"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -12,6 +13,7 @@ from sqlalchemy import text
 
 from tongdao import __version__
 from tongdao.api import errors
+from tongdao.gateway.changes import PgListener
 from tongdao.runtime import Runtime
 
 log = logging.getLogger("tongdao.api")
@@ -81,12 +83,26 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.access.routes import router as access_router
     from tongdao.audit.routes import router as audit_router
     from tongdao.auth.routes import router as auth_router
+    from tongdao.gateway.routes import router as gateway_router
     from tongdao.network.routes import router as network_router
     from tongdao.operator.routes import router as operator_router
     from tongdao.tenancy.routes import router as tenancy_router
     from tongdao.web.routes import router as web_router
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        listener = None
+        if not runtime.db.is_sqlite:
+            # Changes committed through other replicas wake this one's long-polling gateways.
+            listener = PgListener(runtime.db.url.render_as_string(hide_password=False)).start()
+        try:
+            yield
+        finally:
+            if listener is not None:
+                listener.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Tongdao control plane",
         version=__version__,
         description="Enterprise VPN for a licensed operator: tenants, users, devices, sites, "
@@ -106,6 +122,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         network_router,
         access_router,
         audit_router,
+        gateway_router,
     ):
         api.include_router(router)
     app.include_router(api)

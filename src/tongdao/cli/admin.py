@@ -122,7 +122,8 @@ def new_migration(
 
     from tongdao.store import migrate
 
-    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40]
+    # alembic_version.version_num is VARCHAR(32): "NNNN_" plus at most 27 characters.
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:27].rstrip("_")
     if not slug:
         fail("--message: say what the migration does")
     head = migrate.head_revision() or "0000"

@@ -42,6 +42,7 @@ class DeviceState(StrEnum):
 
 class Pop(TimestampedModel):
     __tablename__ = "pops"
+    __dataplane__ = True
     __audit_type__ = "pop"
     __table_args__ = (CheckConstraint("port_min <= port_max", name="port_range"),)
 
@@ -58,6 +59,7 @@ class PopTenantInterface(TimestampedModel):
     """The WireGuard interface a PoP runs for one tenant: its public key, port and address."""
 
     __tablename__ = "pop_tenant_interfaces"
+    __dataplane__ = True
     __audit_type__ = "pop_tenant_interface"
     __table_args__ = (
         UniqueConstraint("pop_id", "tenant_id"),
@@ -71,7 +73,8 @@ class PopTenantInterface(TimestampedModel):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
-    public_key: Mapped[str] = mapped_column(String(44))
+    # None until the gateway has made the interface's key pair and published the public key.
+    public_key: Mapped[str | None] = mapped_column(String(44))
     listen_port: Mapped[int]
     host_index: Mapped[int]  # offset of both addresses in the tenant's pools (see ipam)
     ipv4: Mapped[str] = mapped_column(String(15))
@@ -82,6 +85,7 @@ class Link(TimestampedModel):
     """A registered cross-border circuit between two PoPs."""
 
     __tablename__ = "links"
+    __dataplane__ = True
     __audit_type__ = "link"
     __table_args__ = (
         UniqueConstraint("pop_a_id", "pop_b_id"),
@@ -101,6 +105,7 @@ class Site(TimestampedModel):
     """A tenant network (office LAN, HQ LAN abroad, data centre) joined by a connector."""
 
     __tablename__ = "sites"
+    __dataplane__ = True
     __audit_type__ = "site"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -118,6 +123,7 @@ class Site(TimestampedModel):
 
 class Device(TimestampedModel):
     __tablename__ = "devices"
+    __dataplane__ = True
     __audit_type__ = "device"
     __table_args__ = (
         UniqueConstraint("tenant_id", "host_index"),

@@ -377,7 +377,11 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
     stmt = (
         select(PopTenantInterface, Pop)
         .join(Pop, Pop.id == PopTenantInterface.pop_id)
-        .where(PopTenantInterface.tenant_id == tenant.id, Pop.state == PopState.ACTIVE)
+        .where(
+            PopTenantInterface.tenant_id == tenant.id,
+            PopTenantInterface.public_key.is_not(None),
+            Pop.state == PopState.ACTIVE,
+        )
         .order_by(Pop.name)
     )
     rows = [(iface, pop) for iface, pop in ctx.session.execute(stmt)]
@@ -393,7 +397,7 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         PeerSpec(
             pop.name,
             pop.region,
-            iface.public_key,
+            iface.public_key or "",
             pop.endpoint_host,
             iface.listen_port,
             iface.ipv4,

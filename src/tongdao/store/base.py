@@ -59,6 +59,8 @@ class Base(DeclarativeBase):
     __audit_type__: ClassVar[str | None] = None
     __audit_exclude__: ClassVar[frozenset[str]] = frozenset()
     __audit_masked__: ClassVar[frozenset[str]] = frozenset()
+    # Changes to these models reach the gateways (tongdao.gateway.changes bumps the version).
+    __dataplane__: ClassVar[bool] = False
 
 
 class TimestampedModel(Base):

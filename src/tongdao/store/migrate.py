@@ -21,6 +21,7 @@ def alembic_config(url: str) -> Config:
     location = resources.files("tongdao.store") / "migrations"
     cfg = Config()
     cfg.set_main_option("script_location", str(location))
+    cfg.set_main_option("file_template", "%%(rev)s")  # rev ids are descriptive already
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -3,6 +3,7 @@
 from tongdao.access.models import Policy
 from tongdao.audit.models import AuditEvent
 from tongdao.auth.models import ApiToken, LoginAttempt
+from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment
 from tongdao.ipam.models import IpamLock
 from tongdao.network.models import Device, Link, Pop, PopTenantInterface, Site
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
@@ -11,7 +12,10 @@ from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "ConfigVersion",
     "Device",
+    "Gateway",
+    "GatewayEnrolment",
     "Group",
     "GroupMember",
     "IpamLock",

@@ -35,6 +35,7 @@ class IdType(StrEnum):
 
 class Tenant(TimestampedModel):
     __tablename__ = "tenants"
+    __dataplane__ = True
     __audit_type__ = "tenant"
 
     name_en: Mapped[str] = mapped_column(String(200))
@@ -60,6 +61,7 @@ class User(TimestampedModel):
     """A person who logs in or owns devices: operator staff (no tenant) or a tenant's user."""
 
     __tablename__ = "users"
+    __dataplane__ = True
     __audit_type__ = "user"
     __audit_exclude__ = frozenset({"password_hash", "totp_secret_sealed"})
     __audit_masked__ = frozenset({"id_number_sealed"})
@@ -91,6 +93,7 @@ class User(TimestampedModel):
 
 class Group(TimestampedModel):
     __tablename__ = "groups"
+    __dataplane__ = True
     __audit_type__ = "group"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -107,6 +110,7 @@ class Group(TimestampedModel):
 
 class GroupMember(Base):
     __tablename__ = "group_members"
+    __dataplane__ = True
     __audit_type__ = "group_member"
 
     group_id: Mapped[uuid.UUID] = mapped_column(

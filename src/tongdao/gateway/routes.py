@@ -1,0 +1,195 @@
+"""Routes for operators (enrolment tokens, gateways of a PoP) and for gateway agents
+(enrol, long-poll the desired state, publish interface keys, acknowledge)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from sqlalchemy import select
+
+from tongdao.api.deps import AnonCtxDep, GuardDep, RuntimeDep, source_ip
+from tongdao.api.pagination import Page
+from tongdao.audit.recorder import Actor, set_actor
+from tongdao.auth.permissions import Action
+from tongdao.errors import AuthenticationError, NotFound
+from tongdao.gateway import service
+from tongdao.gateway.changes import FEED, current_version
+from tongdao.gateway.desired import DesiredState
+from tongdao.gateway.models import Gateway
+from tongdao.gateway.schemas import (
+    Ack,
+    EnrolmentCreate,
+    EnrolmentCreated,
+    EnrolRequest,
+    EnrolResponse,
+    GatewayPublic,
+    KeyPublish,
+)
+from tongdao.network.models import Pop
+from tongdao.network.service import get_pop
+from tongdao.runtime import Ctx, Runtime
+
+router = APIRouter()
+PopId = Annotated[uuid.UUID, Path(description="the PoP's id")]
+MAX_WAIT = 60.0
+FEED_POLL = 0.02  # seconds between looks at the in-process change feed
+DB_RECHECK = 1.0  # seconds between store reads while nothing was signalled
+
+
+# --- operator side -------------------------------------------------------------------------------
+@router.post(
+    "/pops/{pop_id}/enrolments", tags=["pops"], status_code=201, operation_id="create_pop_enrolment"
+)
+def create_enrolment(guard: GuardDep, pop_id: PopId, body: EnrolmentCreate) -> EnrolmentCreated:
+    """A one-time, expiring token for enrolling this PoP's gateway agent."""
+    guard.require("pops", Action.UPDATE)
+    pop = get_pop(guard.ctx, pop_id)
+    enrolment, secret = service.create_enrolment(guard.ctx, pop, timedelta(hours=body.ttl_hours))
+    guard.ctx.session.commit()
+    return EnrolmentCreated(pop_id=pop.id, token=secret, expires_at=enrolment.expires_at)
+
+
+@router.get("/pops/{pop_id}/gateways", tags=["pops"], operation_id="list_pop_gateways")
+def list_gateways(guard: GuardDep, pop_id: PopId) -> Page[GatewayPublic]:
+    guard.require("pops", Action.READ)
+    pop = get_pop(guard.ctx, pop_id)
+    rows = list(
+        guard.ctx.session.scalars(
+            select(Gateway).where(Gateway.pop_id == pop.id).order_by(Gateway.id)
+        )
+    )
+    return Page[GatewayPublic](
+        data=[GatewayPublic.model_validate(r) for r in rows], count=len(rows)
+    )
+
+
+@router.delete(
+    "/pops/{pop_id}/gateways/{gateway_id}",
+    tags=["pops"],
+    status_code=204,
+    operation_id="revoke_pop_gateway",
+    response_class=Response,
+)
+def revoke_gateway(
+    guard: GuardDep, pop_id: PopId, gateway_id: Annotated[uuid.UUID, Path()]
+) -> Response:
+    guard.require("pops", Action.UPDATE)
+    gateway = guard.ctx.session.get(Gateway, gateway_id)
+    if gateway is None or gateway.pop_id != pop_id:
+        raise NotFound("gateway not found")
+    if gateway.revoked_at is None:
+        gateway.revoked_at = guard.ctx.runtime.clock()
+    guard.ctx.session.commit()
+    return Response(status_code=204)
+
+
+# --- gateway side --------------------------------------------------------------------------------
+def gateway_ctx(request: Request, ctx: AnonCtxDep) -> tuple[Ctx, Gateway]:
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.startswith(service.CREDENTIAL_PREFIX):
+        raise AuthenticationError("a gateway credential is required")
+    gateway = service.authenticate_gateway(ctx, secret.strip())
+    set_actor(ctx.session, Actor(None, f"gateway:{gateway.id}", ctx.source_ip))
+    return ctx, gateway
+
+
+GatewayDep = Annotated[tuple[Ctx, Gateway], Depends(gateway_ctx)]
+
+
+@router.post("/gateway/enrol", tags=["gateway"], status_code=201, operation_id="gateway_enrol")
+def enrol(ctx: AnonCtxDep, body: EnrolRequest) -> EnrolResponse:
+    """Trade a one-time enrolment token for a gateway credential."""
+    gateway, secret = service.enrol(ctx, body.token, body.hostname, body.agent_version)
+    ctx.session.commit()
+    return EnrolResponse(gateway_id=gateway.id, pop_id=gateway.pop_id, credential=secret)
+
+
+def _authenticate(runtime: Runtime, request: Request) -> uuid.UUID:
+    with runtime.db.session(write=False) as session:
+        ctx = Ctx(session=session, runtime=runtime, source_ip=source_ip(request))
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.startswith(service.CREDENTIAL_PREFIX):
+            raise AuthenticationError("a gateway credential is required")
+        return service.authenticate_gateway(ctx, secret.strip()).id
+
+
+def _version(runtime: Runtime) -> int:
+    with runtime.db.session(write=False) as session:
+        return current_version(session)
+
+
+def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
+    with runtime.db.session() as session:
+        ctx = Ctx(session=session, runtime=runtime)
+        set_actor(session, Actor(None, f"gateway:{gateway_id}"))
+        version = current_version(session)
+        gateway = session.get(Gateway, gateway_id)
+        pop = session.get(Pop, gateway.pop_id) if gateway else None
+        if pop is None:
+            raise NotFound("the gateway's PoP no longer exists")
+        state = service.compile_desired(ctx, pop, version)
+        session.commit()  # interfaces allocated for newly served tenants
+        return state
+
+
+@router.get("/gateway/desired-state", tags=["gateway"], operation_id="gateway_desired_state")
+async def desired_state(
+    request: Request,
+    runtime: RuntimeDep,
+    after: Annotated[int, Query(ge=0, description="the version the gateway has")] = 0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to hold")] = 25.0,
+) -> DesiredState:
+    """The PoP's desired state, once its version is above ``after`` (or ``wait`` runs out)."""
+    gateway_id = await to_thread.run_sync(_authenticate, runtime, request)
+    deadline = time.monotonic() + wait
+    seen = FEED.generation
+    version = await to_thread.run_sync(_version, runtime)
+    while version <= after and time.monotonic() < deadline:
+        recheck = min(deadline, time.monotonic() + DB_RECHECK)
+        while FEED.generation == seen and time.monotonic() < recheck:
+            if await request.is_disconnected():
+                return DesiredState(version=version, pop_id=uuid.UUID(int=0))
+            await asyncio.sleep(FEED_POLL)
+        seen = FEED.generation
+        version = await to_thread.run_sync(_version, runtime)
+    return await to_thread.run_sync(_compile, runtime, gateway_id)
+
+
+@router.put(
+    "/gateway/interfaces/{tenant_id}",
+    tags=["gateway"],
+    status_code=204,
+    operation_id="gateway_publish_key",
+    response_class=Response,
+)
+def publish_key(
+    auth: GatewayDep, tenant_id: Annotated[uuid.UUID, Path()], body: KeyPublish
+) -> Response:
+    """Publish the public key of the PoP's interface for a tenant (the key pair is the
+    gateway's; the control plane never sees the private half)."""
+    ctx, gateway = auth
+    service.publish_key(ctx, gateway, tenant_id, body.public_key)
+    ctx.session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/gateway/ack",
+    tags=["gateway"],
+    status_code=204,
+    operation_id="gateway_ack",
+    response_class=Response,
+)
+def ack(auth: GatewayDep, body: Ack) -> Response:
+    """Record the version the gateway applied (or why it could not)."""
+    ctx, gateway = auth
+    gateway.applied_version = body.version
+    gateway.apply_error = body.error
+    ctx.session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,56 @@
+"""Schemas for enrolment, gateway credentials, key publication and acknowledgements."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tongdao.schemas import Strict, WireGuardKey
+
+
+class EnrolmentCreate(Strict):
+    ttl_hours: Annotated[int, Field(ge=1, le=168)] = 24
+
+
+class EnrolmentCreated(BaseModel):
+    pop_id: uuid.UUID
+    token: str = Field(description="one-time; shown once; only its hash is stored")
+    expires_at: datetime
+
+
+class EnrolRequest(Strict):
+    token: Annotated[str, Field(min_length=8, max_length=100)]
+    hostname: Annotated[str, Field(max_length=253)] = ""
+    agent_version: Annotated[str, Field(max_length=32)] = ""
+
+
+class EnrolResponse(BaseModel):
+    gateway_id: uuid.UUID
+    pop_id: uuid.UUID
+    credential: str = Field(description="the gateway's bearer credential; shown once")
+
+
+class GatewayPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    pop_id: uuid.UUID
+    hostname: str
+    agent_version: str
+    applied_version: int
+    apply_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyPublish(Strict):
+    public_key: WireGuardKey
+
+
+class Ack(Strict):
+    version: Annotated[int, Field(ge=0)]
+    error: Annotated[str, Field(max_length=2000)] | None = None

@@ -1,0 +1,330 @@
+"""Gateway enrolment and credentials, and the compilation of a PoP's desired state.
+
+Which tenants a PoP serves: every active tenant with a site attached to the PoP, a device
+homed on it, or (for a PoP in China) a device with no home PoP. For each served tenant the
+control plane allocates the PoP's interface (listen port from the PoP's range, an overlay
+address); the gateway makes the key pair and publishes the public key.
+
+Peers of a tenant's interface on a PoP:
+* its active devices (of active users) homed here, each with its /32 and /128;
+* connectors of its active sites attached here, with the sites' declared prefixes;
+* the same tenant's interface on every other PoP joined to this one by an active registered
+  link, carrying what lives behind that PoP (its sites' prefixes, its devices' addresses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+
+from tongdao.access.models import Policy
+from tongdao.errors import AuthenticationError, Conflict, NotFound, ValidationError
+from tongdao.gateway.desired import DesiredState, Peer, PolicyRule, TenantInterface, interface_name
+from tongdao.gateway.models import Gateway, GatewayEnrolment
+from tongdao.ipam import service as ipam
+from tongdao.ipam.allocator import v6_host_subnet
+from tongdao.network.models import (
+    Device,
+    DeviceState,
+    Link,
+    LinkState,
+    Pop,
+    PopTenantInterface,
+    Site,
+    SiteState,
+)
+from tongdao.runtime import Ctx
+from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
+
+ENROLMENT_PREFIX = "tde_"
+CREDENTIAL_PREFIX = "tdg_"
+DEFAULT_ENROLMENT_TTL = timedelta(hours=24)
+KEEPALIVE = 25
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- enrolment -------------------------------------------------------------------------------
+def create_enrolment(ctx: Ctx, pop: Pop, ttl: timedelta) -> tuple[GatewayEnrolment, str]:
+    secret = ENROLMENT_PREFIX + secrets.token_urlsafe(32)
+    enrolment = GatewayEnrolment(
+        pop_id=pop.id,
+        token_hash=_hash(secret),
+        expires_at=ctx.runtime.clock() + ttl,
+        created_by=ctx.user_id,
+    )
+    ctx.session.add(enrolment)
+    return enrolment, secret
+
+
+def enrol(ctx: Ctx, token: str, hostname: str, agent_version: str) -> tuple[Gateway, str]:
+    """Trade a one-time enrolment token for a gateway credential."""
+    enrolment = ctx.session.scalar(
+        select(GatewayEnrolment).where(GatewayEnrolment.token_hash == _hash(token.strip()))
+    )
+    now = ctx.runtime.clock()
+    if enrolment is None or enrolment.used_at is not None or enrolment.expires_at <= now:
+        raise AuthenticationError(
+            "the enrolment token is unknown, used or expired",
+            {"token": "ask the operator for a new enrolment token"},
+        )
+    enrolment.used_at = now
+    secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    gateway = Gateway(
+        pop_id=enrolment.pop_id,
+        credential_hash=_hash(secret),
+        hostname=hostname,
+        agent_version=agent_version,
+    )
+    ctx.session.add(gateway)
+    return gateway, secret
+
+
+def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
+    gateway = ctx.session.scalar(select(Gateway).where(Gateway.credential_hash == _hash(secret)))
+    if gateway is None or gateway.revoked_at is not None:
+        raise AuthenticationError("invalid gateway credential")
+    return gateway
+
+
+# --- which tenants a PoP serves ------------------------------------------------------------------
+def served_tenants(ctx: Ctx, pop: Pop) -> list[Tenant]:
+    device_here = Device.pop_id == pop.id
+    if pop.country == "CN":
+        device_here = or_(device_here, Device.pop_id.is_(None))
+    has_device = select(Device.id).where(Device.tenant_id == Tenant.id, device_here).exists()
+    has_site = select(Site.id).where(Site.tenant_id == Tenant.id, Site.pop_id == pop.id).exists()
+    stmt = (
+        select(Tenant)
+        .where(Tenant.state == TenantState.ACTIVE, or_(has_device, has_site))
+        .order_by(Tenant.id)
+    )
+    return list(ctx.session.scalars(stmt))
+
+
+def ensure_interface(ctx: Ctx, pop: Pop, tenant: Tenant) -> PopTenantInterface:
+    """The PoP's interface for the tenant, allocated (port, address) on first need."""
+    iface = ctx.session.scalar(
+        select(PopTenantInterface).where(
+            PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id == tenant.id
+        )
+    )
+    if iface is not None:
+        return iface
+    ipam.lock(ctx.session, f"pop:{pop.id}")
+    used = set(
+        ctx.session.scalars(
+            select(PopTenantInterface.listen_port).where(PopTenantInterface.pop_id == pop.id)
+        )
+    )
+    port = next((p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None)
+    if port is None:
+        raise Conflict(f"PoP {pop.name} has no free port left in {pop.port_min}-{pop.port_max}")
+    address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+    iface = PopTenantInterface(
+        pop_id=pop.id,
+        tenant_id=tenant.id,
+        public_key=None,
+        listen_port=port,
+        host_index=address.host_index,
+        ipv4=address.ipv4,
+        ipv6=address.ipv6,
+    )
+    ctx.session.add(iface)
+    ctx.session.flush()
+    return iface
+
+
+# --- compilation ---------------------------------------------------------------------------------
+def _host_routes(ipv4: str, ipv6: str) -> tuple[str, str]:
+    return f"{ipv4}/32", f"{ipv6}/128"
+
+
+def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[Device]:
+    return list(
+        ctx.session.scalars(
+            select(Device)
+            .join(User, User.id == Device.user_id)
+            .where(
+                Device.tenant_id == tenant_id,
+                Device.state == DeviceState.ACTIVE,
+                User.state == UserState.ACTIVE,
+            )
+            .order_by(Device.id)
+        )
+    )
+
+
+def _homed_here(device: Device, pop: Pop) -> bool:
+    return device.pop_id == pop.id or (device.pop_id is None and pop.country == "CN")
+
+
+def _linked_pops(ctx: Ctx, pop: Pop) -> list[Pop]:
+    rows = ctx.session.scalars(
+        select(Link).where(
+            Link.state == LinkState.ACTIVE, or_(Link.pop_a_id == pop.id, Link.pop_b_id == pop.id)
+        )
+    )
+    others = [link.pop_b_id if link.pop_a_id == pop.id else link.pop_a_id for link in rows]
+    if not others:
+        return []
+    return list(ctx.session.scalars(select(Pop).where(Pop.id.in_(others)).order_by(Pop.name)))
+
+
+def _policy_rules(
+    ctx: Ctx, tenant_id: uuid.UUID, devices: list[Device], sites: list[Site]
+) -> tuple[PolicyRule, ...]:
+    by_device = {str(d.id): _host_routes(d.ipv4, d.ipv6) for d in devices}
+    by_user: dict[str, list[str]] = defaultdict(list)
+    for d in devices:
+        by_user[str(d.user_id)].extend(by_device[str(d.id)])
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for group_id, user_id in ctx.session.execute(
+        select(GroupMember.group_id, GroupMember.user_id).where(GroupMember.tenant_id == tenant_id)
+    ):
+        by_group[str(group_id)].extend(by_user.get(str(user_id), []))
+    by_site = {str(s.id): list(s.prefixes) for s in sites}
+
+    def resolve(ref: dict[str, str]) -> list[str]:
+        kind = ref.get("kind")
+        if kind == "prefix":
+            return [ref["cidr"]]
+        tables: dict[str, dict[str, list[str]] | dict[str, tuple[str, str]]] = {
+            "device": by_device,
+            "user": by_user,
+            "group": by_group,
+            "site": by_site,
+        }
+        return list(tables.get(str(kind), {}).get(ref.get("id", ""), []))
+
+    rules: list[PolicyRule] = []
+    for policy in ctx.session.scalars(
+        select(Policy)
+        .where(Policy.tenant_id == tenant_id, Policy.enabled.is_(True))
+        .order_by(Policy.id)
+    ):
+        for rule in policy.rules:
+            src = sorted({c for ref in rule.get("sources", []) for c in resolve(ref)})
+            dst = sorted({c for ref in rule.get("destinations", []) for c in resolve(ref)})
+            if src and dst:
+                rules.append(
+                    PolicyRule(
+                        src=tuple(src),
+                        dst=tuple(dst),
+                        protocol=rule.get("protocol", "any"),
+                        ports=tuple(rule.get("ports", [])),
+                    )
+                )
+    return tuple(rules)
+
+
+def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
+    """The desired state of a PoP; allocates interfaces for newly served tenants."""
+    tenants = served_tenants(ctx, pop)
+    linked = _linked_pops(ctx, pop)
+    out: list[TenantInterface] = []
+    for tenant in tenants:
+        iface = ensure_interface(ctx, pop, tenant)
+        devices = _active_devices(ctx, tenant.id)
+        sites = list(
+            ctx.session.scalars(
+                select(Site)
+                .where(Site.tenant_id == tenant.id, Site.state == SiteState.ACTIVE)
+                .order_by(Site.id)
+            )
+        )
+        peers: list[Peer] = []
+        for d in devices:
+            if _homed_here(d, pop):
+                peers.append(
+                    Peer(
+                        public_key=d.public_key,
+                        kind="device",
+                        ref=str(d.id),
+                        allowed_ips=_host_routes(d.ipv4, d.ipv6),
+                    )
+                )
+        for site in sites:
+            if site.pop_id == pop.id and site.connector_public_key:
+                peers.append(
+                    Peer(
+                        public_key=site.connector_public_key,
+                        kind="site",
+                        ref=str(site.id),
+                        allowed_ips=tuple(site.prefixes),
+                    )
+                )
+        for other in linked:
+            remote = ctx.session.scalar(
+                select(PopTenantInterface).where(
+                    PopTenantInterface.pop_id == other.id, PopTenantInterface.tenant_id == tenant.id
+                )
+            )
+            if remote is None or remote.public_key is None:
+                continue
+            behind = [*_host_routes(remote.ipv4, remote.ipv6)]
+            behind += [p for s in sites if s.pop_id == other.id for p in s.prefixes]
+            behind += [
+                a for d in devices if _homed_here(d, other) for a in _host_routes(d.ipv4, d.ipv6)
+            ]
+            peers.append(
+                Peer(
+                    public_key=remote.public_key,
+                    kind="pop",
+                    ref=str(other.id),
+                    allowed_ips=tuple(behind),
+                    endpoint=_endpoint(other.endpoint_host, remote.listen_port),
+                    keepalive=KEEPALIVE,
+                )
+            )
+        pool4 = ipaddress.ip_network(tenant.ipv4_pool)
+        subnet6 = v6_host_subnet(ipaddress.IPv6Network(tenant.ipv6_pool))
+        out.append(
+            TenantInterface(
+                tenant_id=tenant.id,
+                ifname=interface_name(iface.listen_port),
+                listen_port=iface.listen_port,
+                table=iface.listen_port,
+                address_v4=f"{iface.ipv4}/{pool4.prefixlen}",
+                address_v6=f"{iface.ipv6}/{subnet6.prefixlen}",
+                pools=(tenant.ipv4_pool, tenant.ipv6_pool),
+                peers=tuple(peers),
+                policy=_policy_rules(ctx, tenant.id, devices, sites),
+            )
+        )
+    return DesiredState(version=version, pop_id=pop.id, tenants=tuple(out))
+
+
+def _endpoint(host: str, port: int) -> str:
+    from tongdao.network.wgconfig import endpoint
+
+    return endpoint(host, port)
+
+
+def publish_key(
+    ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str
+) -> PopTenantInterface:
+    iface = ctx.session.scalar(
+        select(PopTenantInterface).where(
+            PopTenantInterface.pop_id == gateway.pop_id, PopTenantInterface.tenant_id == tenant_id
+        )
+    )
+    if iface is None:
+        raise NotFound("this PoP has no interface for the tenant")
+    taken = ctx.session.scalar(
+        select(PopTenantInterface.id).where(
+            PopTenantInterface.public_key == public_key, PopTenantInterface.id != iface.id
+        )
+    )
+    if taken is not None:
+        raise ValidationError({"public_key": "already used by another interface"})
+    iface.public_key = public_key
+    return iface
