@@ -6,18 +6,16 @@ import json
 import os
 import socket
 import stat
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import Result
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from tests.support.live import serve
 from tests.support.world import PASSWORD, USCC_C, World
 from tongdao.cli import app as cli_app
 from tongdao.cli.client import Client
@@ -29,23 +27,8 @@ Cli = Callable[..., Result]
 @pytest.fixture
 def server_url(app: FastAPI) -> Iterator[str]:
     """The app served by uvicorn in a thread, on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture

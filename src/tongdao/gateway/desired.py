@@ -52,6 +52,9 @@ class TenantInterface(Frozen):
     address_v4: str = Field(description="gateway address with the pool's prefix length")
     address_v6: str
     pools: tuple[str, ...] = Field(description="the tenant's overlay pools")
+    public_key: str | None = Field(
+        default=None, description="the interface key the control plane has (None: not yet)"
+    )
     peers: tuple[Peer, ...] = ()
     policy: tuple[PolicyRule, ...] = ()
 

@@ -296,6 +296,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 address_v4=f"{iface.ipv4}/{pool4.prefixlen}",
                 address_v6=f"{iface.ipv6}/{subnet6.prefixlen}",
                 pools=(tenant.ipv4_pool, tenant.ipv6_pool),
+                public_key=iface.public_key,
                 peers=tuple(peers),
                 policy=_policy_rules(ctx, tenant.id, devices, sites),
             )

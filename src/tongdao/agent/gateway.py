@@ -1,0 +1,293 @@
+"""The PoP gateway agent: enrol, long-poll the desired state, converge, publish keys, ack.
+
+Fail-static: the WireGuard interfaces (wireguard-go daemons), routes and nftables rules
+outlive the agent, so traffic keeps flowing while the agent or the control plane is away. The
+last applied state is on disk; an agent started while the control plane is unreachable
+applies it again, and reconciles once the control plane answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tongdao import __version__
+from tongdao.agent import firewall, host
+from tongdao.agent.engine import (
+    DeviceState,
+    Engine,
+    EngineError,
+    InterfaceNotFound,
+    WireGuardGoEngine,
+)
+from tongdao.agent.planner import OWNED_PREFIX, plan
+from tongdao.agent.state import StateDir
+from tongdao.errors import TongdaoError
+from tongdao.gateway.desired import DesiredState, TenantInterface
+
+log = logging.getLogger("tongdao.agent.gateway")
+
+POLL_WAIT = 25.0
+BACKOFF_MAX = 10.0
+
+
+class AgentError(TongdaoError):
+    """The agent cannot go on (no credential, refused enrolment)."""
+
+
+def resolve_endpoint(endpoint: str) -> str:
+    """``host:port`` with a DNS name → the first address it resolves to (UAPI wants IPs)."""
+    hostpart, _, port = endpoint.rpartition(":")
+    name = hostpart.strip("[]")
+    try:
+        ipaddress.ip_address(name)
+        return endpoint
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(name, int(port), type=socket.SOCK_DGRAM)
+    address = str(infos[0][4][0])
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _resolved(desired: DesiredState) -> DesiredState:
+    tenants = []
+    for t in desired.tenants:
+        peers = tuple(
+            p
+            if p.endpoint is None
+            else p.model_copy(update={"endpoint": resolve_endpoint(p.endpoint)})
+            for p in t.peers
+        )
+        tenants.append(t.model_copy(update={"peers": peers}))
+    return desired.model_copy(update={"tenants": tuple(tenants)})
+
+
+def table_of(ifname: str) -> int | None:
+    suffix = ifname.removeprefix(OWNED_PREFIX)
+    return int(suffix) if suffix.isdigit() else None
+
+
+class Applier:
+    """Converges the host on a desired state. Every step is idempotent, so an apply that was
+    killed half way is finished by the next one."""
+
+    def __init__(self, engine: Engine, state: StateDir, netns: str | None = None) -> None:
+        self.engine = engine
+        self.state = state
+        self.netns = netns
+
+    def _actual(self, names: set[str]) -> dict[str, DeviceState | None]:
+        actual: dict[str, DeviceState | None] = {}
+        for name in sorted(names):
+            try:
+                actual[name] = self.engine.get(name)
+            except (InterfaceNotFound, EngineError):
+                actual[name] = None
+        return actual
+
+    def apply(self, desired: DesiredState) -> None:
+        desired = _resolved(desired)
+        wanted = {t.ifname for t in desired.tenants}
+        owned = self.state.owned()
+        keys = {name: self.state.public_key(name) for name in wanted}
+        the_plan = plan(desired, self._actual(owned | wanted), keys)
+        # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
+        self.state.save_owned(owned | wanted)
+        host.enable_forwarding(self.netns)
+        for step in the_plan.interfaces:
+            name = step.ifname
+            if step.create:
+                self.engine.ensure_interface(name, self.netns)
+            if step.configure_key or step.configure_port:
+                self.engine.configure(
+                    name,
+                    private_key=self.state.private_key(name) if step.configure_key else None,
+                    listen_port=step.tenant.listen_port,
+                )
+            if step.changes_peers:
+                self.engine.set_peers(name, step.upserts, step.removals)
+            host.link_up(name, self.netns)
+            host.ensure_addresses(
+                name, [step.tenant.address_v4, step.tenant.address_v6], self.netns
+            )
+            host.ensure_table(name, step.tenant.table, step.routes, self.netns)
+        host.ensure_rules(the_plan.rules, self.netns)
+        firewall.apply_ruleset(firewall.compile_ruleset(desired.tenants), self.netns)
+        for name in the_plan.delete:
+            table = table_of(name)
+            if table is not None:
+                host.flush_table(table, self.netns)
+            self.engine.delete_interface(name)
+            self.state.forget_key(name)
+        self.state.save_owned(wanted)
+        self.state.save_applied(desired)
+        log.info(
+            "applied version %d: %d tenant interfaces, %d removed",
+            desired.version,
+            len(the_plan.interfaces),
+            len(the_plan.delete),
+        )
+
+
+class ControlPlane:
+    """The agent's HTTP client for the gateway API."""
+
+    def __init__(
+        self, server: str, credential: str | None = None, *, timeout: float = 10.0
+    ) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                message = resp.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = resp.text[:200]
+            raise AgentError(
+                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {message}"
+            )
+        return resp.json() if resp.content else None
+
+    def enrol(self, token: str) -> dict[str, str]:
+        body = {"token": token, "hostname": socket.gethostname(), "agent_version": __version__}
+        data: dict[str, str] = self._check(self.http.post("/api/v1/gateway/enrol", json=body))
+        return data
+
+    def desired_state(self, after: int, wait: float) -> DesiredState:
+        resp = self.http.get(
+            "/api/v1/gateway/desired-state",
+            params={"after": after, "wait": wait},
+            timeout=wait + 15,
+        )
+        return DesiredState.model_validate(self._check(resp))
+
+    def publish_key(self, tenant: TenantInterface, public_key: str) -> None:
+        self._check(
+            self.http.put(
+                f"/api/v1/gateway/interfaces/{tenant.tenant_id}", json={"public_key": public_key}
+            )
+        )
+
+    def ack(self, version: int, error: str | None = None) -> None:
+        self._check(
+            self.http.post("/api/v1/gateway/ack", json={"version": version, "error": error})
+        )
+
+
+class GatewayAgent:
+    def __init__(
+        self,
+        server: str,
+        state_dir: Path,
+        *,
+        token: str | None = None,
+        netns: str | None = None,
+        engine: Engine | None = None,
+        poll_wait: float = POLL_WAIT,
+    ) -> None:
+        self.server = server
+        self.state = StateDir(state_dir)
+        self.token = token
+        self.netns = netns
+        self.applier = Applier(engine or WireGuardGoEngine(), self.state, netns)
+        self.poll_wait = poll_wait
+        self.stop_event = threading.Event()
+        self.control: ControlPlane | None = None
+        self.version = 0
+
+    def connect(self) -> ControlPlane:
+        """Use the saved credential, or trade the enrolment token for one."""
+        saved = self.state.credential()
+        if saved is None:
+            if not self.token:
+                raise AgentError("not enrolled: give --token with an enrolment token")
+            anonymous = ControlPlane(self.server)
+            try:
+                data = anonymous.enrol(self.token)
+            finally:
+                anonymous.close()
+            self.state.save_credential(
+                self.server, data["gateway_id"], data["pop_id"], data["credential"]
+            )
+            saved = self.state.credential()
+            assert saved is not None
+            log.info("enrolled as gateway %s of PoP %s", data["gateway_id"], data["pop_id"])
+        return ControlPlane(self.server, saved["credential"])
+
+    def restore(self) -> None:
+        """Fail-static start: bring back the last applied state before asking for news."""
+        applied = self.state.applied()
+        if applied is None:
+            return
+        try:
+            self.applier.apply(applied)
+            self.version = applied.version
+            log.info("restored version %d from %s", applied.version, self.state.root)
+        except TongdaoError as exc:
+            log.error("could not restore the last applied state: %s", exc)
+
+    def step(self) -> None:
+        assert self.control is not None
+        desired = self.control.desired_state(self.version, self.poll_wait)
+        if desired.version == self.version and self.state.applied() == desired:
+            return
+        error = None
+        try:
+            self.applier.apply(desired)
+        except (TongdaoError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("apply of version %d failed: %s", desired.version, error)
+        if error is None:
+            self.version = desired.version
+            for tenant in desired.tenants:
+                ours = self.state.public_key(tenant.ifname)
+                if tenant.public_key != ours:
+                    self.control.publish_key(tenant, ours)
+        self.control.ack(desired.version, error)
+
+    def run(self, on_step: Callable[[], None] | None = None) -> None:
+        self.restore()
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                if self.control is None:
+                    self.control = self.connect()
+                self.step()
+                backoff = 0.5
+                if on_step:
+                    on_step()
+            except (httpx.HTTPError, AgentError) as exc:
+                if self.stop_event.is_set():
+                    break
+                log.warning("control plane: %s; retrying in %.1f s", exc, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        if self.control is not None:
+            self.control.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.control is not None:
+            self.control.close()  # interrupts a long poll in progress
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

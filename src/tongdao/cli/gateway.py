@@ -1,0 +1,52 @@
+"""``tongdao gateway run``: the PoP gateway agent."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from tongdao.cli.common import fail
+
+app = typer.Typer(help="The PoP gateway agent (runs on the PoP host, as root).",
+                  no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    server: Annotated[str, typer.Option(envvar="TONGDAO_SERVER", help="control plane URL")],
+    state_dir: Annotated[Path, typer.Option(help="credential, keys, last applied state")],
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="TONGDAO_ENROLMENT_TOKEN", help="one-time enrolment token (first run)"),
+    ] = None,
+    netns: Annotated[
+        str | None, typer.Option(help="manage a network namespace instead of the host (tests)")
+    ] = None,
+    poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Enrol (first run), then keep the PoP's WireGuard interfaces, routes and nftables rules
+    in line with the control plane. SIGTERM stops the agent; the data plane keeps running."""
+    from tongdao.agent.gateway import AgentError, GatewayAgent
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = GatewayAgent(server, state_dir, token=token, netns=netns, poll_wait=poll_wait)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("tongdao.agent").info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.control = agent.connect()
+    except AgentError as exc:
+        fail(str(exc))
+    agent.run()
