@@ -357,3 +357,75 @@ def test_notify_reaches_another_replica(
     finally:
         listener.stop()
         pg_cluster.drop_database("notify_test")
+
+
+def test_site_connector_enrols_and_gets_its_tunnel(world: World) -> None:
+    fra = make_pop(world, "fra", region="DE-FRA", host="203.0.113.20")
+    gw = enrol(world, fra)
+    activate(world, world.a.id)
+    h = world.a.admin.headers
+    site = world.client.post(
+        f"/api/v1/tenants/{world.a.id}/sites",
+        json={
+            "name": "hq",
+            "country": "DE",
+            "purpose": "hq",
+            "prefixes": ["198.18.9.0/24"],
+            "pop_id": fra,
+        },
+        headers=h,
+    ).json()
+    url = f"/api/v1/tenants/{world.a.id}/sites/{site['id']}/enrolments"
+    # Another tenant's admin cannot enrol A's site; an employee may not at all.
+    assert world.client.post(url, json={}, headers=world.b.admin.headers).status_code == 404
+    assert world.client.post(url, json={}, headers=world.a.employee.headers).status_code == 403
+    token = world.client.post(url, json={}, headers=h).json()["token"]
+    resp = world.client.post("/api/v1/gateway/enrol", json={"token": token})
+    assert resp.status_code == 201
+    assert resp.json()["site_id"] == site["id"]
+    conn = {"Authorization": f"Bearer {resp.json()['credential']}"}
+    # A pending site gets nothing; once active, one interface with its PoP as the only peer.
+    assert state(world, conn).tenants == ()
+    world.client.patch(
+        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
+        json={"state": "active"},
+        headers=world.admin.headers,
+    )
+    state(world, gw)
+    world.client.put(
+        f"/api/v1/gateway/interfaces/{world.a.id}", json={"public_key": public_key()}, headers=gw
+    )
+    desired = state(world, conn)
+    assert desired.role == "connector"
+    (iface,) = desired.tenants
+    assert iface.table == 254
+    (peer,) = iface.peers
+    assert peer.kind == "pop"
+    assert peer.endpoint == "203.0.113.20:51820"
+    assert world.a.data["ipv4_pool"] in peer.allowed_ips
+    key = public_key()
+    assert (
+        world.client.put(
+            f"/api/v1/gateway/interfaces/{world.a.id}", json={"public_key": key}, headers=conn
+        ).status_code
+        == 204
+    )
+    assert (
+        world.client.get(f"/api/v1/tenants/{world.a.id}/sites/{site['id']}", headers=h).json()[
+            "connector_public_key"
+        ]
+        == key
+    )
+    # The PoP now has the connector as a peer carrying the site's prefixes and tunnel address.
+    pop_peers = {p.kind: p for p in state(world, gw).tenants[0].peers}
+    assert "198.18.9.0/24" in pop_peers["site"].allowed_ips
+    assert any(a.endswith("/32") for a in pop_peers["site"].allowed_ips)
+    # Publishing for another tenant is refused.
+    assert (
+        world.client.put(
+            f"/api/v1/gateway/interfaces/{world.b.id}",
+            json={"public_key": public_key()},
+            headers=conn,
+        ).status_code
+        == 404
+    )

@@ -28,7 +28,7 @@ from tongdao.agent.engine import (
     InterfaceNotFound,
     WireGuardGoEngine,
 )
-from tongdao.agent.planner import OWNED_PREFIX, plan
+from tongdao.agent.planner import plan
 from tongdao.agent.state import StateDir
 from tongdao.errors import TongdaoError
 from tongdao.gateway.desired import DesiredState, TenantInterface
@@ -71,8 +71,8 @@ def _resolved(desired: DesiredState) -> DesiredState:
 
 
 def table_of(ifname: str) -> int | None:
-    suffix = ifname.removeprefix(OWNED_PREFIX)
-    return int(suffix) if suffix.isdigit() else None
+    suffix = ifname.removeprefix("wgt")
+    return int(suffix) if suffix != ifname and suffix.isdigit() else None
 
 
 class Applier:
@@ -95,6 +95,7 @@ class Applier:
 
     def apply(self, desired: DesiredState) -> None:
         desired = _resolved(desired)
+        connector = desired.role == "connector"
         wanted = {t.ifname for t in desired.tenants}
         owned = self.state.owned()
         keys = {name: self.state.public_key(name) for name in wanted}
@@ -118,9 +119,13 @@ class Applier:
             host.ensure_addresses(
                 name, [step.tenant.address_v4, step.tenant.address_v6], self.netns
             )
-            host.ensure_table(name, step.tenant.table, step.routes, self.netns)
-        host.ensure_rules(the_plan.rules, self.netns)
-        firewall.apply_ruleset(firewall.compile_ruleset(desired.tenants), self.netns)
+            host.ensure_table(
+                name, step.tenant.table, step.routes, self.netns, exclusive=not connector
+            )
+        if not connector:
+            # A PoP: per-tenant tables chosen by incoming interface, and the tenant firewall.
+            host.ensure_rules(the_plan.rules, self.netns)
+            firewall.apply_ruleset(firewall.compile_ruleset(desired.tenants), self.netns)
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:

@@ -65,9 +65,9 @@ def ensure_addresses(ifname: str, wanted: Sequence[str], netns: str | None = Non
         _ip(netns, _family(addr), "address", "del", addr, "dev", ifname)
 
 
-def table_routes(table: int, netns: str | None = None) -> dict[str, str]:
-    """prefix → device of the routes in one table, both families."""
-    routes: dict[str, str] = {}
+def table_routes(table: int, netns: str | None = None) -> dict[str, tuple[str, str]]:
+    """prefix → (device, protocol) of the routes in one table, both families."""
+    routes: dict[str, tuple[str, str]] = {}
     for family in ("-4", "-6"):
         for route in _ip_json(netns, family, "route", "show", "table", str(table)):
             dst = route.get("dst", "")
@@ -75,18 +75,28 @@ def table_routes(table: int, netns: str | None = None) -> dict[str, str]:
                 dst = "0.0.0.0/0" if family == "-4" else "::/0"
             elif "/" not in dst:
                 dst += "/32" if family == "-4" else "/128"
-            routes[str(ipaddress.ip_network(dst, strict=False))] = route.get("dev", "")
+            prefix = str(ipaddress.ip_network(dst, strict=False))
+            routes[prefix] = (route.get("dev", ""), str(route.get("protocol", "")))
     return routes
 
 
 def ensure_table(
-    ifname: str, table: int, prefixes: Iterable[str], netns: str | None = None
+    ifname: str,
+    table: int,
+    prefixes: Iterable[str],
+    netns: str | None = None,
+    *,
+    exclusive: bool = True,
 ) -> None:
-    """Table ``table`` routes exactly ``prefixes`` into ``ifname``."""
+    """Table ``table`` routes exactly ``prefixes`` into ``ifname``. ``exclusive=False`` is for
+    a shared table (a connector's main table): only routes into ``ifname`` that the kernel did
+    not add itself are ours to remove."""
     want = {str(ipaddress.ip_network(p, strict=False)) for p in prefixes}
     current = table_routes(table, netns)
+    if not exclusive:
+        current = {p: r for p, r in current.items() if r[0] == ifname and r[1] != "kernel"}
     for prefix in sorted(want):
-        if current.get(prefix) != ifname:
+        if current.get(prefix, ("", ""))[0] != ifname:
             _ip(
                 netns,
                 _family(prefix),

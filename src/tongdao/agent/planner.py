@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from tongdao.agent.engine import DeviceState, PeerConfig, normalize_allowed_ip, normalize_endpoint
 from tongdao.gateway.desired import DesiredState, TenantInterface
 
-OWNED_PREFIX = "wgt"  # interfaces this agent manages; anything else on the host is left alone
+# Interfaces an agent manages (PoP tenant interfaces, site connector interfaces); anything
+# else on the host is never touched, whatever the state directory says.
+OWNED_PREFIXES = ("wgt", "wgs")
 
 
 @dataclass(frozen=True)
@@ -99,5 +101,5 @@ def plan(
         plan_interface(t, actual.get(t.ifname), public_keys[t.ifname]) for t in desired.tenants
     )
     wanted = {t.ifname for t in desired.tenants}
-    delete = tuple(sorted(n for n in actual if n.startswith(OWNED_PREFIX) and n not in wanted))
+    delete = tuple(sorted(n for n in actual if n.startswith(OWNED_PREFIXES) and n not in wanted))
     return Plan(interfaces=interfaces, delete=delete)

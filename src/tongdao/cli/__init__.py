@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("server")(server.serve)
 app.add_typer(admin.app, name="admin")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(gateway.connector_app, name="connector")
 resources.register(app)
 
 

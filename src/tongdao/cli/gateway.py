@@ -1,4 +1,9 @@
-"""``tongdao gateway run``: the PoP gateway agent."""
+"""``tongdao gateway run`` and ``tongdao connector run``: the agents on PoP hosts and sites.
+
+Both are the same program: what an enrolled agent runs (a PoP's tenant interfaces, routing
+tables and firewall, or a site's single tunnel to its PoP) is decided by the control plane
+from the enrolment token it was given.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,17 @@ import typer
 
 from tongdao.cli.common import fail
 
-app = typer.Typer(help="The PoP gateway agent (runs on the PoP host, as root).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The PoP gateway agent (runs on the PoP host, as root).", no_args_is_help=True
+)
+connector_app = typer.Typer(
+    help="The site connector (runs in the tenant's office or HQ network, as root).",
+    no_args_is_help=True,
+)
 
 
 @app.command("run")
+@connector_app.command("run")
 def run(
     server: Annotated[str, typer.Option(envvar="TONGDAO_SERVER", help="control plane URL")],
     state_dir: Annotated[Path, typer.Option(help="credential, keys, last applied state")],

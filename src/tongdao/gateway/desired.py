@@ -62,8 +62,18 @@ class TenantInterface(Frozen):
 class DesiredState(Frozen):
     version: int
     pop_id: uuid.UUID
+    role: Literal["pop", "connector"] = "pop"
     tenants: tuple[TenantInterface, ...] = ()
 
 
 def interface_name(listen_port: int) -> str:
     return f"wgt{listen_port}"
+
+
+def connector_interface_name(site_id: uuid.UUID) -> str:
+    """Unique per site (wireguard-go sockets share one directory per host)."""
+    return f"wgs{site_id.hex[-10:]}"
+
+
+CONNECTOR_PORT = 51820
+MAIN_TABLE = 254

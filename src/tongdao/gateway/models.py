@@ -1,24 +1,41 @@
-"""Gateways (a PoP's enrolled agent), one-time enrolment tokens and the config version."""
+"""Enrolled agents (PoP gateways and site connectors), one-time enrolment tokens, the
+data-plane config version and usage records."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tongdao.store.base import Base, TimestampedModel
 
 
 class GatewayEnrolment(TimestampedModel):
-    """A one-time, expiring token an operator hands to a new PoP host."""
+    """A one-time, expiring token for a new PoP host (pop_id) or site connector (site_id)."""
 
     __tablename__ = "gateway_enrolments"
     __audit_type__ = "gateway_enrolment"
     __audit_exclude__ = frozenset({"token_hash"})
+    __table_args__ = (
+        CheckConstraint("(pop_id IS NULL) <> (site_id IS NULL)", name="pop_xor_site"),
+    )
 
-    pop_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="CASCADE"), index=True)
+    pop_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pops.id", ondelete="CASCADE"), index=True
+    )
+    site_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), index=True
+    )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
@@ -26,19 +43,30 @@ class GatewayEnrolment(TimestampedModel):
 
 
 class Gateway(TimestampedModel):
-    """The agent running a PoP: its credential (hashed) and what it last applied."""
+    """An enrolled agent: a PoP's gateway (pop_id) or a site's connector (site_id), with its
+    credential (hashed) and what it last applied and reported."""
 
     __tablename__ = "gateways"
     __audit_type__ = "gateway"
     __audit_exclude__ = frozenset({"credential_hash"})
+    __table_args__ = (
+        CheckConstraint("(pop_id IS NULL) <> (site_id IS NULL)", name="pop_xor_site"),
+    )
 
-    pop_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="CASCADE"), index=True)
+    pop_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pops.id", ondelete="CASCADE"), index=True
+    )
+    site_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), index=True
+    )
     credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hostname: Mapped[str] = mapped_column(String(253), default="")
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     applied_version: Mapped[int] = mapped_column(default=0)
     apply_error: Mapped[str | None] = mapped_column(String(2000))
     revoked_at: Mapped[datetime | None]
+    last_report_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_seen_at: Mapped[datetime | None]
 
 
 class ConfigVersion(Base):
@@ -48,3 +76,34 @@ class ConfigVersion(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(default=0)
+
+
+class UsageRecord(Base):
+    """Byte counts of one peer over one report period, as a gateway reported them.
+
+    ``(gateway_id, seq, peer_key)`` is unique: a report retried after a lost answer is not
+    counted twice. Deltas are computed by the agent from the engine's cumulative counters,
+    so an engine restart (counters back to zero) loses and doubles nothing.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "seq", "peer_key"),
+        Index("ix_usage_records_tenant_time", "tenant_id", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    tenant_id: Mapped[uuid.UUID]
+    peer_key: Mapped[str] = mapped_column(String(44))
+    peer_kind: Mapped[str] = mapped_column(String(16))
+    peer_ref: Mapped[str] = mapped_column(String(64))
+    rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger)
+    last_handshake: Mapped[datetime | None]
+    endpoint: Mapped[str | None] = mapped_column(String(64))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]

@@ -31,7 +31,7 @@ from tongdao.gateway.schemas import (
     GatewayPublic,
     KeyPublish,
 )
-from tongdao.network.models import Pop
+from tongdao.network.models import Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx, Runtime
 
@@ -53,6 +53,34 @@ def create_enrolment(guard: GuardDep, pop_id: PopId, body: EnrolmentCreate) -> E
     enrolment, secret = service.create_enrolment(guard.ctx, pop, timedelta(hours=body.ttl_hours))
     guard.ctx.session.commit()
     return EnrolmentCreated(pop_id=pop.id, token=secret, expires_at=enrolment.expires_at)
+
+
+@router.post(
+    "/tenants/{tenant_id}/sites/{site_id}/enrolments",
+    tags=["sites"],
+    status_code=201,
+    operation_id="create_site_enrolment",
+)
+def create_site_enrolment(
+    guard: GuardDep,
+    tenant_id: Annotated[uuid.UUID, Path(description="the tenant's id")],
+    site_id: Annotated[uuid.UUID, Path(description="the site's id")],
+    body: EnrolmentCreate,
+) -> EnrolmentCreated:
+    """A one-time, expiring token for enrolling the site's connector."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("sites", Action.UPDATE)
+    site = guard.ctx.session.get(Site, site_id)
+    if site is None or site.tenant_id != tenant.id:
+        raise NotFound("site not found")
+    enrolment, secret = service.create_enrolment(guard.ctx, site, timedelta(hours=body.ttl_hours))
+    guard.ctx.session.commit()
+    return EnrolmentCreated(
+        pop_id=site.pop_id or uuid.UUID(int=0),
+        site_id=site.id,
+        token=secret,
+        expires_at=enrolment.expires_at,
+    )
 
 
 @router.get("/pops/{pop_id}/gateways", tags=["pops"], operation_id="list_pop_gateways")
@@ -107,7 +135,9 @@ def enrol(ctx: AnonCtxDep, body: EnrolRequest) -> EnrolResponse:
     """Trade a one-time enrolment token for a gateway credential."""
     gateway, secret = service.enrol(ctx, body.token, body.hostname, body.agent_version)
     ctx.session.commit()
-    return EnrolResponse(gateway_id=gateway.id, pop_id=gateway.pop_id, credential=secret)
+    return EnrolResponse(
+        gateway_id=gateway.id, pop_id=gateway.pop_id, site_id=gateway.site_id, credential=secret
+    )
 
 
 def _authenticate(runtime: Runtime, request: Request) -> uuid.UUID:
@@ -130,7 +160,14 @@ def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
         set_actor(session, Actor(None, f"gateway:{gateway_id}"))
         version = current_version(session)
         gateway = session.get(Gateway, gateway_id)
-        pop = session.get(Pop, gateway.pop_id) if gateway else None
+        if gateway is not None and gateway.site_id is not None:
+            site = session.get(Site, gateway.site_id)
+            if site is None:
+                raise NotFound("the connector's site no longer exists")
+            state = service.compile_connector(ctx, site, version)
+            session.commit()  # the connector's tunnel address, allocated on first need
+            return state
+        pop = session.get(Pop, gateway.pop_id) if gateway and gateway.pop_id else None
         if pop is None:
             raise NotFound("the gateway's PoP no longer exists")
         state = service.compile_desired(ctx, pop, version)

@@ -17,6 +17,7 @@ class EnrolmentCreate(Strict):
 
 class EnrolmentCreated(BaseModel):
     pop_id: uuid.UUID
+    site_id: uuid.UUID | None = None
     token: str = Field(description="one-time; shown once; only its hash is stored")
     expires_at: datetime
 
@@ -29,7 +30,8 @@ class EnrolRequest(Strict):
 
 class EnrolResponse(BaseModel):
     gateway_id: uuid.UUID
-    pop_id: uuid.UUID
+    pop_id: uuid.UUID | None
+    site_id: uuid.UUID | None = None
     credential: str = Field(description="the gateway's bearer credential; shown once")
 
 
@@ -37,7 +39,8 @@ class GatewayPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    pop_id: uuid.UUID
+    pop_id: uuid.UUID | None
+    site_id: uuid.UUID | None
     hostname: str
     agent_version: str
     applied_version: int

@@ -24,8 +24,18 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 
 from tongdao.access.models import Policy
+from tongdao.api.crud import ensure_unique
 from tongdao.errors import AuthenticationError, Conflict, NotFound, ValidationError
-from tongdao.gateway.desired import DesiredState, Peer, PolicyRule, TenantInterface, interface_name
+from tongdao.gateway.desired import (
+    CONNECTOR_PORT,
+    MAIN_TABLE,
+    DesiredState,
+    Peer,
+    PolicyRule,
+    TenantInterface,
+    connector_interface_name,
+    interface_name,
+)
 from tongdao.gateway.models import Gateway, GatewayEnrolment
 from tongdao.ipam import service as ipam
 from tongdao.ipam.allocator import v6_host_subnet
@@ -39,6 +49,7 @@ from tongdao.network.models import (
     Site,
     SiteState,
 )
+from tongdao.network.service import HOME_COUNTRY, device_homed_at
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
 
@@ -53,10 +64,12 @@ def _hash(secret: str) -> str:
 
 
 # --- enrolment -------------------------------------------------------------------------------
-def create_enrolment(ctx: Ctx, pop: Pop, ttl: timedelta) -> tuple[GatewayEnrolment, str]:
+def create_enrolment(ctx: Ctx, target: Pop | Site, ttl: timedelta) -> tuple[GatewayEnrolment, str]:
+    """A one-time token for a PoP's gateway or a site's connector."""
     secret = ENROLMENT_PREFIX + secrets.token_urlsafe(32)
     enrolment = GatewayEnrolment(
-        pop_id=pop.id,
+        pop_id=target.id if isinstance(target, Pop) else None,
+        site_id=target.id if isinstance(target, Site) else None,
         token_hash=_hash(secret),
         expires_at=ctx.runtime.clock() + ttl,
         created_by=ctx.user_id,
@@ -80,6 +93,7 @@ def enrol(ctx: Ctx, token: str, hostname: str, agent_version: str) -> tuple[Gate
     secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     gateway = Gateway(
         pop_id=enrolment.pop_id,
+        site_id=enrolment.site_id,
         credential_hash=_hash(secret),
         hostname=hostname,
         agent_version=agent_version,
@@ -97,8 +111,9 @@ def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
 
 # --- which tenants a PoP serves ------------------------------------------------------------------
 def served_tenants(ctx: Ctx, pop: Pop) -> list[Tenant]:
+    # The SQL form of network.service.device_homed_at.
     device_here = Device.pop_id == pop.id
-    if pop.country == "CN":
+    if pop.country == HOME_COUNTRY:
         device_here = or_(device_here, Device.pop_id.is_(None))
     has_device = select(Device.id).where(Device.tenant_id == Tenant.id, device_here).exists()
     has_site = select(Site.id).where(Site.tenant_id == Tenant.id, Site.pop_id == pop.id).exists()
@@ -161,10 +176,6 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[Device]:
             .order_by(Device.id)
         )
     )
-
-
-def _homed_here(device: Device, pop: Pop) -> bool:
-    return device.pop_id == pop.id or (device.pop_id is None and pop.country == "CN")
 
 
 def _linked_pops(ctx: Ctx, pop: Pop) -> list[Pop]:
@@ -243,7 +254,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
         )
         peers: list[Peer] = []
         for d in devices:
-            if _homed_here(d, pop):
+            if device_homed_at(d, pop):
                 peers.append(
                     Peer(
                         public_key=d.public_key,
@@ -254,12 +265,13 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 )
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
+                tunnel = _host_routes(site.ipv4, site.ipv6) if site.ipv4 and site.ipv6 else ()
                 peers.append(
                     Peer(
                         public_key=site.connector_public_key,
                         kind="site",
                         ref=str(site.id),
-                        allowed_ips=tuple(site.prefixes),
+                        allowed_ips=(*site.prefixes, *tunnel),
                     )
                 )
         for other in linked:
@@ -273,7 +285,10 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             behind = [*_host_routes(remote.ipv4, remote.ipv6)]
             behind += [p for s in sites if s.pop_id == other.id for p in s.prefixes]
             behind += [
-                a for d in devices if _homed_here(d, other) for a in _host_routes(d.ipv4, d.ipv6)
+                a
+                for d in devices
+                if device_homed_at(d, other)
+                for a in _host_routes(d.ipv4, d.ipv6)
             ]
             peers.append(
                 Peer(
@@ -310,9 +325,15 @@ def _endpoint(host: str, port: int) -> str:
     return endpoint(host, port)
 
 
-def publish_key(
-    ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str
-) -> PopTenantInterface:
+def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str) -> None:
+    """A gateway publishes its interface key for a tenant; a connector, its site's key."""
+    if gateway.site_id is not None:
+        site = ctx.session.get(Site, gateway.site_id)
+        if site is None or site.tenant_id != tenant_id:
+            raise NotFound("this connector's site is not of that tenant")
+        ensure_unique(ctx, Site.connector_public_key, public_key, own=site.id, what="a site")
+        site.connector_public_key = public_key
+        return
     iface = ctx.session.scalar(
         select(PopTenantInterface).where(
             PopTenantInterface.pop_id == gateway.pop_id, PopTenantInterface.tenant_id == tenant_id
@@ -328,4 +349,53 @@ def publish_key(
     if taken is not None:
         raise ValidationError({"public_key": "already used by another interface"})
     iface.public_key = public_key
-    return iface
+
+
+def compile_connector(ctx: Ctx, site: Site, version: int) -> DesiredState:
+    """A site connector's desired state: one interface, one peer (its PoP's interface for the
+    tenant) carrying the tenant's overlay pools and its other active sites' prefixes."""
+    tenant = ctx.session.get(Tenant, site.tenant_id)
+    pop = ctx.session.get(Pop, site.pop_id) if site.pop_id else None
+    empty = DesiredState(version=version, pop_id=site.pop_id or uuid.UUID(int=0), role="connector")
+    if tenant is None or pop is None:
+        return empty
+    if tenant.state != TenantState.ACTIVE or site.state != SiteState.ACTIVE:
+        return empty
+    if site.host_index is None:
+        address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+        site.host_index, site.ipv4, site.ipv6 = address.host_index, address.ipv4, address.ipv6
+        ctx.session.flush()
+    assert site.ipv4 is not None and site.ipv6 is not None
+    iface = ensure_interface(ctx, pop, tenant)
+    peers: tuple[Peer, ...] = ()
+    if iface.public_key is not None:
+        others = ctx.session.scalars(
+            select(Site.prefixes).where(
+                Site.tenant_id == tenant.id, Site.state == SiteState.ACTIVE, Site.id != site.id
+            )
+        )
+        reach = [tenant.ipv4_pool, tenant.ipv6_pool, *(p for ps in others for p in ps)]
+        peers = (
+            Peer(
+                public_key=iface.public_key,
+                kind="pop",
+                ref=str(pop.id),
+                allowed_ips=tuple(reach),
+                endpoint=_endpoint(pop.endpoint_host, iface.listen_port),
+                keepalive=KEEPALIVE,
+            ),
+        )
+    pool4 = ipaddress.ip_network(tenant.ipv4_pool)
+    subnet6 = v6_host_subnet(ipaddress.IPv6Network(tenant.ipv6_pool))
+    interface = TenantInterface(
+        tenant_id=tenant.id,
+        ifname=connector_interface_name(site.id),
+        listen_port=CONNECTOR_PORT,
+        table=MAIN_TABLE,
+        address_v4=f"{site.ipv4}/{pool4.prefixlen}",
+        address_v6=f"{site.ipv6}/{subnet6.prefixlen}",
+        pools=(tenant.ipv4_pool, tenant.ipv6_pool),
+        public_key=site.connector_public_key,
+        peers=peers,
+    )
+    return DesiredState(version=version, pop_id=pop.id, role="connector", tenants=(interface,))

@@ -107,7 +107,10 @@ class Site(TimestampedModel):
     __tablename__ = "sites"
     __dataplane__ = True
     __audit_type__ = "site"
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        UniqueConstraint("tenant_id", "host_index"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
@@ -119,6 +122,10 @@ class Site(TimestampedModel):
     pop_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
     connector_public_key: Mapped[str | None] = mapped_column(String(44), unique=True)
     state: Mapped[str] = mapped_column(String(16), default=SiteState.PENDING)
+    # The connector's tunnel address, allocated when its connector first asks for its state.
+    host_index: Mapped[int | None]
+    ipv4: Mapped[str | None] = mapped_column(String(15))
+    ipv6: Mapped[str | None] = mapped_column(String(39))
 
 
 class Device(TimestampedModel):

@@ -30,6 +30,7 @@ from tongdao.tenancy.models import Tenant, User
 
 ipam.register_address_owner(Device)
 ipam.register_address_owner(PopTenantInterface)
+ipam.register_address_owner(Site)
 
 
 def _changes(data: BaseModel) -> dict[str, Any]:
@@ -361,6 +362,18 @@ class DeviceResource(Resource[Device]):
         ctx.session.delete(obj)
 
 
+HOME_COUNTRY = "CN"  # where devices with no chosen PoP connect; never directly abroad
+
+
+def device_homed_at(device: Device, pop: Pop) -> bool:
+    """Whether the device connects to this PoP: its chosen PoP, or, with none chosen, any PoP
+    in China. A device in China reaches overseas networks only through a PoP in China and a
+    registered cross-border link, never by dialling an overseas PoP itself."""
+    if device.pop_id is not None:
+        return device.pop_id == pop.id
+    return pop.country == HOME_COUNTRY
+
+
 def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
     """What a tenant's devices route into the tunnel: its overlay pools and active sites."""
     prefixes = [tenant.ipv4_pool, tenant.ipv6_pool]
@@ -385,8 +398,7 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         .order_by(Pop.name)
     )
     rows = [(iface, pop) for iface, pop in ctx.session.execute(stmt)]
-    if device.pop_id is not None:
-        rows = [r for r in rows if r[1].id == device.pop_id]
+    rows = [(iface, pop) for iface, pop in rows if device_homed_at(device, pop)]
     if not rows:
         where = "the device's PoP has not yet" if device.pop_id is not None else "no PoP has yet"
         raise Conflict(

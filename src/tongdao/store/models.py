@@ -3,7 +3,7 @@
 from tongdao.access.models import Policy
 from tongdao.audit.models import AuditEvent
 from tongdao.auth.models import ApiToken, LoginAttempt
-from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment
+from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment, UsageRecord
 from tongdao.ipam.models import IpamLock
 from tongdao.network.models import Device, Link, Pop, PopTenantInterface, Site
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
@@ -29,5 +29,6 @@ __all__ = [
     "Shareholder",
     "Site",
     "Tenant",
+    "UsageRecord",
     "User",
 ]
