@@ -83,6 +83,7 @@ class Applier:
         self.engine = engine
         self.state = state
         self.netns = netns
+        self._ruleset: dict[str, Any] | None = None  # last applied by this process
 
     def _actual(self, names: set[str]) -> dict[str, DeviceState | None]:
         actual: dict[str, DeviceState | None] = {}
@@ -123,9 +124,13 @@ class Applier:
                 name, step.tenant.table, step.routes, self.netns, exclusive=not connector
             )
         if not connector:
-            # A PoP: per-tenant tables chosen by incoming interface, and the tenant firewall.
+            # A PoP: per-tenant tables chosen by incoming interface, and the tenant firewall
+            # (one atomic replace, skipped when what this process applied last is unchanged).
             host.ensure_rules(the_plan.rules, self.netns)
-            firewall.apply_ruleset(firewall.compile_ruleset(desired.tenants), self.netns)
+            ruleset = firewall.compile_ruleset(desired.tenants)
+            if ruleset != self._ruleset:
+                firewall.apply_ruleset(ruleset, self.netns)
+                self._ruleset = ruleset
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:

@@ -7,6 +7,7 @@ change costs one peer in one UAPI transaction, never a rewrite of the interface.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,9 +34,16 @@ class InterfacePlan:
 
     @property
     def routes(self) -> tuple[str, ...]:
-        prefixes = set(self.tenant.pools)
+        """What the tenant's table routes into the interface: its pools, and every peer
+        prefix outside them (sites' networks). Device and gateway addresses lie inside the
+        pools, so thousands of devices cost no routes; WireGuard picks the peer itself."""
+        pools = [ipaddress.ip_network(p) for p in self.tenant.pools]
+        prefixes = {str(p) for p in pools}
         for peer in self.tenant.peers:
-            prefixes.update(peer.allowed_ips)
+            for cidr in peer.allowed_ips:
+                net = ipaddress.ip_network(cidr, strict=False)
+                if not any(net.version == p.version and net.subnet_of(p) for p in pools):  # type: ignore[arg-type]
+                    prefixes.add(str(net))
         return tuple(sorted(prefixes))
 
     @property
