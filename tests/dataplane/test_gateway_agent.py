@@ -104,10 +104,13 @@ class Lab:
             timeout=10,
             check=True,
         ).stdout
+        # `wg show all` lists every wireguard-go socket on the host (clients' too): keep the
+        # PoP's own interfaces.
+        ours = {f"wgt{self.port_min + n}" for n in range(10)}
         peers: dict[str, list[str]] = {}
         for line in out.splitlines():
             fields = line.split("\t")
-            if len(fields) == 9:  # interface, peer key, psk, endpoint, allowed ips, ...
+            if len(fields) == 9 and fields[0] in ours:  # interface, peer, psk, endpoint, ips…
                 peers[fields[1]] = fields[4].split(",")
         return peers
 
@@ -219,6 +222,13 @@ def test_device_reaches_the_pop_and_policy_governs_device_to_device(lab: Lab) ->
     )
     wait_until(lambda: dev2["public_key"] not in lab.wg_peers(), 20, "the revoked peer to go")
     assert not netns.ping(ns2, gateway, tries=2)
+    # A suspended tenant stops passing traffic; reactivated, it flows again.
+    tenant_url = f"/tenants/{lab.world.a.id}"
+    lab.api("PATCH", tenant_url, lab.world.admin.headers, json={"state": "suspended"})
+    wait_until(lambda: not netns.ping(ns1, gateway, tries=1), 20, "the suspension to apply")
+    assert lab.wg_peers() == {}
+    lab.api("PATCH", tenant_url, lab.world.admin.headers, json={"state": "active"})
+    wait_until(lambda: netns.ping(ns1, gateway, tries=1), 20, "the tenant to come back")
     # Fail-static: with the agent stopped, traffic still flows.
     lab.agent.stop()
     lab.thread.join(20)

@@ -70,6 +70,11 @@ def _resolved(desired: DesiredState) -> DesiredState:
     return desired.model_copy(update={"tenants": tuple(tenants)})
 
 
+def key_name(tenant: TenantInterface) -> str:
+    """Under which name the state dir keeps an interface's private key: the tenant's id."""
+    return str(tenant.tenant_id)
+
+
 def table_of(ifname: str) -> int | None:
     suffix = ifname.removeprefix("wgt")
     return int(suffix) if suffix != ifname and suffix.isdigit() else None
@@ -99,7 +104,9 @@ class Applier:
         connector = desired.role == "connector"
         wanted = {t.ifname for t in desired.tenants}
         owned = self.state.owned()
-        keys = {name: self.state.public_key(name) for name in wanted}
+        # Keys belong to the tenant, not to the interface: a tenant suspended and reactivated
+        # (or moved to another port) keeps its key, so devices' configs stay valid.
+        keys = {t.ifname: self.state.public_key(key_name(t)) for t in desired.tenants}
         the_plan = plan(desired, self._actual(owned | wanted), keys)
         # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
         self.state.save_owned(owned | wanted)
@@ -111,7 +118,11 @@ class Applier:
             if step.configure_key or step.configure_port:
                 self.engine.configure(
                     name,
-                    private_key=self.state.private_key(name) if step.configure_key else None,
+                    private_key=(
+                        self.state.private_key(key_name(step.tenant))
+                        if step.configure_key
+                        else None
+                    ),
                     listen_port=step.tenant.listen_port,
                 )
             if step.changes_peers:
@@ -136,7 +147,6 @@ class Applier:
             if table is not None:
                 host.flush_table(table, self.netns)
             self.engine.delete_interface(name)
-            self.state.forget_key(name)
         self.state.save_owned(wanted)
         self.state.save_applied(desired)
         log.info(
@@ -244,7 +254,7 @@ class GatewayAgent:
             return
         try:
             self.applier.apply(applied)
-            self.version = applied.version
+            # version stays 0: the first poll re-applies and acks (a crash may precede the ack)
             log.info("restored version %d from %s", applied.version, self.state.root)
         except TongdaoError as exc:
             log.error("could not restore the last applied state: %s", exc)
@@ -263,7 +273,7 @@ class GatewayAgent:
         if error is None:
             self.version = desired.version
             for tenant in desired.tenants:
-                ours = self.state.public_key(tenant.ifname)
+                ours = self.state.public_key(key_name(tenant))
                 if tenant.public_key != ours:
                     self.control.publish_key(tenant, ours)
         self.control.ack(desired.version, error)

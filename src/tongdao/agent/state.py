@@ -58,20 +58,17 @@ class StateDir:
         )
 
     # interface keys -----------------------------------------------------------------------
-    def private_key(self, ifname: str) -> str:
-        """The interface's private key, made on first use and kept."""
-        path = self.root / "keys" / f"{ifname}.key"
+    def private_key(self, name: str) -> str:
+        """The private key kept under ``name``, made on first use and kept for good."""
+        path = self.root / "keys" / f"{name}.key"
         if path.exists():
             return path.read_text().strip()
         key = generate_private_key()
         write_atomic(path, key + "\n")
         return key
 
-    def public_key(self, ifname: str) -> str:
-        return public_key_of(self.private_key(ifname))
-
-    def forget_key(self, ifname: str) -> None:
-        (self.root / "keys" / f"{ifname}.key").unlink(missing_ok=True)
+    def public_key(self, name: str) -> str:
+        return public_key_of(self.private_key(name))
 
     # what we run --------------------------------------------------------------------------
     @property
