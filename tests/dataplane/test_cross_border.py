@@ -1,12 +1,13 @@
-"""Cross-border path for real: a device at the Beijing PoP reaches its company's HQ host
-behind a site connector at an overseas PoP, only while a registered link joins the PoPs.
+"""Cross-border path for real: devices at the Beijing PoP reach their company's HQ host behind
+a site connector at an overseas PoP, only while a registered link joins the PoPs; two tenants
+whose HQ sites use the same prefix both work and never see each other.
 
-    device ns ──wire 198.51.100/24── BJ PoP ns ──wire 203.0.113/24── FRA PoP ns
-                                                                        │ wire 192.0.2/24
-                                      HQ host ns ──LAN 198.18.7/24── connector ns
+    device A ─ 198.51.100/24 ─┐                               ┌─ connector A ── HQ A 198.18.7.10
+                              BJ PoP ─ 203.0.113/24 ─ FRA PoP ┤  (192.0.2.x/30 wires)
+    device B ─ 192.0.2.64/30 ─┘                               └─ connector B ── HQ B 198.18.7.10
 
-Three agents (two gateways, one connector) run in this process, each managing its own
-namespace; the device is an unmodified WireGuard client loaded from its exported config.
+Four agents (two gateways, two connectors) run in this process, each managing its own
+namespace; devices are unmodified WireGuard clients loaded from their exported configs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,14 @@ import pytest
 from fastapi import FastAPI
 
 from tests.support.live import serve
-from tests.support.world import World
+from tests.support.world import Actor, World
 from tongdao.agent.gateway import GatewayAgent
 from tongdao.testing import netns
 from tongdao.testing.keys import keypair
 
 pytestmark = pytest.mark.root
 
-SITE_V4, SITE_V6 = "198.18.7.0/24", "fd00:77::/64"
+SITE_V4, SITE_V6 = "198.18.7.0/24", "fd00:77::/64"  # the same in both tenants
 HQ_V4, HQ_V6 = "198.18.7.10", "fd00:77::10"
 
 
@@ -44,11 +46,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def tcp_reaches(ns: str, host: str, port: int) -> bool:
+def tcp_answer(ns: str, host: str, port: int) -> str | None:
     code = (
         "import socket,sys\n"
         f"s=socket.create_connection(({host!r},{port}),timeout=3)\n"
-        "sys.stdout.write(s.recv(16).decode())\n"
+        "sys.stdout.write(s.recv(32).decode())\n"
     )
     done = subprocess.run(
         ["ip", "netns", "exec", ns, "python3", "-c", code],
@@ -57,17 +59,29 @@ def tcp_reaches(ns: str, host: str, port: int) -> bool:
         timeout=15,
         check=False,
     )
-    return done.returncode == 0 and done.stdout == "hello from HQ"
+    return done.stdout if done.returncode == 0 else None
 
 
 class Api:
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url, self.headers = url + "/api/v1", headers
+    def __init__(self, url: str, actor: Actor) -> None:
+        self.url, self.headers = url + "/api/v1", actor.headers
 
     def __call__(self, method: str, path: str, **kw: Any) -> Any:
         resp = httpx.request(method, self.url + path, headers=self.headers, timeout=30, **kw)
         assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp.json() if resp.content else None
+
+
+@dataclass
+class Company:
+    label: str
+    tenant_id: str
+    admin: Api
+    employee: Api
+    dev_ns: str = ""
+    device: dict[str, Any] | None = None
+    private_key: str = ""
+    site: dict[str, Any] | None = None
 
 
 @pytest.fixture
@@ -76,56 +90,74 @@ def agents() -> Iterator[list[tuple[GatewayAgent, threading.Thread]]]:
     try:
         yield running
     finally:
-        for agent, _ in running:
+        for agent, thread in running:
             agent.stop()
-        for _, thread in running:
             thread.join(20)
 
 
-def test_device_reaches_hq_only_over_a_registered_link(
+def test_devices_reach_their_own_hq_only_over_a_registered_link(
     world: World, app: FastAPI, tmp_path: Path, agents: list[tuple[GatewayAgent, threading.Thread]]
 ) -> None:
     base = 31000 + secrets.randbelow(1500) * 10
+    servers: list[subprocess.Popen[bytes]] = []
     with serve(app) as url, netns.Topology() as topo:
-        admin = Api(url, world.admin.headers)
-        tenant_admin = Api(url, world.a.admin.headers)
-        employee = Api(url, world.a.employee.headers)
-        dev_ns, bj_ns, fra_ns, conn_ns, hq_ns = (topo.namespace() for _ in range(5))
-        for a, b, a_ip, b_ip in (
-            (dev_ns, bj_ns, "198.51.100.2/24", "198.51.100.1/24"),
-            (bj_ns, fra_ns, "203.0.113.1/24", "203.0.113.2/24"),
-            (fra_ns, conn_ns, "192.0.2.1/24", "192.0.2.2/24"),
-            (conn_ns, hq_ns, "198.18.7.1/24", "198.18.7.10/24"),
-        ):
-            if_a, if_b = topo.veth(a, b)
-            netns.add_address(a, if_a, a_ip)
-            netns.add_address(b, if_b, b_ip)
-            if a == conn_ns:
-                netns.add_address(a, if_a, "fd00:77::1/64")
-                netns.add_address(b, if_b, "fd00:77::10/64")
+        admin = Api(url, world.admin)
+        bj_ns, fra_ns = topo.namespace(), topo.namespace()
+        bj_wire, fra_wire = topo.veth(bj_ns, fra_ns)
+        netns.add_address(bj_ns, bj_wire, "203.0.113.1/24")
+        netns.add_address(fra_ns, fra_wire, "203.0.113.2/24")
         netns.add_route(fra_ns, "198.51.100.0/24", via="203.0.113.1")  # BJ's public side
-        netns.add_route(conn_ns, "203.0.113.0/24", via="192.0.2.1")  # FRA's public side
-        netns.add_route(hq_ns, "0.0.0.0/0", via="198.18.7.1")
-        subprocess.run(
-            ["ip", "-n", hq_ns, "-6", "route", "add", "default", "via", "fd00:77::1"],
-            check=True,
-            timeout=10,
-        )
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                hq_ns,
-                "python3",
-                "-c",
-                "import socket\ns=socket.create_server(('::',8080),family=socket.AF_INET6,"
-                "dualstack_ipv6=True)\ns.settimeout(120)\n"
-                "while True:\n c,_=s.accept(); c.sendall(b'hello from HQ'); c.close()\n",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        companies = [
+            Company("A", str(world.a.id), Api(url, world.a.admin), Api(url, world.a.employee)),
+            Company("B", str(world.b.id), Api(url, world.b.admin), Api(url, world.b.employee)),
+        ]
+        for n, co in enumerate(companies):
+            # The device's wire to BJ, and the company's connector + HQ LAN behind FRA.
+            co.dev_ns = topo.namespace()
+            dev_if, bj_if = topo.veth(co.dev_ns, bj_ns)
+            if n == 0:  # on the PoP's public network
+                netns.add_address(co.dev_ns, dev_if, "198.51.100.10/24")
+                netns.add_address(bj_ns, bj_if, "198.51.100.1/24")
+            else:  # somewhere else on the way to it
+                netns.add_address(co.dev_ns, dev_if, "192.0.2.66/30")
+                netns.add_address(bj_ns, bj_if, "192.0.2.65/30")
+                netns.add_route(co.dev_ns, "198.51.100.0/24", via="192.0.2.65")
+            conn_ns, hq_ns = topo.namespace(), topo.namespace()
+            fra_if, conn_if = topo.veth(fra_ns, conn_ns)
+            netns.add_address(fra_ns, fra_if, f"192.0.2.{1 + 4 * n}/30")
+            netns.add_address(conn_ns, conn_if, f"192.0.2.{2 + 4 * n}/30")
+            netns.add_route(conn_ns, "203.0.113.0/24", via=f"192.0.2.{1 + 4 * n}")
+            lan_conn, lan_hq = topo.veth(conn_ns, hq_ns)
+            for ns, ifname, v4, v6 in (
+                (conn_ns, lan_conn, "198.18.7.1/24", "fd00:77::1/64"),
+                (hq_ns, lan_hq, "198.18.7.10/24", "fd00:77::10/64"),
+            ):
+                netns.add_address(ns, ifname, v4)
+                netns.add_address(ns, ifname, v6)
+            netns.add_route(hq_ns, "0.0.0.0/0", via="198.18.7.1")
+            subprocess.run(
+                ["ip", "-n", hq_ns, "-6", "route", "add", "default", "via", "fd00:77::1"],
+                check=True,
+                timeout=10,
+            )
+            servers.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        hq_ns,
+                        "python3",
+                        "-c",
+                        "import socket\ns=socket.create_server(('::',8080),family=socket.AF_INET6,"
+                        "dualstack_ipv6=True)\ns.settimeout(120)\nwhile True:\n"
+                        f" c,_=s.accept(); c.sendall(b'hello from HQ {co.label}'); c.close()\n",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            co.site = {"conn_ns": conn_ns}
         try:
             bj = admin(
                 "POST",
@@ -153,40 +185,6 @@ def test_device_reaches_hq_only_over_a_registered_link(
             )
             for n in range(10):
                 topo.track(f"wgt{base + n}")
-            for state in ("under_review", "approved", "active"):
-                admin("PATCH", f"/tenants/{world.a.id}", json={"state": state})
-            site = tenant_admin(
-                "POST",
-                f"/tenants/{world.a.id}/sites",
-                json={
-                    "name": "hq-frankfurt",
-                    "country": "DE",
-                    "purpose": "hq",
-                    "pop_id": fra["id"],
-                    "prefixes": [SITE_V4, SITE_V6],
-                },
-            )
-            admin("PATCH", f"/tenants/{world.a.id}/sites/{site['id']}", json={"state": "active"})
-            topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
-            private, public = keypair()
-            dev = employee(
-                "POST",
-                f"/tenants/{world.a.id}/devices",
-                json={"name": "laptop", "public_key": public},
-            )
-            tenant_admin(
-                "POST",
-                f"/tenants/{world.a.id}/policies",
-                json={
-                    "name": "staff to HQ",
-                    "rules": [
-                        {
-                            "sources": [{"kind": "device", "id": dev["id"]}],
-                            "destinations": [{"kind": "site", "id": site["id"]}],
-                        }
-                    ],
-                },
-            )
 
             def start(token: str, ns: str, name: str) -> None:
                 agent = GatewayAgent(url, tmp_path / name, token=token, netns=ns, poll_wait=5)
@@ -194,44 +192,86 @@ def test_device_reaches_hq_only_over_a_registered_link(
                 agents.append((agent, thread))
                 thread.start()
 
+            for co in companies:
+                assert co.site is not None
+                conn_ns = co.site["conn_ns"]
+                for state in ("under_review", "approved", "active"):
+                    admin("PATCH", f"/tenants/{co.tenant_id}", json={"state": state})
+                site = co.admin(
+                    "POST",
+                    f"/tenants/{co.tenant_id}/sites",
+                    json={
+                        "name": "hq",
+                        "country": "DE",
+                        "purpose": "hq",
+                        "pop_id": fra["id"],
+                        "prefixes": [SITE_V4, SITE_V6],
+                    },
+                )
+                admin(
+                    "PATCH", f"/tenants/{co.tenant_id}/sites/{site['id']}", json={"state": "active"}
+                )
+                topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+                co.private_key, public = keypair()
+                co.device = co.employee(
+                    "POST",
+                    f"/tenants/{co.tenant_id}/devices",
+                    json={"name": "laptop", "public_key": public},
+                )
+                co.admin(
+                    "POST",
+                    f"/tenants/{co.tenant_id}/policies",
+                    json={
+                        "name": "staff to HQ",
+                        "rules": [
+                            {
+                                "sources": [{"kind": "device", "id": co.device["id"]}],
+                                "destinations": [{"kind": "site", "id": site["id"]}],
+                            }
+                        ],
+                    },
+                )
+                token = co.admin(
+                    "POST", f"/tenants/{co.tenant_id}/sites/{site['id']}/enrolments", json={}
+                )["token"]
+                start(token, conn_ns, f"connector-{co.label}")
+                co.site = site
             for pop, ns in ((bj, bj_ns), (fra, fra_ns)):
-                token = admin("POST", f"/pops/{pop['id']}/enrolments", json={})["token"]
-                start(token, ns, pop["name"])
-            token = tenant_admin(
-                "POST", f"/tenants/{world.a.id}/sites/{site['id']}/enrolments", json={}
-            )["token"]
-            start(token, conn_ns, "connector")
+                start(
+                    admin("POST", f"/pops/{pop['id']}/enrolments", json={})["token"],
+                    ns,
+                    pop["name"],
+                )
 
-            conf_url = f"{url}/api/v1/tenants/{world.a.id}/devices/{dev['id']}/wireguard.conf"
-            wait_until(
-                lambda: (
-                    httpx.get(conf_url, headers=world.a.employee.headers, timeout=10).status_code
-                    == 200
-                ),
-                30,
-                "the BJ key",
-            )
-            conf = httpx.get(conf_url, headers=world.a.employee.headers, timeout=10).text
-            assert "cn-bj-1" in conf
-            assert "de-fra-1" not in conf  # a device in China never dials the overseas PoP
-            assert SITE_V4 in conf
-            client_if = topo.wg_ifname()
-            netns.bring_up_client(dev_ns, client_if, conf, private)
-            # The connector has enrolled and its key reached the FRA PoP.
-            wait_until(
-                lambda: (
-                    admin("GET", f"/tenants/{world.a.id}/sites/{site['id']}")[
-                        "connector_public_key"
-                    ]
-                    is not None
-                ),
-                30,
-                "the connector's key",
-            )
+            for co in companies:
+                assert co.device is not None and co.site is not None
+                conf_url = (
+                    f"{url}/api/v1/tenants/{co.tenant_id}/devices/{co.device['id']}/wireguard.conf"
+                )
+                wait_until(
+                    lambda u=conf_url, h=co.employee.headers: (
+                        httpx.get(u, headers=h, timeout=10).status_code == 200
+                    ),
+                    30,
+                    f"BJ's key for {co.label}",
+                )
+                conf = httpx.get(conf_url, headers=co.employee.headers, timeout=10).text
+                assert "cn-bj-1" in conf
+                assert "de-fra-1" not in conf  # a device in China never dials the overseas PoP
+                assert SITE_V4 in conf
+                netns.bring_up_client(co.dev_ns, topo.wg_ifname(), conf, co.private_key)
+                site_url = f"/tenants/{co.tenant_id}/sites/{co.site['id']}"
+                wait_until(
+                    lambda a=co.admin, u=site_url: a("GET", u)["connector_public_key"] is not None,
+                    30,
+                    f"connector {co.label}'s key",
+                )
 
+            a, b = companies
+            assert a.device is not None and b.device is not None
             # No registered link yet: the route across the border is not built.
             time.sleep(2)
-            assert not netns.ping(dev_ns, HQ_V4, tries=2)
+            assert not netns.ping(a.dev_ns, HQ_V4, tries=2)
 
             admin(
                 "POST",
@@ -245,18 +285,28 @@ def test_device_reaches_hq_only_over_a_registered_link(
                     "capacity_mbps": 100,
                 },
             )
-            wait_until(lambda: netns.ping(dev_ns, HQ_V4, tries=1), 40, "HQ over the link (v4)")
-            assert netns.ping(dev_ns, HQ_V6), "HQ over the link (v6)"
-            assert tcp_reaches(dev_ns, HQ_V4, 8080)
-            assert tcp_reaches(dev_ns, HQ_V6, 8080)
+            for co in companies:
+                wait_until(
+                    lambda ns=co.dev_ns: netns.ping(ns, HQ_V4, tries=1),
+                    40,
+                    f"{co.label}'s HQ over the link (v4)",
+                )
+                assert netns.ping(co.dev_ns, HQ_V6), f"{co.label}'s HQ over the link (v6)"
+                # Same address, different company: each reaches its own HQ.
+                assert tcp_answer(co.dev_ns, HQ_V4, 8080) == f"hello from HQ {co.label}"
+                assert tcp_answer(co.dev_ns, HQ_V6, 8080) == f"hello from HQ {co.label}"
+            # B cannot reach A's device, and A cannot reach B's.
+            assert not netns.ping(b.dev_ns, a.device["ipv4"], tries=2)
+            assert not netns.ping(a.dev_ns, b.device["ipv4"], tries=2)
 
             # Removing the link takes the cross-border route down again.
             link = admin("GET", "/links")["data"][0]
             admin("DELETE", f"/links/{link['id']}")
-            wait_until(lambda: not netns.ping(dev_ns, HQ_V4, tries=1), 40, "the route to go")
+            wait_until(lambda: not netns.ping(a.dev_ns, HQ_V4, tries=1), 40, "the route to go")
         finally:
             for agent, thread in agents:  # before the control plane goes
                 agent.stop()
                 thread.join(20)
-            server.kill()
-            server.wait(10)
+            for server in servers:
+                server.kill()
+                server.wait(10)
