@@ -15,6 +15,7 @@ help:
 	@echo "make test   install what is missing and run the whole suite (root for namespaces)"
 	@echo "make check  ruff, mypy strict, migrations check (part of make test)"
 	@echo "make bench  benchmarks, JSON results under bench/results/"
+	@echo "make demo   two PoPs, a link, two companies and their HQs in namespaces (root)"
 
 install: system-packages venv
 
@@ -46,6 +47,9 @@ unit: venv
 
 bench: install
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+demo: install
+	$(VENV)/bin/python -m tongdao.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results
