@@ -356,9 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         say("tearing down ...")
+        made = list(demo.topo.namespaces)
         demo.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        say("removed every namespace, daemon and process the demo made")
+        say(f"removed every namespace ({' '.join(made)}), daemon and process the demo made")
 
 
 if __name__ == "__main__":
