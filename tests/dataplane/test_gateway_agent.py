@@ -45,6 +45,33 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def listen(ns: str, port: int) -> subprocess.Popen[bytes]:
+    """A TCP server in ``ns`` that greets and closes (bounded by its own timeout)."""
+    code = (
+        f"import socket\ns=socket.create_server(('0.0.0.0',{port}))\ns.settimeout(120)\n"
+        "while True:\n c,_=s.accept(); c.sendall(b'hi'); c.close()\n"
+    )
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, "python3", "-c", code],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def tcp_ok(ns: str, host: str, port: int) -> bool:
+    code = (
+        f"import socket\ns=socket.create_connection(({host!r},{port}),timeout=2)\n"
+        "assert s.recv(2)==b'hi'\n"
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "python3", "-c", code],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    return done.returncode == 0
+
+
 @dataclass
 class Lab:
     world: World
@@ -213,6 +240,39 @@ def test_device_reaches_the_pop_and_policy_governs_device_to_device(lab: Lab) ->
     wait_until(lambda: netns.ping(ns1, dev2["ipv4"], tries=1), 20, "the policy to apply")
     # Only that direction was allowed.
     assert not netns.ping(ns2, dev1["ipv4"], tries=2)
+    # A group may reach one TCP port of device 2, and nothing else, in that direction only.
+    servers = [listen(ns, port) for ns in (ns1, ns2) for port in (8080, 8081)]
+    try:
+        group = lab.api(
+            "POST",
+            f"/tenants/{lab.world.a.id}/groups",
+            h,
+            json={"name": "eng", "member_ids": [str(lab.world.a.employee.user_id)]},
+        ).json()
+        resp = lab.api(
+            "POST",
+            f"/tenants/{lab.world.a.id}/policies",
+            h,
+            json={
+                "name": "eng to laptop-2 web",
+                "rules": [
+                    {
+                        "sources": [{"kind": "group", "id": group["id"]}],
+                        "destinations": [{"kind": "prefix", "cidr": f"{dev2['ipv4']}/32"}],
+                        "protocol": "tcp",
+                        "ports": ["8080"],
+                    }
+                ],
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        wait_until(lambda: tcp_ok(ns1, dev2["ipv4"], 8080), 20, "the TCP rule to apply")
+        assert not tcp_ok(ns1, dev2["ipv4"], 8081)
+        assert not tcp_ok(ns2, dev1["ipv4"], 8080)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(10)
     # Revoking device 2 takes it off the PoP.
     lab.api(
         "PATCH",
