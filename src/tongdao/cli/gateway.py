@@ -40,14 +40,14 @@ def run(
     ] = None,
     poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Enrol (first run), then keep the PoP's WireGuard interfaces, routes and nftables rules
     in line with the control plane. SIGTERM stops the agent; the data plane keeps running."""
+    from tongdao import logs
     from tongdao.agent.gateway import AgentError, GatewayAgent
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, log_format)
     agent = GatewayAgent(server, state_dir, token=token, netns=netns, poll_wait=poll_wait)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -19,18 +19,18 @@ def serve(
     database_url: DatabaseUrlOpt = None,
     migrate: Annotated[bool, typer.Option(help="upgrade the schema before serving")] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the control plane: REST API under /api/v1, web console under /console/."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from tongdao import logs
     from tongdao.api.app import create_app
     from tongdao.runtime import Runtime
     from tongdao.store import migrate as migrations
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, log_format)
     settings = settings_from(data_dir, database_url, host=host, port=port)
     url = settings.resolved_database_url
     if migrate:
@@ -52,6 +52,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level=log_level.lower(),
+            log_config=None,  # uvicorn logs through the root handler set up above
             timeout_graceful_shutdown=10,
         )
     finally:
