@@ -225,6 +225,17 @@ SPECS: dict[tuple[str, str], Spec] = {
         None, machine=True, body=lambda bench, case: {"public_key": public_key()}
     ),
     ("POST", "/gateway/ack"): Spec(None, machine=True, body=lambda bench, case: {"version": 1}),
+    ("POST", "/gateway/reports"): Spec(
+        None,
+        machine=True,
+        body=lambda bench, case: {
+            "seq": 1,
+            "period_start": "2026-01-01T00:00:00Z",
+            "period_end": "2026-01-01T00:00:30Z",
+            "peers": [],
+        },
+    ),
+    ("GET", "/pops/{pop_id}/usage"): Spec("pops", Action.READ),
     ("PUT", "/pops/{pop_id}/interfaces/{tenant_id}"): Spec(
         "pops", Action.UPDATE, body=lambda bench, case: {"public_key": public_key()}
     ),
@@ -284,6 +295,12 @@ SPECS: dict[tuple[str, str], Spec] = {
         "policy",
         lambda bench, case: bench.policy_body(case.obj_label),
         lambda bench, case: {"description": "tightened"},
+    ),
+    ("GET", T + "/usage"): Spec(
+        "devices", Action.READ, notes="an employee sees the usage of their own devices only"
+    ),
+    ("POST", T + "/sites/{site_id}/enrolments"): Spec(
+        "sites", Action.UPDATE, "site", body=lambda bench, case: {"ttl_hours": 1}
     ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
 }
@@ -385,7 +402,7 @@ class Runner:
             params["tenant_id"] = str(self.bench.tenant(case.path_label).id)
         if "{pop_id}" in self.path:
             params["pop_id"] = self.bench.pop
-        for name in ("object_id", "device_id", "token_id", "gateway_id"):
+        for name in ("object_id", "device_id", "token_id", "gateway_id", "site_id"):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
         return API + self.path.format(**params)
@@ -486,6 +503,7 @@ class Runner:
                     "device_id",
                     "token_id",
                     "gateway_id",
+                    "site_id",
                 )
             }
         )

@@ -120,13 +120,15 @@ def test_wireguard_conf(world: World) -> None:
     assert "no PoP has yet published a WireGuard key" in resp.json()["error"]["message"]
 
     bj = make_pop(world, "bj-1")
-    fra = make_pop(world, "fra-1", region="DE-FRA", country="DE", endpoint_host="2001:db8::10")
+    sh = make_pop(world, "sh-1", region="CN-SH", country="CN", endpoint_host="2001:db8::10")
+    fra = make_pop(world, "fra-1", region="DE-FRA", country="DE", endpoint_host="203.0.113.9")
     first = publish(world, bj, world.a.id)
     assert first.status_code == 200, first.text
     assert first.json()["listen_port"] == 51820
     assert publish(world, bj, world.b.id).json()["listen_port"] == 51821
     full = publish(world, bj, world.a.id, listen_port=51821)
     assert full.status_code == 409
+    assert publish(world, sh, world.a.id).status_code == 200
     assert publish(world, fra, world.a.id).status_code == 200
 
     site = world.client.post(
@@ -145,6 +147,7 @@ def test_wireguard_conf(world: World) -> None:
     assert f"PublicKey = {first.json()['public_key']}" in text
     assert "Endpoint = 198.51.100.10:51820" in text
     assert "Endpoint = [2001:db8::10]:" in text
+    assert "fra-1" not in text  # devices in China never dial an overseas PoP directly
     assert "198.18.10.0/24" not in text  # the site is not active yet
 
     # The tenant admin cannot activate a site; the operator does.

@@ -84,6 +84,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.audit.routes import router as audit_router
     from tongdao.auth.routes import router as auth_router
     from tongdao.gateway.routes import router as gateway_router
+    from tongdao.gateway.usage import router as usage_router
     from tongdao.network.routes import router as network_router
     from tongdao.operator.routes import router as operator_router
     from tongdao.tenancy.routes import router as tenancy_router
@@ -123,6 +124,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         access_router,
         audit_router,
         gateway_router,
+        usage_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -41,6 +41,12 @@ def run(
     poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
+    report_interval: Annotated[
+        float, typer.Option(help="seconds between usage reports to the control plane")
+    ] = 30.0,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus /metrics on 127.0.0.1:PORT; 0 = off")
+    ] = 0,
 ) -> None:
     """Enrol (first run), then keep the PoP's WireGuard interfaces, routes and nftables rules
     in line with the control plane. SIGTERM stops the agent; the data plane keeps running."""
@@ -60,4 +66,10 @@ def run(
         agent.control = agent.connect()
     except AgentError as exc:
         fail(str(exc))
-    agent.run()
+    from tongdao.agent import reporter
+
+    telemetry = reporter.start(agent, interval=report_interval, metrics_port=metrics_port)
+    try:
+        agent.run()
+    finally:
+        telemetry.stop()  # saves the last interval; it is sent on the next start
