@@ -299,6 +299,14 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("GET", T + "/usage"): Spec(
         "devices", Action.READ, notes="an employee sees the usage of their own devices only"
     ),
+    ("GET", T + "/sites/{site_id}/paths"): Spec("sites", Action.READ, "site"),
+    ("GET", T + "/sites/{site_id}/wireguard.conf"): Spec(
+        "sites",
+        Action.READ,
+        "site",
+        also=frozenset({409}),
+        notes="409 until the site is active, has a router key and its PoP published a key",
+    ),
     ("POST", T + "/sites/{site_id}/enrolments"): Spec(
         "sites", Action.UPDATE, "site", body=lambda bench, case: {"ttl_hours": 1}
     ),

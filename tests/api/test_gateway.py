@@ -429,3 +429,71 @@ def test_site_connector_enrols_and_gets_its_tunnel(world: World) -> None:
         ).status_code
         == 404
     )
+
+
+def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
+    bj = make_pop(world, "bj")
+    fra = make_pop(world, "fra", region="DE-FRA", host="203.0.113.20")
+    gw = enrol(world, fra)
+    activate(world, world.a.id)
+    h = world.a.admin.headers
+    router_key = public_key()
+    site = world.client.post(
+        f"/api/v1/tenants/{world.a.id}/sites",
+        json={
+            "name": "hq",
+            "country": "DE",
+            "purpose": "hq",
+            "prefixes": ["198.18.9.0/24"],
+            "pop_id": fra,
+            "connector_public_key": router_key,
+        },
+        headers=h,
+    ).json()
+    base = f"/api/v1/tenants/{world.a.id}/sites/{site['id']}"
+    (path,) = world.client.get(f"{base}/paths", headers=h).json()
+    assert path["up"] is False
+    assert "no registered cross-border link joins bj and fra" in path["reason"]
+    world.client.post(
+        "/api/v1/links",
+        headers=world.admin.headers,
+        json={
+            "name": "bj-fra",
+            "pop_a_id": bj,
+            "pop_b_id": fra,
+            "circuit_ref": "CU-1",
+            "approval_ref": "工信部国际〔2026〕9号",
+            "capacity_mbps": 10,
+        },
+    )
+    (path,) = world.client.get(f"{base}/paths", headers=h).json()
+    assert (path["up"], path["link"], path["approval_ref"]) == (
+        True,
+        "bj-fra",
+        "工信部国际〔2026〕9号",
+    )
+
+    conf = world.client.get(f"{base}/wireguard.conf", headers=h)
+    assert conf.status_code == 409
+    assert "pending" in conf.json()["error"]["message"]
+    world.client.patch(base, json={"state": "active"}, headers=world.admin.headers)
+    assert (
+        "not yet published"
+        in world.client.get(f"{base}/wireguard.conf", headers=h).json()["error"]["message"]
+    )
+    state(world, gw)
+    pop_key = public_key()
+    world.client.put(
+        f"/api/v1/gateway/interfaces/{world.a.id}", json={"public_key": pop_key}, headers=gw
+    )
+    text = world.client.get(f"{base}/wireguard.conf", headers=h).text
+    assert f"PublicKey = {pop_key}" in text
+    assert "Endpoint = 203.0.113.20:51820" in text
+    assert world.a.data["ipv4_pool"] in text
+    assert "\nPrivateKey" not in text
+    # The PoP carries the router as the site's peer.
+    pop_peers = {p.kind: p for p in state(world, gw).tenants[0].peers}
+    assert pop_peers["site"].public_key == router_key
+    assert (
+        world.client.get(f"{base}/wireguard.conf", headers=world.b.admin.headers).status_code == 404
+    )

@@ -11,9 +11,11 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from tongdao.api.deps import AnonCtxDep, GuardDep, RuntimeDep, source_ip
+from tongdao.api.deps import AnonCtxDep, Guard, GuardDep, RuntimeDep, source_ip
+from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action
@@ -30,10 +32,12 @@ from tongdao.gateway.schemas import (
     EnrolResponse,
     GatewayPublic,
     KeyPublish,
+    SitePath,
 )
 from tongdao.network.models import Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx, Runtime
+from tongdao.tenancy.models import Tenant
 
 router = APIRouter()
 PopId = Annotated[uuid.UUID, Path(description="the PoP's id")]
@@ -230,3 +234,52 @@ def ack(auth: GatewayDep, body: Ack) -> Response:
     gateway.apply_error = body.error
     ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- a site's own router, and why a site is (not) reachable ------------------------------------
+SiteId = Annotated[uuid.UUID, Path(description="the site's id")]
+TenantPath = Annotated[uuid.UUID, Path(description="the tenant's id")]
+
+
+def _site(guard: Guard, tenant_id: uuid.UUID, site_id: uuid.UUID) -> tuple[Tenant, Site]:
+    tenant = guard.tenant(tenant_id)
+    guard.require("sites", Action.READ)
+    site = guard.ctx.session.get(Site, site_id)
+    if site is None or site.tenant_id != tenant.id:
+        raise NotFound("site not found")
+    return tenant, site
+
+
+@router.get(
+    "/tenants/{tenant_id}/sites/{site_id}/wireguard.conf",
+    tags=["sites"],
+    operation_id="get_site_wireguard_conf",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "a wg-quick file"},
+        **{
+            status: {**spec, "content": {"application/json": {}}}
+            for status, spec in ERROR_RESPONSES.items()
+        },
+    },
+)
+def site_wireguard_conf(
+    guard: GuardDep, tenant_id: TenantPath, site_id: SiteId
+) -> PlainTextResponse:
+    """The tunnel of a site that runs its own WireGuard router instead of a connector (set the
+    site's connector_public_key to the router's public key first)."""
+    tenant, site = _site(guard, tenant_id, site_id)
+    text = service.site_config(guard.ctx, tenant, site)
+    guard.ctx.session.commit()  # the site's tunnel address, allocated on first need
+    return PlainTextResponse(
+        text, headers={"Content-Disposition": f'attachment; filename="tongdao-site-{site.id}.conf"'}
+    )
+
+
+@router.get(
+    "/tenants/{tenant_id}/sites/{site_id}/paths", tags=["sites"], operation_id="get_site_paths"
+)
+def site_paths(guard: GuardDep, tenant_id: TenantPath, site_id: SiteId) -> list[SitePath]:
+    """From each PoP the tenant's devices use to the site's PoP: up, or why not."""
+    _tenant, site = _site(guard, tenant_id, site_id)
+    return service.site_paths(guard.ctx, site)

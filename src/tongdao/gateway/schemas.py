@@ -57,3 +57,14 @@ class KeyPublish(Strict):
 class Ack(Strict):
     version: Annotated[int, Field(ge=0)]
     error: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class SitePath(BaseModel):
+    """The path from a PoP where the tenant's devices connect to the site's PoP."""
+
+    from_pop: str
+    to_pop: str
+    up: bool
+    reason: str
+    link: str | None = None
+    approval_ref: str | None = None

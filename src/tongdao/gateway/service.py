@@ -21,7 +21,7 @@ import uuid
 from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from tongdao.access.models import Policy
 from tongdao.api.crud import ensure_unique
@@ -37,6 +37,7 @@ from tongdao.gateway.desired import (
     interface_name,
 )
 from tongdao.gateway.models import Gateway, GatewayEnrolment
+from tongdao.gateway.schemas import SitePath
 from tongdao.ipam import service as ipam
 from tongdao.ipam.allocator import v6_host_subnet
 from tongdao.network.models import (
@@ -50,6 +51,7 @@ from tongdao.network.models import (
     SiteState,
 )
 from tongdao.network.service import HOME_COUNTRY, device_homed_at
+from tongdao.network.wgconfig import PeerSpec, render_site
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
 
@@ -399,3 +401,97 @@ def compile_connector(ctx: Ctx, site: Site, version: int) -> DesiredState:
         peers=peers,
     )
     return DesiredState(version=version, pop_id=pop.id, role="connector", tenants=(interface,))
+
+
+def site_config(ctx: Ctx, tenant: Tenant, site: Site) -> str:
+    """wg-quick for a site's own router; 409 with the reason while it cannot work yet."""
+    if not site.connector_public_key:
+        raise Conflict("set the site's connector_public_key to the router's public key first")
+    state = compile_connector(ctx, site, 0)
+    if not state.tenants:
+        raise Conflict(
+            f"the site is {site.state} (or its tenant is not active, or it has no "
+            "PoP); it has no tunnel"
+        )
+    iface = state.tenants[0]
+    if not iface.peers:
+        raise Conflict("the site's PoP has not yet published a WireGuard key for this tenant")
+    peer = iface.peers[0]
+    pop = ctx.session.get(Pop, site.pop_id)
+    remote = ctx.session.scalar(
+        select(PopTenantInterface).where(
+            PopTenantInterface.pop_id == site.pop_id, PopTenantInterface.tenant_id == tenant.id
+        )
+    )
+    assert pop is not None and remote is not None and site.ipv4 and site.ipv6
+    return render_site(
+        site_name=site.name,
+        site_id=str(site.id),
+        tenant_name=tenant.name_en,
+        ipv4=site.ipv4,
+        ipv6=site.ipv6,
+        peer=PeerSpec(
+            pop.name,
+            pop.region,
+            peer.public_key,
+            pop.endpoint_host,
+            remote.listen_port,
+            remote.ipv4,
+            remote.ipv6,
+        ),
+        allowed=peer.allowed_ips,
+    )
+
+
+def site_paths(ctx: Ctx, site: Site) -> list[SitePath]:
+    to = ctx.session.get(Pop, site.pop_id) if site.pop_id else None
+    homes = list(
+        ctx.session.scalars(select(Pop).where(Pop.country == HOME_COUNTRY).order_by(Pop.name))
+    )
+    if to is None:
+        return [
+            SitePath(
+                from_pop=p.name, to_pop="-", up=False, reason="the site is not attached to a PoP"
+            )
+            for p in homes
+        ]
+    paths = []
+    for home in homes:
+        if home.id == to.id:
+            paths.append(
+                SitePath(
+                    from_pop=home.name, to_pop=to.name, up=True, reason="the site is at this PoP"
+                )
+            )
+            continue
+        link = ctx.session.scalar(
+            select(Link).where(
+                Link.state == LinkState.ACTIVE,
+                or_(
+                    and_(Link.pop_a_id == home.id, Link.pop_b_id == to.id),
+                    and_(Link.pop_a_id == to.id, Link.pop_b_id == home.id),
+                ),
+            )
+        )
+        if link is None:
+            paths.append(
+                SitePath(
+                    from_pop=home.name,
+                    to_pop=to.name,
+                    up=False,
+                    reason=f"no registered cross-border link joins {home.name} and {to.name}; "
+                    "traffic abroad may only use approved international links",
+                )
+            )
+        else:
+            paths.append(
+                SitePath(
+                    from_pop=home.name,
+                    to_pop=to.name,
+                    up=True,
+                    reason=f"over registered link {link.name}",
+                    link=link.name,
+                    approval_ref=link.approval_ref,
+                )
+            )
+    return paths

@@ -75,3 +75,34 @@ def render(
             f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def render_site(
+    *,
+    site_name: str,
+    site_id: str,
+    tenant_name: str,
+    ipv4: str,
+    ipv6: str,
+    peer: PeerSpec,
+    allowed: Sequence[str],
+) -> str:
+    """A wg-quick file for a site's own WireGuard router, in place of a Tongdao connector."""
+    return "\n".join(
+        [
+            f"# Tongdao site {site_name!r} ({site_id}) of {tenant_name}",
+            "# The private key was generated on the router and never left it: put it below.",
+            "# Route the tunnel's AllowedIPs from the LAN to this interface.",
+            "[Interface]",
+            "# PrivateKey = <the router's private key>",
+            f"Address = {ipv4}/32, {ipv6}/128",
+            "",
+            "[Peer]",
+            f"# PoP {peer.pop_name} ({peer.region})",
+            f"PublicKey = {peer.public_key}",
+            f"Endpoint = {endpoint(peer.endpoint_host, peer.listen_port)}",
+            f"AllowedIPs = {', '.join(collapse(allowed))}",
+            f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
+            "",
+        ]
+    )
