@@ -1,4 +1,4 @@
-"""``python -m bench [store] [--quick] [--only sqlite|postgresql]``.
+"""``python -m bench [store] [dataplane] [--quick] [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -15,10 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from bench import store
+from bench import dataplane, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store",)
+BENCHMARKS = ("store", "dataplane")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -78,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         print(store.summary(report))
         print(f"results: {out}")
         crashed = crashed or bool(report["errors"])
+    if "dataplane" in selected:
+        cfg = dataplane.QUICK if args.quick else dataplane.FULL
+        if args.seed is not None:
+            cfg = replace(cfg, seed=args.seed)
+        dp_report = dataplane.run(cfg, mode=mode)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        out = args.output_dir / "dataplane.json"
+        out.write_text(json.dumps(dp_report, indent=2, ensure_ascii=False) + "\n")
+        print(dataplane.summary(dp_report))
+        print(f"results: {out}")
+        crashed = crashed or bool(dp_report["errors"])
     print(f"bench finished in {time.perf_counter() - began:.1f} s")
     return 1 if crashed else 0
 
