@@ -179,13 +179,18 @@ def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
         return state
 
 
-@router.get("/gateway/desired-state", tags=["gateway"], operation_id="gateway_desired_state")
+@router.get(
+    "/gateway/desired-state",
+    tags=["gateway"],
+    operation_id="gateway_desired_state",
+    response_model=DesiredState,
+)
 async def desired_state(
     request: Request,
     runtime: RuntimeDep,
     after: Annotated[int, Query(ge=0, description="the version the gateway has")] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to hold")] = 25.0,
-) -> DesiredState:
+) -> Response:
     """The PoP's desired state, once its version is above ``after`` (or ``wait`` runs out)."""
     gateway_id = await to_thread.run_sync(_authenticate, runtime, request)
     deadline = time.monotonic() + wait
@@ -195,11 +200,14 @@ async def desired_state(
         recheck = min(deadline, time.monotonic() + DB_RECHECK)
         while FEED.generation == seen and time.monotonic() < recheck:
             if await request.is_disconnected():
-                return DesiredState(version=version, pop_id=uuid.UUID(int=0))
+                return Response(status_code=status.HTTP_204_NO_CONTENT)  # the gateway went away
             await asyncio.sleep(FEED_POLL)
         seen = FEED.generation
         version = await to_thread.run_sync(_version, runtime)
-    return await to_thread.run_sync(_compile, runtime, gateway_id)
+    state = await to_thread.run_sync(_compile, runtime, gateway_id)
+    # Serialised once here, not validated again against the response model: a PoP's state can
+    # hold tens of thousands of peers.
+    return Response(state.model_dump_json(), media_type="application/json")
 
 
 @router.put(

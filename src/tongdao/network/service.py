@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import Select, and_, exists, or_, select
@@ -365,7 +365,12 @@ class DeviceResource(Resource[Device]):
 HOME_COUNTRY = "CN"  # where devices with no chosen PoP connect; never directly abroad
 
 
-def device_homed_at(device: Device, pop: Pop) -> bool:
+class HasHomePop(Protocol):
+    @property
+    def pop_id(self) -> uuid.UUID | None: ...
+
+
+def device_homed_at(device: HasHomePop, pop: Pop) -> bool:
     """Whether the device connects to this PoP: its chosen PoP, or, with none chosen, any PoP
     in China. A device in China reaches overseas networks only through a PoP in China and a
     registered cross-border link, never by dialling an overseas PoP itself."""
