@@ -89,6 +89,7 @@ class Applier:
         self.state = state
         self.netns = netns
         self._ruleset: dict[str, Any] | None = None  # last applied by this process
+        self._forwarding = False
 
     def _actual(self, names: set[str]) -> dict[str, DeviceState | None]:
         actual: dict[str, DeviceState | None] = {}
@@ -110,7 +111,9 @@ class Applier:
         the_plan = plan(desired, self._actual(owned | wanted), keys)
         # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
         self.state.save_owned(owned | wanted)
-        host.enable_forwarding(self.netns)
+        if not self._forwarding:  # once per process (two sysctl runs otherwise each apply)
+            host.enable_forwarding(self.netns)
+            self._forwarding = True
         for step in the_plan.interfaces:
             name = step.ifname
             if step.create:

@@ -40,6 +40,8 @@ class InterfacePlan:
         pools = [ipaddress.ip_network(p) for p in self.tenant.pools]
         prefixes = {str(p) for p in pools}
         for peer in self.tenant.peers:
+            if peer.kind == "device":
+                continue  # device addresses are allocated from the pools
             for cidr in peer.allowed_ips:
                 net = ipaddress.ip_network(cidr, strict=False)
                 if not any(net.version == p.version and net.subnet_of(p) for p in pools):  # type: ignore[arg-type]
@@ -65,9 +67,10 @@ def _peer_differs(want: PeerConfig, have: object) -> bool:
     from tongdao.agent.engine import PeerState
 
     assert isinstance(have, PeerState)
-    if {normalize_allowed_ip(a) for a in want.allowed_ips} != {
-        normalize_allowed_ip(a) for a in have.allowed_ips
-    }:
+    # Both sides are canonical CIDR text almost always: compare that first, parse only if not.
+    if sorted(want.allowed_ips) != sorted(have.allowed_ips) and {
+        normalize_allowed_ip(a) for a in want.allowed_ips
+    } != {normalize_allowed_ip(a) for a in have.allowed_ips}:
         return True
     if (want.keepalive or None) != (have.keepalive or None):
         return True
