@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -305,12 +304,3 @@ class GatewayAgent:
         self.stop_event.set()
         if self.control is not None:
             self.control.close()  # interrupts a long poll in progress
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -51,7 +51,7 @@ from tongdao.network.models import (
     Site,
     SiteState,
 )
-from tongdao.network.service import HOME_COUNTRY, device_homed_at
+from tongdao.network.service import HOME_COUNTRY, device_homed_at, ensure_interface
 from tongdao.network.wgconfig import PeerSpec, render_site
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
@@ -126,39 +126,6 @@ def served_tenants(ctx: Ctx, pop: Pop) -> list[Tenant]:
         .order_by(Tenant.id)
     )
     return list(ctx.session.scalars(stmt))
-
-
-def ensure_interface(ctx: Ctx, pop: Pop, tenant: Tenant) -> PopTenantInterface:
-    """The PoP's interface for the tenant, allocated (port, address) on first need."""
-    iface = ctx.session.scalar(
-        select(PopTenantInterface).where(
-            PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id == tenant.id
-        )
-    )
-    if iface is not None:
-        return iface
-    ipam.lock(ctx.session, f"pop:{pop.id}")
-    used = set(
-        ctx.session.scalars(
-            select(PopTenantInterface.listen_port).where(PopTenantInterface.pop_id == pop.id)
-        )
-    )
-    port = next((p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None)
-    if port is None:
-        raise Conflict(f"PoP {pop.name} has no free port left in {pop.port_min}-{pop.port_max}")
-    address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
-    iface = PopTenantInterface(
-        pop_id=pop.id,
-        tenant_id=tenant.id,
-        public_key=None,
-        listen_port=port,
-        host_index=address.host_index,
-        ipv4=address.ipv4,
-        ipv6=address.ipv6,
-    )
-    ctx.session.add(iface)
-    ctx.session.flush()
-    return iface
 
 
 # --- compilation ---------------------------------------------------------------------------------

@@ -101,52 +101,60 @@ class PopResource(Resource[Pop]):
         ctx.session.delete(obj)
 
 
-def publish_interface(
-    ctx: Ctx, pop: Pop, tenant: Tenant, data: s.InterfacePublish
-) -> PopTenantInterface:
-    """Record the public key and port of a PoP's WireGuard interface for a tenant."""
+def ensure_interface(ctx: Ctx, pop: Pop, tenant: Tenant) -> PopTenantInterface:
+    """The PoP's interface for the tenant, allocated (port, address) on first need."""
     iface = ctx.session.scalar(
         select(PopTenantInterface).where(
             PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id == tenant.id
         )
     )
+    if iface is not None:
+        return iface
+    ipam.lock(ctx.session, f"pop:{pop.id}")
     used = set(
         ctx.session.scalars(
-            select(PopTenantInterface.listen_port).where(
-                PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id != tenant.id
-            )
+            select(PopTenantInterface.listen_port).where(PopTenantInterface.pop_id == pop.id)
         )
     )
-    port = data.listen_port
+    port = next((p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None)
     if port is None:
-        port = (
-            iface.listen_port
-            if iface is not None
-            else next((p for p in range(pop.port_min, pop.port_max + 1) if p not in used), None)
-        )
-        if port is None:
-            raise Conflict(f"no free port left in {pop.port_min}-{pop.port_max}")
+        raise Conflict(f"PoP {pop.name} has no free port left in {pop.port_min}-{pop.port_max}")
+    address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
+    iface = PopTenantInterface(
+        pop_id=pop.id,
+        tenant_id=tenant.id,
+        public_key=None,
+        listen_port=port,
+        host_index=address.host_index,
+        ipv4=address.ipv4,
+        ipv6=address.ipv6,
+    )
+    ctx.session.add(iface)
+    ctx.session.flush()
+    return iface
+
+
+def publish_interface(
+    ctx: Ctx, pop: Pop, tenant: Tenant, data: s.InterfacePublish
+) -> PopTenantInterface:
+    """Record the public key (and, when given, the port) of a PoP's interface for a tenant."""
+    iface = ensure_interface(ctx, pop, tenant)
+    port = iface.listen_port if data.listen_port is None else data.listen_port
     if not pop.port_min <= port <= pop.port_max:
         raise ValidationError(
             {"listen_port": f"outside the PoP's range {pop.port_min}-{pop.port_max}"}
         )
-    if port in used:
-        raise Conflict("the port serves another tenant", {"listen_port": "in use"})
-    if iface is None:
-        address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
-        iface = PopTenantInterface(
-            pop_id=pop.id,
-            tenant_id=tenant.id,
-            public_key=data.public_key,
-            listen_port=port,
-            host_index=address.host_index,
-            ipv4=address.ipv4,
-            ipv6=address.ipv6,
+    taken = ctx.session.scalar(
+        select(PopTenantInterface.id).where(
+            PopTenantInterface.pop_id == pop.id,
+            PopTenantInterface.listen_port == port,
+            PopTenantInterface.id != iface.id,
         )
-        ctx.session.add(iface)
-    else:
-        iface.public_key = data.public_key
-        iface.listen_port = port
+    )
+    if taken is not None:
+        raise Conflict("the port serves another tenant", {"listen_port": "in use"})
+    iface.public_key = data.public_key
+    iface.listen_port = port
     return iface
 
 
