@@ -5,6 +5,7 @@ plumbing against a scripted UAPI server, and the wg-quick parsing of the referen
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 import threading
 import uuid
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tongdao.agent.engine import (
     DeviceState,
@@ -25,6 +28,7 @@ from tongdao.agent.engine import (
     generate_private_key,
     key_from_hex,
     key_to_hex,
+    normalize_allowed_ip,
     normalize_endpoint,
     parse_errno,
     parse_get,
@@ -583,3 +587,33 @@ def test_test_networks_accepted(cidr: str) -> None:
 def test_other_networks_refused(cidr: str) -> None:
     with pytest.raises(ValueError, match="outside"):
         check_test_network(cidr)
+
+
+@settings(max_examples=500, derandomize=True)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, 32))),
+        st.ip_addresses(v=6).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, 128))),
+    ),
+    st.booleans(),
+)
+def test_allowed_ip_fast_path_agrees_with_ipaddress(
+    address_and_length: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], exploded: bool
+) -> None:
+    """The inet_pton fast path must give exactly what ``ipaddress`` gives, for canonical and
+    non-canonical spellings alike (host bits set, exploded IPv6, mapped IPv4)."""
+    address, length = address_and_length
+    text = address.exploded if exploded else str(address)
+    cidr = f"{text}/{length}"
+    expected = str(ipaddress.ip_network(cidr, strict=False))
+    assert normalize_allowed_ip(cidr) == expected
+    assert normalize_allowed_ip(expected) == expected
+
+
+@pytest.mark.parametrize("bad", ["100.64.0.1", "100.64.0.0/33", "fd00::/129", "x/8", "/8", ""])
+def test_allowed_ip_refusals(bad: str) -> None:
+    if bad == "100.64.0.1":  # a bare address is a host route, as for ip_network
+        assert normalize_allowed_ip(bad) == "100.64.0.1/32"
+        return
+    with pytest.raises(ValueError, match="not a CIDR"):
+        normalize_allowed_ip(bad)

@@ -229,8 +229,31 @@ def normalize_endpoint(endpoint: str) -> str:
     return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
+def _canonical_cidr(cidr: str) -> bool:
+    """Whether ``cidr`` is already in canonical form: an address as ``inet_ntop`` writes it,
+    an explicit prefix length, no host bits. A fast check (the C address parser, no objects):
+    desired states carry tens of thousands of host routes, nearly all canonical already."""
+    address, slash, length = cidr.partition("/")
+    if not slash or not length.isdigit() or (len(length) > 1 and length[0] == "0"):
+        return False
+    family, bits = (socket.AF_INET6, 128) if ":" in address else (socket.AF_INET, 32)
+    try:
+        packed = socket.inet_pton(family, address)
+    except OSError:
+        return False
+    prefix = int(length)
+    if prefix > bits or ("." in address and family == socket.AF_INET6):
+        return False  # IPv4-mapped spellings: left to ipaddress
+    if socket.inet_ntop(family, packed) != address:
+        return False
+    host_bits = bits - prefix
+    return host_bits == 0 or int.from_bytes(packed, "big") & ((1 << host_bits) - 1) == 0
+
+
 def normalize_allowed_ip(cidr: str) -> str:
     """The prefix as WireGuard stores it (host bits cleared)."""
+    if _canonical_cidr(cidr):
+        return cidr
     try:
         return str(ipaddress.ip_network(cidr, strict=False))
     except ValueError as exc:
