@@ -373,9 +373,9 @@ def instrumented_agent(
                         event.set()
 
     class TimedApplier(Applier):
-        def apply(self, desired: Any) -> None:
+        def apply(self, desired: Any, *, reread: bool = False) -> None:
             start = time.perf_counter()
-            super().apply(desired)
+            super().apply(desired, reread=reread)
             with timeline.lock:
                 timeline.applies.append((start, time.perf_counter(), desired.version))
 
@@ -384,8 +384,8 @@ def instrumented_agent(
             control = super().connect()
             fetch, ack = control.desired_state, control.ack
 
-            def timed_fetch(after: int, wait: float) -> Any:
-                desired = fetch(after, wait)
+            def timed_fetch(after: int, wait: float, base: Any = None) -> Any:
+                desired = fetch(after, wait, base)
                 with timeline.lock:
                     timeline.fetches.append((time.perf_counter(), desired.version))
                 return desired

@@ -497,3 +497,40 @@ def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
     assert (
         world.client.get(f"{base}/wireguard.conf", headers=world.b.admin.headers).status_code == 404
     )
+
+
+@both_stores
+def test_a_gateway_holding_the_last_version_gets_only_the_changes(world: World) -> None:
+    from tongdao.gateway.desired import DesiredDelta, merge
+
+    pop = make_pop(world, "bj")
+    gw = enrol(world, pop)
+    activate(world, world.a.id)
+    for _ in range(3):
+        device(world)
+    base = state(world, gw)
+    new = device(world)
+
+    resp = world.client.get(
+        "/api/v1/gateway/desired-state",
+        params={"after": base.version, "wait": 0, "delta": True},
+        headers=gw,
+    )
+    assert resp.status_code == 200, resp.text
+    assert "base_version" in resp.json()
+    delta = DesiredDelta.model_validate(resp.json())
+    assert delta.base_version == base.version
+    [change] = delta.changes
+    assert [p.public_key for p in change.upserts] == [new["public_key"]]
+    assert change.removals == ()
+    merged = merge(base, delta)
+    assert merged == state(world, gw)  # exactly what a full fetch gives
+
+    # A gateway claiming a version this server did not last send it gets the whole state.
+    resp = world.client.get(
+        "/api/v1/gateway/desired-state",
+        params={"after": base.version, "wait": 0, "delta": True},
+        headers=gw,
+    )
+    assert "base_version" not in resp.json()
+    assert DesiredState.model_validate(resp.json()) == merged

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,25 @@ from tongdao.agent.engine import (
     Engine,
     EngineError,
     InterfaceNotFound,
+    PeerState,
     WireGuardGoEngine,
 )
-from tongdao.agent.planner import plan
+from tongdao.agent.planner import InterfacePlan, plan
 from tongdao.agent.state import StateDir
 from tongdao.errors import TongdaoError
-from tongdao.gateway.desired import DesiredState, TenantInterface
+from tongdao.gateway.desired import (
+    DeltaMismatch,
+    DesiredDelta,
+    DesiredState,
+    TenantInterface,
+    merge,
+)
 
 log = logging.getLogger("tongdao.agent.gateway")
 
 POLL_WAIT = 25.0
 BACKOFF_MAX = 10.0
+RECONCILE_EVERY = 60.0  # seconds between full reads of the engine (repairs drift, lost daemons)
 
 
 class AgentError(TongdaoError):
@@ -89,17 +99,61 @@ class Applier:
         self.netns = netns
         self._ruleset: dict[str, Any] | None = None  # last applied by this process
         self._forwarding = False
+        # The interfaces as this process last left them, so that one change is planned
+        # against memory instead of reading thousands of peers back from the engine. Cleared
+        # by any failure; re-read in full on start and every ``reconcile`` (see the agent).
+        self._known: dict[str, DeviceState] = {}
+        self.read_at = -math.inf  # time.monotonic() of the last full read of the engine
 
-    def _actual(self, names: set[str]) -> dict[str, DeviceState | None]:
+    def _actual(self, names: set[str], reread: bool) -> dict[str, DeviceState | None]:
+        if not reread and names <= self._known.keys():
+            return {name: self._known[name] for name in names}
+        self._known.clear()
         actual: dict[str, DeviceState | None] = {}
         for name in sorted(names):
             try:
                 actual[name] = self.engine.get(name)
             except (InterfaceNotFound, EngineError):
                 actual[name] = None
+        self.read_at = time.monotonic()
         return actual
 
-    def apply(self, desired: DesiredState) -> None:
+    def _remember(self, step: InterfacePlan, before: DeviceState | None, key: str) -> None:
+        """What the interface holds after ``step`` succeeded."""
+        peers = dict(before.peers) if before is not None else {}
+        for removed in step.removals:
+            peers.pop(removed, None)
+        for cfg in step.upserts:
+            was = peers.get(cfg.public_key)
+            peers[cfg.public_key] = PeerState(
+                public_key=cfg.public_key,
+                allowed_ips=cfg.allowed_ips,
+                endpoint=cfg.endpoint or (was.endpoint if was else None),
+                last_handshake=was.last_handshake if was else None,
+                rx_bytes=was.rx_bytes if was else 0,
+                tx_bytes=was.tx_bytes if was else 0,
+                keepalive=cfg.keepalive or None,
+                has_preshared_key=was.has_preshared_key if was else False,
+            )
+        self._known[step.ifname] = DeviceState(
+            ifname=step.ifname,
+            has_private_key=True,
+            public_key=key,
+            listen_port=step.tenant.listen_port,
+            fwmark=before.fwmark if before is not None else None,
+            peers=peers,
+        )
+
+    def apply(self, desired: DesiredState, *, reread: bool = False) -> None:
+        """Converge on ``desired``. ``reread``: read every interface back from the engine
+        instead of trusting what this process set last (done on start and periodically)."""
+        try:
+            self._apply(desired, reread)
+        except BaseException:
+            self._known.clear()  # whatever happened half way, read the truth next time
+            raise
+
+    def _apply(self, desired: DesiredState, reread: bool) -> None:
         desired = _resolved(desired)
         connector = desired.role == "connector"
         wanted = {t.ifname for t in desired.tenants}
@@ -107,9 +161,11 @@ class Applier:
         # Keys belong to the tenant, not to the interface: a tenant suspended and reactivated
         # (or moved to another port) keeps its key, so devices' configs stay valid.
         keys = {t.ifname: self.state.public_key(key_name(t)) for t in desired.tenants}
-        the_plan = plan(desired, self._actual(owned | wanted), keys)
+        actual = self._actual(owned | wanted, reread)
+        the_plan = plan(desired, actual, keys)
         # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
-        self.state.save_owned(owned | wanted)
+        if not wanted <= owned:
+            self.state.save_owned(owned | wanted)
         if not self._forwarding:  # once per process (two sysctl runs otherwise each apply)
             host.enable_forwarding(self.netns)
             self._forwarding = True
@@ -129,6 +185,7 @@ class Applier:
                 )
             if step.changes_peers:
                 self.engine.set_peers(name, step.upserts, step.removals)
+            self._remember(step, actual.get(name), keys[name])
             host.link_up(name, self.netns)
             host.ensure_addresses(
                 name, [step.tenant.address_v4, step.tenant.address_v6], self.netns
@@ -149,7 +206,9 @@ class Applier:
             if table is not None:
                 host.flush_table(table, self.netns)
             self.engine.delete_interface(name)
-        self.state.save_owned(wanted)
+            self._known.pop(name, None)
+        if owned | wanted != wanted:
+            self.state.save_owned(wanted)
         self.state.save_applied(desired)
         log.info(
             "applied version %d: %d tenant interfaces, %d removed",
@@ -188,13 +247,27 @@ class ControlPlane:
         data: dict[str, str] = self._check(self.http.post("/api/v1/gateway/enrol", json=body))
         return data
 
-    def desired_state(self, after: int, wait: float) -> DesiredState:
+    def desired_state(
+        self, after: int, wait: float, base: DesiredState | None = None
+    ) -> DesiredState:
+        """The next state after version ``after``. With ``base`` (the state of version
+        ``after`` this agent holds) the server may answer with only the changes, merged here."""
+        use_delta = base is not None and base.version == after
         resp = self.http.get(
             "/api/v1/gateway/desired-state",
-            params={"after": after, "wait": wait},
+            params={"after": after, "wait": wait, "delta": use_delta},
             timeout=wait + 15,
         )
-        return DesiredState.model_validate(self._check(resp))
+        data = self._check(resp)
+        if not (isinstance(data, dict) and "base_version" in data):
+            return DesiredState.model_validate(data)
+        if base is None:
+            raise AgentError("the control plane sent a delta without being asked for one")
+        try:
+            return merge(base, DesiredDelta.model_validate(data))
+        except DeltaMismatch as exc:
+            log.warning("%s; fetching the whole state", exc)
+            return self.desired_state(after, 0)
 
     def publish_key(self, tenant: TenantInterface, public_key: str) -> None:
         self._check(
@@ -219,6 +292,7 @@ class GatewayAgent:
         netns: str | None = None,
         engine: Engine | None = None,
         poll_wait: float = POLL_WAIT,
+        reconcile_every: float = RECONCILE_EVERY,
     ) -> None:
         self.server = server
         self.state = StateDir(state_dir)
@@ -226,9 +300,11 @@ class GatewayAgent:
         self.netns = netns
         self.applier = Applier(engine or WireGuardGoEngine(), self.state, netns)
         self.poll_wait = poll_wait
+        self.reconcile_every = reconcile_every
         self.stop_event = threading.Event()
         self.control: ControlPlane | None = None
         self.version = 0
+        self.current: DesiredState | None = None  # the state of ``version``, as applied
 
     def connect(self) -> ControlPlane:
         """Use the saved credential, or trade the enrolment token for one."""
@@ -263,17 +339,19 @@ class GatewayAgent:
 
     def step(self) -> None:
         assert self.control is not None
-        desired = self.control.desired_state(self.version, self.poll_wait)
-        if desired.version == self.version and self.state.applied() == desired:
+        desired = self.control.desired_state(self.version, self.poll_wait, self.current)
+        stale = time.monotonic() - self.applier.read_at >= self.reconcile_every
+        if desired.version == self.version and desired == self.current and not stale:
             return
         error = None
         try:
-            self.applier.apply(desired)
+            self.applier.apply(desired, reread=stale)
         except (TongdaoError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.error("apply of version %d failed: %s", desired.version, error)
         if error is None:
             self.version = desired.version
+            self.current = desired
             for tenant in desired.tenants:
                 ours = self.state.public_key(key_name(tenant))
                 if tenant.public_key != ours:

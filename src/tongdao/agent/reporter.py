@@ -640,9 +640,9 @@ def _count_applies(agent: GatewayAgent, metrics: AgentMetrics) -> None:
     applier's ``apply`` on this instance (it raises on failure, as before)."""
     original = agent.applier.apply
 
-    def apply(desired: Any) -> None:
+    def apply(desired: Any, **options: Any) -> None:
         try:
-            original(desired)
+            original(desired, **options)
         except BaseException:
             metrics.applied(False)
             raise

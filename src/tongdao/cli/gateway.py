@@ -39,6 +39,10 @@ def run(
         str | None, typer.Option(help="manage a network namespace instead of the host (tests)")
     ] = None,
     poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
+    reconcile_every: Annotated[
+        float,
+        typer.Option(help="seconds between full reads of WireGuard to repair drift", min=1.0),
+    ] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
     report_interval: Annotated[
@@ -54,7 +58,14 @@ def run(
     from tongdao.agent.gateway import AgentError, GatewayAgent
 
     logs.configure(log_level, log_format)
-    agent = GatewayAgent(server, state_dir, token=token, netns=netns, poll_wait=poll_wait)
+    agent = GatewayAgent(
+        server,
+        state_dir,
+        token=token,
+        netns=netns,
+        poll_wait=poll_wait,
+        reconcile_every=reconcile_every,
+    )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("tongdao.agent").info("signal %d: stopping", signum)

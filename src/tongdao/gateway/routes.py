@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Annotated
 
@@ -22,7 +24,7 @@ from tongdao.auth.permissions import Action
 from tongdao.errors import AuthenticationError, NotFound
 from tongdao.gateway import service
 from tongdao.gateway.changes import FEED, current_version
-from tongdao.gateway.desired import DesiredState
+from tongdao.gateway.desired import DesiredDelta, DesiredState, diff
 from tongdao.gateway.models import Gateway
 from tongdao.gateway.schemas import (
     Ack,
@@ -44,6 +46,29 @@ PopId = Annotated[uuid.UUID, Path(description="the PoP's id")]
 MAX_WAIT = 60.0
 FEED_POLL = 0.02  # seconds between looks at the in-process change feed
 DB_RECHECK = 1.0  # seconds between store reads while nothing was signalled
+
+
+class SentStates:
+    """The last state this replica sent each gateway, to answer its next poll with a delta.
+    Bounded; a gateway whose poll lands on another replica (or after a restart) simply gets
+    the whole state once."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._states: OrderedDict[uuid.UUID, DesiredState] = OrderedDict()
+        self._limit = limit
+
+    def swap(self, gateway_id: uuid.UUID, state: DesiredState) -> DesiredState | None:
+        """Remember ``state`` as sent; return what was sent before."""
+        with self._lock:
+            before = self._states.pop(gateway_id, None)
+            self._states[gateway_id] = state
+            while len(self._states) > self._limit:
+                self._states.popitem(last=False)
+            return before
+
+
+SENT = SentStates()
 
 
 # --- operator side -------------------------------------------------------------------------------
@@ -183,15 +208,22 @@ def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
     "/gateway/desired-state",
     tags=["gateway"],
     operation_id="gateway_desired_state",
-    response_model=DesiredState,
+    response_model=DesiredState | DesiredDelta,
 )
 async def desired_state(
     request: Request,
     runtime: RuntimeDep,
     after: Annotated[int, Query(ge=0, description="the version the gateway has")] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to hold")] = 25.0,
+    delta: Annotated[
+        bool,
+        Query(description="answer with the changes since `after` when this server can"),
+    ] = False,
 ) -> Response:
-    """The PoP's desired state, once its version is above ``after`` (or ``wait`` runs out)."""
+    """The PoP's desired state, once its version is above ``after`` (or ``wait`` runs out).
+
+    With ``delta=true`` and a state of version ``after`` last sent by this server, the answer
+    is a :class:`DesiredDelta` (it has ``base_version``); otherwise the whole state."""
     gateway_id = await to_thread.run_sync(_authenticate, runtime, request)
     deadline = time.monotonic() + wait
     seen = FEED.generation
@@ -205,9 +237,13 @@ async def desired_state(
         seen = FEED.generation
         version = await to_thread.run_sync(_version, runtime)
     state = await to_thread.run_sync(_compile, runtime, gateway_id)
+    before = SENT.swap(gateway_id, state)
+    body: DesiredState | DesiredDelta = state
+    if delta and before is not None and before.version == after and before.pop_id == state.pop_id:
+        body = await to_thread.run_sync(diff, before, state)
     # Serialised once here, not validated again against the response model: a PoP's state can
     # hold tens of thousands of peers.
-    return Response(state.model_dump_json(), media_type="application/json")
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.put(

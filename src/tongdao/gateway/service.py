@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, cast, or_, select
 
 from tongdao.access.models import Policy
 from tongdao.api.crud import ensure_unique
@@ -36,6 +36,7 @@ from tongdao.gateway.desired import (
     TenantInterface,
     connector_interface_name,
     interface_name,
+    peer_order,
 )
 from tongdao.gateway.models import Gateway, GatewayEnrolment
 from tongdao.gateway.schemas import SitePath
@@ -51,7 +52,7 @@ from tongdao.network.models import (
     Site,
     SiteState,
 )
-from tongdao.network.service import HOME_COUNTRY, device_homed_at, ensure_interface
+from tongdao.network.service import HOME_COUNTRY, ensure_interface
 from tongdao.network.wgconfig import PeerSpec, render_site
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
@@ -134,20 +135,34 @@ def _host_routes(ipv4: str, ipv6: str) -> tuple[str, str]:
 
 
 class DeviceRow(NamedTuple):
-    """The columns of an active device the compiler needs (plain rows: thousands per PoP)."""
+    """The columns of an active device the compiler needs, ids as canonical text (plain rows:
+    thousands per PoP, read on every change, so no UUID or ORM objects are built for them)."""
 
-    id: uuid.UUID
-    user_id: uuid.UUID
+    id: str
+    user_id: str
     public_key: str
     ipv4: str
     ipv6: str
-    pop_id: uuid.UUID | None
+    pop_id: str | None
+
+
+def _id_text(value: object) -> str:
+    """A UUID column read as text: PostgreSQL gives the dashed form, SQLite 32 hex digits."""
+    text = str(value)
+    if len(text) == 32:
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return text
 
 
 def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
     stmt = (
         select(
-            Device.id, Device.user_id, Device.public_key, Device.ipv4, Device.ipv6, Device.pop_id
+            cast(Device.id, String),
+            cast(Device.user_id, String),
+            Device.public_key,
+            Device.ipv4,
+            Device.ipv6,
+            cast(Device.pop_id, String),
         )
         .join(User, User.id == Device.user_id)
         .where(
@@ -157,7 +172,47 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
         )
         .order_by(Device.id)
     )
-    return [DeviceRow(*row) for row in ctx.session.execute(stmt)]
+    return [
+        DeviceRow(_id_text(i), _id_text(u), key, v4, v6, _id_text(p) if p else None)
+        for i, u, key, v4, v6, p in ctx.session.execute(stmt)
+    ]
+
+
+def _homed_at(device: DeviceRow, pop_id: str, pop_country: str) -> bool:
+    """:func:`tongdao.network.service.device_homed_at` for a row with text ids."""
+    if device.pop_id is not None:
+        return device.pop_id == pop_id
+    return pop_country == HOME_COUNTRY
+
+
+class _PeerCache:
+    """Device peers by the row they are built from. A PoP's state is compiled again on every
+    change; nearly all of its devices are unchanged, and reusing their (immutable) peers also
+    makes the diff against the last state sent to a gateway an identity check."""
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self._peers: dict[DeviceRow, Peer] = {}
+        self._limit = limit
+
+    def peer(self, d: DeviceRow) -> Peer:
+        cached = self._peers.get(d)
+        if cached is None:
+            if len(self._peers) >= self._limit:
+                self._peers.clear()
+            # Built without re-validation: every field comes from validated, stored data.
+            cached = Peer.model_construct(
+                public_key=d.public_key,
+                kind="device",
+                ref=d.id,
+                allowed_ips=_host_routes(d.ipv4, d.ipv6),
+                endpoint=None,
+                keepalive=None,
+            )
+            self._peers[d] = cached
+        return cached
+
+
+_DEVICE_PEERS = _PeerCache()
 
 
 def _linked_pops(ctx: Ctx, pop: Pop) -> list[Pop]:
@@ -175,10 +230,10 @@ def _linked_pops(ctx: Ctx, pop: Pop) -> list[Pop]:
 def _policy_rules(
     ctx: Ctx, tenant_id: uuid.UUID, devices: list[DeviceRow], sites: list[Site]
 ) -> tuple[PolicyRule, ...]:
-    by_device = {str(d.id): _host_routes(d.ipv4, d.ipv6) for d in devices}
+    by_device = {d.id: _host_routes(d.ipv4, d.ipv6) for d in devices}
     by_user: dict[str, list[str]] = defaultdict(list)
     for d in devices:
-        by_user[str(d.user_id)].extend(by_device[str(d.id)])
+        by_user[d.user_id].extend(by_device[d.id])
     by_group: dict[str, list[str]] = defaultdict(list)
     for group_id, user_id in ctx.session.execute(
         select(GroupMember.group_id, GroupMember.user_id).where(GroupMember.tenant_id == tenant_id)
@@ -234,20 +289,8 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 .order_by(Site.id)
             )
         )
-        peers: list[Peer] = []
-        for d in devices:
-            if device_homed_at(d, pop):
-                # Built without re-validation: every field comes from validated, stored data.
-                peers.append(
-                    Peer.model_construct(
-                        public_key=d.public_key,
-                        kind="device",
-                        ref=str(d.id),
-                        allowed_ips=_host_routes(d.ipv4, d.ipv6),
-                        endpoint=None,
-                        keepalive=None,
-                    )
-                )
+        pop_id, country = str(pop.id), pop.country
+        peers = [_DEVICE_PEERS.peer(d) for d in devices if _homed_at(d, pop_id, country)]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
                 tunnel = _host_routes(site.ipv4, site.ipv6) if site.ipv4 and site.ipv6 else ()
@@ -272,7 +315,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             behind += [
                 a
                 for d in devices
-                if device_homed_at(d, other)
+                if _homed_at(d, str(other.id), other.country)
                 for a in _host_routes(d.ipv4, d.ipv6)
             ]
             peers.append(
@@ -297,7 +340,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 address_v6=f"{iface.ipv6}/{subnet6.prefixlen}",
                 pools=(tenant.ipv4_pool, tenant.ipv6_pool),
                 public_key=iface.public_key,
-                peers=tuple(peers),
+                peers=tuple(sorted(peers, key=peer_order)),
                 policy=_policy_rules(ctx, tenant.id, devices, sites),
             )
         )
