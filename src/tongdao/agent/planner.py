@@ -67,6 +67,12 @@ def _peer_differs(want: PeerConfig, have: object) -> bool:
     from tongdao.agent.engine import PeerState
 
     assert isinstance(have, PeerState)
+    if (
+        want.allowed_ips == have.allowed_ips  # usually the very tuple set last time
+        and (want.keepalive or None) == (have.keepalive or None)
+        and (want.endpoint is None or want.endpoint == have.endpoint)
+    ):
+        return False
     # Both sides are canonical CIDR text almost always: compare that first, parse only if not.
     if sorted(want.allowed_ips) != sorted(have.allowed_ips) and {
         normalize_allowed_ip(a) for a in want.allowed_ips

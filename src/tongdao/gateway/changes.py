@@ -10,6 +10,8 @@ through one replica wakes gateways polling another.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -28,15 +30,37 @@ _BUMPED = "tongdao.config_bumped"
 
 
 class ChangeFeed:
-    """A counter that moves whenever a data-plane change commits in (or reaches) this process."""
+    """A counter that moves whenever a data-plane change commits in (or reaches) this process,
+    and wakes the long polls waiting on it (they run on an event loop; commits happen in
+    worker threads)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.generation = 0
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     def notify(self) -> None:
         with self._lock:
             self.generation += 1
+            waiters = list(self._waiters)
+        for loop, moved in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                loop.call_soon_threadsafe(moved.set)
+
+    async def wait(self, seen: int, at_most: float) -> None:
+        """Return once the generation is no longer ``seen``, or after ``at_most`` seconds."""
+        moved = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), moved)
+        with self._lock:
+            if self.generation != seen:
+                return
+            self._waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(moved.wait(), max(at_most, 0.0))
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
 
 
 FEED = ChangeFeed()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -44,7 +43,7 @@ from tongdao.tenancy.models import Tenant
 router = APIRouter()
 PopId = Annotated[uuid.UUID, Path(description="the PoP's id")]
 MAX_WAIT = 60.0
-FEED_POLL = 0.02  # seconds between looks at the in-process change feed
+DISCONNECT_CHECK = 0.5  # seconds between looks at whether a waiting gateway went away
 DB_RECHECK = 1.0  # seconds between store reads while nothing was signalled
 
 
@@ -233,7 +232,9 @@ async def desired_state(
         while FEED.generation == seen and time.monotonic() < recheck:
             if await request.is_disconnected():
                 return Response(status_code=status.HTTP_204_NO_CONTENT)  # the gateway went away
-            await asyncio.sleep(FEED_POLL)
+            await FEED.wait(
+                seen, min(recheck, time.monotonic() + DISCONNECT_CHECK) - time.monotonic()
+            )
         seen = FEED.generation
         version = await to_thread.run_sync(_version, runtime)
     state = await to_thread.run_sync(_compile, runtime, gateway_id)
