@@ -18,7 +18,7 @@ from typing import Any
 
 from tongdao.errors import Conflict
 
-VERSION = "2026-11-22.1"
+VERSION = "2026-11-22.2"
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ RULES: Mapping[str, Rule] = _rules(
                     "B25",
                     "B26",
                 ),
+                # Who issues a licence: MIIT issues cross-regional ones (no province prefix),
+                # a province's communications administration those with its prefix (京, 沪, ...).
+                # The issuing authority must name one of these (substring, case-insensitive).
+                "issuing_authorities": {
+                    "national": ("工业和信息化部", "MIIT", "Ministry of Industry and Information"),
+                    "provincial": ("通信管理局", "Communications Administration"),
+                },
             }
         ),
     ),
@@ -115,6 +122,8 @@ RULES: Mapping[str, Rule] = _rules(
                     "B26": 50,
                 },
                 "uncapped": ("B21", "B22", "B23"),
+                # Basic telecom (A codes) must be Chinese-controlled: foreign stake below this.
+                "chinese_controlled": {"prefix": "A", "foreign_below_percent": 50},
                 "total_percent": 100,
             }
         ),
@@ -144,12 +153,28 @@ RULES: Mapping[str, Rule] = _rules(
         "No device of a user is activated until the user's real identity is recorded and "
         "verified by a tenant admin or compliance officer",
         "Cybersecurity Law art. 24 (art. 26 after the 2026 amendment)",
+        MappingProxyType(
+            {
+                # What a verifier checks before verifying, and who may verify (never the
+                # person themselves); tongdao.auth.permissions grants "identity" to these.
+                "required_fields": ("legal_name", "id_type", "id_number", "mobile"),
+                "verifier_roles": ("tenant_admin", "compliance_officer"),
+            }
+        ),
     ),
     Rule(
         "pi.notice_and_consent",
         "A user is told the purpose (versioned notice) and gives a separate consent before "
         "their traffic or data goes abroad; personal data is minimal and encrypted at rest",
         "PIPL arts. 38-40",
+        MappingProxyType(
+            {
+                # A consent given to an older notice stays current unless a later notice was
+                # published asking for fresh consent (its reconsent_required flag).
+                "consent_kinds": ("notice", "transfer_abroad"),
+                "revocable": ("transfer_abroad",),
+            }
+        ),
     ),
     # --- declared networks and cross-border --------------------------------------------------
     Rule(
@@ -163,11 +188,38 @@ RULES: Mapping[str, Rule] = _rules(
         "Default routes, public prefixes outside the tenant's declaration and traffic to "
         "another tenant are refused unless an operator-level policy allows them",
         "International Gateway Measures 2002; MIIT 2017 notice",
+        MappingProxyType(
+            {
+                # A prefix wholly inside one of these blocks is never routed on the Internet
+                # (IANA special-purpose registries: private use, shared address space,
+                # documentation, benchmarking, unique local); any other prefix counts as
+                # public. The documentation and benchmarking ranges are deliberately private
+                # here: they are what test networks and demos are made of.
+                "private_blocks": (
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "100.64.0.0/10",
+                    "192.0.2.0/24",
+                    "198.51.100.0/24",
+                    "203.0.113.0/24",
+                    "198.18.0.0/15",
+                    "fc00::/7",
+                    "2001:db8::/32",
+                    "3fff::/20",
+                ),
+                # Prefixes this short are a default route or split one (0.0.0.0/1 + 128/1).
+                "default_max_prefixlen": {4: 1, 6: 1},
+            }
+        ),
     ),
     Rule(
         "crossborder.registered_link",
         "Cross-border routes exist only over a registered link with its approval reference",
         "International Gateway Measures 2002; MIIT 2017 notice",
+        # A link is cross-border when one PoP is in this country and the other is not (Hong
+        # Kong, Macao and Taiwan have their own codes, so they count as abroad here).
+        MappingProxyType({"home_country": "CN"}),
     ),
     # --- logs ----------------------------------------------------------------------------------
     Rule(

@@ -8,7 +8,7 @@ from tongdao.api.crud import mount
 from tongdao.api.deps import GuardDep
 from tongdao.auth.permissions import Action
 from tongdao.operator import service
-from tongdao.operator.schemas import OperatorPublic, OperatorUpdate
+from tongdao.operator.schemas import ComplianceStatus, OperatorPublic, OperatorUpdate
 from tongdao.operator.service import LicenceResource, ShareholderResource
 
 router = APIRouter()
@@ -27,6 +27,17 @@ def put_operator(guard: GuardDep, body: OperatorUpdate) -> OperatorPublic:
     guard.ctx.session.flush()
     guard.ctx.session.commit()
     return OperatorPublic.model_validate(profile)
+
+
+@router.get(
+    "/operator/compliance",
+    tags=["operator"],
+    operation_id="get_operator_compliance",
+    summary="Licence expiry warnings, ownership and rule problems (the operator dashboard)",
+)
+def get_operator_compliance(guard: GuardDep) -> ComplianceStatus:
+    guard.require("operator", Action.READ)
+    return service.compliance_status(guard.ctx)
 
 
 mount(router, LicenceResource(), "/operator/licences", tags=["operator"])

@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
-import re
+import uuid
 from datetime import date
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from tongdao.compliance.uscc import PROVINCE_PREFIXES
+from tongdao.compliance import licensing
+from tongdao.compliance import provinces as pv
 from tongdao.schemas import Email, LongName, OptionalText, Phone, PublicModel, Strict, Uscc
-
-# Optional province prefix (e.g. 京), service classes joined by '.', '-', year and serial.
-LICENCE_NUMBER = re.compile(r"^[\u4e00-\u9fff]?[A-Z]\d(?:\.[A-Z]\d)*-\d{4}\d{4}$")
-SERVICE_CODE = re.compile(r"^[AB][12]\d?$")
 
 
 def _licence_number(value: str) -> str:
-    text = value.strip().upper()
-    if not LICENCE_NUMBER.match(text):
-        raise ValueError(
-            "a licence number looks like B1.B2-20100266 or 京B1-20201234: optional province, "
-            "service classes joined by '.', '-', 4-digit year and 4-digit serial"
-        )
-    return text
+    # Format, province prefix and service codes (rule licence.number_format).
+    return licensing.parse_licence_number(value).text
 
 
 def _service_code(value: str) -> str:
     text = value.strip().upper()
-    if not SERVICE_CODE.match(text):
-        raise ValueError(f"{value!r} is not a telecom service code like B13")
+    if text not in licensing.known_service_codes():
+        raise ValueError(f"{value!r} is not a telecom service code of the catalogue (e.g. B13)")
     return text
 
 
 def _province(value: str) -> str:
-    text = value.strip()
-    if text != "*" and text not in PROVINCE_PREFIXES:
-        raise ValueError(f"{value!r} is not a GB/T 2260 province code (e.g. 11) or '*'")
+    text = licensing.normalise_provinces([value.strip()])[0]
+    if text != pv.NATIONWIDE and text not in pv.PROVINCES:
+        raise ValueError(
+            f"{value!r} is not a GB/T 2260 province code (e.g. 11 Beijing) or 'nationwide'"
+        )
     return text
 
 
 LicenceNumber = Annotated[str, Field(max_length=64), AfterValidator(_licence_number)]
 ServiceCode = Annotated[str, Field(max_length=4), AfterValidator(_service_code)]
-Province = Annotated[str, Field(max_length=2), AfterValidator(_province)]
+Province = Annotated[
+    str,
+    Field(max_length=10, description="GB/T 2260 province code, or 'nationwide' (stored as '*')"),
+    AfterValidator(_province),
+]
 Stake = Annotated[
     Decimal,
     Field(gt=0, le=100, max_digits=5, decimal_places=2),
@@ -68,6 +66,9 @@ class OperatorPublic(PublicModel):
     address: str
     contact_email: str
     contact_phone: str
+
+
+LicenceStatus = Literal["valid", "expired", "not_yet_valid"]
 
 
 class _Validity(BaseModel):
@@ -103,6 +104,48 @@ class LicencePublic(PublicModel):
     provinces: list[str]
     valid_from: date
     valid_to: date
+    status: LicenceStatus = Field(description="today, in China: valid, expired or not_yet_valid")
+    days_to_expiry: int = Field(description="days left after today; negative once expired")
+    expiry_warning_days: int | None = Field(
+        description="the warning reached (90, 30 or 7 days before expiry), or null"
+    )
+
+
+# --- the compliance dashboard ----------------------------------------------------------------
+class LicenceWarning(BaseModel):
+    licence_id: uuid.UUID
+    number: str
+    valid_to: date
+    days_to_expiry: int
+    warning_days: int = Field(description="90, 30 or 7: the warning this licence has reached")
+    message: str
+
+
+class RuleProblem(BaseModel):
+    rule: str = Field(description="the rule's id, e.g. ownership.foreign_cap")
+    source: str = Field(description="where the rule comes from")
+    message: str
+
+
+class OwnershipSummary(BaseModel):
+    total_percent: Decimal
+    foreign_percent: Decimal
+    service_code: str
+    foreign_cap: str | None = Field(description="e.g. 'at most 50%' for B13; null: no cap")
+
+
+class ComplianceStatus(BaseModel):
+    """What the operator dashboard shows: licence warnings, ownership and rule problems."""
+
+    rules_version: str
+    today: date = Field(description="the date in China the status was computed for")
+    service_code: str
+    covered_provinces: list[str] = Field(
+        description="provinces the valid licences for the service code cover ('*': nationwide)"
+    )
+    warnings: list[LicenceWarning]
+    ownership: OwnershipSummary
+    problems: list[RuleProblem]
 
 
 class ShareholderCreate(Strict):
