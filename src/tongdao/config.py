@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tongdao.errors import ConfigurationError
 
+KEY_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"  # no ':' (it separates the parts of a sealed value)
 PLACEHOLDER_KEYS = frozenset({"", "changeme", "change-me", "secret", "placeholder"})
 
 
@@ -43,7 +45,16 @@ class Settings(BaseSettings):
         default=None,
         description="base64 of 32 random bytes: the AES-256-GCM key for personal data at rest",
     )
-    data_key_id: str = "k1"
+    data_key_id: str = Field(
+        default="k1",
+        pattern=KEY_ID_PATTERN,
+        description="id of the data key, written into every value it seals (for rotation)",
+    )
+    previous_data_keys: str | None = Field(
+        default=None,
+        description="older data keys, kept to open values sealed before a rotation until "
+        "`tongdao admin rotate-data-key` has re-encrypted them: 'k1:<base64>,k0:<base64>'",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -64,6 +75,11 @@ class Settings(BaseSettings):
                 raise ValueError("TONGDAO_DATABASE_URL must be set in production")
         if self.data_key is not None and self.data_key.strip().lower() not in PLACEHOLDER_KEYS:
             _decode_key(self.data_key)
+        if self.data_key_id in _previous_keys(self.previous_data_keys):
+            raise ValueError(
+                f"TONGDAO_PREVIOUS_DATA_KEYS names the current key id {self.data_key_id!r}; "
+                "give the new key a new id"
+            )
         return self
 
     @property
@@ -80,6 +96,34 @@ class Settings(BaseSettings):
         if self.env is Environment.PRODUCTION:  # pragma: no cover - refused by the validator
             raise ConfigurationError("no data key")
         return _development_key(self.data_dir / "data.key")
+
+    @property
+    def data_keys(self) -> dict[str, bytes]:
+        """Every key by id: the current one (which seals) and the previous ones (which open)."""
+        keys = _previous_keys(self.previous_data_keys)
+        keys[self.data_key_id] = self.data_key_bytes
+        return keys
+
+
+def _previous_keys(value: str | None) -> dict[str, bytes]:
+    """``'k1:<base64>,k0:<base64>'`` → ``{"k1": b"...", "k0": b"..."}``."""
+    keys: dict[str, bytes] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        key_id, sep, encoded = item.strip().partition(":")
+        if not sep or not re.fullmatch(KEY_ID_PATTERN, key_id):
+            raise ValueError(
+                "TONGDAO_PREVIOUS_DATA_KEYS: each entry is <key id>:<base64 key>, the id made "
+                "of letters, digits and '-'"
+            )
+        if key_id in keys:
+            raise ValueError(f"TONGDAO_PREVIOUS_DATA_KEYS: key id {key_id!r} appears twice")
+        try:
+            keys[key_id] = _decode_key(encoded)
+        except ValueError as exc:
+            raise ValueError(f"TONGDAO_PREVIOUS_DATA_KEYS: key {key_id!r}: {exc}") from exc
+    return keys
 
 
 def _decode_key(value: str) -> bytes:

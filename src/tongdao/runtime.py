@@ -29,9 +29,7 @@ class Runtime:
         return cls(
             settings=settings,
             db=Database(settings.resolved_database_url),
-            cipher=FieldCipher(
-                settings.data_key_id, {settings.data_key_id: settings.data_key_bytes}
-            ),
+            cipher=FieldCipher(settings.data_key_id, settings.data_keys),
             passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
             clock=clock,
         )

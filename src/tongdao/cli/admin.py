@@ -139,3 +139,70 @@ def new_migration(
             autogenerate=True,
             rev_id=f"{number:04d}_{slug}",
         )
+
+
+@app.command("rotate-data-key")
+def rotate_data_key(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="only count values per key id; exit 1 while old ones remain"),
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000)] = 500,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Re-encrypt every sealed value (ID numbers, TOTP secrets) under the current data key.
+
+    Run it after starting the servers with the new key as TONGDAO_DATA_KEY (a new
+    TONGDAO_DATA_KEY_ID) and the old one in TONGDAO_PREVIOUS_DATA_KEYS. Batches commit as they
+    go: a run that stops is run again; a second run finds nothing to do. Once --check reports
+    nothing under an old key id, drop that key.
+    """
+    from tongdao.privacy.keys import RotationError, RotationReport, count_by_key, rotate
+    from tongdao.runtime import Runtime
+    from tongdao.store import migrate
+
+    settings = settings_from(data_dir, database_url)
+    try:
+        runtime = Runtime.from_settings(settings)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    try:
+        with runtime.db.engine.connect() as conn:
+            current = migrate.current_revision(conn)
+        if current != migrate.head_revision():
+            fail(
+                f"the store's schema is at {current}, not at this version's head: run "
+                "`tongdao admin migrate` first"
+            )
+        if check:
+            report = RotationReport(settings.data_key_id, by_key=count_by_key(runtime.db))
+        else:
+            try:
+                report = rotate(
+                    runtime.db,
+                    runtime.cipher,
+                    batch_size=batch_size,
+                    progress=lambda column, done: typer.echo(f"{column}: {done}", err=True),
+                )
+            except RotationError as exc:
+                fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"cannot reach the store: {getattr(exc, 'orig', None) or exc}")
+    finally:
+        runtime.db.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for column, n in report.reencrypted.items():
+            typer.echo(f"re-encrypted {n} value(s) of {column} under key {report.key_id}")
+        for key_id, n in report.by_key.items():
+            mark = " (current)" if key_id == report.key_id else ""
+            typer.echo(f"key {key_id}{mark}: {n} value(s)")
+        if report.remaining:
+            typer.echo(f"{report.remaining} value(s) still under old keys", err=True)
+        else:
+            typer.echo("nothing is sealed under an old key: previous keys may be dropped")
+    if check and report.remaining:
+        raise typer.Exit(1)

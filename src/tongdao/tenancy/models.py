@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongdao.store.base import Base, TimestampedModel
@@ -55,6 +55,20 @@ class Tenant(TimestampedModel):
     dns_servers: Mapped[list[str]] = mapped_column(default=list)
     ipv4_pool: Mapped[str] = mapped_column(String(43), unique=True)
     ipv6_pool: Mapped[str] = mapped_column(String(43), unique=True)
+    # Vetting (KYC, tongdao.compliance.kyc): a USCC whose check character fails is verified by
+    # hand; a Beijing customer is foreign-invested, with a reference to the evidence.
+    uscc_verified_at: Mapped[datetime | None]
+    uscc_verified_by: Mapped[uuid.UUID | None]
+    foreign_invested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    foreign_invested_evidence: Mapped[str] = mapped_column(
+        String(200), default="", server_default=""
+    )
+    # Why the tenant is in its state (required for rejected), set with each state change.
+    state_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
+
+    @property
+    def needs_manual_verification(self) -> bool:
+        return not self.uscc_checksum_ok and self.uscc_verified_at is None
 
 
 class User(TimestampedModel):
@@ -63,7 +77,9 @@ class User(TimestampedModel):
     __tablename__ = "users"
     __dataplane__ = True
     __audit_type__ = "user"
-    __audit_exclude__ = frozenset({"password_hash", "totp_secret_sealed"})
+    # Personal identity never enters the audit log in clear (it could not be erased there):
+    # a change to the legal name or mobile shows as redacted, the ID number as encrypted.
+    __audit_exclude__ = frozenset({"password_hash", "totp_secret_sealed", "legal_name", "mobile"})
     __audit_masked__ = frozenset({"id_number_sealed"})
 
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -85,6 +101,8 @@ class User(TimestampedModel):
     mobile: Mapped[str | None] = mapped_column(String(20))
     identity_verified_at: Mapped[datetime | None]
     identity_verified_by: Mapped[uuid.UUID | None]
+    # Set when the user's personal data was erased on request (the row stays, pseudonymised).
+    erased_at: Mapped[datetime | None]
 
     memberships: Mapped[list[GroupMember]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

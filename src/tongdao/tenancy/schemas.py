@@ -7,7 +7,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from tongdao.auth.permissions import Role
 from tongdao.schemas import (
@@ -41,7 +41,22 @@ class InvoiceFields(BaseModel):
     invoice_account: Annotated[str, Field(max_length=64)] | None = None
 
 
-class TenantCreate(Strict, InvoiceFields):
+Evidence = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=200),
+    Field(description="reference to the evidence of foreign-invested status"),
+]
+StateReason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+class KycFields(BaseModel):
+    foreign_invested: bool | None = Field(
+        default=None, description="a foreign-invested enterprise (required in Beijing)"
+    )
+    foreign_invested_evidence: Evidence | None = None
+
+
+class TenantCreate(Strict, InvoiceFields, KycFields):
     name_en: LongName
     name_zh: OptionalText = ""
     uscc: Uscc
@@ -54,7 +69,7 @@ class TenantCreate(Strict, InvoiceFields):
     )
 
 
-class TenantUpdate(Strict, InvoiceFields):
+class TenantUpdate(Strict, InvoiceFields, KycFields):
     name_en: LongName | None = None
     name_zh: OptionalText | None = None
     contact_name: OptionalText | None = None
@@ -62,6 +77,13 @@ class TenantUpdate(Strict, InvoiceFields):
     contact_phone: Phone | None = None
     dns_servers: DnsServers | None = None
     state: TenantState | None = None
+    state_reason: StateReason | None = Field(
+        default=None, description="why (required to reject); kept with the new state"
+    )
+    uscc_verified: bool | None = Field(
+        default=None,
+        description="true records that a USCC whose check character fails was verified by hand",
+    )
 
 
 class TenantPublic(PublicModel):
@@ -84,10 +106,18 @@ class TenantPublic(PublicModel):
     dns_servers: list[str]
     ipv4_pool: str
     ipv6_pool: str
+    needs_manual_verification: bool = Field(
+        description="the USCC's check character fails and nobody has verified the code yet"
+    )
+    uscc_verified_at: datetime | None
+    foreign_invested: bool
+    foreign_invested_evidence: str
+    state_reason: str
 
 
 class TenantFilters(BaseModel):
     state: TenantState | None = None
+    needs_manual_verification: bool | None = None
     uscc: str | None = Field(default=None, max_length=32)
     q: str | None = Field(default=None, max_length=100, description="part of a name")
 
@@ -121,9 +151,6 @@ class UserUpdate(Strict, IdentityFields):
     state: UserState | None = None
     password: Password | None = None
     group_ids: Annotated[list[uuid.UUID], Field(max_length=100)] | None = None
-    identity_verified: bool | None = Field(
-        default=None, description="true records that the real identity was checked"
-    )
 
 
 class UserPublic(PublicModel):
@@ -138,12 +165,21 @@ class UserPublic(PublicModel):
     id_type: IdType | None
     id_number_masked: str | None = None
     mobile_masked: str | None = None
-    identity_verified_at: datetime | None
+    identity_verified_at: datetime | None = Field(
+        description="when a tenant admin or compliance officer verified the real identity "
+        "(POST .../identity-verification); null: the user's devices stay pending"
+    )
+    erased_at: datetime | None = Field(
+        default=None, description="when the user's personal data was erased on request"
+    )
 
 
 class UserFilters(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     state: UserState | None = None
+    identity_verified: bool | None = Field(
+        default=None, description="false: the users whose real identity awaits verification"
+    )
     role: Role | None = None
     group_id: uuid.UUID | None = None
 

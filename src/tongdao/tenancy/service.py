@@ -11,12 +11,15 @@ from pydantic import BaseModel
 from sqlalchemy import Select, String, delete, exists, func, or_, select
 
 from tongdao.api.crud import Resource, ensure_unique
+from tongdao.audit.recorder import record
 from tongdao.auth.models import ApiToken
 from tongdao.auth.passwords import policy_problem
 from tongdao.auth.permissions import Role
+from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
+from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.compliance.uscc import check_uscc
-from tongdao.crypto import mask
+from tongdao.crypto import DecryptionError, FieldCipher, mask
 from tongdao.errors import Conflict, PermissionDenied, ValidationError
 from tongdao.ipam import service as ipam
 from tongdao.ipam.models import IpamLock
@@ -36,6 +39,11 @@ TENANT_TRANSITIONS: dict[TenantState, frozenset[TenantState]] = {
     TenantState.SUSPENDED: frozenset({TenantState.ACTIVE}),
     TenantState.TERMINATED: frozenset(),
 }
+# Approving or activating a tenant runs the vetting and licence checks (tongdao.compliance.kyc).
+VETTED_STATES = frozenset({TenantState.APPROVED, TenantState.ACTIVE})
+# Only a tenant that never got past review can be deleted; the others keep their records.
+DELETABLE_STATES = frozenset({TenantState.APPLIED, TenantState.UNDER_REVIEW, TenantState.REJECTED})
+KYC_FIELDS = frozenset({"foreign_invested", "foreign_invested_evidence"})
 # Fields a tenant admin may change on their own tenant.
 TENANT_SELF_SERVICE = frozenset(
     {
@@ -50,6 +58,19 @@ TENANT_SELF_SERVICE = frozenset(
         "invoice_account",
     }
 )
+
+
+def _record_uscc_verification(ctx: Ctx, tenant: Tenant, verified: bool) -> None:
+    """Record (or withdraw) the manual verification of a USCC whose check character fails."""
+    if not verified:
+        tenant.uscc_verified_at = tenant.uscc_verified_by = None
+        return
+    if tenant.uscc_checksum_ok:
+        raise ValidationError(
+            {"uscc_verified": "the check character matches; there is nothing to verify by hand"}
+        )
+    tenant.uscc_verified_at = ctx.runtime.clock()
+    tenant.uscc_verified_by = ctx.user_id
 
 
 def mask_mobile(mobile: str | None) -> str | None:
@@ -84,6 +105,9 @@ class TenantResource(Resource[Tenant]):
             stmt = stmt.where(Tenant.state == filters.state)
         if filters.uscc:
             stmt = stmt.where(Tenant.uscc == filters.uscc.strip().upper())
+        if filters.needs_manual_verification is not None:
+            flagged = (Tenant.uscc_checksum_ok.is_(False)) & Tenant.uscc_verified_at.is_(None)
+            stmt = stmt.where(flagged if filters.needs_manual_verification else ~flagged)
         if filters.q:
             pattern = f"%{filters.q.strip()}%"
             stmt = stmt.where(or_(Tenant.name_en.ilike(pattern), Tenant.name_zh.like(pattern)))
@@ -94,9 +118,12 @@ class TenantResource(Resource[Tenant]):
         check = check_uscc(data.uscc)
         ensure_unique(ctx, Tenant.uscc, check.code, what="a tenant")
         pools = ipam.allocate_tenant_pools(ctx.session, data.ipv4_pool_prefixlen)
-        values = data.model_dump(exclude={"ipv4_pool_prefixlen", "uscc", "dns_servers"})
+        values = data.model_dump(
+            exclude={"ipv4_pool_prefixlen", "uscc", "dns_servers", "foreign_invested"}
+        )
         obj = Tenant(
             **{k: ("" if v is None else v) for k, v in values.items()},
+            foreign_invested=bool(data.foreign_invested),
             uscc=check.code,
             uscc_checksum_ok=check.checksum_ok,
             division_code=check.division_code,
@@ -123,6 +150,7 @@ class TenantResource(Resource[Tenant]):
                     "only the operator changes these fields",
                     dict.fromkeys(refused, "changed by the operator only"),
                 )
+        new: TenantState | None = None
         if changes.get("state") is not None and changes["state"] != obj.state:
             new = TenantState(changes["state"])
             current = TenantState(obj.state)
@@ -133,6 +161,11 @@ class TenantResource(Resource[Tenant]):
                 )
             if current is TenantState.TERMINATED:
                 raise ValidationError({"state": "a terminated tenant stays terminated"})
+        verified = changes.pop("uscc_verified", None)
+        reason = changes.pop("state_reason", None)
+        kyc_touched = verified is not None or any(k in changes for k in KYC_FIELDS)
+        if changes.get("foreign_invested", False) is None:
+            del changes["foreign_invested"]
         if "dns_servers" in changes and changes["dns_servers"] is not None:
             changes["dns_servers"] = [str(a) for a in changes["dns_servers"]]
         for key, value in changes.items():
@@ -140,16 +173,41 @@ class TenantResource(Resource[Tenant]):
                 value = [] if key == "dns_servers" else ""
             if value is not None:
                 setattr(obj, key, value)
+        if verified is not None:
+            _record_uscc_verification(ctx, obj, verified)
+        if new is not None:
+            if new is TenantState.REJECTED and not reason:
+                raise ValidationError({"state_reason": "give the reason for the rejection"})
+            obj.state_reason = reason or ""
+            if new in VETTED_STATES:
+                kyc.require_vetted(ctx, obj)
+        else:
+            if reason is not None:
+                obj.state_reason = reason
+            if kyc_touched and TenantState(obj.state) in VETTED_STATES:
+                # The vetting of an approved or active tenant must stay true.
+                found = kyc.kyc_refusal(obj)
+                if found is not None:
+                    refusal, key = found
+                    raise ComplianceRefusal(refusal.rule_id, refusal.detail, {key: refusal.detail})
         return obj
 
     def delete(self, ctx: Ctx, obj: Tenant) -> None:
         from tongdao.access.models import Policy
-        from tongdao.network.models import Device, Site
+        from tongdao.network.models import Device, PrefixAllowance, Site
 
+        if TenantState(obj.state) not in DELETABLE_STATES:
+            raise ComplianceRefusal(
+                "logs.retention",
+                f"a tenant that was {obj.state} keeps its records: terminate it instead of "
+                "deleting it",
+                {"state": "terminate the tenant; its records are kept"},
+            )
         for model, what in (
             (User, "users"),
             (Device, "devices"),
             (Site, "sites"),
+            (PrefixAllowance, "prefix allowances"),
             (Group, "groups"),
             (Policy, "policies"),
         ):
@@ -176,27 +234,155 @@ def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
     touched = {"legal_name", "id_type", "id_number", "mobile"} & set(changes)
     if not touched:
         return
+    before = (user.legal_name, user.mobile, user.id_type, user.id_number_sealed)
+    old_number = _open_id_number(ctx, user) if "id_number" in changes else None
     if "legal_name" in changes:
         user.legal_name = changes["legal_name"]
     if "mobile" in changes:
         user.mobile = changes["mobile"]
+    number_changed = False
     if "id_number" in changes:
         id_type, number = changes.get("id_type"), changes["id_number"]
         if number is None:
             user.id_type = user.id_number_sealed = user.id_number_last4 = None
             user.id_number_length = None
+            number_changed = old_number is not None
         else:
             number = number.strip().upper()
             problem = id_number_problem(str(id_type), number)
             if problem:
                 raise ValidationError({"id_number": problem})
-            user.id_type = str(id_type)
-            user.id_number_sealed = ctx.runtime.cipher.seal(number, ID_NUMBER_PURPOSE)
-            user.id_number_last4 = number[-4:]
-            user.id_number_length = len(number)
-    # A changed identity has to be verified again.
+            number_changed = (number, str(id_type)) != (old_number, before[2])
+            if number_changed:
+                user.id_type = str(id_type)
+                user.id_number_sealed = ctx.runtime.cipher.seal(number, ID_NUMBER_PURPOSE)
+                user.id_number_last4 = number[-4:]
+                user.id_number_length = len(number)
+    if number_changed or (user.legal_name, user.mobile) != before[:2]:
+        # A changed identity has to be verified again; until then the user's devices wait.
+        if user.identity_verified_at is not None:
+            hold_devices(ctx, user)
+        user.identity_verified_at = None
+        user.identity_verified_by = None
+
+
+def _open_id_number(ctx: Ctx, user: User) -> str | None:
+    if user.id_number_sealed is None:
+        return None
+    try:
+        return ctx.runtime.cipher.open(user.id_number_sealed, ID_NUMBER_PURPOSE)
+    except DecryptionError as exc:
+        key_id = FieldCipher.key_id_of(user.id_number_sealed)
+        raise Conflict(
+            f"the stored ID number cannot be opened with the configured data keys (it is "
+            f"sealed under key {key_id!r}); the operator must configure that key"
+        ) from exc
+
+
+def identity_missing(user: User) -> dict[str, str]:
+    """The fields rule identity.real_name requires that the user lacks, keyed by field."""
+    present = {
+        "legal_name": user.legal_name,
+        "id_type": user.id_type,
+        "id_number": user.id_number_sealed,
+        "mobile": user.mobile,
+    }
+    return {
+        name: "record it before the identity is verified"
+        for name in rule("identity.real_name").param("required_fields")
+        if not present.get(name)
+    }
+
+
+def hold_devices(ctx: Ctx, user: User) -> int:
+    """Active devices of a user whose identity is no longer verified wait as pending."""
+    from tongdao.network.models import Device, DeviceState
+
+    held = 0
+    for device in ctx.session.scalars(
+        select(Device).where(Device.user_id == user.id, Device.state == DeviceState.ACTIVE)
+    ):
+        device.state = DeviceState.PENDING
+        held += 1
+    return held
+
+
+def release_devices(ctx: Ctx, user: User) -> int:
+    """Pending devices of a user whose identity is now verified become active."""
+    from tongdao.network.models import Device, DeviceState
+
+    released = 0
+    for device in ctx.session.scalars(
+        select(Device).where(Device.user_id == user.id, Device.state == DeviceState.PENDING)
+    ):
+        device.state = DeviceState.ACTIVE
+        released += 1
+    return released
+
+
+def refuse_if_erased(user: User) -> None:
+    if user.erased_at is not None:
+        raise Conflict(
+            "the user's personal data was erased; the pseudonymised record is kept for the "
+            "logs that refer to it and cannot be changed"
+        )
+
+
+def verify_identity(ctx: Ctx, user: User) -> User:
+    """Record that a tenant admin or compliance officer checked the user's real identity."""
+    principal = ctx.require_principal()
+    refuse_if_erased(user)
+    if user.id == principal.user_id:
+        raise PermissionDenied(
+            "nobody verifies their own identity: another tenant admin or a compliance officer does"
+        )
+    missing = identity_missing(user)
+    if missing:
+        raise ComplianceRefusal(
+            "identity.real_name",
+            f"the real identity is incomplete ({', '.join(missing)} missing)",
+            missing,
+        )
+    if user.identity_verified_at is not None:
+        return user  # verified already: nothing changes, nothing is recorded twice
+    now = ctx.runtime.clock()
+    user.identity_verified_at = now
+    user.identity_verified_by = principal.user_id
+    released = release_devices(ctx, user)
+    record(
+        ctx.session,
+        "verify_identity",
+        "user",
+        user.id,
+        tenant_id=user.tenant_id,
+        after={
+            "verified_at": now.isoformat(),
+            "verified_by": str(principal.user_id),
+            "verifier_roles": sorted(str(r) for r in principal.roles),
+            "id_type": user.id_type,
+            "devices_activated": released,
+        },
+    )
+    return user
+
+
+def withdraw_verification(ctx: Ctx, user: User) -> User:
+    """Take a verification back (e.g. the document turned out false): devices wait again."""
+    refuse_if_erased(user)
+    if user.identity_verified_at is None:
+        return user
+    held = hold_devices(ctx, user)
     user.identity_verified_at = None
     user.identity_verified_by = None
+    record(
+        ctx.session,
+        "withdraw_identity_verification",
+        "user",
+        user.id,
+        tenant_id=user.tenant_id,
+        after={"devices_pending": held},
+    )
+    return user
 
 
 def _email_free(ctx: Ctx, email: str) -> None:
@@ -276,7 +462,16 @@ def user_public(user: User, group_ids: list[uuid.UUID]) -> s.UserPublic:
 
 def _delete_user(ctx: Ctx, user: User) -> None:
     from tongdao.network.models import Device
+    from tongdao.privacy.service import refuse_deleting_logged_devices
 
+    if user.tenant_id is not None:
+        refuse_deleting_logged_devices(
+            ctx,
+            user.tenant_id,
+            list(ctx.session.scalars(select(Device.id).where(Device.user_id == user.id))),
+            "erase the user's personal data instead (POST .../personal-data/erase), which "
+            "keeps them",
+        )
     for device in ctx.session.scalars(select(Device).where(Device.user_id == user.id)):
         ctx.session.delete(device)
     for token in ctx.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)):
@@ -300,6 +495,9 @@ class UserResource(Resource[User]):
             stmt = stmt.where(User.email == filters.email.strip().lower())
         if filters.state:
             stmt = stmt.where(User.state == filters.state)
+        if filters.identity_verified is not None:
+            verified = User.identity_verified_at.is_not(None)
+            stmt = stmt.where(verified if filters.identity_verified else ~verified)
         if filters.role:
             # roles is a short JSON list; match the quoted role name in its text form.
             stmt = stmt.where(func.cast(User.roles, String()).like(f'%"{filters.role.value}"%'))
@@ -337,6 +535,7 @@ class UserResource(Resource[User]):
 
     def update(self, ctx: Ctx, obj: User, data: Any) -> User:
         assert isinstance(data, s.UserUpdate)
+        refuse_if_erased(obj)
         changes = _changes(data)
         for key in ("display_name", "state"):
             if changes.get(key) is not None:
@@ -347,20 +546,6 @@ class UserResource(Resource[User]):
         _apply_identity(ctx, obj, changes)
         if changes.get("group_ids") is not None and obj.tenant_id is not None:
             _set_groups(ctx, obj, obj.tenant_id, changes["group_ids"])
-        if changes.get("identity_verified") is not None:
-            if changes["identity_verified"]:
-                if not (obj.legal_name and obj.id_number_sealed and obj.mobile):
-                    raise ValidationError(
-                        {
-                            "identity_verified": "record legal_name, id_type, id_number and "
-                            "mobile before verifying"
-                        }
-                    )
-                obj.identity_verified_at = ctx.runtime.clock()
-                obj.identity_verified_by = ctx.user_id
-            else:
-                obj.identity_verified_at = None
-                obj.identity_verified_by = None
         return obj
 
     def delete(self, ctx: Ctx, obj: User) -> None:
