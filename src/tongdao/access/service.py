@@ -11,6 +11,7 @@ from tongdao.access import schemas as s
 from tongdao.access.models import Policy
 from tongdao.api.crud import Resource, ensure_unique
 from tongdao.errors import ValidationError
+from tongdao.network.declared import check_rule_prefixes
 from tongdao.network.models import Device, Site
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import Group, Tenant, User
@@ -50,6 +51,33 @@ def _check_references(ctx: Ctx, tenant_id: uuid.UUID, rules: list[s.Rule]) -> No
         raise ValidationError(problems)
 
 
+def _check_prefixes(ctx: Ctx, tenant_id: uuid.UUID, rules: list[s.Rule]) -> None:
+    """``prefix`` destinations lie in the tenant's pools or approved declarations, or an
+    operator allowance covers them (rules network.declared_only, network.no_default_or_public)."""
+    named = [
+        (f"rules.{i}.destinations.{j}.cidr", dst.cidr)
+        for i, rule in enumerate(rules)
+        for j, dst in enumerate(rule.destinations)
+        if isinstance(dst, s.PrefixTarget)
+    ]
+    tenant = ctx.session.get(Tenant, tenant_id)
+    assert tenant is not None
+    check_rule_prefixes(ctx, tenant, named)
+
+
+def prefix_destinations(ctx: Ctx, tenant_id: uuid.UUID) -> list[tuple[str, str]]:
+    """(policy name, cidr) of every ``prefix`` destination in the tenant's policies."""
+    found = []
+    for policy in ctx.session.scalars(
+        select(Policy).where(Policy.tenant_id == tenant_id).order_by(Policy.name)
+    ):
+        for rule in policy.rules:
+            for dst in rule.get("destinations", []):
+                if dst.get("kind") == "prefix" and isinstance(dst.get("cidr"), str):
+                    found.append((policy.name, dst["cidr"]))
+    return found
+
+
 def references_to(ctx: Ctx, tenant_id: uuid.UUID, kind: str, object_id: uuid.UUID) -> list[str]:
     """Names of the tenant's policies whose rules name the object."""
     target = str(object_id)
@@ -80,6 +108,7 @@ class PolicyResource(Resource[Policy]):
         assert isinstance(data, s.PolicyCreate) and tenant is not None
         ensure_unique(ctx, Policy.name, data.name, tenant_id=tenant.id, what="a policy")
         _check_references(ctx, tenant.id, data.rules)
+        _check_prefixes(ctx, tenant.id, data.rules)
         policy = Policy(
             tenant_id=tenant.id,
             name=data.name,
@@ -103,5 +132,6 @@ class PolicyResource(Resource[Policy]):
             obj.enabled = data.enabled
         if data.rules is not None:
             _check_references(ctx, obj.tenant_id, data.rules)
+            _check_prefixes(ctx, obj.tenant_id, data.rules)
             obj.rules = _dump_rules(data.rules)
         return obj

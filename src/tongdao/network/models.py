@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
@@ -34,7 +35,14 @@ class SitePurpose(StrEnum):
     DATACENTER = "datacenter"
 
 
+class DeclarationState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 class DeviceState(StrEnum):
+    PENDING = "pending"  # registered; its owner's real identity is not verified yet
     ACTIVE = "active"
     DISABLED = "disabled"
     REVOKED = "revoked"
@@ -96,7 +104,9 @@ class Link(TimestampedModel):
     pop_a_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
     pop_b_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
     circuit_ref: Mapped[str] = mapped_column(String(100))
-    approval_ref: Mapped[str] = mapped_column(String(100))
+    # The regulator's approval of the circuit (e.g. MIIT's international gateway approval);
+    # a link between a PoP in China and one abroad is active only with it.
+    approval_ref: Mapped[str | None] = mapped_column(String(100))
     capacity_mbps: Mapped[int]
     state: Mapped[str] = mapped_column(String(16), default=LinkState.ACTIVE)
 
@@ -117,6 +127,8 @@ class Site(TimestampedModel):
     )
     name: Mapped[str] = mapped_column(String(100))
     country: Mapped[str] = mapped_column(String(2))
+    # What is routed: exactly the site's approved declarations (see PrefixDeclaration), kept
+    # in step by tongdao.network.declared in the transaction that decides them.
     prefixes: Mapped[list[str]]
     purpose: Mapped[str] = mapped_column(String(16))
     pop_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pops.id", ondelete="RESTRICT"))
@@ -126,6 +138,48 @@ class Site(TimestampedModel):
     host_index: Mapped[int | None]
     ipv4: Mapped[str | None] = mapped_column(String(15))
     ipv6: Mapped[str | None] = mapped_column(String(39))
+
+
+class PrefixDeclaration(TimestampedModel):
+    """One prefix of a site as the tenant declared it (purpose, country) and a compliance
+    officer decided it. Only approved declarations are routed (rule network.declared_only)."""
+
+    __tablename__ = "prefix_declarations"
+    __audit_type__ = "prefix_declaration"
+    __table_args__ = (
+        UniqueConstraint("site_id", "cidr"),
+        Index("ix_prefix_declarations_state_tenant", "state", "tenant_id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    cidr: Mapped[str] = mapped_column(String(43))
+    purpose: Mapped[str] = mapped_column(String(16))
+    country: Mapped[str] = mapped_column(String(2))
+    state: Mapped[str] = mapped_column(String(16), default=DeclarationState.PENDING)
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class PrefixAllowance(TimestampedModel):
+    """Operator policy: lets one tenant declare (and name in access rules) a prefix that the
+    rule network.no_default_or_public otherwise refuses: a default route, a public prefix, or
+    part of the overlay range that holds other tenants' pools."""
+
+    __tablename__ = "prefix_allowances"
+    __audit_type__ = "prefix_allowance"
+    __table_args__ = (UniqueConstraint("tenant_id", "cidr"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
+    cidr: Mapped[str] = mapped_column(String(43))
+    reason: Mapped[str] = mapped_column(String(500))
 
 
 class Device(TimestampedModel):

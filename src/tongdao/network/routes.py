@@ -5,26 +5,40 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from tongdao.api.crud import mount
 from tongdao.api.deps import GuardDep
 from tongdao.api.errors import ERROR_RESPONSES
-from tongdao.api.pagination import Page
+from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.auth.permissions import Action
-from tongdao.network import service
-from tongdao.network.models import PopTenantInterface
-from tongdao.network.schemas import InterfacePublic, InterfacePublish
+from tongdao.network import declared, service
+from tongdao.network.models import DeclarationState, PopTenantInterface, PrefixDeclaration
+from tongdao.network.schemas import (
+    Approval,
+    DeclarationFilters,
+    DeclarationPublic,
+    InterfacePublic,
+    InterfacePublish,
+    Rejection,
+)
 from tongdao.network.service import DeviceResource, LinkResource, PopResource, SiteResource
 
 router = APIRouter()
 devices = DeviceResource()
+declarations = declared.DeclarationResource()
 mount(router, PopResource(), "/pops", tags=["pops"])
 mount(router, LinkResource(), "/links", tags=["links"])
 mount(router, SiteResource(), "/tenants/{tenant_id}/sites", tags=["sites"])
 mount(router, devices, "/tenants/{tenant_id}/devices", tags=["devices"])
+mount(
+    router,
+    declared.AllowanceResource(),
+    "/tenants/{tenant_id}/prefix-allowances",
+    tags=["prefix allowances"],
+)
 
 PopId = Annotated[uuid.UUID, Path(description="the PoP's id")]
 TenantId = Annotated[uuid.UUID, Path(description="the tenant's id")]
@@ -86,3 +100,71 @@ def wireguard_conf(guard: GuardDep, tenant_id: TenantId, device_id: DeviceId) ->
         text,
         headers={"Content-Disposition": f'attachment; filename="tongdao-{device.id}.conf"'},
     )
+
+
+# --- declared networks: the compliance officer's queue and decisions ---------------------------
+DeclarationId = Annotated[uuid.UUID, Path(description="the declaration's id")]
+
+
+def _declaration(guard: GuardDep, object_id: uuid.UUID, action: Action) -> PrefixDeclaration:
+    """The declaration, 404 when out of the caller's scope (before any 403), then the grant."""
+    if not guard.principal.is_operator and not guard.principal.can("declarations", action):
+        declarations.load(guard, None, object_id, Action.READ)
+    guard.require("declarations", action)
+    return declarations.load(guard, None, object_id, action)
+
+
+@router.get("/declarations", tags=["declarations"], operation_id="list_declarations")
+def list_declarations(
+    guard: GuardDep,
+    page: Annotated[PageParams, Depends(page_params)],
+    filters: Annotated[DeclarationFilters, Query()],
+) -> Page[DeclarationPublic]:
+    """Declared site prefixes, oldest first; ``state=pending`` is the compliance queue. A
+    tenant admin sees their own tenant's."""
+    guard.require("declarations", Action.READ)
+    stmt = declarations.apply_filters(declarations.base_query(guard, None, Action.READ), filters)
+    rows, total, cursor = paginate(guard.ctx.session, stmt, PrefixDeclaration.id, page)
+    return Page[DeclarationPublic](
+        data=[DeclarationPublic.model_validate(r) for r in rows],
+        count=total,
+        next_cursor=cursor,
+    )
+
+
+@router.get("/declarations/{object_id}", tags=["declarations"], operation_id="get_declaration")
+def get_declaration(guard: GuardDep, object_id: DeclarationId) -> DeclarationPublic:
+    return DeclarationPublic.model_validate(_declaration(guard, object_id, Action.READ))
+
+
+@router.post(
+    "/declarations/{object_id}/approve",
+    tags=["declarations"],
+    operation_id="approve_declaration",
+)
+def approve_declaration(
+    guard: GuardDep, object_id: DeclarationId, body: Approval
+) -> DeclarationPublic:
+    """Approve the prefix: from this commit it is routed (for an active site). 409 naming the
+    rule when the rules refuse it (public, default route, overlapping, ...)."""
+    decl = _declaration(guard, object_id, Action.UPDATE)
+    declared.decide(guard.ctx, decl, DeclarationState.APPROVED, body.reason)
+    guard.ctx.session.flush()
+    guard.ctx.session.commit()
+    return DeclarationPublic.model_validate(decl)
+
+
+@router.post(
+    "/declarations/{object_id}/reject",
+    tags=["declarations"],
+    operation_id="reject_declaration",
+)
+def reject_declaration(
+    guard: GuardDep, object_id: DeclarationId, body: Rejection
+) -> DeclarationPublic:
+    """Reject the prefix (or withdraw an approval), with the reason; it is not routed."""
+    decl = _declaration(guard, object_id, Action.UPDATE)
+    declared.decide(guard.ctx, decl, DeclarationState.REJECTED, body.reason)
+    guard.ctx.session.flush()
+    guard.ctx.session.commit()
+    return DeclarationPublic.model_validate(decl)

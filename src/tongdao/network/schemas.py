@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from tongdao.network.models import DeviceState, LinkState, PopState, SitePurpose, SiteState
+from tongdao.network.models import (
+    DeclarationState,
+    DeviceState,
+    LinkState,
+    PopState,
+    SitePurpose,
+    SiteState,
+)
 from tongdao.schemas import (
     Cidr,
     Country,
+    Description,
     HostOrIp,
     Name,
     Port,
@@ -99,7 +108,12 @@ class LinkCreate(Strict):
     pop_a_id: uuid.UUID
     pop_b_id: uuid.UUID
     circuit_ref: Reference
-    approval_ref: Reference = Field(description="the regulator's approval of the circuit")
+    approval_ref: Reference | None = Field(
+        default=None,
+        description="the regulator's approval of the circuit (e.g. MIIT's international "
+        "gateway approval number); required for an active link between a PoP in China and "
+        "one abroad (rule crossborder.registered_link)",
+    )
     capacity_mbps: Annotated[int, Field(ge=1, le=1_000_000)]
     state: LinkState = LinkState.ACTIVE
 
@@ -113,7 +127,9 @@ class LinkCreate(Strict):
 class LinkUpdate(Strict):
     name: Name | None = None
     circuit_ref: Reference | None = None
-    approval_ref: Reference | None = None
+    approval_ref: Reference | None = Field(
+        default=None, description="null clears it (refused while the link crosses the border)"
+    )
     capacity_mbps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     state: LinkState | None = None
 
@@ -123,7 +139,7 @@ class LinkPublic(PublicModel):
     pop_a_id: uuid.UUID
     pop_b_id: uuid.UUID
     circuit_ref: str
-    approval_ref: str
+    approval_ref: str | None
     capacity_mbps: int
     state: LinkState
 
@@ -134,7 +150,15 @@ class LinkFilters(BaseModel):
 
 
 # --- sites ---------------------------------------------------------------------------------
-Prefixes = Annotated[list[Cidr], Field(min_length=1, max_length=64)]
+Prefixes = Annotated[
+    list[Cidr],
+    Field(
+        min_length=1,
+        max_length=64,
+        description="the site's networks; each becomes a pending declaration that a "
+        "compliance officer approves before it is routed",
+    ),
+]
 
 
 class SiteCreate(Strict):
@@ -156,15 +180,86 @@ class SiteUpdate(Strict):
     state: SiteState | None = None
 
 
+class DeclarationBrief(BaseModel):
+    id: uuid.UUID
+    cidr: str
+    state: DeclarationState
+    reason: str
+    decided_at: datetime | None
+
+
 class SitePublic(PublicModel):
     tenant_id: uuid.UUID
     name: str
     country: str
-    prefixes: list[str]
+    prefixes: list[str] = Field(description="declared and not rejected: pending or approved")
+    approved_prefixes: list[str] = Field(description="what is routed: the approved ones")
+    declarations: list[DeclarationBrief] = Field(
+        description="every declaration of the site, rejected ones with the reason"
+    )
     purpose: SitePurpose
     pop_id: uuid.UUID | None
     connector_public_key: str | None
     state: SiteState
+
+
+# --- declarations and allowances -----------------------------------------------------------
+class DeclarationPublic(PublicModel):
+    tenant_id: uuid.UUID
+    site_id: uuid.UUID
+    cidr: str
+    purpose: SitePurpose
+    country: str
+    state: DeclarationState
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+    reason: str
+
+
+class DeclarationFilters(BaseModel):
+    state: DeclarationState | None = None
+    tenant_id: uuid.UUID | None = None
+    site_id: uuid.UUID | None = None
+    country: str | None = Field(default=None, max_length=2)
+    purpose: SitePurpose | None = None
+
+
+class Approval(Strict):
+    reason: Description = Field(default="", description="an optional note for the record")
+
+
+class Rejection(Strict):
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        Field(description="why, for the tenant and the record"),
+    ]
+
+
+class AllowanceCreate(Strict):
+    cidr: Cidr
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        Field(description="why the operator allows it (e.g. the customer's contract clause)"),
+    ]
+
+
+class AllowanceUpdate(Strict):
+    reason: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+        | None
+    ) = None
+
+
+class AllowancePublic(PublicModel):
+    tenant_id: uuid.UUID
+    cidr: str
+    reason: str
+
+
+class AllowanceFilters(BaseModel):
+    cidr: str | None = Field(default=None, max_length=43)
 
 
 class SiteFilters(BaseModel):

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import Select, and_, exists, or_, select
 
-from tongdao import validation
 from tongdao.api.crud import Resource, ensure_unique
+from tongdao.compliance import licensing
+from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from tongdao.ipam import service as ipam
+from tongdao.network import declared
 from tongdao.network import schemas as s
 from tongdao.network.models import (
     Device,
     DeviceState,
     Link,
+    LinkState,
     Pop,
     PopState,
     PopTenantInterface,
+    PrefixDeclaration,
     Site,
+    SitePurpose,
     SiteState,
 )
 from tongdao.network.wgconfig import PeerSpec, render
@@ -31,6 +36,10 @@ from tongdao.tenancy.models import Tenant, User
 ipam.register_address_owner(Device)
 ipam.register_address_owner(PopTenantInterface)
 ipam.register_address_owner(Site)
+
+# Where devices with no chosen PoP connect (never directly abroad); a link between a PoP
+# here and one elsewhere crosses the border.
+HOME_COUNTRY: str = rule("crossborder.registered_link").param("home_country")
 
 
 def _changes(data: BaseModel) -> dict[str, Any]:
@@ -59,6 +68,8 @@ class PopResource(Resource[Pop]):
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Pop:
         assert isinstance(data, s.PopCreate)
         ensure_unique(ctx, Pop.name, data.name, what="a PoP")
+        if data.state == PopState.ACTIVE:
+            licensing.require_pop(ctx, data.name, data.region, data.country)
         pop = Pop(**data.model_dump())
         ctx.session.add(pop)
         return pop
@@ -74,6 +85,8 @@ class PopResource(Resource[Pop]):
             raise ValidationError({"port_min": "must not exceed port_max"})
         if region[:2] != country:
             raise ValidationError({"region": f"region {region} is not in country {country}"})
+        if country != obj.country:
+            _links_stay_registered(ctx, obj, country)
         outside = ctx.session.scalar(
             select(PopTenantInterface.listen_port).where(
                 PopTenantInterface.pop_id == obj.id,
@@ -82,6 +95,10 @@ class PopResource(Resource[Pop]):
         )
         if outside is not None:
             raise Conflict(f"port {outside} is in use by a tenant interface outside {lo}-{hi}")
+        if changes.get("state", obj.state) == PopState.ACTIVE and (
+            obj.state != PopState.ACTIVE or (region, country) != (obj.region, obj.country)
+        ):
+            licensing.require_pop(ctx, changes.get("name", obj.name), region, country)
         for key, value in changes.items():
             setattr(obj, key, value)
         return obj
@@ -198,43 +215,70 @@ class LinkResource(Resource[Link]):
             raise Conflict("a link between these PoPs exists", {"pop_b_id": "already linked"})
         ensure_unique(ctx, Link.name, data.name, what="a link")
         link = Link(**data.model_dump())
+        _require_approval(ctx, link)
         ctx.session.add(link)
         return link
 
     def update(self, ctx: Ctx, obj: Link, data: Any) -> Link:
-        changes = {k: v for k, v in _changes(data).items() if v is not None}
+        changes = {k: v for k, v in _changes(data).items() if v is not None or k == "approval_ref"}
         ensure_unique(ctx, Link.name, changes.get("name"), own=obj.id, what="a link")
         for key, value in changes.items():
             setattr(obj, key, value)
+        _require_approval(ctx, obj)
         return obj
 
 
+CROSS_BORDER = "crossborder.registered_link"
+
+
+def crosses_border(country_a: str, country_b: str) -> bool:
+    """One end in China, the other abroad."""
+    return (country_a == HOME_COUNTRY) != (country_b == HOME_COUNTRY)
+
+
+def _unapproved_crossing(
+    ctx: Ctx, link: Link, moved: tuple[uuid.UUID, str] | None = None
+) -> tuple[Pop, str, Pop, str] | None:
+    """(PoP a, its country, PoP b, its country) when the link is active, crosses the border
+    and has no approval reference; ``moved`` puts one PoP in another country first."""
+    if link.state != LinkState.ACTIVE or link.approval_ref:
+        return None
+    a, b = ctx.session.get(Pop, link.pop_a_id), ctx.session.get(Pop, link.pop_b_id)
+    assert a is not None and b is not None
+    ca = moved[1] if moved and moved[0] == a.id else a.country
+    cb = moved[1] if moved and moved[0] == b.id else b.country
+    return (a, ca, b, cb) if crosses_border(ca, cb) else None
+
+
+def _require_approval(ctx: Ctx, link: Link) -> None:
+    """An active link across the border carries the regulator's approval reference."""
+    crossing = _unapproved_crossing(ctx, link)
+    if crossing is not None:
+        a, ca, b, cb = crossing
+        raise ComplianceRefusal(
+            CROSS_BORDER,
+            f"link {link.name!r} joins {a.name} ({ca}) and {b.name} ({cb}) across the border; "
+            "it is active only with the approval reference of its international gateway "
+            "(record it disabled until the approval is granted)",
+            {"approval_ref": "required for an active cross-border link"},
+        )
+
+
+def _links_stay_registered(ctx: Ctx, pop: Pop, country: str) -> None:
+    """Moving a PoP to another country must not turn a link into an unapproved crossing."""
+    for link in ctx.session.scalars(
+        select(Link).where(or_(Link.pop_a_id == pop.id, Link.pop_b_id == pop.id))
+    ):
+        if _unapproved_crossing(ctx, link, (pop.id, country)) is not None:
+            raise ComplianceRefusal(
+                CROSS_BORDER,
+                f"moving PoP {pop.name} to {country} makes link {link.name!r} cross the border "
+                "without an approval reference; record the approval on the link first",
+                {"country": "a link of this PoP would cross the border unapproved"},
+            )
+
+
 # --- sites ---------------------------------------------------------------------------------
-def _check_prefixes(ctx: Ctx, tenant: Tenant, prefixes: list[str], own: uuid.UUID | None) -> None:
-    nets = [validation.network(p) for p in prefixes]
-    problems = {f"prefixes.{i}": msg for i, msg in validation.non_overlapping(nets).items()}
-    pools = [ipaddress.ip_network(tenant.ipv4_pool), ipaddress.ip_network(tenant.ipv6_pool)]
-    others = ctx.session.execute(
-        select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id, Site.id != own)
-        if own is not None
-        else select(Site.name, Site.prefixes).where(Site.tenant_id == tenant.id)
-    ).all()
-    for i, net in enumerate(nets):
-        if f"prefixes.{i}" in problems:
-            continue
-        pool = validation.overlaps_any(net, pools)
-        if pool is not None:
-            problems[f"prefixes.{i}"] = f"{net} overlaps the tenant's overlay pool {pool}"
-            continue
-        for site_name, site_prefixes in others:
-            hit = validation.overlaps_any(net, (ipaddress.ip_network(p) for p in site_prefixes))
-            if hit is not None:
-                problems[f"prefixes.{i}"] = f"{net} overlaps {hit} of site {site_name!r}"
-                break
-    if problems:
-        raise ValidationError(problems)
-
-
 class SiteResource(Resource[Site]):
     name = "sites"
     label = "site"
@@ -258,13 +302,45 @@ class SiteResource(Resource[Site]):
             what="a site",
         )
 
+    def to_public(self, ctx: Ctx, obj: Site) -> BaseModel:
+        return self._public(obj, declared.declarations_of(ctx, obj.id))
+
+    def to_public_many(self, ctx: Ctx, objs: Sequence[Site]) -> list[BaseModel]:
+        by_site = declared.briefs(ctx, [o.id for o in objs])
+        return [self._public(o, by_site[o.id]) for o in objs]
+
+    @staticmethod
+    def _public(obj: Site, decls: Sequence[PrefixDeclaration]) -> s.SitePublic:
+        return s.SitePublic(
+            id=obj.id,
+            created_at=obj.created_at,
+            updated_at=obj.updated_at,
+            tenant_id=obj.tenant_id,
+            name=obj.name,
+            country=obj.country,
+            prefixes=[d.cidr for d in decls if d.state in declared.LIVE],
+            approved_prefixes=list(obj.prefixes),
+            declarations=[
+                s.DeclarationBrief(
+                    id=d.id, cidr=d.cidr, state=d.state, reason=d.reason, decided_at=d.decided_at
+                )
+                for d in decls
+            ],
+            purpose=SitePurpose(obj.purpose),
+            pop_id=obj.pop_id,
+            connector_public_key=obj.connector_public_key,
+            state=SiteState(obj.state),
+        )
+
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Site:
         assert isinstance(data, s.SiteCreate) and tenant is not None
         self._unique(ctx, tenant.id, data.model_dump(), None)
         _pop_exists(ctx, data.pop_id, "pop_id")
-        _check_prefixes(ctx, tenant, data.prefixes, None)
-        site = Site(tenant_id=tenant.id, **data.model_dump())
+        declared.check_declared(ctx, tenant, data.prefixes, site_id=None)
+        site = Site(tenant_id=tenant.id, **data.model_dump(exclude={"prefixes"}), prefixes=[])
         ctx.session.add(site)
+        ctx.session.flush()  # the declarations refer to the site
+        declared.declare(ctx, site, data.prefixes)
         return site
 
     def update(self, ctx: Ctx, obj: Site, data: Any) -> Site:
@@ -274,9 +350,11 @@ class SiteResource(Resource[Site]):
         self._unique(ctx, obj.tenant_id, changes, obj.id)
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
-        if changes.get("prefixes") is not None:
-            _check_prefixes(ctx, tenant, changes["prefixes"], obj.id)
+        prefixes = changes.pop("prefixes", None)
+        if prefixes is not None:
+            declared.check_declared(ctx, tenant, prefixes, site_id=obj.id)
         state = changes.get("state")
+        obj_state_before = obj.state
         operator = ctx.require_principal().is_operator
         if (
             state not in (None, obj.state)
@@ -288,9 +366,20 @@ class SiteResource(Resource[Site]):
                 {"state": "only the operator moves a site to or from active"},
             )
         nullable = {"pop_id", "connector_public_key"}
+        redeclare = any(
+            changes.get(key) not in (None, getattr(obj, key)) for key in ("purpose", "country")
+        )
         for key, value in changes.items():
             if value is not None or key in nullable:
                 setattr(obj, key, value)
+        if prefixes is not None or redeclare:
+            declared.declare(ctx, obj, prefixes, redeclare=redeclare)
+        if state == SiteState.ACTIVE and state != obj_state_before:
+            declared.require_routed(obj)
+        if obj.state == SiteState.ACTIVE and (
+            obj_state_before != SiteState.ACTIVE or {"country", "pop_id"} & changes.keys()
+        ):
+            licensing.require_site(ctx, obj, tenant.division_code)
         return obj
 
     def delete(self, ctx: Ctx, obj: Site) -> None:
@@ -299,6 +388,7 @@ class SiteResource(Resource[Site]):
         users = references_to(ctx, obj.tenant_id, "site", obj.id)
         if users:
             raise Conflict(f"the site is used by policies: {', '.join(users)}")
+        declared.delete_site_declarations(ctx, obj)
         ctx.session.delete(obj)
 
 
@@ -328,8 +418,11 @@ class DeviceResource(Resource[Device]):
         owner = ctx.session.get(User, user_id)
         if owner is None or owner.tenant_id != tenant.id:
             raise ValidationError({"user_id": "no such user in this tenant"})
+        if owner.erased_at is not None:
+            raise ValidationError({"user_id": "the user's personal data was erased"})
         ensure_unique(ctx, Device.public_key, data.public_key, what="a device")
         _pop_exists(ctx, data.pop_id, "pop_id")
+        _refuse_abroad_pop(ctx, owner.id, data.pop_id)
         address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
         device = Device(
             tenant_id=tenant.id,
@@ -340,6 +433,8 @@ class DeviceResource(Resource[Device]):
             host_index=address.host_index,
             ipv4=address.ipv4,
             ipv6=address.ipv6,
+            # Rule identity.real_name: active only once the owner's identity is verified.
+            state=DeviceState.ACTIVE if owner.identity_verified_at else DeviceState.PENDING,
         )
         ctx.session.add(device)
         return device
@@ -351,11 +446,13 @@ class DeviceResource(Resource[Device]):
         )
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
+            _refuse_abroad_pop(ctx, obj.user_id, changes["pop_id"])
         if obj.state == DeviceState.REVOKED and changes.get("state") not in (
             None,
             DeviceState.REVOKED,
         ):
             raise ValidationError({"state": "a revoked device stays revoked; register it again"})
+        _check_activation(ctx, obj, changes.get("state"))
         for key, value in changes.items():
             if value is not None or key == "pop_id":
                 setattr(obj, key, value)
@@ -363,14 +460,44 @@ class DeviceResource(Resource[Device]):
 
     def delete(self, ctx: Ctx, obj: Device) -> None:
         from tongdao.access.service import references_to
+        from tongdao.privacy.service import refuse_deleting_logged_devices
 
         users = references_to(ctx, obj.tenant_id, "device", obj.id)
         if users:
             raise Conflict(f"the device is used by policies: {', '.join(users)}")
+        refuse_deleting_logged_devices(
+            ctx, obj.tenant_id, [obj.id], "revoke the device instead (state revoked)"
+        )
         ctx.session.delete(obj)
 
 
-HOME_COUNTRY = "CN"  # where devices with no chosen PoP connect; never directly abroad
+def _check_activation(ctx: Ctx, device: Device, state: str | None) -> None:
+    """Pending is the platform's to set; active needs the owner's verified identity."""
+    if state is None or state == device.state:
+        return
+    if state == DeviceState.PENDING:
+        raise ValidationError(
+            {"state": "pending is set by the platform while the owner's identity is unverified"}
+        )
+    if state == DeviceState.ACTIVE:
+        owner = ctx.session.get(User, device.user_id)
+        if owner is None or owner.identity_verified_at is None:
+            raise ComplianceRefusal(
+                "identity.real_name",
+                "the device's owner has no verified real identity; a tenant admin or "
+                "compliance officer verifies it (POST .../identity-verification) and the "
+                "device becomes active",
+                {"state": "the owner's real identity is not verified"},
+            )
+
+
+def _refuse_abroad_pop(ctx: Ctx, user_id: uuid.UUID, pop_id: uuid.UUID | None) -> None:
+    """A device homes on an overseas PoP only with its owner's consent to transfer abroad."""
+    from tongdao.privacy.service import refuse_abroad_without_consent
+
+    pop = ctx.session.get(Pop, pop_id) if pop_id is not None else None
+    if pop is not None and pop.country != HOME_COUNTRY:
+        refuse_abroad_without_consent(ctx.session, user_id, f"PoP {pop.name}")
 
 
 class HasHomePop(Protocol):
@@ -387,6 +514,12 @@ def device_homed_at(device: HasHomePop, pop: Pop) -> bool:
     return pop.country == HOME_COUNTRY
 
 
+def device_served_at(device: HasHomePop, pop: Pop, *, abroad_consent: bool) -> bool:
+    """Whether the PoP carries the device: it is homed there, and a PoP abroad only when the
+    owner consents to transfer abroad (rule pi.notice_and_consent)."""
+    return device_homed_at(device, pop) and (abroad_consent or pop.country == HOME_COUNTRY)
+
+
 def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
     """What a tenant's devices route into the tunnel: its overlay pools and active sites."""
     prefixes = [tenant.ipv4_pool, tenant.ipv6_pool]
@@ -398,6 +531,11 @@ def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
 
 
 def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
+    if device.state == DeviceState.PENDING:
+        raise ComplianceRefusal(
+            "identity.real_name",
+            "the device is pending: its owner's real identity is not verified yet",
+        )
     if device.state != DeviceState.ACTIVE:
         raise Conflict(f"the device is {device.state}; it has no configuration")
     stmt = (
@@ -411,7 +549,20 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         .order_by(Pop.name)
     )
     rows = [(iface, pop) for iface, pop in ctx.session.execute(stmt)]
-    rows = [(iface, pop) for iface, pop in rows if device_homed_at(device, pop)]
+    homed = [(iface, pop) for iface, pop in rows if device_homed_at(device, pop)]
+    if any(pop.country != HOME_COUNTRY for _iface, pop in homed):
+        from tongdao.privacy.service import consents_abroad
+
+        consent = consents_abroad(ctx.session, device.user_id)
+        rows = [(i, p) for i, p in homed if device_served_at(device, p, abroad_consent=consent)]
+        if not rows:
+            raise ComplianceRefusal(
+                "pi.notice_and_consent",
+                "the device's PoP is abroad and its owner has no current consent to transfer "
+                "abroad; the configuration lists no PoP abroad for them",
+            )
+    else:
+        rows = homed
     if not rows:
         where = "the device's PoP has not yet" if device.pop_id is not None else "no PoP has yet"
         raise Conflict(
@@ -447,3 +598,12 @@ def get_pop(ctx: Ctx, pop_id: uuid.UUID) -> Pop:
     if pop is None:
         raise NotFound("pop not found")
     return pop
+
+
+def no_link_reason(home: Pop, to: Pop) -> str:
+    """Why a site at ``to`` is out of reach from ``home``: no active registered link."""
+    r = rule(CROSS_BORDER)
+    return (
+        f"no registered cross-border link joins {home.name} and {to.name}; traffic abroad may "
+        f"only use approved international links (rule {r.id}: {r.text}; source: {r.source})"
+    )
