@@ -3,6 +3,7 @@
 A ``before_flush`` hook on every session turns new, changed and deleted audited objects into
 events, so no service can forget to audit and the event commits or rolls back with the
 change. The actor and source address come from ``session.info`` (see :func:`set_actor`).
+Every event joins the hash chain when its transaction commits (:mod:`tongdao.audit.chain`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
+from tongdao.audit import chain
 from tongdao.audit.models import AuditEvent
+from tongdao.clock import utcnow
 from tongdao.store.base import Base
 
 _ACTOR_KEY = "tongdao.audit_actor"
@@ -55,21 +58,57 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     actor: Actor | None = None,
+    kind: str = "event",
+    user_id: uuid.UUID | None = None,
+    source_ip: str | None = None,
+    source_port: int | None = None,
+    device_id: uuid.UUID | None = None,
+    pop_id: uuid.UUID | None = None,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    rx_bytes: int | None = None,
+    tx_bytes: int | None = None,
+    signature: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> AuditEvent:
-    """Add an explicit event (a login, a decision) to the session's transaction."""
+    """Add an explicit event (a login, a decision, a connection session) to the session's
+    transaction; it joins the hash chain when the transaction commits.
+
+    ``user_id`` is the user the record is about (for a ``user`` object, its id by default);
+    ``source_ip`` defaults to the actor's address.
+    """
     who = actor or actor_of(session)
+    oid = None if object_id is None else str(object_id)
+    if user_id is None and object_type == "user" and oid is not None:
+        try:
+            user_id = uuid.UUID(oid)
+        except ValueError:
+            user_id = None
     ev = AuditEvent(
+        occurred_at=occurred_at or utcnow(),
+        kind=kind,
         actor_id=who.id,
         actor=who.label,
         action=action,
         object_type=object_type,
-        object_id=None if object_id is None else str(object_id),
+        object_id=oid,
         tenant_id=tenant_id,
-        before=before,
-        after=after,
-        source_ip=who.source_ip,
+        user_id=user_id,
+        before=None if before is None else jsonable(before),
+        after=None if after is None else jsonable(after),
+        source_ip=who.source_ip if source_ip is None else source_ip,
+        source_port=source_port,
+        device_id=device_id,
+        pop_id=pop_id,
+        started_at=started_at,
+        ended_at=ended_at,
+        rx_bytes=rx_bytes,
+        tx_bytes=tx_bytes,
+        signature=signature,
     )
+    chain.seal_personal(ev)
     session.add(ev)
+    chain.track(session, ev)
     return ev
 
 
@@ -176,6 +215,7 @@ def _audit_before_flush(session: Session, _ctx: UOWTransaction, _instances: obje
             events.append(("delete", obj, snapshot(obj), None))
     for action, obj, old, new in events:
         object_id, tenant_id = _identity(obj)
+        subject = getattr(obj, "user_id", None)
         record(
             session,
             action,
@@ -184,4 +224,6 @@ def _audit_before_flush(session: Session, _ctx: UOWTransaction, _instances: obje
             tenant_id=tenant_id,
             before=old,
             after=new,
+            kind="change",
+            user_id=subject if isinstance(subject, uuid.UUID) else None,
         )

@@ -13,16 +13,28 @@ class AuditEventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    seq: int | None = Field(description="place in the hash chain (see GET /audit/verify)")
     occurred_at: datetime
+    kind: str = Field(description="change | event | session | export | erase | checkpoint")
     actor_id: uuid.UUID | None
-    actor: str
+    actor: str | None = Field(description="empty once erased")
     action: str
     object_type: str
     object_id: str | None
     tenant_id: uuid.UUID | None
+    user_id: uuid.UUID | None = Field(description="the user the record is about")
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     source_ip: str | None
+    source_port: int | None
+    device_id: uuid.UUID | None
+    pop_id: uuid.UUID | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    rx_bytes: int | None
+    tx_bytes: int | None
+    prev_hash: str | None
+    hash: str | None
 
 
 class AuditFilters(BaseModel):
@@ -31,5 +43,7 @@ class AuditFilters(BaseModel):
     object_id: str | None = Field(default=None, max_length=64)
     action: str | None = Field(default=None, max_length=64)
     actor: str | None = Field(default=None, max_length=320)
+    kind: str | None = Field(default=None, max_length=16)
+    user_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None

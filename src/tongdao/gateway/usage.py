@@ -16,7 +16,9 @@ rejected report goes on with the next one).
 
 ``last_report_seq`` and ``last_seen_at`` are telemetry: they are written with a Core
 ``UPDATE`` that bypasses the audit hook, so a report every 30 s per gateway does not flood
-the audit log; the usage rows themselves are the connection log.
+the audit log. The connection log is derived from the reports of PoP gateways in the same
+transaction (:mod:`tongdao.audit.sessions`): one chained audit record per connection session
+(tenant, user, device, public source IP:port, PoP, start, end, bytes) when it ends.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
@@ -39,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tongdao.api.deps import Guard, GuardDep
+from tongdao.audit.sessions import Seen, track_report
 from tongdao.auth.permissions import Action
 from tongdao.errors import ValidationError
 from tongdao.gateway.desired import PeerKind
@@ -171,6 +174,23 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         session.rollback()
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
+        )
+    if gateway.pop_id is not None:
+        seen = [
+            Seen(
+                peer_key=peer.peer_key,
+                tenant_id=peer.tenant_id,
+                peer_kind=peer.peer_kind,
+                peer_ref=peer.peer_ref,
+                endpoint=peer.endpoint,
+                rx_bytes=peer.rx_bytes,
+                tx_bytes=peer.tx_bytes,
+                last_handshake=peer.last_handshake,
+            )
+            for peer in report.peers
+        ]
+        track_report(
+            session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
         )
     rows = [
         {

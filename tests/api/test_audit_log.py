@@ -1,0 +1,244 @@
+"""The chained audit log over the API: connection sessions from gateway reports, chain
+verification and regulator exports (auditor reads and exports, tenants see their own)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import uuid
+import zipfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from tests.api.test_gateway import device
+from tests.api.test_usage import REPORTS, peer, report, serving_gateway
+from tests.conftest import both_stores
+from tests.support.world import World
+from tongdao.audit.models import AUDIT_EVENTS, AuditEvent, OpenConnection
+from tongdao.audit.sessions import close_stale
+from tongdao.compliance.rules import VERSION
+from tongdao.runtime import Runtime
+from tongdao.testing.keys import public_key
+
+EXPORT = "/api/v1/audit/export"
+VERIFY = "/api/v1/audit/verify"
+
+
+def sessions(runtime: Runtime) -> list[AuditEvent]:
+    with runtime.db.session(write=False) as session:
+        return list(
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.kind == "session").order_by(AuditEvent.seq)
+            )
+        )
+
+
+def connect(world: World) -> tuple[dict[str, str], dict[str, Any], str, datetime, datetime]:
+    """A device of A's employee connects through a PoP and stops 10 minutes ago."""
+    pop, gw = serving_gateway(world)
+    dev = device(world)
+    key = public_key()
+    now = datetime.now(UTC)
+    handshake = now - timedelta(minutes=11, seconds=20)
+    first_end = now - timedelta(minutes=11)
+    last_end = now - timedelta(minutes=10)
+    reports = [
+        report(1, [peer(world.a.id, dev["id"], 100, 200, key=key, handshake=handshake)], first_end),
+        report(2, [peer(world.a.id, dev["id"], 5, 7, key=key)], last_end),
+    ]
+    for body in reports:
+        resp = world.client.post(REPORTS, json=body, headers=gw)
+        assert resp.json()["accepted"], resp.text
+    return gw, dev, pop, handshake, last_end
+
+
+def unzip(resp: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(files.pop("manifest.json"))
+    for entry in manifest["files"]:
+        assert hashlib.sha256(files[entry["name"]]).hexdigest() == entry["sha256"]
+        assert len(files[entry["name"]]) == entry["bytes"]
+    return manifest, files
+
+
+def jsonl(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in files["records.jsonl"].decode().splitlines()]
+
+
+# --- connection sessions ---------------------------------------------------------------------
+@both_stores
+def test_a_connection_becomes_one_chained_session_record(world: World, runtime: Runtime) -> None:
+    gw, dev, pop, handshake, last_end = connect(world)
+    assert sessions(runtime) == []  # still in progress
+    # The next report, 6 minutes without this peer: the session ended at its last activity.
+    later = report(3, [], last_end + timedelta(minutes=6))
+    assert world.client.post(REPORTS, json=later, headers=gw).json()["accepted"]
+    [rec] = sessions(runtime)
+    assert (rec.tenant_id, rec.user_id, rec.device_id) == (
+        world.a.id,
+        world.a.employee.user_id,
+        uuid.UUID(dev["id"]),
+    )
+    assert (rec.source_ip, rec.source_port, str(rec.pop_id)) == ("198.51.100.2", 51820, pop)
+    assert (rec.started_at, rec.ended_at, rec.occurred_at) == (handshake, last_end, last_end)
+    assert (rec.rx_bytes, rec.tx_bytes) == (105, 207)
+    assert rec.seq is not None and rec.hash
+    with runtime.db.session(write=False) as session:
+        assert session.scalar(select(OpenConnection.id)) is None
+    assert world.client.get(VERIFY, headers=world.operators["auditor"].headers).json()["ok"]
+
+
+def test_a_gateway_that_stops_reporting_has_its_sessions_closed(
+    world: World, runtime: Runtime
+) -> None:
+    pop, gw = serving_gateway(world)
+    dev = device(world)
+    ended = datetime.now(UTC) - timedelta(minutes=40)
+    body = report(1, [peer(world.a.id, dev["id"], 1, 1)], ended)
+    assert world.client.post(REPORTS, json=body, headers=gw).json()["accepted"]
+    with runtime.db.session() as session:
+        assert close_stale(session, datetime.now(UTC)) == 1
+        session.commit()
+    [rec] = sessions(runtime)
+    assert str(rec.pop_id) == pop and rec.device_id == uuid.UUID(dev["id"])
+
+
+# --- verification ----------------------------------------------------------------------------
+@both_stores
+def test_verify_names_a_record_edited_in_the_database(world: World, runtime: Runtime) -> None:
+    auditor = world.operators["auditor"].headers
+    good = world.client.get(VERIFY, headers=auditor).json()
+    assert good["ok"] and good["problem"] is None and good["checked"] == good["head_seq"]
+    with runtime.db.engine.begin() as conn:
+        target = conn.execute(
+            select(AUDIT_EVENTS.c.id, AUDIT_EVENTS.c.seq).where(AUDIT_EVENTS.c.seq == 3)
+        ).one()
+        conn.execute(
+            update(AUDIT_EVENTS).where(AUDIT_EVENTS.c.id == target.id).values(action="nothing")
+        )
+    bad = world.client.get(VERIFY, headers=auditor).json()
+    assert bad["ok"] is False
+    assert bad["problem"]["kind"] == "edited"
+    assert (bad["problem"]["seq"], bad["problem"]["id"]) == (3, target.id)
+    assert f"record seq 3 (id {target.id}) was edited" in bad["problem"]["message"]
+
+
+def test_only_operator_roles_verify_the_whole_chain(world: World) -> None:
+    for actor in (world.a.admin, world.a.employee):
+        assert world.client.get(VERIFY, headers=actor.headers).status_code == 403
+    for role in ("operator_admin", "compliance_officer", "auditor"):
+        assert world.client.get(VERIFY, headers=world.operators[role].headers).status_code == 200
+    assert (
+        world.client.get(VERIFY, headers=world.operators["billing_clerk"].headers).status_code
+        == 403
+    )
+
+
+# --- exports ---------------------------------------------------------------------------------
+@both_stores
+def test_the_auditor_exports_by_source_ip_and_time_with_a_manifest(
+    world: World, runtime: Runtime
+) -> None:
+    gw, dev, _pop, handshake, last_end = connect(world)
+    world.client.post(REPORTS, json=report(3, [], last_end + timedelta(minutes=6)), headers=gw)
+    auditor = world.operators["auditor"]
+    params = {
+        "format": "jsonl",
+        "source_ip": "198.51.100.2",
+        "since": (handshake + timedelta(seconds=10)).isoformat(),  # inside the session
+        "until": (last_end - timedelta(seconds=10)).isoformat(),
+    }
+    manifest, files = unzip(world.client.get(EXPORT, params=params, headers=auditor.headers))
+    [row] = jsonl(files)
+    assert row["kind"] == "session" and row["action"] == "connection"
+    assert (row["device_id"], row["user_id"], row["source_port"]) == (
+        dev["id"],
+        str(world.a.employee.user_id),
+        51820,
+    )
+    assert row["seq"] and row["hash"] and row["prev_hash"]
+    assert manifest["records"] == 1 and manifest["counts"] == {"session": 1}
+    assert manifest["filters"]["source_ip"] == "198.51.100.2"
+    assert manifest["chain"]["first_seq"] == manifest["chain"]["last_seq"] == row["seq"]
+    assert manifest["chain"]["head_seq"] >= row["seq"]
+    assert manifest["ruleset_version"] == VERSION
+    assert manifest["generated_by"]["email"] == "auditor@operator.example"
+    # A window outside the session finds nothing; the export is audited either way.
+    params["since"] = (last_end + timedelta(minutes=1)).isoformat()
+    params["until"] = (last_end + timedelta(minutes=2)).isoformat()
+    manifest2, files2 = unzip(world.client.get(EXPORT, params=params, headers=auditor.headers))
+    assert manifest2["records"] == 0 and files2["records.jsonl"] == b""
+    audited = world.client.get(
+        "/api/v1/audit/events", params={"kind": "export"}, headers=auditor.headers
+    ).json()["data"]
+    assert [e["after"]["files"][0]["sha256"] for e in audited] == [
+        manifest2["files"][0]["sha256"],
+        manifest["files"][0]["sha256"],
+    ]
+    assert audited[0]["actor_id"] == str(auditor.user_id)
+
+
+def test_csv_export_by_user_and_a_session_still_open(world: World) -> None:
+    connect(world)  # the session is still in progress
+    user = str(world.a.employee.user_id)
+    params = {"format": "csv", "user_id": user}
+    manifest, files = unzip(
+        world.client.get(EXPORT, params=params, headers=world.operators["auditor"].headers)
+    )
+    table = list(csv.DictReader(io.StringIO(files["records.csv"].decode())))
+    assert table and all(user in (r["user_id"], r["actor_id"]) for r in table)
+    open_rows = [r for r in table if r["action"] == "connection_open"]
+    assert len(open_rows) == 1 and open_rows[0]["seq"] == ""
+    assert open_rows[0]["source_ip"] == "198.51.100.2"
+    assert manifest["open_sessions"] == 1
+    assert manifest["files"][0]["rows"] == len(table)
+    assert {"device"} <= {r["object_type"] for r in table}  # the device's creation
+
+
+def test_a_tenant_admin_exports_only_their_tenant(world: World) -> None:
+    connect(world)
+    world.client.patch(
+        f"/api/v1/tenants/{world.b.id}", json={"contact_name": "B"}, headers=world.admin.headers
+    )
+    _manifest, files = unzip(
+        world.client.get(EXPORT, params={"format": "jsonl"}, headers=world.a.admin.headers)
+    )
+    rows = jsonl(files)
+    assert rows and {r["tenant_id"] for r in rows} == {str(world.a.id)}
+    assert str(world.b.id) not in files["records.jsonl"].decode()
+    # B's admin does not see A's connection.
+    _m, b_files = unzip(
+        world.client.get(EXPORT, params={"format": "jsonl"}, headers=world.b.admin.headers)
+    )
+    assert str(world.a.id) not in b_files["records.jsonl"].decode()
+    other = world.client.get(
+        EXPORT, params={"tenant_id": str(world.b.id)}, headers=world.a.admin.headers
+    )
+    assert other.status_code == 404
+    assert world.client.get(EXPORT, headers=world.a.employee.headers).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"source_ip": "not-an-ip"}, "source_ip"),
+        ({"format": "xml"}, "format"),
+        ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"user_id": "nobody"}, "user_id"),
+    ],
+)
+def test_bad_export_queries_are_field_keyed_422(
+    world: World, params: dict[str, str], field: str
+) -> None:
+    resp = world.client.get(EXPORT, params=params, headers=world.operators["auditor"].headers)
+    assert resp.status_code == 422, resp.text
+    assert field in resp.json()["error"]["fields"], resp.text
