@@ -232,6 +232,8 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
     from tongdao.tenancy.models import TenantState, User
     from tongdao.tenancy.schemas import TenantCreate
     from tongdao.tenancy.service import TenantResource
+    from tongdao.testing import licensed
+    from tongdao.testing.identity import seed_verified
 
     data_dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{data_dir / 'tongdao.sqlite3'}"
@@ -240,6 +242,7 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
     try:
         with runtime.db.session() as session:
             set_actor(session, SYSTEM)
+            licensed.seed(session, runtime.clock())  # a licence to serve under (the PoPs)
             ctx = Ctx(session=session, runtime=runtime)
             admin = User(
                 tenant_id=None,
@@ -271,6 +274,7 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
                 roles=["tenant_admin"],
                 password_hash=None,
             )
+            seed_verified(user, runtime.cipher, runtime.clock())  # rule identity.real_name
             session.add(user)
             session.flush()
             _t, secret = issue_token(
@@ -311,6 +315,34 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
+
+
+def compliance_officer(admin: Api, base_url: str) -> Api:
+    """A compliance officer's API: declared networks are theirs to approve (not the NOC's)."""
+    email = f"compliance-{secrets.token_hex(4)}@operator.bench.example"
+    password = secrets.token_urlsafe(24)
+    admin(
+        "POST",
+        "/operator/staff",
+        json={
+            "email": email,
+            "display_name": "compliance",
+            "roles": ["compliance_officer"],
+            "password": password,
+        },
+    )
+    with httpx.Client(base_url=base_url + "/api/v1", timeout=60) as http:
+        login = http.post("/auth/login", json={"email": email, "password": password})
+        if login.status_code != 200:
+            raise RuntimeError(f"compliance officer login: HTTP {login.status_code}: {login.text}")
+    return Api(base_url, {"Authorization": f"Bearer {login.json()['token']}"})
+
+
+def approve(officer: Api, *sites: dict[str, Any]) -> None:
+    """Approve every declared prefix of the sites (rule network.declared_only)."""
+    for site in sites:
+        for decl in site["declarations"]:
+            officer("POST", f"/declarations/{decl['id']}/approve", json={})
 
 
 def create_pop(admin: Api, name: str, endpoint_host: str) -> tuple[dict[str, Any], int]:
@@ -975,8 +1007,43 @@ def build_managed(
                 "prefixes": [SITE_V4, SITE_V6],
             },
         )
+        # The policy's filler rules name addresses in 198.19.0.0/16: declared and approved on
+        # a site that is never activated, so the rules are allowed and nothing more is routed.
+        filler = tenant_api(
+            "POST",
+            f"/tenants/{st.tenant.id}/sites",
+            json={
+                "name": "rule-targets",
+                "country": "CN",
+                "purpose": "office",
+                "prefixes": ["198.19.0.0/16"],
+            },
+        )
+        officer = compliance_officer(admin, server.base_url)
+        try:
+            approve(officer, site, filler)
+        finally:
+            officer.close()
         admin("PATCH", f"/tenants/{st.tenant.id}/sites/{site['id']}", json={"state": "active"})
         topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+        # The HQ is in Germany: the tenant's user consents to transfer abroad (rule
+        # pi.notice_and_consent), else the gateway would drop what crosses the border.
+        admin(
+            "POST",
+            "/privacy-notices",
+            json={
+                "version": "bench-1",
+                "title": "bench notice",
+                "text": "bench",
+                "transfer_abroad_text": "bench",
+            },
+        )
+        for kind in ("notice", "transfer_abroad"):
+            tenant_api(
+                "POST",
+                f"/tenants/{st.tenant.id}/users/{st.tenant.user_id}/consents",
+                json={"kind": kind, "notice_version": "bench-1"},
+            )
         private, public = keypair()
         dev = tenant_api(
             "POST", f"/tenants/{st.tenant.id}/devices", json={"name": "iperf", "public_key": public}

@@ -131,6 +131,7 @@ def create_tenants(runtime: Any, count: int) -> tuple[list[BenchTenant], dict[st
     from tongdao.tenancy.models import TenantState, User
     from tongdao.tenancy.schemas import TenantCreate
     from tongdao.tenancy.service import TenantResource
+    from tongdao.testing.identity import seed_verified
 
     resource = TenantResource()
     tenants: list[BenchTenant] = []
@@ -156,6 +157,7 @@ def create_tenants(runtime: Any, count: int) -> tuple[list[BenchTenant], dict[st
                     roles=["tenant_admin"],
                     password_hash=None,
                 )
+                seed_verified(user, runtime.cipher, runtime.clock(), n=i)  # identity.real_name
                 session.add(user)
                 session.flush()
                 _token, secret = issue_token(

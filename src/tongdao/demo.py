@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from tongdao.testing import netns
+from tongdao.testing import licensed, netns
 from tongdao.testing.keys import keypair
 
 PASSWORD = "demo passphrase 通道 2026"  # noqa: S105 - the demo's throwaway users
@@ -121,6 +121,37 @@ class Demo:
         self.spawn([*tongdao, "server", "--port", str(port)], "server.log")
         wait_until(lambda: _ready(url), 60, "the control plane")
         admin = Api(url).login("noc@demo.example")
+        # Declared networks are approved by a compliance officer, not by the NOC.
+        admin(
+            "POST",
+            "/operator/staff",
+            json={
+                "email": "compliance@demo.example",
+                "display_name": "compliance",
+                "roles": ["compliance_officer"],
+                "password": PASSWORD,
+            },
+        )
+        officer = Api(url).login("compliance@demo.example")
+
+        # The operator's licence and shareholders: nothing is activated without them.
+        admin("POST", "/operator/licences", json=licensed.licence_body())
+        for holder in licensed.SHAREHOLDERS:
+            admin("POST", "/operator/shareholders", json=holder)
+        say(f"licence {licensed.LICENCE_NUMBER} (B13, nationwide); shareholders 51% / 49% foreign")
+        # The privacy notice users accept, with the separate statement for transfer abroad.
+        officer(
+            "POST",
+            "/privacy-notices",
+            json={
+                "version": "demo-1",
+                "title": "Tongdao personal information notice (demo)",
+                "text": "Tongdao processes your name, ID document and mobile number to give "
+                "you VPN service, as the Cybersecurity Law requires (demo text).",
+                "transfer_abroad_text": "Your traffic to your company's headquarters network "
+                "in Germany carries personal information abroad (demo text).",
+            },
+        )
 
         base = 32000 + secrets.randbelow(1000) * 10
         topo = self.topo
@@ -173,16 +204,26 @@ class Demo:
         for n, (name_en, name_zh, uscc) in enumerate(COMPANIES):
             label = "ab"[n]
             tenant = admin(
-                "POST", "/tenants", json={"name_en": name_en, "name_zh": name_zh, "uscc": uscc}
+                "POST",
+                "/tenants",
+                json={
+                    "name_en": name_en,
+                    "name_zh": name_zh,
+                    "uscc": uscc,
+                    **licensed.FOREIGN_INVESTED,  # customers are foreign-invested enterprises
+                },
             )
             for state in ("under_review", "approved", "active"):
                 admin("PATCH", f"/tenants/{tenant['id']}", json={"state": state})
             tid = tenant["id"]
-            for email, roles in (
-                (f"it@{label}.demo.example", ["tenant_admin"]),
-                (f"li@{label}.demo.example", ["employee"]),
+            users = {}
+            for k, (email, roles) in enumerate(
+                (
+                    (f"it@{label}.demo.example", ["tenant_admin"]),
+                    (f"li@{label}.demo.example", ["employee"]),
+                )
             ):
-                admin(
+                users[email] = admin(
                     "POST",
                     f"/tenants/{tid}/users",
                     json={
@@ -190,10 +231,21 @@ class Demo:
                         "display_name": email.split("@")[0],
                         "roles": roles,
                         "password": PASSWORD,
+                        # Real identity (rule identity.real_name), verified by the officer.
+                        "legal_name": email.split("@")[0].upper(),
+                        "id_type": "passport",
+                        "id_number": f"E{n}{k}000001",
+                        "mobile": f"+86138000000{n}{k}",
                     },
                 )
+                user_path = f"/tenants/{tid}/users/{users[email]['id']}"
+                officer("POST", f"{user_path}/identity-verification")
             it = Api(url).login(f"it@{label}.demo.example")
             li = Api(url).login(f"li@{label}.demo.example")
+            # Li accepts the notice and consents to transfer abroad (her HQ is in Frankfurt).
+            li_consents = f"/tenants/{tid}/users/{users[f'li@{label}.demo.example']['id']}/consents"
+            for kind in ("notice", "transfer_abroad"):
+                li("POST", li_consents, json={"kind": kind, "notice_version": "demo-1"})
 
             dev_ns, conn_ns, hq_ns = topo.namespace(), topo.namespace(), topo.namespace()
             dev_if, bj_if = topo.veth(dev_ns, bj_ns)
@@ -229,6 +281,8 @@ class Demo:
                     "prefixes": [SITE_V4, SITE_V6],
                 },
             )
+            for decl in site["declarations"]:  # rule network.declared_only
+                officer("POST", f"/declarations/{decl['id']}/approve", json={"reason": "HQ LAN"})
             admin("PATCH", f"/tenants/{tid}/sites/{site['id']}", json={"state": "active"})
             topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
             private, public = keypair()

@@ -36,13 +36,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.access_bench import API, Bench
+from tests.support.privacy import bench_consent_body, notice_body
 from tests.support.world import PASSWORD, Actor, World
 from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Action, Role, allowed
 from tongdao.testing.keys import public_key
 
 READ_ONLY = frozenset({"read"})
-TENANT_OBJECTS = frozenset({"user", "group", "site", "device", "policy"})
+TENANT_OBJECTS = frozenset({"user", "group", "site", "device", "policy", "prefix_allowance"})
 
 Body = Callable[[Bench, "Case"], dict[str, Any] | None]
 Target = Callable[[Bench, "Case"], str]
@@ -113,6 +114,8 @@ TARGETS: dict[str, Target] = {
     "group": lambda bench, case: bench.new_group(case.obj_label),
     "site": lambda bench, case: bench.new_site(case.obj_label),
     "policy": lambda bench, case: bench.new_policy(case.obj_label),
+    "declaration": lambda bench, case: bench.new_declaration(case.obj_label),
+    "prefix_allowance": lambda bench, case: bench.new_allowance(case.obj_label),
     "staff": lambda bench, case: bench.new_staff(),
     "pop": lambda bench, case: bench.new_pop(),
     "link": lambda bench, case: bench.new_link(),
@@ -177,6 +180,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("DELETE", "/tokens/{token_id}"): Spec(None, target="token"),
     # --- operator ----------------------------------------------------------------------------
     ("GET", "/operator"): Spec("operator", Action.READ),
+    ("GET", "/operator/compliance"): Spec("operator", Action.READ),
     ("PUT", "/operator"): Spec(
         "operator",
         Action.UPDATE,
@@ -262,6 +266,31 @@ SPECS: dict[tuple[str, str], Spec] = {
         lambda bench, case: bench.user_body(case.obj_label),
         lambda bench, case: {"display_name": "Renamed user"},
     ),
+    # Real identity (the bench's users have one recorded), personal data, consents, notices.
+    ("POST", T + "/users/{user_id}/identity-verification"): Spec(
+        "identity", Action.UPDATE, "user", notes="an employee's own record: 403, never self"
+    ),
+    ("DELETE", T + "/users/{user_id}/identity-verification"): Spec(
+        "identity", Action.UPDATE, "user"
+    ),
+    ("GET", T + "/users/{user_id}/personal-data"): Spec("personal_data", Action.READ, "user"),
+    ("POST", T + "/users/{user_id}/personal-data/erase"): Spec(
+        "personal_data", Action.DELETE, "user"
+    ),
+    ("GET", T + "/users/{user_id}/consents"): Spec("consents", Action.READ, "user"),
+    ("POST", T + "/users/{user_id}/consents"): Spec(
+        "consents", Action.CREATE, "user", body=lambda bench, case: bench_consent_body(bench)
+    ),
+    ("DELETE", T + "/users/{user_id}/consents/transfer-abroad"): Spec(
+        "consents", Action.DELETE, "user"
+    ),
+    ("POST", "/privacy-notices"): Spec(
+        "notices", Action.CREATE, body=lambda bench, case: notice_body(f"v{bench.n()}")
+    ),
+    ("GET", "/privacy-notices"): Spec("notices", Action.READ),
+    ("GET", "/privacy-notices/current"): Spec(
+        "notices", Action.READ, notes="after the POST above has published one"
+    ),
     **_crud(
         T + "/groups",
         "groups",
@@ -310,7 +339,37 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", T + "/sites/{site_id}/enrolments"): Spec(
         "sites", Action.UPDATE, "site", body=lambda bench, case: {"ttl_hours": 1}
     ),
+    # --- declared networks ---------------------------------------------------------------
+    ("GET", "/declarations"): Spec(
+        "declarations", Action.READ, notes="a tenant admin lists their own tenant's"
+    ),
+    ("GET", "/declarations/{object_id}"): Spec("declarations", Action.READ, "declaration"),
+    ("POST", "/declarations/{object_id}/approve"): Spec(
+        "declarations",
+        Action.UPDATE,
+        "declaration",
+        body=lambda bench, case: {"reason": "HQ LAN per contract"},
+    ),
+    ("POST", "/declarations/{object_id}/reject"): Spec(
+        "declarations",
+        Action.UPDATE,
+        "declaration",
+        body=lambda bench, case: {"reason": "not an office network"},
+    ),
+    **_crud(
+        T + "/prefix-allowances",
+        "prefix_allowances",
+        "prefix_allowance",
+        lambda bench, case: bench.allowance_body(),
+        lambda bench, case: {"reason": "renewed contract"},
+    ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
+    ("GET", "/audit/verify"): Spec(
+        "audit_chain", Action.READ, notes="the whole chain: operator roles that read the log"
+    ),
+    ("GET", "/audit/export"): Spec(
+        "audit", Action.READ, notes="a zip; a tenant admin's export holds their tenant only"
+    ),
 }
 
 
@@ -347,7 +406,9 @@ def scopes_for(path: str, spec: Spec, role: str) -> list[str]:
     tenant_path = "{tenant_id}" in path
     tenant_object = spec.target in TENANT_OBJECTS and tenant_path
     scopes = ["own"]
-    if role not in OPERATOR_ROLES and (tenant_path or spec.target in ("tenant", "token")):
+    if role not in OPERATOR_ROLES and (
+        tenant_path or spec.target in ("tenant", "token", "declaration")
+    ):
         scopes.append("other")
     if tenant_object:
         scopes.append("mixed")
@@ -410,7 +471,7 @@ class Runner:
             params["tenant_id"] = str(self.bench.tenant(case.path_label).id)
         if "{pop_id}" in self.path:
             params["pop_id"] = self.bench.pop
-        for name in ("object_id", "device_id", "token_id", "gateway_id", "site_id"):
+        for name in ("object_id", "device_id", "token_id", "gateway_id", "site_id", "user_id"):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
         return API + self.path.format(**params)
@@ -512,6 +573,7 @@ class Runner:
                     "token_id",
                     "gateway_id",
                     "site_id",
+                    "user_id",
                 )
             }
         )

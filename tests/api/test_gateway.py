@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import both_stores
+from tests.support.privacy import consent_abroad, publish_notice
 from tests.support.world import World
 from tongdao.gateway.changes import ChangeFeed, PgListener, current_version
 from tongdao.gateway.desired import DesiredState
@@ -171,6 +172,7 @@ def test_policy_is_compiled_to_addresses(world: World) -> None:
         json={"name": "hq", "country": "DE", "purpose": "hq", "prefixes": ["198.18.5.0/24"]},
         headers=h,
     ).json()
+    world.approve_site(site)  # network.declared_only: approved before it is activated
     world.client.patch(
         f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
         json={"state": "active"},
@@ -192,6 +194,11 @@ def test_policy_is_compiled_to_addresses(world: World) -> None:
         headers=h,
     )
     assert resp.status_code == 201, resp.text
+    # The HQ is in Germany: without the employee's consent to transfer abroad the rule
+    # compiles to nothing (rule pi.notice_and_consent, tests/api/test_privacy.py).
+    assert state(world, gw).tenants[0].policy == ()
+    publish_notice(world.client, world.admin.headers)
+    consent_abroad(world.client, world.a.id, world.a.employee.user_id, world.a.employee.headers)
     rules = state(world, gw).tenants[0].policy
     assert len(rules) == 1
     assert rules[0].src == tuple(sorted((f"{dev['ipv4']}/32", f"{dev['ipv6']}/128")))
@@ -218,6 +225,7 @@ def test_cross_border_peering_needs_a_registered_link(world: World) -> None:
         },
         headers=h,
     ).json()
+    world.approve_site(site)  # network.declared_only: approved before it is activated
     world.client.patch(
         f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
         json={"state": "active"},
@@ -253,6 +261,12 @@ def test_cross_border_peering_needs_a_registered_link(world: World) -> None:
     assert bj_peers["pop"].endpoint == "203.0.113.20:51820"
     fra_peers = {p.kind: p for p in state(world, gw_fra).tenants[0].peers}
     dev_addrs = set(bj_peers["device"].allowed_ips)
+    # The device's owner has not consented to transfer abroad: FRA does not carry it ...
+    assert not dev_addrs & set(fra_peers["pop"].allowed_ips)
+    publish_notice(world.client, world.admin.headers)
+    consent_abroad(world.client, world.a.id, world.a.employee.user_id, world.a.employee.headers)
+    # ... and does once they have.
+    fra_peers = {p.kind: p for p in state(world, gw_fra).tenants[0].peers}
     assert dev_addrs <= set(fra_peers["pop"].allowed_ips)
 
 
@@ -386,6 +400,7 @@ def test_site_connector_enrols_and_gets_its_tunnel(world: World) -> None:
     conn = {"Authorization": f"Bearer {resp.json()['credential']}"}
     # A pending site gets nothing; once active, one interface with its PoP as the only peer.
     assert state(world, conn).tenants == ()
+    world.approve_site(site)  # network.declared_only: approved before it is activated
     world.client.patch(
         f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
         json={"state": "active"},
@@ -476,6 +491,7 @@ def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
     conf = world.client.get(f"{base}/wireguard.conf", headers=h)
     assert conf.status_code == 409
     assert "pending" in conf.json()["error"]["message"]
+    world.approve_site(site)
     world.client.patch(base, json={"state": "active"}, headers=world.admin.headers)
     assert (
         "not yet published"

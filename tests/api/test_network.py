@@ -154,6 +154,8 @@ def test_wireguard_conf(world: World) -> None:
     site_url = f"/api/v1/tenants/{world.a.id}/sites/{site['id']}"
     refused = world.client.patch(site_url, json={"state": "active"}, headers=world.a.admin.headers)
     assert refused.status_code == 403
+    # ... once a compliance officer approved its prefixes (rule network.declared_only).
+    world.approve_site(site)
     assert (
         world.client.patch(
             site_url, json={"state": "active"}, headers=world.admin.headers
@@ -225,7 +227,7 @@ def test_policies_reference_only_own_objects(world: World) -> None:
     ).json()
     rule = {
         "sources": [{"kind": "group", "id": b_group["id"]}],
-        "destinations": [{"kind": "prefix", "cidr": "198.18.0.0/24"}],
+        "destinations": [{"kind": "prefix", "cidr": world.a.data["ipv4_pool"]}],
     }
     resp = world.client.post(base, json={"name": "p", "rules": [rule]}, headers=h)
     assert resp.status_code == 422
@@ -264,6 +266,7 @@ def test_operator_profile(world: World) -> None:
         == body["legal_name"]
     )
     assert world.client.put("/api/v1/operator", json=body, headers=clerk).status_code == 403
+    world.clear_shareholders()  # the world's register is full (100%)
     assert world.client.get("/api/v1/operator", headers=world.a.admin.headers).status_code == 403
     bad = world.client.post(
         "/api/v1/operator/licences",

@@ -47,6 +47,8 @@ def fuzz_world(world: World) -> dict[str, Any]:
         "/tenants/{tenant_id}/sites/": [bench.new_site("a")],
         "/tenants/{tenant_id}/devices/": [bench.new_device("a", a.employee.user_id)],
         "/tenants/{tenant_id}/policies/": [bench.new_policy("a")],
+        "/tenants/{tenant_id}/prefix-allowances/": [bench.new_allowance("a")],
+        "/declarations/": [bench.new_declaration("a"), bench.new_declaration("a")],
         "/tenants/": [str(a.id), str(world.b.id), bench.new_tenant()],
         "/pops/": [bench.new_pop(), bench.new_pop()],
         "/links/": [bench.new_link()],

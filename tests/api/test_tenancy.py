@@ -110,8 +110,8 @@ def test_real_identity_is_sealed_masked_and_verified(world: World) -> None:
         assert "password_hash" not in audit[0].after
 
     item = f"{base}/{user['id']}"
-    resp = world.client.patch(item, json={"identity_verified": True}, headers=h)
-    assert resp.status_code == 200
+    resp = world.client.post(f"{item}/identity-verification", headers=h)
+    assert resp.status_code == 200, resp.text
     assert resp.json()["identity_verified_at"] is not None
     # A changed identity must be verified again.
     resp = world.client.patch(item, json={"mobile": "+8613900139000"}, headers=h)
@@ -139,6 +139,7 @@ def test_identity_checks(world: World) -> None:
         headers=h,
     )
     assert resp.status_code == 422
+    # Verification is an action of its own (tests/api/test_privacy.py), not a field.
     resp = world.client.patch(
         f"{base}/{world.a.employee.user_id}", json={"identity_verified": True}, headers=h
     )

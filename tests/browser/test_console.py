@@ -340,3 +340,33 @@ def test_totp_field_appears_when_the_api_asks_for_it(live: Live, page: Page) -> 
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#me-email")).to_have_text("totp@operator.example")
     expect(page.locator("#me-roles")).to_contain_text(re.compile("Auditor"))
+
+
+def test_licence_warnings_on_the_operator_dashboard(live: Live, page: Page) -> None:
+    from datetime import timedelta
+
+    from tongdao.clock import utcnow
+    from tongdao.compliance.licensing import china_today
+
+    end = china_today(utcnow()) + timedelta(days=20)
+    resp = live.world.client.post(
+        "/api/v1/operator/licences",
+        json={
+            "number": "京B2-20210042",
+            "service_codes": ["B21"],
+            "issuing_authority": "北京市通信管理局",
+            "provinces": ["11"],
+            "valid_from": (end - timedelta(days=1500)).isoformat(),
+            "valid_to": end.isoformat(),
+        },
+        headers=live.world.admin.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    login(page, live, "compliance_officer@operator.example")
+    page.get_by_role("navigation").get_by_role("link", name="Licences").click()
+    view = page.locator('[data-view="licences"]')
+    expect(view.get_by_role("status").first).to_contain_text("京B2-20210042")
+    expect(view.get_by_role("status").first).to_contain_text("in 20 days")
+    expect(view.locator("table")).to_contain_text("30-day warning")
+    expect(view.locator("table")).to_contain_text("nationwide")
+    expect(view).to_contain_text("49.00% foreign (cap: at most 50%)")

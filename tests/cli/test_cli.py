@@ -100,11 +100,14 @@ def test_operator_and_tenant_admin_workflow(
     user = ok_json(
         cli(
             "users", "create", "--tenant", tid, "--set", "email=amy@example.com",
-            "--set", "display_name=Amy", "--set", 'roles=["employee"]', "--json",
+            "--set", "display_name=Amy", "--set", 'roles=["employee"]',
+            "--set", "legal_name=Amy Example", "--set", "id_type=passport",
+            "--set", "id_number=E12345678", "--set", "mobile=+8613800138000", "--json",
         )
     )  # fmt: skip
     assert isinstance(user, dict)
     assert user["roles"] == ["employee"]
+    assert user["id_number_masked"] == "*****5678"
     device = ok_json(
         cli(
             "devices", "create", "--tenant", tid, "--set", "name=amy-laptop",
@@ -113,6 +116,18 @@ def test_operator_and_tenant_admin_workflow(
     )  # fmt: skip
     assert isinstance(device, dict)
     did = device["id"]
+    # Rule identity.real_name: pending until a compliance officer (not the NOC) verifies.
+    assert device["state"] == "pending"
+    pending = cli("devices", "config", "--tenant", tid, did)
+    assert pending.exit_code == 1 and "rule identity.real_name" in pending.stderr
+    refused = cli("users", "verify-identity", user["id"], "--tenant", tid)
+    assert refused.exit_code == 1 and "do not allow update on identity" in refused.stderr
+    officer = world.operators["compliance_officer"].token
+    verified = cli("users", "verify-identity", user["id"], "--tenant", tid, token=officer)
+    assert verified.exit_code == 0, verified.output
+    assert "identity_verified_at" in verified.stdout
+    shown_device = ok_json(cli("devices", "get", did, "--tenant", tid, "--json"))
+    assert isinstance(shown_device, dict) and shown_device["state"] == "active"
 
     early = cli("devices", "config", "--tenant", tid, did)
     assert early.exit_code == 1
@@ -310,3 +325,141 @@ def test_admin_bootstrap_twice(tmp_path: Path) -> None:
     assert again.stderr.startswith("error: an operator admin exists already")
     assert "Traceback" not in again.output
     assert os.path.isdir(data_dir)
+
+
+def test_compliance_officer_decides_declared_networks(world: World, cli: Cli) -> None:
+    tid = str(world.a.id)
+    made = cli(
+        "sites", "create", "--tenant", tid, "--set", "name=hq", "--set", "country=DE",
+        "--set", "purpose=hq", "--set", 'prefixes=["198.18.7.0/24", "192.0.2.0/24"]',
+        token=world.a.admin.token,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    officer = world.operators["compliance_officer"].token
+    queue = ok_json(cli("declarations", "list", "--state", "pending", "--json", token=officer))
+    assert isinstance(queue, dict)
+    ids = {d["cidr"]: d["id"] for d in queue["data"]}
+    assert set(ids) == {"198.18.7.0/24", "192.0.2.0/24"}
+    table = cli("declarations", "list", "--state", "pending", token=officer)
+    assert table.stdout.splitlines()[0].split()[:4] == ["ID", "TENANT_ID", "SITE_ID", "CIDR"]
+
+    approved = ok_json(
+        cli("declarations", "approve", ids["198.18.7.0/24"], "--reason", "HQ LAN", "--json",
+            token=officer)
+    )  # fmt: skip
+    assert isinstance(approved, dict)
+    assert approved["state"] == "approved"
+    assert cli("declarations", "reject", ids["192.0.2.0/24"], token=officer).exit_code == 2
+    rejected = cli(
+        "declarations", "reject", ids["192.0.2.0/24"], "--reason", "not an office", token=officer
+    )
+    assert rejected.exit_code == 0, rejected.output
+    assert "not an office" in rejected.stdout
+    # Not the operator admin's decision; the API's message is printed.
+    denied = cli("declarations", "approve", ids["192.0.2.0/24"], token=world.admin.token)
+    assert denied.exit_code == 1
+    assert denied.stderr.startswith("error: ")
+    shown = cli("sites", "list", "--tenant", tid, token=world.a.admin.token)
+    assert "APPROVED_PREFIXES" in shown.stdout.splitlines()[0]
+
+    # A public prefix is refused naming the rule, until the operator allows it.
+    public = ["sites", "create", "--tenant", tid, "--set", "name=dmz", "--set", "country=DE",
+              "--set", "purpose=datacenter", "--set", 'prefixes=["8.8.8.0/24"]']  # fmt: skip
+    refused = cli(*public, token=world.a.admin.token)
+    assert refused.exit_code == 1
+    assert "network.no_default_or_public" in refused.stderr
+    grant = cli(
+        "prefix-allowances", "create", "--tenant", tid, "--set", "cidr=8.8.8.0/24",
+        "--set", "reason=customer-owned block, contract 7", token=world.admin.token,
+    )  # fmt: skip
+    assert grant.exit_code == 0, grant.output
+    assert cli(*public, token=world.a.admin.token).exit_code == 0
+
+
+def test_tenant_vetting_and_licence_commands(world: World, cli: Cli) -> None:
+    officer = world.operators["compliance_officer"].token
+    # A checksum-failing USCC (Fujian): accepted, flagged, verified by hand, then approved.
+    body = json.dumps({"name_en": "Min Trading", "uscc": "91350100M000100Y44"})
+    tenant = ok_json(cli("tenants", "create", "--data", body, "--json", token=officer))
+    assert isinstance(tenant, dict)
+    tid = tenant["id"]
+    assert tenant["needs_manual_verification"] is True
+    assert "under_review" in cli("tenants", "review", tid, token=officer).stdout
+    refused = cli("tenants", "approve", tid, token=officer)
+    assert refused.exit_code == 1
+    assert "rule kyc.uscc" in refused.stderr and "GB 32100-2015" in refused.stderr
+    verified = cli("tenants", "verify-uscc", tid, token=officer)
+    assert verified.exit_code == 0, verified.output
+    assert "verified by hand" in verified.stdout
+    assert cli("tenants", "approve", tid, token=officer).exit_code == 0
+    active = ok_json(cli("tenants", "activate", tid, "--json", token=officer))
+    assert isinstance(active, dict) and active["state"] == "active"
+    suspended = cli(
+        "tenants", "suspend", tid, "--reason", "unpaid invoice", "--json", token=officer
+    )
+    assert json.loads(suspended.stdout)["state_reason"] == "unpaid invoice"
+    assert cli("tenants", "terminate", tid, token=officer, input="n\n").exit_code == 2
+    assert "terminated" in cli("tenants", "terminate", tid, "--yes", token=officer).stdout
+    # Rejecting needs a reason.
+    other = ok_json(
+        cli("tenants", "create", "--set", "name_en=Other", "--set", f"uscc={USCC_C}", "--json",
+            token=officer)
+    )  # fmt: skip
+    assert isinstance(other, dict)
+    assert cli("tenants", "reject", other["id"], token=officer).exit_code == 2
+    rejected = cli("tenants", "reject", other["id"], "--reason", "no FIE evidence", token=officer)
+    assert rejected.exit_code == 0, rejected.output
+
+    status = cli("operator", "compliance", token=officer)
+    assert status.exit_code == 0, status.output
+    assert "B13 covers" in status.stdout and "nationwide" in status.stdout
+    assert "licence warnings: none" in status.stdout
+    assert "49.00% foreign" in status.stdout
+    as_json = ok_json(cli("operator", "compliance", "--json", token=officer))
+    assert isinstance(as_json, dict) and as_json["problems"] == []
+
+
+def test_notices_consents_export_and_erase(world: World, cli: Cli, tmp_path: Path) -> None:
+    admin, officer = world.admin.token, world.operators["compliance_officer"].token
+    emp, tid = world.a.employee, str(world.a.id)
+    text = tmp_path / "notice.txt"
+    text.write_text("我们处理您的姓名、证件号码和手机号码……", encoding="utf-8")
+    published = cli(
+        "notices", "publish", "--version", "2026-01", "--title", "Notice",
+        "--text", f"@{text}", "--transfer-abroad-text", "HQ abroad", "--json", token=admin,
+    )  # fmt: skip
+    assert published.exit_code == 0, published.output
+    assert "证件号码" in cli("notices", "current", token=emp.token).stdout
+    assert "2026-01" in cli("notices", "list", token=emp.token).stdout
+    missing = cli("notices", "publish", "--version", "x", "--title", "t", "--text", "@/nonexistent",
+                  "--transfer-abroad-text", "y", token=admin)  # fmt: skip
+    assert missing.exit_code == 2 and "cannot read" in missing.stderr
+
+    uid = str(emp.user_id)
+    early = cli("users", "consent", uid, "--tenant", tid, "--kind", "transfer_abroad",
+                "--notice-version", "2026-01", token=emp.token)  # fmt: skip
+    assert early.exit_code == 1 and "rule pi.notice_and_consent" in early.stderr
+    for kind in ("notice", "transfer_abroad"):
+        given = cli("users", "consent", uid, "--tenant", tid, "--kind", kind,
+                    "--notice-version", "2026-01", token=emp.token)  # fmt: skip
+        assert given.exit_code == 0, given.output
+    listed = cli("users", "consents", uid, "--tenant", tid, token=emp.token)
+    assert listed.stdout.count("self") == 2
+    revoked = cli("users", "revoke-abroad-consent", uid, "--tenant", tid, token=emp.token)
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+
+    target = tmp_path / "me.json"
+    exported = cli("users", "export", uid, "--tenant", tid, "-o", str(target), token=emp.token)
+    assert exported.exit_code == 0, exported.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    data = json.loads(target.read_text())
+    assert data["identity"]["id_type"] == "prc_resident_id"
+    assert len(data["identity"]["id_number"]) == 18
+
+    unconfirmed = cli("users", "erase", uid, "--tenant", tid, token=officer)
+    assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.stderr
+    erased = cli("users", "erase", uid, "--tenant", tid, "--yes", "--json", token=officer)
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.stdout)["consents_revoked"] == 0  # revoked above already
+    gone = cli("whoami", token=emp.token)
+    assert gone.exit_code == 1

@@ -16,6 +16,7 @@ Set ``TONGDAO_CRASH_SEED`` to replay a run (the seed is printed).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import secrets
@@ -42,6 +43,7 @@ from tests.support.dataplane import (
     pop_differences,
     wait_until,
 )
+from tests.support.privacy import identity_body
 from tests.support.world import World
 from tongdao.agent.engine import SOCKET_DIR, wireguard_go_pids
 from tongdao.gateway.changes import current_version
@@ -74,6 +76,7 @@ class Lab:
     group_id: str = ""
     policy_id: str = ""
     b_active: bool = True
+    v6_base: str = "fd00"  # random rules name /48s in this /16 (declared, see populate)
 
     @property
     def a(self) -> str:
@@ -163,7 +166,7 @@ class Lab:
                 elif pick < 0.6:
                     cidr = f"203.0.113.{rng.randrange(0, 256, 16)}/28"
                 elif pick < 0.8:
-                    cidr = f"fd00:{rng.randrange(1 << 16):x}::/48"
+                    cidr = f"{self.v6_base}:{rng.randrange(1 << 16):x}::/48"
                 else:
                     cidr = f"{rng.choice(a_devices)['ipv4']}/32"
                 dests.append({"kind": "prefix", "cidr": cidr})
@@ -298,9 +301,16 @@ def populate(lab: Lab, per_user: int, extra_users: int, devices_b: int) -> None:
                 "POST",
                 f"/tenants/{lab.a}/users",
                 h,
-                json={"email": f"staff{n}@a.example", "display_name": f"Staff {n}"},
+                json={
+                    "email": f"staff{n}@a.example",
+                    "display_name": f"Staff {n}",
+                    **identity_body(),
+                },
             )
         )
+        # Rule identity.real_name: their devices are served once a compliance officer verified.
+        verify = f"/tenants/{lab.a}/users/{user['id']}/identity-verification"
+        lab.ok(lab.api("POST", verify, lab.world.operators["compliance_officer"].headers))
         lab.users.append(user["id"])
     group = lab.ok(
         lab.api(
@@ -316,6 +326,31 @@ def populate(lab: Lab, per_user: int, extra_users: int, devices_b: int) -> None:
             lab.add_device("a", user_id)
     for _ in range(devices_b):
         lab.add_device("b")
+    # The rules' prefixes lie in networks the tenant declared and a compliance officer
+    # approved (rule network.declared_only), on a site that is never activated: nothing of it
+    # is routed. The IPv6 /16 is one that holds neither tenant's overlay pool.
+    pools = [ipaddress.ip_network(t.data["ipv6_pool"]) for t in (lab.world.a, lab.world.b)]
+    lab.v6_base = next(
+        base
+        for base in ("fd00", "fd01", "fd02")
+        if not any(p.subnet_of(ipaddress.IPv6Network(f"{base}::/16")) for p in pools)
+    )
+    site = lab.ok(
+        lab.api(
+            "POST",
+            f"/tenants/{lab.a}/sites",
+            h,
+            json={
+                "name": "rule-targets",
+                "country": "CN",
+                "purpose": "office",
+                "prefixes": ["198.18.0.0/15", "203.0.113.0/24", f"{lab.v6_base}::/16"],
+            },
+        )
+    )
+    officer = lab.world.operators["compliance_officer"].headers
+    for decl in site["declarations"]:
+        lab.ok(lab.api("POST", f"/declarations/{decl['id']}/approve", officer, json={}))
     policy = lab.ok(
         lab.api(
             "POST",

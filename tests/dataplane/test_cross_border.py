@@ -26,6 +26,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.support.live import serve
+from tests.support.privacy import NOTICE_VERSION, notice_body
 from tests.support.world import Actor, World
 from tongdao.agent.gateway import GatewayAgent
 from tongdao.testing import netns
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.root
 
 SITE_V4, SITE_V6 = "198.18.7.0/24", "fd00:77::/64"  # the same in both tenants
 HQ_V4, HQ_V6 = "198.18.7.10", "fd00:77::10"
+UNAPPROVED_V4 = "198.18.8.0/24"  # declared too, and rejected by the compliance officer
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -102,6 +104,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
     servers: list[subprocess.Popen[bytes]] = []
     with serve(app) as url, netns.Topology() as topo:
         admin = Api(url, world.admin)
+        officer = Api(url, world.operators["compliance_officer"])
         bj_ns, fra_ns = topo.namespace(), topo.namespace()
         bj_wire, fra_wire = topo.veth(bj_ns, fra_ns)
         netns.add_address(bj_ns, bj_wire, "203.0.113.1/24")
@@ -111,6 +114,13 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             Company("A", str(world.a.id), Api(url, world.a.admin), Api(url, world.a.employee)),
             Company("B", str(world.b.id), Api(url, world.b.admin), Api(url, world.b.employee)),
         ]
+        # Both employees consent to transfer abroad (rule pi.notice_and_consent; without it
+        # their traffic stays in China: tests/dataplane/test_consent_abroad.py).
+        admin("POST", "/privacy-notices", json=notice_body())
+        for co, person in zip(companies, (world.a.employee, world.b.employee), strict=True):
+            consents = f"/tenants/{co.tenant_id}/users/{person.user_id}/consents"
+            for kind in ("notice", "transfer_abroad"):
+                co.employee("POST", consents, json={"kind": kind, "notice_version": NOTICE_VERSION})
         for n, co in enumerate(companies):
             # The device's wire to BJ, and the company's connector + HQ LAN behind FRA.
             co.dev_ns = topo.namespace()
@@ -205,9 +215,14 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
                         "country": "DE",
                         "purpose": "hq",
                         "pop_id": fra["id"],
-                        "prefixes": [SITE_V4, SITE_V6],
+                        "prefixes": [SITE_V4, SITE_V6, UNAPPROVED_V4],
                     },
                 )
+                # A compliance officer approves the HQ LAN and rejects the other network: only
+                # approved prefixes are ever routed (rule network.declared_only).
+                for decl in site["declarations"]:
+                    verb = "reject" if decl["cidr"] == UNAPPROVED_V4 else "approve"
+                    officer("POST", f"/declarations/{decl['id']}/{verb}", json={"reason": "HQ"})
                 admin(
                     "PATCH", f"/tenants/{co.tenant_id}/sites/{site['id']}", json={"state": "active"}
                 )
@@ -259,6 +274,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
                 assert "cn-bj-1" in conf
                 assert "de-fra-1" not in conf  # a device in China never dials the overseas PoP
                 assert SITE_V4 in conf
+                assert UNAPPROVED_V4 not in conf  # declared, rejected: never routed
                 netns.bring_up_client(co.dev_ns, topo.wg_ifname(), conf, co.private_key)
                 site_url = f"/tenants/{co.tenant_id}/sites/{co.site['id']}"
                 wait_until(

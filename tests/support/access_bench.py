@@ -18,6 +18,7 @@ from typing import Any
 import pyotp
 from fastapi.testclient import TestClient
 
+from tests.support.privacy import identity_body
 from tests.support.world import USCC_C, Actor, TenantFixture, World
 from tongdao.audit.recorder import SYSTEM, set_actor
 from tongdao.auth.principal import ALL_SCOPES
@@ -51,7 +52,7 @@ class Bench:
         self.totp_enabled: set[uuid.UUID] = set()
 
         self.call("PUT", "/operator", {"legal_name": "Tongdao JV Ltd", "uscc": USCC_C})
-        self.pop = self.new_pop()
+        self.pop = self.new_pop("active")
         self.interfaces = {
             label: self.call(
                 "PUT",
@@ -61,6 +62,9 @@ class Bench:
             for label in ("a", "b")
         }
         self.foreign_to_a.add(self.interfaces["b"])
+        # Shareholder cases add stakes: start from an empty register. Without a complete one
+        # nothing can be activated, so the bench's later PoPs are made disabled.
+        world.clear_shareholders()
         self.groups = {label: self.new_group(label) for label in ("a", "b")}
         for label in ("a", "b"):
             tenant = self.tenant(label)
@@ -106,7 +110,7 @@ class Bench:
         data = self.call(
             "POST",
             f"/tenants/{self.tenant(label).id}/users",
-            {"email": f"user{n}@{label}.example", "display_name": f"User {n}"},
+            {"email": f"user{n}@{label}.example", "display_name": f"User {n}", **identity_body()},
         )
         return self._track(label, data["id"], private=True)
 
@@ -116,6 +120,18 @@ class Bench:
 
     def new_site(self, label: str) -> str:
         data = self.call("POST", f"/tenants/{self.tenant(label).id}/sites", self.site_body())
+        return self._track(label, data["id"])
+
+    def new_declaration(self, label: str) -> str:
+        """A pending declaration: the prefix of a fresh site of the tenant."""
+        site = self.call("POST", f"/tenants/{self.tenant(label).id}/sites", self.site_body())
+        self._track(label, site["id"])
+        return self._track(label, site["declarations"][0]["id"])
+
+    def new_allowance(self, label: str) -> str:
+        data = self.call(
+            "POST", f"/tenants/{self.tenant(label).id}/prefix-allowances", self.allowance_body()
+        )
         return self._track(label, data["id"])
 
     def new_policy(self, label: str) -> str:
@@ -130,8 +146,8 @@ class Bench:
         return self._track(label, data["id"], private=owner != tenant.employee.user_id)
 
     # --- operator objects ------------------------------------------------------------------
-    def new_pop(self) -> str:
-        return str(self.call("POST", "/pops", self.pop_body())["id"])
+    def new_pop(self, state: str = "disabled") -> str:
+        return str(self.call("POST", "/pops", self.pop_body(state))["id"])
 
     def new_link(self) -> str:
         return str(self.call("POST", "/links", self.link_body())["id"])
@@ -234,12 +250,19 @@ class Bench:
             "rules": [
                 {
                     "sources": [{"kind": "group", "id": self.groups[label]}],
-                    "destinations": [{"kind": "prefix", "cidr": "198.51.100.0/24"}],
+                    # the tenant's own pool: no declaration needed (network.declared_only)
+                    "destinations": [
+                        {"kind": "prefix", "cidr": self.tenant(label).data["ipv4_pool"]}
+                    ],
                     "protocol": "tcp",
                     "ports": ["443"],
                 }
             ],
         }
+
+    def allowance_body(self) -> dict[str, Any]:
+        n = self.n()
+        return {"cidr": f"8.{n // 256 % 256}.{n % 256}.0/24", "reason": "contract clause 7"}
 
     def device_body(self, owner: uuid.UUID) -> dict[str, Any]:
         return {"name": f"laptop-{self.n()}", "public_key": public_key(), "user_id": str(owner)}
@@ -252,13 +275,14 @@ class Bench:
         n = self.n()
         return {"name_en": f"Applicant {n}", "uscc": fresh_uscc(n)}
 
-    def pop_body(self) -> dict[str, Any]:
+    def pop_body(self, state: str = "disabled") -> dict[str, Any]:
         n = self.n()
         return {
             "name": f"pop-{n}",
             "region": "CN-BJ",
             "country": "CN",
             "endpoint_host": f"203.0.113.{n % 250 + 1}",
+            "state": state,
         }
 
     def link_body(self) -> dict[str, Any]:

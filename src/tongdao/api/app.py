@@ -87,6 +87,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.gateway.usage import router as usage_router
     from tongdao.network.routes import router as network_router
     from tongdao.operator.routes import router as operator_router
+    from tongdao.privacy.routes import router as privacy_router
     from tongdao.tenancy.routes import router as tenancy_router
     from tongdao.web.routes import router as web_router
 
@@ -120,6 +121,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         auth_router,
         operator_router,
         tenancy_router,
+        privacy_router,
         network_router,
         access_router,
         audit_router,

@@ -35,11 +35,16 @@ R = frozenset({Action.READ})
 RU = frozenset({Action.READ, Action.UPDATE})
 ALL = frozenset(Action)
 
+_RC = frozenset({Action.READ, Action.CREATE})
+_RD = frozenset({Action.READ, Action.DELETE})
+_RCD = frozenset({Action.READ, Action.CREATE, Action.DELETE})
+
 _OP_READ = {Role.COMPLIANCE_OFFICER: R, Role.BILLING_CLERK: R, Role.AUDITOR: R}
 _TENANT_OPS = {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R}
 
 PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
-    "operator": {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: ALL, **_OP_READ},
+    # The compliance officer keeps the licences and the shareholder register (not only reads).
+    "operator": {**_OP_READ, Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: ALL},
     "staff": {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R},
     "pops": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
     "links": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
@@ -56,17 +61,71 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
     "devices": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL, Role.EMPLOYEE: ALL},
     "sites": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
     "policies": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
+    # Declared site prefixes: tenants declare them through their sites; only a compliance
+    # officer decides them (update = approve / reject), not the operator admin who runs them.
+    "declarations": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: RU,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    # Operator exceptions to network.no_default_or_public, per tenant.
+    "prefix_allowances": {
+        Role.OPERATOR_ADMIN: ALL,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
     "audit": {
         Role.OPERATOR_ADMIN: R,
         Role.COMPLIANCE_OFFICER: R,
         Role.AUDITOR: R,
         Role.TENANT_ADMIN: R,
     },
+    # Verifying the whole hash chain (all tenants): operator roles that read the log. Purging
+    # is not an API action (`tongdao audit purge`, on the store).
+    "audit_chain": {Role.OPERATOR_ADMIN: R, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R},
+    # Real identity: verifying it (update) is for the roles rule identity.real_name names.
+    "identity": {
+        Role.OPERATOR_ADMIN: R,
+        Role.AUDITOR: R,
+        Role.COMPLIANCE_OFFICER: RU,
+        Role.TENANT_ADMIN: RU,
+    },
+    # A user's personal data decrypted (read: export) and its erasure (delete): the person
+    # themselves (read only), their tenant's admin and the compliance officer; nobody else.
+    "personal_data": {
+        Role.COMPLIANCE_OFFICER: _RD,
+        Role.TENANT_ADMIN: _RD,
+        Role.EMPLOYEE: R,
+    },
+    # Consents: given by the person (or recorded by their admin from a signed form).
+    "consents": {
+        Role.OPERATOR_ADMIN: R,
+        Role.AUDITOR: R,
+        Role.COMPLIANCE_OFFICER: _RD,
+        Role.TENANT_ADMIN: _RCD,
+        Role.EMPLOYEE: _RCD,
+    },
+    # Privacy notices: published by the operator, read by everyone who signs in.
+    "notices": {
+        Role.OPERATOR_ADMIN: _RC,
+        Role.COMPLIANCE_OFFICER: _RC,
+        Role.BILLING_CLERK: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+        Role.EMPLOYEE: R,
+    },
 }
 
 # Grants that reach only the principal's own objects.
 OWN_ONLY: frozenset[tuple[Role, str]] = frozenset(
-    {(Role.EMPLOYEE, "devices"), (Role.EMPLOYEE, "users")}
+    {
+        (Role.EMPLOYEE, "devices"),
+        (Role.EMPLOYEE, "users"),
+        (Role.EMPLOYEE, "personal_data"),
+        (Role.EMPLOYEE, "consents"),
+    }
 )
 
 

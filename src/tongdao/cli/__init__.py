@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tongdao.cli import admin, gateway, resources, server
+from tongdao.cli import admin, audit, gateway, resources, server
 
 app = typer.Typer(
     name="tongdao",
@@ -18,6 +18,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(gateway.connector_app, name="connector")
 resources.register(app)
+audit.register(resources.audit_app)
 
 
 def main() -> None:

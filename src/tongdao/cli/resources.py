@@ -101,8 +101,14 @@ RESOURCES: tuple[Spec, ...] = (
     Spec(
         "sites",
         "/tenants/{tenant}/sites",
-        ("id", "name", "country", "prefixes", "purpose", "state"),
-        "A tenant's declared office / HQ networks.",
+        ("id", "name", "country", "prefixes", "approved_prefixes", "purpose", "state"),
+        "A tenant's declared office / HQ networks (prefixes are routed once approved).",
+    ),
+    Spec(
+        "prefix-allowances",
+        "/tenants/{tenant}/prefix-allowances",
+        ("id", "cidr", "reason", "created_at"),
+        "Operator exceptions for a tenant: default routes, public prefixes it may declare.",
     ),
     Spec(
         "policies",
@@ -132,6 +138,16 @@ OPERATOR_RESOURCES: tuple[Spec, ...] = (
     ),
 )
 TOKEN_COLUMNS = ("id", "name", "kind", "scopes", "expires_at", "revoked_at")
+DECLARATION_COLUMNS = (
+    "id",
+    "tenant_id",
+    "site_id",
+    "cidr",
+    "purpose",
+    "country",
+    "state",
+    "reason",
+)
 AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "object_type", "object_id", "tenant_id")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
@@ -608,19 +624,99 @@ def audit_events(
     list_pages(client, "/audit/events", params, AUDIT_COLUMNS, as_json=as_json, follow=follow)
 
 
+# --- declared networks ------------------------------------------------------------------------
+
+declarations_app = typer.Typer(
+    help="Declared site prefixes: a compliance officer approves or rejects each.",
+    no_args_is_help=True,
+)
+
+
+@declarations_app.command("list")
+def declarations_list(
+    state: Annotated[
+        str | None, typer.Option("--state", help="pending (the queue), approved or rejected")
+    ] = None,
+    tenant_id: Annotated[str | None, typer.Option("--tenant-id", help="only this tenant")] = None,
+    site_id: Annotated[str | None, typer.Option("--site-id", help="only this site")] = None,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
+    follow: AllOpt = False,
+    filters: FilterOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List declarations, oldest first (--state pending: what awaits a decision)."""
+    params = query(
+        filters, state=state, tenant_id=tenant_id, site_id=site_id, limit=limit, cursor=cursor
+    )
+    client = Client.resolve(server, token)
+    list_pages(client, "/declarations", params, DECLARATION_COLUMNS, as_json=as_json, follow=follow)
+
+
+@declarations_app.command("get")
+def declarations_get(
+    declaration_id: IdArg,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show one declaration."""
+    show(Client.resolve(server, token).json("GET", f"/declarations/{seg(declaration_id)}"), as_json)
+
+
+@declarations_app.command("approve")
+def declarations_approve(
+    declaration_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="an optional note for the record")] = "",
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Approve a declaration: its prefix is routed from now on (for an active site)."""
+    path = f"/declarations/{seg(declaration_id)}/approve"
+    show(Client.resolve(server, token).json("POST", path, body={"reason": reason}), as_json)
+
+
+@declarations_app.command("reject")
+def declarations_reject(
+    declaration_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="why; the tenant sees it")],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Reject a declaration (or withdraw its approval), with the reason."""
+    path = f"/declarations/{seg(declaration_id)}/reject"
+    show(Client.resolve(server, token).json("POST", path, body={"reason": reason}), as_json)
+
+
 # --- registration -----------------------------------------------------------------------------
 
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the ``tongdao`` app."""
+    from tongdao.cli import (
+        kyc,  # vetting and licence commands, built on this module
+        privacy,  # identity, consents, personal data, notices
+    )
+
     app.command("login")(login)
     app.command("logout")(logout)
     app.command("whoami")(whoami)
     app.add_typer(tokens_app, name="tokens")
+    kyc.add_operator_commands(operator_app)
     app.add_typer(operator_app, name="operator")
     for spec in RESOURCES:
         sub = crud_app(spec)
         if spec.name == "devices":
             sub.command("config")(device_config)
+        if spec.name == "users":
+            privacy.add_user_commands(sub)  # identity, consents, export, erase
+        if spec.name == "tenants":
+            kyc.add_tenant_commands(sub)
         app.add_typer(sub, name=spec.name)
+    app.add_typer(declarations_app, name="declarations")
+    app.add_typer(privacy.notices_app, name="notices")
     app.add_typer(audit_app, name="audit")

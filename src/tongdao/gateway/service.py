@@ -52,8 +52,10 @@ from tongdao.network.models import (
     Site,
     SiteState,
 )
-from tongdao.network.service import HOME_COUNTRY, ensure_interface
+from tongdao.network.service import HOME_COUNTRY, ensure_interface, no_link_reason
 from tongdao.network.wgconfig import PeerSpec, render_site
+from tongdao.privacy.routing import ANYWHERE, withhold_abroad
+from tongdao.privacy.service import abroad_consenting_users
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
 
@@ -169,6 +171,7 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
             Device.tenant_id == tenant_id,
             Device.state == DeviceState.ACTIVE,
             User.state == UserState.ACTIVE,
+            User.identity_verified_at.is_not(None),  # rule identity.real_name
         )
         .order_by(Device.id)
     )
@@ -278,6 +281,8 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     """The desired state of a PoP; allocates interfaces for newly served tenants."""
     tenants = served_tenants(ctx, pop)
     linked = _linked_pops(ctx, pop)
+    # Rule pi.notice_and_consent: only these users' devices are carried abroad (text ids).
+    consenting = {str(u) for u in abroad_consenting_users(ctx.session, (t.id for t in tenants))}
     out: list[TenantInterface] = []
     for tenant in tenants:
         iface = ensure_interface(ctx, pop, tenant)
@@ -290,7 +295,13 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             )
         )
         pop_id, country = str(pop.id), pop.country
-        peers = [_DEVICE_PEERS.peer(d) for d in devices if _homed_at(d, pop_id, country)]
+        here_ok = country == HOME_COUNTRY
+        peers = [
+            _DEVICE_PEERS.peer(d)
+            for d in devices
+            if _homed_at(d, pop_id, country) and (here_ok or d.user_id in consenting)
+        ]
+        abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
                 tunnel = _host_routes(site.ipv4, site.ipv6) if site.ipv4 and site.ipv6 else ()
@@ -312,12 +323,16 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 continue
             behind = [*_host_routes(remote.ipv4, remote.ipv6)]
             behind += [p for s in sites if s.pop_id == other.id for p in s.prefixes]
+            domestic = here_ok and other.country == HOME_COUNTRY
             behind += [
                 a
                 for d in devices
                 if _homed_at(d, str(other.id), other.country)
+                and (domestic or d.user_id in consenting)
                 for a in _host_routes(d.ipv4, d.ipv6)
             ]
+            if other.country != HOME_COUNTRY:
+                abroad += behind
             peers.append(
                 Peer(
                     public_key=remote.public_key,
@@ -341,7 +356,11 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 pools=(tenant.ipv4_pool, tenant.ipv6_pool),
                 public_key=iface.public_key,
                 peers=tuple(sorted(peers, key=peer_order)),
-                policy=_policy_rules(ctx, tenant.id, devices, sites),
+                policy=withhold_abroad(
+                    _policy_rules(ctx, tenant.id, devices, sites),
+                    [a for d in devices if d.user_id not in consenting for a in (d.ipv4, d.ipv6)],
+                    abroad if here_ok else ANYWHERE,
+                ),
             )
         )
     return DesiredState(version=version, pop_id=pop.id, tenants=tuple(out))
@@ -505,8 +524,7 @@ def site_paths(ctx: Ctx, site: Site) -> list[SitePath]:
                     from_pop=home.name,
                     to_pop=to.name,
                     up=False,
-                    reason=f"no registered cross-border link joins {home.name} and {to.name}; "
-                    "traffic abroad may only use approved international links",
+                    reason=no_link_reason(home, to),
                 )
             )
         else:

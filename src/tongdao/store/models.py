@@ -1,18 +1,29 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables."""
 
 from tongdao.access.models import Policy
-from tongdao.audit.models import AuditEvent
+from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.models import ApiToken, LoginAttempt
 from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment, UsageRecord
 from tongdao.ipam.models import IpamLock
-from tongdao.network.models import Device, Link, Pop, PopTenantInterface, Site
+from tongdao.network.models import (
+    Device,
+    Link,
+    Pop,
+    PopTenantInterface,
+    PrefixAllowance,
+    PrefixDeclaration,
+    Site,
+)
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
+from tongdao.privacy.models import Consent, PrivacyNotice
 from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 
 __all__ = [
     "ApiToken",
+    "AuditChainHead",
     "AuditEvent",
     "ConfigVersion",
+    "Consent",
     "Device",
     "Gateway",
     "GatewayEnrolment",
@@ -22,10 +33,14 @@ __all__ = [
     "Licence",
     "Link",
     "LoginAttempt",
+    "OpenConnection",
     "OperatorProfile",
     "Policy",
     "Pop",
     "PopTenantInterface",
+    "PrefixAllowance",
+    "PrefixDeclaration",
+    "PrivacyNotice",
     "Shareholder",
     "Site",
     "Tenant",

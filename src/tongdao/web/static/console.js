@@ -25,6 +25,7 @@ const OPERATOR = ["operator_admin", "compliance_officer", "billing_clerk", "audi
 const VIEWS = [
   { id: "tenants", label: "Tenants · 租户", roles: OPERATOR },
   { id: "pops", label: "PoPs · 接入点", roles: OPERATOR },
+  { id: "licences", label: "Licences · 许可证", roles: OPERATOR },
   { id: "devices", label: "Devices · 设备", roles: ["tenant_admin", "employee"] },
   { id: "users", label: "Users · 用户", roles: ["tenant_admin"] },
   {
@@ -307,6 +308,44 @@ const loaders = {
     );
   },
 
+  async licences(view) {
+    const box = $("[data-compliance]", view);
+    box.replaceChildren(el("p", { class: "empty", text: "Loading… · 加载中…" }));
+    try {
+      box.replaceChildren(...complianceSummary(await api("/operator/compliance")));
+    } catch (err) {
+      box.replaceChildren(el("p", { class: "error", role: "alert", text: err.message }));
+    }
+    return loadList(
+      view,
+      "/operator/licences",
+      [
+        { label: "Number · 编号", className: "mono", cell: (l) => l.number },
+        { label: "Services · 业务", cell: (l) => l.service_codes.join(", ") },
+        {
+          label: "Provinces · 地区",
+          cell: (l) => (l.provinces.includes("*") ? "nationwide · 全国" : l.provinces.join(", ")),
+        },
+        { label: "Issued by · 发证机关", cell: (l) => l.issuing_authority },
+        { label: "Valid · 有效期", cell: (l) => `${l.valid_from} – ${l.valid_to}` },
+        { label: "State · 状态", cell: (l) => stateCell(l.status) },
+        {
+          label: "Expiry · 到期",
+          cell: (l) =>
+            l.expiry_warning_days == null
+              ? l.status === "valid"
+                ? `${l.days_to_expiry} days · 天`
+                : ""
+              : el("span", {
+                  class: "bad",
+                  text: `${l.days_to_expiry} days left (${l.expiry_warning_days}-day warning) · 即将到期`,
+                }),
+        },
+      ],
+      { caption: "Telecom business licences", empty: "No licences recorded. · 暂无许可证。" },
+    );
+  },
+
   audit(view) {
     return loadList(
       view,
@@ -381,6 +420,42 @@ const loaders = {
     );
   },
 };
+
+/** The compliance status as notices: licence warnings, rule problems, coverage and ownership. */
+function complianceSummary(status) {
+  const parts = [];
+  for (const w of status.warnings) {
+    parts.push(el("p", { class: "notice warn", role: "status", text: `⚠ ${w.message}` }));
+  }
+  for (const p of status.problems) {
+    parts.push(
+      el(
+        "p",
+        { class: "notice warn error", role: "alert" },
+        el("strong", { text: p.rule }),
+        ` ${p.message} `,
+        el("span", { class: "hint", text: `(source: ${p.source})` }),
+      ),
+    );
+  }
+  if (parts.length === 0) {
+    parts.push(el("p", { class: "notice", text: "No licence warnings or rule problems. · 无预警。" }));
+  }
+  const covered = status.covered_provinces.includes("*")
+    ? "nationwide · 全国"
+    : status.covered_provinces.join(", ") || "nothing · 无";
+  const own = status.ownership;
+  parts.push(
+    el("p", {
+      class: "hint",
+      text:
+        `${status.service_code} covers: ${covered}. Shareholders: ${own.total_percent}% recorded, ` +
+        `${own.foreign_percent}% foreign (cap: ${own.foreign_cap || "none"}). ` +
+        `Rules ${status.rules_version}, ${status.today} (China).`,
+    }),
+  );
+  return parts;
+}
 
 function deviceStatus(view, message, kind) {
   const box = $("[data-device-status]", view);
