@@ -46,6 +46,7 @@ from tongdao.auth.permissions import Action
 from tongdao.errors import ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.models import Gateway, UsageRecord
+from tongdao.gateway.periods import as_utc, report_day
 from tongdao.gateway.routes import GatewayDep
 from tongdao.network.models import Device, PopTenantInterface, Site
 from tongdao.network.service import get_pop
@@ -245,21 +246,6 @@ def window(
     return start, end
 
 
-def _day(session: Session) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", UsageRecord.period_end))
-    return func.date(UsageRecord.period_end)  # SQLite stores UTC, naive
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite's MAX() over a datetime column gives text
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _summarise(
     session: Session,
     filters: Sequence[ColumnElement[bool]],
@@ -286,7 +272,7 @@ def _summarise(
                 peer_kind=str(kind),
                 rx_bytes=int(rx),
                 tx_bytes=int(tx),
-                last_handshake=_as_utc(handshake),
+                last_handshake=as_utc(handshake),
             )
         )
     rows.sort(key=lambda r: (r.key, r.peer_kind or ""))
@@ -332,7 +318,7 @@ def tenant_usage(
         return _summary([], since, until, group_by, tenant_id=tenant_id)
     filters.append(UsageRecord.peer_kind.in_(kinds))
     if group_by == "day":
-        rows = _summarise(session, filters, _day(session))
+        rows = _summarise(session, filters, report_day(session))
     else:
         rows = _summarise(session, filters, UsageRecord.peer_ref)
     return _summary(rows, since, until, group_by, tenant_id=tenant_id)
@@ -380,6 +366,6 @@ def get_pop_usage(
         UsageRecord.period_end > start,
         UsageRecord.period_end <= end,
     ]
-    key = _day(session) if group_by == "day" else UsageRecord.tenant_id
+    key = report_day(session) if group_by == "day" else UsageRecord.tenant_id
     rows = _summarise(session, filters, key)
     return _summary(rows, start, end, group_by, pop_id=pop.id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, func, select, update
@@ -32,6 +32,7 @@ from tongdao.auth.models import ApiToken
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.models import UsageRecord
+from tongdao.gateway.periods import as_utc, report_day
 from tongdao.network.models import Device, DeviceState
 from tongdao.privacy import schemas as s
 from tongdao.privacy.models import Consent, ConsentKind, ConsentMethod, PrivacyNotice
@@ -263,7 +264,7 @@ def records_in_retention(
             UsageRecord.period_end >= retention_cutoff(now),
         )
     ).one()
-    return int(count), _as_utc(youngest)
+    return int(count), as_utc(youngest)
 
 
 def refuse_deleting_logged_devices(
@@ -282,21 +283,6 @@ def refuse_deleting_logged_devices(
 
 
 # --- export ----------------------------------------------------------------------------------
-def _day(session: Session) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", UsageRecord.period_end))
-    return func.date(UsageRecord.period_end)  # SQLite stores UTC, naive
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite's MAX() over a datetime column gives text
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -307,7 +293,7 @@ def _connection_days(
     if not device_ids:
         return []
     where = _device_records(tenant_id, device_ids)
-    day = _day(session).label("day")
+    day = report_day(session).label("day")
     endpoints: dict[tuple[str, date], list[str]] = defaultdict(list)
     for ref, d, endpoint in session.execute(
         select(UsageRecord.peer_ref, day, UsageRecord.endpoint)
@@ -334,7 +320,7 @@ def _connection_days(
             rx_bytes=int(rx),
             tx_bytes=int(tx),
             endpoints=endpoints.get((str(ref), _as_date(d)), []),
-            last_handshake=_as_utc(handshake),
+            last_handshake=as_utc(handshake),
         )
         for ref, d, rx, tx, handshake in rows
     ]
