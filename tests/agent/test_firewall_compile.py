@@ -140,8 +140,19 @@ def test_interfaces_dispatch_and_zones() -> None:
         ["wgt51821", {"jump": {"target": "tenant_wgt51821"}}],
     ]
     rules = commands(ruleset, "add", "rule")
-    for chain, key in (("zone_in", "iifname"), ("zone_out", "oifname")):
-        (rule,) = [r for r in rules if r["chain"] == chain]
+    for chain, key, port in (("zone_in", "iifname", "dport"), ("zone_out", "oifname", "sport")):
+        untracked, rule = [r for r in rules if r["chain"] == chain]
+        # The tunnels' own UDP skips connection tracking; the packets inside get their zone.
+        assert untracked["expr"] == [
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "udp", "field": port}},
+                    "right": {"set": [51820, 51821]},
+                }
+            },
+            {"notrack": None},
+        ]
         mangle = rule["expr"][0]["mangle"]
         assert mangle["key"] == {"ct": {"key": "zone"}}
         assert mangle["value"]["map"]["key"] == {"meta": {"key": key}}

@@ -410,7 +410,7 @@ def test_other_tables_untouched_and_reapply_is_idempotent(clean: Net) -> None:
         ours = [i for i in listed["nftables"] if i.get(next(iter(i)), {}).get("table") == "tongdao"]
         assert fw.set_element_counts({"nftables": ours}) == fw.set_element_counts(ruleset)
         rules = [i["rule"] for i in ours if "rule" in i]
-        assert len(rules) == 2 + 2 + 2 * 10  # zones, forward, two tenant chains
+        assert len(rules) == 2 * 2 + 2 + 2 * 10  # notrack + zone twice, forward, two tenants
         assert fw.read_ruleset(netns=pop) is not None
         fw.remove_ruleset(netns=pop)
         fw.remove_ruleset(netns=pop)  # idempotent

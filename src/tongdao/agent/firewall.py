@@ -455,7 +455,15 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
         }
     )
     if ordered:
+        # The tunnels' own UDP (to and from the listen ports) is not tracked: connection
+        # tracking earns nothing there and would cost two lookups per tunnelled packet on top
+        # of the one for the packet inside.
+        ports: list[int] = sorted({t.listen_port for t in ordered})
         for name, _, _, key in hooks:
+            field = "dport" if name == "zone_in" else "sport"
+            cmds.append(
+                _rule(name, _match(_payload("udp", field), {"set": ports}), {"notrack": None})
+            )
             cmds.append(_zone_rule(name, key, ordered))
     cmds.append(
         _rule(
