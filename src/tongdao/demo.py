@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from tongdao.testing import licensed, netns
+from tongdao.testing import crossborder, licensed, netns
 from tongdao.testing.keys import keypair
 
 PASSWORD = "demo passphrase 通道 2026"  # noqa: S105 - the demo's throwaway users
@@ -160,44 +160,10 @@ class Demo:
         netns.add_address(bj_ns, bj_wire, "203.0.113.1/24")
         netns.add_address(fra_ns, fra_wire, "203.0.113.2/24")
         netns.add_route(fra_ns, "198.51.100.0/24", via="203.0.113.1")
-        bj = admin(
-            "POST",
-            "/pops",
-            json={
-                "name": "cn-bj-1",
-                "region": "CN-BJ",
-                "country": "CN",
-                "endpoint_host": "198.51.100.1",
-                "port_min": base,
-                "port_max": base + 4,
-            },
-        )
-        fra = admin(
-            "POST",
-            "/pops",
-            json={
-                "name": "de-fra-1",
-                "region": "DE-FRA",
-                "country": "DE",
-                "endpoint_host": "203.0.113.2",
-                "port_min": base + 5,
-                "port_max": base + 9,
-            },
-        )
+        bj, fra = crossborder.create_pops(admin, base)
         for n in range(10):
             topo.track(f"wgt{base + n}")
-        admin(
-            "POST",
-            "/links",
-            json={
-                "name": "bj-fra",
-                "pop_a_id": bj["id"],
-                "pop_b_id": fra["id"],
-                "circuit_ref": "CU-IPLC-DEMO",
-                "approval_ref": "工信部国际〔2026〕演示",
-                "capacity_mbps": 100,
-            },
-        )
+        crossborder.link_pops(admin, bj, fra, "CU-IPLC-DEMO", "工信部国际〔2026〕演示")
         say("PoPs cn-bj-1 and de-fra-1, joined by the registered link bj-fra")
 
         tries: list[str] = []

@@ -29,7 +29,7 @@ from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, identity_body, notice_body
 from tests.support.world import World
 from tongdao.agent.gateway import GatewayAgent
-from tongdao.testing import netns
+from tongdao.testing import crossborder, netns
 from tongdao.testing.keys import keypair
 
 pytestmark = pytest.mark.root
@@ -87,25 +87,7 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
         netns.add_address(hq_ns, lan_hq, "198.18.7.10/24")
         netns.add_route(hq_ns, "0.0.0.0/0", via="198.18.7.1")
         try:
-            pops = [
-                admin(
-                    "POST",
-                    "/pops",
-                    json={
-                        "name": name,
-                        "region": region,
-                        "country": region[:2],
-                        "endpoint_host": host,
-                        "port_min": base + offset,
-                        "port_max": base + offset + 4,
-                    },
-                )
-                for name, region, host, offset in (
-                    ("cn-bj-1", "CN-BJ", "198.51.100.1", 0),
-                    ("de-fra-1", "DE-FRA", "203.0.113.2", 5),
-                )
-            ]
-            bj, fra = pops
+            bj, fra = crossborder.create_pops(admin, base)
             for n in range(10):
                 topo.track(f"wgt{base + n}")
             for state in ("under_review", "approved", "active"):
@@ -166,18 +148,7 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
                     json={"name": "d2", "public_key": keys[1][1], "user_id": other["id"]},
                 ),
             ]
-            admin(
-                "POST",
-                "/links",
-                json={
-                    "name": "bj-fra",
-                    "pop_a_id": bj["id"],
-                    "pop_b_id": fra["id"],
-                    "circuit_ref": "CU-IPLC-0002",
-                    "approval_ref": "工信部国际〔2026〕13号",
-                    "capacity_mbps": 100,
-                },
-            )
+            crossborder.link_pops(admin, bj, fra, "CU-IPLC-0002", "工信部国际〔2026〕13号")
 
             def start(token: str, ns: str, name: str) -> None:
                 agent = GatewayAgent(url, tmp_path / name, token=token, netns=ns, poll_wait=5)

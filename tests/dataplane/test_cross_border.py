@@ -29,7 +29,7 @@ from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, notice_body
 from tests.support.world import Actor, World
 from tongdao.agent.gateway import GatewayAgent
-from tongdao.testing import netns
+from tongdao.testing import crossborder, netns
 from tongdao.testing.keys import keypair
 
 pytestmark = pytest.mark.root
@@ -169,30 +169,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             )
             co.site = {"conn_ns": conn_ns}
         try:
-            bj = admin(
-                "POST",
-                "/pops",
-                json={
-                    "name": "cn-bj-1",
-                    "region": "CN-BJ",
-                    "country": "CN",
-                    "endpoint_host": "198.51.100.1",
-                    "port_min": base,
-                    "port_max": base + 4,
-                },
-            )
-            fra = admin(
-                "POST",
-                "/pops",
-                json={
-                    "name": "de-fra-1",
-                    "region": "DE-FRA",
-                    "country": "DE",
-                    "endpoint_host": "203.0.113.2",
-                    "port_min": base + 5,
-                    "port_max": base + 9,
-                },
-            )
+            bj, fra = crossborder.create_pops(admin, base)
             for n in range(10):
                 topo.track(f"wgt{base + n}")
 
@@ -289,18 +266,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             time.sleep(2)
             assert not netns.ping(a.dev_ns, HQ_V4, tries=2)
 
-            admin(
-                "POST",
-                "/links",
-                json={
-                    "name": "bj-fra",
-                    "pop_a_id": bj["id"],
-                    "pop_b_id": fra["id"],
-                    "circuit_ref": "CU-IPLC-0001",
-                    "approval_ref": "工信部国际〔2026〕12号",
-                    "capacity_mbps": 100,
-                },
-            )
+            crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
             for co in companies:
                 wait_until(
                     lambda ns=co.dev_ns: netns.ping(ns, HQ_V4, tries=1),
