@@ -52,7 +52,12 @@ from tongdao.network.models import (
     Site,
     SiteState,
 )
-from tongdao.network.service import HOME_COUNTRY, ensure_interface, no_link_reason
+from tongdao.network.service import (
+    HOME_COUNTRY,
+    device_homed_at,
+    ensure_interface,
+    no_link_reason,
+)
 from tongdao.network.wgconfig import PeerSpec, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
@@ -137,15 +142,17 @@ def _host_routes(ipv4: str, ipv6: str) -> tuple[str, str]:
 
 
 class DeviceRow(NamedTuple):
-    """The columns of an active device the compiler needs, ids as canonical text (plain rows:
-    thousands per PoP, read on every change, so no UUID or ORM objects are built for them)."""
+    """The columns of an active device the compiler needs, its own and its user's ids as
+    canonical text (plain rows: thousands per PoP, read on every change, so no UUID or ORM
+    objects are built for them). ``pop_id`` stays a UUID (almost always None) so that
+    :func:`tongdao.network.service.device_homed_at` serves rows and devices alike."""
 
     id: str
     user_id: str
     public_key: str
     ipv4: str
     ipv6: str
-    pop_id: str | None
+    pop_id: uuid.UUID | None
 
 
 def _id_text(value: object) -> str:
@@ -164,7 +171,7 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
             Device.public_key,
             Device.ipv4,
             Device.ipv6,
-            cast(Device.pop_id, String),
+            Device.pop_id,
         )
         .join(User, User.id == Device.user_id)
         .where(
@@ -176,16 +183,9 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
         .order_by(Device.id)
     )
     return [
-        DeviceRow(_id_text(i), _id_text(u), key, v4, v6, _id_text(p) if p else None)
-        for i, u, key, v4, v6, p in ctx.session.execute(stmt)
+        DeviceRow(_id_text(i), _id_text(u), key, v4, v6, pop_id)
+        for i, u, key, v4, v6, pop_id in ctx.session.execute(stmt)
     ]
-
-
-def _homed_at(device: DeviceRow, pop_id: str, pop_country: str) -> bool:
-    """:func:`tongdao.network.service.device_homed_at` for a row with text ids."""
-    if device.pop_id is not None:
-        return device.pop_id == pop_id
-    return pop_country == HOME_COUNTRY
 
 
 class _PeerCache:
@@ -294,12 +294,11 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 .order_by(Site.id)
             )
         )
-        pop_id, country = str(pop.id), pop.country
-        here_ok = country == HOME_COUNTRY
+        here_ok = pop.country == HOME_COUNTRY
         peers = [
             _DEVICE_PEERS.peer(d)
             for d in devices
-            if _homed_at(d, pop_id, country) and (here_ok or d.user_id in consenting)
+            if device_homed_at(d, pop) and (here_ok or d.user_id in consenting)
         ]
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
@@ -327,8 +326,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             behind += [
                 a
                 for d in devices
-                if _homed_at(d, str(other.id), other.country)
-                and (domestic or d.user_id in consenting)
+                if device_homed_at(d, other) and (domestic or d.user_id in consenting)
                 for a in _host_routes(d.ipv4, d.ipv6)
             ]
             if other.country != HOME_COUNTRY:
