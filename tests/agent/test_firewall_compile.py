@@ -73,15 +73,14 @@ def test_base_chains_and_hooks() -> None:
     assert not any(c.get("hook") == "input" for c in chains.values())
 
 
-def test_forward_accepts_foreign_traffic_then_dispatches_ours() -> None:
+def test_forward_dispatches_ours_then_accepts_foreign_traffic() -> None:
     rules = commands(fw.compile_ruleset([tenant()]), "add", "rule")
     forward = [r["expr"] for r in rules if r["chain"] == "forward"]
-    assert forward[0] == [
-        {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "@ifaces"}},
+    assert forward[0] == [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@dispatch"}}]
+    assert forward[1] == [
         {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "@ifaces"}},
         {"accept": None},
     ]
-    assert forward[1] == [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@dispatch"}}]
     assert len(forward) == 2  # everything else touching our interfaces meets policy drop
 
 
@@ -152,6 +151,7 @@ def test_interfaces_dispatch_and_zones() -> None:
                 }
             },
             {"notrack": None},
+            {"accept": None},
         ]
         mangle = rule["expr"][0]["mangle"]
         assert mangle["key"] == {"ct": {"key": "zone"}}

@@ -8,14 +8,17 @@ Compiled layout (``compile_ruleset``)::
         set ifaces { type ifname }                        # every tenant interface
         map dispatch { type ifname : verdict }            # "wgt51820" : jump tenant_wgt51820
 
-        chain zone_in  { hook prerouting priority raw     # conntrack zone per tenant interface,
-            ct zone set iifname map { "wgt51820" : 51820, ... } }      # so that two tenants
-        chain zone_out { hook output priority raw         # using the same addresses never share
-            ct zone set oifname map { ... } }                          # a conntrack entry
+        chain zone_in  { hook prerouting priority raw
+            udp dport { 51820, ... } notrack accept       # the tunnels' own UDP: untracked
+            ct zone set iifname map { "wgt51820" : 51820, ... } }      # conntrack zone per
+        chain zone_out { hook output priority raw         # tenant interface, so that two
+            udp sport { 51820, ... } notrack accept       # tenants using the same addresses
+            ct zone set oifname map { ... } }             # never share a conntrack entry
 
         chain forward { hook forward priority filter; policy drop
-            iifname != @ifaces oifname != @ifaces accept  # not ours: host forwarding unaffected
-            iifname vmap @dispatch                        # entered a tenant interface
+            iifname vmap @dispatch                        # entered a tenant interface: its
+                                                          # chain always ends in a verdict
+            oifname != @ifaces accept                     # not ours: host forwarding unaffected
         }                                                 # anything else into ours: dropped
 
         chain tenant_wgt51820 {
@@ -462,18 +465,18 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
         for name, _, _, key in hooks:
             field = "dport" if name == "zone_in" else "sport"
             cmds.append(
-                _rule(name, _match(_payload("udp", field), {"set": ports}), {"notrack": None})
+                _rule(
+                    name,
+                    _match(_payload("udp", field), {"set": ports}),
+                    {"notrack": None},
+                    {"accept": None},  # done with this chain: no zone lookup for these
+                )
             )
             cmds.append(_zone_rule(name, key, ordered))
-    cmds.append(
-        _rule(
-            "forward",
-            _match(_meta("iifname"), "@ifaces", "!="),
-            _match(_meta("oifname"), "@ifaces", "!="),
-            {"accept": None},
-        )
-    )
+    # Ours first: a tenant packet costs one map lookup here (its chain always ends in a
+    # verdict), anything else one more set lookup.
     cmds.append(_rule("forward", {"vmap": {"key": _meta("iifname"), "data": "@dispatch"}}))
+    cmds.append(_rule("forward", _match(_meta("oifname"), "@ifaces", "!="), {"accept": None}))
     for t in ordered:
         cmds += _tenant_rules(t.ifname)
     return {"nftables": cmds}
