@@ -190,6 +190,27 @@ def test_serialize_device_keys_then_removals_then_upserts() -> None:
     assert text.endswith("\n\n")
 
 
+def test_a_new_peer_leaves_default_settings_unwritten() -> None:
+    quiet, chatty = pub(), pub()
+    text = serialize_set(
+        upserts=[
+            PeerConfig(quiet, ("100.64.0.2/32",), new=True),
+            PeerConfig(chatty, ("100.64.0.3/32",), keepalive=25, new=True),
+        ]
+    ).decode()
+    assert text.splitlines() == [
+        "set=1",
+        f"public_key={key_to_hex(quiet)}",
+        "replace_allowed_ips=true",
+        "allowed_ip=100.64.0.2/32",
+        f"public_key={key_to_hex(chatty)}",
+        "persistent_keepalive_interval=25",
+        "replace_allowed_ips=true",
+        "allowed_ip=100.64.0.3/32",
+        "",
+    ]
+
+
 def test_a_change_never_rewrites_all_peers() -> None:
     text = serialize_set(upserts=[PeerConfig(pub(), ())], removals=[pub()]).decode()
     assert "replace_peers" not in text

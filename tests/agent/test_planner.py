@@ -89,6 +89,11 @@ def test_one_change_touches_one_peer() -> None:
         [changed.public_key, v2.tenants[0].peers[-1].public_key]
     )
     assert len(step.removals) == 50
+    # only the peer that is not there yet may leave WireGuard's defaults unwritten
+    assert {p.public_key: p.new for p in step.upserts} == {
+        changed.public_key: False,
+        v2.tenants[0].peers[-1].public_key: True,
+    }
     converge(engine, v2, keys)
     state = engine.get("wgt51820")
     assert state.peers[changed.public_key].allowed_ips == ("100.64.0.200/32",)
@@ -127,3 +132,17 @@ def test_endpoint_and_keepalive_changes_are_sent() -> None:
         v2, {"wgt51820": engine.get("wgt51820")}, {"wgt51820": public_key_of(keys["wgt51820"])}
     ).interfaces
     assert step.upserts == (PeerConfig.from_desired(moved),)
+
+
+def test_keepalive_turned_off_on_a_peer_that_had_one() -> None:
+    engine = FakeEngine()
+    keys = {"wgt51820": generate_private_key()}
+    site = device(2).model_copy(update={"keepalive": 25})
+    v1 = DesiredState(version=1, pop_id=uuid.uuid4(), tenants=(tenant((site,)),))
+    converge(engine, v1, keys)
+    assert engine.get("wgt51820").peers[site.public_key].keepalive == 25
+    v2 = v1.model_copy(
+        update={"tenants": (tenant((site.model_copy(update={"keepalive": None}),)),)}
+    )
+    converge(engine, v2, keys)
+    assert engine.get("wgt51820").peers[site.public_key].keepalive is None

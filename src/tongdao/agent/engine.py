@@ -82,7 +82,7 @@ class UapiError(EngineError):
 
 def _raw_key(key_b64: str) -> bytes:
     try:
-        raw = base64.b64decode(key_b64, validate=True)
+        raw = binascii.a2b_base64(key_b64, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not a base64 WireGuard key: {key_b64!r}") from exc
     if len(raw) != 32:
@@ -135,14 +135,18 @@ class PeerConfig:
     endpoint: str | None = None
     keepalive: int | None = None
     preshared_key: str | None = None
+    new: bool = False
+    """The peer is known not to be on the interface yet (the planner knows): settings still
+    at WireGuard's defaults (keepalive off) are left unwritten."""
 
     @classmethod
-    def from_desired(cls, peer: Peer) -> PeerConfig:
+    def from_desired(cls, peer: Peer, *, new: bool = False) -> PeerConfig:
         return cls(
             public_key=peer.public_key,
             allowed_ips=peer.allowed_ips,
             endpoint=peer.endpoint,
             keepalive=peer.keepalive,
+            new=new,
         )
 
 
@@ -299,7 +303,8 @@ def serialize_set(
         if peer.endpoint is not None:
             lines.append(f"endpoint={normalize_endpoint(peer.endpoint)}")
         keepalive = _port(peer.keepalive or 0, "keepalive")
-        lines.append(f"persistent_keepalive_interval={keepalive}")
+        if keepalive or not peer.new:
+            lines.append(f"persistent_keepalive_interval={keepalive}")
         lines.append("replace_allowed_ips=true")
         lines.extend(f"allowed_ip={normalize_allowed_ip(cidr)}" for cidr in peer.allowed_ips)
     lines += ("", "")

@@ -89,8 +89,10 @@ def _peer_differs(want: PeerConfig, have: object) -> bool:
 def plan_interface(
     tenant: TenantInterface, actual: DeviceState | None, our_public_key: str
 ) -> InterfacePlan:
-    wanted = {p.public_key: PeerConfig.from_desired(p) for p in tenant.peers}
     have = dict(actual.peers) if actual is not None else {}
+    wanted = {
+        p.public_key: PeerConfig.from_desired(p, new=p.public_key not in have) for p in tenant.peers
+    }
     upserts = tuple(
         cfg
         for key, cfg in sorted(wanted.items())
