@@ -54,6 +54,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -66,6 +67,7 @@ from bench import store
 from bench.machine import CpuWatch, machine_info
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import summarize
+from tongdao.gateway.desired import connector_interface_name, interface_name
 
 TOOLS = ("wireguard-go", "wg", "nft", "ip", "iperf3", "ping")
 BUDGETS = {
@@ -120,6 +122,11 @@ def ms(seconds: float) -> float:
 
 def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
+
+
+def ratio(part: float | None, whole: float | None) -> float | None:
+    """``part / whole`` to three places; None when either is missing (or zero)."""
+    return round(part / whole, 3) if part and whole else None
 
 
 def missing_tools() -> list[str]:
@@ -558,7 +565,7 @@ def bench_change(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
         try:
             pop, base = create_pop(admin, "bj-bench-1", "198.51.100.1")
             for n in range(10):
-                topo.track(f"wgt{base + n}")
+                topo.track(interface_name(base + n))
             token = admin("POST", f"/pops/{pop['id']}/enrolments", json={})["token"]
             pop_ns = topo.namespace()
             agent = instrumented_agent(server.base_url, tmp / "gw", token, pop_ns, timeline)
@@ -902,25 +909,23 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
     m_floor, m_apply = median(floor), median(apply)
     # Paired like the throughput figure: each round's apply against the floor measured just
     # before it; the median of those ratios is the figure, the ratio of medians beside it.
-    paired = [round(r["apply_ms"] / r["floor_set_ms"], 3) for r in rounds if "apply_ms" in r]
+    paired = [
+        x for r in rounds if "apply_ms" in r if (x := ratio(r["apply_ms"], r["floor_set_ms"]))
+    ]
     out["round_ratios"] = paired
-    ratio = median(paired)
-    out["ratio_of_medians"] = round(m_apply / m_floor, 3) if m_floor and m_apply else None
+    figure = median(paired)
+    out["ratio_of_medians"] = ratio(m_apply, m_floor)
     out["medians_ms"] = {
         "floor_set": m_floor,
         "floor_daemon_start_plus_set": median(floor_start),
         "apply": m_apply,
         "agent_start_to_applied": median(agent),
     }
-    out["ratio_apply_to_floor"] = ratio
-    out["ratio_apply_to_floor_with_daemon_start"] = (
-        round(m_apply / median(floor_start), 3) if m_apply and floor_start else None
-    )
-    out["ratio_agent_start_to_floor"] = (
-        round(median(agent) / m_floor, 3) if agent and m_floor else None  # type: ignore[operator]
-    )
+    out["ratio_apply_to_floor"] = figure
+    out["ratio_apply_to_floor_with_daemon_start"] = ratio(m_apply, median(floor_start))
+    out["ratio_agent_start_to_floor"] = ratio(median(agent), m_floor)
     limit = BUDGETS["full_sync"]["max_ratio_to_floor"]
-    out["budget"] = {"max_ratio_to_floor": limit, "pass": ratio is not None and ratio <= limit}
+    out["budget"] = {"max_ratio_to_floor": limit, "pass": figure is not None and figure <= limit}
 
 
 def phase_engine(phases: dict[str, float]) -> Any:
@@ -1003,7 +1008,7 @@ def build_managed(
     try:
         pop, base = create_pop(admin, "bj-iperf-1", "198.51.100.1")
         for n in range(10):
-            topo.track(f"wgt{base + n}")
+            topo.track(interface_name(base + n))
         site = tenant_api(
             "POST",
             f"/tenants/{st.tenant.id}/sites",
@@ -1033,7 +1038,7 @@ def build_managed(
         finally:
             officer.close()
         admin("PATCH", f"/tenants/{st.tenant.id}/sites/{site['id']}", json={"state": "active"})
-        topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+        topo.track(connector_interface_name(uuid.UUID(site["id"])))
         # The HQ is in Germany: the tenant's user consents to transfer abroad (rule
         # pi.notice_and_consent), else the gateway would drop what crosses the border.
         admin(
@@ -1294,23 +1299,22 @@ def bench_throughput(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> No
         if x["topology"] in ("managed", "hand"):
             by_round.setdefault(x["round"], {})[x["topology"]] = x["received_mbit_s"]
     paired = [
-        round(r["managed"] / r["hand"], 3)
-        for _, r in sorted(by_round.items())
-        if r.get("managed") and r.get("hand")
+        q
+        for _, pair in sorted(by_round.items())
+        if (q := ratio(pair.get("managed"), pair.get("hand")))
     ]
     out["round_ratios"] = paired
-    ratio = median(paired)
-    ratio = round(ratio, 3) if ratio is not None else None
-    out["ratio_of_medians"] = round(m_managed / m_hand, 3) if m_managed and m_hand else None
+    figure = median(paired)
+    out["ratio_of_medians"] = ratio(m_managed, m_hand)
     no_nft = [x["received_mbit_s"] for x in runs if x["topology"] == "managed_without_nft"]
     out["median_mbit_s"] = {
         "managed": m_managed,
         "hand": m_hand,
         "managed_without_nft": median(no_nft),
     }
-    out["ratio_managed_to_hand"] = ratio
+    out["ratio_managed_to_hand"] = figure
     limit = BUDGETS["throughput"]["min_ratio_to_hand"]
-    out["budget"] = {"min_ratio_to_hand": limit, "pass": ratio is not None and ratio >= limit}
+    out["budget"] = {"min_ratio_to_hand": limit, "pass": figure is not None and figure >= limit}
 
 
 def _set_counts(ruleset: dict[str, Any]) -> dict[str, int]:
