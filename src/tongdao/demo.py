@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from tongdao.gateway.desired import connector_interface_name, interface_name
 from tongdao.testing import crossborder, licensed, netns
 from tongdao.testing.keys import keypair
 
@@ -162,7 +164,7 @@ class Demo:
         netns.add_route(fra_ns, "198.51.100.0/24", via="203.0.113.1")
         bj, fra = crossborder.create_pops(admin, base)
         for n in range(10):
-            topo.track(f"wgt{base + n}")
+            topo.track(interface_name(base + n))
         crossborder.link_pops(admin, bj, fra, "CU-IPLC-DEMO", "工信部国际〔2026〕演示")
         say("PoPs cn-bj-1 and de-fra-1, joined by the registered link bj-fra")
 
@@ -250,7 +252,7 @@ class Demo:
             for decl in site["declarations"]:  # rule network.declared_only
                 officer("POST", f"/declarations/{decl['id']}/approve", json={"reason": "HQ LAN"})
             admin("PATCH", f"/tenants/{tid}/sites/{site['id']}", json={"state": "active"})
-            topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+            topo.track(connector_interface_name(uuid.UUID(site["id"])))
             private, public = keypair()
             device = li(
                 "POST", f"/tenants/{tid}/devices", json={"name": "li-laptop", "public_key": public}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,13 @@ from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, identity_body, notice_body
 from tests.support.world import World
 from tongdao.agent.gateway import GatewayAgent
+from tongdao.gateway.desired import connector_interface_name, interface_name
 from tongdao.testing import crossborder, netns
 from tongdao.testing.keys import keypair
 
 pytestmark = pytest.mark.root
 
 SITE_V4, HQ_V4 = "198.18.7.0/24", "198.18.7.10"
-
-
-@pytest.fixture
-def agents() -> Iterator[list[tuple[GatewayAgent, threading.Thread]]]:
-    running: list[tuple[GatewayAgent, threading.Thread]] = []
-    try:
-        yield running
-    finally:
-        for agent, thread in running:
-            agent.stop()
-            thread.join(20)
 
 
 def _tx_to(ns: str, ifname: str, peer_key: str) -> int:
@@ -89,7 +79,7 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
         try:
             bj, fra = crossborder.create_pops(admin, base)
             for n in range(10):
-                topo.track(f"wgt{base + n}")
+                topo.track(interface_name(base + n))
             for state in ("under_review", "approved", "active"):
                 admin("PATCH", f"/tenants/{tid}", json={"state": state})
 
@@ -123,7 +113,7 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
             for decl in site["declarations"]:
                 officer("POST", f"/declarations/{decl['id']}/approve", json={"reason": "HQ"})
             admin("PATCH", f"/tenants/{tid}/sites/{site['id']}", json={"state": "active"})
-            topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+            topo.track(connector_interface_name(uuid.UUID(site["id"])))
             it(
                 "POST",
                 f"/tenants/{tid}/policies",

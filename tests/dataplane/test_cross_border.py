@@ -16,7 +16,8 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, notice_body
 from tests.support.world import Actor, World
 from tongdao.agent.gateway import GatewayAgent
+from tongdao.gateway.desired import connector_interface_name, interface_name
 from tongdao.testing import crossborder, netns
 from tongdao.testing.keys import keypair
 
@@ -84,17 +86,6 @@ class Company:
     device: dict[str, Any] | None = None
     private_key: str = ""
     site: dict[str, Any] | None = None
-
-
-@pytest.fixture
-def agents() -> Iterator[list[tuple[GatewayAgent, threading.Thread]]]:
-    running: list[tuple[GatewayAgent, threading.Thread]] = []
-    try:
-        yield running
-    finally:
-        for agent, thread in running:
-            agent.stop()
-            thread.join(20)
 
 
 def test_devices_reach_their_own_hq_only_over_a_registered_link(
@@ -171,7 +162,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
         try:
             bj, fra = crossborder.create_pops(admin, base)
             for n in range(10):
-                topo.track(f"wgt{base + n}")
+                topo.track(interface_name(base + n))
 
             def start(token: str, ns: str, name: str) -> None:
                 agent = GatewayAgent(url, tmp_path / name, token=token, netns=ns, poll_wait=5)
@@ -203,7 +194,7 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
                 admin(
                     "PATCH", f"/tenants/{co.tenant_id}/sites/{site['id']}", json={"state": "active"}
                 )
-                topo.track(f"wgs{site['id'].replace('-', '')[-10:]}")
+                topo.track(connector_interface_name(uuid.UUID(site["id"])))
                 co.private_key, public = keypair()
                 co.device = co.employee(
                     "POST",
