@@ -294,30 +294,32 @@ def identity_missing(user: User) -> dict[str, str]:
     }
 
 
+def _move_devices(ctx: Ctx, user: User, source: str, target: str) -> int:
+    """The user's devices in state ``source`` go to ``target`` (through the ORM, so each
+    change is audited and reaches the gateways); how many moved."""
+    from tongdao.network.models import Device
+
+    moved = 0
+    for device in ctx.session.scalars(
+        select(Device).where(Device.user_id == user.id, Device.state == source)
+    ):
+        device.state = target
+        moved += 1
+    return moved
+
+
 def hold_devices(ctx: Ctx, user: User) -> int:
     """Active devices of a user whose identity is no longer verified wait as pending."""
-    from tongdao.network.models import Device, DeviceState
+    from tongdao.network.models import DeviceState
 
-    held = 0
-    for device in ctx.session.scalars(
-        select(Device).where(Device.user_id == user.id, Device.state == DeviceState.ACTIVE)
-    ):
-        device.state = DeviceState.PENDING
-        held += 1
-    return held
+    return _move_devices(ctx, user, DeviceState.ACTIVE, DeviceState.PENDING)
 
 
 def release_devices(ctx: Ctx, user: User) -> int:
     """Pending devices of a user whose identity is now verified become active."""
-    from tongdao.network.models import Device, DeviceState
+    from tongdao.network.models import DeviceState
 
-    released = 0
-    for device in ctx.session.scalars(
-        select(Device).where(Device.user_id == user.id, Device.state == DeviceState.PENDING)
-    ):
-        device.state = DeviceState.ACTIVE
-        released += 1
-    return released
+    return _move_devices(ctx, user, DeviceState.PENDING, DeviceState.ACTIVE)
 
 
 def refuse_if_erased(user: User) -> None:
