@@ -9,6 +9,7 @@ and the problems the rules find.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -42,26 +43,30 @@ def _move(
         typer.echo(f"tenant {tenant['name_en']} ({tenant['uscc']}) is now {tenant['state']}")
 
 
-def review(
-    tenant_id: IdArg,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Start vetting an applied (or re-review a rejected) tenant."""
-    _move(tenant_id, "under_review", reason, as_json, server, token)
+def _transition(state: str, doc: str) -> Callable[..., None]:
+    """The command that moves a tenant to ``state``, with an optional reason."""
+
+    def command(
+        tenant_id: IdArg,
+        reason: ReasonOpt = None,
+        as_json: JsonOpt = False,
+        server: ServerOpt = None,
+        token: TokenOpt = None,
+    ) -> None:
+        _move(tenant_id, state, reason, as_json, server, token)
+
+    command.__doc__ = doc
+    return command
 
 
-def approve(
-    tenant_id: IdArg,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Approve a tenant under review (its KYC and the licences must allow it)."""
-    _move(tenant_id, "approved", reason, as_json, server, token)
+review = _transition("under_review", "Start vetting an applied (or re-review a rejected) tenant.")
+approve = _transition(
+    "approved", "Approve a tenant under review (its KYC and the licences must allow it)."
+)
+activate = _transition(
+    "active", "Activate an approved (or resume a suspended) tenant: its data-plane service starts."
+)
+suspend = _transition("suspended", "Suspend an active tenant: its service stops, its records stay.")
 
 
 def reject(
@@ -75,28 +80,6 @@ def reject(
     if not reason.strip():
         fail("--reason: say why the tenant is rejected", EXIT_USAGE)
     _move(tenant_id, "rejected", reason, as_json, server, token)
-
-
-def activate(
-    tenant_id: IdArg,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Activate an approved (or resume a suspended) tenant: its data-plane service starts."""
-    _move(tenant_id, "active", reason, as_json, server, token)
-
-
-def suspend(
-    tenant_id: IdArg,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Suspend an active tenant: its service stops, its records stay."""
-    _move(tenant_id, "suspended", reason, as_json, server, token)
 
 
 def terminate(
