@@ -126,16 +126,23 @@ class Applier:
             peers.pop(removed, None)
         for cfg in step.upserts:
             was = peers.get(cfg.public_key)
-            peers[cfg.public_key] = PeerState(
-                public_key=cfg.public_key,
-                allowed_ips=cfg.allowed_ips,
-                endpoint=cfg.endpoint or (was.endpoint if was else None),
-                last_handshake=was.last_handshake if was else None,
-                rx_bytes=was.rx_bytes if was else 0,
-                tx_bytes=was.tx_bytes if was else 0,
-                keepalive=cfg.keepalive or None,
-                has_preshared_key=was.has_preshared_key if was else False,
-            )
+            if was is None:
+                peers[cfg.public_key] = PeerState(
+                    public_key=cfg.public_key,
+                    allowed_ips=cfg.allowed_ips,
+                    endpoint=cfg.endpoint,
+                    last_handshake=None,
+                    rx_bytes=0,
+                    tx_bytes=0,
+                    keepalive=cfg.keepalive or None,
+                    has_preshared_key=False,
+                )
+            else:
+                peers[cfg.public_key] = was._replace(
+                    allowed_ips=cfg.allowed_ips,
+                    endpoint=cfg.endpoint or was.endpoint,
+                    keepalive=cfg.keepalive or None,
+                )
         self._known[step.ifname] = DeviceState(
             ifname=step.ifname,
             has_private_key=True,
