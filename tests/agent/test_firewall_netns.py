@@ -420,6 +420,29 @@ def test_other_tables_untouched_and_reapply_is_idempotent(clean: Net) -> None:
         ns_sh(pop, "nft", "delete", "table", "inet", "someone_else", check=False)
 
 
+def test_install_creates_or_replaces_to_the_same_ruleset(clean: Net) -> None:
+    """``install_ruleset`` (an agent's first apply) creates the table when it is absent and
+    replaces it when it is there (an agent restarted over a live table): both end exactly
+    where ``apply_ruleset`` ends, with one table and no duplicated rule."""
+    pop = clean.pop
+    old = fw.compile_ruleset([tenant(A, allow(CLIENT4, SERVER4, "tcp", "8081")), tenant(B)])
+    new = fw.compile_ruleset([tenant(A, allow(CLIENT4, SERVER4, "tcp", "8080"))])
+    fw.install_ruleset(new, netns=pop)  # absent: created
+    created = ns_sh(pop, "nft", "list", "ruleset").stdout
+    assert clean.tcp("ca", SERVER4, 8080)
+    assert not clean.tcp("ca", SERVER4, 8081)
+    fw.install_ruleset(new, netns=pop)  # present and equal: replaced, unchanged
+    assert ns_sh(pop, "nft", "list", "ruleset").stdout == created
+    fw.apply_ruleset(old, netns=pop)
+    fw.install_ruleset(new, netns=pop)  # present and different: replaced
+    assert ns_sh(pop, "nft", "list", "ruleset").stdout == created
+    fw.remove_ruleset(netns=pop)
+    fw.apply_ruleset(new, netns=pop)
+    assert ns_sh(pop, "nft", "list", "ruleset").stdout == created
+    with pytest.raises(fw.FirewallError, match="full batch"):
+        fw.install_ruleset(fw.plan_update(old, old), netns=pop)
+
+
 def test_nft_errors_are_typed_and_leave_the_old_table(clean: Net) -> None:
     good = clean.apply([tenant(A, allow(CLIENT4, SERVER4, "tcp", "8080"))])
     broken = json.loads(json.dumps(good))

@@ -215,7 +215,10 @@ class Applier:
             # (one atomic replace, skipped when what this process applied last is unchanged).
             host.ensure_rules(the_plan.rules, self.netns)
             ruleset = firewall.compile_ruleset(desired.tenants)
-            if ruleset != self._ruleset:
+            if self._ruleset is None:
+                firewall.install_ruleset(ruleset, self.netns)
+                self._ruleset = ruleset
+            elif ruleset != self._ruleset:
                 firewall.apply_ruleset(ruleset, self.netns)
                 self._ruleset = ruleset
         for name in the_plan.delete:
