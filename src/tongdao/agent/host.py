@@ -30,6 +30,29 @@ def _ip(netns: str | None, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
+def _ip_batch(
+    netns: str | None,
+    commands: Sequence[Sequence[str]],
+    *,
+    family: str | None = None,
+    check: bool = True,
+) -> None:
+    """Several ``ip`` commands in one process (``ip -batch -``): a fresh interface needs
+    several, and each process costs a few milliseconds. A batch line takes no options, so
+    ``family`` (``-4``/``-6``) holds for the whole batch; without it, iproute2 takes the family
+    from the address or prefix each command names. ``check``: stop at the first failure and
+    raise; otherwise run every command (``-force``) and ignore failures (deletions of what
+    may be gone already)."""
+    if not commands:
+        return
+    argv = ["ip", *(["-n", netns] if netns else []), *([family] if family else [])]
+    argv += [*([] if check else ["-force"]), "-batch", "-"]
+    script = "".join(" ".join(command) + "\n" for command in commands)
+    result = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise HostError(f"{' '.join(argv)}: {result.stderr.strip()} (commands: {script!r})")
+
+
 def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
     argv = ["ip", *(["-n", netns] if netns else []), "-json", *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -40,10 +63,6 @@ def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
     out = result.stdout
     data = json.loads(out) if out.strip() else []
     return data if isinstance(data, list) else []
-
-
-def _family(cidr: str) -> str:
-    return "-6" if ipaddress.ip_network(cidr, strict=False).version == 6 else "-4"
 
 
 def link_up(ifname: str, netns: str | None = None) -> None:
@@ -59,10 +78,11 @@ def ensure_addresses(ifname: str, wanted: Sequence[str], netns: str | None = Non
                 continue
             current.add(f"{addr['local']}/{addr['prefixlen']}")
     want = {str(ipaddress.ip_interface(a)) for a in wanted}
-    for addr in sorted(want - current):
-        _ip(netns, _family(addr), "address", "replace", addr, "dev", ifname)
-    for addr in sorted(current - want):
-        _ip(netns, _family(addr), "address", "del", addr, "dev", ifname)
+    _ip_batch(
+        netns,
+        [["address", "replace", a, "dev", ifname] for a in sorted(want - current)]
+        + [["address", "del", a, "dev", ifname] for a in sorted(current - want)],
+    )
 
 
 def table_routes(table: int, netns: str | None = None) -> dict[str, tuple[str, str]]:
@@ -95,21 +115,19 @@ def ensure_table(
     current = table_routes(table, netns)
     if not exclusive:
         current = {p: r for p, r in current.items() if r[0] == ifname and r[1] != "kernel"}
-    for prefix in sorted(want):
-        if current.get(prefix, ("", ""))[0] != ifname:
-            _ip(
-                netns,
-                _family(prefix),
-                "route",
-                "replace",
-                prefix,
-                "dev",
-                ifname,
-                "table",
-                str(table),
-            )
-    for prefix in sorted(set(current) - want):
-        _ip(netns, _family(prefix), "route", "del", prefix, "table", str(table), check=False)
+    _ip_batch(
+        netns,
+        [
+            ["route", "replace", prefix, "dev", ifname, "table", str(table)]
+            for prefix in sorted(want)
+            if current.get(prefix, ("", ""))[0] != ifname
+        ],
+    )
+    _ip_batch(
+        netns,
+        [["route", "del", prefix, "table", str(table)] for prefix in sorted(set(current) - want)],
+        check=False,
+    )
 
 
 def flush_table(table: int, netns: str | None = None) -> None:
@@ -137,42 +155,27 @@ def ensure_rules(wanted: dict[str, int], netns: str | None = None) -> None:
     """For each interface → table in ``wanted``: `ip rule iif IF lookup TABLE` (both families);
     our rules for other interfaces are removed."""
     current = our_rules(netns)
-    for ifname, table in sorted(wanted.items()):
-        for family in ("-4", "-6"):
+    for family in ("-4", "-6"):
+        stale: list[list[str]] = []
+        adds: list[list[str]] = []
+        for ifname, table in sorted(wanted.items()):
             if current.get((family, ifname)) == table:
                 continue
             if (family, ifname) in current:
-                _ip(netns, family, "rule", "del", "iif", ifname, check=False)
-            _ip(
-                netns,
-                family,
-                "rule",
-                "add",
-                "iif",
-                ifname,
-                "lookup",
-                str(table),
-                "priority",
-                str(rule_priority(table)),
-            )
-    for family, ifname in sorted(current):
-        if ifname not in wanted:
-            _ip(
-                netns,
-                family,
-                "rule",
-                "del",
-                "iif",
-                ifname,
-                "priority",
-                str(rule_priority(current[(family, ifname)])),
-                check=False,
-            )
+                stale.append(["rule", "del", "iif", ifname])
+            lookup = ["lookup", str(table), "priority", str(rule_priority(table))]
+            adds.append(["rule", "add", "iif", ifname, *lookup])
+        for fam, ifname in sorted(current):
+            if fam == family and ifname not in wanted:
+                priority = str(rule_priority(current[(fam, ifname)]))
+                stale.append(["rule", "del", "iif", ifname, "priority", priority])
+        _ip_batch(netns, stale, family=family, check=False)
+        _ip_batch(netns, adds, family=family)
 
 
 def enable_forwarding(netns: str | None = None) -> None:
-    for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
-        argv = [*(["ip", "netns", "exec", netns] if netns else []), "sysctl", "-qw", key]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        if result.returncode != 0:
-            raise HostError(f"sysctl {key}: {result.stderr.strip()}")
+    keys = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    argv = [*(["ip", "netns", "exec", netns] if netns else []), "sysctl", "-qw", *keys]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise HostError(f"sysctl {' '.join(keys)}: {result.stderr.strip()}")
