@@ -308,12 +308,7 @@ def serialize_set(
         elif not peer.new:
             lines.append("persistent_keepalive_interval=0")
         lines.append("replace_allowed_ips=true")
-        for cidr in peer.allowed_ips:
-            lines.append(
-                f"allowed_ip={cidr}"
-                if _canonical_cidr(cidr)
-                else f"allowed_ip={normalize_allowed_ip(cidr)}"
-            )
+        lines.extend(f"allowed_ip={normalize_allowed_ip(cidr)}" for cidr in peer.allowed_ips)
     lines += ("", "")
     return "\n".join(lines).encode()
 

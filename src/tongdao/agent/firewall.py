@@ -368,6 +368,14 @@ def _zone_rule(chain: str, key: str, tenants: Sequence[TenantInterface]) -> JSON
     )
 
 
+REPLACING: Final = ("add", "delete", "add")
+"""How a full batch starts, on our table: add (a no-op when it exists), delete, add afresh."""
+
+
+def _table_command(verb: str) -> JSON:
+    return {verb: {"table": {"family": FAMILY, "name": TABLE}}}
+
+
 def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
     """Compile the tenants' isolation and policy into one atomic nft JSON batch (pure)."""
     ordered = _validate(tenants)
@@ -379,12 +387,7 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
                 f"(limit {MAX_ELEMENTS_PER_TENANT})"
             )
 
-    table = {"family": FAMILY, "name": TABLE}
-    cmds: list[JSON] = [
-        {"add": {"table": dict(table)}},
-        {"delete": {"table": dict(table)}},
-        {"add": {"table": dict(table)}},
-    ]
+    cmds: list[JSON] = [_table_command(verb) for verb in REPLACING]
     base = {"family": FAMILY, "table": TABLE}
     cmds.append({"add": {"set": {**base, "name": "ifaces", "type": "ifname"}}})
     cmds.append({"add": {"map": {**base, "name": "dispatch", "type": "ifname", "map": "verdict"}}})
@@ -612,11 +615,9 @@ def install_ruleset(ruleset: JSON, netns: str | None = None) -> None:
     a transaction that deletes a table makes the kernel wait out an RCU grace period (about
     12 ms here)."""
     commands = ruleset.get("nftables", [])
-    table = {"family": FAMILY, "name": TABLE}
-    preamble = [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}}]
-    if commands[:3] != preamble:
+    if commands[: len(REPLACING)] != [_table_command(verb) for verb in REPLACING]:
         raise FirewallError("install_ruleset wants a full batch from compile_ruleset")
-    creating = {"nftables": [{"create": {"table": dict(table)}}, *commands[3:]]}
+    creating = {"nftables": [_table_command("create"), *commands[len(REPLACING) :]]}
     try:
         _run_nft(netns, ["-j", "-f", "-"], json.dumps(creating))
     except NftError:
@@ -635,6 +636,5 @@ def read_ruleset(netns: str | None = None) -> JSON | None:
 
 def remove_ruleset(netns: str | None = None) -> None:
     """Delete our table if present (idempotent, atomic)."""
-    table = {"family": FAMILY, "name": TABLE}
-    batch = {"nftables": [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]}
+    batch = {"nftables": [_table_command("add"), _table_command("delete")]}
     _run_nft(netns, ["-j", "-f", "-"], json.dumps(batch))

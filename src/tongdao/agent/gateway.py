@@ -217,10 +217,9 @@ class Applier:
             ruleset = firewall.compile_ruleset(desired.tenants)
             if self._ruleset is None:
                 firewall.install_ruleset(ruleset, self.netns)
-                self._ruleset = ruleset
             elif ruleset != self._ruleset:
                 firewall.apply_ruleset(ruleset, self.netns)
-                self._ruleset = ruleset
+            self._ruleset = ruleset
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:
