@@ -198,3 +198,23 @@ def revoke_token(ctx: Ctx, principal: Principal, token_id: uuid.UUID) -> None:
         raise NotFound("token not found")
     if token.revoked_at is None:
         token.revoked_at = ctx.runtime.clock()
+
+
+def revoke_user_credentials(
+    ctx: Ctx, user_id: uuid.UUID, *, keep_token_id: uuid.UUID | None = None
+) -> int:
+    """Revoke every live session and API token of a user (but ``keep_token_id``).
+
+    Called when the user's password changes or is reset, and when they are disabled or erased:
+    nothing minted under the old secret outlives it. Returns how many were revoked.
+    """
+    now = ctx.runtime.clock()
+    tokens = ctx.session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    ).all()
+    revoked = 0
+    for token in tokens:
+        if token.id != keep_token_id:
+            token.revoked_at = now
+            revoked += 1
+    return revoked
