@@ -10,6 +10,7 @@ import base64
 import binascii
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,9 +28,62 @@ COUNTRIES = frozenset(
     ZM ZW""".split()
 )
 
-_REGION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,8}$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_MOBILE = re.compile(r"^\+?[0-9]{6,15}$")
+_REGION = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,8}")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MOBILE = re.compile(r"\+?[0-9]{6,15}")
+
+# Unicode categories no single line of text may hold: controls (Cc: NUL, TAB, LF, CR, NEL, ...),
+# line and paragraph separators (Zl, Zp: U+2028, U+2029, which some parsers split lines on) and
+# lone surrogates (Cs: not encodable, PostgreSQL refuses them).
+_NOT_IN_A_LINE = frozenset({"Cc", "Zl", "Zp", "Cs"})
+# Bidirectional embeddings, overrides and isolates (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): they
+# reorder how the rest of a line is shown, so a name could display as something it is not.
+# The plain direction marks (LRM, RLM, ALM) reorder nothing and stay allowed.
+BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+# What multi-line text keeps of the controls: line breaks and tabs.
+_TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}".rstrip() if name else f"U+{ord(ch):04X}"
+
+
+def line_breaker(ch: str) -> bool:
+    """Whether ``ch`` may not appear in a single line (see :func:`single_line`)."""
+    return unicodedata.category(ch) in _NOT_IN_A_LINE or ch in BIDI_CONTROLS
+
+
+def single_line(value: str) -> str:
+    """One line of text (a name, host, reference, title, code): no control characters (Cc),
+    no line or paragraph separators (Zl, Zp), no surrogates and no bidi overrides."""
+    for ch in value:
+        if line_breaker(ch):
+            raise ValueError(
+                f"must be a single line of text: {_describe(ch)} is not allowed "
+                "(no control characters, line breaks or bidi overrides)"
+            )
+    return value
+
+
+def multi_line(value: str) -> str:
+    """Text that may span lines (a notice, a reason): line breaks and tabs are kept, other
+    control characters (NUL, ESC, ...) and surrogates are refused."""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch not in _TEXT_CONTROLS) or category == "Cs":
+            raise ValueError(
+                f"{_describe(ch)} is not allowed in text (control characters other than "
+                "line breaks and tabs)"
+            )
+    return value
+
+
+def one_line_text(value: object) -> str:
+    """``value`` as text safe to place in one line of a file (a comment in a wg-quick file):
+    every character :func:`single_line` refuses is removed. For data stored before the
+    schemas refused them."""
+    return "".join(ch for ch in str(value) if not line_breaker(ch))
 
 
 def wireguard_key(value: str) -> str:
@@ -51,6 +105,8 @@ def wireguard_key(value: str) -> str:
 def network(value: str, *, family: int | None = None) -> IPNetwork:
     """A CIDR prefix with no host bits set, optionally of one address family (4 or 6)."""
     text = value.strip()
+    if "%" in text:  # ipaddress takes an IPv6 zone of any text (fd00::%x/64); a prefix has none
+        raise ValueError(f"{text!r} is not an IP prefix in CIDR notation (no %zone)")
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
@@ -85,7 +141,7 @@ def overlaps_any(net: IPNetwork, others: Iterable[IPNetwork]) -> IPNetwork | Non
 
 def region(value: str) -> str:
     text = value.strip().upper()
-    if not _REGION.match(text) or text[:2] not in COUNTRIES:
+    if not _REGION.fullmatch(text) or text[:2] not in COUNTRIES:
         raise ValueError("must be a region like CN-BJ: ISO country code, '-', 1-8 letters/digits")
     return text
 
@@ -99,12 +155,14 @@ def country(value: str) -> str:
 
 def hostname_or_ip(value: str) -> str:
     text = value.strip().rstrip(".").lower()
+    if "%" in text:  # an IPv6 zone (fe80::1%eth0) names a local link, and takes any text
+        raise ValueError(f"{value!r} is not a DNS name or IP address (no %zone)")
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         pass
     labels = text.split(".")
-    if len(text) > 253 or len(labels) < 2 or not all(_HOST_LABEL.match(lb) for lb in labels):
+    if len(text) > 253 or len(labels) < 2 or not all(_HOST_LABEL.fullmatch(lb) for lb in labels):
         raise ValueError(f"{value!r} is not a DNS name or IP address")
     if labels[-1].isdigit():
         raise ValueError(f"{value!r} is not a DNS name or IP address")
@@ -113,6 +171,6 @@ def hostname_or_ip(value: str) -> str:
 
 def mobile(value: str) -> str:
     text = value.strip().replace(" ", "").replace("-", "")
-    if not _MOBILE.match(text):
+    if not _MOBILE.fullmatch(text):
         raise ValueError("must be a phone number: 6 to 15 digits, optionally starting with +")
     return text

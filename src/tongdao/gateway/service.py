@@ -57,8 +57,9 @@ from tongdao.network.service import (
     device_homed_at,
     ensure_interface,
     no_link_reason,
+    unwritable,
 )
-from tongdao.network.wgconfig import PeerSpec, render_site
+from tongdao.network.wgconfig import ConfigDataError, PeerSpec, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
 from tongdao.runtime import Ctx
@@ -364,10 +365,15 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     return DesiredState(version=version, pop_id=pop.id, tenants=tuple(out))
 
 
-def _endpoint(host: str, port: int) -> str:
+def _endpoint(host: str, port: int) -> str | None:
+    """``host:port`` to dial; None (the peer is not dialled) for a stored host that is not a
+    DNS name or IP address (a row written around the schemas)."""
     from tongdao.network.wgconfig import endpoint
 
-    return endpoint(host, port)
+    try:
+        return endpoint(host, port)
+    except ValueError:
+        return None
 
 
 def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str) -> None:
@@ -467,23 +473,26 @@ def site_config(ctx: Ctx, tenant: Tenant, site: Site) -> str:
         )
     )
     assert pop is not None and remote is not None and site.ipv4 and site.ipv6
-    return render_site(
-        site_name=site.name,
-        site_id=str(site.id),
-        tenant_name=tenant.name_en,
-        ipv4=site.ipv4,
-        ipv6=site.ipv6,
-        peer=PeerSpec(
-            pop.name,
-            pop.region,
-            peer.public_key,
-            pop.endpoint_host,
-            remote.listen_port,
-            remote.ipv4,
-            remote.ipv6,
-        ),
-        allowed=peer.allowed_ips,
-    )
+    try:
+        return render_site(
+            site_name=site.name,
+            site_id=str(site.id),
+            tenant_name=tenant.name_en,
+            ipv4=site.ipv4,
+            ipv6=site.ipv6,
+            peer=PeerSpec(
+                pop.name,
+                pop.region,
+                peer.public_key,
+                pop.endpoint_host,
+                remote.listen_port,
+                remote.ipv4,
+                remote.ipv6,
+            ),
+            allowed=peer.allowed_ips,
+        )
+    except ConfigDataError as exc:
+        raise unwritable(exc) from exc
 
 
 def site_paths(ctx: Ctx, site: Site) -> list[SitePath]:

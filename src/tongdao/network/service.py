@@ -29,7 +29,7 @@ from tongdao.network.models import (
     SitePurpose,
     SiteState,
 )
-from tongdao.network.wgconfig import PeerSpec, render
+from tongdao.network.wgconfig import ConfigDataError, PeerSpec, render
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import Tenant, User
 
@@ -581,15 +581,26 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         )
         for iface, pop in rows
     ]
-    return render(
-        device_name=device.name,
-        device_id=str(device.id),
-        tenant_name=tenant.name_en,
-        ipv4=device.ipv4,
-        ipv6=device.ipv6,
-        dns=tenant.dns_servers,
-        routable=routable_prefixes(ctx, tenant),
-        peers=peers,
+    try:
+        return render(
+            device_name=device.name,
+            device_id=str(device.id),
+            tenant_name=tenant.name_en,
+            ipv4=device.ipv4,
+            ipv6=device.ipv6,
+            dns=tenant.dns_servers,
+            routable=routable_prefixes(ctx, tenant),
+            peers=peers,
+        )
+    except ConfigDataError as exc:
+        raise unwritable(exc) from exc
+
+
+def unwritable(exc: ConfigDataError) -> Conflict:
+    """A stored value that cannot go into a wg-quick file (a row written around the schemas)."""
+    return Conflict(
+        f"the stored {exc.field} cannot be written into a configuration; correct it first",
+        {exc.field: exc.message},
     )
 
 
