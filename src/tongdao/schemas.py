@@ -23,12 +23,27 @@ def _cidr(value: str) -> str:
     return str(validation.network(value))
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-LongName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
+# The one rule for text meant to be one line (names, hosts, references, titles, codes): no
+# control characters, line or paragraph separators or bidi overrides, so such a value can never
+# start a line of a file it is written into (a wireguard.conf, a CSV). It goes last, after the
+# string constraints: ``Annotated[str, StringConstraints(...), OneLine]``.
+OneLine = AfterValidator(validation.single_line)
+# Text that may span lines (notices, reasons, descriptions): keeps line breaks and tabs, refuses
+# the other control characters. Such text never reaches a configuration file.
+MultiLine = AfterValidator(validation.multi_line)
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
+]
+LongName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), OneLine
+]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), OneLine]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), MultiLine]
+Reference = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
+]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), OneLine]
 Email = Annotated[EmailStr, AfterValidator(lambda v: v.lower()), Field(max_length=320)]
 WireGuardKey = Annotated[str, AfterValidator(validation.wireguard_key)]
 Cidr = Annotated[str, Field(max_length=43), AfterValidator(_cidr)]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from tongdao.schemas import Cidr, Description, Name, PublicModel, Strict
+from tongdao.schemas import Cidr, Description, Name, OneLine, PublicModel, Strict
 
 _PORTS = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
 
@@ -24,7 +24,7 @@ def _port_range(value: str) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-PortRange = Annotated[str, Field(max_length=11)]
+PortRange = Annotated[str, Field(max_length=11), OneLine]
 
 
 class Source(Strict):

@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tongdao.schemas import Name, Strict
+from tongdao.schemas import Name, OneLine, Strict
 from tongdao.tenancy.schemas import UserPublic
 
 
 class LoginRequest(Strict):
-    email: Annotated[str, Field(min_length=3, max_length=320)]
+    email: Annotated[str, Field(min_length=3, max_length=320), OneLine]
     password: Annotated[str, Field(min_length=1, max_length=256)]
     totp_code: Annotated[str, Field(min_length=6, max_length=8)] | None = None
 

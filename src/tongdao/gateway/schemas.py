@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tongdao.schemas import Strict, WireGuardKey
+from tongdao.schemas import MultiLine, OneLine, Strict, WireGuardKey
 
 
 class EnrolmentCreate(Strict):
@@ -24,8 +24,8 @@ class EnrolmentCreated(BaseModel):
 
 class EnrolRequest(Strict):
     token: Annotated[str, Field(min_length=8, max_length=100)]
-    hostname: Annotated[str, Field(max_length=253)] = ""
-    agent_version: Annotated[str, Field(max_length=32)] = ""
+    hostname: Annotated[str, Field(max_length=253), OneLine] = ""
+    agent_version: Annotated[str, Field(max_length=32), OneLine] = ""
 
 
 class EnrolResponse(BaseModel):
@@ -56,7 +56,7 @@ class KeyPublish(Strict):
 
 class Ack(Strict):
     version: Annotated[int, Field(ge=0)]
-    error: Annotated[str, Field(max_length=2000)] | None = None
+    error: Annotated[str, Field(max_length=2000), MultiLine] | None = None
 
 
 class SitePath(BaseModel):

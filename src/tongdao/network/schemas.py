@@ -21,6 +21,7 @@ from tongdao.schemas import (
     Country,
     Description,
     HostOrIp,
+    MultiLine,
     Name,
     Port,
     PublicModel,
@@ -232,6 +233,7 @@ class Rejection(Strict):
     reason: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        MultiLine,
         Field(description="why, for the tenant and the record"),
     ]
 
@@ -241,13 +243,18 @@ class AllowanceCreate(Strict):
     reason: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        MultiLine,
         Field(description="why the operator allows it (e.g. the customer's contract clause)"),
     ]
 
 
 class AllowanceUpdate(Strict):
     reason: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+            MultiLine,
+        ]
         | None
     ) = None
 

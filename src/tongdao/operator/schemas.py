@@ -11,7 +11,16 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from tongdao.compliance import licensing
 from tongdao.compliance import provinces as pv
-from tongdao.schemas import Email, LongName, OptionalText, Phone, PublicModel, Strict, Uscc
+from tongdao.schemas import (
+    Email,
+    LongName,
+    OneLine,
+    OptionalText,
+    Phone,
+    PublicModel,
+    Strict,
+    Uscc,
+)
 
 
 def _licence_number(value: str) -> str:
@@ -53,7 +62,7 @@ class OperatorUpdate(Strict):
     legal_name: LongName
     legal_name_zh: OptionalText = ""
     uscc: Uscc
-    address: Annotated[str, Field(max_length=300)] = ""
+    address: Annotated[str, Field(max_length=300), OneLine] = ""
     contact_email: Email | None = None
     contact_phone: Phone = ""
 

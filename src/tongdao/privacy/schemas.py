@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tongdao.privacy.models import ConsentKind, ConsentMethod
-from tongdao.schemas import LongName, PublicModel, Strict
+from tongdao.schemas import LongName, MultiLine, OneLine, PublicModel, Strict
 from tongdao.tenancy.models import IdType, UserState
 
 NoticeVersion = Annotated[
@@ -20,11 +20,12 @@ NoticeVersion = Annotated[
     Field(description="e.g. 2026-01 or v3; letters, digits, '.', '_' and '-'"),
 ]
 NoticeText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50_000)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50_000), MultiLine
 ]
 Evidence = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    OneLine,
     Field(description="where the signed consent is kept, e.g. 'HR form 2026-117'"),
 ]
 

@@ -15,7 +15,9 @@ from tongdao.schemas import (
     Email,
     LongName,
     Mobile,
+    MultiLine,
     Name,
+    OneLine,
     OptionalText,
     Phone,
     PublicModel,
@@ -36,17 +38,18 @@ DnsServers = Annotated[list[IPv4Address | IPv6Address], Field(max_length=4)]
 class InvoiceFields(BaseModel):
     invoice_buyer_name: OptionalText | None = None
     invoice_tax_id: Uscc | None = None
-    invoice_address_phone: Annotated[str, Field(max_length=300)] | None = None
+    invoice_address_phone: Annotated[str, Field(max_length=300), OneLine] | None = None
     invoice_bank: OptionalText | None = None
-    invoice_account: Annotated[str, Field(max_length=64)] | None = None
+    invoice_account: Annotated[str, Field(max_length=64), OneLine] | None = None
 
 
 Evidence = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=200),
+    OneLine,
     Field(description="reference to the evidence of foreign-invested status"),
 ]
-StateReason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+StateReason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), MultiLine]
 
 
 class KycFields(BaseModel):
@@ -126,7 +129,7 @@ class TenantFilters(BaseModel):
 class IdentityFields(BaseModel):
     legal_name: LongName | None = None
     id_type: IdType | None = None
-    id_number: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    id_number: Annotated[str, Field(min_length=1, max_length=32), OneLine] | None = None
     mobile: Mobile | None = None
 
     @model_validator(mode="after")
