@@ -124,6 +124,20 @@ def test_nul_is_a_422_on_both_stores(world: World) -> None:
         assert "U+0000" in resp.json()["error"]["fields"][field]
 
 
+@both_stores
+def test_a_list_filter_with_nul_is_a_422_on_both_stores(world: World) -> None:
+    """Before, PostgreSQL refused the query: a 500."""
+    for url, field in (
+        ("/api/v1/tenants?q=%00", "q"),
+        ("/api/v1/audit/events?action=a%00b", "action"),
+        (f"/api/v1/tenants/{world.a.id}/users?email=%00", "email"),
+        ("/api/v1/pops?region=CN-BJ%0A", "region"),
+    ):
+        resp = world.client.get(url, headers=world.admin.headers)
+        assert resp.status_code == 422, (url, resp.text)
+        assert "single line of text" in resp.json()["error"]["fields"][field]
+
+
 # --- rows stored before the schemas refused them ------------------------------------------------
 def serve_a(world: World) -> tuple[dict[str, Any], str, dict[str, Any]]:
     pop = make_pop(world, "bj-1")

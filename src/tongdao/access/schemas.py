@@ -86,4 +86,4 @@ class PolicyPublic(PublicModel):
 
 class PolicyFilters(BaseModel):
     enabled: bool | None = None
-    name: str | None = Field(default=None, max_length=100)
+    name: Annotated[str, Field(max_length=100), OneLine] | None = None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tongdao.schemas import OneLine
 
 
 class AuditEventPublic(BaseModel):
@@ -39,11 +41,11 @@ class AuditEventPublic(BaseModel):
 
 class AuditFilters(BaseModel):
     tenant_id: uuid.UUID | None = None
-    object_type: str | None = Field(default=None, max_length=64)
-    object_id: str | None = Field(default=None, max_length=64)
-    action: str | None = Field(default=None, max_length=64)
-    actor: str | None = Field(default=None, max_length=320)
-    kind: str | None = Field(default=None, max_length=16)
+    object_type: Annotated[str, Field(max_length=64), OneLine] | None = None
+    object_id: Annotated[str, Field(max_length=64), OneLine] | None = None
+    action: Annotated[str, Field(max_length=64), OneLine] | None = None
+    actor: Annotated[str, Field(max_length=320), OneLine] | None = None
+    kind: Annotated[str, Field(max_length=16), OneLine] | None = None
     user_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None

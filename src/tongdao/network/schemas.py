@@ -23,6 +23,7 @@ from tongdao.schemas import (
     HostOrIp,
     MultiLine,
     Name,
+    OneLine,
     Port,
     PublicModel,
     Reference,
@@ -82,8 +83,8 @@ class PopPublic(PublicModel):
 
 
 class PopFilters(BaseModel):
-    region: str | None = Field(default=None, max_length=16)
-    country: str | None = Field(default=None, max_length=2)
+    region: Annotated[str, Field(max_length=16), OneLine] | None = None
+    country: Annotated[str, Field(max_length=2), OneLine] | None = None
     state: PopState | None = None
 
 
@@ -221,7 +222,7 @@ class DeclarationFilters(BaseModel):
     state: DeclarationState | None = None
     tenant_id: uuid.UUID | None = None
     site_id: uuid.UUID | None = None
-    country: str | None = Field(default=None, max_length=2)
+    country: Annotated[str, Field(max_length=2), OneLine] | None = None
     purpose: SitePurpose | None = None
 
 
@@ -266,12 +267,12 @@ class AllowancePublic(PublicModel):
 
 
 class AllowanceFilters(BaseModel):
-    cidr: str | None = Field(default=None, max_length=43)
+    cidr: Annotated[str, Field(max_length=43), OneLine] | None = None
 
 
 class SiteFilters(BaseModel):
     state: SiteState | None = None
-    country: str | None = Field(default=None, max_length=2)
+    country: Annotated[str, Field(max_length=2), OneLine] | None = None
     purpose: SitePurpose | None = None
 
 
@@ -306,4 +307,4 @@ class DevicePublic(PublicModel):
 class DeviceFilters(BaseModel):
     user_id: uuid.UUID | None = None
     state: DeviceState | None = None
-    public_key: str | None = Field(default=None, max_length=44)
+    public_key: Annotated[str, Field(max_length=44), OneLine] | None = None

@@ -121,8 +121,10 @@ class TenantPublic(PublicModel):
 class TenantFilters(BaseModel):
     state: TenantState | None = None
     needs_manual_verification: bool | None = None
-    uscc: str | None = Field(default=None, max_length=32)
-    q: str | None = Field(default=None, max_length=100, description="part of a name")
+    uscc: Annotated[str, Field(max_length=32), OneLine] | None = None
+    q: Annotated[str, Field(max_length=100), OneLine] | None = Field(
+        default=None, description="part of a name"
+    )
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ class UserPublic(PublicModel):
 
 
 class UserFilters(BaseModel):
-    email: str | None = Field(default=None, max_length=320)
+    email: Annotated[str, Field(max_length=320), OneLine] | None = None
     state: UserState | None = None
     identity_verified: bool | None = Field(
         default=None, description="false: the users whose real identity awaits verification"
@@ -202,7 +204,7 @@ class StaffUpdate(Strict):
 
 
 class StaffFilters(BaseModel):
-    email: str | None = Field(default=None, max_length=320)
+    email: Annotated[str, Field(max_length=320), OneLine] | None = None
     state: UserState | None = None
 
 
@@ -227,4 +229,4 @@ class GroupPublic(PublicModel):
 
 
 class GroupFilters(BaseModel):
-    name: str | None = Field(default=None, max_length=100)
+    name: Annotated[str, Field(max_length=100), OneLine] | None = None
