@@ -200,6 +200,129 @@ def test_who_may_verify_an_identity(world: World) -> None:
     assert c.post(missing, headers=officer(world)).status_code == 404
 
 
+def _tenant_admin(world: World, *, identity: bool) -> Actor:
+    """A second tenant admin of A, made the way a tenant admin can make one: no verified
+    identity (and with ``identity``, one recorded by the admin themselves)."""
+    n = uuid.uuid4().hex[:8]
+    uid, token = make_user(world.runtime, f"admin{n}@a.example", ["tenant_admin"], world.a.id)
+    actor = Actor("tenant_admin", uid, token, world.a.id)
+    if identity:
+        resp = world.client.patch(user_url(world, uid), json=identity_body(), headers=actor.headers)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["identity_verified_at"] is None
+    return actor
+
+
+def test_a_tenant_admin_is_verified_by_the_compliance_officer_only(world: World) -> None:
+    """Issue 10: a tenant admin verified their own identity through a second admin account
+    they made with no identity. Tenant admins verify employees only, once they are verified
+    themselves; a tenant admin's identity is the compliance officer's to verify."""
+    c = world.client
+    mallory = _tenant_admin(world, identity=True)
+    puppet = _tenant_admin(world, identity=False)
+    verify_mallory = user_url(world, mallory.user_id) + "/identity-verification"
+    # The second admin cannot verify the first ...
+    error = refused(c.post(verify_mallory, headers=puppet.headers), "identity.real_name", "art. 24")
+    assert "compliance officer" in error["message"] and "roles" in error["fields"]
+    # ... nor can a verified tenant admin verify another tenant admin.
+    error = refused(
+        c.post(verify_mallory, headers=world.a.admin.headers), "identity.real_name", "art. 24"
+    )
+    assert "roles" in error["fields"]
+    # An unverified tenant admin verifies nobody, not even an employee (else they would
+    # record their own identity on a fresh employee account, verify it and promote it).
+    twin = new_user(world, **identity_body())
+    verify_twin = user_url(world, twin["id"]) + "/identity-verification"
+    for admin in (mallory, puppet):
+        error = refused(c.post(verify_twin, headers=admin.headers), "identity.real_name", "art. 24")
+        assert "your own identity" in error["message"]
+    assert (
+        c.get(user_url(world, twin["id"]), headers=officer(world)).json()["identity_verified_at"]
+        is None
+    )
+    with world.runtime.db.session() as session:
+        assert not session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "verify_identity",
+                AuditEvent.object_id.in_([str(mallory.user_id), twin["id"]]),
+            )
+        ).all()
+    # The compliance officer verifies the admin; from then on the admin verifies employees.
+    resp = c.post(verify_mallory, headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["identity_verified_at"] is not None
+    resp = c.post(verify_twin, headers=mallory.headers)
+    assert resp.status_code == 200, resp.text
+
+
+def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> None:
+    c = world.client
+    mallory = _tenant_admin(world, identity=True)
+    puppet = _tenant_admin(world, identity=False)
+    item = user_url(world, mallory.user_id)
+    # Demoting an unverified admin (themselves, their second account, or a verified admin)
+    # would let a tenant admin verify them as an "employee" and promote them back: refused.
+    for actor in (mallory, puppet, world.a.admin):
+        error = refused(
+            c.patch(item, json={"roles": ["employee"]}, headers=actor.headers),
+            "identity.real_name",
+            "art. 24",
+        )
+        assert "roles" in error["fields"] and "compliance officer" in error["fields"]["roles"]
+    assert c.get(item, headers=officer(world)).json()["roles"] == ["tenant_admin"]
+    # Other changes to the admin go through; disabling them is the way out.
+    resp = c.patch(item, json={"display_name": "Mallory"}, headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+    # A verified admin whose identity changes is unverified again, and the same holds.
+    resp = c.post(item + "/identity-verification", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    resp = c.patch(item, json={"mobile": "+8613700137000"}, headers=mallory.headers)
+    assert resp.json()["identity_verified_at"] is None
+    refused(
+        c.post(item + "/identity-verification", headers=world.a.admin.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+    refused(
+        c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+    # Verified by the officer, the admin may be demoted like anyone.
+    assert c.post(item + "/identity-verification", headers=officer(world)).status_code == 200
+    resp = c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+
+    # Granting tenant_admin to an employee a verified admin verified is fine: they stay
+    # verified, and verify employees in turn.
+    uid, token = make_user(
+        world.runtime, f"e{uuid.uuid4().hex[:6]}@a.example", ["employee"], world.a.id
+    )
+    employee = Actor("employee", uid, token, world.a.id)
+    c.patch(user_url(world, uid), json=identity_body(), headers=world.a.admin.headers)
+    resp = c.post(user_url(world, uid) + "/identity-verification", headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+    resp = c.patch(
+        user_url(world, uid), json={"roles": ["tenant_admin"]}, headers=world.a.admin.headers
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["identity_verified_at"] is not None
+    other = new_user(world, identity=True)
+    resp = c.post(user_url(world, other["id"]) + "/identity-verification", headers=employee.headers)
+    assert resp.status_code == 200, resp.text
+    # Promoting an unverified employee makes an unverified admin: the officer's to verify.
+    fresh = new_user(world, identity=True)
+    resp = c.patch(
+        user_url(world, fresh["id"]), json={"roles": ["tenant_admin"]}, headers=puppet.headers
+    )
+    assert resp.status_code == 200, resp.text
+    refused(
+        c.post(user_url(world, fresh["id"]) + "/identity-verification", headers=employee.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+
+
 def test_unverified_devices_never_reach_the_data_plane(world: World) -> None:
     pop = make_pop(world, "bj")
     gw = enrol(world, pop)
