@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tongdao.errors import ConfigurationError
+from tongdao.filemodes import private_dir, tighten_file
 
 KEY_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"  # no ':' (it separates the parts of a sealed value)
 PLACEHOLDER_KEYS = frozenset({"", "changeme", "change-me", "secret", "placeholder"})
@@ -137,11 +138,13 @@ def _decode_key(value: str) -> bytes:
 
 
 def _development_key(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask took away or left
         with os.fdopen(fd, "w") as handle:
             handle.write(base64.b64encode(secrets.token_bytes(32)).decode())
+    tighten_file(path)
     return _decode_key(path.read_text())
 
 

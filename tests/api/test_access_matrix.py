@@ -73,6 +73,7 @@ class Spec:
     ends_session: bool = False  # the call revokes the token it is made with
     anonymous: bool = False  # the route needs no token (login)
     machine: bool = False  # a gateway credential, not a user's token: every user gets 401
+    session: bool = False  # sent in a signed-in session (an API token gets 403 on oneself)
     notes: str = ""
     also: frozenset[int] = field(default_factory=frozenset)  # documented extra statuses
 
@@ -279,7 +280,12 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", T + "/users/{user_id}/consents"): Spec("consents", Action.READ, "user"),
     ("POST", T + "/users/{user_id}/consents"): Spec(
-        "consents", Action.CREATE, "user", body=lambda bench, case: bench_consent_body(bench)
+        "consents",
+        Action.CREATE,
+        "user",
+        body=lambda bench, case: bench_consent_body(bench),
+        session=True,
+        notes="one's own consent only in one's own session: test_privacy.py",
     ),
     ("DELETE", T + "/users/{user_id}/consents/transfer-abroad"): Spec(
         "consents", Action.DELETE, "user"
@@ -483,6 +489,8 @@ class Runner:
         if self.spec.ends_session:
             scopes = READ_ONLY if case.scope == "readonly" else frozenset({"read", "write"})
             return self.bench.headers(actor, scopes)
+        if self.spec.session and case.scope != "readonly":
+            return self.bench.session_headers(actor)
         if case.scope == "readonly":
             if actor.user_id not in self.readonly:
                 self.readonly[actor.user_id] = self.bench.headers(actor, READ_ONLY)

@@ -23,12 +23,14 @@ from tests.support.privacy import (
     identity_body,
     publish_notice,
     resident_id,
+    sign_in,
 )
 from tests.support.world import Actor, World, make_user
 from tongdao.audit.models import AuditEvent
 from tongdao.audit.recorder import SYSTEM, set_actor
 from tongdao.gateway.desired import DesiredState
 from tongdao.gateway.models import Gateway, UsageRecord
+from tongdao.privacy.models import Consent
 from tongdao.testing.keys import public_key
 
 API = "/api/v1"
@@ -200,6 +202,129 @@ def test_who_may_verify_an_identity(world: World) -> None:
     assert c.post(missing, headers=officer(world)).status_code == 404
 
 
+def _tenant_admin(world: World, *, identity: bool) -> Actor:
+    """A second tenant admin of A, made the way a tenant admin can make one: no verified
+    identity (and with ``identity``, one recorded by the admin themselves)."""
+    n = uuid.uuid4().hex[:8]
+    uid, token = make_user(world.runtime, f"admin{n}@a.example", ["tenant_admin"], world.a.id)
+    actor = Actor("tenant_admin", uid, token, world.a.id)
+    if identity:
+        resp = world.client.patch(user_url(world, uid), json=identity_body(), headers=actor.headers)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["identity_verified_at"] is None
+    return actor
+
+
+def test_a_tenant_admin_is_verified_by_the_compliance_officer_only(world: World) -> None:
+    """Issue 10: a tenant admin verified their own identity through a second admin account
+    they made with no identity. Tenant admins verify employees only, once they are verified
+    themselves; a tenant admin's identity is the compliance officer's to verify."""
+    c = world.client
+    mallory = _tenant_admin(world, identity=True)
+    puppet = _tenant_admin(world, identity=False)
+    verify_mallory = user_url(world, mallory.user_id) + "/identity-verification"
+    # The second admin cannot verify the first ...
+    error = refused(c.post(verify_mallory, headers=puppet.headers), "identity.real_name", "art. 24")
+    assert "compliance officer" in error["message"] and "roles" in error["fields"]
+    # ... nor can a verified tenant admin verify another tenant admin.
+    error = refused(
+        c.post(verify_mallory, headers=world.a.admin.headers), "identity.real_name", "art. 24"
+    )
+    assert "roles" in error["fields"]
+    # An unverified tenant admin verifies nobody, not even an employee (else they would
+    # record their own identity on a fresh employee account, verify it and promote it).
+    twin = new_user(world, **identity_body())
+    verify_twin = user_url(world, twin["id"]) + "/identity-verification"
+    for admin in (mallory, puppet):
+        error = refused(c.post(verify_twin, headers=admin.headers), "identity.real_name", "art. 24")
+        assert "your own identity" in error["message"]
+    assert (
+        c.get(user_url(world, twin["id"]), headers=officer(world)).json()["identity_verified_at"]
+        is None
+    )
+    with world.runtime.db.session() as session:
+        assert not session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "verify_identity",
+                AuditEvent.object_id.in_([str(mallory.user_id), twin["id"]]),
+            )
+        ).all()
+    # The compliance officer verifies the admin; from then on the admin verifies employees.
+    resp = c.post(verify_mallory, headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["identity_verified_at"] is not None
+    resp = c.post(verify_twin, headers=mallory.headers)
+    assert resp.status_code == 200, resp.text
+
+
+def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> None:
+    c = world.client
+    mallory = _tenant_admin(world, identity=True)
+    puppet = _tenant_admin(world, identity=False)
+    item = user_url(world, mallory.user_id)
+    # Demoting an unverified admin (themselves, their second account, or a verified admin)
+    # would let a tenant admin verify them as an "employee" and promote them back: refused.
+    for actor in (mallory, puppet, world.a.admin):
+        error = refused(
+            c.patch(item, json={"roles": ["employee"]}, headers=actor.headers),
+            "identity.real_name",
+            "art. 24",
+        )
+        assert "roles" in error["fields"] and "compliance officer" in error["fields"]["roles"]
+    assert c.get(item, headers=officer(world)).json()["roles"] == ["tenant_admin"]
+    # Other changes to the admin go through; disabling them is the way out.
+    resp = c.patch(item, json={"display_name": "Mallory"}, headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+    # A verified admin whose identity changes is unverified again, and the same holds.
+    resp = c.post(item + "/identity-verification", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    resp = c.patch(item, json={"mobile": "+8613700137000"}, headers=mallory.headers)
+    assert resp.json()["identity_verified_at"] is None
+    refused(
+        c.post(item + "/identity-verification", headers=world.a.admin.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+    refused(
+        c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+    # Verified by the officer, the admin may be demoted like anyone.
+    assert c.post(item + "/identity-verification", headers=officer(world)).status_code == 200
+    resp = c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+
+    # Granting tenant_admin to an employee a verified admin verified is fine: they stay
+    # verified, and verify employees in turn.
+    uid, token = make_user(
+        world.runtime, f"e{uuid.uuid4().hex[:6]}@a.example", ["employee"], world.a.id
+    )
+    employee = Actor("employee", uid, token, world.a.id)
+    c.patch(user_url(world, uid), json=identity_body(), headers=world.a.admin.headers)
+    resp = c.post(user_url(world, uid) + "/identity-verification", headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text
+    resp = c.patch(
+        user_url(world, uid), json={"roles": ["tenant_admin"]}, headers=world.a.admin.headers
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["identity_verified_at"] is not None
+    other = new_user(world, identity=True)
+    resp = c.post(user_url(world, other["id"]) + "/identity-verification", headers=employee.headers)
+    assert resp.status_code == 200, resp.text
+    # Promoting an unverified employee makes an unverified admin: the officer's to verify.
+    fresh = new_user(world, identity=True)
+    resp = c.patch(
+        user_url(world, fresh["id"]), json={"roles": ["tenant_admin"]}, headers=puppet.headers
+    )
+    assert resp.status_code == 200, resp.text
+    refused(
+        c.post(user_url(world, fresh["id"]) + "/identity-verification", headers=employee.headers),
+        "identity.real_name",
+        "art. 24",
+    )
+
+
 def test_unverified_devices_never_reach_the_data_plane(world: World) -> None:
     pop = make_pop(world, "bj")
     gw = enrol(world, pop)
@@ -322,20 +447,21 @@ def test_consents_are_recorded_with_version_and_time_and_revocable(world: World)
     emp = world.a.employee
     url = user_url(world, emp.user_id) + "/consents"
     body = {"kind": "notice", "notice_version": NOTICE_VERSION}
-    refused(c.post(url, json=body, headers=emp.headers), "pi.notice_and_consent", "PIPL")
+    session = sign_in(c, emp.headers)  # a consent of one's own comes from one's own session
+    refused(c.post(url, json=body, headers=session), "pi.notice_and_consent", "PIPL")
     publish_notice(c, world.admin.headers)
-    resp = c.post(url, json={**body, "notice_version": "1999"}, headers=emp.headers)
+    resp = c.post(url, json={**body, "notice_version": "1999"}, headers=session)
     assert resp.status_code == 422
     assert NOTICE_VERSION in resp.json()["error"]["fields"]["notice_version"]
     # The separate consent comes after the notice.
     error = refused(
-        c.post(url, json={**body, "kind": "transfer_abroad"}, headers=emp.headers),
+        c.post(url, json={**body, "kind": "transfer_abroad"}, headers=session),
         "pi.notice_and_consent",
         "PIPL arts. 38-40",
     )
     assert "kind" in error["fields"]
     before = datetime.now(UTC)
-    resp = c.post(url, json=body, headers=emp.headers)
+    resp = c.post(url, json=body, headers=session)
     assert resp.status_code == 201, resp.text
     notice = resp.json()
     assert (notice["method"], notice["notice_version"], notice["current"]) == (
@@ -344,8 +470,8 @@ def test_consents_are_recorded_with_version_and_time_and_revocable(world: World)
         True,
     )
     assert datetime.fromisoformat(notice["given_at"]) >= before - timedelta(seconds=1)
-    assert c.post(url, json=body, headers=emp.headers).json()["id"] == notice["id"]
-    abroad = c.post(url, json={**body, "kind": "transfer_abroad"}, headers=emp.headers)
+    assert c.post(url, json=body, headers=session).json()["id"] == notice["id"]
+    abroad = c.post(url, json={**body, "kind": "transfer_abroad"}, headers=session)
     assert abroad.status_code == 201
     # Revoking is the person's (or their admin's), idempotent, and keeps the record.
     assert c.delete(url + "/transfer-abroad", headers=emp.headers).status_code == 204
@@ -383,6 +509,109 @@ def test_consents_are_recorded_with_version_and_time_and_revocable(world: World)
     assert c.get(url, headers=emp.headers).json()["data"][-1]["current"] is True
     publish_notice(c, world.admin.headers, "2026-03", reconsent_required=True)
     assert not any(row["current"] for row in c.get(url, headers=emp.headers).json()["data"])
+
+
+def signed_in(world: World, actor: Actor) -> dict[str, str]:
+    """Headers of a session ``actor`` opened by signing in with their password (the console
+    and ``tongdao login`` do the same)."""
+    return sign_in(world.client, actor.headers)
+
+
+@both_stores
+def test_a_consent_as_self_comes_from_the_persons_own_session(world: World) -> None:
+    """Issue 10: a consent recorded as "self" must be the person's own act, given in their
+    own signed-in session; an API token (which may sit in a script, or in someone else's
+    hands) gives none, and an admin records one only with the evidence. Each consent keeps
+    how it was given and from where."""
+    c, emp = world.client, world.a.employee
+    publish_notice(c, world.admin.headers)
+    url = user_url(world, emp.user_id) + "/consents"
+    body = {"kind": "notice", "notice_version": NOTICE_VERSION}
+    # The person's API token: refused, with or without a reference to a form.
+    for extra in ({}, {"evidence": "signed form T-1"}):
+        resp = c.post(url, json={**body, **extra}, headers=emp.headers)
+        assert resp.status_code == 403, resp.text
+        error = resp.json()["error"]
+        assert (
+            "signed-in session" in error["message"]
+            and "pi.notice_and_consent" in (error["message"])
+        )
+    assert c.get(url, headers=emp.headers).json()["count"] == 0
+    # Nobody claims "self" for someone else: the method is not input.
+    other = new_user(world, identity=True)
+    other_url = user_url(world, other["id"]) + "/consents"
+    resp = c.post(
+        other_url,
+        json={**body, "method": "self", "evidence": "x"},
+        headers=signed_in(world, world.a.admin),
+    )
+    assert resp.status_code == 422 and "method" in resp.json()["error"]["fields"]
+    # In the person's own session: "self", given in a session, from the caller's address.
+    session = signed_in(world, emp)
+    resp = c.post(url, json=body, headers=session)
+    assert resp.status_code == 201, resp.text
+    given = resp.json()
+    assert (given["method"], given["given_via"], given["source_ip"]) == (
+        "self",
+        "session",
+        "testclient",  # the TestClient's peer address
+    )
+    # An admin records one from a signed form, with an API token or a session: "recorded".
+    resp = c.post(
+        other_url, json={**body, "evidence": "HR form 2026-118"}, headers=world.a.admin.headers
+    )
+    assert resp.status_code == 201, resp.text
+    recorded = resp.json()
+    assert (recorded["method"], recorded["given_via"], recorded["evidence"]) == (
+        "recorded",
+        "api_token",
+        "HR form 2026-118",
+    )
+    # An admin's own consent is theirs to give in their own session, like anyone's.
+    own_url = user_url(world, world.a.admin.user_id) + "/consents"
+    resp = c.post(own_url, json={**body, "evidence": "x"}, headers=world.a.admin.headers)
+    assert resp.status_code == 403, resp.text
+    resp = c.post(own_url, json=body, headers=signed_in(world, world.a.admin))
+    assert resp.status_code == 201 and resp.json()["method"] == "self"
+    # The record and its audit event keep how and where.
+    with world.runtime.db.session() as session_:
+        row = session_.get(Consent, uuid.UUID(given["id"]))
+        assert row is not None
+        assert (row.method, row.given_via, row.source_ip) == ("self", "session", "testclient")
+        event = session_.scalars(
+            select(AuditEvent).where(
+                AuditEvent.object_type == "consent", AuditEvent.object_id == given["id"]
+            )
+        ).one()
+        assert event.after is not None and event.after["given_via"] == "session"
+    listed = c.get(url, headers=session).json()["data"]
+    assert [(r["method"], r["given_via"]) for r in listed] == [("self", "session")]
+
+
+def test_erasure_blanks_the_address_of_consents_past_retention(world: World) -> None:
+    c = world.client
+    uid, token = make_user(world.runtime, "quitter@a.example", ["employee"], world.a.id)
+    person = Actor("employee", uid, token, world.a.id)
+    publish_notice(c, world.admin.headers)
+    consent_abroad(c, world.a.id, uid, person.headers)
+    listed = c.get(user_url(world, uid) + "/consents", headers=officer(world)).json()["data"]
+    assert {r["source_ip"] for r in listed} == {"testclient"}
+    old = datetime.now(UTC) - timedelta(days=200)
+    with world.runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        notice = session.scalars(
+            select(Consent).where(Consent.user_id == uid, Consent.kind == "notice")
+        ).one()
+        notice.given_at = old
+        session.commit()
+    resp = c.post(user_url(world, uid) + "/personal-data/erase", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["consent_addresses_blanked"] == 1
+    listed = c.get(user_url(world, uid) + "/consents", headers=officer(world)).json()["data"]
+    by_kind = {r["kind"]: r for r in listed}
+    assert by_kind["notice"]["source_ip"] is None  # past retention: the address goes
+    assert by_kind["notice"]["given_via"] == "session"  # the consent and how it was given stay
+    assert by_kind["transfer_abroad"]["source_ip"] == "testclient"  # within retention: kept
 
 
 def _cross_border(world: World) -> dict[str, Any]:

@@ -439,9 +439,14 @@ def test_notices_consents_export_and_erase(world: World, cli: Cli, tmp_path: Pat
     early = cli("users", "consent", uid, "--tenant", tid, "--kind", "transfer_abroad",
                 "--notice-version", "2026-01", token=emp.token)  # fmt: skip
     assert early.exit_code == 1 and "rule pi.notice_and_consent" in early.stderr
+    # One's own consent is given signed in (`tongdao login`), never with an API token.
+    with_token = cli("users", "consent", uid, "--tenant", tid, "--kind", "notice",
+                     "--notice-version", "2026-01", token=emp.token)  # fmt: skip
+    assert with_token.exit_code == 1 and "signed-in session" in with_token.stderr
+    login(cli, "employee@a.example")
     for kind in ("notice", "transfer_abroad"):
         given = cli("users", "consent", uid, "--tenant", tid, "--kind", kind,
-                    "--notice-version", "2026-01", token=emp.token)  # fmt: skip
+                    "--notice-version", "2026-01")  # fmt: skip
         assert given.exit_code == 0, given.output
     listed = cli("users", "consents", uid, "--tenant", tid, token=emp.token)
     assert listed.stdout.count("self") == 2

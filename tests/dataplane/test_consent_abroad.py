@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.dataplane.test_cross_border import Api, wait_until
+from tests.dataplane.test_cross_border import Api, signed_in, wait_until
 from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, identity_body, notice_body
 from tests.support.world import World
@@ -92,8 +92,9 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
             officer("POST", f"/tenants/{tid}/users/{other['id']}/identity-verification")
             admin("POST", "/privacy-notices", json=notice_body())
             mine = f"/tenants/{tid}/users/{world.a.employee.user_id}/consents"
+            own = signed_in(url, world.a.employee)  # one's own consent: in one's own session
             for kind in ("notice", "transfer_abroad"):
-                emp("POST", mine, json={"kind": kind, "notice_version": NOTICE_VERSION})
+                own("POST", mine, json={"kind": kind, "notice_version": NOTICE_VERSION})
             group = it(
                 "POST",
                 f"/tenants/{tid}/groups",

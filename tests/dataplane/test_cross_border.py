@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from fastapi import FastAPI
 
 from tests.support.live import serve
 from tests.support.privacy import NOTICE_VERSION, notice_body
-from tests.support.world import Actor, World
+from tests.support.world import PASSWORD, Actor, World
 from tongdao.agent.gateway import GatewayAgent
 from tongdao.gateway.desired import connector_interface_name, interface_name
 from tongdao.testing import crossborder, netns
@@ -76,6 +76,17 @@ class Api:
         return resp.json() if resp.content else None
 
 
+def signed_in(url: str, actor: Actor) -> Api:
+    """The actor in a session of their own (``POST /auth/login``): a consent of one's own is
+    given only in one's own signed-in session, never with an API token."""
+    me = httpx.get(url + "/api/v1/auth/me", headers=actor.headers, timeout=30).json()
+    resp = httpx.post(
+        url + "/api/v1/auth/login", json={"email": me["email"], "password": PASSWORD}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+    return Api(url, replace(actor, token=resp.json()["token"]))
+
+
 @dataclass
 class Company:
     label: str
@@ -110,8 +121,9 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
         admin("POST", "/privacy-notices", json=notice_body())
         for co, person in zip(companies, (world.a.employee, world.b.employee), strict=True):
             consents = f"/tenants/{co.tenant_id}/users/{person.user_id}/consents"
+            own = signed_in(url, person)
             for kind in ("notice", "transfer_abroad"):
-                co.employee("POST", consents, json={"kind": kind, "notice_version": NOTICE_VERSION})
+                own("POST", consents, json={"kind": kind, "notice_version": NOTICE_VERSION})
         for n, co in enumerate(companies):
             # The device's wire to BJ, and the company's connector + HQ LAN behind FRA.
             co.dev_ns = topo.namespace()

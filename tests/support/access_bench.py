@@ -170,8 +170,10 @@ class Bench:
         return str(enrolled["gateway_id"])
 
     # --- tokens and TOTP --------------------------------------------------------------------
-    def token(self, user_id: uuid.UUID, scopes: frozenset[str] = ALL_SCOPES) -> tuple[str, str]:
-        """(id, secret) of a new API token of the user, made straight in the store."""
+    def token(
+        self, user_id: uuid.UUID, scopes: frozenset[str] = ALL_SCOPES, kind: str = "api"
+    ) -> tuple[str, str]:
+        """(id, secret) of a new API token (or session) of the user, made in the store."""
         runtime = self.world.runtime
         with runtime.db.session() as session:
             set_actor(session, SYSTEM)
@@ -180,7 +182,7 @@ class Bench:
             token, secret = issue_token(
                 Ctx(session=session, runtime=runtime),
                 user,
-                kind="api",
+                kind=kind,
                 name="bench",
                 scopes=scopes,
                 ttl=timedelta(hours=1),
@@ -191,6 +193,10 @@ class Bench:
 
     def headers(self, actor: Actor, scopes: frozenset[str] = ALL_SCOPES) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(actor.user_id, scopes)[1]}"}
+
+    def session_headers(self, actor: Actor) -> dict[str, str]:
+        """A signed-in session of the actor (some acts are a person's own, never a token's)."""
+        return {"Authorization": f"Bearer {self.token(actor.user_id, kind='session')[1]}"}
 
     def foreign_token(self, actor: Actor) -> str:
         """A token of another user in the actor's own realm (operator or tenant A)."""

@@ -74,6 +74,17 @@ def publish_notice(
     return notice
 
 
+def sign_in(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
+    """A signed-in session (``POST /auth/login``) of the test user behind ``headers``, whose
+    password is the test world's: a consent of one's own is given only in a session."""
+    from tests.support.world import PASSWORD
+
+    email = client.get(f"{API}/auth/me", headers=headers).json()["email"]
+    resp = client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
 def consent_abroad(
     client: TestClient,
     tenant_id: uuid.UUID | str,
@@ -81,8 +92,11 @@ def consent_abroad(
     headers: dict[str, str],
     version: str = NOTICE_VERSION,
 ) -> None:
-    """Accept the notice and consent to transfer abroad (as the person, or with evidence)."""
+    """Accept the notice and consent to transfer abroad: as the person (in a session signed
+    in for them), or recorded by an admin with evidence."""
     url = f"{API}/tenants/{tenant_id}/users/{user_id}/consents"
+    if client.get(f"{API}/auth/me", headers=headers).json()["id"] == str(user_id):
+        headers = sign_in(client, headers)
     for kind in ("notice", "transfer_abroad"):
         resp = client.post(
             url,

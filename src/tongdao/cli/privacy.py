@@ -21,7 +21,16 @@ from tongdao.cli.resources import IdArg, JsonOpt, list_pages, print_json, seg, s
 TenantOpt = Annotated[
     str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
 ]
-CONSENT_COLUMNS = ("id", "kind", "notice_version", "method", "given_at", "revoked_at", "current")
+CONSENT_COLUMNS = (
+    "id",
+    "kind",
+    "notice_version",
+    "method",
+    "given_via",
+    "given_at",
+    "revoked_at",
+    "current",
+)
 NOTICE_COLUMNS = ("id", "version", "seq", "title", "reconsent_required", "published_at")
 
 
@@ -135,7 +144,8 @@ def consent(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Give a consent (for yourself), or record one given on paper (with --evidence)."""
+    """Give a consent for yourself (signed in with `tongdao login`: not with an API token), or
+    record one given on paper for someone else (with --evidence)."""
     body: dict[str, Any] = {"kind": kind, "notice_version": notice_version}
     if evidence is not None:
         body["evidence"] = evidence

@@ -18,7 +18,7 @@ from typing import Any
 
 from tongdao.errors import Conflict
 
-VERSION = "2026-11-22.2"
+VERSION = "2026-12-06.1"
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ RULES: Mapping[str, Rule] = _rules(
     Rule(
         "identity.real_name",
         "No device of a user is activated until the user's real identity is recorded and "
-        "verified by a tenant admin or compliance officer",
+        "verified: an employee's by a tenant admin whose own identity is verified, or by the "
+        "compliance officer; a tenant admin's by the compliance officer only",
         "Cybersecurity Law art. 24 (art. 26 after the 2026 amendment)",
         MappingProxyType(
             {
@@ -159,6 +160,10 @@ RULES: Mapping[str, Rule] = _rules(
                 # person themselves); tongdao.auth.permissions grants "identity" to these.
                 "required_fields": ("legal_name", "id_type", "id_number", "mobile"),
                 "verifier_roles": ("tenant_admin", "compliance_officer"),
+                # Who verifies a user holding one of "admin_roles" (and a tenant admin whose
+                # identity is not verified keeps that role until then).
+                "admin_roles": ("tenant_admin",),
+                "admin_verifier_roles": ("compliance_officer",),
             }
         ),
     ),

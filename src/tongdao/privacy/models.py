@@ -1,8 +1,9 @@
 """Privacy notices (versioned, operator-published) and the consents users give to them.
 
 A notice is immutable once published: a change is a new version. A consent names the notice
-version it was given to, when, and how (by the person through their own login, or recorded by
-an admin from a signed form, with a reference to it). The consent to transfer abroad is
+version it was given to, when, and how (by the person in their own signed-in session, or
+recorded by an admin from a signed form, with a reference to it), with the credential and the
+source address of the request. The consent to transfer abroad is
 separate from accepting the notice and can be revoked; revoking keeps the record.
 """
 
@@ -26,6 +27,14 @@ class ConsentKind(StrEnum):
 class ConsentMethod(StrEnum):
     SELF = "self"  # given by the person through their own account
     RECORDED = "recorded"  # recorded by an admin from a signed form (evidence names it)
+
+
+class ConsentVia(StrEnum):
+    """The credential the consent came with: the caller's signed-in session, or an API token
+    (an admin recording a signed form; never the person's own consent)."""
+
+    SESSION = "session"
+    API_TOKEN = "api_token"  # noqa: S105 - a kind of credential, not one
 
 
 class PrivacyNotice(TimestampedModel):
@@ -61,5 +70,8 @@ class Consent(TimestampedModel):
     evidence: Mapped[str | None] = mapped_column(String(200))
     given_at: Mapped[datetime]
     recorded_by: Mapped[uuid.UUID | None]
+    # How and from where the request that gave or recorded it came (null before issue 10).
+    given_via: Mapped[str | None] = mapped_column(String(16))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[uuid.UUID | None]

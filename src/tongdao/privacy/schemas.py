@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from tongdao.privacy.models import ConsentKind, ConsentMethod
+from tongdao.privacy.models import ConsentKind, ConsentMethod, ConsentVia
 from tongdao.schemas import LongName, MultiLine, OneLine, PublicModel, Strict
 from tongdao.tenancy.models import IdType, UserState
 
@@ -79,9 +79,17 @@ class ConsentPublic(PublicModel):
     user_id: uuid.UUID
     kind: ConsentKind
     notice_version: str
-    method: ConsentMethod
+    method: ConsentMethod = Field(
+        description="self: given by the person in their own signed-in session; recorded: "
+        "recorded by an admin from a signed form (evidence names it)"
+    )
     evidence: str | None
     given_at: datetime
+    given_via: ConsentVia | None = Field(
+        description="the credential of the request: session or api_token (null: before "
+        "this was recorded)"
+    )
+    source_ip: str | None = Field(description="the address the request came from")
     revoked_at: datetime | None
     current: bool = Field(
         description="counts now: not revoked, and no later notice asked for fresh consent"
@@ -162,6 +170,10 @@ class ErasureReport(BaseModel):
     )
     endpoints_blanked: int = Field(
         description="older connection records whose public address was blanked"
+    )
+    consent_addresses_blanked: int = Field(
+        description="consents older than the retention period whose source address was "
+        "blanked (the consent itself is kept)"
     )
     audit_records_blanked: int = Field(
         description="audit records older than the retention period whose personal fields "

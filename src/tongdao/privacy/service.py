@@ -30,12 +30,18 @@ from tongdao.audit.recorder import actor_of, record, set_actor
 from tongdao.audit.retention import erase_personal
 from tongdao.auth.models import ApiToken
 from tongdao.compliance.rules import ComplianceRefusal, rule
-from tongdao.errors import Conflict, ValidationError
+from tongdao.errors import Conflict, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
 from tongdao.gateway.periods import as_utc, report_day
 from tongdao.network.models import Device, DeviceState
 from tongdao.privacy import schemas as s
-from tongdao.privacy.models import Consent, ConsentKind, ConsentMethod, PrivacyNotice
+from tongdao.privacy.models import (
+    Consent,
+    ConsentKind,
+    ConsentMethod,
+    ConsentVia,
+    PrivacyNotice,
+)
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import Group, GroupMember, IdType, User, UserState
 
@@ -169,6 +175,14 @@ def give_consent(ctx: Ctx, user: User, data: s.ConsentCreate) -> s.ConsentPublic
             {"notice_version": f"consent is given to the current notice, version {notice.version}"}
         )
     own = principal.user_id == user.id
+    via = _credential(ctx)
+    if own and via is not ConsentVia.SESSION:
+        r = rule("pi.notice_and_consent")
+        raise PermissionDenied(
+            "a consent of your own is given in your own signed-in session (the console or "
+            "`tongdao login`), not with an API token, which a script or someone else may hold "
+            f"(rule {r.id}: {r.text}; source: {r.source})"
+        )
     if not own and data.evidence is None:
         raise ValidationError(
             {
@@ -197,10 +211,22 @@ def give_consent(ctx: Ctx, user: User, data: s.ConsentCreate) -> s.ConsentPublic
         evidence=data.evidence,
         given_at=ctx.runtime.clock(),
         recorded_by=principal.user_id,
+        given_via=via,
+        source_ip=ctx.source_ip,
     )
     ctx.session.add(consent)
     ctx.session.flush()
     return consent_public(consent, notice.version, True)
+
+
+def _credential(ctx: Ctx) -> ConsentVia:
+    """Whether the caller came with a signed-in session or an API token."""
+    token = ctx.session.get(ApiToken, ctx.require_principal().token_id)
+    return (
+        ConsentVia.SESSION
+        if token is not None and token.kind == "session"
+        else (ConsentVia.API_TOKEN)
+    )
 
 
 def _has(session: Session, user: User, notice: PrivacyNotice, kind: ConsentKind) -> Consent | None:
@@ -444,6 +470,22 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
             ),
         )
         blanked = int(result.rowcount or 0)
+    # A consent stays as the record of what was consented to, when and how; past retention it
+    # loses the address it was given from.
+    consent_addresses = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Consent)
+            .where(
+                Consent.user_id == user.id,
+                Consent.given_at < retention_cutoff(now),
+                Consent.source_ip.is_not(None),
+            )
+            .values(source_ip=None)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    consents_blanked = int(consent_addresses.rowcount or 0)
     # The audit log: records about the user, and who-fields of records they made, lose their
     # personal fields where older than the retention period (tamper-evidently, see
     # tongdao.audit.chain); younger ones are kept whole.
@@ -459,10 +501,11 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
         connection_records_kept=kept,
         kept_until=None if youngest is None else youngest + timedelta(days=min_days),
         endpoints_blanked=blanked,
+        consent_addresses_blanked=consents_blanked,
         audit_records_blanked=audit_blanked,
         retention=retention_note(),
     )
-    if not already or blanked or audit_blanked:
+    if not already or blanked or consents_blanked or audit_blanked:
         record(
             session,
             "erase_personal_data",

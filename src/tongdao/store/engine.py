@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from tongdao.filemodes import private_store
+
 
 class Database:
     """One engine and its session factory. Transactions belong to the caller (request or job)."""
@@ -56,10 +58,11 @@ class Database:
 
 
 def ensure_sqlite_dir(url: str) -> None:
-    """Make the directory an SQLite file URL points into."""
+    """Make the directory an SQLite file URL points into (0700) and the file (0600): see
+    :mod:`tongdao.filemodes`."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+        private_store(Path(str(parsed.database)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -330,6 +330,52 @@ def refuse_if_erased(user: User) -> None:
         )
 
 
+def _is_admin(roles: Iterable[str]) -> bool:
+    """Whether the roles make an admin whose identity only the compliance officer verifies."""
+    return bool(set(map(str, roles)) & set(rule("identity.real_name").param("admin_roles")))
+
+
+def _refuse_unqualified_verifier(ctx: Ctx, user: User) -> None:
+    """Rule identity.real_name: the compliance officer verifies anyone; a tenant admin only
+    employees, and only once their own identity is verified (by the officer, or for an
+    admin promoted from employee, before the promotion), so that the chain of verifications
+    starts with the officer and no admin account verifies another."""
+    principal = ctx.require_principal()
+    officers = set(rule("identity.real_name").param("admin_verifier_roles"))
+    if principal.tenant_id is None and {str(r) for r in principal.roles} & officers:
+        return
+    if _is_admin(user.roles):
+        raise ComplianceRefusal(
+            "identity.real_name",
+            "a tenant admin's identity is verified by the operator's compliance officer, "
+            "never by a tenant admin",
+            {"roles": "holds tenant_admin: the operator's compliance officer verifies it"},
+        )
+    verifier = ctx.session.get(User, principal.user_id)
+    if verifier is None or verifier.identity_verified_at is None:
+        raise ComplianceRefusal(
+            "identity.real_name",
+            "your own identity is not verified yet: a tenant admin verifies employees once "
+            "the operator's compliance officer has verified the admin",
+        )
+
+
+def _refuse_demoting_unverified_admin(user: User, roles: Iterable[str]) -> None:
+    """An admin whose identity is not verified keeps the role until the compliance officer
+    verifies it: demoted, a tenant admin could verify them as an employee and promote them
+    back. Disabling or deleting the account stays possible."""
+    if _is_admin(user.roles) and not _is_admin(roles) and user.identity_verified_at is None:
+        raise ComplianceRefusal(
+            "identity.real_name",
+            "this tenant admin's identity is not verified, and only the operator's compliance "
+            "officer verifies it; the role stays until then (disable the account instead)",
+            {
+                "roles": "tenant_admin stays until the operator's compliance officer has "
+                "verified this user's identity"
+            },
+        )
+
+
 def verify_identity(ctx: Ctx, user: User) -> User:
     """Record that a tenant admin or compliance officer checked the user's real identity."""
     principal = ctx.require_principal()
@@ -338,6 +384,7 @@ def verify_identity(ctx: Ctx, user: User) -> User:
         raise PermissionDenied(
             "nobody verifies their own identity: another tenant admin or a compliance officer does"
         )
+    _refuse_unqualified_verifier(ctx, user)
     missing = identity_missing(user)
     if missing:
         raise ComplianceRefusal(
@@ -543,6 +590,7 @@ class UserResource(Resource[User]):
             if changes.get(key) is not None:
                 setattr(obj, key, changes[key])
         if changes.get("roles") is not None:
+            _refuse_demoting_unverified_admin(obj, changes["roles"])
             obj.roles = sorted({str(r) for r in changes["roles"]})
         _apply_password(ctx, obj, changes.get("password"))
         _apply_identity(ctx, obj, changes)
