@@ -80,6 +80,12 @@ def multi_line(value: str) -> str:
     return value
 
 
+def text_without_controls(value: str) -> str:
+    """``value`` with what :func:`multi_line` refuses removed (for text a program produced,
+    such as an agent's error message)."""
+    return _NOT_IN_TEXT.sub("", value)
+
+
 def one_line_text(value: object) -> str:
     """``value`` as text safe to place in one line of a file (a comment in a wg-quick file):
     every character :func:`single_line` refuses is removed. For data stored before the
