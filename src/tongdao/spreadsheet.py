@@ -35,20 +35,23 @@ RULE = {
 }
 
 
+_QUOTED_STARTS = FORMULA_STARTS | {QUOTE}
+
+
 def needs_quote(text: str) -> bool:
     """Whether a text cell would start a formula (or starts with the escaping quote)."""
-    if not text:
+    if not text or text[0] not in _QUOTED_STARTS:
         return False
-    if text[0] == QUOTE:
-        return True
-    return text[0] in FORMULA_STARTS and _NUMBER.fullmatch(text) is None
+    return text[0] == QUOTE or _NUMBER.fullmatch(text) is None
 
 
 def cell(value: Any) -> Any:
     """``value`` as a CSV cell: numbers as they are, formula-like text quoted."""
     if value is None:
         return ""
-    if isinstance(value, bool | int | float | Decimal):
+    if isinstance(value, str):
+        return QUOTE + value if needs_quote(value) else value
+    if isinstance(value, int | float | Decimal):  # bool is an int
         return value
     text = str(value)
     return QUOTE + text if needs_quote(text) else text

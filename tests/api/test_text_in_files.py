@@ -11,13 +11,16 @@ import uuid
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import update
 
-from tests.api.test_gateway import activate
+from tests.api.test_gateway import activate, enrol
 from tests.api.test_network import device, make_pop, publish
 from tests.conftest import both_stores
+from tests.support.live import serve
 from tests.support.wgquick import Parsed, have_wg_quick, parse, wg_quick_strip
 from tests.support.world import USCC_C, World
+from tongdao.agent.gateway import ControlPlane
 from tongdao.network.models import Device, Pop, PopTenantInterface, Site
 from tongdao.tenancy.models import Tenant
 from tongdao.testing.keys import public_key
@@ -233,3 +236,23 @@ def test_a_stored_value_that_is_not_what_it_claims_is_a_409(
     resp = world.client.get(conf, headers=world.a.employee.headers)
     assert resp.status_code == 409, resp.text
     assert field in resp.json()["error"]["fields"]
+
+
+def test_an_agent_sends_its_apply_error_as_the_server_takes_it(world: World, app: FastAPI) -> None:
+    """The ack's error refuses controls other than line breaks (and is at most 2,000
+    characters): the agent cleans what an apply error may hold (e.g. a tool's colour codes)
+    instead of having its ack refused."""
+    pop = make_pop(world, "bj-1")
+    credential = enrol(world, pop["id"])["Authorization"].removeprefix("Bearer ")
+    error = "EngineError: \x1b[31mfailed\x1b[0m\x00\nsecond line " + "x" * 3000
+    with serve(app) as url:
+        control = ControlPlane(url, credential)
+        try:
+            control.ack(0, error)
+        finally:
+            control.close()
+    [gateway] = world.client.get(
+        f"/api/v1/pops/{pop['id']}/gateways", headers=world.admin.headers
+    ).json()["data"]
+    assert gateway["apply_error"].startswith("EngineError: [31mfailed[0m\nsecond line xxx")
+    assert len(gateway["apply_error"]) == 2000

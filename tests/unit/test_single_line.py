@@ -8,6 +8,7 @@ import importlib
 import pkgutil
 import types
 import typing
+import unicodedata
 from typing import Any
 
 import pytest
@@ -206,3 +207,13 @@ def test_every_text_field_of_a_request_refuses_what_it_must(
         return
     for ch in ("\n", "\r", "\u2028", "\u202e"):
         assert _refused(model, name, shape, f"ok{ch}ok"), f"{ch!r} accepted"
+
+
+def test_the_refused_ranges_are_the_unicode_categories() -> None:
+    """The ranges written in validation.NOT_IN_A_LINE are Cc, Zl, Zp, Cs and the bidi
+    embeddings, overrides and isolates: checked over the whole code space."""
+    bidi = {*range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    for code in range(0x110000):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in {"Cc", "Zl", "Zp", "Cs"} or code in bidi
+        assert validation.line_breaker(ch) is expected, f"U+{code:04X}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tongdao import __version__
+from tongdao import __version__, validation
 from tongdao.agent import firewall, host
 from tongdao.agent.engine import (
     DeviceState,
@@ -41,6 +41,7 @@ from tongdao.gateway.desired import (
     TenantInterface,
     merge,
 )
+from tongdao.gateway.schemas import ACK_ERROR_MAX
 
 log = logging.getLogger("tongdao.agent.gateway")
 
@@ -296,6 +297,8 @@ class ControlPlane:
         )
 
     def ack(self, version: int, error: str | None = None) -> None:
+        if error is not None:  # as the server takes it (Ack.error): no controls, 2,000 at most
+            error = validation.text_without_controls(error)[:ACK_ERROR_MAX]
         self._check(
             self.http.post("/api/v1/gateway/ack", json={"version": version, "error": error})
         )

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tongdao.schemas import MultiLine, OneLine, Strict, WireGuardKey
 
+ACK_ERROR_MAX = 2000  # characters of an agent's apply error
+
 
 class EnrolmentCreate(Strict):
     ttl_hours: Annotated[int, Field(ge=1, le=168)] = 24
@@ -56,7 +58,7 @@ class KeyPublish(Strict):
 
 class Ack(Strict):
     version: Annotated[int, Field(ge=0)]
-    error: Annotated[str, Field(max_length=2000), MultiLine] | None = None
+    error: Annotated[str, Field(max_length=ACK_ERROR_MAX), MultiLine] | None = None
 
 
 class SitePath(BaseModel):

@@ -119,7 +119,7 @@ def _peer_lines(
 def _finish(lines: list[str]) -> str:
     """Join the lines, refusing any line that holds a line break (defence in depth)."""
     for line in lines:
-        if any(validation.line_breaker(ch) for ch in line):
+        if validation.NOT_IN_A_LINE.search(line):
             raise ConfigDataError("config", f"a line holds a line break: {line!r}")
     return "\n".join(lines) + "\n"
 
