@@ -84,14 +84,15 @@ def private_dir(path: Path, own: Iterable[str] = ()) -> None:
 
 
 def tighten_file(path: Path) -> None:
-    """An existing file readable by group or others becomes 0600 (a missing one is fine)."""
+    """An existing file open to group or others loses those bits (0644 becomes 0600; an owner
+    who made it 0400 keeps 0400). A missing file is fine."""
     try:
         current = _mode(path)
     except FileNotFoundError:
         return
-    if current & 0o077 or current & FILE_MODE != FILE_MODE:
+    if current & 0o077:
         try:
-            os.chmod(path, FILE_MODE)
+            os.chmod(path, current & 0o700)
         except OSError as exc:
             log.warning("%s is %s and cannot be made 0600: %s", path, oct(current), exc)
 
@@ -100,12 +101,14 @@ def private_store(store: Path) -> None:
     """The SQLite store's directory 0700 and the store 0600, created empty (which SQLite
     takes as a new database) when missing, so that SQLite's own files inherit 0600."""
     private_dir(store.parent, store_names(store.name))
-    fd = os.open(store, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError as exc:
-        log.warning("%s cannot be made 0600: %s", store, exc)
-    finally:
-        os.close(fd)
-    for name in store_names(store.name)[1:]:
+        fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass  # an existing store (or another process made it just now): tightened below
+    else:
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask took away
+        finally:
+            os.close(fd)
+    for name in store_names(store.name):
         tighten_file(store.parent / name)
