@@ -80,6 +80,9 @@ class Gateway(TimestampedModel):
     apply_error: Mapped[str | None] = mapped_column(String(2000))
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(16))
+    # The WireGuard key a connector published as its site's: withdrawn from the site (so the
+    # PoP drops the peer) when this credential is revoked or replaced.
+    published_key: Mapped[str | None] = mapped_column(String(44))
     last_report_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seen_at: Mapped[datetime | None]
 

@@ -51,6 +51,7 @@ class GatewayPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None = Field(description="its last usage report")
+    published_key: str | None = Field(description="a connector's key for its site, if it set it")
     revoked_at: datetime | None
     revoked_reason: Literal["revoked", "replaced"] | None = Field(
         description="revoked by a person, or replaced by a later enrolment of its PoP or site"

@@ -19,7 +19,7 @@ import ipaddress
 import secrets
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from typing import cast as typing_cast
 
@@ -185,8 +185,7 @@ def enrol(ctx: Ctx, token: str, hostname: str, agent_version: str) -> tuple[Gate
     for earlier in session.scalars(
         select(Gateway).where(slot, Gateway.revoked_at.is_(None)).order_by(Gateway.id)
     ):
-        earlier.revoked_at = now
-        earlier.revoked_reason = RevokedReason.REPLACED
+        _retire(session, earlier, RevokedReason.REPLACED, now)
     secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     gateway = Gateway(
         pop_id=enrolment.pop_id,
@@ -224,11 +223,22 @@ def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
     return gateway
 
 
+def _retire(session: Session, gateway: Gateway, reason: RevokedReason, now: datetime) -> None:
+    gateway.revoked_at = now
+    gateway.revoked_reason = reason
+    if gateway.site_id is None or gateway.published_key is None:
+        return
+    # A connector's WireGuard key goes with its credential: the PoP drops the peer, so a
+    # retired connector host keeps no tunnel into the tenant's network.
+    site = session.get(Site, gateway.site_id)
+    if site is not None and site.connector_public_key == gateway.published_key:
+        site.connector_public_key = None
+
+
 def revoke(ctx: Ctx, gateway: Gateway) -> None:
     """Revoke an agent credential for good (audited by the flush hook); idempotent."""
     if gateway.revoked_at is None:
-        gateway.revoked_at = ctx.runtime.clock()
-        gateway.revoked_reason = RevokedReason.REVOKED
+        _retire(ctx.session, gateway, RevokedReason.REVOKED, ctx.runtime.clock())
 
 
 # --- which tenants a PoP serves ------------------------------------------------------------------
@@ -489,6 +499,7 @@ def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: st
             raise NotFound("this connector's site is not of that tenant")
         ensure_unique(ctx, Site.connector_public_key, public_key, own=site.id, what="a site")
         site.connector_public_key = public_key
+        gateway.published_key = public_key
         return
     iface = ctx.session.scalar(
         select(PopTenantInterface).where(
