@@ -4,6 +4,8 @@ accepted again once it is enabled, unless revoked meanwhile."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from tests.api.test_gateway import enrol, make_pop
@@ -103,6 +105,13 @@ def test_re_enrolment_replaces_the_earlier_credential(world: World) -> None:
     assert _poll(world, second)[0] == 200
     rows = world.client.get(f"{API}/pops/{pop}/gateways", headers=world.admin.headers).json()
     assert [r["revoked_reason"] for r in rows["data"]] == ["replaced", None]
+    events = world.client.get(
+        f"{API}/audit/events",
+        params={"object_type": "gateway", "action": "update"},
+        headers=world.operators["auditor"].headers,
+    ).json()["data"]
+    assert [e["after"]["revoked_reason"] for e in events] == ["replaced"]
+    assert [e["object_id"] for e in events] == [rows["data"][0]["id"]]
 
     site = _site(world)
     old_id, old = _enrol_site(world, site)
@@ -224,3 +233,31 @@ def test_a_retired_connector_takes_its_key_with_it(world: World) -> None:
     assert world.client.delete(f"{url}/connectors/{third_id}", headers=h).status_code == 204
     assert site_key() == router
     assert first_id != third_id
+
+
+def test_a_poll_held_when_the_credential_is_revoked_is_refused(world: World) -> None:
+    pop = make_pop(world, "bj")
+    gw = enrol(world, pop)
+    first = world.client.get(f"{API}/gateway/desired-state", params={"wait": 0}, headers=gw)
+    version = first.json()["version"]
+    answer: dict[str, Any] = {}
+
+    def poll() -> None:
+        resp = world.client.get(
+            f"{API}/gateway/desired-state", params={"after": version, "wait": 3}, headers=gw
+        )
+        answer["status"] = resp.status_code
+
+    held = threading.Thread(target=poll)
+    held.start()
+    time.sleep(0.5)  # the poll is waiting for a change
+    (row,) = world.client.get(f"{API}/pops/{pop}/gateways", headers=world.admin.headers).json()[
+        "data"
+    ]
+    resp = world.client.delete(
+        f"{API}/pops/{pop}/gateways/{row['id']}", headers=world.admin.headers
+    )
+    assert resp.status_code == 204
+    held.join(30)
+    assert not held.is_alive()
+    assert answer["status"] == 401
