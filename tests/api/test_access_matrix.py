@@ -43,7 +43,9 @@ from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Acti
 from tongdao.testing.keys import public_key
 
 READ_ONLY = frozenset({"read"})
-TENANT_OBJECTS = frozenset({"user", "group", "site", "device", "policy", "prefix_allowance"})
+TENANT_OBJECTS = frozenset(
+    {"user", "group", "site", "device", "policy", "prefix_allowance", "connector"}
+)
 
 Body = Callable[[Bench, "Case"], dict[str, Any] | None]
 Target = Callable[[Bench, "Case"], str]
@@ -123,6 +125,7 @@ TARGETS: dict[str, Target] = {
     "licence": lambda bench, case: bench.new_licence(),
     "shareholder": lambda bench, case: bench.new_shareholder(),
     "gateway": lambda bench, case: bench.new_gateway(),
+    "connector": lambda bench, case: bench.new_connector(case.obj_label),
 }
 
 
@@ -345,6 +348,10 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", T + "/sites/{site_id}/enrolments"): Spec(
         "sites", Action.UPDATE, "site", body=lambda bench, case: {"ttl_hours": 1}
     ),
+    ("GET", T + "/sites/{site_id}/connectors"): Spec("sites", Action.READ, "site"),
+    ("DELETE", T + "/sites/{site_id}/connectors/{connector_id}"): Spec(
+        "sites", Action.UPDATE, "connector", notes="revoking is changing the site, like enrolling"
+    ),
     # --- declared networks ---------------------------------------------------------------
     ("GET", "/declarations"): Spec(
         "declarations", Action.READ, notes="a tenant admin lists their own tenant's"
@@ -480,6 +487,9 @@ class Runner:
         for name in ("object_id", "device_id", "token_id", "gateway_id", "site_id", "user_id"):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
+        if "{connector_id}" in self.path:  # the connector's own site fills site_id
+            params["connector_id"] = self.target(case)
+            params["site_id"] = self.bench.connector_sites[params["connector_id"]]
         return API + self.path.format(**params)
 
     def headers(self, case: Case) -> dict[str, str]:
@@ -582,6 +592,7 @@ class Runner:
                     "gateway_id",
                     "site_id",
                     "user_id",
+                    "connector_id",
                 )
             }
         )

@@ -50,6 +50,7 @@ class Bench:
             self.foreign_to_a.add(str(actor.user_id))
         self.totp_secrets: dict[uuid.UUID, str] = {}
         self.totp_enabled: set[uuid.UUID] = set()
+        self.connector_sites: dict[str, str] = {}
 
         self.call("PUT", "/operator", {"legal_name": "Tongdao JV Ltd", "uscc": USCC_C})
         self.pop = self.new_pop("active")
@@ -168,6 +169,16 @@ class Bench:
     def new_gateway(self) -> str:
         enrolled = self.call("POST", "/gateway/enrol", {"token": self.enrolment_token()}, {})
         return str(enrolled["gateway_id"])
+
+    def new_connector(self, label: str) -> str:
+        """An enrolled connector of a fresh site of the tenant (its site in connector_sites)."""
+        site = self.new_site(label)
+        path = f"/tenants/{self.tenant(label).id}/sites/{site}/enrolments"
+        token = self.call("POST", path, {"ttl_hours": 1})["token"]
+        enrolled = self.call("POST", "/gateway/enrol", {"token": token}, {})
+        connector = self._track(label, str(enrolled["gateway_id"]))
+        self.connector_sites[connector] = site
+        return connector
 
     # --- tokens and TOTP --------------------------------------------------------------------
     def token(

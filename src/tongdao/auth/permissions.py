@@ -46,6 +46,7 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
     # The compliance officer keeps the licences and the shareholder register (not only reads).
     "operator": {**_OP_READ, Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: ALL},
     "staff": {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R},
+    # Also a PoP's gateway credentials: read lists them, update enrols and revokes.
     "pops": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
     "links": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
     "tenants": {
@@ -59,6 +60,7 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
     "users": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL, Role.EMPLOYEE: R},
     "groups": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
     "devices": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL, Role.EMPLOYEE: ALL},
+    # Also a site's connector credentials: read lists them, update enrols and revokes.
     "sites": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
     "policies": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
     # Declared site prefixes: tenants declare them through their sites; only a compliance

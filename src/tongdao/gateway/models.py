@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -42,9 +43,19 @@ class GatewayEnrolment(TimestampedModel):
     created_by: Mapped[uuid.UUID | None]
 
 
+class RevokedReason(StrEnum):
+    REVOKED = "revoked"  # by a person (API or CLI)
+    REPLACED = "replaced"  # by a later enrolment of the same PoP or site
+
+
 class Gateway(TimestampedModel):
     """An enrolled agent: a PoP's gateway (pop_id) or a site's connector (site_id), with its
-    credential (hashed) and what it last applied and reported."""
+    credential (hashed) and what it last applied and reported.
+
+    One live credential per PoP and per site: redeeming an enrolment revokes the earlier
+    ones (``revoked_reason`` ``replaced``). A connector's row carries its site's tenant, so
+    that its changes (enrolment, revocation) show in that tenant's audit log.
+    """
 
     __tablename__ = "gateways"
     __audit_type__ = "gateway"
@@ -59,12 +70,19 @@ class Gateway(TimestampedModel):
     site_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("sites.id", ondelete="CASCADE"), index=True
     )
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hostname: Mapped[str] = mapped_column(String(253), default="")
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     applied_version: Mapped[int] = mapped_column(default=0)
     apply_error: Mapped[str | None] = mapped_column(String(2000))
     revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(16))
+    # The WireGuard key a connector published as its site's: withdrawn from the site (so the
+    # PoP drops the peer) when this credential is revoked or replaced.
+    published_key: Mapped[str | None] = mapped_column(String(44))
     last_report_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seen_at: Mapped[datetime | None]
 

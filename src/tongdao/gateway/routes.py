@@ -13,7 +13,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from tongdao.api.deps import AnonCtxDep, Guard, GuardDep, RuntimeDep, source_ip
 from tongdao.api.errors import ERROR_RESPONSES
@@ -111,18 +111,24 @@ def create_site_enrolment(
     )
 
 
-@router.get("/pops/{pop_id}/gateways", tags=["pops"], operation_id="list_pop_gateways")
-def list_gateways(guard: GuardDep, pop_id: PopId) -> Page[GatewayPublic]:
-    guard.require("pops", Action.READ)
-    pop = get_pop(guard.ctx, pop_id)
+def _credentials(guard: Guard, where: ColumnElement[bool]) -> Page[GatewayPublic]:
     rows = list(
         guard.ctx.session.scalars(
-            select(Gateway).where(Gateway.pop_id == pop.id).order_by(Gateway.id)
+            select(Gateway).where(where).order_by(Gateway.created_at, Gateway.id)
         )
     )
     return Page[GatewayPublic](
         data=[GatewayPublic.model_validate(r) for r in rows], count=len(rows)
     )
+
+
+@router.get("/pops/{pop_id}/gateways", tags=["pops"], operation_id="list_pop_gateways")
+def list_gateways(guard: GuardDep, pop_id: PopId) -> Page[GatewayPublic]:
+    """The PoP's gateway credentials, oldest first: the live one (at most one) and those
+    revoked or replaced, with what each applied and when it was last seen."""
+    guard.require("pops", Action.READ)
+    pop = get_pop(guard.ctx, pop_id)
+    return _credentials(guard, Gateway.pop_id == pop.id)
 
 
 @router.delete(
@@ -135,12 +141,51 @@ def list_gateways(guard: GuardDep, pop_id: PopId) -> Page[GatewayPublic]:
 def revoke_gateway(
     guard: GuardDep, pop_id: PopId, gateway_id: Annotated[uuid.UUID, Path()]
 ) -> Response:
+    """Revoke a gateway's credential for good (audited); the row stays, listed as revoked."""
     guard.require("pops", Action.UPDATE)
     gateway = guard.ctx.session.get(Gateway, gateway_id)
     if gateway is None or gateway.pop_id != pop_id:
         raise NotFound("gateway not found")
-    if gateway.revoked_at is None:
-        gateway.revoked_at = guard.ctx.runtime.clock()
+    service.revoke(guard.ctx, gateway)
+    guard.ctx.session.commit()
+    return Response(status_code=204)
+
+
+@router.get(
+    "/tenants/{tenant_id}/sites/{site_id}/connectors",
+    tags=["sites"],
+    operation_id="list_site_connectors",
+)
+def list_connectors(
+    guard: GuardDep,
+    tenant_id: Annotated[uuid.UUID, Path(description="the tenant's id")],
+    site_id: Annotated[uuid.UUID, Path(description="the site's id")],
+) -> Page[GatewayPublic]:
+    """The site's connector credentials, oldest first: the live one (at most one) and those
+    revoked or replaced."""
+    _tenant, site = _site(guard, tenant_id, site_id)
+    return _credentials(guard, Gateway.site_id == site.id)
+
+
+@router.delete(
+    "/tenants/{tenant_id}/sites/{site_id}/connectors/{connector_id}",
+    tags=["sites"],
+    status_code=204,
+    operation_id="revoke_site_connector",
+    response_class=Response,
+)
+def revoke_connector(
+    guard: GuardDep,
+    tenant_id: Annotated[uuid.UUID, Path(description="the tenant's id")],
+    site_id: Annotated[uuid.UUID, Path(description="the site's id")],
+    connector_id: Annotated[uuid.UUID, Path(description="the connector's id")],
+) -> Response:
+    """Revoke a connector's credential for good (audited in the tenant's log)."""
+    _tenant, site = _site(guard, tenant_id, site_id, Action.UPDATE)
+    gateway = guard.ctx.session.get(Gateway, connector_id)
+    if gateway is None or gateway.site_id != site.id:
+        raise NotFound("connector not found")
+    service.revoke(guard.ctx, gateway)
     guard.ctx.session.commit()
     return Response(status_code=204)
 
@@ -188,6 +233,8 @@ def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
         set_actor(session, Actor(None, f"gateway:{gateway_id}"))
         version = current_version(session)
         gateway = session.get(Gateway, gateway_id)
+        if gateway is not None:  # revoked or disabled while its poll was held: refused
+            service.check_gateway(session, gateway)
         if gateway is not None and gateway.site_id is not None:
             site = session.get(Site, gateway.site_id)
             if site is None:
@@ -286,9 +333,11 @@ SiteId = Annotated[uuid.UUID, Path(description="the site's id")]
 TenantPath = Annotated[uuid.UUID, Path(description="the tenant's id")]
 
 
-def _site(guard: Guard, tenant_id: uuid.UUID, site_id: uuid.UUID) -> tuple[Tenant, Site]:
+def _site(
+    guard: Guard, tenant_id: uuid.UUID, site_id: uuid.UUID, action: Action = Action.READ
+) -> tuple[Tenant, Site]:
     tenant = guard.tenant(tenant_id)
-    guard.require("sites", Action.READ)
+    guard.require("sites", action)
     site = guard.ctx.session.get(Site, site_id)
     if site is None or site.tenant_id != tenant.id:
         raise NotFound("site not found")

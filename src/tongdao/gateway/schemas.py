@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,18 +38,26 @@ class EnrolResponse(BaseModel):
 
 
 class GatewayPublic(BaseModel):
+    """An agent credential (a PoP's gateway or a site's connector); never the secret."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
     pop_id: uuid.UUID | None
     site_id: uuid.UUID | None
+    tenant_id: uuid.UUID | None = Field(description="a connector's tenant (its site's)")
     hostname: str
     agent_version: str
     applied_version: int
     apply_error: str | None
     created_at: datetime
     updated_at: datetime
+    last_seen_at: datetime | None = Field(description="its last usage report")
+    published_key: str | None = Field(description="a connector's key for its site, if it set it")
     revoked_at: datetime | None
+    revoked_reason: Literal["revoked", "replaced"] | None = Field(
+        description="revoked by a person, or replaced by a later enrolment of its PoP or site"
+    )
 
 
 class KeyPublish(Strict):

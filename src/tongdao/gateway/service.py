@@ -19,14 +19,23 @@ import ipaddress
 import secrets
 import uuid
 from collections import defaultdict
-from datetime import timedelta
-from typing import NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+from typing import cast as typing_cast
 
-from sqlalchemy import String, and_, cast, or_, select
+from sqlalchemy import CursorResult, String, and_, cast, or_, select, update
+from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
 from tongdao.api.crud import ensure_unique
-from tongdao.errors import AuthenticationError, Conflict, NotFound, ValidationError
+from tongdao.audit.recorder import record
+from tongdao.errors import (
+    AuthenticationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from tongdao.gateway.desired import (
     CONNECTOR_PORT,
     MAIN_TABLE,
@@ -38,7 +47,7 @@ from tongdao.gateway.desired import (
     interface_name,
     peer_order,
 )
-from tongdao.gateway.models import Gateway, GatewayEnrolment
+from tongdao.gateway.models import Gateway, GatewayEnrolment, RevokedReason
 from tongdao.gateway.schemas import SitePath
 from tongdao.ipam import service as ipam
 from tongdao.ipam.allocator import v6_host_subnet
@@ -48,6 +57,7 @@ from tongdao.network.models import (
     Link,
     LinkState,
     Pop,
+    PopState,
     PopTenantInterface,
     Site,
     SiteState,
@@ -75,7 +85,25 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-# --- enrolment -------------------------------------------------------------------------------
+# --- enrolment and the credentials' lifecycle -----------------------------------------------------
+# Every agent credential (a PoP's gateway, a site's connector) lives the same way:
+# * issued once per enrolment token: the token's one-time check and its use are a single
+#   conditional UPDATE, so of concurrent redemptions exactly one wins (on either store);
+# * one live credential per PoP and per site: a redemption revokes the earlier ones
+#   (``replaced``), under a lock on the PoP's or site's row so that concurrent enrolments of
+#   one PoP also leave one. A PoP runs one gateway: each tenant's interface has one key pair,
+#   made by the gateway, and a second live gateway would publish its own key over the
+#   first's (and back), so every peer would flap;
+# * revoked by a person (``revoked``) through the API or the CLI; a revoked credential never
+#   works again;
+# * refused (403) while its PoP or site is disabled, and accepted again once it is enabled
+#   unless it was revoked meanwhile. Redeeming a token for a disabled PoP or site is refused
+#   too, without using the token up.
+# Every change of a credential row (creation, revocation, replacement) is audited by the flush
+# hook; a connector's row carries its site's tenant, so its admin sees them.
+_UNUSABLE_ENROLMENT = "the enrolment token is unknown, used or expired"
+
+
 def create_enrolment(ctx: Ctx, target: Pop | Site, ttl: timedelta) -> tuple[GatewayEnrolment, str]:
     """A one-time token for a PoP's gateway or a site's connector."""
     secret = ENROLMENT_PREFIX + secrets.token_urlsafe(32)
@@ -90,35 +118,128 @@ def create_enrolment(ctx: Ctx, target: Pop | Site, ttl: timedelta) -> tuple[Gate
     return enrolment, secret
 
 
+def _refusal(pop: Pop | None, site: Site | None) -> str | None:
+    """Why an agent of this PoP or site is refused now (None: it is not)."""
+    if pop is not None and pop.state == PopState.DISABLED:
+        return f"PoP {pop.name} is disabled; its gateway is refused until it is enabled again"
+    if site is not None and site.state == SiteState.DISABLED:
+        return f"site {site.name} is disabled; its connector is refused until it is enabled again"
+    return None
+
+
+def _target(session: Session, pop_id: uuid.UUID | None, site_id: uuid.UUID | None) -> Pop | Site:
+    target = session.get(Pop, pop_id) if pop_id else session.get(Site, site_id)
+    if target is None:  # both foreign keys cascade: not reached while the row exists
+        raise AuthenticationError(_UNUSABLE_ENROLMENT)
+    return target
+
+
 def enrol(ctx: Ctx, token: str, hostname: str, agent_version: str) -> tuple[Gateway, str]:
-    """Trade a one-time enrolment token for a gateway credential."""
-    enrolment = ctx.session.scalar(
+    """Trade a one-time enrolment token for an agent credential; the PoP's (or site's)
+    earlier credentials are revoked as replaced."""
+    session = ctx.session
+    now = ctx.runtime.clock()
+    refused = AuthenticationError(
+        _UNUSABLE_ENROLMENT, {"token": "ask the operator for a new enrolment token"}
+    )
+    enrolment = session.scalar(
         select(GatewayEnrolment).where(GatewayEnrolment.token_hash == _hash(token.strip()))
     )
-    now = ctx.runtime.clock()
     if enrolment is None or enrolment.used_at is not None or enrolment.expires_at <= now:
-        raise AuthenticationError(
-            "the enrolment token is unknown, used or expired",
-            {"token": "ask the operator for a new enrolment token"},
+        raise refused
+    target = _target(session, enrolment.pop_id, enrolment.site_id)
+    why = _refusal(*((target, None) if isinstance(target, Pop) else (None, target)))
+    if why is not None:
+        raise PermissionDenied(why, {"token": "the token stays valid until it expires"})
+    # The one-time check and the use are one statement: concurrent redemptions each run it,
+    # the row lock makes them wait for each other, and only the first matches.
+    used = session.execute(
+        update(GatewayEnrolment)
+        .where(
+            GatewayEnrolment.id == enrolment.id,
+            GatewayEnrolment.used_at.is_(None),
+            GatewayEnrolment.expires_at > now,
         )
-    enrolment.used_at = now
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if typing_cast("CursorResult[Any]", used).rowcount != 1:
+        raise refused
+    session.expire(enrolment)
+    record(
+        session,
+        "update",
+        "gateway_enrolment",
+        enrolment.id,
+        tenant_id=target.tenant_id if isinstance(target, Site) else None,
+        before={"used_at": None},
+        after={"used_at": now},
+        kind="change",
+    )
+    # One live credential per PoP or site: concurrent enrolments of one take turns here.
+    if isinstance(target, Pop):
+        session.execute(select(Pop.id).where(Pop.id == target.id).with_for_update())
+        slot = Gateway.pop_id == target.id
+    else:
+        session.execute(select(Site.id).where(Site.id == target.id).with_for_update())
+        slot = Gateway.site_id == target.id
+    for earlier in session.scalars(
+        select(Gateway).where(slot, Gateway.revoked_at.is_(None)).order_by(Gateway.id)
+    ):
+        _retire(session, earlier, RevokedReason.REPLACED, now)
     secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     gateway = Gateway(
         pop_id=enrolment.pop_id,
         site_id=enrolment.site_id,
+        tenant_id=target.tenant_id if isinstance(target, Site) else None,
         credential_hash=_hash(secret),
         hostname=hostname,
         agent_version=agent_version,
     )
-    ctx.session.add(gateway)
+    session.add(gateway)
     return gateway, secret
+
+
+def check_gateway(session: Session, gateway: Gateway) -> None:
+    """Refuse a revoked credential (401) or one whose PoP or site is disabled (403)."""
+    if gateway.revoked_at is not None:
+        if gateway.revoked_reason == RevokedReason.REPLACED:
+            raise AuthenticationError(
+                "this agent credential was replaced by a later enrolment of its "
+                f"{'PoP' if gateway.pop_id else 'site'}"
+            )
+        raise AuthenticationError("this agent credential was revoked; enrol with a new token")
+    pop = session.get(Pop, gateway.pop_id) if gateway.pop_id else None
+    site = session.get(Site, gateway.site_id) if gateway.site_id else None
+    why = _refusal(pop, site)
+    if why is not None:
+        raise PermissionDenied(why)
 
 
 def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
     gateway = ctx.session.scalar(select(Gateway).where(Gateway.credential_hash == _hash(secret)))
-    if gateway is None or gateway.revoked_at is not None:
+    if gateway is None:
         raise AuthenticationError("invalid gateway credential")
+    check_gateway(ctx.session, gateway)
     return gateway
+
+
+def _retire(session: Session, gateway: Gateway, reason: RevokedReason, now: datetime) -> None:
+    gateway.revoked_at = now
+    gateway.revoked_reason = reason
+    if gateway.site_id is None or gateway.published_key is None:
+        return
+    # A connector's WireGuard key goes with its credential: the PoP drops the peer, so a
+    # retired connector host keeps no tunnel into the tenant's network.
+    site = session.get(Site, gateway.site_id)
+    if site is not None and site.connector_public_key == gateway.published_key:
+        site.connector_public_key = None
+
+
+def revoke(ctx: Ctx, gateway: Gateway) -> None:
+    """Revoke an agent credential for good (audited by the flush hook); idempotent."""
+    if gateway.revoked_at is None:
+        _retire(ctx.session, gateway, RevokedReason.REVOKED, ctx.runtime.clock())
 
 
 # --- which tenants a PoP serves ------------------------------------------------------------------
@@ -384,6 +505,7 @@ def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: st
             raise NotFound("this connector's site is not of that tenant")
         ensure_unique(ctx, Site.connector_public_key, public_key, own=site.id, what="a site")
         site.connector_public_key = public_key
+        gateway.published_key = public_key
         return
     iface = ctx.session.scalar(
         select(PopTenantInterface).where(

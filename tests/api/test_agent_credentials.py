@@ -1,0 +1,263 @@
+"""One lifecycle for every agent credential (a PoP's gateway, a site's connector): listed,
+revoked (audited), replaced by a later enrolment, refused while the PoP or site is disabled and
+accepted again once it is enabled, unless revoked meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tests.api.test_gateway import enrol, make_pop
+from tests.support.world import World
+from tongdao.testing.keys import public_key
+
+API = "/api/v1"
+
+
+def _site(world: World, name: str = "hq") -> dict[str, Any]:
+    resp = world.client.post(
+        f"{API}/tenants/{world.a.id}/sites",
+        json={"name": name, "country": "CN", "purpose": "office", "prefixes": ["198.18.9.0/24"]},
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def _enrol_site(world: World, site: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """(connector id, its credential header), enrolled with a token of A's tenant admin."""
+    token = world.client.post(
+        f"{API}/tenants/{world.a.id}/sites/{site['id']}/enrolments",
+        json={},
+        headers=world.a.admin.headers,
+    ).json()["token"]
+    resp = world.client.post(f"{API}/gateway/enrol", json={"token": token, "hostname": "hq-gw"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["gateway_id"]), {"Authorization": f"Bearer {resp.json()['credential']}"}
+
+
+def _poll(world: World, credential: dict[str, str]) -> tuple[int, str]:
+    """(status, error message) of the agent's poll for its desired state."""
+    resp = world.client.get(f"{API}/gateway/desired-state", params={"wait": 0}, headers=credential)
+    return resp.status_code, resp.json().get("error", {}).get("message", "")
+
+
+def _connectors(world: World, site: dict[str, Any], headers: dict[str, str]) -> Any:
+    return world.client.get(
+        f"{API}/tenants/{world.a.id}/sites/{site['id']}/connectors", headers=headers
+    )
+
+
+def test_connector_credentials_are_listed_and_revoked_by_their_tenant(world: World) -> None:
+    site = _site(world)
+    connector, credential = _enrol_site(world, site)
+    assert _poll(world, credential)[0] == 200
+
+    listed = _connectors(world, site, world.a.admin.headers)
+    assert listed.status_code == 200, listed.text
+    (row,) = listed.json()["data"]
+    assert row["id"] == connector
+    assert row["site_id"] == site["id"]
+    assert row["tenant_id"] == str(world.a.id)
+    assert row["hostname"] == "hq-gw"
+    assert row["revoked_at"] is None
+    assert "credential" not in row and "credential_hash" not in row
+    # The operator's staff who read sites see it too; another tenant's admin learns nothing.
+    assert _connectors(world, site, world.operators["auditor"].headers).status_code == 200
+    assert _connectors(world, site, world.a.employee.headers).status_code == 403
+    b_sees = world.client.get(
+        f"{API}/tenants/{world.b.id}/sites/{site['id']}/connectors",
+        headers=world.b.admin.headers,
+    )
+    assert b_sees.status_code == 404
+    assert _connectors(world, site, world.b.admin.headers).status_code == 404
+
+    item = f"{API}/tenants/{world.a.id}/sites/{site['id']}/connectors/{connector}"
+    assert world.client.delete(item, headers=world.b.admin.headers).status_code == 404
+    assert world.client.delete(item, headers=world.a.employee.headers).status_code == 403
+    assert world.client.delete(item, headers=world.a.admin.headers).status_code == 204
+    status, message = _poll(world, credential)
+    assert status == 401
+    assert "revoked" in message
+    (row,) = _connectors(world, site, world.a.admin.headers).json()["data"]
+    assert row["revoked_at"] is not None
+    assert row["revoked_reason"] == "revoked"
+    # Revoking again changes nothing; the revocation is in the tenant's own audit log, by whom.
+    assert world.client.delete(item, headers=world.a.admin.headers).status_code == 204
+    events = world.client.get(
+        f"{API}/audit/events",
+        params={"object_type": "gateway", "tenant_id": str(world.a.id)},
+        headers=world.a.admin.headers,
+    ).json()["data"]
+    revocations = [e for e in events if e["object_id"] == connector and e["action"] == "update"]
+    assert len(revocations) == 1, revocations
+    assert revocations[0]["after"]["revoked_reason"] == "revoked"
+    assert revocations[0]["actor_id"] == str(world.a.admin.user_id)
+
+
+def test_re_enrolment_replaces_the_earlier_credential(world: World) -> None:
+    pop = make_pop(world, "bj")
+    first, second = enrol(world, pop), enrol(world, pop)
+    status, message = _poll(world, first)
+    assert status == 401
+    assert "replaced" in message
+    assert _poll(world, second)[0] == 200
+    rows = world.client.get(f"{API}/pops/{pop}/gateways", headers=world.admin.headers).json()
+    assert [r["revoked_reason"] for r in rows["data"]] == ["replaced", None]
+    events = world.client.get(
+        f"{API}/audit/events",
+        params={"object_type": "gateway", "action": "update"},
+        headers=world.operators["auditor"].headers,
+    ).json()["data"]
+    assert [e["after"]["revoked_reason"] for e in events] == ["replaced"]
+    assert [e["object_id"] for e in events] == [rows["data"][0]["id"]]
+
+    site = _site(world)
+    old_id, old = _enrol_site(world, site)
+    new_id, new = _enrol_site(world, site)
+    assert _poll(world, old)[0] == 401
+    assert _poll(world, new)[0] == 200
+    rows = _connectors(world, site, world.a.admin.headers).json()["data"]
+    assert [(r["id"], r["revoked_reason"]) for r in rows] == [(old_id, "replaced"), (new_id, None)]
+    # Each PoP and each site has its own slot: the PoP's gateway was not touched.
+    assert _poll(world, second)[0] == 200
+
+
+def test_a_disabled_pop_refuses_its_gateway_until_enabled(world: World) -> None:
+    pop = make_pop(world, "bj")
+    gw = enrol(world, pop)
+    spare = enrol(world, make_pop(world, "sh", host="198.51.100.11"))
+    admin = world.admin.headers
+
+    def set_state(state: str) -> None:
+        resp = world.client.patch(f"{API}/pops/{pop}", json={"state": state}, headers=admin)
+        assert resp.status_code == 200, resp.text
+
+    set_state("disabled")
+    status, message = _poll(world, gw)
+    assert status == 403
+    assert "PoP bj is disabled" in message
+    report = {
+        "seq": 1,
+        "period_start": "2026-01-01T00:00:00Z",
+        "period_end": "2026-01-01T00:00:30Z",
+        "peers": [],
+    }
+    assert world.client.post(f"{API}/gateway/reports", json=report, headers=gw).status_code == 403
+    ack = world.client.post(f"{API}/gateway/ack", json={"version": 1}, headers=gw)
+    assert ack.status_code == 403
+    # A token for the disabled PoP is refused without being used up (and replaces nothing).
+    token = world.client.post(f"{API}/pops/{pop}/enrolments", json={}, headers=admin).json()[
+        "token"
+    ]
+    refused = world.client.post(f"{API}/gateway/enrol", json={"token": token})
+    assert refused.status_code == 403
+    assert "disabled" in refused.json()["error"]["message"]
+    assert _poll(world, spare)[0] == 200  # another PoP's gateway is not affected
+
+    set_state("active")
+    assert _poll(world, gw)[0] == 200  # not revoked: works again
+
+    set_state("disabled")
+    (row,) = world.client.get(f"{API}/pops/{pop}/gateways", headers=admin).json()["data"]
+    assert world.client.delete(f"{API}/pops/{pop}/gateways/{row['id']}", headers=admin).status_code
+    set_state("active")
+    assert _poll(world, gw)[0] == 401  # revoked while disabled: stays revoked
+    # The token kept while the PoP was disabled enrols a new gateway now.
+    enrolled = world.client.post(f"{API}/gateway/enrol", json={"token": token})
+    assert enrolled.status_code == 201
+    fresh = {"Authorization": f"Bearer {enrolled.json()['credential']}"}
+    assert _poll(world, fresh)[0] == 200
+
+
+def test_a_disabled_site_refuses_its_connector_until_enabled(world: World) -> None:
+    site = _site(world)
+    _connector, credential = _enrol_site(world, site)
+    url = f"{API}/tenants/{world.a.id}/sites/{site['id']}"
+    h = world.a.admin.headers
+
+    assert world.client.patch(url, json={"state": "disabled"}, headers=h).status_code == 200
+    status, message = _poll(world, credential)
+    assert status == 403
+    assert "site hq is disabled" in message
+    key = world.client.put(
+        f"{API}/gateway/interfaces/{world.a.id}",
+        json={"public_key": public_key()},
+        headers=credential,
+    )
+    assert key.status_code == 403
+
+    assert world.client.patch(url, json={"state": "pending"}, headers=h).status_code == 200
+    assert _poll(world, credential)[0] == 200
+
+
+def test_a_retired_connector_takes_its_key_with_it(world: World) -> None:
+    """The PoP peers with a site's connector by the key the connector published: revoking or
+    replacing the connector withdraws that key (the PoP drops the peer); a key the tenant set
+    for its own router is not the connector's and stays."""
+    site = _site(world)
+    url = f"{API}/tenants/{world.a.id}/sites/{site['id']}"
+    h = world.a.admin.headers
+
+    def site_key() -> str | None:
+        key: str | None = world.client.get(url, headers=h).json()["connector_public_key"]
+        return key
+
+    def publish(credential: dict[str, str]) -> str:
+        key = public_key()
+        resp = world.client.put(
+            f"{API}/gateway/interfaces/{world.a.id}", json={"public_key": key}, headers=credential
+        )
+        assert resp.status_code == 204, resp.text
+        return key
+
+    first_id, first = _enrol_site(world, site)
+    key = publish(first)
+    assert site_key() == key
+    (row,) = _connectors(world, site, h).json()["data"]
+    assert row["published_key"] == key
+    _second_id, second = _enrol_site(world, site)  # replaces the first: its key goes
+    assert site_key() is None
+    key = publish(second)
+    assert site_key() == key
+    (_, row) = _connectors(world, site, h).json()["data"]
+    assert world.client.delete(f"{url}/connectors/{row['id']}", headers=h).status_code == 204
+    assert site_key() is None
+
+    # The tenant switches to its own router; revoking a connector leaves the router's key.
+    third_id, _third = _enrol_site(world, site)
+    router = public_key()
+    resp = world.client.patch(url, json={"connector_public_key": router}, headers=h)
+    assert resp.status_code == 200, resp.text
+    assert world.client.delete(f"{url}/connectors/{third_id}", headers=h).status_code == 204
+    assert site_key() == router
+    assert first_id != third_id
+
+
+def test_a_poll_held_when_the_credential_is_revoked_is_refused(world: World) -> None:
+    pop = make_pop(world, "bj")
+    gw = enrol(world, pop)
+    first = world.client.get(f"{API}/gateway/desired-state", params={"wait": 0}, headers=gw)
+    version = first.json()["version"]
+    answer: dict[str, Any] = {}
+
+    def poll() -> None:
+        resp = world.client.get(
+            f"{API}/gateway/desired-state", params={"after": version, "wait": 3}, headers=gw
+        )
+        answer["status"] = resp.status_code
+
+    held = threading.Thread(target=poll)
+    held.start()
+    time.sleep(0.5)  # the poll is waiting for a change
+    (row,) = world.client.get(f"{API}/pops/{pop}/gateways", headers=world.admin.headers).json()[
+        "data"
+    ]
+    resp = world.client.delete(
+        f"{API}/pops/{pop}/gateways/{row['id']}", headers=world.admin.headers
+    )
+    assert resp.status_code == 204
+    held.join(30)
+    assert not held.is_alive()
+    assert answer["status"] == 401
