@@ -266,7 +266,7 @@ def test_tokens_create_list_revoke(world: World, cli: Cli) -> None:
     token = world.admin.token
     created = ok_json(
         cli("tokens", "create", "--name", "ci", "--scope", "read", "--days", "7", "--json",
-            token=token)
+            "--password-stdin", input=PASSWORD + "\n", token=token)
     )  # fmt: skip
     assert isinstance(created, dict)
     assert created["scopes"] == ["read"]

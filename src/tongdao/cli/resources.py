@@ -499,13 +499,28 @@ def tokens_create(
     scopes: Annotated[
         list[str] | None, typer.Option("--scope", help="read or write; repeatable (default: read)")
     ] = None,
-    days: Annotated[int, typer.Option("--days", min=1, max=365, help="lifetime")] = 90,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=365, help="lifetime (the server caps it, 90)")
+    ] = 90,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read your password from standard input")
+    ] = False,
+    totp: Annotated[
+        str | None, typer.Option("--totp", help="current TOTP code, if the account has 2FA")
+    ] = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Create an API token; its secret is shown once."""
-    body: dict[str, Any] = {"name": name, "expires_in_days": days}
+    """Create an API token; its secret is shown once. Asks for your password again: a token
+    outlives the session that makes it."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = str(typer.prompt("Password", hide_input=True))
+    body: dict[str, Any] = {"name": name, "expires_in_days": days, "current_password": password}
+    if totp:
+        body["totp_code"] = totp
     if scopes:
         body["scopes"] = scopes
     created = Client.resolve(server, token).json("POST", "/tokens", body=body)
