@@ -116,6 +116,7 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
       not locked), except from an address the account signed in from in the last 30 days.
     """
     settings = ctx.runtime.settings
+    _serialize_attempts(ctx, email, source_ip)
     now = ctx.runtime.clock()
     since = now - timedelta(seconds=settings.login_window_seconds)
     failed = (LoginAttempt.success.is_(False), LoginAttempt.at > since)
@@ -153,6 +154,22 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
         if now < until and not _known_address(ctx, email, source_ip, now):
             wait = _wait(until, now)
             raise Throttled(f"too many failed sign-ins; try again in {wait} s", wait)
+
+
+def _serialize_attempts(ctx: Ctx, email: str, source_ip: str) -> None:
+    """Let one attempt per account and address at a time count, check and record, so a
+    burst of parallel guesses cannot all pass the check before any failure is written.
+
+    SQLite already serializes writers (a login is a write transaction); PostgreSQL takes a
+    transaction-scoped advisory lock on the pair (other pairs, such as the owner signing in
+    from elsewhere, never wait for it).
+    """
+    if ctx.session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"tongdao-login\0{email}\0{source_ip}".encode()).digest()
+    ctx.session.execute(
+        select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True)))
+    )
 
 
 def _known_address(ctx: Ctx, email: str, source_ip: str, now: datetime) -> bool:
