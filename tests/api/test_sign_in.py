@@ -399,3 +399,17 @@ def test_session_rows_keep_where_they_came_from(world: World, at: Any) -> None:
     with world.runtime.db.session() as session:
         row = session.scalars(select(ApiToken).where(ApiToken.kind == "session")).one()
         assert row.source_ip == OWNER
+
+
+@pytest.mark.parametrize("code", ["１２３４５６", "12345é", " 123456 "])
+def test_odd_totp_codes_are_just_wrong(world: World, code: str) -> None:
+    headers = world.a.admin.headers
+    enable_totp(world, headers)
+    resp = login(world.client, "tenant_admin@a.example", totp_code=code)
+    assert resp.status_code == 401, resp.text
+    setup = world.client.post(
+        f"{API}/auth/totp/disable",
+        json={"code": code, "current_password": PASSWORD},
+        headers=headers,
+    )
+    assert setup.status_code == 422, setup.text

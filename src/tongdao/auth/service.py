@@ -314,9 +314,9 @@ def _matching_step(ctx: Ctx, user: User, code: str) -> int | None:
     """The time step (now, or one either side for clock drift) whose code this is."""
     totp = _totp(ctx, user)
     current = int(totp.timecode(ctx.runtime.clock()))
-    code = code.strip()
+    given = code.strip().encode()  # bytes: compare_digest refuses non-ASCII text
     for step in (current - 1, current, current + 1):
-        if hmac.compare_digest(str(totp.generate_otp(step)), code):
+        if hmac.compare_digest(str(totp.generate_otp(step)).encode(), given):
             return step
     return None
 
