@@ -140,7 +140,7 @@ def test_wrong_password_shows_the_api_error(live: Live, page: Page) -> None:
     page.get_by_label("Email").fill("operator_admin@operator.example")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("email or password is wrong")
+    expect(page.get_by_role("alert")).to_contain_text("email, password or TOTP code is wrong")
     expect(page.locator("#login-view")).to_be_visible()
     expect(page.locator("#topbar")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
