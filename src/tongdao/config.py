@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     )
     login_window_seconds: int = Field(default=900, ge=1)
     login_max_delay_seconds: int = Field(default=900, ge=1)
+    login_memory_seconds: int = Field(
+        default=86400,
+        ge=1,
+        description="how long the failures of one account from one address count for its "
+        "delays (until a success from there or an admin's unlock clears them)",
+    )
     login_address_max_failures: int = Field(
         default=50, ge=1, description="failed sign-ins from one address, any accounts, per window"
     )

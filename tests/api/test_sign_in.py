@@ -87,10 +87,20 @@ def test_attacker_is_throttled_and_owner_signs_in_from_elsewhere(
     world: World, at: Any, clock: Clock
 ) -> None:
     attacker, owner = at(ATTACKER), at(OWNER)
-    statuses = [login(attacker, EMPLOYEE, f"guess number {i}").status_code for i in range(20)]
     free = world.runtime.settings.login_max_failures
+    # Guessing as fast as it is let: the first failures are free, then every guess waits.
+    statuses = [login(attacker, EMPLOYEE, f"guess number {i}").status_code for i in range(20)]
     assert statuses[:free] == [401] * free
     assert set(statuses[free:]) == {429}
+    # Waiting out each delay, the attacker gets to 20 failed guesses in all.
+    failures = free
+    while failures < 20:
+        resp = login(attacker, EMPLOYEE, f"patient guess {failures}")
+        if resp.status_code == 429:
+            clock.advance(int(resp.headers["retry-after"]))
+        else:
+            assert resp.status_code == 401
+            failures += 1
     # The owner, from another address, signs in at once.
     assert login(owner, EMPLOYEE).status_code == 200
     # The attacker stays throttled, even with the right password (no oracle), with Retry-After.
@@ -125,6 +135,23 @@ def test_delays_grow_per_failure_from_one_address(world: World, at: Any, clock: 
     resp = login(attacker, EMPLOYEE, "not the password")
     assert resp.status_code == 429
     assert 1 <= int(resp.headers["retry-after"]) <= cap
+
+
+def test_waiting_out_the_window_does_not_bring_free_guesses_back(
+    world: World, at: Any, clock: Clock
+) -> None:
+    attacker = at(ATTACKER)
+    for _ in range(world.runtime.settings.login_max_failures):
+        assert login(attacker, EMPLOYEE, "not the password").status_code == 401
+    clock.advance(world.runtime.settings.login_window_seconds + 60)
+    assert login(attacker, EMPLOYEE, "not the password").status_code == 401
+    resp = login(attacker, EMPLOYEE, "not the password")
+    assert resp.status_code == 429
+    assert resp.headers["retry-after"] == "2"
+    # A day later the failures are forgotten.
+    clock.advance(world.runtime.settings.login_memory_seconds)
+    for _ in range(world.runtime.settings.login_max_failures):
+        assert login(attacker, EMPLOYEE, "not the password").status_code == 401
 
 
 def test_success_from_an_address_clears_its_typos(world: World, at: Any, clock: Clock) -> None:

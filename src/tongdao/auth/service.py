@@ -106,9 +106,10 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
 
     Three counts over the window, none of which locks the owner out from elsewhere:
 
-    * this account from this address (the attacker's): the first ``login_max_failures`` are
-      free, then each attempt waits 1 s after the last failure, doubling per failure, up to
-      ``login_max_delay_seconds``; a success from that address, or an admin's unlock, clears it;
+    * this account from this address (the attacker's), over ``login_memory_seconds`` (a day):
+      the first ``login_max_failures`` are free, then each attempt waits 1 s after the last
+      failure, doubling per failure, up to ``login_max_delay_seconds``; a success from that
+      address, or an admin's unlock, clears it;
     * this address, any accounts: ``login_address_max_failures``, then it waits until the
       oldest failure leaves the window (spraying one password over many accounts);
     * this account from anywhere: past ``login_account_max_failures`` (many addresses), every
@@ -132,9 +133,18 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
         wait = _wait(until, now)
         raise Throttled(f"too many failed sign-ins from this address; try again in {wait} s", wait)
 
+    # Remembered longer than the window, so that waiting out the longest delay does not
+    # bring the free failures back.
+    remembered = now - timedelta(
+        seconds=max(settings.login_memory_seconds, settings.login_window_seconds)
+    )
     count, last = ctx.session.execute(
         select(func.count(), func.max(LoginAttempt.at)).where(
-            *counted, LoginAttempt.email == email, LoginAttempt.source_ip == source_ip
+            LoginAttempt.success.is_(False),
+            LoginAttempt.at > remembered,
+            LoginAttempt.cleared_at.is_(None),
+            LoginAttempt.email == email,
+            LoginAttempt.source_ip == source_ip,
         )
     ).one()
     if count >= settings.login_max_failures and last is not None:
