@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import secrets
@@ -60,8 +61,36 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
-    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="failed sign-ins of one account from one address before each further "
+        "attempt from there waits (1 s, doubling per failure)",
+    )
     login_window_seconds: int = Field(default=900, ge=1)
+    login_max_delay_seconds: int = Field(default=900, ge=1)
+    login_memory_seconds: int = Field(
+        default=86400,
+        ge=1,
+        description="how long the failures of one account from one address count for its "
+        "delays (until a success from there or an admin's unlock clears them)",
+    )
+    login_address_max_failures: int = Field(
+        default=50, ge=1, description="failed sign-ins from one address, any accounts, per window"
+    )
+    login_account_max_failures: int = Field(
+        default=100,
+        ge=1,
+        description="failed sign-ins of one account from anywhere per window before every "
+        "attempt on it is spaced by login_account_spacing_seconds (slowed, never locked)",
+    )
+    login_account_spacing_seconds: int = Field(default=10, ge=1)
+    api_token_max_days: int = Field(default=90, ge=1, le=365)
+    trusted_proxies: str = Field(
+        default="",
+        description="addresses or networks (comma-separated) of reverse proxies whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed; none by default",
+    )
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
 
@@ -76,6 +105,7 @@ class Settings(BaseSettings):
                 raise ValueError("TONGDAO_DATABASE_URL must be set in production")
         if self.data_key is not None and self.data_key.strip().lower() not in PLACEHOLDER_KEYS:
             _decode_key(self.data_key)
+        _proxy_networks(self.trusted_proxies)
         if self.data_key_id in _previous_keys(self.previous_data_keys):
             raise ValueError(
                 f"TONGDAO_PREVIOUS_DATA_KEYS names the current key id {self.data_key_id!r}; "
@@ -97,6 +127,11 @@ class Settings(BaseSettings):
         if self.env is Environment.PRODUCTION:  # pragma: no cover - refused by the validator
             raise ConfigurationError("no data key")
         return _development_key(self.data_dir / "data.key")
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """The trusted proxies as uvicorn's ``forwarded_allow_ips`` takes them."""
+        return [str(net) for net in _proxy_networks(self.trusted_proxies)]
 
     @property
     def data_keys(self) -> dict[str, bytes]:
@@ -125,6 +160,22 @@ def _previous_keys(value: str | None) -> dict[str, bytes]:
         except ValueError as exc:
             raise ValueError(f"TONGDAO_PREVIOUS_DATA_KEYS: key {key_id!r}: {exc}") from exc
     return keys
+
+
+def _proxy_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``'192.0.2.10, 198.51.100.0/24'`` → networks; a name or ``*`` is refused."""
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(
+                f"TONGDAO_TRUSTED_PROXIES: {item.strip()!r} is not an IP address or network "
+                "(names and '*' are not accepted)"
+            ) from exc
+    return networks
 
 
 def _decode_key(value: str) -> bytes:

@@ -14,7 +14,7 @@ objects made for it, so deletes and updates never bleed into the next case. Scop
 * ``mixed``: tenant A's path with a fresh object of tenant B: everyone gets 404 (403 is fine
   for a role without the grant, which learns nothing from it);
 * ``peer``: an object of another user where the grant is own-only (A's employee and devices or
-  users; anyone and API tokens): 404;
+  users; anyone and API tokens or sessions): 404;
 * ``readonly``: ``own`` with a read-only token: 403 on every write.
 
 Every response is checked for 5xx, and every response to a tenant-A caller for ids of tenant B
@@ -23,6 +23,7 @@ Every response is checked for 5xx, and every response to a tenant-A caller for i
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Acti
 from tongdao.testing.keys import public_key
 
 READ_ONLY = frozenset({"read"})
+NEW_PASSWORD = "a different long passphrase 7"
 TENANT_OBJECTS = frozenset(
     {"user", "group", "site", "device", "policy", "prefix_allowance", "connector"}
 )
@@ -101,12 +103,29 @@ def _device(bench: Bench, case: Case) -> str:
     return bench.new_device(case.obj_label, owner.user_id)
 
 
-def _token(bench: Bench, case: Case) -> str:
+def _token(bench: Bench, case: Case, kind: str = "api") -> str:
     if case.scope == "peer":
-        return bench.foreign_token(case.actor)
+        return bench.foreign_token(case.actor, kind)
     if case.scope == "other":
-        return bench.b_token()
-    return bench.token(case.actor.user_id)[0]
+        return bench.b_token(kind)
+    return bench.token(case.actor.user_id, kind=kind)[0]
+
+
+def _password(bench: Bench, case: Case) -> str:
+    return bench.passwords.get(case.actor.user_id, PASSWORD)
+
+
+def _password_change(bench: Bench, case: Case) -> dict[str, Any]:
+    body = {"current_password": _password(bench, case), "new_password": NEW_PASSWORD}
+    if case.scope == "own":  # succeeds: later cases of this user sign in with the new one
+        bench.passwords[case.actor.user_id] = NEW_PASSWORD
+    return body
+
+
+def _totp_disable(bench: Bench, case: Case) -> dict[str, Any]:
+    # The code that enabled TOTP is spent (no replay): the next time step's code.
+    code = pyotp.TOTP(bench.totp_on(case.actor)).at(time.time() + 30)
+    return {"code": code, "current_password": _password(bench, case)}
 
 
 TARGETS: dict[str, Target] = {
@@ -114,6 +133,7 @@ TARGETS: dict[str, Target] = {
     "user": _user,
     "device": _device,
     "token": _token,
+    "session": lambda bench, case: _token(bench, case, "session"),
     "group": lambda bench, case: bench.new_group(case.obj_label),
     "site": lambda bench, case: bench.new_site(case.obj_label),
     "policy": lambda bench, case: bench.new_policy(case.obj_label),
@@ -165,22 +185,20 @@ SPECS: dict[tuple[str, str], Spec] = {
         notes="a read-only token may end its own session",
     ),
     ("GET", "/auth/me"): Spec(None),
-    ("POST", "/auth/password"): Spec(
-        None,
-        body=lambda bench, case: {
-            "current_password": PASSWORD,
-            "new_password": "a different long passphrase 7",
-        },
-    ),
+    ("POST", "/auth/password"): Spec(None, body=_password_change),
     ("POST", "/auth/totp"): Spec(None),
     ("POST", "/auth/totp/confirm"): Spec(
         None, body=lambda bench, case: {"code": pyotp.TOTP(bench.totp_begun(case.actor)).now()}
     ),
-    ("POST", "/auth/totp/disable"): Spec(
-        None, body=lambda bench, case: {"code": pyotp.TOTP(bench.totp_on(case.actor)).now()}
-    ),
+    ("POST", "/auth/totp/disable"): Spec(None, body=_totp_disable),
+    ("GET", "/auth/sessions"): Spec(None),
+    ("DELETE", "/auth/sessions/{session_id}"): Spec(None, target="session"),
+    ("POST", "/auth/sessions/revoke-others"): Spec(None),
     ("GET", "/tokens"): Spec(None),
-    ("POST", "/tokens"): Spec(None, body=lambda bench, case: {"name": "ci"}),
+    ("POST", "/tokens"): Spec(
+        None,
+        body=lambda bench, case: {"name": "ci", "current_password": _password(bench, case)},
+    ),
     ("DELETE", "/tokens/{token_id}"): Spec(None, target="token"),
     # --- operator ----------------------------------------------------------------------------
     ("GET", "/operator"): Spec("operator", Action.READ),
@@ -278,6 +296,8 @@ SPECS: dict[tuple[str, str], Spec] = {
         "identity", Action.UPDATE, "user"
     ),
     ("GET", T + "/users/{user_id}/personal-data"): Spec("personal_data", Action.READ, "user"),
+    ("POST", T + "/users/{user_id}/sign-in-unlock"): Spec("sign_in", Action.UPDATE, "user"),
+    ("POST", "/operator/staff/{object_id}/sign-in-unlock"): Spec("staff", Action.UPDATE, "staff"),
     ("POST", T + "/users/{user_id}/personal-data/erase"): Spec(
         "personal_data", Action.DELETE, "user"
     ),
@@ -420,12 +440,12 @@ def scopes_for(path: str, spec: Spec, role: str) -> list[str]:
     tenant_object = spec.target in TENANT_OBJECTS and tenant_path
     scopes = ["own"]
     if role not in OPERATOR_ROLES and (
-        tenant_path or spec.target in ("tenant", "token", "declaration")
+        tenant_path or spec.target in ("tenant", "token", "session", "declaration")
     ):
         scopes.append("other")
     if tenant_object:
         scopes.append("mixed")
-    if spec.target == "token" or (
+    if spec.target in ("token", "session") or (
         spec.target is not None
         and spec.resource is not None
         and (Role(role), spec.resource) in OWN_ONLY
@@ -472,7 +492,7 @@ class Runner:
         assert target is not None, (self.method, self.path)
         if self.method != "GET" and case.scope == "own":
             return TARGETS[target](self.bench, case)
-        per_actor = target in ("token", "tenant", "user")
+        per_actor = target in ("token", "session", "tenant", "user")
         key = (target, case.scope, case.actor.user_id if per_actor else None)
         if key not in self.shared:
             self.shared[key] = TARGETS[target](self.bench, case)
@@ -484,7 +504,15 @@ class Runner:
             params["tenant_id"] = str(self.bench.tenant(case.path_label).id)
         if "{pop_id}" in self.path:
             params["pop_id"] = self.bench.pop
-        for name in ("object_id", "device_id", "token_id", "gateway_id", "site_id", "user_id"):
+        for name in (
+            "object_id",
+            "device_id",
+            "token_id",
+            "session_id",
+            "gateway_id",
+            "site_id",
+            "user_id",
+        ):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
         if "{connector_id}" in self.path:  # the connector's own site fills site_id
@@ -544,7 +572,7 @@ class Runner:
         actor = case.actor
         world = self.bench.world
         problems: list[str] = []
-        if self.path == "/tokens" and items is not None:
+        if self.path in ("/tokens", "/auth/sessions") and items is not None:
             with world.runtime.db.session() as session:
                 owners = set(
                     session.scalars(
@@ -589,6 +617,7 @@ class Runner:
                     "pop_id",
                     "device_id",
                     "token_id",
+                    "session_id",
                     "gateway_id",
                     "site_id",
                     "user_id",

@@ -140,7 +140,7 @@ def test_wrong_password_shows_the_api_error(live: Live, page: Page) -> None:
     page.get_by_label("Email").fill("operator_admin@operator.example")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("email or password is wrong")
+    expect(page.get_by_role("alert")).to_contain_text("email, password or TOTP code is wrong")
     expect(page.locator("#login-view")).to_be_visible()
     expect(page.locator("#topbar")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
@@ -315,7 +315,9 @@ def test_tenant_admin_sees_users_and_all_devices(live: Live, page: Page) -> None
     expect(page.locator('[data-view="audit"] tbody tr').first).to_be_visible()
 
 
-def test_totp_field_appears_when_the_api_asks_for_it(live: Live, page: Page) -> None:
+def test_totp_code_field_is_always_offered(live: Live, page: Page) -> None:
+    """A missing code is answered like a wrong password (no confirmation of the password), so
+    the console offers the code field from the start instead of waiting to be asked."""
     w = live.world
     _uid, token = make_user(w.runtime, "totp@operator.example", ["auditor"])
     headers = {"Authorization": f"Bearer {token}"}
@@ -328,15 +330,16 @@ def test_totp_field_appears_when_the_api_asks_for_it(live: Live, page: Page) -> 
     assert confirmed.status_code < 300, confirmed.text
 
     page.goto(f"{live.url}/console/")
-    expect(page.get_by_label("Authenticator code")).to_be_hidden()
+    code = page.get_by_label("Authenticator code")
+    expect(code).to_be_visible()
     page.get_by_label("Email").fill("totp@operator.example")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    code = page.get_by_label("Authenticator code")
-    expect(code).to_be_visible()
-    expect(code).to_be_focused()
-    expect(page.locator("#login-totp-error")).to_contain_text("required")
-    code.fill(totp.now())
+    expect(page.locator("#login-form [data-form-error]")).to_contain_text(
+        "email, password or TOTP code is wrong"
+    )
+    page.get_by_label("Password").fill(PASSWORD)
+    code.fill(totp.at(time.time() + 30))  # the enrolment's code is spent: the next one
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#me-email")).to_have_text("totp@operator.example")
     expect(page.locator("#me-roles")).to_contain_text(re.compile("Auditor"))

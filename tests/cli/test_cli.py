@@ -266,7 +266,7 @@ def test_tokens_create_list_revoke(world: World, cli: Cli) -> None:
     token = world.admin.token
     created = ok_json(
         cli("tokens", "create", "--name", "ci", "--scope", "read", "--days", "7", "--json",
-            token=token)
+            "--password-stdin", input=PASSWORD + "\n", token=token)
     )  # fmt: skip
     assert isinstance(created, dict)
     assert created["scopes"] == ["read"]
@@ -468,3 +468,33 @@ def test_notices_consents_export_and_erase(world: World, cli: Cli, tmp_path: Pat
     assert json.loads(erased.stdout)["consents_revoked"] == 0  # revoked above already
     gone = cli("whoami", token=emp.token)
     assert gone.exit_code == 1
+
+
+def test_sessions_and_unlock(world: World, cli: Cli) -> None:
+    login(cli, "employee@a.example")
+    other = world.client.post(
+        "/api/v1/auth/login", json={"email": "employee@a.example", "password": PASSWORD}
+    )
+    assert other.status_code == 200
+    listed = ok_json(cli("sessions", "list", "--json"))
+    assert isinstance(listed, dict)
+    assert listed["count"] == 2
+    assert sum(s["current"] for s in listed["data"]) == 1
+    table = cli("sessions", "list")
+    assert table.exit_code == 0
+    assert "SOURCE_IP" in table.stdout
+    assert ok_json(cli("sessions", "revoke-others", "--json")) == {"revoked": 1}
+    other_token = {"Authorization": f"Bearer {other.json()['token']}"}
+    assert world.client.get("/api/v1/auth/me", headers=other_token).status_code == 401
+    for _ in range(world.runtime.settings.login_max_failures):
+        world.client.post(
+            "/api/v1/auth/login", json={"email": "employee@a.example", "password": "a guess"}
+        )
+    unlocked = ok_json(
+        cli("users", "unlock-sign-in", str(world.a.employee.user_id), "--tenant",
+            str(world.a.id), "--json", token=world.a.admin.token)
+    )  # fmt: skip
+    assert unlocked == {
+        "user_id": str(world.a.employee.user_id),
+        "cleared_failures": world.runtime.settings.login_max_failures,
+    }

@@ -149,3 +149,76 @@ def test_production_without_key_refuses_to_start(env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert "TONGDAO_DATA_KEY" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def bootstrap(env: dict[str, str]) -> None:
+    boot = subprocess.run(
+        [*TONGDAO, "admin", "bootstrap", "--email", "noc@operator.example", "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert boot.returncode == 0, boot.stderr
+
+
+def failed_login_sources(client: httpx.Client, headers: dict[str, str]) -> list[str | None]:
+    page = client.get(
+        "/api/v1/audit/events", params={"action": "login_failed"}, headers=headers
+    ).json()
+    return [event["source_ip"] for event in page["data"]]
+
+
+def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(env: dict[str, str]) -> None:
+    """uvicorn believes X-Forwarded-For from loopback by default; Tongdao believes it from
+    TONGDAO_TRUSTED_PROXIES only, which is empty by default."""
+    bootstrap(env)
+    bad = {"email": "noc@operator.example", "password": "a wrong guess"}
+    good = {"email": "noc@operator.example", "password": PASSWORD}
+    # uvicorn's own switch (FORWARDED_ALLOW_IPS) is no way around the setting.
+    proc, base = run_server([], {**env, "FORWARDED_ALLOW_IPS": "*"})
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            # Forged addresses neither spread guesses over many "addresses" for the throttle
+            # nor reach the audit log: both see the socket's peer, 127.0.0.1.
+            for n in range(3):
+                forged = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+                resp = client.post("/api/v1/auth/login", json=bad, headers=forged)
+                assert resp.status_code == 401, resp.text
+            resp = client.post(
+                "/api/v1/auth/login", json=good, headers={"X-Forwarded-For": "203.0.113.99"}
+            )
+            assert resp.status_code == 200, resp.text
+            headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+            assert failed_login_sources(client, headers) == ["127.0.0.1"] * 3
+            sessions = client.get("/api/v1/auth/sessions", headers=headers).json()["data"]
+            assert [s["source_ip"] for s in sessions] == ["127.0.0.1"]
+    finally:
+        out = stop(proc)
+    assert_graceful(proc, out)
+    assert "proxy headers from: nobody" in out
+
+    proc, base = run_server([], {**env, "TONGDAO_TRUSTED_PROXIES": "127.0.0.1,::1"})
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            # From the configured proxy the header names the client.
+            resp = client.post(
+                "/api/v1/auth/login", json=bad, headers={"X-Forwarded-For": "203.0.113.7"}
+            )
+            assert resp.status_code == 401
+            resp = client.post(
+                "/api/v1/auth/login",
+                json=good,
+                headers={"X-Forwarded-For": "198.51.100.8", "User-Agent": "e2e"},
+            )
+            assert resp.status_code == 200, resp.text
+            headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+            sources = failed_login_sources(client, headers)
+            assert sources == ["203.0.113.7", *["127.0.0.1"] * 3]
+            sessions = client.get("/api/v1/auth/sessions", headers=headers).json()["data"]
+            assert [s["source_ip"] for s in sessions] == ["198.51.100.8", "127.0.0.1"]
+    finally:
+        out = stop(proc)
+    assert_graceful(proc, out)
+    assert "proxy headers from: 127.0.0.1/32, ::1/128" in out

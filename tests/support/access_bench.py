@@ -49,6 +49,7 @@ class Bench:
         for actor in (world.b.admin, world.b.employee):
             self.foreign_to_a.add(str(actor.user_id))
         self.totp_secrets: dict[uuid.UUID, str] = {}
+        self.passwords: dict[uuid.UUID, str] = {}  # users whose password a case changed
         self.totp_enabled: set[uuid.UUID] = set()
         self.connector_sites: dict[str, str] = {}
 
@@ -209,19 +210,19 @@ class Bench:
         """A signed-in session of the actor (some acts are a person's own, never a token's)."""
         return {"Authorization": f"Bearer {self.token(actor.user_id, kind='session')[1]}"}
 
-    def foreign_token(self, actor: Actor) -> str:
+    def foreign_token(self, actor: Actor, kind: str = "api") -> str:
         """A token of another user in the actor's own realm (operator or tenant A)."""
         if actor.tenant_id is None:
             other = next(a for a in self.world.operators.values() if a.user_id != actor.user_id)
         else:
             other = self.world.a.employee if actor.role == "tenant_admin" else self.world.a.admin
-        token_id = self.token(other.user_id)[0]
+        token_id = self.token(other.user_id, kind=kind)[0]
         if actor.tenant_id is not None:
             self.private_in_a.add(token_id)
         return token_id
 
-    def b_token(self) -> str:
-        token_id = self.token(self.world.b.admin.user_id)[0]
+    def b_token(self, kind: str = "api") -> str:
+        token_id = self.token(self.world.b.admin.user_id, kind=kind)[0]
         self.foreign_to_a.add(token_id)
         return token_id
 

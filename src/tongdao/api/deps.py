@@ -45,6 +45,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def source_ip(request: Request) -> str:
+    """The client's address: the TCP peer, or, when that peer is one of
+    TONGDAO_TRUSTED_PROXIES, the address it forwarded (``tongdao server`` has uvicorn rewrite
+    ``request.client`` for those proxies only)."""
     return request.client.host if request.client else "unknown"
 
 

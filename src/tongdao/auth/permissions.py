@@ -109,6 +109,12 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: _RCD,
         Role.EMPLOYEE: _RCD,
     },
+    # Clearing the failed sign-ins counted against a tenant user's account (a staff
+    # member's: "staff" update, the operator admin).
+    "sign_in": {
+        Role.OPERATOR_ADMIN: frozenset({Action.UPDATE}),
+        Role.TENANT_ADMIN: frozenset({Action.UPDATE}),
+    },
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

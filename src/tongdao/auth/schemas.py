@@ -38,10 +38,37 @@ class TotpCode(Strict):
     code: Annotated[str, Field(min_length=6, max_length=8)]
 
 
+class TotpDisable(Strict):
+    code: Annotated[str, Field(min_length=6, max_length=8)]
+    current_password: Annotated[str, Field(min_length=1, max_length=256)]
+    new_password: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="required when the current password is too weak to stand alone "
+            "(shorter than 15 characters, or listed)",
+        ),
+    ] = None
+
+
 class TokenCreate(Strict):
     name: Name
     scopes: Annotated[list[Literal["read", "write"]], Field(min_length=1, max_length=2)] = ["read"]
-    expires_in_days: Annotated[int, Field(ge=1, le=365)] = 90
+    expires_in_days: Annotated[
+        int, Field(ge=1, le=365, description="at most TONGDAO_API_TOKEN_MAX_DAYS (90 by default)")
+    ] = 90
+    current_password: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="your password again: a token outlives the session that mints it",
+        ),
+    ]
+    totp_code: Annotated[
+        str | None, Field(min_length=6, max_length=8, description="when TOTP is on")
+    ] = None
 
 
 class TokenPublic(BaseModel):
@@ -58,3 +85,23 @@ class TokenPublic(BaseModel):
 
 class TokenCreated(TokenPublic):
     token: str = Field(description="shown once; only its hash is stored")
+
+
+class SessionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime
+    source_ip: str | None
+    user_agent: str | None
+    current: bool = Field(default=False, description="the session making this request")
+
+
+class SessionsRevoked(BaseModel):
+    revoked: int
+
+
+class SignInUnlocked(BaseModel):
+    user_id: uuid.UUID
+    cleared_failures: int = Field(description="failed sign-ins that no longer count")

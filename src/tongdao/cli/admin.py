@@ -45,7 +45,7 @@ def bootstrap(
     except PydanticError:
         fail(f"--email: {email!r} is not an email address")
     password = read_secret("Password", password_stdin)
-    problem = policy_problem(password)
+    problem = policy_problem(password, context=[email])
     if problem:
         fail(f"password: {problem}")
     try:

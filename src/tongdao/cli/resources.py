@@ -499,19 +499,92 @@ def tokens_create(
     scopes: Annotated[
         list[str] | None, typer.Option("--scope", help="read or write; repeatable (default: read)")
     ] = None,
-    days: Annotated[int, typer.Option("--days", min=1, max=365, help="lifetime")] = 90,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=365, help="lifetime (the server caps it, 90)")
+    ] = 90,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read your password from standard input")
+    ] = False,
+    totp: Annotated[
+        str | None, typer.Option("--totp", help="current TOTP code, if the account has 2FA")
+    ] = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Create an API token; its secret is shown once."""
-    body: dict[str, Any] = {"name": name, "expires_in_days": days}
+    """Create an API token; its secret is shown once. Asks for your password again: a token
+    outlives the session that makes it."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = str(typer.prompt("Password", hide_input=True))
+    body: dict[str, Any] = {"name": name, "expires_in_days": days, "current_password": password}
+    if totp:
+        body["totp_code"] = totp
     if scopes:
         body["scopes"] = scopes
     created = Client.resolve(server, token).json("POST", "/tokens", body=body)
     show(created, as_json)
     if not as_json:
         typer.echo("store the token now: it is not shown again", err=True)
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+sessions_app = typer.Typer(help="Your signed-in sessions.", no_args_is_help=True)
+SESSION_COLUMNS = ("id", "created_at", "expires_at", "source_ip", "user_agent", "current")
+
+
+@sessions_app.command("list")
+def sessions_list(
+    as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
+    """List your live sessions (current marks the one this command uses)."""
+    list_pages(
+        Client.resolve(server, token), "/auth/sessions", [], SESSION_COLUMNS, as_json=as_json
+    )
+
+
+@sessions_app.command("revoke")
+def sessions_revoke(
+    session_id: IdArg, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
+    """Sign one of your sessions out."""
+    Client.resolve(server, token).request("DELETE", f"/auth/sessions/{seg(session_id)}")
+    if as_json:
+        print_json({"id": session_id, "revoked": True})
+    else:
+        typer.echo(f"revoked session {session_id}")
+
+
+@sessions_app.command("revoke-others")
+def sessions_revoke_others(
+    as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
+    """Sign out everywhere else."""
+    answer = Client.resolve(server, token).json("POST", "/auth/sessions/revoke-others")
+    if as_json:
+        print_json(answer)
+    else:
+        typer.echo(f"revoked {answer.get('revoked')} other session(s)")
+
+
+def unlock_sign_in(
+    user_id: IdArg,
+    tenant: Annotated[
+        str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
+    ],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Clear the failed sign-ins counted against a user's account (tenant or operator admin)."""
+    path = f"/tenants/{seg(tenant)}/users/{seg(user_id)}/sign-in-unlock"
+    answer = Client.resolve(server, token).json("POST", path)
+    if as_json:
+        print_json(answer)
+    else:
+        typer.echo(f"cleared {answer.get('cleared_failures')} failed sign-in(s) of {user_id}")
 
 
 @tokens_app.command("revoke")
@@ -706,6 +779,7 @@ def register(app: typer.Typer) -> None:
     app.command("logout")(logout)
     app.command("whoami")(whoami)
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(sessions_app, name="sessions")
     kyc.add_operator_commands(operator_app)
     app.add_typer(operator_app, name="operator")
     for spec in RESOURCES:
@@ -714,6 +788,7 @@ def register(app: typer.Typer) -> None:
             sub.command("config")(device_config)
         if spec.name == "users":
             privacy.add_user_commands(sub)  # identity, consents, export, erase
+            sub.command("unlock-sign-in")(unlock_sign_in)
         if spec.name == "tenants":
             kyc.add_tenant_commands(sub)
         app.add_typer(sub, name=spec.name)

@@ -18,6 +18,14 @@ def serve(
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
     migrate: Annotated[bool, typer.Option(help="upgrade the schema before serving")] = True,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TONGDAO_TRUSTED_PROXIES",
+            help="addresses/networks of reverse proxies whose X-Forwarded-For is believed "
+            "(comma-separated; none by default)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
 ) -> None:
@@ -31,7 +39,9 @@ def serve(
     from tongdao.store import migrate as migrations
 
     logs.configure(log_level, log_format)
-    settings = settings_from(data_dir, database_url, host=host, port=port)
+    settings = settings_from(
+        data_dir, database_url, host=host, port=port, trusted_proxies=trusted_proxies
+    )
     url = settings.resolved_database_url
     if migrate:
         try:
@@ -40,11 +50,16 @@ def serve(
             fail(f"cannot migrate the store at {settings.resolved_database_url}: {exc}")
     runtime = Runtime.from_settings(settings)
     app = create_app(runtime)
+    # X-Forwarded-For decides the client address (login throttle, audit source address), so
+    # it is believed only from the proxies named in TONGDAO_TRUSTED_PROXIES, never by default
+    # (uvicorn's own default trusts loopback, and its FORWARDED_ALLOW_IPS variable is ignored).
+    proxies = settings.trusted_proxy_list
     log.info(
-        "serving on http://%s:%d (store: %s)",
+        "serving on http://%s:%d (store: %s; proxy headers from: %s)",
         settings.host,
         settings.port,
         runtime.db.url.render_as_string(hide_password=True),
+        ", ".join(proxies) or "nobody",
     )
     try:
         uvicorn.run(
@@ -54,6 +69,8 @@ def serve(
             log_level=log_level.lower(),
             log_config=None,  # uvicorn logs through the root handler set up above
             timeout_graceful_shutdown=10,
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies,
         )
     finally:
         runtime.db.dispose()

@@ -224,7 +224,9 @@ class TenantResource(Resource[Tenant]):
 def _apply_password(ctx: Ctx, user: User, password: str | None) -> None:
     if password is None:
         return
-    problem = policy_problem(password)
+    problem = policy_problem(
+        password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
+    )
     if problem:
         raise ValidationError({"password": problem})
     user.password_hash = ctx.runtime.passwords.hash(password)

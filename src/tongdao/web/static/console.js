@@ -568,7 +568,6 @@ function showLogin(message, warn = false) {
   clearErrors(form);
   form.elements.namedItem("password").value = "";
   form.elements.namedItem("totp_code").value = "";
-  $("#totp-field").hidden = true;
   showPageStatus(message, warn ? "warn" : "");
   document.title = "Sign in — Tongdao 通道";
   form.elements.namedItem("email").focus();
@@ -594,10 +593,11 @@ async function onLogin(event) {
   const form = event.currentTarget;
   const email = form.elements.namedItem("email").value.trim();
   const password = form.elements.namedItem("password").value;
-  const totpField = $("#totp-field");
+  // The code field is always shown: the API answers a missing code like a wrong password,
+  // so that a right password is never confirmed to someone who only guessed it.
   const totp = form.elements.namedItem("totp_code").value.trim();
   const body = { email, password };
-  if (!totpField.hidden && totp) body.totp_code = totp;
+  if (totp) body.totp_code = totp;
   await submitting(form, async () => {
     try {
       const resp = await api("/auth/login", { method: "POST", body, auth: false });
@@ -607,13 +607,8 @@ async function onLogin(event) {
       clearErrors(form);
       await enterApp(resp.user);
     } catch (err) {
-      if (err.status === 401 && err.fields && "totp_code" in err.fields) {
-        totpField.hidden = false;
-      }
+      form.elements.namedItem("totp_code").value = "";
       showErrors(form, err);
-      if (!totpField.hidden && err.fields && "totp_code" in err.fields) {
-        form.elements.namedItem("totp_code").focus();
-      }
     }
   });
 }
