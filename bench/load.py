@@ -20,7 +20,6 @@ counted by kind (HTTP status or transport error), never retried.
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
 import threading
@@ -34,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import func, select
 
 from bench import store
@@ -42,6 +40,7 @@ from bench.machine import CpuWatch
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import summarize
 from bench.store import store_url, uscc_for
+from tongdao.testing.keys import public_key
 
 BACKENDS = store.BACKENDS
 PAGE_SIZE = 50
@@ -107,12 +106,6 @@ class BackendResult:
 
 
 # --- data ----------------------------------------------------------------------------------
-def fresh_public_key() -> str:
-    """A new WireGuard public key (a real X25519 pair, private half thrown away)."""
-    raw = X25519PrivateKey.generate().public_key().public_bytes_raw()
-    return base64.b64encode(raw).decode()
-
-
 def create_tenant(runtime: Any, cfg: LoadConfig) -> LoadTenant:
     """One active tenant, its admin with an API token, and one verified employee per client."""
     from tongdao.audit.recorder import SYSTEM, set_actor
@@ -181,7 +174,7 @@ def client_loop(
             if sent >= cfg.max_requests_per_client:
                 log.truncated = True
                 break
-            key = fresh_public_key()  # made before the clock starts
+            key = public_key()  # a fresh X25519 pair's public half, made before the clock
             payload = {"name": f"load-{index:02d}-{sent:06d}", "public_key": key, "user_id": owner}
             body = _request(client, log, "create", "POST", path, 201, json=payload)
             if body is not None:
