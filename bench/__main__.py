@@ -1,4 +1,4 @@
-"""``python -m bench [store] [dataplane] [--quick] [--only sqlite|postgresql]``.
+"""``python -m bench [store] [load] [dataplane] [--quick] [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -15,10 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from bench import dataplane, store
+from bench import dataplane, load, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store", "dataplane")
+BENCHMARKS = ("store", "load", "dataplane")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -38,6 +38,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tenants", type=int, help="tenants in the store")
     parser.add_argument("--devices-per-tenant", type=int, help="devices per tenant")
     parser.add_argument("--seed", type=int, help="seed for tenants picked and keys made")
+    parser.add_argument("--clients", type=int, help="load: concurrent clients (default 20)")
+    parser.add_argument(
+        "--seconds", type=float, help="load: how long the clients run (default 60, quick 10)"
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where JSON goes")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
@@ -49,6 +53,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be between 1 and 1000000")
     if args.warmup is not None and not 0 <= args.warmup <= 10_000:
         parser.error("--warmup must be between 0 and 10000")
+    if args.clients is not None and not 1 <= args.clients <= 200:
+        parser.error("--clients must be between 1 and 200")
+    if args.seconds is not None and not 0.5 <= args.seconds <= 3600:
+        parser.error("--seconds must be between 0.5 and 3600")
     return args
 
 
@@ -60,6 +68,15 @@ def store_config(args: argparse.Namespace) -> store.StoreConfig:
         if getattr(args, key) is not None
     }
     return replace(cfg, **overrides)
+
+
+def load_config(args: argparse.Namespace) -> load.LoadConfig:
+    cfg = load.QUICK if args.quick else load.FULL
+    if args.clients is not None:
+        cfg = replace(cfg, clients=args.clients)
+    if args.seconds is not None:
+        cfg = replace(cfg, seconds=args.seconds)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         print(store.summary(report))
         print(f"results: {out}")
         crashed = crashed or bool(report["errors"])
+    if "load" in selected:
+        backends = [args.only] if args.only else list(load.BACKENDS)
+        load_report = load.run(load_config(args), backends, mode=mode)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        out = args.output_dir / "load.json"
+        out.write_text(json.dumps(load_report, indent=2, ensure_ascii=False) + "\n")
+        print(load.summary(load_report))
+        print(f"results: {out}")
+        crashed = crashed or bool(load_report["errors"])
     if "dataplane" in selected:
         cfg = dataplane.QUICK if args.quick else dataplane.FULL
         if args.seed is not None:

@@ -44,3 +44,57 @@ def test_store_benchmark_smoke(tmp_path: Path) -> None:
         assert metrics[name]["latency"]["samples"] == 10, name
         assert metrics[name]["latency"]["p95_ms"] > 0
     assert report["budgets_p95_ms"] == {"list": 50.0, "create": 30.0}
+
+
+def test_load_benchmark_smoke(tmp_path: Path) -> None:
+    """A few seconds of the load benchmark: clients run, figures and the loss check are
+    written (no latency is judged here: the machine running the tests is shared)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "load",
+            "--quick",
+            "--only",
+            "sqlite",
+            "--clients",
+            "4",
+            "--seconds",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["config"]["clients"] == 4
+    assert report["errors"] == {}
+    sqlite = report["backends"]["sqlite"]
+    assert sqlite["error"] is None
+    assert sqlite["errors"] == 0
+    created = sqlite["nothing_lost"]["successful_creates"]
+    assert created > 0
+    assert sqlite["nothing_lost"] == {
+        "successful_creates": created,
+        "devices_in_store": created,
+        "missing": 0,
+        "unexpected": 0,
+        "address_differs": 0,
+        "distinct_ipv4": created,
+        "distinct_ipv6": created,
+        "distinct_host_index": created,
+        "ok": True,
+    }
+    by_op = sqlite["by_operation"]
+    assert by_op["create"]["latency"]["samples"] == created
+    assert by_op["list"]["latency"]["samples"] >= created
+    for key in ("p50_ms", "p99_ms", "max_ms"):
+        assert 0 < sqlite["latency"][key] < 30_000
+    assert sqlite["throughput_rps"] > 0
+    assert report["budget_p99_ms"] == 250.0
+    assert "load benchmark" in result.stdout

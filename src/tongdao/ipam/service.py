@@ -90,7 +90,30 @@ class Address:
 
 
 def lowest_free_index(session: Session, tenant_id: uuid.UUID, last: int) -> int | None:
-    """The lowest host index in 1..last that no address owner of the tenant holds."""
+    """The lowest host index in 1..last that no address owner of the tenant holds.
+
+    It runs under the tenant's IPAM lock (on SQLite, under the file's one write lock), so it
+    is kept short: when the taken indexes are exactly 1..max (no gaps: the usual case), the
+    answer is max + 1, read from the (tenant_id, host_index) indexes by one count-and-max
+    per owner table (1 ms for 3,000 devices where the gap search took 3-13 ms, issue 10).
+    Only when something was freed below max does the gap search run.
+    """
+    stats = union_all(
+        *(
+            select(func.count(o.host_index).label("n"), func.max(o.host_index).label("top"))
+            .where(o.tenant_id == tenant_id)
+            .where(o.host_index >= 1)
+            for o in _ADDRESS_OWNERS
+        )
+    ).subquery()
+    taken, top = session.execute(select(func.sum(stats.c.n), func.max(stats.c.top))).one()
+    top = int(top or 0)
+    if int(taken or 0) == top:  # 1..top all taken (indexes are distinct across owners)
+        return top + 1 if top + 1 <= last else None
+    return _lowest_gap(session, tenant_id, last)
+
+
+def _lowest_gap(session: Session, tenant_id: uuid.UUID, last: int) -> int | None:
     candidates = union_all(
         select(literal(0).label("i")),
         *(select(o.host_index.label("i")).where(o.tenant_id == tenant_id) for o in _ADDRESS_OWNERS),
