@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from tongdao.filemodes import private_store
+
 # SQLite's busy timeout, and as long a wait for the gate (then BEGIN IMMEDIATE is tried
 # anyway and SQLite's busy handler decides).
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -90,8 +92,6 @@ def sqlite_write_gate(database: str | None) -> WriteGate:
     key = str(Path(str(database)).resolve())
     with _gates_lock:
         return _gates.setdefault(key, WriteGate())
-
-from tongdao.filemodes import private_store
 
 
 class Database:
