@@ -107,6 +107,8 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: _RCD,
         Role.EMPLOYEE: _RCD,
     },
+    # The SMTP relay outgoing mail leaves by (its password is write-only).
+    "mail": {Role.OPERATOR_ADMIN: RU},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

@@ -1,0 +1,142 @@
+"""The page a mailed one-time link opens: choose a password (invitation or reset).
+
+Rendered on the server from the same service as ``POST /api/v1/auth/password-reset/complete``
+(:func:`tongdao.auth.reset.complete`): a plain HTML form posted back here, no script (the
+console's Content-Security-Policy applies), every value escaped. The link's secret is the only
+credential, so there is no session to forge a request with.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from tongdao.api.deps import AnonCtxDep
+from tongdao.auth import links, reset
+from tongdao.auth.links import LinkPurpose
+from tongdao.errors import ValidationError
+from tongdao.web.routes import SECURITY_HEADERS
+
+router = APIRouter(include_in_schema=False)
+HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+MAX_FIELD = 512
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="referrer" content="no-referrer">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)} · Tongdao 通道</title>
+<link rel="icon" href="/console/static/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/console/static/console.css">
+</head>
+<body>
+<main id="main" class="login">
+<section class="card" aria-labelledby="title">
+<h1 id="title">{escape(title)}</h1>
+{body}
+</section>
+</main>
+</body>
+</html>
+"""
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _form(token: str, errors: dict[str, str], intro: str) -> str:
+    def error(name: str) -> str:
+        text = errors.get(name, "")
+        return f'<p class="field-error" id="{name}-error">{escape(text)}</p>'
+
+    def invalid(name: str) -> str:
+        return ' aria-invalid="true"' if name in errors else ""
+
+    return f"""<p class="lede">{escape(intro)}</p>
+<form method="post" action="/console/password/reset">
+<input type="hidden" name="token" value="{escape(token)}">
+<div class="field">
+<label for="new_password">New password · <span lang="zh-CN">新密码</span></label>
+<input id="new_password" name="new_password" type="password" autocomplete="new-password"
+ required maxlength="256" aria-describedby="new_password-error"{invalid("new_password")}>
+{error("new_password")}
+</div>
+<div class="field">
+<label for="confirm_password">Repeat it · <span lang="zh-CN">确认新密码</span></label>
+<input id="confirm_password" name="confirm_password" type="password"
+ autocomplete="new-password" required maxlength="256"
+ aria-describedby="confirm_password-error"{invalid("confirm_password")}>
+{error("confirm_password")}
+</div>
+<button type="submit">Set password · <span lang="zh-CN">设置密码</span></button>
+</form>
+"""
+
+
+def _unusable(message: str = reset.BAD_LINK) -> HTMLResponse:
+    return _page(
+        "Link not usable",
+        f'<p class="form-error" role="alert">{escape(message[:1].upper() + message[1:])}.</p>'
+        "<p>Ask for a new one from the sign-in page, or from your administrator.</p>"
+        '<p><a href="/console/">Go to the sign-in page · 去登录</a></p>',
+        status=410,
+    )
+
+
+def _intro(purpose: str) -> str:
+    if purpose == LinkPurpose.INVITATION:
+        return "Welcome. Choose the password for your new account."
+    return "Choose a new password for your account."
+
+
+@router.get("/console/password/reset")
+def reset_page(
+    ctx: AnonCtxDep, token: Annotated[str, Query(max_length=MAX_FIELD)] = ""
+) -> HTMLResponse:
+    link = links.find_open(ctx, token)
+    if link is None:
+        return _unusable()
+    return _page("Choose a password", _form(token, {}, _intro(link.purpose)))
+
+
+async def _form_fields(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", errors="replace")
+    parsed = parse_qs(body, keep_blank_values=True, max_num_fields=10)
+    return {key: values[0][:MAX_FIELD] for key, values in parsed.items() if values}
+
+
+@router.post("/console/password/reset")
+def reset_submit(
+    ctx: AnonCtxDep, fields: Annotated[dict[str, str], Depends(_form_fields)]
+) -> HTMLResponse:
+    token = fields.get("token", "")
+    password = fields.get("new_password", "")
+    link = links.find_open(ctx, token)
+    if link is None:
+        return _unusable()
+    intro = _intro(link.purpose)
+    if not password:
+        errors = {"new_password": "choose a password"}
+        return _page("Choose a password", _form(token, errors, intro), status=422)
+    if password != fields.get("confirm_password", ""):
+        errors = {"confirm_password": "the two passwords differ"}
+        return _page("Choose a password", _form(token, errors, intro), status=422)
+    try:
+        reset.complete(ctx, token, password)
+    except ValidationError as exc:
+        if "token" in exc.fields:
+            return _unusable(exc.fields["token"])
+        return _page("Choose a password", _form(token, exc.fields, intro), status=422)
+    ctx.session.commit()
+    return _page(
+        "Password set",
+        '<p role="status" class="notice">Your password is set; every earlier session of '
+        "your account was ended.</p>"
+        '<p><a href="/console/">Sign in · 登录</a></p>',
+    )
