@@ -551,3 +551,22 @@ def test_two_concurrent_uses_of_a_link_cannot_both_win(world: World, runtime: Ru
     for t in threads:
         t.join(60)
     assert sorted(results) == ["refused"] * (n - 1) + ["won"], results
+
+
+def test_forgot_password_page_of_the_console(world: World, smtp: SmtpServer) -> None:
+    use_relay(world, smtp.port)
+    client = world.client
+    console = client.get("/console/")
+    assert 'href="/console/password/forgot"' in console.text
+    page = client.get("/console/password/forgot")
+    assert page.status_code == 200 and 'action="/console/password/forgot"' in page.text
+    assert "<script" not in page.text
+    answers = []
+    for address in (EMPLOYEE, "<b>nobody</b>@a.example"):
+        resp = client.post("/console/password/forgot", data={"email": address})
+        answers.append((resp.status_code, resp.text))
+        assert "<b>" not in resp.text
+    assert answers[0] == answers[1] and answers[0][0] == 202
+    token = smtp.wait_for(EMPLOYEE).token
+    page = client.get("/console/password/reset", params={"token": token + '"><script>'})
+    assert page.status_code == 410 and "<script>" not in page.text

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from tongdao.api.deps import AnonCtxDep
 from tongdao.auth import links, reset
 from tongdao.auth.links import LinkPurpose
-from tongdao.errors import ValidationError
+from tongdao.errors import Throttled, ValidationError
 from tongdao.web.routes import SECURITY_HEADERS
 
 router = APIRouter(include_in_schema=False)
@@ -139,4 +139,47 @@ def reset_submit(
         '<p role="status" class="notice">Your password is set; every earlier session of '
         "your account was ended.</p>"
         '<p><a href="/console/">Sign in · 登录</a></p>',
+    )
+
+
+@router.get("/console/password/forgot")
+def forgot_page() -> HTMLResponse:
+    return _page("Forgot your password?", _forgot_form())
+
+
+def _forgot_form() -> str:
+    return """<p class="lede">Enter the e-mail address of your account: we mail you a link to
+choose a new password.</p>
+<form method="post" action="/console/password/forgot">
+<div class="field">
+<label for="email">Email · <span lang="zh-CN">邮箱</span></label>
+<input id="email" name="email" type="email" autocomplete="username" required maxlength="320">
+</div>
+<button type="submit">Send the link · <span lang="zh-CN">发送链接</span></button>
+</form>
+<p><a href="/console/">Back to sign in · 返回登录</a></p>
+"""
+
+
+@router.post("/console/password/forgot")
+def forgot_submit(
+    ctx: AnonCtxDep, fields: Annotated[dict[str, str], Depends(_form_fields)]
+) -> HTMLResponse:
+    address = fields.get("email", "").strip()
+    if not 3 <= len(address) <= 320:
+        return _page("Forgot your password?", _forgot_form(), status=422)
+    try:
+        reset.request_reset(ctx, address, ctx.source_ip or "unknown")
+    except Throttled as exc:
+        return _page(
+            "Try again later",
+            f'<p class="form-error" role="alert">{escape(exc.message)}.</p>',
+            status=429,
+        )
+    ctx.session.commit()
+    return _page(
+        "Check your mail",
+        f'<p role="status" class="notice">{escape(reset.ACCEPTED_MESSAGE)}</p>'
+        '<p><a href="/console/">Back to sign in · 返回登录</a></p>',
+        status=202,
     )
