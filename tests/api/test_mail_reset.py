@@ -570,3 +570,28 @@ def test_forgot_password_page_of_the_console(world: World, smtp: SmtpServer) -> 
     token = smtp.wait_for(EMPLOYEE).token
     page = client.get("/console/password/reset", params={"token": token + '"><script>'})
     assert page.status_code == 410 and "<script>" not in page.text
+
+
+def test_rotating_the_data_key_reseals_the_relay_password_and_waiting_mail(
+    world: World, runtime: Runtime, store_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import TEST_DATA_KEY
+    from tests.store.test_key_rotation import KEY2, runtime_with
+    from tongdao.privacy.keys import count_by_key, rotate
+
+    use_relay(world, free_port(), password="relay secret 5")  # nothing listens: mail waits
+    world.client.post(f"{API}/auth/password-reset", json={"email": EMPLOYEE})
+    new = runtime_with(store_url, tmp_path / "k2", KEY2, "k2", f"k1:{TEST_DATA_KEY}")
+    try:
+        report = rotate(new.db, new.cipher, batch_size=10)
+        assert report.reencrypted["mail_settings.password_sealed"] == 1
+        assert report.reencrypted["mail_messages.body_sealed"] == 1
+        assert "k1" not in count_by_key(new.db)
+        with new.db.session() as session:
+            row = session.scalar(select(MailSettings))
+            message = session.scalar(select(MailMessage))
+            assert row is not None and row.password_sealed is not None and message is not None
+            assert new.cipher.open(row.password_sealed, mail.PASSWORD_PURPOSE) == "relay secret 5"
+            assert LINK.search(new.cipher.open(message.body_sealed or "", mail.BODY_PURPOSE))
+    finally:
+        new.db.dispose()
