@@ -21,11 +21,14 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import both_stores
+from tests.support.live import serve
 from tests.support.smtp import (
     LINK,
     SmtpServer,
@@ -136,9 +139,8 @@ def test_forgot_password_link_sets_password_and_ends_sessions(
 
 
 def test_forgot_password_answers_the_same_for_a_missing_address(
-    world: World, smtp: SmtpServer, runtime: Runtime
+    world: World, smtp: SmtpServer, runtime: Runtime, app: FastAPI
 ) -> None:
-    client = world.client
     use_relay(world, smtp.port)
     present = [
         "employee@a.example",
@@ -149,22 +151,28 @@ def test_forgot_password_answers_the_same_for_a_missing_address(
     missing = [f"nobody{n}@a.example" for n in range(len(present))]
     answers: dict[str, list[Any]] = {"present": [], "missing": []}
     times: dict[str, list[float]] = {"present": [], "missing": []}
-    for yes, no in zip(present, missing, strict=True):
-        for kind, address in (("present", yes), ("missing", no)):
-            started = time.perf_counter()
-            resp = client.post(f"{API}/auth/password-reset", json={"email": address})
-            times[kind].append(time.perf_counter() - started)
-            answers[kind].append((resp.status_code, resp.json(), resp.headers.get("retry-after")))
+    # Over real HTTP: the answer is on the wire before the account is looked up.
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        for yes, no in zip(present, missing, strict=True):
+            for kind, address in (("present", yes), ("missing", no)):
+                started = time.perf_counter()
+                resp = client.post(f"{API}/auth/password-reset", json={"email": address})
+                times[kind].append(time.perf_counter() - started)
+                answers[kind].append(
+                    (resp.status_code, resp.json(), resp.headers.get("retry-after"))
+                )
+        for address in present:
+            smtp.wait_for(address)
+        idle(runtime)
     assert {repr(a) for a in answers["present"] + answers["missing"]} == {
         repr((202, reset.ResetAccepted().model_dump(), None))
     }
-    idle(runtime)
     delivered = sorted(r.rcpt[0] for r in smtp.received)
     assert delivered == sorted(present)  # nothing for the missing addresses
     median = {k: statistics.median(v) for k, v in times.items()}
     print(f"forgot-password answer time, median ms: { ({k: v * 1000 for k, v in median.items()}) }")
-    # Delivery happens after the answer, in the background: no SMTP time in the answer.
-    assert abs(median["present"] - median["missing"]) < 0.1
+    # The lookup, link and mail happen after the answer: no difference to measure.
+    assert abs(median["present"] - median["missing"]) < 0.05
 
 
 def test_forgot_password_is_throttled_per_address_and_quietly_per_email(

@@ -12,6 +12,7 @@ and test fixtures; no API route reaches it.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -25,9 +26,11 @@ from tongdao.auth.passwords import policy_problem
 from tongdao.auth.service import revoke_user_credentials
 from tongdao.errors import Conflict, Throttled, ValidationError
 from tongdao.mail import service as mail
-from tongdao.runtime import Ctx
+from tongdao.runtime import Ctx, Runtime
 from tongdao.schemas import Strict
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
+
+log = logging.getLogger("tongdao.auth")
 
 ACCEPTED_MESSAGE = (
     "If an account uses this address, a link to choose a new password is on its way. "
@@ -150,11 +153,13 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
 
 
 # --- forgot password -----------------------------------------------------------------------------
-def request_reset(ctx: Ctx, email: str, source_ip: str) -> None:
-    """Mail a reset link when ``email`` names an active account; otherwise do nothing visible.
+def record_request(ctx: Ctx, email: str, source_ip: str) -> str | None:
+    """Count a "forgot password" request; the address to look up, or None to stay quiet.
 
-    Throttled per address (429, counted whether or not the account exists) and per e-mail
-    (quietly: the answer stays the same, no more mail goes out).
+    Throttled per source address (429, counted whether or not the account exists) and per
+    e-mail (quietly: the answer stays the same, no more mail goes out). Whether an account
+    uses the address is looked up only afterwards, by :func:`send_reset_link`, after the
+    answer has gone: the answer and its timing are the same either way.
     """
     settings = ctx.runtime.settings
     address = email.strip().lower()
@@ -174,19 +179,33 @@ def request_reset(ctx: Ctx, email: str, source_ip: str) -> None:
     by_email = ctx.session.execute(recent.where(PasswordResetRequest.email == address)).one()[0]
     ctx.session.add(PasswordResetRequest(email=address, source_ip=source_ip, at=now))
     if by_email >= settings.password_reset_max_per_email:
-        return
-    user = ctx.session.scalar(select(User).where(User.email == address))
-    if user is None or not _can_sign_in(ctx, user):
-        return
-    _send_link(ctx, user, LinkPurpose.PASSWORD_RESET, "self")
-    record(
-        ctx.session,
-        "password_reset_requested",
-        "user",
-        user.id,
-        tenant_id=user.tenant_id,
-        actor=Actor(None, address, source_ip),
-    )
+        return None
+    return address
+
+
+def send_reset_link(runtime: Runtime, address: str, source_ip: str) -> None:
+    """Mail a reset link when ``address`` names an account that may sign in; else nothing.
+
+    Runs after the answer was sent (a background task), in its own transaction.
+    """
+    try:
+        with runtime.db.session() as session:
+            ctx = Ctx(session=session, runtime=runtime, source_ip=source_ip)
+            user = session.scalar(select(User).where(User.email == address))
+            if user is None or not _can_sign_in(ctx, user):
+                return
+            _send_link(ctx, user, LinkPurpose.PASSWORD_RESET, "self")
+            record(
+                session,
+                "password_reset_requested",
+                "user",
+                user.id,
+                tenant_id=user.tenant_id,
+                actor=Actor(None, address, source_ip),
+            )
+            session.commit()
+    except Exception:  # the answer has gone; the person may ask again
+        log.exception("a password reset link could not be prepared")
 
 
 # --- completing a link ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Response, status
 from sqlalchemy import select
 
 from tongdao.api.deps import AnonCtxDep, Guard, GuardDep
@@ -28,11 +28,17 @@ StaffId = Annotated[uuid.UUID, Path(description="the staff member's id")]
     operation_id="request_password_reset",
     summary="Forgot password: mail a reset link",
 )
-def request_password_reset(ctx: AnonCtxDep, body: reset.ResetRequest) -> reset.ResetAccepted:
-    """Anonymous. Answers the same whether or not an account uses the address; the link goes
-    only to an active account's address. 429 after too many requests from one address."""
-    reset.request_reset(ctx, body.email, ctx.source_ip or "unknown")
+def request_password_reset(
+    ctx: AnonCtxDep, body: reset.ResetRequest, background: BackgroundTasks
+) -> reset.ResetAccepted:
+    """Anonymous. Answers the same, as fast, whether or not an account uses the address (the
+    account is looked up after the answer); the link goes only to an active account's
+    address. 429 after too many requests from one address."""
+    source_ip = ctx.source_ip or "unknown"
+    address = reset.record_request(ctx, body.email, source_ip)
     ctx.session.commit()
+    if address is not None:
+        background.add_task(reset.send_reset_link, ctx.runtime, address, source_ip)
     return reset.ResetAccepted()
 
 

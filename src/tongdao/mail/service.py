@@ -70,13 +70,7 @@ def put_settings(ctx: Ctx, data: s.MailSettingsUpdate) -> MailSettings:
         )
     row = get_settings(ctx.session)
     if row is None:
-        row = MailSettings(
-            host=data.host,
-            port=data.port,
-            security=data.security.value,
-            sender=data.sender,
-            password_sealed=None,
-        )
+        row = MailSettings(password_sealed=None)
         ctx.session.add(row)
     row.host = data.host
     row.port = data.port

@@ -12,7 +12,7 @@ from html import escape
 from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from tongdao.api.deps import AnonCtxDep
@@ -163,13 +163,16 @@ choose a new password.</p>
 
 @router.post("/console/password/forgot")
 def forgot_submit(
-    ctx: AnonCtxDep, fields: Annotated[dict[str, str], Depends(_form_fields)]
+    ctx: AnonCtxDep,
+    fields: Annotated[dict[str, str], Depends(_form_fields)],
+    background: BackgroundTasks,
 ) -> HTMLResponse:
     address = fields.get("email", "").strip()
     if not 3 <= len(address) <= 320:
         return _page("Forgot your password?", _forgot_form(), status=422)
+    source_ip = ctx.source_ip or "unknown"
     try:
-        reset.request_reset(ctx, address, ctx.source_ip or "unknown")
+        lookup = reset.record_request(ctx, address, source_ip)
     except Throttled as exc:
         return _page(
             "Try again later",
@@ -177,6 +180,8 @@ def forgot_submit(
             status=429,
         )
     ctx.session.commit()
+    if lookup is not None:
+        background.add_task(reset.send_reset_link, ctx.runtime, lookup, source_ip)
     return _page(
         "Check your mail",
         f'<p role="status" class="notice">{escape(reset.ACCEPTED_MESSAGE)}</p>'
