@@ -380,10 +380,7 @@ def test_mail_waits_while_the_relay_is_down(world: World, runtime: Runtime) -> N
     assert row.state == "pending" and row.not_before > runtime.clock()
     status = client.get(f"{API}/operator/mail", headers=world.admin.headers).json()
     assert status["pending"] == 1
-    server = SmtpServer()
-    server.port = port
-    server.controller.port = port
-    server.start()
+    server = SmtpServer(port).start()
     try:
         use_relay(world, port)  # saving the settings retries what waits, at once
         got = server.wait_for(EMPLOYEE)

@@ -80,9 +80,9 @@ class Collector:
 
 
 class SmtpServer:
-    def __init__(self, **smtp_kwargs: Any) -> None:
+    def __init__(self, port: int | None = None, **smtp_kwargs: Any) -> None:
         self.collector = Collector()
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(
             self.collector, hostname="127.0.0.1", port=self.port, **smtp_kwargs
         )
