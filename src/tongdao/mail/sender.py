@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import smtplib
 import ssl
 import threading
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,9 @@ def build_message(
     message["To"] = recipient
     message["Subject"] = subject
     message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    # Not email.utils.make_msgid: it draws on the global ``random`` state, which this thread
+    # must not touch (nor should a Message-ID be guessable).
+    message["Message-ID"] = f"<{secrets.token_hex(16)}@{sender.rpartition('@')[2] or 'localhost'}>"
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
     return message
