@@ -68,6 +68,7 @@ from bench.machine import CpuWatch, machine_info
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import summarize
 from tongdao.gateway.desired import connector_interface_name, interface_name
+from tongdao.testing import outbox
 
 TOOLS = ("wireguard-go", "wg", "nft", "ip", "iperf3", "ping")
 BUDGETS = {
@@ -327,8 +328,11 @@ class Api:
         self.http.close()
 
 
-def compliance_officer(admin: Api, base_url: str) -> Api:
-    """A compliance officer's API: declared networks are theirs to approve (not the NOC's)."""
+def compliance_officer(admin: Api, base_url: str, outbox_dir: Path) -> Api:
+    """A compliance officer's API: declared networks are theirs to approve (not the NOC's).
+
+    They choose their password through the invitation mailed to them (the bench server has no
+    SMTP relay: the mail is in its outbox directory)."""
     email = f"compliance-{secrets.token_hex(4)}@operator.bench.example"
     password = secrets.token_urlsafe(24)
     admin(
@@ -338,9 +342,9 @@ def compliance_officer(admin: Api, base_url: str) -> Api:
             "email": email,
             "display_name": "compliance",
             "roles": ["compliance_officer"],
-            "password": password,
         },
     )
+    outbox.choose_password(base_url, outbox_dir, email, password)
     with httpx.Client(base_url=base_url + "/api/v1", timeout=60) as http:
         login = http.post("/auth/login", json={"email": email, "password": password})
         if login.status_code != 200:
@@ -1032,7 +1036,7 @@ def build_managed(
                 "prefixes": ["198.19.0.0/16"],
             },
         )
-        officer = compliance_officer(admin, server.base_url)
+        officer = compliance_officer(admin, server.base_url, server.data_dir / "outbox")
         try:
             approve(officer, site, filler)
         finally:

@@ -93,6 +93,24 @@ class Settings(BaseSettings):
     )
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
+    # Mail and one-time links (tongdao.mail, tongdao.auth.links); the SMTP relay itself is set
+    # through the API (PUT /operator/mail), its password sealed with the data key.
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the URL people reach this server at, for links in mail; default "
+        "http://<host>:<port>. Never taken from a request's Host header",
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) the SMTP relay's certificate is checked "
+        "against, instead of the system's",
+    )
+    reset_link_ttl_seconds: int = Field(default=3600, ge=300, le=86400)
+    invitation_link_ttl_seconds: int = Field(default=7 * 86400, ge=3600, le=30 * 86400)
+    password_reset_max_per_email: int = Field(default=3, ge=1)
+    password_reset_max_per_address: int = Field(default=20, ge=1)
+    password_reset_window_seconds: int = Field(default=3600, ge=60)
 
     @model_validator(mode="after")
     def _fail_closed(self) -> Settings:
@@ -112,6 +130,14 @@ class Settings(BaseSettings):
                 "give the new key a new id"
             )
         return self
+
+    @property
+    def link_base_url(self) -> str:
+        """Where links in mail point: TONGDAO_PUBLIC_URL, else this server's own address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from tongdao.gateway.desired import connector_interface_name, interface_name
-from tongdao.testing import crossborder, licensed, netns
+from tongdao.testing import crossborder, licensed, netns, outbox
 from tongdao.testing.keys import keypair
 
 PASSWORD = "demo passphrase 通道 2026"  # noqa: S105 - the demo's throwaway users
@@ -131,9 +131,12 @@ class Demo:
                 "email": "compliance@demo.example",
                 "display_name": "compliance",
                 "roles": ["compliance_officer"],
-                "password": PASSWORD,
             },
         )
+        # Nobody sets another's password: the officer opens the mailed invitation (the demo
+        # server has no SMTP relay, so mail lands in its outbox directory).
+        outbox_dir = self.workdir / "server" / "outbox"
+        outbox.choose_password(url, outbox_dir, "compliance@demo.example", PASSWORD)
         officer = Api(url).login("compliance@demo.example")
 
         # The operator's licence and shareholders: nothing is activated without them.
@@ -198,7 +201,6 @@ class Demo:
                         "email": email,
                         "display_name": email.split("@")[0],
                         "roles": roles,
-                        "password": PASSWORD,
                         # Real identity (rule identity.real_name), verified by the officer.
                         "legal_name": email.split("@")[0].upper(),
                         "id_type": "passport",
@@ -208,6 +210,7 @@ class Demo:
                 )
                 user_path = f"/tenants/{tid}/users/{users[email]['id']}"
                 officer("POST", f"{user_path}/identity-verification")
+                outbox.choose_password(url, outbox_dir, email, PASSWORD)
             it = Api(url).login(f"it@{label}.demo.example")
             li = Api(url).login(f"li@{label}.demo.example")
             # Li accepts the notice and consents to transfer abroad (her HQ is in Frankfurt).

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,9 @@ from tongdao.crypto import FieldCipher
 from tongdao.errors import AuthenticationError
 from tongdao.store.engine import Database
 
+if TYPE_CHECKING:
+    from tongdao.mail.sender import Mailer
+
 
 @dataclass
 class Runtime:
@@ -23,6 +27,8 @@ class Runtime:
     cipher: FieldCipher
     passwords: Passwords
     clock: Clock = utcnow
+    # The background mail sender, made on first use (tongdao.mail.sender.mailer_of).
+    mailer: Mailer | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = utcnow) -> Runtime:

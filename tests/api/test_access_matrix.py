@@ -39,12 +39,17 @@ from sqlalchemy import select
 from tests.support.access_bench import API, Bench
 from tests.support.privacy import bench_consent_body, notice_body
 from tests.support.world import PASSWORD, Actor, World
+from tongdao.auth import links
+from tongdao.auth.links import LinkPurpose
 from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Action, Role, allowed
+from tongdao.runtime import Ctx
+from tongdao.tenancy.models import User
 from tongdao.testing.keys import public_key
 
 READ_ONLY = frozenset({"read"})
 NEW_PASSWORD = "a different long passphrase 7"
+PASSWORD_RESET = LinkPurpose.PASSWORD_RESET
 TENANT_OBJECTS = frozenset(
     {"user", "group", "site", "device", "policy", "prefix_allowance", "connector"}
 )
@@ -149,6 +154,17 @@ TARGETS: dict[str, Target] = {
 }
 
 
+def _reset_link(bench: Bench) -> dict[str, Any]:
+    """A fresh user's one-time link (as mailed to them) and a new password."""
+    runtime = bench.world.runtime
+    with runtime.db.session() as session:
+        user = session.get(User, uuid.UUID(bench.new_user("a")))
+        assert user is not None
+        _link, secret = links.issue(Ctx(session=session, runtime=runtime), user, PASSWORD_RESET)
+        session.commit()
+    return {"token": secret, "new_password": "a fresh long passphrase 9"}
+
+
 def _email(actor: Actor) -> str:
     return f"{actor.role}@{'operator' if actor.tenant_id is None else 'a'}.example"
 
@@ -194,6 +210,12 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("GET", "/auth/sessions"): Spec(None),
     ("DELETE", "/auth/sessions/{session_id}"): Spec(None, target="session"),
     ("POST", "/auth/sessions/revoke-others"): Spec(None),
+    ("POST", "/auth/password-reset"): Spec(
+        None, anonymous=True, body=lambda bench, case: {"email": _email(case.actor)}
+    ),
+    ("POST", "/auth/password-reset/complete"): Spec(
+        None, anonymous=True, body=lambda bench, case: _reset_link(bench)
+    ),
     ("GET", "/tokens"): Spec(None),
     ("POST", "/tokens"): Spec(
         None,
@@ -203,6 +225,19 @@ SPECS: dict[tuple[str, str], Spec] = {
     # --- operator ----------------------------------------------------------------------------
     ("GET", "/operator"): Spec("operator", Action.READ),
     ("GET", "/operator/compliance"): Spec("operator", Action.READ),
+    ("GET", "/operator/mail"): Spec("mail", Action.READ),
+    ("PUT", "/operator/mail"): Spec(
+        "mail",
+        Action.UPDATE,
+        body=lambda bench, case: {
+            "host": "127.0.0.1",
+            "port": 9,
+            "security": "none",
+            "sender": "noc@operator.example",
+        },
+        notes="a loopback port where nothing listens: invitations of later cases wait",
+    ),
+    ("POST", "/operator/staff/{object_id}/password-reset"): Spec("staff", Action.UPDATE, "staff"),
     ("PUT", "/operator"): Spec(
         "operator",
         Action.UPDATE,
@@ -294,6 +329,9 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("DELETE", T + "/users/{user_id}/identity-verification"): Spec(
         "identity", Action.UPDATE, "user"
+    ),
+    ("POST", T + "/users/{user_id}/password-reset"): Spec(
+        "users", Action.UPDATE, "user", notes="ends the user's sessions; mails them a link"
     ),
     ("GET", T + "/users/{user_id}/personal-data"): Spec("personal_data", Action.READ, "user"),
     ("POST", T + "/users/{user_id}/sign-in-unlock"): Spec("sign_in", Action.UPDATE, "user"),

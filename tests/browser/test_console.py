@@ -373,3 +373,26 @@ def test_licence_warnings_on_the_operator_dashboard(live: Live, page: Page) -> N
     expect(view.locator("table")).to_contain_text("30-day warning")
     expect(view.locator("table")).to_contain_text("nationwide")
     expect(view).to_contain_text("49.00% foreign (cap: at most 50%)")
+
+
+def test_forgot_password_in_the_browser(live: Live, page: Page, tmp_path: Path) -> None:
+    """The sign-in page's link, the mailed link (from the development outbox), the plain form
+    that chooses the password under the strict CSP, and signing in with it."""
+    from tongdao.mail.sender import mailer_of
+    from tongdao.testing.outbox import link_token
+
+    email = "employee@a.example"
+    page.goto(f"{live.url}/console/")
+    page.get_by_role("link", name=re.compile("Forgot your password")).click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name=re.compile("Send the link")).click()
+    expect(page.get_by_role("status")).to_contain_text("If an account uses this address")
+    assert mailer_of(live.world.runtime).wait_idle(15)
+    token = link_token(tmp_path / "outbox", email)
+    page.goto(f"{live.url}/console/password/reset?token={token}")
+    new_password = "chosen in the browser 1234"
+    page.get_by_label("New password").fill(new_password)
+    page.get_by_label("Repeat it").fill(new_password)
+    page.get_by_role("button", name=re.compile("Set password")).click()
+    expect(page.get_by_role("status")).to_contain_text("Your password is set")
+    login(page, live, email, new_password)

@@ -498,3 +498,66 @@ def test_sessions_and_unlock(world: World, cli: Cli) -> None:
         "user_id": str(world.a.employee.user_id),
         "cleared_failures": world.runtime.settings.login_max_failures,
     }
+
+
+def test_password_reset_and_mail_commands(
+    world: World, cli: Cli, server_url: str, tmp_path: Path
+) -> None:
+    from tongdao.mail.sender import mailer_of
+    from tongdao.testing.outbox import choose_password
+
+    admin = world.admin.token
+    shown = ok_json(cli("operator", "mail", "show", "--json", token=admin))
+    assert isinstance(shown, dict) and shown["delivery"] == "outbox"
+    # The tenant admin resets an employee: no password or link in what they see.
+    result = cli(
+        "users",
+        "reset-password",
+        str(world.a.employee.user_id),
+        "--tenant",
+        str(world.a.id),
+        "--json",
+        token=world.a.admin.token,
+    )
+    sent = ok_json(result)
+    assert isinstance(sent, dict) and sent["status"] == "sent"
+    assert mailer_of(world.runtime).wait_idle(15)
+    new_password = "chosen through the mailed link 8"
+    choose_password(server_url, tmp_path / "outbox", "employee@a.example", new_password)
+    result = cli(
+        "login", "--email", "employee@a.example", "--password-stdin", input=new_password + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    # Anyone may ask; the answer does not say whether the account exists.
+    for address in ("auditor@operator.example", "nobody@operator.example"):
+        out = ok_json(cli("forgot-password", "--email", address, "--json"))
+        assert isinstance(out, dict) and out["status"] == "accepted"
+    staff = cli(
+        "operator",
+        "staff",
+        "reset-password",
+        str(world.operators["auditor"].user_id),
+        "--json",
+        token=admin,
+    )
+    assert ok_json(staff) == {"status": "sent", "purpose": "password_reset", "sessions_revoked": 1}
+    assert mailer_of(world.runtime).wait_idle(15)
+    # The relay: the password is write-only.
+    result = cli(
+        "operator",
+        "mail",
+        "set",
+        "--set",
+        "host=smtp.example.net",
+        "--set",
+        "port=587",
+        "--set",
+        "sender=noc@operator.example",
+        "--set",
+        "password=relay-pass-123",
+        "--json",
+        token=admin,
+    )
+    relay = ok_json(result)
+    assert isinstance(relay, dict) and relay["password_set"] is True
+    assert "relay-pass-123" not in result.stdout

@@ -82,13 +82,17 @@ class _TooLargeError(Exception):
 def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.access.routes import router as access_router
     from tongdao.audit.routes import router as audit_router
+    from tongdao.auth.reset_routes import router as reset_router
     from tongdao.auth.routes import router as auth_router
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
+    from tongdao.mail.routes import router as mail_router
+    from tongdao.mail.sender import mailer_of
     from tongdao.network.routes import router as network_router
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.tenancy.routes import router as tenancy_router
+    from tongdao.web.password import router as password_page_router
     from tongdao.web.routes import router as web_router
 
     @asynccontextmanager
@@ -97,9 +101,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not runtime.db.is_sqlite:
             # Changes committed through other replicas wake this one's long-polling gateways.
             listener = PgListener(runtime.db.url.render_as_string(hide_password=False)).start()
+        mailer = mailer_of(runtime)
+        mailer.wake()  # deliver what was queued before a restart
         try:
             yield
         finally:
+            mailer.stop()
             if listener is not None:
                 listener.stop()
 
@@ -127,6 +134,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         audit_router,
         gateway_router,
         usage_router,
+        reset_router,
+        mail_router,
     ):
         api.include_router(router)
     app.include_router(api)
@@ -157,5 +166,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     app.include_router(web_router)
+    app.include_router(password_page_router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     return app

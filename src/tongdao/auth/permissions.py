@@ -115,6 +115,8 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.OPERATOR_ADMIN: frozenset({Action.UPDATE}),
         Role.TENANT_ADMIN: frozenset({Action.UPDATE}),
     },
+    # The SMTP relay outgoing mail leaves by (its password is write-only).
+    "mail": {Role.OPERATOR_ADMIN: RU},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

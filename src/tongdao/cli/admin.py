@@ -34,7 +34,8 @@ def bootstrap(
     from tongdao.audit.recorder import Actor, set_actor
     from tongdao.auth.passwords import policy_problem
     from tongdao.auth.permissions import Role
-    from tongdao.runtime import Runtime
+    from tongdao.auth.reset import set_password
+    from tongdao.runtime import Ctx, Runtime
     from tongdao.schemas import Email
     from tongdao.store import migrate
     from tongdao.tenancy.models import User
@@ -66,8 +67,9 @@ def bootstrap(
                 email=address,
                 display_name=display_name,
                 roles=[Role.OPERATOR_ADMIN.value],
-                password_hash=runtime.passwords.hash(password),
             )
+            # The one place a password is set directly (no link): on the store's own host.
+            set_password(Ctx(session=session, runtime=runtime), user, password)
             session.add(user)
             session.commit()
             if as_json:

@@ -628,7 +628,13 @@ def operator_set(
 
 
 for _spec in OPERATOR_RESOURCES:
-    operator_app.add_typer(crud_app(_spec), name=_spec.name)
+    _sub = crud_app(_spec)
+    if _spec.name == "staff":
+        # late import: tongdao.cli.mail builds on this module
+        from tongdao.cli.mail import reset_staff_password
+
+        _sub.command("reset-password")(reset_staff_password)
+    operator_app.add_typer(_sub, name=_spec.name)
 
 
 # --- devices config, audit ----------------------------------------------------------------
@@ -772,15 +778,18 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to the ``tongdao`` app."""
     from tongdao.cli import (
         kyc,  # vetting and licence commands, built on this module
+        mail,  # password resets, the SMTP relay
         privacy,  # identity, consents, personal data, notices
     )
 
     app.command("login")(login)
     app.command("logout")(logout)
     app.command("whoami")(whoami)
+    app.command("forgot-password")(mail.forgot_password)
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(sessions_app, name="sessions")
     kyc.add_operator_commands(operator_app)
+    operator_app.add_typer(mail.mail_app, name="mail")
     app.add_typer(operator_app, name="operator")
     for spec in RESOURCES:
         sub = crud_app(spec)
@@ -789,6 +798,7 @@ def register(app: typer.Typer) -> None:
         if spec.name == "users":
             privacy.add_user_commands(sub)  # identity, consents, export, erase
             sub.command("unlock-sign-in")(unlock_sign_in)
+            sub.command("reset-password")(mail.reset_user_password)
         if spec.name == "tenants":
             kyc.add_tenant_commands(sub)
         app.add_typer(sub, name=spec.name)

@@ -28,6 +28,8 @@ from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.service import TOTP_PURPOSE
 from tongdao.crypto import DecryptionError, FieldCipher
 from tongdao.errors import TongdaoError
+from tongdao.mail.models import MailMessage, MailSettings
+from tongdao.mail.service import BODY_PURPOSE, PASSWORD_PURPOSE
 from tongdao.store.engine import Database
 from tongdao.tenancy.models import User
 from tongdao.tenancy.service import ID_NUMBER_PURPOSE
@@ -61,6 +63,8 @@ def register_sealed(model: Any, column: str, purpose: str) -> None:
 
 register_sealed(User, "id_number_sealed", ID_NUMBER_PURPOSE)
 register_sealed(User, "totp_secret_sealed", TOTP_PURPOSE)
+register_sealed(MailSettings, "password_sealed", PASSWORD_PURPOSE)
+register_sealed(MailMessage, "body_sealed", BODY_PURPOSE)
 
 
 class RotationError(TongdaoError):

@@ -2,9 +2,11 @@
 
 from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
+from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
 from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment, UsageRecord
 from tongdao.ipam.models import IpamLock
+from tongdao.mail.models import MailMessage, MailSettings
 from tongdao.network.models import (
     Device,
     Link,
@@ -33,8 +35,12 @@ __all__ = [
     "Licence",
     "Link",
     "LoginAttempt",
+    "MailMessage",
+    "MailSettings",
+    "OneTimeLink",
     "OpenConnection",
     "OperatorProfile",
+    "PasswordResetRequest",
     "Policy",
     "Pop",
     "PopTenantInterface",

@@ -30,7 +30,6 @@ TenantRole = Literal[Role.TENANT_ADMIN, Role.EMPLOYEE]
 OperatorRole = Literal[
     Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.BILLING_CLERK, Role.AUDITOR
 ]
-Password = Annotated[str, Field(min_length=1, max_length=256)]
 DnsServers = Annotated[list[IPv4Address | IPv6Address], Field(max_length=4)]
 
 
@@ -146,7 +145,6 @@ class UserCreate(Strict, IdentityFields):
     email: Email
     display_name: LongName
     roles: Annotated[list[TenantRole], Field(min_length=1, max_length=2)] = [Role.EMPLOYEE]
-    password: Password | None = None
     group_ids: Annotated[list[uuid.UUID], Field(max_length=100)] = []
 
 
@@ -154,7 +152,6 @@ class UserUpdate(Strict, IdentityFields):
     display_name: LongName | None = None
     roles: Annotated[list[TenantRole], Field(min_length=1, max_length=2)] | None = None
     state: UserState | None = None
-    password: Password | None = None
     group_ids: Annotated[list[uuid.UUID], Field(max_length=100)] | None = None
 
 
@@ -193,14 +190,12 @@ class StaffCreate(Strict):
     email: Email
     display_name: LongName
     roles: Annotated[list[OperatorRole], Field(min_length=1, max_length=4)]
-    password: Password | None = None
 
 
 class StaffUpdate(Strict):
     display_name: LongName | None = None
     roles: Annotated[list[OperatorRole], Field(min_length=1, max_length=4)] | None = None
     state: UserState | None = None
-    password: Password | None = None
 
 
 class StaffFilters(BaseModel):

@@ -12,8 +12,8 @@ from sqlalchemy import Select, String, delete, exists, func, or_, select
 
 from tongdao.api.crud import Resource, ensure_unique
 from tongdao.audit.recorder import record
+from tongdao.auth import reset
 from tongdao.auth.models import ApiToken
-from tongdao.auth.passwords import policy_problem
 from tongdao.auth.permissions import Role
 from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
@@ -221,17 +221,6 @@ class TenantResource(Resource[Tenant]):
 
 
 # --- users ---------------------------------------------------------------------------------
-def _apply_password(ctx: Ctx, user: User, password: str | None) -> None:
-    if password is None:
-        return
-    problem = policy_problem(
-        password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
-    )
-    if problem:
-        raise ValidationError({"password": problem})
-    user.password_hash = ctx.runtime.passwords.hash(password)
-
-
 def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
     touched = {"legal_name", "id_type", "id_number", "mobile"} & set(changes)
     if not touched:
@@ -576,12 +565,12 @@ class UserResource(Resource[User]):
             display_name=data.display_name,
             roles=sorted({str(r) for r in data.roles}),
         )
-        _apply_password(ctx, user, data.password)
         _apply_identity(ctx, user, data.model_dump(exclude_unset=True))
         ctx.session.add(user)
         ctx.session.flush()
         if data.group_ids:
             _set_groups(ctx, user, tenant.id, data.group_ids)
+        reset.invite(ctx, user)  # they choose their own password; the admin never knows it
         return user
 
     def update(self, ctx: Ctx, obj: User, data: Any) -> User:
@@ -594,7 +583,6 @@ class UserResource(Resource[User]):
         if changes.get("roles") is not None:
             _refuse_demoting_unverified_admin(obj, changes["roles"])
             obj.roles = sorted({str(r) for r in changes["roles"]})
-        _apply_password(ctx, obj, changes.get("password"))
         _apply_identity(ctx, obj, changes)
         if changes.get("group_ids") is not None and obj.tenant_id is not None:
             _set_groups(ctx, obj, obj.tenant_id, changes["group_ids"])
@@ -642,8 +630,9 @@ class StaffResource(Resource[User]):
             display_name=data.display_name,
             roles=sorted({str(r) for r in data.roles}),
         )
-        _apply_password(ctx, user, data.password)
         ctx.session.add(user)
+        ctx.session.flush()
+        reset.invite(ctx, user)
         return user
 
     def update(self, ctx: Ctx, obj: User, data: Any) -> User:
@@ -654,7 +643,6 @@ class StaffResource(Resource[User]):
                 setattr(obj, key, changes[key])
         if changes.get("roles") is not None:
             obj.roles = sorted({str(r) for r in changes["roles"]})
-        _apply_password(ctx, obj, changes.get("password"))
         self._keep_an_admin(ctx, obj)
         return obj
 
