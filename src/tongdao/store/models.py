@@ -3,7 +3,13 @@
 from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.models import ApiToken, LoginAttempt
-from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment, UsageRecord
+from tongdao.gateway.models import (
+    ConfigVersion,
+    Gateway,
+    GatewayEnrolment,
+    GatewayPeer,
+    UsageRecord,
+)
 from tongdao.ipam.models import IpamLock
 from tongdao.network.models import (
     Device,
@@ -27,6 +33,7 @@ __all__ = [
     "Device",
     "Gateway",
     "GatewayEnrolment",
+    "GatewayPeer",
     "Group",
     "GroupMember",
     "IpamLock",
