@@ -51,8 +51,8 @@ Instant = Annotated[AwareDatetime, AfterValidator(utc_instant)]
 # SQLite's SUM() over 64-bit integers raises "integer overflow" past 2^63-1 (PostgreSQL's gives
 # a numeric). Summing the high and low 32 bits of each counter apart keeps every partial sum
 # far from the limit (2^31 rows of 2^32), and Python joins them exactly.
-_LOW = literal_column("4294967295")
-_SHIFT = literal_column("32")
+_LOW: ColumnElement[int] = literal_column("4294967295")
+_SHIFT: ColumnElement[int] = literal_column("32")
 
 
 def exact_sum(
