@@ -64,6 +64,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, Query
@@ -125,6 +126,7 @@ __all__ = [
 ]
 
 
+@lru_cache(maxsize=65536)  # a peer's endpoint is the same in report after report
 def ip_endpoint(value: str) -> str:
     """``198.51.100.2:51820`` or ``[fd00::2]:51820`` (port 1-65535), in canonical form."""
     match = _ENDPOINT.fullmatch(value)
