@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -61,6 +62,8 @@ class Server:
     down: bool = False
     lose_answer: bool = False  # store, then fail as if the answer never came back
     refuse: int | None = None  # answer every request with this status
+    max_step: int | None = None  # a seq further above last_seq: 409 seq_out_of_range
+    drops: dict[str, str] = field(default_factory=dict)  # peer key → why the server drops it
 
     def __call__(self, report: dict[str, Any]) -> Mapping[str, Any]:
         self.reports.append(dict(report))
@@ -70,9 +73,18 @@ class Server:
             raise ReportError("refused", self.refuse)
         if report["seq"] <= self.last_seq:
             return {"accepted": False, "duplicate": True, "stored": 0, "last_seq": self.last_seq}
+        if self.max_step is not None and report["seq"] > self.last_seq + self.max_step:
+            raise ReportError(
+                "seq out of range", 409, code="seq_out_of_range", last_seq=self.last_seq
+            )
         keys = [p["peer_key"] for p in report["peers"]]
         assert len(keys) == len(set(keys)), "a peer twice in one report"
+        reasons: dict[str, int] = {}
         for p in report["peers"]:
+            why = self.drops.get(p["peer_key"])
+            if why is not None:
+                reasons[why] = reasons.get(why, 0) + 1
+                continue
             self.rows[(report["seq"], p["peer_key"])] = p
         self.last_seq = report["seq"]
         if self.lose_answer:
@@ -80,8 +92,10 @@ class Server:
         return {
             "accepted": True,
             "duplicate": False,
-            "stored": len(keys),
+            "stored": len(keys) - sum(reasons.values()),
             "last_seq": report["seq"],
+            "dropped": sum(reasons.values()),
+            "dropped_reasons": reasons,
         }
 
     def totals(self) -> dict[str, tuple[int, int]]:
@@ -339,6 +353,66 @@ def test_too_large_splits_refused_drops_and_stale_seqs_renumber(bench: Bench) ->
     assert r.next_seq == 103
     assert {k for s, k in bench.server.rows if s > 100} == {a, b}
     assert sum(rx for rx, _ in bench.server.totals().values()) == 3 + 3 + 4
+
+
+def test_a_seq_far_ahead_of_the_server_is_renumbered_not_lost(bench: Bench) -> None:
+    """The server bounds how far a seq may jump (409 seq_out_of_range with its last_seq):
+    the pending chunks are renumbered from there and sent, nothing is dropped."""
+    a, b = bench.keys[:2]
+    r = bench.reporter(max_peers=1)
+    bench.engine.set(a, 10, 10)
+    assert bench.tick(r)
+    r.data["next_seq"] = 2**63 - 1 - 5  # a corrupted (or re-enrolled) state dir
+    bench.server.max_step = 1000
+    for key in (a, b):
+        bench.engine.set(key, 20, 20)
+    assert bench.tick(r)
+    assert [rep["seq"] for rep in bench.server.reports[-3:]] == [2**63 - 6, 2, 3]
+    assert r.next_seq == 4
+    assert sum(rx for rx, _ in bench.server.totals().values()) == 10 + 10 + 20
+    # A server that keeps refusing is not looped on: the chunk waits for the next tick.
+    bench.server.max_step = -1
+    bench.engine.set(a, 21, 21)
+    assert not bench.tick(r)
+    assert len(r.pending) == 1
+
+
+def test_rows_the_server_drops_are_counted_per_reason(bench: Bench) -> None:
+    a, b, c = bench.keys[:3]
+    r = bench.reporter()
+    bench.server.drops = {a: "unknown_peer", b: "unknown_peer", c: "over_rate"}
+    for key in (a, b, c, bench.keys[3]):
+        bench.engine.set(key, 1, 1)
+    assert bench.tick(r)
+    assert r.counters.reports_sent == 1 and not r.pending  # the report is not resent
+    assert r.counters.rows_dropped == {"unknown_peer": 2, "over_rate": 1}
+    text = AgentMetrics(bench.state, r).render()
+    assert "# TYPE tongdao_agent_report_rows_dropped_total counter" in text
+    assert 'tongdao_agent_report_rows_dropped_total{reason="over_rate"} 1\n' in text
+    assert 'tongdao_agent_report_rows_dropped_total{reason="unknown_peer"} 2\n' in text
+
+
+def test_send_report_reads_the_servers_error_code_and_last_seq() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            409,
+            json={
+                "error": {"code": "seq_out_of_range", "message": "too far", "fields": {}},
+                "last_seq": 41,
+            },
+        )
+
+    control = SimpleNamespace(
+        http=httpx.Client(transport=httpx.MockTransport(handler), base_url="http://cp")
+    )
+    with pytest.raises(ReportError) as info:
+        reporter_mod.send_report(control, {"seq": 1})  # type: ignore[arg-type]
+    assert (info.value.status, info.value.code, info.value.last_seq) == (
+        409,
+        "seq_out_of_range",
+        41,
+    )
+    assert not info.value.permanent
 
 
 def test_interval_and_chunk_size_are_checked(bench: Bench) -> None:

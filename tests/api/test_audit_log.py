@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.api.test_gateway import device
-from tests.api.test_usage import REPORTS, peer, report, serving_gateway
+from tests.api.test_gateway import device, state
+from tests.api.test_usage import REPORTS, enrolled_days_ago, peer, report, serving_gateway
 from tests.conftest import both_stores
 from tests.support.world import World
 from tongdao import spreadsheet
@@ -26,7 +26,6 @@ from tongdao.audit.sessions import close_stale
 from tongdao.compliance.rules import VERSION
 from tongdao.runtime import Runtime
 from tongdao.spreadsheet import unescape
-from tongdao.testing.keys import public_key
 
 EXPORT = "/api/v1/audit/export"
 VERIFY = "/api/v1/audit/verify"
@@ -45,7 +44,9 @@ def connect(world: World) -> tuple[dict[str, str], dict[str, Any], str, datetime
     """A device of A's employee connects through a PoP and stops 10 minutes ago."""
     pop, gw = serving_gateway(world)
     dev = device(world)
-    key = public_key()
+    state(world, gw)  # the agent was sent the device
+    enrolled_days_ago(world.runtime, 1)  # its reports reach back before this test began
+    key = dev["public_key"]
     now = datetime.now(UTC)
     handshake = now - timedelta(minutes=11, seconds=20)
     first_end = now - timedelta(minutes=11)
@@ -104,8 +105,10 @@ def test_a_gateway_that_stops_reporting_has_its_sessions_closed(
 ) -> None:
     pop, gw = serving_gateway(world)
     dev = device(world)
+    state(world, gw)
+    enrolled_days_ago(runtime, 1)
     ended = datetime.now(UTC) - timedelta(minutes=40)
-    body = report(1, [peer(world.a.id, dev["id"], 1, 1)], ended)
+    body = report(1, [peer(world.a.id, dev["id"], 1, 1, key=dev["public_key"])], ended)
     assert world.client.post(REPORTS, json=body, headers=gw).json()["accepted"]
     with runtime.db.session() as session:
         assert close_stale(session, datetime.now(UTC)) == 1

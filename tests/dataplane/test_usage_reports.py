@@ -62,6 +62,9 @@ def test_traffic_becomes_usage_and_metrics(lab: Lab) -> None:
         )
         assert match and int(match.group(1)) > 0, text
         assert "tongdao_agent_apply_errors_total 0" in text
+        # Every row the real agent sent was a peer of its state: the server dropped none.
+        assert "# TYPE tongdao_agent_report_rows_dropped_total counter" in text
+        assert "tongdao_agent_report_rows_dropped_total{" not in text, text
     finally:
         lab.agent.stop()
         lab.thread.join(20)

@@ -22,7 +22,11 @@ Every ``interval`` seconds the reporter does one :meth:`Reporter.tick`:
    is dropped only once it was stored (``accepted``) or had been stored (``duplicate``: a
    retry after a lost answer), or when the server refuses it for good (400/422; a 413 splits
    it in two first). Anything else (network, 5xx, 401, 404 of an older server) keeps it, and
-   the next tick sends the very same chunk with the very same seq again.
+   the next tick sends the very same chunk with the very same seq again. A 409
+   ``seq_out_of_range`` (our seq is more than the server's bound above its last one) renumbers
+   the pending chunks from the server's ``last_seq`` and sends them. Rows the server stored
+   the report without (``dropped_reasons``) are counted in
+   ``tongdao_agent_report_rows_dropped_total{reason}``.
 
 Steps 1 and 2 change the state file (``usage.json`` in the state dir) in one atomic write,
 step 3 after every answer: the baseline, the accrued deltas and the pending chunks always
@@ -73,11 +77,22 @@ Report = dict[str, Any]
 
 
 class ReportError(TongdaoError):
-    """The control plane did not take a report; ``permanent`` when resending cannot help."""
+    """The control plane did not take a report; ``permanent`` when resending cannot help.
+    ``code`` is the server's error code; ``last_seq`` what it said its last stored seq is
+    (with 409 ``seq_out_of_range``)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        code: str | None = None,
+        last_seq: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        self.last_seq = last_seq
 
     @property
     def permanent(self) -> bool:
@@ -91,11 +106,22 @@ def send_report(control: ControlPlane, report: Report) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         raise ReportError(f"POST {REPORT_PATH}: {type(exc).__name__}: {exc}") from exc
     if resp.status_code >= 300:
+        code: str | None = None
+        last_seq: int | None = None
         try:
-            message = str(resp.json()["error"]["message"])
-        except (ValueError, KeyError, TypeError):
+            body = resp.json()
+            message = str(body["error"]["message"])
+            code = str(body["error"].get("code") or "") or None
+            if isinstance(body.get("last_seq"), int):
+                last_seq = int(body["last_seq"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             message = resp.text[:200]
-        raise ReportError(f"POST {REPORT_PATH}: {resp.status_code} {message}", resp.status_code)
+        raise ReportError(
+            f"POST {REPORT_PATH}: {resp.status_code} {message}",
+            resp.status_code,
+            code=code,
+            last_seq=last_seq,
+        )
     try:
         answer: dict[str, Any] = resp.json()
     except ValueError as exc:
@@ -133,6 +159,7 @@ class Counters:
     last_seq: int = 0
     last_success: float | None = None
     peers: list[PeerSample] = field(default_factory=list)
+    rows_dropped: dict[str, int] = field(default_factory=dict)  # by the server, per reason
 
 
 class Reporter:
@@ -310,6 +337,7 @@ class Reporter:
         """Send the pending chunks in order; True when none is left."""
         if self.sender is None:
             return not self.pending
+        renumbered = False
         while self.pending:
             report = self.pending[0]
             retry = self.data.get("attempted") == report["seq"]
@@ -319,6 +347,24 @@ class Reporter:
             try:
                 answer = self.sender(report)
             except ReportError as exc:
+                if (
+                    exc.status == 409
+                    and exc.code == "seq_out_of_range"
+                    and exc.last_seq is not None
+                    and not renumbered
+                ):
+                    # Our numbering is far ahead of the server's (a state dir kept across a
+                    # re-enrolment, a corrupted seq): nothing pending was stored, renumber.
+                    log.warning(
+                        "usage report %d: server is at seq %d; renumbering",
+                        report["seq"],
+                        exc.last_seq,
+                    )
+                    renumbered = True
+                    self._renumber(exc.last_seq + 1)
+                    self.data["attempted"] = None
+                    self._save()
+                    continue
                 if not exc.permanent:
                     self.counters.send_failures += 1
                     log.warning("usage report %d not sent: %s", report["seq"], exc)
@@ -350,6 +396,7 @@ class Reporter:
                 self.counters.reports_duplicate += 1
             else:
                 self.counters.reports_sent += 1
+                self._count_dropped(report["seq"], answer.get("dropped_reasons"))
             self.counters.last_seq = max(self.counters.last_seq, last)
             self.counters.last_success = self.clock()
             if self.pending and self.pending[0]["seq"] <= last:
@@ -357,6 +404,16 @@ class Reporter:
             self.data["next_seq"] = max(self.next_seq, last + 1)
             self._save()
         return True
+
+    def _count_dropped(self, seq: int, reasons: Any) -> None:
+        """Rows the server did not count (not a peer it sent us, over the PoP's rate, ...)."""
+        if not isinstance(reasons, dict) or not reasons:
+            return
+        for reason, count in reasons.items():
+            if isinstance(count, int) and count > 0:
+                dropped = self.counters.rows_dropped
+                dropped[str(reason)] = dropped.get(str(reason), 0) + count
+        log.warning("usage report %d: the server dropped rows %s", seq, reasons)
 
     def _renumber(self, first: int) -> None:
         for offset, chunk in enumerate(self.pending):
@@ -489,6 +546,7 @@ class AgentMetrics:
             peers = list(c.peers)
             counters = (c.reports_sent, c.reports_duplicate, c.reports_rejected, c.send_failures)
             sample_errors, last_seq, last_success = c.sample_errors, c.last_seq, c.last_success
+            rows_dropped = sorted(c.rows_dropped.items())
         sent, duplicate, rejected, failures = counters
         out.family(
             "tongdao_agent_reports_sent_total", "counter", "usage reports stored", [({}, sent)]
@@ -510,6 +568,13 @@ class AgentMetrics:
             "counter",
             "usage report sends that failed and will be retried",
             [({}, failures)],
+        )
+        out.family(
+            "tongdao_agent_report_rows_dropped_total",
+            "counter",
+            "usage rows the server stored the report without, per reason (unknown_peer, "
+            "duplicate_peer, over_rate, invalid)",
+            [({"reason": reason}, count) for reason, count in rows_dropped],
         )
         out.family(
             "tongdao_agent_usage_sample_errors_total",

@@ -43,6 +43,7 @@ INACTIVITY = timedelta(minutes=5)
 STALE = timedelta(minutes=15)
 HANDSHAKE_SLACK = timedelta(minutes=3)
 SWEEP_BATCH = 1000
+MAX_BYTES = 2**63 - 1  # BIGINT
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: 
                 )
             )
             continue
-        cur.rx_bytes += peer.rx_bytes
-        cur.tx_bytes += peer.tx_bytes
+        # Saturating: a session's totals stay within the store's 64-bit columns.
+        cur.rx_bytes = min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES)
+        cur.tx_bytes = min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES)
         cur.endpoint = cur.endpoint or peer.endpoint
         cur.last_active_at = max(cur.last_active_at, end)
         out.changed.append(cur)

@@ -85,6 +85,11 @@ class Gateway(TimestampedModel):
     published_key: Mapped[str | None] = mapped_column(String(44))
     last_report_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seen_at: Mapped[datetime | None]
+    # The period of the last stored report (the next one starts at its end), and the version
+    # of the desired state whose peers are in gateway_peers (see tongdao.gateway.sent).
+    last_period_start: Mapped[datetime | None]
+    last_period_end: Mapped[datetime | None]
+    sent_version: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ConfigVersion(Base):
@@ -125,3 +130,34 @@ class UsageRecord(Base):
     endpoint: Mapped[str | None] = mapped_column(String(64))
     period_start: Mapped[datetime]
     period_end: Mapped[datetime]
+
+
+class GatewayPeer(Base):
+    """A peer of a desired state sent to a gateway: the rows its usage reports may carry.
+
+    ``removed_at`` is set when a state without the peer is sent; the row is deleted
+    :data:`tongdao.gateway.sent.RECENTLY_REMOVED` later, so the peer's final bytes still
+    count (see :mod:`tongdao.gateway.sent`).
+    """
+
+    __tablename__ = "gateway_peers"
+    __table_args__ = (
+        UniqueConstraint(
+            "gateway_id",
+            "peer_key",
+            "tenant_id",
+            "peer_kind",
+            "peer_ref",
+            name="uq_gateway_peers_identity",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID]
+    peer_key: Mapped[str] = mapped_column(String(44))
+    peer_kind: Mapped[str] = mapped_column(String(16))
+    peer_ref: Mapped[str] = mapped_column(String(64))
+    removed_at: Mapped[datetime | None]

@@ -35,6 +35,7 @@ from tongdao.gateway.schemas import (
     KeyPublish,
     SitePath,
 )
+from tongdao.gateway.sent import record_sent
 from tongdao.network.models import Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx, Runtime
@@ -286,6 +287,7 @@ async def desired_state(
         version = await to_thread.run_sync(_version, runtime)
     state = await to_thread.run_sync(_compile, runtime, gateway_id)
     before = SENT.swap(gateway_id, state)
+    await to_thread.run_sync(record_sent, runtime, gateway_id, state, before)  # what it may report
     body: DesiredState | DesiredDelta = state
     if delta and before is not None and before.version == after and before.pop_id == state.pop_id:
         body = await to_thread.run_sync(diff, before, state)

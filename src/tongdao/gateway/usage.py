@@ -11,8 +11,35 @@ seq`` in the same transaction that stores the report's rows, so a report is stor
 once: a retry (seq already seen) or a concurrent twin (the other transaction's UPDATE waits
 for the row lock, then finds the new seq) answers ``{"accepted": false, "duplicate": true}``
 and stores nothing. The unique ``(gateway_id, seq, peer_key)`` constraint is the backstop and
-is answered the same way, never 409/500. Reports may skip seqs (an agent that dropped a
-rejected report goes on with the next one).
+is answered the same way, never 500. Reports may skip seqs (an agent that dropped a
+rejected report goes on with the next one), but by at most :data:`MAX_SEQ_STEP`: a seq further
+ahead answers 409 ``seq_out_of_range`` with the server's ``last_seq`` (the agent renumbers
+its pending reports from there), so one wild seq (2^63-1) cannot make every later report a
+"duplicate".
+
+What a report may claim (the agent is not trusted beyond its own state):
+
+* **peers**: a row counts only for a peer of a desired state sent to this agent, tenant, public
+  key, kind and reference all matching (:mod:`tongdao.gateway.sent`); a peer removed from the
+  agent's state stays reportable for :data:`~tongdao.gateway.sent.RECENTLY_REMOVED` (its final
+  bytes). So a PoP gateway reports only its own tenants' peers homed there and a site
+  connector only its tunnel to its PoP.
+* **bytes**: each direction at most the PoP's ``max_rate_mbps`` over the period plus
+  :data:`RATE_SLACK`.
+* **periods**: ``period_end`` at most :data:`CLOCK_SKEW` after the server's clock;
+  ``period_start`` at most :data:`CLOCK_SKEW` before the previous report's end (for the first
+  report: the agent's enrolment), unless it repeats the previous period exactly (the chunks of
+  one report); everything within the years 2000-9998. Out of bounds is 422 (``period_*``).
+* **text**: ``endpoint`` is an IPv4:port or [IPv6]:port (stored in canonical form),
+  ``peer_ref`` a UUID, ``peer_key`` a WireGuard key, ``last_handshake`` within a day before
+  the period and no later than its end (plus the skew).
+
+A row that breaks a rule is **dropped, not the report** (the agent drops refused reports,
+which would lose the good rows): the answer counts them (``dropped``, ``dropped_reasons``:
+``invalid``, ``unknown_peer``, ``duplicate_peer``, ``over_rate``), the agent exports that as
+``tongdao_agent_report_rows_dropped_total{reason}``, and each report with dropped rows writes
+one warning to the server log and one audit event (``usage_rows_dropped`` on the gateway, with
+the counts and up to ten rows' index and reason, never the rows' text).
 
 ``last_report_seq`` and ``last_seen_at`` are telemetry: they are written with a Core
 ``UPDATE`` that bypasses the audit hook, so a report every 30 s per gateway does not flood
@@ -24,35 +51,54 @@ Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers o
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
 show only in the operators' ``GET /pops/{id}/usage``. An employee (own-only grant on devices)
 sees only the usage of their own devices. Days are UTC days of ``period_end``; a record
-counts in the window when ``since < period_end <= until``.
+counts in the window when ``since < period_end <= until`` (both within the years 2000-9998,
+else 422). Sums are exact whatever the counters hold (:func:`~tongdao.gateway.periods.exact_sum`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from fastapi.responses import JSONResponse
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
+from pydantic import ValidationError as SchemaError
 from sqlalchemy import ColumnElement, CursorResult, Select, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tongdao.api.deps import Guard, GuardDep
+from tongdao.api.errors import ERROR_RESPONSES, error_body
+from tongdao.audit.recorder import record
 from tongdao.audit.sessions import Seen, track_report
 from tongdao.auth.permissions import Action
-from tongdao.errors import ValidationError
+from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.models import Gateway, UsageRecord
-from tongdao.gateway.periods import as_utc, report_day
+from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
 from tongdao.gateway.routes import GatewayDep
-from tongdao.network.models import Device, PopTenantInterface, Site
+from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
+from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx
 from tongdao.schemas import Strict, WireGuardKey
 
+log = logging.getLogger("tongdao.gateway.usage")
 router = APIRouter()
 
 MAX_PEERS = 100_000  # per report; the agent splits bigger ones (and the body limit applies)
@@ -60,26 +106,89 @@ MAX_COUNTER = 2**63 - 1  # BIGINT
 MAX_WINDOW = timedelta(days=366)
 DEFAULT_WINDOW = timedelta(days=1)
 TENANT_KINDS: tuple[str, ...] = ("device", "site")
-_MAX_FIELD_ERRORS = 20
+CLOCK_SKEW = timedelta(minutes=5)  # agents' clocks may be this far from the server's
+MAX_SEQ_STEP = 1_000_000  # a report's seq is at most this far above the last stored one
+RATE_SLACK = timedelta(seconds=60)  # added to a period when bounding its bytes
+HANDSHAKE_BEFORE = timedelta(days=1)  # how long before its period a row's handshake may lie
+DEFAULT_RATE_MBPS = 10_000
+_EXAMPLES = 10  # dropped rows described in the warning event
+REASONS = ("invalid", "unknown_peer", "duplicate_peer", "over_rate")
+_ENDPOINT = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}):([0-9]{1,5})")
+
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_SEQ_STEP",
+    "RECENTLY_REMOVED",
+    "ReportAnswer",
+    "UsageReportIn",
+    "ip_endpoint",
+    "store_report",
+]
+
+
+@lru_cache(maxsize=65536)  # a peer's endpoint is the same in report after report
+def ip_endpoint(value: str) -> str:
+    """``198.51.100.2:51820`` or ``[fd00::2]:51820`` (port 1-65535), in canonical form."""
+    match = _ENDPOINT.fullmatch(value)
+    if match is None:
+        raise ValueError("must be IPv4:port or [IPv6]:port")
+    v6, port6, v4, port4 = match.groups()
+    address = ipaddress.IPv6Address(v6) if v6 else ipaddress.IPv4Address(v4)
+    port = int(port6 or port4)
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be 1-65535")
+    return f"[{address}]:{port}" if v6 else f"{address}:{port}"
 
 
 # --- schemas -------------------------------------------------------------------------------------
 class PeerUsage(Strict):
+    """One peer's row. A row that does not validate is dropped, not the report."""
+
     tenant_id: uuid.UUID
     peer_key: WireGuardKey
     peer_kind: PeerKind
-    peer_ref: Annotated[str, Field(min_length=1, max_length=64)]
+    peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
-    last_handshake: AwareDatetime | None = None
-    endpoint: Annotated[str, Field(max_length=64)] | None = None
+    last_handshake: Instant | None = None
+    endpoint: Annotated[
+        str | None,
+        Field(max_length=64, description="the peer's public IPv4:port or [IPv6]:port"),
+        AfterValidator(lambda v: None if v is None else ip_endpoint(v)),
+    ] = None
 
 
 class UsageReportIn(Strict):
     seq: Annotated[int, Field(ge=1, le=MAX_COUNTER)]
-    period_start: AwareDatetime
-    period_end: AwareDatetime
+    period_start: Instant
+    period_end: Instant
     peers: Annotated[list[PeerUsage], Field(max_length=MAX_PEERS)] = []
+    _invalid: list[tuple[int, str]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rows_apart(
+        cls, data: Any, handler: ModelWrapValidatorHandler[UsageReportIn]
+    ) -> UsageReportIn:
+        """Validate each row on its own: the bad ones are set aside (as index and what was
+        wrong), the rest of the report stands."""
+        invalid: list[tuple[int, str]] = []
+        if isinstance(data, dict) and isinstance(data.get("peers"), list):
+            rows = data["peers"]
+            if len(rows) <= MAX_PEERS:
+                good: list[PeerUsage] = []
+                for i, raw in enumerate(rows):
+                    try:
+                        good.append(PeerUsage.model_validate(raw))
+                    except SchemaError as exc:
+                        wrong = sorted(
+                            {".".join(map(str, e["loc"])) or "row" for e in exc.errors()}
+                        )
+                        invalid.append((i, ", ".join(wrong)))
+                data = {**data, "peers": good}
+        report = handler(data)
+        report._invalid = invalid
+        return report
 
     @model_validator(mode="after")
     def _period(self) -> UsageReportIn:
@@ -87,12 +196,38 @@ class UsageReportIn(Strict):
             raise ValueError("period_end is before period_start")
         return self
 
+    @property
+    def invalid_rows(self) -> list[tuple[int, str]]:
+        return self._invalid
+
 
 class ReportAnswer(BaseModel):
     accepted: bool = Field(description="the report was stored now")
     duplicate: bool = Field(description="a report with this seq was stored before")
     stored: int = Field(description="usage rows stored by this call")
     last_seq: int = Field(description="the highest seq stored for this gateway")
+    dropped: int = Field(default=0, description="rows of this report not counted")
+    dropped_reasons: dict[str, int] = Field(
+        default_factory=dict,
+        description="dropped rows per reason: invalid (a field did not validate), "
+        "unknown_peer (not a peer of a state sent to this agent, or removed too long ago), "
+        "duplicate_peer (the same public key again), over_rate (more bytes than the period "
+        "at the PoP's max_rate_mbps allows)",
+    )
+
+
+class SeqOutOfRange(Conflict):
+    """The seq is more than :data:`MAX_SEQ_STEP` above the last stored one."""
+
+    code = "seq_out_of_range"
+
+    def __init__(self, seq: int, last_seq: int) -> None:
+        super().__init__(
+            f"seq {seq} is more than {MAX_SEQ_STEP} above the last stored seq {last_seq}; "
+            f"renumber from {last_seq + 1}",
+            {"seq": f"must be above {last_seq} and at most {last_seq + MAX_SEQ_STEP}"},
+        )
+        self.last_seq = last_seq
 
 
 GroupBy = Literal["device", "site", "day"]
@@ -119,32 +254,88 @@ class UsageSummary(BaseModel):
 
 
 # --- reports -------------------------------------------------------------------------------------
-def _served_tenants(session: Session, gateway: Gateway) -> set[uuid.UUID]:
-    if gateway.pop_id is not None:
-        stmt = select(PopTenantInterface.tenant_id).where(
-            PopTenantInterface.pop_id == gateway.pop_id
-        )
-        return set(session.scalars(stmt))
-    if gateway.site_id is not None:
-        tenant_id = session.scalar(select(Site.tenant_id).where(Site.id == gateway.site_id))
-        return {tenant_id} if tenant_id is not None else set()
-    return set()
+def _rate_mbps(session: Session, gateway: Gateway) -> int:
+    pop_id = gateway.pop_id
+    if pop_id is None and gateway.site_id is not None:
+        pop_id = session.scalar(select(Site.pop_id).where(Site.id == gateway.site_id))
+    rate = session.scalar(select(Pop.max_rate_mbps).where(Pop.id == pop_id)) if pop_id else None
+    return int(rate or DEFAULT_RATE_MBPS)
 
 
-def _check(session: Session, gateway: Gateway, report: UsageReportIn) -> None:
-    served = _served_tenants(session, gateway)
+def _check_period(gateway: Gateway, report: UsageReportIn, now: datetime) -> None:
+    """A period ends no later than the server's clock (plus the skew) and starts no earlier
+    than the previous report's end (or the agent's enrolment), less the skew, unless it is the
+    previous report's period again (the chunks of one big report share it)."""
     fields: dict[str, str] = {}
-    seen: set[str] = set()
-    for i, peer in enumerate(report.peers):
-        if len(fields) >= _MAX_FIELD_ERRORS:
-            break
-        if peer.tenant_id not in served:
-            fields[f"peers.{i}.tenant_id"] = "unknown tenant, or one this gateway does not serve"
-        if peer.peer_key in seen:
-            fields[f"peers.{i}.peer_key"] = "this peer is in the report twice"
-        seen.add(peer.peer_key)
+    if report.period_end > now + CLOCK_SKEW:
+        fields["period_end"] = f"more than {CLOCK_SKEW} after the server's clock"
+    again = (report.period_start, report.period_end) == (
+        gateway.last_period_start,
+        gateway.last_period_end,
+    )
+    floor = gateway.last_period_end or gateway.created_at
+    if not again and report.period_start < floor - CLOCK_SKEW:
+        what = "previous report's end" if gateway.last_period_end else "agent's enrolment"
+        fields["period_start"] = f"more than {CLOCK_SKEW} before the {what} ({floor.isoformat()})"
     if fields:
         raise ValidationError(fields)
+
+
+def _screen(
+    ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime
+) -> tuple[list[PeerUsage], Counter[str], list[dict[str, Any]]]:
+    """The rows that count, the dropped ones per reason, and a few dropped ones described."""
+    dropped: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
+
+    def drop(index: int, reason: str, detail: str = "") -> None:
+        dropped[reason] += 1
+        if len(examples) < _EXAMPLES:
+            examples.append({"row": index, "reason": reason, "detail": detail})
+
+    for index, fields in report.invalid_rows:
+        drop(index, "invalid", fields)
+    if not report.peers:
+        return [], dropped, examples
+    known = known_peers(ctx.session, gateway.id, (p.peer_key for p in report.peers), now)
+    seconds = (report.period_end - report.period_start + RATE_SLACK).total_seconds()
+    allowance = int(_rate_mbps(ctx.session, gateway) * 125_000 * seconds)  # Mbit/s → bytes
+    earliest = report.period_start - HANDSHAKE_BEFORE
+    latest = report.period_end + CLOCK_SKEW
+    kept: list[PeerUsage] = []
+    keys: set[str] = set()
+    for index, peer in enumerate(report.peers):
+        if (peer.tenant_id, peer.peer_key, peer.peer_kind, str(peer.peer_ref)) not in known:
+            drop(index, "unknown_peer", peer.peer_key)
+        elif peer.peer_key in keys:
+            drop(index, "duplicate_peer", peer.peer_key)
+        elif max(peer.rx_bytes, peer.tx_bytes) > allowance:
+            drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
+        elif peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
+            drop(index, "invalid", "last_handshake outside the period")
+        else:
+            keys.add(peer.peer_key)
+            kept.append(peer)
+    return kept, dropped, examples
+
+
+def _warn(
+    ctx: Ctx, gateway: Gateway, seq: int, dropped: Counter[str], examples: list[dict[str, Any]]
+) -> None:
+    """One warning per report with dropped rows: the server log and the audit log."""
+    total = sum(dropped.values())
+    reasons = {r: dropped[r] for r in REASONS if dropped[r]}
+    log.warning(
+        "usage report %d of gateway %s: %d row(s) dropped %s", seq, gateway.id, total, reasons
+    )
+    record(
+        ctx.session,
+        "usage_rows_dropped",
+        "gateway",
+        gateway.id,
+        pop_id=gateway.pop_id,
+        after={"seq": seq, "dropped": total, "reasons": reasons, "examples": examples},
+    )
 
 
 def _last_seq(session: Session, gateway_id: uuid.UUID) -> int:
@@ -153,21 +344,33 @@ def _last_seq(session: Session, gateway_id: uuid.UUID) -> int:
 
 
 def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAnswer:
-    """Store the report once (see the module's docstring), committing the transaction."""
+    """Store the report once (see the module's docstring), committing the transaction.
+
+    Raises :class:`SeqOutOfRange` (409) for a seq too far ahead and
+    :class:`~tongdao.errors.ValidationError` (422) for a period out of bounds; bad rows are
+    dropped and counted in the answer."""
     session = ctx.session
     gateway_id = gateway.id
-    if report.seq <= gateway.last_report_seq:
-        return ReportAnswer(
-            accepted=False, duplicate=True, stored=0, last_seq=gateway.last_report_seq
-        )
-    _check(session, gateway, report)
+    last = gateway.last_report_seq
+    if report.seq <= last:
+        return ReportAnswer(accepted=False, duplicate=True, stored=0, last_seq=last)
+    if report.seq > last + MAX_SEQ_STEP:
+        raise SeqOutOfRange(report.seq, last)
     now = ctx.runtime.clock()
+    _check_period(gateway, report, now)
+    ensure_recorded(ctx, gateway)
+    peers, dropped, examples = _screen(ctx, gateway, report, now)
     moved = cast(
         CursorResult[Any],
         session.execute(
             update(Gateway)
             .where(Gateway.id == gateway_id, Gateway.last_report_seq < report.seq)
-            .values(last_report_seq=report.seq, last_seen_at=now)
+            .values(
+                last_report_seq=report.seq,
+                last_seen_at=now,
+                last_period_start=report.period_start,
+                last_period_end=report.period_end,
+            )
             .execution_options(synchronize_session=False)
         ),
     )
@@ -182,13 +385,13 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
                 peer_key=peer.peer_key,
                 tenant_id=peer.tenant_id,
                 peer_kind=peer.peer_kind,
-                peer_ref=peer.peer_ref,
+                peer_ref=str(peer.peer_ref),
                 endpoint=peer.endpoint,
                 rx_bytes=peer.rx_bytes,
                 tx_bytes=peer.tx_bytes,
                 last_handshake=peer.last_handshake,
             )
-            for peer in report.peers
+            for peer in peers
         ]
         track_report(
             session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
@@ -200,7 +403,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             "tenant_id": peer.tenant_id,
             "peer_key": peer.peer_key,
             "peer_kind": peer.peer_kind,
-            "peer_ref": peer.peer_ref,
+            "peer_ref": str(peer.peer_ref),
             "rx_bytes": peer.rx_bytes,
             "tx_bytes": peer.tx_bytes,
             "last_handshake": peer.last_handshake,
@@ -208,8 +411,10 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             "period_start": report.period_start,
             "period_end": report.period_end,
         }
-        for peer in report.peers
+        for peer in peers
     ]
+    if dropped:
+        _warn(ctx, gateway, report.seq, dropped, examples)
     try:
         if rows:
             session.execute(insert(UsageRecord), rows)
@@ -219,26 +424,52 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
         )
-    return ReportAnswer(accepted=True, duplicate=False, stored=len(rows), last_seq=report.seq)
+    return ReportAnswer(
+        accepted=True,
+        duplicate=False,
+        stored=len(rows),
+        last_seq=report.seq,
+        dropped=sum(dropped.values()),
+        dropped_reasons={r: dropped[r] for r in REASONS if dropped[r]},
+    )
 
 
-@router.post("/gateway/reports", tags=["gateway"], operation_id="gateway_report")
-def report_usage(auth: GatewayDep, body: UsageReportIn) -> ReportAnswer:
+@router.post(
+    "/gateway/reports",
+    tags=["gateway"],
+    operation_id="gateway_report",
+    response_model=ReportAnswer,
+    responses={409: ERROR_RESPONSES[409]},
+)
+def report_usage(auth: GatewayDep, body: UsageReportIn) -> ReportAnswer | JSONResponse:
     """Per-peer byte deltas over a period. Idempotent by ``seq``: a seq at or below the last
-    stored one answers ``duplicate`` and stores nothing."""
+    stored one answers ``duplicate`` and stores nothing; one more than 1,000,000 above it
+    answers 409 ``seq_out_of_range`` with the server's ``last_seq`` (renumber from there). A
+    period out of bounds is 422; rows that cannot count are dropped (``dropped``,
+    ``dropped_reasons``) and the rest is stored."""
     ctx, gateway = auth
-    return store_report(ctx, gateway, body)
+    try:
+        return store_report(ctx, gateway, body)
+    except SeqOutOfRange as exc:
+        content = {**error_body(exc.code, exc.message, exc.fields), "last_seq": exc.last_seq}
+        return JSONResponse(status_code=exc.status_code, content=content)
 
 
 # --- reading -------------------------------------------------------------------------------------
+def _instant(value: datetime, field: str) -> datetime:
+    try:
+        return utc_instant(value)
+    except ValueError as exc:
+        raise ValidationError({field: str(exc)}) from exc
+
+
 def window(
     since: datetime | None, until: datetime | None, now: datetime
 ) -> tuple[datetime, datetime]:
-    """The window, naive datetimes taken as UTC; 422 when empty or longer than a year."""
-    end = until or now
-    end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
-    start = since or end - DEFAULT_WINDOW
-    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    """The window, naive datetimes taken as UTC; 422 when empty, longer than a year or
+    outside the years 2000-9998."""
+    end = _instant(until or now, "until")
+    start = _instant(since or end - DEFAULT_WINDOW, "since")
     if start >= end:
         raise ValidationError({"since": "must be before until"})
     if end - start > MAX_WINDOW:
@@ -251,27 +482,27 @@ def _summarise(
     filters: Sequence[ColumnElement[bool]],
     key: ColumnElement[Any] | InstrumentedAttribute[Any],
 ) -> list[UsageRow]:
-    """Sums per (key, peer kind) over the filtered records."""
+    """Sums per (key, peer kind) over the filtered records (exact, whatever their size)."""
     grouped = key.label("key")
     stmt: Select[Any] = (
         select(
             grouped,
             UsageRecord.peer_kind,
-            func.coalesce(func.sum(UsageRecord.rx_bytes), 0),
-            func.coalesce(func.sum(UsageRecord.tx_bytes), 0),
+            *exact_sum(UsageRecord.rx_bytes),
+            *exact_sum(UsageRecord.tx_bytes),
             func.max(UsageRecord.last_handshake),
         )
         .where(*filters)
         .group_by(grouped, UsageRecord.peer_kind)
     )
     rows: list[UsageRow] = []
-    for k, kind, rx, tx, handshake in session.execute(stmt):
+    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake in session.execute(stmt):
         rows.append(
             UsageRow(
                 key=str(k),
                 peer_kind=str(kind),
-                rx_bytes=int(rx),
-                tx_bytes=int(tx),
+                rx_bytes=joined(rx_high, rx_low),
+                tx_bytes=joined(tx_high, tx_low),
                 last_handshake=as_utc(handshake),
             )
         )

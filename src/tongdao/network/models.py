@@ -61,6 +61,9 @@ class Pop(TimestampedModel):
     port_min: Mapped[int]
     port_max: Mapped[int]
     state: Mapped[str] = mapped_column(String(16), default=PopState.ACTIVE)
+    # The most a gateway of this PoP can move per peer and direction, in Mbit/s: usage rows
+    # claiming more than this over their period are dropped (tongdao.gateway.usage).
+    max_rate_mbps: Mapped[int] = mapped_column(default=10_000, server_default="10000")
 
 
 class PopTenantInterface(TimestampedModel):

@@ -52,6 +52,18 @@ class _RegionCountry(BaseModel):
         return self
 
 
+DEFAULT_MAX_RATE_MBPS = 10_000
+MaxRate = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=1_000_000,
+        description="the most one peer can move each way through this PoP, in Mbit/s; usage "
+        "reports claiming more over their period are dropped",
+    ),
+]
+
+
 class PopCreate(Strict, _PortRange, _RegionCountry):
     name: Name
     region: Region
@@ -60,6 +72,7 @@ class PopCreate(Strict, _PortRange, _RegionCountry):
     port_min: Port = 51820
     port_max: Port = 52819
     state: PopState = PopState.ACTIVE
+    max_rate_mbps: MaxRate = DEFAULT_MAX_RATE_MBPS
 
 
 class PopUpdate(Strict, _PortRange, _RegionCountry):
@@ -70,6 +83,7 @@ class PopUpdate(Strict, _PortRange, _RegionCountry):
     port_min: Port | None = None
     port_max: Port | None = None
     state: PopState | None = None
+    max_rate_mbps: MaxRate | None = None
 
 
 class PopPublic(PublicModel):
@@ -80,6 +94,7 @@ class PopPublic(PublicModel):
     port_min: int
     port_max: int
     state: PopState
+    max_rate_mbps: int
 
 
 class PopFilters(BaseModel):

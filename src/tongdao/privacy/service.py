@@ -32,7 +32,7 @@ from tongdao.auth.models import ApiToken
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
-from tongdao.gateway.periods import as_utc, report_day
+from tongdao.gateway.periods import as_utc, exact_sum, joined, report_day
 from tongdao.network.models import Device, DeviceState
 from tongdao.privacy import schemas as s
 from tongdao.privacy.models import (
@@ -332,8 +332,8 @@ def _connection_days(
         select(
             UsageRecord.peer_ref,
             day,
-            func.coalesce(func.sum(UsageRecord.rx_bytes), 0),
-            func.coalesce(func.sum(UsageRecord.tx_bytes), 0),
+            *exact_sum(UsageRecord.rx_bytes),
+            *exact_sum(UsageRecord.tx_bytes),
             func.max(UsageRecord.last_handshake),
         )
         .where(*where)
@@ -343,12 +343,12 @@ def _connection_days(
         s.ConnectionDay(
             device_id=str(ref),
             day=_as_date(d),
-            rx_bytes=int(rx),
-            tx_bytes=int(tx),
+            rx_bytes=joined(rx_high, rx_low),
+            tx_bytes=joined(tx_high, tx_low),
             endpoints=endpoints.get((str(ref), _as_date(d)), []),
             last_handshake=as_utc(handshake),
         )
-        for ref, d, rx, tx, handshake in rows
+        for ref, d, rx_high, rx_low, tx_high, tx_low, handshake in rows
     ]
     return sorted(out, key=lambda r: (r.day, r.device_id))
 

@@ -4,7 +4,13 @@ from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
-from tongdao.gateway.models import ConfigVersion, Gateway, GatewayEnrolment, UsageRecord
+from tongdao.gateway.models import (
+    ConfigVersion,
+    Gateway,
+    GatewayEnrolment,
+    GatewayPeer,
+    UsageRecord,
+)
 from tongdao.ipam.models import IpamLock
 from tongdao.mail.models import MailMessage, MailSettings
 from tongdao.network.models import (
@@ -29,6 +35,7 @@ __all__ = [
     "Device",
     "Gateway",
     "GatewayEnrolment",
+    "GatewayPeer",
     "Group",
     "GroupMember",
     "IpamLock",
