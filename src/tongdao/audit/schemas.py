@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tongdao.schemas import UtcDateTime
+
 
 class AuditEventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -45,5 +47,5 @@ class AuditFilters(BaseModel):
     actor: str | None = Field(default=None, max_length=320)
     kind: str | None = Field(default=None, max_length=16)
     user_id: uuid.UUID | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: UtcDateTime | None = None
+    until: UtcDateTime | None = None

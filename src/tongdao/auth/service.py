@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pyotp
 from sqlalchemy import func, select
 
+from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.models import ApiToken, LoginAttempt
 from tongdao.auth.permissions import Role
@@ -107,7 +108,7 @@ def login(
     ctx: Ctx, email: str, password: str, totp_code: str | None, source_ip: str
 ) -> tuple[ApiToken, str, User]:
     """Check credentials and issue a session token. Every outcome is recorded."""
-    email = email.strip().lower()
+    email = validation.normalise_email(email)
     _check_throttle(ctx, email, source_ip)
     user = ctx.session.scalar(select(User).where(User.email == email))
     ok = ctx.runtime.passwords.verify(user.password_hash if user else None, password)
