@@ -290,3 +290,52 @@ def test_login_looks_up_the_normalised_address(world: World) -> None:
         f"{API}/auth/login", json={"email": "Ｗang.Ｆang@a.example", "password": PASSWORD}
     )
     assert resp.status_code == 200, resp.text
+
+
+# --- migration 0012 ------------------------------------------------------------------------------
+@both_stores
+def test_migration_normalises_emails_and_frees_duplicate_interface_keys(
+    world: World, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tongdao.store import migrate
+
+    for email in ("li@x.example", "zhao@x.example", "zhao2@x.example"):
+        assert _user(world, email).status_code == 201
+    pop = make_pop(world, "bj")
+    key = public_key()
+    assert _iface(world, pop, world.a.id, key).status_code == 200
+    assert _iface(world, pop, world.b.id, public_key()).status_code == 200
+    world.runtime.db.dispose()
+
+    migrate.downgrade(store_url, "0011_report_bounds")
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            # What the code before 0012 let in: other forms of addresses, a shared key.
+            for old, new in (
+                ("li@x.example", "ＬＩ@x.example"),
+                ("zhao2@x.example", "ＺＨＡＯ@x.example"),
+            ):
+                conn.execute(
+                    text("UPDATE users SET email = :new WHERE email = :old"),
+                    {"new": new, "old": old},
+                )
+            conn.execute(
+                text("UPDATE pop_tenant_interfaces SET public_key = :key WHERE tenant_id = :b"),
+                {"key": key, "b": world.b.id if "sqlite" not in store_url else world.b.id.hex},
+            )
+        caplog.set_level("WARNING")
+        migrate.upgrade(store_url)
+        with engine.connect() as conn:
+            emails = set(conn.execute(text("SELECT email FROM users")).scalars())
+            keys = dict(
+                conn.execute(text("SELECT tenant_id, public_key FROM pop_tenant_interfaces")).all()
+            )
+    finally:
+        engine.dispose()
+    assert {"li@x.example", "zhao@x.example", "ＺＨＡＯ@x.example"} <= emails
+    assert sorted(keys.values(), key=str) == sorted([key, None], key=str)
+    assert "normal form 'zhao@x.example'" in caplog.text
+    assert "had the WireGuard key of interface" in caplog.text

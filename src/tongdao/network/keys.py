@@ -49,5 +49,5 @@ def ensure_free(ctx: Ctx, key: str | None, *, field: str, own: uuid.UUID | None 
             raise Conflict(
                 f"this WireGuard public key is already used by {what}; every device, site and "
                 "PoP interface has its own key pair",
-                {field: f"already in use by {what}"},
+                {field: "already in use"},
             )
