@@ -135,8 +135,11 @@ class PostgresCluster:
         if self._proc is None or self._proc.poll() is not None:
             return
         subprocess.run(
-            [*self._run_as, str(self.bindir / "pg_ctl"), "stop", "-D", str(self.datadir)]
-            + ["-m", "fast", "-w", "-t", "30"],
+            [
+                *self._run_as,
+                str(self.bindir / "pg_ctl"),
+                *("stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30"),
+            ],
             check=True,
             capture_output=True,
         )
