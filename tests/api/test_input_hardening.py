@@ -5,7 +5,9 @@ re-enters approval; look-alike e-mail addresses are normalised (NFKC) or refused
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -171,6 +173,41 @@ def test_a_wireguard_key_is_used_once_in_the_data_plane(world: World) -> None:
         headers=world.a.employee.headers,
     )
     assert resp.status_code == 200, resp.text
+
+
+def _race(calls: list[Any]) -> list[int]:
+    """Start ``calls`` together from threads; their status codes."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(len(calls))
+
+    def call(fn: Any) -> None:
+        barrier.wait(timeout=10)
+        statuses.append(fn().status_code)
+
+    threads = [threading.Thread(target=call, args=(fn,)) for fn in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return statuses
+
+
+@both_stores
+def test_one_key_under_concurrent_writers(world: World) -> None:
+    """A device, a site connector and two PoP interfaces race for one key: one wins, the
+    others get 409 (the per-table unique indexes cannot see across tables; the lock can)."""
+    pops = [make_pop(world, name, host=f"198.51.100.{20 + i}") for i, name in enumerate("pq")]
+    for round_ in range(3):
+        key = public_key()
+        statuses = _race(
+            [
+                partial(_device, world, key),
+                partial(_site, world, key, f"race-{round_}"),
+                partial(_iface, world, pops[0], world.b.id, key),
+                partial(_iface, world, pops[1], world.a.id, key),
+            ]
+        )
+        assert sorted(statuses) in ([200, 409, 409, 409], [201, 409, 409, 409]), statuses
 
 
 # --- a site moved across the border --------------------------------------------------------------
