@@ -376,3 +376,19 @@ def test_migration_normalises_emails_and_frees_duplicate_interface_keys(
     assert sorted(keys.values(), key=str) == sorted([key, None], key=str)
     assert "normal form 'zhao@x.example'" in caplog.text
     assert "had the WireGuard key of interface" in caplog.text
+
+
+# --- a store error that is a bug -----------------------------------------------------------------
+def test_a_store_error_that_is_a_bug_stays_a_500_in_json(world: World, app: Any) -> None:
+    """Not every driver error is an outage: a missing table is a bug, answered 500 (in the
+    error envelope) with its traceback logged, never a 503 that would hide it."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+
+    with world.runtime.db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE groups"))
+    client = TestClient(app, raise_server_exceptions=False)
+    resp = client.get(f"{API}/tenants/{world.a.id}/groups", headers=world.a.admin.headers)
+    assert resp.status_code == 500, resp.text
+    assert resp.json()["error"]["code"] == "internal_error"
+    assert "retry-after" not in resp.headers
