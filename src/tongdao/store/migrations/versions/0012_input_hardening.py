@@ -5,12 +5,14 @@
   Before the index is made, an interface holding a key that another, older interface already
   holds loses it (set to NULL, logged with both ids): its gateway publishes a key again, and
   until then the interface has no peer, as a new one has none.
+* The lock row ``wireguard-keys`` that serialises writers of keys is made here, so that the
+  first writers never race to create it.
 * ``users.email`` is rewritten in the form the API now stores and looks up (NFKC, lower
   case). An address whose new form another user already holds is left as it is and logged
   with both users' ids, for an operator admin to settle; so is an address that mixes scripts
   (the API refuses new ones; existing users keep signing in).
 
-Downgrade drops the unique index; the e-mail rewrite is not undone (the old forms are not
+Downgrade drops the unique index and the lock row; the e-mail rewrite is not undone (the old forms are not
 kept, and the new ones are valid addresses for the old code too).
 
 Revision ID: 0012_input_hardening
@@ -34,6 +36,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 log = logging.getLogger("alembic.runtime.migration")
+KEYS_LOCK = "wireguard-keys"  # tongdao.network.keys.LOCK, as it was when this was written
 
 
 def upgrade() -> None:
@@ -43,10 +46,15 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             batch_op.f("uq_pop_tenant_interfaces_public_key"), ["public_key"]
         )
+    ipam_locks = sa.table(
+        "ipam_locks", sa.column("name", sa.String), sa.column("generation", sa.Integer)
+    )
+    op.bulk_insert(ipam_locks, [{"name": KEYS_LOCK, "generation": 0}])
     _normalise_emails(conn)
 
 
 def downgrade() -> None:
+    op.execute(sa.text("DELETE FROM ipam_locks WHERE name = :name").bindparams(name=KEYS_LOCK))
     with op.batch_alter_table("pop_tenant_interfaces", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("uq_pop_tenant_interfaces_public_key"), type_="unique")
 
