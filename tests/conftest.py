@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -30,6 +31,11 @@ from tongdao.config import Settings, load_settings
 from tongdao.runtime import Runtime
 from tongdao.store import migrate
 from tongdao.testing.postgres import PostgresCluster, find_bindir
+
+# Property tests check results, not speed (speed is for bench/): no per-example deadline, which
+# a loaded machine overran (200 ms) on correct code.
+hypothesis_settings.register_profile("tongdao", deadline=None)
+hypothesis_settings.load_profile("tongdao")
 
 REQUIRE_ALL = os.environ.get("TONGDAO_TEST_REQUIRE_ALL") == "1"
 TEST_DATA_KEY = base64.b64encode(bytes(range(32))).decode()

@@ -9,7 +9,8 @@
         ├── NotFound            404 (also for another tenant's object)
         ├── Conflict            409
         ├── PayloadTooLarge     413
-        └── Throttled           429, with retry_after seconds
+        ├── Throttled           429, with retry_after seconds
+        └── Unavailable         503, with retry_after seconds (the store is unreachable)
 
 Library errors are translated at the boundary with ``raise ... from exc``.
 """
@@ -75,6 +76,15 @@ class PayloadTooLarge(DomainError):
 class Throttled(DomainError):
     status_code = 429
     code = "throttled"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    status_code = 503
+    code = "store_unavailable"
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)

@@ -6,7 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
 
 from tongdao import validation
 from tongdao.compliance.uscc import check_uscc
@@ -44,7 +52,14 @@ Reference = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
 ]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), OneLine]
-Email = Annotated[EmailStr, AfterValidator(lambda v: v.lower()), Field(max_length=320)]
+# NFKC first (full-width forms become ASCII before the form is checked), then lower case and
+# no mixed-script look-alikes (validation.email_address).
+Email = Annotated[
+    EmailStr,
+    BeforeValidator(validation.nfkc),
+    AfterValidator(validation.email_address),
+    Field(max_length=320),
+]
 WireGuardKey = Annotated[str, AfterValidator(validation.wireguard_key)]
 Cidr = Annotated[str, Field(max_length=43), AfterValidator(_cidr)]
 Country = Annotated[str, Field(max_length=2, min_length=2), AfterValidator(validation.country)]
@@ -53,6 +68,8 @@ HostOrIp = Annotated[str, Field(max_length=253), AfterValidator(validation.hostn
 Mobile = Annotated[str, Field(max_length=32), AfterValidator(validation.mobile)]
 Uscc = Annotated[str, Field(max_length=32), AfterValidator(_uscc)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# A point in time from a request (filters, windows): UTC, 1970-01-01 to 9998-12-31.
+UtcDateTime = Annotated[datetime, AfterValidator(validation.utc_instant)]
 
 
 class Strict(BaseModel):

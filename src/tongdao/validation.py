@@ -12,6 +12,9 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from confusable_homoglyphs import categories
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -180,4 +183,84 @@ def mobile(value: str) -> str:
     text = value.strip().replace(" ", "").replace("-", "")
     if not _MOBILE.fullmatch(text):
         raise ValueError("must be a phone number: 6 to 15 digits, optionally starting with +")
+    return text
+
+
+# Instants taken from requests (query filters, windows): UTC, and far enough from the ends of
+# Python's calendar (years 1 and 9999) that converting a time zone or adding a window of a year
+# never overflows into a 500.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def utc_instant(value: datetime) -> datetime:
+    """An aware UTC datetime (naive is taken as UTC) between 1970-01-01 and 9998-12-31."""
+    problem = f"must lie between {EARLIEST_INSTANT:%Y-%m-%d} and {LATEST_INSTANT:%Y-%m-%d} (UTC)"
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(problem) from exc
+    if not EARLIEST_INSTANT <= value <= LATEST_INSTANT:
+        raise ValueError(problem)
+    return value
+
+
+# E-mail addresses: one person, one spelling. NFKC folds full-width and compatibility forms
+# (ｌｉ@ａｃｍｅ.example is li@acme.example); a part that mixes scripts beyond what UTS #39 calls
+# "highly restrictive" (Latin alone or with Han and Japanese kana, Bopomofo or Hangul) is
+# refused, which stops Latin look-alikes with Cyrillic or Greek letters (lі@acme.example with a
+# Cyrillic і). Scripts come from confusable_homoglyphs' table of Unicode's Scripts.txt.
+_HIGHLY_RESTRICTIVE = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+_SCRIPTLESS = frozenset({"COMMON", "INHERITED"})
+
+
+def nfkc(value: object) -> object:
+    """NFKC of a string (anything else is left for the type's own check)."""
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
+def scripts(text: str) -> set[str]:
+    """The Unicode scripts of the letters in ``text`` (punctuation and digits have none)."""
+    return {categories.alias(ch) for ch in text} - _SCRIPTLESS
+
+
+def mixed_scripts(text: str) -> set[str] | None:
+    """The scripts ``text`` mixes when no single script or highly restrictive set covers it."""
+    found = scripts(text)
+    if len(found) <= 1 and "Unknown" not in found:
+        return None
+    if "Unknown" not in found and any(found <= allowed for allowed in _HIGHLY_RESTRICTIVE):
+        return None
+    return found
+
+
+def normalise_email(text: str) -> str:
+    """The form an address is stored and looked up in: NFKC, then lower case."""
+    return unicodedata.normalize("NFKC", text.strip()).lower()
+
+
+def email_address(value: str) -> str:
+    """An address already checked for form (``EmailStr``): NFKC, lower case, and no part
+    (local part, domain label; an ``xn--`` label decoded first) that mixes scripts."""
+    text = normalise_email(value)
+    local, _, domain = text.rpartition("@")
+    parts = {"the local part": local}
+    for label in domain.split("."):
+        try:
+            decoded = label.encode("ascii").decode("idna") if label.startswith("xn--") else label
+        except UnicodeError as exc:
+            raise ValueError(f"the domain label {label!r} is not valid punycode") from exc
+        parts[f"the domain label {decoded!r}"] = decoded
+    for where, part in parts.items():
+        mixed = mixed_scripts(part)
+        if mixed:
+            names = ", ".join(sorted(s.title() for s in mixed))
+            raise ValueError(
+                f"{where} mixes letters of different scripts ({names}), as look-alike "
+                "addresses do; write it in one script"
+            )
     return text

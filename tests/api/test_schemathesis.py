@@ -11,11 +11,23 @@ raised into the test, so it fails too), ``status_code_conformance`` (every statu
 answers is documented), ``response_schema_conformance`` (success bodies and the
 ``{"error": ...}`` envelope match the schema) and ``content_type_conformance``.
 
-Bounded: 25 positive and 15 negative examples per operation, derandomized, no example database.
+Extremes (a schema hook, ``flatmap_query``): in about half of the generated queries one of
+``cursor``, ``limit``, ``since`` and ``until`` is replaced by a value at an edge — cursors that
+decode to integers past BIGINT or to no key at all, limits past 64 bits, dates in years 1 and
+9999 with time zones that push them over the calendar's ends.
+
+Roles: the operator admin's run is the deep one; the same suite also runs, with fewer examples,
+as every other role of the ``world`` (compliance officer, billing clerk, auditor, tenant admin,
+employee), so answers shaped by the guard (403/404, own-only lists) are fuzzed too.
+
+Bounded: per operation, 25 positive and 15 negative examples as the operator admin, 4 and 3 as
+each other role; derandomized, no example database.
 """
 
 from __future__ import annotations
 
+import base64
+import time
 import uuid
 from typing import Any
 
@@ -23,6 +35,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -33,7 +46,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.support.access_bench import Bench
-from tests.support.world import World
+from tests.support.world import Actor, World
 
 
 @pytest.fixture
@@ -108,23 +121,93 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, run: Any) -> str 
     return None
 
 
-def test_no_server_errors(app: FastAPI, fuzz_world: dict[str, Any]) -> None:
-    world: World = fuzz_world["world"]
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# Values at the edges, for the query parameters every list and window shares.
+EXTREMES: dict[str, list[Any]] = {
+    "cursor": [
+        _b64("9" * 47),
+        _b64("-" + "9" * 46),
+        _b64(str(2**63)),
+        _b64(str(-(2**63) - 1)),
+        _b64("١٢٣"),
+        _b64("00000000-0000-0000-0000-000000000000"),
+        _b64("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+        "A" * 64,
+        "_-_-",
+        "%00",
+    ],
+    "limit": [-(2**63), -1, 0, 501, 2**63, 10**40],
+    "since": [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01",
+    ],
+}
+EXTREMES["until"] = EXTREMES["since"]
+
+
+def _with_extremes(schema: Any) -> None:
+    """Register a hook on this schema only: half of the queries get one value at an edge."""
+
+    @schema.hook
+    def flatmap_query(ctx: Any, query: dict[str, Any] | None) -> Any:
+        names = sorted(p.name for p in ctx.operation.query if p.name in EXTREMES)
+        if not names:
+            return st.just(query)
+        edge = st.sampled_from(names).flatmap(
+            lambda name: st.sampled_from(EXTREMES[name]).map(
+                lambda value: {**(query or {}), name: value}
+            )
+        )
+        return st.one_of(st.just(query), edge)
+
+
+def _sweep_edges(operation: Any, run: Any) -> list[str]:
+    """Each edge value of each of the operation's shared query parameters, once, with real
+    path ids: the deterministic half of the extremes (the hook is the random half)."""
+    names = [p.name for p in operation.query if p.name in EXTREMES]
+    zero = str(uuid.UUID(int=0))  # even: _real_ids puts a real id in its place
+    failures = []
+    for name in names:
+        for value in EXTREMES[name]:
+            case = operation.Case(
+                path_parameters={p.name: zero for p in operation.path_parameters},
+                query={name: value},
+            )
+            try:
+                run(case)
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{operation.label} ?{name}={value}: {exc!r}"[:2000])
+    return failures
+
+
+def _suite(
+    app: FastAPI, fuzz_world: dict[str, Any], actor: Actor, positive: int, negative: int
+) -> tuple[list[str], dict[str, set[int]], int]:
+    """Every operation as ``actor``: failures, statuses per operation, operation count."""
     bench: Bench = fuzz_world["bench"]
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
+    _with_extremes(schema)
     statuses: dict[str, set[int]] = {}
 
     def run(case: Any) -> None:
         _real_ids(case, fuzz_world["ids"], bench)
-        headers = world.admin.headers
+        headers = actor.headers
         if case.operation.path.endswith("/auth/logout"):
-            headers = bench.headers(world.admin)  # logout ends the token it is called with
+            headers = bench.headers(actor)  # logout ends the token it is called with
         response = case.call_and_validate(headers=headers, checks=[not_a_server_error])
         case.validate_response(
             response,
             checks=[status_code_conformance, response_schema_conformance, content_type_conformance],
         )
         statuses.setdefault(case.operation.label, set()).add(response.status_code)
+        if any(case.query and case.query.get(k) in values for k, values in EXTREMES.items()):
+            statuses.setdefault("edges", set()).add(response.status_code)
 
     failures = []
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -132,11 +215,40 @@ def test_no_server_errors(app: FastAPI, fuzz_world: dict[str, Any]) -> None:
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
     assert len(operations) > 50
     for operation in operations:
-        for mode, examples in ((GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 15)):
+        for mode, examples in (
+            (GenerationMode.POSITIVE, positive),
+            (GenerationMode.NEGATIVE, negative),
+        ):
             failure = _fuzz(operation, mode, examples, run)
             if failure:
-                failures.append(failure)
+                failures.append(f"as {actor.role}: {failure}")
+        failures.extend(f"as {actor.role}: {f}" for f in _sweep_edges(operation, run))
+    return failures, statuses, len(operations)
+
+
+def test_no_server_errors(app: FastAPI, fuzz_world: dict[str, Any]) -> None:
+    world: World = fuzz_world["world"]
+    failures, statuses, operations = _suite(app, fuzz_world, world.admin, 25, 15)
     assert not failures, "\n\n".join(failures)
     # The run reached the services, not just the guard: most operations succeeded at least once.
     succeeded = {label for label, codes in statuses.items() if any(c < 300 for c in codes)}
-    assert len(succeeded) >= len(operations) * 2 // 3, sorted(statuses.items())
+    assert len(succeeded) >= operations * 2 // 3, sorted(statuses.items())
+    # The edges were reached, and refused with a 422.
+    assert 422 in statuses.get("edges", set()), statuses.get("edges")
+
+
+@pytest.mark.parametrize(
+    "role", ["compliance_officer", "billing_clerk", "auditor", "tenant_admin", "employee"]
+)
+def test_no_server_errors_as_every_role(
+    app: FastAPI, fuzz_world: dict[str, Any], role: str
+) -> None:
+    world: World = fuzz_world["world"]
+    started = time.monotonic()
+    failures, statuses, _ = _suite(app, fuzz_world, world.actor(role), 4, 3)
+    assert not failures, "\n\n".join(failures)
+    # The guard answered, and so did the services behind it.
+    codes = set().union(*(v for k, v in statuses.items() if k != "edges"))
+    assert codes & {200, 201, 204} and codes & {403, 404}, sorted(codes)
+    assert statuses.get("edges"), "no query reached an edge"
+    print(f"\n{role}: {time.monotonic() - started:.0f} s")

@@ -10,10 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tongdao.errors import DomainError, Throttled
+from tongdao.errors import DomainError, Throttled, Unavailable
+from tongdao.store import outage
 
 log = logging.getLogger("tongdao.api")
 
@@ -41,6 +43,7 @@ _STATUSES = {
     413: "the request body is too large",
     422: "invalid input; `fields` says which and why",
     429: "too many failed logins; see Retry-After",
+    503: "the store is unreachable for now; retry after Retry-After seconds",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in _STATUSES.items()
@@ -77,7 +80,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, Throttled):
+        if isinstance(exc, Throttled | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
@@ -100,6 +103,31 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("conflict", "the change conflicts with existing data; retry"),
             status_code=409,
+        )
+
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _store(request: Request, exc: Exception) -> JSONResponse:
+        # The store is down (or saturated): one log line per kind, not a traceback per
+        # request, and an answer a client can act on. Anything else is a bug: a 500.
+        kind = outage.unreachable_kind(exc)
+        if kind is None:
+            raise exc
+        detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        outage.STORE_LOG.warning(kind, str(detail))
+        return await _domain(
+            request,
+            Unavailable(
+                "the store is unreachable for now; retry later", outage.RETRY_AFTER_SECONDS
+            ),
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so the server still logs the traceback.
+        return JSONResponse(
+            error_body("internal_error", "the server failed; the failure is logged"),
+            status_code=500,
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -46,10 +47,21 @@ def encode_cursor(key: uuid.UUID | int) -> str:
     return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
 
 
+# Integer keys are SQL BIGINTs: a cursor outside them can come from no page of any list (and
+# would overflow the driver's parameter conversion: a 500, not a 422).
+_BIGINT = range(-(2**63), 2**63)
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def decode_cursor(cursor: str, *, integer: bool = False) -> uuid.UUID | int:
+    """The key a ``next_cursor`` holds; 422 (field ``cursor``) for anything else."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return int(text) if integer else uuid.UUID(text)
+        if not integer:
+            return uuid.UUID(text)
+        if not _INTEGER.fullmatch(text) or int(text) not in _BIGINT:
+            raise ValueError(text)
+        return int(text)
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise ValidationError({"cursor": "not a cursor returned by this list"}) from exc
 

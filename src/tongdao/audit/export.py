@@ -31,7 +31,7 @@ import uuid
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import IO, Any
 
@@ -45,6 +45,7 @@ from tongdao.audit.models import AUDIT_EVENTS, OPEN_CONNECTIONS
 from tongdao.audit.sessions import split_endpoint
 from tongdao.compliance import rules
 from tongdao.errors import ValidationError
+from tongdao.schemas import UtcDateTime
 
 COLUMNS = (
     "seq",
@@ -89,8 +90,8 @@ class ExportQuery(BaseModel):
     tenant_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = Field(default=None, description="records about or made by")
     source_ip: str | None = Field(default=None, max_length=64, description="an IP address")
-    since: datetime | None = Field(default=None, description="from (inclusive); naive is UTC")
-    until: datetime | None = Field(default=None, description="to (exclusive); naive is UTC")
+    since: UtcDateTime | None = Field(default=None, description="from (inclusive); naive is UTC")
+    until: UtcDateTime | None = Field(default=None, description="to (exclusive); naive is UTC")
 
     @field_validator("source_ip")
     @classmethod
@@ -101,13 +102,6 @@ class ExportQuery(BaseModel):
             return str(ipaddress.ip_address(value.strip()))
         except ValueError as exc:
             raise ValueError("not an IPv4 or IPv6 address") from exc
-
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def check(self) -> None:
         if self.since is not None and self.until is not None and self.since >= self.until:

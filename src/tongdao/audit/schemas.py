@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tongdao.schemas import OneLine
+from tongdao.schemas import OneLine, UtcDateTime
 
 
 class AuditEventPublic(BaseModel):
@@ -47,5 +47,5 @@ class AuditFilters(BaseModel):
     actor: Annotated[str, Field(max_length=320), OneLine] | None = None
     kind: Annotated[str, Field(max_length=16), OneLine] | None = None
     user_id: uuid.UUID | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: UtcDateTime | None = None
+    until: UtcDateTime | None = None

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from tongdao import validation
 from tongdao.audit.recorder import Actor, record
 from tongdao.auth import links
 from tongdao.auth.links import LinkPurpose, PasswordResetRequest
@@ -164,7 +165,7 @@ def record_request(ctx: Ctx, email: str, source_ip: str) -> str | None:
     answer has gone: the answer and its timing are the same either way.
     """
     settings = ctx.runtime.settings
-    address = email.strip().lower()
+    address = validation.normalise_email(email)
     now = ctx.runtime.clock()
     since = now - timedelta(seconds=settings.password_reset_window_seconds)
     recent = select(func.count(), func.min(PasswordResetRequest.at)).where(

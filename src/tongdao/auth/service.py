@@ -14,6 +14,7 @@ import pyotp
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.models import ApiToken, LoginAttempt, TotpStep
 from tongdao.auth.passwords import policy_problem
@@ -229,7 +230,7 @@ def login(
     answer the same (:data:`SIGN_IN_FAILED`) and count as failures: a right password without
     its code is not confirmed to whoever guessed it.
     """
-    email = email.strip().lower()
+    email = validation.normalise_email(email)
     _check_throttle(ctx, email, source_ip)
     user = ctx.session.scalar(select(User).where(User.email == email))
     ok = ctx.runtime.passwords.verify(user.password_hash if user else None, password)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
 from tongdao.gateway.models import ConfigVersion
+from tongdao.store.outage import STORE_LOG
 
 log = logging.getLogger("tongdao.gateway.changes")
 
@@ -128,5 +129,5 @@ class PgListener:
                         for _ in conn.notifies(timeout=1.0, stop_after=100):
                             self._feed.notify()
             except psycopg.Error as exc:
-                log.warning("LISTEN %s failed (%s); retrying", CHANNEL, exc)
+                STORE_LOG.warning(f"LISTEN {CHANNEL} failed", f"{exc}; retrying every second")
                 self._stop.wait(1.0)

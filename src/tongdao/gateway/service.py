@@ -27,14 +27,12 @@ from sqlalchemy import CursorResult, String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
-from tongdao.api.crud import ensure_unique
 from tongdao.audit.recorder import record
 from tongdao.errors import (
     AuthenticationError,
     Conflict,
     NotFound,
     PermissionDenied,
-    ValidationError,
 )
 from tongdao.gateway.desired import (
     CONNECTOR_PORT,
@@ -51,6 +49,7 @@ from tongdao.gateway.models import Gateway, GatewayEnrolment, RevokedReason
 from tongdao.gateway.schemas import SitePath
 from tongdao.ipam import service as ipam
 from tongdao.ipam.allocator import v6_host_subnet
+from tongdao.network import keys
 from tongdao.network.models import (
     Device,
     DeviceState,
@@ -503,7 +502,7 @@ def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: st
         site = ctx.session.get(Site, gateway.site_id)
         if site is None or site.tenant_id != tenant_id:
             raise NotFound("this connector's site is not of that tenant")
-        ensure_unique(ctx, Site.connector_public_key, public_key, own=site.id, what="a site")
+        keys.ensure_free(ctx, public_key, field="public_key", own=site.id)
         site.connector_public_key = public_key
         gateway.published_key = public_key
         return
@@ -514,13 +513,7 @@ def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: st
     )
     if iface is None:
         raise NotFound("this PoP has no interface for the tenant")
-    taken = ctx.session.scalar(
-        select(PopTenantInterface.id).where(
-            PopTenantInterface.public_key == public_key, PopTenantInterface.id != iface.id
-        )
-    )
-    if taken is not None:
-        raise ValidationError({"public_key": "already used by another interface"})
+    keys.ensure_free(ctx, public_key, field="public_key", own=iface.id)
     iface.public_key = public_key
 
 

@@ -96,7 +96,7 @@ from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx
-from tongdao.schemas import Strict, WireGuardKey
+from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
 
 log = logging.getLogger("tongdao.gateway.usage")
 router = APIRouter()
@@ -556,9 +556,9 @@ def tenant_usage(
 
 
 Since = Annotated[
-    datetime | None, Query(description="window start (exclusive); default until − 1 day")
+    UtcDateTime | None, Query(description="window start (exclusive); default until − 1 day")
 ]
-Until = Annotated[datetime | None, Query(description="window end (inclusive); default now")]
+Until = Annotated[UtcDateTime | None, Query(description="window end (inclusive); default now")]
 
 
 @router.get("/tenants/{tenant_id}/usage", tags=["usage"], operation_id="tenant_usage")

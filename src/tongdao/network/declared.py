@@ -239,8 +239,9 @@ def declare(
 
     A new prefix, or one rejected before, becomes pending; one no longer wanted is withdrawn
     (deleted) unless it was rejected, which stays on record with its reason. With ``redeclare``
-    (the site's purpose or country changed) every live declaration goes back to pending with
-    the site's new purpose and country: an approval was for what was declared.
+    (the site's purpose or country changed, or it moved to a PoP across the border) every live
+    declaration goes back to pending with the site's new purpose and country: an approval was
+    for what was declared, where it was served.
     """
     existing = {d.cidr: d for d in declarations_of(ctx, site.id)}
     wanted = None if cidrs is None else [str(validation.network(c)) for c in cidrs]

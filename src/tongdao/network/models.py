@@ -84,8 +84,9 @@ class PopTenantInterface(TimestampedModel):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
-    # None until the gateway has made the interface's key pair and published the public key.
-    public_key: Mapped[str | None] = mapped_column(String(44))
+    # None until the gateway has made the interface's key pair and published the public key;
+    # unique (and never a device's or connector's key: tongdao.network.keys).
+    public_key: Mapped[str | None] = mapped_column(String(44), unique=True)
     listen_port: Mapped[int]
     host_index: Mapped[int]  # offset of both addresses in the tenant's pools (see ipam)
     ipv4: Mapped[str] = mapped_column(String(15))

@@ -14,7 +14,7 @@ from tongdao.compliance import licensing
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from tongdao.ipam import service as ipam
-from tongdao.network import declared
+from tongdao.network import declared, keys
 from tongdao.network import schemas as s
 from tongdao.network.models import (
     Device,
@@ -155,6 +155,12 @@ def publish_interface(
     ctx: Ctx, pop: Pop, tenant: Tenant, data: s.InterfacePublish
 ) -> PopTenantInterface:
     """Record the public key (and, when given, the port) of a PoP's interface for a tenant."""
+    existing = ctx.session.scalar(
+        select(PopTenantInterface.id).where(
+            PopTenantInterface.pop_id == pop.id, PopTenantInterface.tenant_id == tenant.id
+        )
+    )
+    keys.ensure_free(ctx, data.public_key, field="public_key", own=existing)
     iface = ensure_interface(ctx, pop, tenant)
     port = iface.listen_port if data.listen_port is None else data.listen_port
     if not pop.port_min <= port <= pop.port_max:
@@ -294,12 +300,8 @@ class SiteResource(Resource[Site]):
         ensure_unique(
             ctx, Site.name, changes.get("name"), own=own, tenant_id=tenant_id, what="a site"
         )
-        ensure_unique(
-            ctx,
-            Site.connector_public_key,
-            changes.get("connector_public_key"),
-            own=own,
-            what="a site",
+        keys.ensure_free(
+            ctx, changes.get("connector_public_key"), field="connector_public_key", own=own
         )
 
     def to_public(self, ctx: Ctx, obj: Site) -> BaseModel:
@@ -369,11 +371,18 @@ class SiteResource(Resource[Site]):
         redeclare = any(
             changes.get(key) not in (None, getattr(obj, key)) for key in ("purpose", "country")
         )
+        crossing = "pop_id" in changes and _moves_across_border(
+            ctx, obj, changes["pop_id"], changes.get("country") or obj.country
+        )
         for key, value in changes.items():
             if value is not None or key in nullable:
                 setattr(obj, key, value)
-        if prefixes is not None or redeclare:
-            declared.declare(ctx, obj, prefixes, redeclare=redeclare)
+        if prefixes is not None or redeclare or crossing:
+            declared.declare(ctx, obj, prefixes, redeclare=redeclare or crossing)
+        if crossing and obj.state == SiteState.ACTIVE:
+            # Rule crossborder.registered_link: the approval was for the site where it was
+            # served; served across the border, it waits for a new one, then the operator.
+            obj.state = SiteState.PENDING
         if state == SiteState.ACTIVE and state != obj_state_before:
             declared.require_routed(obj)
         if obj.state == SiteState.ACTIVE and (
@@ -390,6 +399,20 @@ class SiteResource(Resource[Site]):
             raise Conflict(f"the site is used by policies: {', '.join(users)}")
         declared.delete_site_declarations(ctx, obj)
         ctx.session.delete(obj)
+
+
+def _moves_across_border(ctx: Ctx, site: Site, pop_id: uuid.UUID | None, country: str) -> bool:
+    """Whether moving ``site`` to ``pop_id`` takes it across the border: where its traffic
+    meets the data plane (its PoP's country; its own country when it has no PoP) goes from
+    China to abroad or back."""
+
+    def served_in(pid: uuid.UUID | None, own_country: str) -> str:
+        pop = ctx.session.get(Pop, pid) if pid is not None else None
+        return pop.country if pop is not None else own_country
+
+    if pop_id == site.pop_id:
+        return False
+    return crosses_border(served_in(site.pop_id, site.country), served_in(pop_id, country))
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -420,7 +443,7 @@ class DeviceResource(Resource[Device]):
             raise ValidationError({"user_id": "no such user in this tenant"})
         if owner.erased_at is not None:
             raise ValidationError({"user_id": "the user's personal data was erased"})
-        ensure_unique(ctx, Device.public_key, data.public_key, what="a device")
+        keys.ensure_free(ctx, data.public_key, field="public_key")
         _pop_exists(ctx, data.pop_id, "pop_id")
         _refuse_abroad_pop(ctx, owner.id, data.pop_id)
         address = ipam.allocate_address(ctx.session, tenant.id, tenant.ipv4_pool, tenant.ipv6_pool)
@@ -441,9 +464,7 @@ class DeviceResource(Resource[Device]):
 
     def update(self, ctx: Ctx, obj: Device, data: Any) -> Device:
         changes = _changes(data)
-        ensure_unique(
-            ctx, Device.public_key, changes.get("public_key"), own=obj.id, what="a device"
-        )
+        keys.ensure_free(ctx, changes.get("public_key"), field="public_key", own=obj.id)
         if "pop_id" in changes:
             _pop_exists(ctx, changes["pop_id"], "pop_id")
             _refuse_abroad_pop(ctx, obj.user_id, changes["pop_id"])

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Select, String, delete, exists, func, or_, select
 
+from tongdao import validation
 from tongdao.api.crud import Resource, ensure_unique
 from tongdao.audit.recorder import record
 from tongdao.auth import reset
@@ -532,7 +533,7 @@ class UserResource(Resource[User]):
     def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
         assert isinstance(filters, s.UserFilters)
         if filters.email:
-            stmt = stmt.where(User.email == filters.email.strip().lower())
+            stmt = stmt.where(User.email == validation.normalise_email(filters.email))
         if filters.state:
             stmt = stmt.where(User.state == filters.state)
         if filters.identity_verified is not None:
@@ -613,7 +614,7 @@ class StaffResource(Resource[User]):
     def apply_filters(self, stmt: Select[Any], filters: BaseModel) -> Select[Any]:
         assert isinstance(filters, s.StaffFilters)
         if filters.email:
-            stmt = stmt.where(User.email == filters.email.strip().lower())
+            stmt = stmt.where(User.email == validation.normalise_email(filters.email))
         if filters.state:
             stmt = stmt.where(User.state == filters.state)
         return stmt

@@ -69,6 +69,9 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
+        return self._launch()
+
+    def _launch(self) -> PostgresCluster:
         self._proc = subprocess.Popen(
             [
                 *self._run_as,
@@ -125,6 +128,30 @@ class PostgresCluster:
 
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def halt(self) -> None:
+        """Stop the server and keep its data, as ``systemctl stop postgresql`` does (fast
+        shutdown: open sessions are ended); :meth:`resume` starts it again."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        subprocess.run(
+            [
+                *self._run_as,
+                str(self.bindir / "pg_ctl"),
+                *("stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self._proc.wait(timeout=30)
+        if self._proc.stderr:
+            self._proc.stderr.close()
+        self._proc = None
+
+    def resume(self) -> PostgresCluster:
+        """Start the server again on the same data, socket and port after :meth:`halt`."""
+        assert self._proc is None, "the server is running"
+        return self._launch()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
