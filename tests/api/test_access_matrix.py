@@ -204,7 +204,11 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", "/auth/password"): Spec(None, body=_password_change),
     ("POST", "/auth/totp"): Spec(None),
     ("POST", "/auth/totp/confirm"): Spec(
-        None, body=lambda bench, case: {"code": pyotp.TOTP(bench.totp_begun(case.actor)).now()}
+        None,
+        body=lambda bench, case: {
+            "code": pyotp.TOTP(bench.totp_begun(case.actor)).now(),
+            "current_password": _password(bench, case),
+        },
     ),
     ("POST", "/auth/totp/disable"): Spec(None, body=_totp_disable),
     ("GET", "/auth/sessions"): Spec(None),

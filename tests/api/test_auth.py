@@ -91,10 +91,21 @@ def test_totp_enrolment_and_login(world: World) -> None:
     setup = client.post("/api/v1/auth/totp", headers=headers).json()
     assert setup["otpauth_uri"].startswith("otpauth://totp/")
     totp = pyotp.TOTP(setup["secret"])
-    bad = client.post("/api/v1/auth/totp/confirm", json={"code": "000000"}, headers=headers)
+    bad = client.post(
+        "/api/v1/auth/totp/confirm",
+        json={"code": "000000", "current_password": PASSWORD},
+        headers=headers,
+    )
     assert bad.status_code == 422
     assert "code" in bad.json()["error"]["fields"]
-    ok = client.post("/api/v1/auth/totp/confirm", json={"code": totp.now()}, headers=headers)
+    # Turning TOTP on takes the password: a stolen session cannot bind the account to an
+    # authenticator its owner does not hold.
+    for body in ({"code": totp.now()}, {"code": totp.now(), "current_password": "not it"}):
+        refused = client.post("/api/v1/auth/totp/confirm", json=body, headers=headers)
+        assert refused.status_code in (401, 422), refused.text
+        assert "current_password" in refused.json()["error"].get("fields", {}), refused.text
+    body = {"code": totp.now(), "current_password": PASSWORD}
+    ok = client.post("/api/v1/auth/totp/confirm", json=body, headers=headers)
     assert ok.status_code == 204
 
     email = "tenant_admin@a.example"

@@ -600,3 +600,51 @@ def test_rotating_the_data_key_reseals_the_relay_password_and_waiting_mail(
             assert LINK.search(new.cipher.open(message.body_sealed or "", mail.BODY_PURPOSE))
     finally:
         new.db.dispose()
+
+
+def test_an_admin_reset_also_clears_a_bound_authenticator(
+    world: World, smtp: SmtpServer, runtime: Runtime
+) -> None:
+    """A session thief who bound their own authenticator (TOTP needs the password to turn on,
+    but a thief may hold both) cannot keep the owner out: the admin's reset clears TOTP."""
+    import pyotp
+
+    use_relay(world, smtp.port)
+    client, employee = world.client, world.a.employee
+    setup = client.post(f"{API}/auth/totp", headers=employee.headers)
+    assert setup.status_code == 200, setup.text
+    code = pyotp.TOTP(setup.json()["secret"]).now()
+    body = {"code": code, "current_password": PASSWORD}
+    assert (
+        client.post(f"{API}/auth/totp/confirm", json=body, headers=employee.headers).status_code
+        == 204
+    )
+    resp = client.post(
+        f"{API}/tenants/{world.a.id}/users/{employee.user_id}/password-reset",
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 202, resp.text
+    got = smtp.wait_for(EMPLOYEE)
+    done = client.post(
+        f"{API}/auth/password-reset/complete",
+        json={"token": got.token, "new_password": NEW_PASSWORD},
+    )
+    assert done.status_code == 204, done.text
+    # No code needed any more: the authenticator is gone, the owner is back in.
+    assert login(client, EMPLOYEE, NEW_PASSWORD).status_code == 200
+    with runtime.db.session() as session:
+        user = session.get(User, employee.user_id)
+        assert user is not None and not user.totp_enabled and user.totp_secret_sealed is None
+    (event,) = events(runtime, "password_reset")
+    assert event.after is not None and event.after["totp_cleared"] is True
+
+
+@pytest.mark.parametrize("address", ["a\x00@b.example", "a\n@b.example", "a\u202e@b.example"])
+def test_forgot_password_refuses_control_characters(world: World, address: str) -> None:
+    """A NUL reached the store (a 500 on PostgreSQL): refused before, field-keyed; the console's
+    form answers its own 422 page."""
+    resp = world.client.post(f"{API}/auth/password-reset", json={"email": address})
+    assert resp.status_code == 422, resp.text
+    assert "email" in resp.json()["error"]["fields"]
+    form = world.client.post("/console/password/forgot", data={"email": address})
+    assert form.status_code == 422, form.text

@@ -69,11 +69,12 @@ def bearer(resp: httpx.Response) -> dict[str, str]:
     return {"Authorization": f"Bearer {resp.json()['token']}"}
 
 
-def enable_totp(world: World, headers: dict[str, str]) -> pyotp.TOTP:
+def enable_totp(world: World, headers: dict[str, str], password: str = PASSWORD) -> pyotp.TOTP:
     setup = world.client.post(f"{API}/auth/totp", headers=headers)
     assert setup.status_code == 200, setup.text
     totp = pyotp.TOTP(setup.json()["secret"])
-    ok = world.client.post(f"{API}/auth/totp/confirm", json={"code": totp.now()}, headers=headers)
+    body = {"code": totp.now(), "current_password": password}
+    ok = world.client.post(f"{API}/auth/totp/confirm", json=body, headers=headers)
     assert ok.status_code == 204, ok.text
     return totp
 
@@ -391,7 +392,7 @@ def test_no_composition_rules_and_a_shorter_password_with_totp(world: World) -> 
     short = {"current_password": "zzzz yyyy xxxx w", "new_password": "Kq7mZp2w"}
     resp = world.client.post(f"{API}/auth/password", json=short, headers=headers)
     assert "at least 15" in resp.json()["error"]["fields"]["new_password"]
-    totp = enable_totp(world, headers)
+    totp = enable_totp(world, headers, password=short["current_password"])
     resp = world.client.post(f"{API}/auth/password", json=short, headers=headers)
     assert resp.status_code == 204, resp.text  # 8 characters are enough with a second factor
     # Turning TOTP off with an 8-character password needs a new, longer one in the same call.
@@ -440,3 +441,19 @@ def test_odd_totp_codes_are_just_wrong(world: World, code: str) -> None:
         headers=headers,
     )
     assert setup.status_code == 422, setup.text
+
+
+def test_a_right_password_of_a_disabled_account_is_not_confirmed(world: World) -> None:
+    """A disabled account's right password answers like a wrong one (the audit log keeps the
+    real reason), so a guess is never confirmed."""
+    employee = world.a.employee
+    resp = world.client.patch(
+        f"{API}/tenants/{world.a.id}/users/{employee.user_id}",
+        json={"state": "disabled"},
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    right = login(world.client, "employee@a.example")
+    wrong = login(world.client, "employee@a.example", password="not the password at all")
+    assert right.status_code == wrong.status_code == 401
+    assert right.json() == wrong.json()

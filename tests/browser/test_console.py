@@ -325,7 +325,9 @@ def test_totp_code_field_is_always_offered(live: Live, page: Page) -> None:
     assert setup.status_code in (200, 201), setup.text
     totp = pyotp.TOTP(setup.json()["secret"])
     confirmed = w.client.post(
-        "/api/v1/auth/totp/confirm", json={"code": totp.now()}, headers=headers
+        "/api/v1/auth/totp/confirm",
+        json={"code": totp.now(), "current_password": PASSWORD},
+        headers=headers,
     )
     assert confirmed.status_code < 300, confirmed.text
 

@@ -19,7 +19,7 @@ import pyotp
 from fastapi.testclient import TestClient
 
 from tests.support.privacy import identity_body
-from tests.support.world import USCC_C, Actor, TenantFixture, World
+from tests.support.world import PASSWORD, USCC_C, Actor, TenantFixture, World
 from tongdao.audit.recorder import SYSTEM, set_actor
 from tongdao.auth.principal import ALL_SCOPES
 from tongdao.auth.service import issue_token
@@ -242,7 +242,10 @@ class Bench:
         if actor.user_id not in self.totp_enabled:
             resp = self.client.post(
                 API + "/auth/totp/confirm",
-                json={"code": pyotp.TOTP(secret).now()},
+                json={
+                    "code": pyotp.TOTP(secret).now(),
+                    "current_password": self.passwords.get(actor.user_id, PASSWORD),
+                },
                 headers=actor.headers,
             )
             assert resp.status_code == 204, resp.text

@@ -28,7 +28,7 @@ from tongdao.auth.service import revoke_user_credentials
 from tongdao.errors import Conflict, Throttled, ValidationError
 from tongdao.mail import service as mail
 from tongdao.runtime import Ctx, Runtime
-from tongdao.schemas import Strict
+from tongdao.schemas import OneLine, Strict
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 
 log = logging.getLogger("tongdao.auth")
@@ -42,7 +42,7 @@ BAD_LINK = "this link cannot be used: it was used already, replaced by a newer o
 
 # --- schemas ---------------------------------------------------------------------------------
 class ResetRequest(Strict):
-    email: Annotated[str, Field(min_length=3, max_length=320)]
+    email: Annotated[str, Field(min_length=3, max_length=320), OneLine]
 
 
 class ResetComplete(Strict):
@@ -134,7 +134,9 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
     """An admin's reset: end the user's sessions and tokens, void the password, mail a link.
 
     The admin learns neither the password nor the link. A user who never chose a password gets
-    a fresh invitation instead.
+    a fresh invitation instead. TOTP is turned off too (the person enrols again once signed
+    in): a reset is how someone who lost their authenticator, or had one bound to their
+    account with a stolen session, gets back in.
     """
     if user.erased_at is not None:
         raise Conflict("the user's personal data was erased; nothing to reset")
@@ -142,6 +144,9 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
         raise Conflict("the user is disabled; enable them first", {"state": "disabled"})
     purpose = LinkPurpose.PASSWORD_RESET if user.password_hash else LinkPurpose.INVITATION
     user.password_hash = None
+    totp_cleared = bool(user.totp_enabled)
+    user.totp_enabled = False
+    user.totp_secret_sealed = None
     revoked = revoke_user_credentials(ctx, user.id)
     _send_link(ctx, user, purpose, "admin")
     record(
@@ -150,7 +155,11 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
         "user",
         user.id,
         tenant_id=user.tenant_id,
-        after={"purpose": purpose.value, "sessions_revoked": revoked},
+        after={
+            "purpose": purpose.value,
+            "sessions_revoked": revoked,
+            "totp_cleared": totp_cleared,
+        },
     )
     return LinkSent(purpose=purpose, sessions_revoked=revoked)
 
@@ -165,6 +174,10 @@ def record_request(ctx: Ctx, email: str, source_ip: str) -> str | None:
     answer has gone: the answer and its timing are the same either way.
     """
     settings = ctx.runtime.settings
+    try:  # the console's form reaches here without the schema
+        validation.single_line(email)
+    except ValueError as exc:
+        raise ValidationError({"email": str(exc)}) from exc
     address = validation.normalise_email(email)
     now = ctx.runtime.clock()
     since = now - timedelta(seconds=settings.password_reset_window_seconds)

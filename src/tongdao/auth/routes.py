@@ -24,7 +24,7 @@ from tongdao.auth.schemas import (
     TokenCreate,
     TokenCreated,
     TokenPublic,
-    TotpCode,
+    TotpConfirm,
     TotpDisable,
     TotpSetup,
 )
@@ -120,9 +120,12 @@ def begin_totp(ctx: CtxDep) -> TotpSetup:
     operation_id="confirm_totp",
     response_class=Response,
 )
-def confirm_totp(ctx: CtxDep, body: TotpCode) -> Response:
+def confirm_totp(ctx: CtxDep, body: TotpConfirm) -> Response:
+    """Turn TOTP on with a code of the new authenticator and your password."""
     _require_write(ctx)
-    service.confirm_totp(ctx, _me(ctx), body.code)
+    user = _me(ctx)
+    service.reauthenticate(ctx, user, body.current_password)
+    service.confirm_totp(ctx, user, body.code)
     ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

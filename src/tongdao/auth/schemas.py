@@ -38,6 +38,13 @@ class TotpCode(Strict):
     code: Annotated[str, Field(min_length=6, max_length=8)]
 
 
+class TotpConfirm(TotpCode):
+    """Turning TOTP on takes the password too: a stolen session must not be able to bind the
+    account to an authenticator its owner does not hold."""
+
+    current_password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class TotpDisable(Strict):
     code: Annotated[str, Field(min_length=6, max_length=8)]
     current_password: Annotated[str, Field(min_length=1, max_length=256)]

@@ -226,24 +226,24 @@ def login(
 ) -> tuple[ApiToken, str, User]:
     """Check credentials and issue a session token. Every outcome is recorded.
 
-    A wrong password, an unknown e-mail, a missing TOTP code and a wrong or replayed one all
-    answer the same (:data:`SIGN_IN_FAILED`) and count as failures: a right password without
-    its code is not confirmed to whoever guessed it.
+    A wrong password, an unknown e-mail, a missing TOTP code and a wrong or replayed one, and a
+    right password of a disabled account or a terminated tenant, all answer the same
+    (:data:`SIGN_IN_FAILED`) and count as failures: no password is confirmed to whoever
+    guessed it. The audit log records the real reason.
     """
     email = validation.normalise_email(email)
     _check_throttle(ctx, email, source_ip)
     user = ctx.session.scalar(select(User).where(User.email == email))
     ok = ctx.runtime.passwords.verify(user.password_hash if user else None, password)
     problem: str | None = None
-    public = SIGN_IN_FAILED
     if not ok or user is None:
         problem = "email or password is wrong"
     elif user.state != UserState.ACTIVE:
-        problem = public = "user is disabled"
+        problem = "user is disabled"  # the audit log says why; the answer stays the same
     elif user.tenant_id is not None:
         tenant = ctx.session.get(Tenant, user.tenant_id)
         if tenant is None or tenant.state == TenantState.TERMINATED:
-            problem = public = "tenant is terminated"
+            problem = "tenant is terminated"
     if problem is None and user is not None and user.totp_enabled:
         if not totp_code:
             problem = "TOTP code missing"
@@ -262,7 +262,7 @@ def login(
             actor=actor,
         )
         ctx.session.commit()
-        raise AuthenticationError(public)
+        raise AuthenticationError(SIGN_IN_FAILED)
     set_actor(ctx.session, actor)
     token, secret = issue_token(
         ctx,

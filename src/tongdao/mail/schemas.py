@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from tongdao.mail.models import SmtpSecurity
-from tongdao.schemas import Email, HostOrIp, Port, Strict
+from tongdao.schemas import Email, HostOrIp, OneLine, Port, Strict
 
 Delivery = Literal["smtp", "outbox", "held"]
 
@@ -21,7 +21,7 @@ class MailSettingsUpdate(Strict):
         description="starttls (587), tls (implicit, 465) or none (only to a loopback relay, "
         "or in development)",
     )
-    username: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320)] = ""
+    username: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), OneLine] = ""
     password: Annotated[str, Field(max_length=512)] | None = Field(
         default=None,
         description="write-only, stored sealed; omit (or null) to keep the stored one, '' to "

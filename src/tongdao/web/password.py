@@ -173,6 +173,8 @@ def forgot_submit(
     source_ip = ctx.source_ip or "unknown"
     try:
         lookup = reset.record_request(ctx, address, source_ip)
+    except ValidationError:
+        return _page("Forgot your password?", _forgot_form(), status=422)
     except Throttled as exc:
         return _page(
             "Try again later",
