@@ -457,3 +457,17 @@ def test_a_right_password_of_a_disabled_account_is_not_confirmed(world: World) -
     wrong = login(world.client, "employee@a.example", password="not the password at all")
     assert right.status_code == wrong.status_code == 401
     assert right.json() == wrong.json()
+
+
+def test_an_ipv6_attacker_counts_as_one_address_per_64(world: World, at: Any) -> None:
+    """Each address of one /64 is the same subscriber: a fresh address in it brings no fresh
+    free guesses (it did: the throttle compared whole addresses)."""
+    free = world.runtime.settings.login_max_failures
+    statuses = [
+        login(at(f"fd00:66:0:1::{i + 1:x}"), EMPLOYEE, f"guess number {i}").status_code
+        for i in range(free + 3)
+    ]
+    assert statuses[:free] == [401] * free
+    assert set(statuses[free:]) == {429}
+    # The owner in another /64 signs in at once.
+    assert login(at("fd00:66:0:2::20"), EMPLOYEE).status_code == 200

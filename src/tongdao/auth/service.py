@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import secrets
 import uuid
@@ -101,6 +102,21 @@ def _wait(until: datetime, now: datetime) -> int:
     return max(1, math.ceil((until - now).total_seconds()))
 
 
+def throttle_address(source_ip: str) -> str:
+    """The address the sign-in throttle counts by: an IPv4 address as it is, an IPv6 one by
+    its /64 (one subscriber's network: an attacker holding a /64 gets no fresh free guesses
+    from each of its 2^64 addresses). Anything else (``unknown``) as it is."""
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return source_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
     """Refuse (429 with Retry-After) an attempt that comes too soon, before any password is
     checked, so a throttled guess learns nothing.
@@ -118,6 +134,7 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
       not locked), except from an address the account signed in from in the last 30 days.
     """
     settings = ctx.runtime.settings
+    source_ip = throttle_address(source_ip)
     _serialize_attempts(ctx, email, source_ip)
     now = ctx.runtime.clock()
     since = now - timedelta(seconds=settings.login_window_seconds)
@@ -201,6 +218,7 @@ def _known_address(ctx: Ctx, email: str, source_ip: str, now: datetime) -> bool:
 
 
 def _record_attempt(ctx: Ctx, email: str, source_ip: str, *, success: bool) -> None:
+    source_ip = throttle_address(source_ip)
     now = ctx.runtime.clock()
     ctx.session.add(LoginAttempt(email=email, source_ip=source_ip, success=success, at=now))
     if success:  # the owner got in from here: their earlier typos stop counting
