@@ -226,13 +226,38 @@ def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
 def _retire(session: Session, gateway: Gateway, reason: RevokedReason, now: datetime) -> None:
     gateway.revoked_at = now
     gateway.revoked_reason = reason
-    if gateway.site_id is None or gateway.published_key is None:
+    if gateway.pop_id is not None:
+        if reason == RevokedReason.REVOKED:
+            _withdraw_interface_keys(session, gateway.pop_id)
+        return
+    if gateway.published_key is None:
         return
     # A connector's WireGuard key goes with its credential: the PoP drops the peer, so a
     # retired connector host keeps no tunnel into the tenant's network.
     site = session.get(Site, gateway.site_id)
     if site is not None and site.connector_public_key == gateway.published_key:
         site.connector_public_key = None
+
+
+def _withdraw_interface_keys(session: Session, pop_id: uuid.UUID) -> None:
+    """Withdraw the public keys of a PoP's tenant interfaces when its gateway is revoked.
+
+    A revoked gateway's host (stolen, say) still holds the private halves, and WireGuard
+    follows a peer to any endpoint it authenticates from: as long as the keys stay published,
+    linked PoPs and site connectors would keep peering with that host. Withdrawn, they drop
+    those peers and device configs answer 409 until a new gateway publishes its own keys (it
+    does on its first apply, seeing None). The revoked credential was the PoP's only live one,
+    so every key on its interfaces came from it or an earlier, already retired gateway of the
+    PoP: all are withdrawn. A replacement withdraws nothing: the successor publishes over them
+    when it applies, and re-enrolling the same host keeps its keys and its tunnels.
+    Each change is an audited row update in the revocation's transaction, which bumps the
+    desired-state version (:mod:`tongdao.gateway.changes`)."""
+    for iface in session.scalars(
+        select(PopTenantInterface)
+        .where(PopTenantInterface.pop_id == pop_id, PopTenantInterface.public_key.is_not(None))
+        .order_by(PopTenantInterface.id)
+    ):
+        iface.public_key = None
 
 
 def revoke(ctx: Ctx, gateway: Gateway) -> None:
