@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
 from tests.api.test_gateway import activate, device, enrol, make_pop, state
+from tests.support.live import serve
 from tests.support.world import World
+from tongdao.errors import AuthenticationError
+from tongdao.gateway import service
+from tongdao.network.models import PopTenantInterface
+from tongdao.runtime import Ctx, Runtime
 from tongdao.testing.keys import public_key
 
 API = "/api/v1"
@@ -360,3 +371,65 @@ def test_a_revoked_gateway_takes_its_interface_keys_with_it(world: World) -> Non
     assert pop_peers(gw_sh) == [new_key]
     assert pop_peers(conn) == [new_key]
     assert world.client.get(conf_url, headers=world.a.employee.headers).status_code == 200
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_key_published_while_its_gateway_is_revoked_does_not_outlive_it(
+    world: World, runtime: Runtime, app: FastAPI
+) -> None:
+    """The agent's request authenticates, then writes its key; a revocation may commit in
+    between (PostgreSQL runs the two side by side; SQLite serialises them whole), or start
+    while the key is being written. Either way no key of the revoked gateway stays."""
+    pop = make_pop(world, "bj")
+    activate(world, world.a.id)
+    device(world)
+    admin = world.admin.headers
+
+    def interface_key() -> str | None:
+        with runtime.db.session(write=False) as session:
+            key: str | None = session.scalar(
+                select(PopTenantInterface.public_key).where(
+                    PopTenantInterface.pop_id == uuid.UUID(pop),
+                    PopTenantInterface.tenant_id == world.a.id,
+                )
+            )
+            return key
+
+    def live_gateway() -> tuple[str, str]:
+        credential = enrol(world, pop)
+        state(world, credential)  # allocates the interface
+        rows = world.client.get(f"{API}/pops/{pop}/gateways", headers=admin).json()["data"]
+        return rows[-1]["id"], credential["Authorization"].split()[1]
+
+    # 1. The revocation commits between the agent's authentication and its write: refused.
+    gateway_id, secret = live_gateway()
+    with runtime.db.session() as session:
+        ctx = Ctx(session=session, runtime=runtime)
+        gateway = service.authenticate_gateway(ctx, secret)
+        revoked = world.client.delete(f"{API}/pops/{pop}/gateways/{gateway_id}", headers=admin)
+        assert revoked.status_code == 204
+        with pytest.raises(AuthenticationError, match="revoked"):
+            service.publish_key(ctx, gateway, world.a.id, public_key())
+    assert interface_key() is None
+
+    # 2. The key is written first; the revocation, arriving meanwhile, waits and withdraws it.
+    gateway_id, secret = live_gateway()
+    with serve(app) as url, runtime.db.session() as session:
+        ctx = Ctx(session=session, runtime=runtime)
+        gateway = service.authenticate_gateway(ctx, secret)
+        service.publish_key(ctx, gateway, world.a.id, public_key())
+        answers: list[int] = []
+        revoking = threading.Thread(
+            target=lambda: answers.append(
+                httpx.delete(
+                    f"{url}{API}/pops/{pop}/gateways/{gateway_id}", headers=admin, timeout=30
+                ).status_code
+            )
+        )
+        revoking.start()
+        revoking.join(1.0)
+        assert revoking.is_alive(), "the revocation did not wait for the key being written"
+        session.commit()
+        revoking.join(30)
+        assert answers == [204]
+    assert interface_key() is None

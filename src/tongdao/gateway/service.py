@@ -252,6 +252,9 @@ def _withdraw_interface_keys(session: Session, pop_id: uuid.UUID) -> None:
     when it applies, and re-enrolling the same host keeps its keys and its tunnels.
     Each change is an audited row update in the revocation's transaction, which bumps the
     desired-state version (:mod:`tongdao.gateway.changes`)."""
+    # The credential's UPDATE first: it waits for a key being published by this gateway to
+    # commit (see publish_key), so the keys read next include it.
+    session.flush()
     for iface in session.scalars(
         select(PopTenantInterface)
         .where(PopTenantInterface.pop_id == pop_id, PopTenantInterface.public_key.is_not(None))
@@ -523,6 +526,13 @@ def _endpoint(host: str, port: int) -> str | None:
 
 def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str) -> None:
     """A gateway publishes its interface key for a tenant; a connector, its site's key."""
+    # Taken in turn with a revocation of this credential, which holds the row from its UPDATE
+    # to its commit: a key either lands before the revocation withdraws it or is refused here.
+    # Without this, a revocation committing between the agent's authentication and this
+    # write would leave the revoked host's key published (PostgreSQL; SQLite serialises the
+    # two transactions whole).
+    ctx.session.refresh(gateway, with_for_update=True)
+    check_gateway(ctx.session, gateway)
     if gateway.site_id is not None:
         site = ctx.session.get(Site, gateway.site_id)
         if site is None or site.tenant_id != tenant_id:
