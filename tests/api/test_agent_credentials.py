@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
-from tests.api.test_gateway import enrol, make_pop
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from tests.api.test_gateway import activate, device, enrol, make_pop, state
+from tests.support.live import serve
 from tests.support.world import World
+from tongdao.errors import AuthenticationError
+from tongdao.gateway import service
+from tongdao.network.models import PopTenantInterface
+from tongdao.runtime import Ctx, Runtime
 from tongdao.testing.keys import public_key
 
 API = "/api/v1"
@@ -261,3 +272,164 @@ def test_a_poll_held_when_the_credential_is_revoked_is_refused(world: World) -> 
     held.join(30)
     assert not held.is_alive()
     assert answer["status"] == 401
+
+
+def test_a_revoked_gateway_takes_its_interface_keys_with_it(world: World) -> None:
+    """A revoked PoP gateway's host still holds the private halves of the keys it published
+    for its tenant interfaces: revoking it withdraws them, so linked PoPs and connectors drop
+    those peers and device configs wait for a new gateway. A replacement (re-enrolment of the
+    PoP) leaves them: the new gateway publishes its own on its first apply."""
+    bj = make_pop(world, "bj")
+    sh = make_pop(world, "sh", region="CN-SH", host="198.51.100.11")
+    gw_bj, gw_sh = enrol(world, bj), enrol(world, sh)
+    activate(world, world.a.id)
+    admin, h = world.admin.headers, world.a.admin.headers
+    link = world.client.post(
+        f"{API}/links",
+        json={
+            "name": "bj-sh",
+            "pop_a_id": bj,
+            "pop_b_id": sh,
+            "circuit_ref": "CU-2",
+            "capacity_mbps": 100,
+        },
+        headers=admin,
+    )
+    assert link.status_code == 201, link.text
+    site = world.client.post(
+        f"{API}/tenants/{world.a.id}/sites",
+        json={
+            "name": "hq",
+            "country": "CN",
+            "purpose": "office",
+            "prefixes": ["198.18.9.0/24"],
+            "pop_id": bj,
+        },
+        headers=h,
+    ).json()
+    world.approve_site(site)
+    resp = world.client.patch(
+        f"{API}/tenants/{world.a.id}/sites/{site['id']}", json={"state": "active"}, headers=admin
+    )
+    assert resp.status_code == 200, resp.text
+    _conn_id, conn = _enrol_site(world, site)
+    pinned = device(world, pop_id=bj)  # homed at bj only; sh serves the tenant for another
+    device(world, name="phone")
+    conf_url = f"{API}/tenants/{world.a.id}/devices/{pinned['id']}/wireguard.conf"
+
+    def publish(gw: dict[str, str]) -> str:
+        state(world, gw)  # the first look allocates the PoP's interface for the tenant
+        key = public_key()
+        resp = world.client.put(
+            f"{API}/gateway/interfaces/{world.a.id}", json={"public_key": key}, headers=gw
+        )
+        assert resp.status_code == 204, resp.text
+        return key
+
+    def pop_peers(gw: dict[str, str]) -> list[str]:
+        return [p.public_key for t in state(world, gw).tenants for p in t.peers if p.kind == "pop"]
+
+    bj_key, sh_key = publish(gw_bj), publish(gw_sh)
+    assert pop_peers(gw_sh) == [bj_key]
+    assert pop_peers(conn) == [bj_key]
+    conf = world.client.get(conf_url, headers=world.a.employee.headers)
+    assert conf.status_code == 200, conf.text
+    assert bj_key in conf.text
+
+    version = state(world, gw_sh).version
+    (row,) = world.client.get(f"{API}/pops/{bj}/gateways", headers=admin).json()["data"]
+    revoked = world.client.delete(f"{API}/pops/{bj}/gateways/{row['id']}", headers=admin)
+    assert revoked.status_code == 204
+    # The linked PoP and the connector drop the revoked host's keys, in a new version ...
+    after = state(world, gw_sh)
+    assert after.version > version
+    assert pop_peers(gw_sh) == []
+    assert pop_peers(conn) == []
+    assert all(t.public_key == sh_key for t in after.tenants)  # sh's own key stays
+    # ... and the device's config waits for a gateway to publish bj's key again.
+    conf = world.client.get(conf_url, headers=world.a.employee.headers)
+    assert conf.status_code == 409, conf.text
+    assert "not yet published" in conf.json()["error"]["message"]
+    events = world.client.get(
+        f"{API}/audit/events",
+        params={"object_type": "pop_tenant_interface", "action": "update"},
+        headers=world.operators["auditor"].headers,
+    ).json()["data"]
+    withdrawn = [e for e in events if e["after"].get("public_key", "") is None]
+    assert len(withdrawn) == 1, events
+    assert withdrawn[0]["actor_id"] == str(world.admin.user_id)
+
+    # A new gateway sees no key for its interface, publishes its own, and is peered again.
+    fresh = enrol(world, bj)
+    (iface,) = state(world, fresh).tenants
+    assert iface.public_key is None
+    new_key = publish(fresh)
+    assert pop_peers(gw_sh) == [new_key]
+    assert pop_peers(conn) == [new_key]
+    # Re-enrolling the PoP again replaces that gateway but withdraws nothing.
+    enrol(world, bj)
+    assert pop_peers(gw_sh) == [new_key]
+    assert pop_peers(conn) == [new_key]
+    assert world.client.get(conf_url, headers=world.a.employee.headers).status_code == 200
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_key_published_while_its_gateway_is_revoked_does_not_outlive_it(
+    world: World, runtime: Runtime, app: FastAPI
+) -> None:
+    """The agent's request authenticates, then writes its key; a revocation may commit in
+    between (PostgreSQL runs the two side by side; SQLite serialises them whole), or start
+    while the key is being written. Either way no key of the revoked gateway stays."""
+    pop = make_pop(world, "bj")
+    activate(world, world.a.id)
+    device(world)
+    admin = world.admin.headers
+
+    def interface_key() -> str | None:
+        with runtime.db.session(write=False) as session:
+            key: str | None = session.scalar(
+                select(PopTenantInterface.public_key).where(
+                    PopTenantInterface.pop_id == uuid.UUID(pop),
+                    PopTenantInterface.tenant_id == world.a.id,
+                )
+            )
+            return key
+
+    def live_gateway() -> tuple[str, str]:
+        credential = enrol(world, pop)
+        state(world, credential)  # allocates the interface
+        rows = world.client.get(f"{API}/pops/{pop}/gateways", headers=admin).json()["data"]
+        return rows[-1]["id"], credential["Authorization"].split()[1]
+
+    # 1. The revocation commits between the agent's authentication and its write: refused.
+    gateway_id, secret = live_gateway()
+    with runtime.db.session() as session:
+        ctx = Ctx(session=session, runtime=runtime)
+        gateway = service.authenticate_gateway(ctx, secret)
+        revoked = world.client.delete(f"{API}/pops/{pop}/gateways/{gateway_id}", headers=admin)
+        assert revoked.status_code == 204
+        with pytest.raises(AuthenticationError, match="revoked"):
+            service.publish_key(ctx, gateway, world.a.id, public_key())
+    assert interface_key() is None
+
+    # 2. The key is written first; the revocation, arriving meanwhile, waits and withdraws it.
+    gateway_id, secret = live_gateway()
+    with serve(app) as url, runtime.db.session() as session:
+        ctx = Ctx(session=session, runtime=runtime)
+        gateway = service.authenticate_gateway(ctx, secret)
+        service.publish_key(ctx, gateway, world.a.id, public_key())
+        answers: list[int] = []
+        revoking = threading.Thread(
+            target=lambda: answers.append(
+                httpx.delete(
+                    f"{url}{API}/pops/{pop}/gateways/{gateway_id}", headers=admin, timeout=30
+                ).status_code
+            )
+        )
+        revoking.start()
+        revoking.join(1.0)
+        assert revoking.is_alive(), "the revocation did not wait for the key being written"
+        session.commit()
+        revoking.join(30)
+        assert answers == [204]
+    assert interface_key() is None

@@ -226,13 +226,41 @@ def authenticate_gateway(ctx: Ctx, secret: str) -> Gateway:
 def _retire(session: Session, gateway: Gateway, reason: RevokedReason, now: datetime) -> None:
     gateway.revoked_at = now
     gateway.revoked_reason = reason
-    if gateway.site_id is None or gateway.published_key is None:
+    if gateway.pop_id is not None:
+        if reason == RevokedReason.REVOKED:
+            _withdraw_interface_keys(session, gateway.pop_id)
+        return
+    if gateway.published_key is None:
         return
     # A connector's WireGuard key goes with its credential: the PoP drops the peer, so a
     # retired connector host keeps no tunnel into the tenant's network.
     site = session.get(Site, gateway.site_id)
     if site is not None and site.connector_public_key == gateway.published_key:
         site.connector_public_key = None
+
+
+def _withdraw_interface_keys(session: Session, pop_id: uuid.UUID) -> None:
+    """Withdraw the public keys of a PoP's tenant interfaces when its gateway is revoked.
+
+    A revoked gateway's host (stolen, say) still holds the private halves, and WireGuard
+    follows a peer to any endpoint it authenticates from: as long as the keys stay published,
+    linked PoPs and site connectors would keep peering with that host. Withdrawn, they drop
+    those peers and device configs answer 409 until a new gateway publishes its own keys (it
+    does on its first apply, seeing None). The revoked credential was the PoP's only live one,
+    so every key on its interfaces came from it or an earlier, already retired gateway of the
+    PoP: all are withdrawn. A replacement withdraws nothing: the successor publishes over them
+    when it applies, and re-enrolling the same host keeps its keys and its tunnels.
+    Each change is an audited row update in the revocation's transaction, which bumps the
+    desired-state version (:mod:`tongdao.gateway.changes`)."""
+    # The credential's UPDATE first: it waits for a key being published by this gateway to
+    # commit (see publish_key), so the keys read next include it.
+    session.flush()
+    for iface in session.scalars(
+        select(PopTenantInterface)
+        .where(PopTenantInterface.pop_id == pop_id, PopTenantInterface.public_key.is_not(None))
+        .order_by(PopTenantInterface.id)
+    ):
+        iface.public_key = None
 
 
 def revoke(ctx: Ctx, gateway: Gateway) -> None:
@@ -498,6 +526,13 @@ def _endpoint(host: str, port: int) -> str | None:
 
 def publish_key(ctx: Ctx, gateway: Gateway, tenant_id: uuid.UUID, public_key: str) -> None:
     """A gateway publishes its interface key for a tenant; a connector, its site's key."""
+    # Taken in turn with a revocation of this credential, which holds the row from its UPDATE
+    # to its commit: a key either lands before the revocation withdraws it or is refused here.
+    # Without this, a revocation committing between the agent's authentication and this
+    # write would leave the revoked host's key published (PostgreSQL; SQLite serialises the
+    # two transactions whole).
+    ctx.session.refresh(gateway, with_for_update=True)
+    check_gateway(ctx.session, gateway)
     if gateway.site_id is not None:
         site = ctx.session.get(Site, gateway.site_id)
         if site is None or site.tenant_id != tenant_id:
