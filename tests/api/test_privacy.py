@@ -295,8 +295,10 @@ def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> 
     resp = c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers)
     assert resp.status_code == 200, resp.text
 
-    # Granting tenant_admin to an employee a verified admin verified is fine: they stay
-    # verified, and verify employees in turn.
+    # Granting tenant_admin to an employee a verified admin verified withdraws that
+    # verification (else an admin could promote an account they verified under a made-up
+    # identity; see test_a_promotion_keeps_only_the_compliance_officers_verification): the
+    # new admin verifies employees once the officer has verified them.
     uid, token = make_user(
         world.runtime, f"e{uuid.uuid4().hex[:6]}@a.example", ["employee"], world.a.id
     )
@@ -308,9 +310,13 @@ def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> 
         user_url(world, uid), json={"roles": ["tenant_admin"]}, headers=world.a.admin.headers
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["identity_verified_at"] is not None
+    assert resp.json()["identity_verified_at"] is None
     other = new_user(world, identity=True)
-    resp = c.post(user_url(world, other["id"]) + "/identity-verification", headers=employee.headers)
+    verify_other = user_url(world, other["id"]) + "/identity-verification"
+    refused(c.post(verify_other, headers=employee.headers), "identity.real_name", "art. 24")
+    resp = c.post(user_url(world, uid) + "/identity-verification", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    resp = c.post(verify_other, headers=employee.headers)
     assert resp.status_code == 200, resp.text
     # Promoting an unverified employee makes an unverified admin: the officer's to verify.
     fresh = new_user(world, identity=True)
