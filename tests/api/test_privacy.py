@@ -295,8 +295,10 @@ def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> 
     resp = c.patch(item, json={"roles": ["employee"]}, headers=world.a.admin.headers)
     assert resp.status_code == 200, resp.text
 
-    # Granting tenant_admin to an employee a verified admin verified is fine: they stay
-    # verified, and verify employees in turn.
+    # Granting tenant_admin to an employee a verified admin verified withdraws that
+    # verification (else an admin could promote an account they verified under a made-up
+    # identity; see test_a_promotion_keeps_only_the_compliance_officers_verification): the
+    # new admin verifies employees once the officer has verified them.
     uid, token = make_user(
         world.runtime, f"e{uuid.uuid4().hex[:6]}@a.example", ["employee"], world.a.id
     )
@@ -308,9 +310,13 @@ def test_role_changes_do_not_get_around_the_compliance_officer(world: World) -> 
         user_url(world, uid), json={"roles": ["tenant_admin"]}, headers=world.a.admin.headers
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["identity_verified_at"] is not None
+    assert resp.json()["identity_verified_at"] is None
     other = new_user(world, identity=True)
-    resp = c.post(user_url(world, other["id"]) + "/identity-verification", headers=employee.headers)
+    verify_other = user_url(world, other["id"]) + "/identity-verification"
+    refused(c.post(verify_other, headers=employee.headers), "identity.real_name", "art. 24")
+    resp = c.post(user_url(world, uid) + "/identity-verification", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    resp = c.post(verify_other, headers=employee.headers)
     assert resp.status_code == 200, resp.text
     # Promoting an unverified employee makes an unverified admin: the officer's to verify.
     fresh = new_user(world, identity=True)
@@ -982,3 +988,59 @@ def test_identity_input_is_refused_field_by_field(world: World, id_type: str, nu
         assert resp.json()["id_type"] == id_type
     else:
         assert set(resp.json()["error"]["fields"]) <= {"id_type", "id_number"}
+
+
+def test_a_promotion_keeps_only_the_compliance_officers_verification(world: World) -> None:
+    """Issue 10: a verified tenant admin made an employee account with an address they
+    control and a made-up identity, verified it as an employee and granted it tenant_admin:
+    an admin no compliance officer checked. Promoted to tenant_admin, a user keeps a
+    verification only the compliance officer made; one a tenant admin made is withdrawn
+    (audited, the user's active devices wait again) until the officer verifies the admin."""
+    c, h = world.client, world.a.admin.headers
+    # The invitation goes to an address the admin controls: they hold the account.
+    uid, secret = make_user(
+        world.runtime, f"p{uuid.uuid4().hex[:6]}@a.example", ["employee"], world.a.id
+    )
+    puppet = Actor("employee", uid, secret, world.a.id)
+    item = user_url(world, uid)
+    assert c.patch(item, json=identity_body(), headers=h).status_code == 200
+    assert c.post(item + "/identity-verification", headers=h).status_code == 200
+    dev = new_device(world, str(uid))
+    assert dev["state"] == "active"
+    resp = c.patch(item, json={"roles": ["tenant_admin"]}, headers=h)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["roles"] == ["tenant_admin"]
+    assert resp.json()["identity_verified_at"] is None
+    assert c.get(device_url(world, dev), headers=h).json()["state"] == "pending"
+    with world.runtime.db.session() as session:
+        events = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "withdraw_identity_verification",
+                AuditEvent.object_id == str(uid),
+            )
+        ).all()
+    assert len(events) == 1 and events[0].actor_id == world.a.admin.user_id
+    assert events[0].after is not None and events[0].after["devices_pending"] == 1
+    assert "compliance officer" in events[0].after["reason"]
+    # The promoted admin is unverified: tenant admins cannot verify them, and they verify
+    # nobody; the officer's verification makes them an admin like any other.
+    refused(c.post(item + "/identity-verification", headers=h), "identity.real_name", "art. 24")
+    employee = new_user(world, identity=True)
+    verify_employee = user_url(world, employee["id"]) + "/identity-verification"
+    error = refused(
+        c.post(verify_employee, headers=puppet.headers), "identity.real_name", "art. 24"
+    )
+    assert "your own identity" in error["message"]
+    assert c.post(item + "/identity-verification", headers=officer(world)).status_code == 200
+    assert c.get(device_url(world, dev), headers=h).json()["state"] == "active"
+    assert c.post(verify_employee, headers=puppet.headers).status_code == 200
+
+    # An employee the compliance officer verified keeps the verification when promoted.
+    vetted = new_user(world, **identity_body())
+    vetted_item = user_url(world, vetted["id"])
+    assert c.post(vetted_item + "/identity-verification", headers=officer(world)).status_code == 200
+    vetted_dev = new_device(world, vetted["id"])
+    resp = c.patch(vetted_item, json={"roles": ["tenant_admin"]}, headers=h)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["identity_verified_at"] is not None
+    assert c.get(device_url(world, vetted_dev), headers=h).json()["state"] == "active"

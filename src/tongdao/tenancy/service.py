@@ -252,10 +252,7 @@ def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
                 user.id_number_length = len(number)
     if number_changed or (user.legal_name, user.mobile) != before[:2]:
         # A changed identity has to be verified again; until then the user's devices wait.
-        if user.identity_verified_at is not None:
-            hold_devices(ctx, user)
-        user.identity_verified_at = None
-        user.identity_verified_by = None
+        _unverify(ctx, user)
 
 
 def _open_id_number(ctx: Ctx, user: User) -> str | None:
@@ -314,6 +311,15 @@ def release_devices(ctx: Ctx, user: User) -> int:
     return _move_devices(ctx, user, DeviceState.PENDING, DeviceState.ACTIVE)
 
 
+def _unverify(ctx: Ctx, user: User) -> int:
+    """The user's identity is no longer verified: their active devices wait as pending
+    again; how many. The caller records why (or the user's audited update shows it)."""
+    held = hold_devices(ctx, user) if user.identity_verified_at is not None else 0
+    user.identity_verified_at = None
+    user.identity_verified_by = None
+    return held
+
+
 def refuse_if_erased(user: User) -> None:
     if user.erased_at is not None:
         raise Conflict(
@@ -329,9 +335,9 @@ def _is_admin(roles: Iterable[str]) -> bool:
 
 def _refuse_unqualified_verifier(ctx: Ctx, user: User) -> None:
     """Rule identity.real_name: the compliance officer verifies anyone; a tenant admin only
-    employees, and only once their own identity is verified (by the officer, or for an
-    admin promoted from employee, before the promotion), so that the chain of verifications
-    starts with the officer and no admin account verifies another."""
+    employees, and only once their own identity is verified (by the officer: a promotion
+    withdraws a tenant admin's verification), so that the chain of verifications starts
+    with the officer and no admin account verifies another."""
     principal = ctx.require_principal()
     officers = set(rule("identity.real_name").param("admin_verifier_roles"))
     if principal.tenant_id is None and {str(r) for r in principal.roles} & officers:
@@ -349,6 +355,38 @@ def _refuse_unqualified_verifier(ctx: Ctx, user: User) -> None:
             "identity.real_name",
             "your own identity is not verified yet: a tenant admin verifies employees once "
             "the operator's compliance officer has verified the admin",
+        )
+
+
+def _verified_by_officer(ctx: Ctx, user: User) -> bool:
+    """Whether the user's verification was made by the operator's compliance officer: the
+    verifier is operator staff (no tenant) holding a role rule identity.real_name names for
+    verifying admins. A verifier since deleted or no longer holding that role counts as not
+    (fail closed: the officer verifies again)."""
+    if user.identity_verified_at is None or user.identity_verified_by is None:
+        return False
+    verifier = ctx.session.get(User, user.identity_verified_by)
+    officers = set(rule("identity.real_name").param("admin_verifier_roles"))
+    return (
+        verifier is not None
+        and verifier.tenant_id is None
+        and bool({str(r) for r in verifier.roles} & officers)
+    )
+
+
+def _unverify_promoted_admin(ctx: Ctx, user: User, roles: Iterable[str]) -> None:
+    """Rule identity.real_name: granting tenant_admin keeps only a verification the
+    compliance officer made. One a tenant admin made is withdrawn (audited; the user's
+    devices wait again), else a verified admin could verify an account they hold under a
+    made-up identity as an employee and promote it to an admin nobody checked."""
+    if _is_admin(user.roles) or not _is_admin(roles) or user.identity_verified_at is None:
+        return
+    if not _verified_by_officer(ctx, user):
+        withdraw_verification(
+            ctx,
+            user,
+            reason="granted tenant_admin: a tenant admin's identity is verified by the "
+            "operator's compliance officer, and a tenant admin had verified this one",
         )
 
 
@@ -407,21 +445,24 @@ def verify_identity(ctx: Ctx, user: User) -> User:
     return user
 
 
-def withdraw_verification(ctx: Ctx, user: User) -> User:
-    """Take a verification back (e.g. the document turned out false): devices wait again."""
+def withdraw_verification(ctx: Ctx, user: User, *, reason: str | None = None) -> User:
+    """Take a verification back (e.g. the document turned out false, or the user was granted
+    tenant_admin on a tenant admin's verification, the ``reason`` recorded): devices wait
+    again."""
     refuse_if_erased(user)
     if user.identity_verified_at is None:
         return user
-    held = hold_devices(ctx, user)
-    user.identity_verified_at = None
-    user.identity_verified_by = None
+    held = _unverify(ctx, user)
+    after: dict[str, Any] = {"devices_pending": held}
+    if reason is not None:
+        after["reason"] = reason
     record(
         ctx.session,
         "withdraw_identity_verification",
         "user",
         user.id,
         tenant_id=user.tenant_id,
-        after={"devices_pending": held},
+        after=after,
     )
     return user
 
@@ -583,6 +624,7 @@ class UserResource(Resource[User]):
                 setattr(obj, key, changes[key])
         if changes.get("roles") is not None:
             _refuse_demoting_unverified_admin(obj, changes["roles"])
+            _unverify_promoted_admin(ctx, obj, changes["roles"])
             obj.roles = sorted({str(r) for r in changes["roles"]})
         _apply_identity(ctx, obj, changes)
         if changes.get("group_ids") is not None and obj.tenant_id is not None:
