@@ -404,16 +404,22 @@ def disable_totp(
     return revoked
 
 
+def check_new_password(user: User, password: str, *, field: str = "new_password") -> None:
+    """Refuse (422 on ``field``) a password the policy refuses for this account: shorter is
+    enough with TOTP on, and it must not be the account's own address."""
+    problem = policy_problem(
+        password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
+    )
+    if problem:
+        raise ValidationError({field: problem})
+
+
 def change_password(
     ctx: Ctx, user: User, new_password: str, *, keep_token_id: uuid.UUID | None
 ) -> int:
     """Set a new password (checked against the policy for this account) and revoke every
     other session and API token of the user; returns how many were revoked."""
-    problem = policy_problem(
-        new_password, has_second_factor=user.totp_enabled, context=[user.email]
-    )
-    if problem:
-        raise ValidationError({"new_password": problem})
+    check_new_password(user, new_password)
     user.password_hash = ctx.runtime.passwords.hash(new_password)
     revoked = revoke_user_credentials(ctx, user.id, keep_token_id=keep_token_id)
     record(
