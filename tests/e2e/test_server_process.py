@@ -25,7 +25,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_server(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def run_server(
+    args: list[str], env: dict[str, str], *, umask: int = -1
+) -> tuple[subprocess.Popen[str], str]:
+    """``tongdao server`` on a free port, once it answers /readyz (``umask`` -1: inherited)."""
     port = free_port()
     proc = subprocess.Popen(
         [*TONGDAO, "server", "--port", str(port), *args],
@@ -33,6 +36,7 @@ def run_server(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=umask,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
