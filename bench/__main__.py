@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bench import dataplane, load, store
 
@@ -24,6 +25,16 @@ BENCHMARKS = ("store", "load", "dataplane")
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     # Turn SIGTERM into an exception so that servers, clusters and temp dirs are cleaned up.
     raise SystemExit(128 + signum)
+
+
+def write(output_dir: Path, name: str, report: dict[str, Any], summary: str) -> bool:
+    """Write ``<name>.json``, print the summary and where it went; True if something crashed."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{name}.json"
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(summary)
+    print(f"results: {out}")
+    return bool(report["errors"])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -89,32 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     if "store" in selected:
         backends = [args.only] if args.only else list(store.BACKENDS)
         report = store.run(store_config(args), backends, mode=mode)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        out = args.output_dir / "store.json"
-        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        print(store.summary(report))
-        print(f"results: {out}")
-        crashed = crashed or bool(report["errors"])
+        crashed = write(args.output_dir, "store", report, store.summary(report)) or crashed
     if "load" in selected:
         backends = [args.only] if args.only else list(load.BACKENDS)
         load_report = load.run(load_config(args), backends, mode=mode)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        out = args.output_dir / "load.json"
-        out.write_text(json.dumps(load_report, indent=2, ensure_ascii=False) + "\n")
-        print(load.summary(load_report))
-        print(f"results: {out}")
-        crashed = crashed or bool(load_report["errors"])
+        crashed = write(args.output_dir, "load", load_report, load.summary(load_report)) or crashed
     if "dataplane" in selected:
         cfg = dataplane.QUICK if args.quick else dataplane.FULL
         if args.seed is not None:
             cfg = replace(cfg, seed=args.seed)
         dp_report = dataplane.run(cfg, mode=mode)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        out = args.output_dir / "dataplane.json"
-        out.write_text(json.dumps(dp_report, indent=2, ensure_ascii=False) + "\n")
-        print(dataplane.summary(dp_report))
-        print(f"results: {out}")
-        crashed = crashed or bool(dp_report["errors"])
+        crashed = (
+            write(args.output_dir, "dataplane", dp_report, dataplane.summary(dp_report)) or crashed
+        )
     print(f"bench finished in {time.perf_counter() - began:.1f} s")
     return 1 if crashed else 0
 

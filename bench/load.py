@@ -20,8 +20,6 @@ counted by kind (HTTP status or transport error), never retried.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 import traceback
@@ -37,6 +35,7 @@ from sqlalchemy import func, select
 
 from bench import store
 from bench.machine import CpuWatch
+from bench.runs import run_backends
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import summarize
 from bench.store import store_url, uscc_for
@@ -350,16 +349,17 @@ def run_backend(backend: str, cfg: LoadConfig, workdir: Path) -> BackendResult:
 
 
 def run(cfg: LoadConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
-    from bench.machine import machine_info
-
-    load_at_start = os.getloadavg()
-    started = time.time()
-    began = time.perf_counter()
-    results: dict[str, BackendResult] = {}
-    for backend in backends:
-        print(f"[load] {backend}: {cfg.clients} clients for {cfg.seconds:g} s ...", flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"tongdao-load-{backend}-") as tmp:
-            results[backend] = run_backend(backend, cfg, Path(tmp))
+    runs = run_backends(
+        "load",
+        mode,
+        backends,
+        announce=lambda backend: (
+            f"[load] {backend}: {cfg.clients} clients for {cfg.seconds:g} s ..."
+        ),
+        tmp_prefix="tongdao-load",
+        run_backend=lambda backend, tmp: run_backend(backend, cfg, tmp),
+    )
+    results = runs.results
     errors: dict[str, str] = {}
     for name, r in results.items():
         if r.error:
@@ -367,10 +367,7 @@ def run(cfg: LoadConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
         elif not r.check.get("ok"):
             errors[name] = f"something was lost or doubled: {r.check}"
     return {
-        "benchmark": "load",
-        "mode": mode,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "duration_s": round(time.perf_counter() - began, 1),
+        **runs.head,
         "config": {
             **asdict(cfg),
             "page_size": PAGE_SIZE,
@@ -378,7 +375,7 @@ def run(cfg: LoadConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
             "transport": "uvicorn+h11, loopback, one keep-alive connection per client",
         },
         "budget_p99_ms": BUDGET_P99_MS,
-        "machine": {**machine_info(), "loadavg_at_start": [round(x, 2) for x in load_at_start]},
+        "machine": runs.machine,
         "backends": {name: r.to_json() for name, r in results.items()},
         "contended": any(r.cpu.get("contended", False) for r in results.values()),
         "errors": errors,

@@ -22,7 +22,6 @@ import base64
 import ipaddress
 import os
 import random
-import tempfile
 import time
 import traceback
 import uuid
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import Engine, func, insert, select, text
 
 from bench.machine import CpuWatch
+from bench.runs import run_backends
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import Metric
 
@@ -453,29 +453,27 @@ def run_backend(backend: str, cfg: StoreConfig, workdir: Path) -> BackendResult:
 
 
 def run(cfg: StoreConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
-    from bench.machine import machine_info
-
-    load_at_start = os.getloadavg()
-    started = time.time()
-    began = time.perf_counter()
-    results: dict[str, BackendResult] = {}
-    for backend in backends:
-        print(f"[store] {backend}: loading {cfg.tenants * cfg.devices_per_tenant} devices ...")
-        with tempfile.TemporaryDirectory(prefix=f"tongdao-bench-{backend}-") as tmp:
-            results[backend] = run_backend(backend, cfg, Path(tmp))
+    runs = run_backends(
+        "store",
+        mode,
+        backends,
+        announce=lambda backend: (
+            f"[store] {backend}: loading {cfg.tenants * cfg.devices_per_tenant} devices ..."
+        ),
+        tmp_prefix="tongdao-bench",
+        run_backend=lambda backend, tmp: run_backend(backend, cfg, tmp),
+    )
+    results = runs.results
     budgets_pass = all(
         m.to_json().get("budget", {}).get("pass", True)
         for r in results.values()
         for m in r.metrics.values()
     )
     return {
-        "benchmark": "store",
-        "mode": mode,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "duration_s": round(time.perf_counter() - began, 1),
+        **runs.head,
         "config": {**asdict(cfg), "page_size": PAGE_SIZE, "transport": "uvicorn+h11, loopback"},
         "budgets_p95_ms": BUDGETS_P95_MS,
-        "machine": {**machine_info(), "loadavg_at_start": [round(x, 2) for x in load_at_start]},
+        "machine": runs.machine,
         "backends": {name: r.to_json() for name, r in results.items()},
         "all_budgets_pass": budgets_pass,
         # Other work took a share of the CPU while sampling: latencies are pessimistic.

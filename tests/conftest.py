@@ -19,6 +19,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -93,16 +94,22 @@ def store_url(
 both_stores = pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 
 
+def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    """Test settings: the test data key and a cheap password hash (``overrides`` win)."""
+    fields: dict[str, Any] = {
+        "env": "test",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "data_key": TEST_DATA_KEY,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8,
+    }
+    return load_settings(**(fields | overrides))
+
+
 @pytest.fixture
 def settings(tmp_path: Path, store_url: str) -> Settings:
-    return load_settings(
-        env="test",
-        data_dir=tmp_path,
-        database_url=store_url,
-        data_key=TEST_DATA_KEY,
-        argon2_time_cost=1,
-        argon2_memory_kib=8,
-    )
+    return make_settings(tmp_path, store_url)
 
 
 @pytest.fixture

@@ -47,6 +47,28 @@ def make_pop(world: World, name: str, region: str = "CN-BJ", host: str = "198.51
     return str(resp.json()["id"])
 
 
+def make_site(world: World, prefixes: list[str], **fields: Any) -> dict[str, Any]:
+    """Tenant A's admin declares a site "hq" in Germany (pending until approved)."""
+    resp = world.client.post(
+        f"/api/v1/tenants/{world.a.id}/sites",
+        json={"name": "hq", "country": "DE", "purpose": "hq", "prefixes": prefixes, **fields},
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def activate_site(world: World, site: dict[str, Any]) -> None:
+    """Approve the site's prefixes (network.declared_only), then activate it."""
+    world.approve_site(site)
+    resp = world.client.patch(
+        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
+        json={"state": "active"},
+        headers=world.admin.headers,
+    )
+    assert resp.status_code == 200, resp.text
+
+
 def enrol(world: World, pop_id: str) -> dict[str, str]:
     token = world.client.post(
         f"/api/v1/pops/{pop_id}/enrolments", json={}, headers=world.admin.headers
@@ -167,17 +189,8 @@ def test_policy_is_compiled_to_addresses(world: World) -> None:
         json={"name": "eng", "member_ids": [str(world.a.employee.user_id)]},
         headers=h,
     ).json()
-    site = world.client.post(
-        f"/api/v1/tenants/{world.a.id}/sites",
-        json={"name": "hq", "country": "DE", "purpose": "hq", "prefixes": ["198.18.5.0/24"]},
-        headers=h,
-    ).json()
-    world.approve_site(site)  # network.declared_only: approved before it is activated
-    world.client.patch(
-        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
-        json={"state": "active"},
-        headers=world.admin.headers,
-    )
+    site = make_site(world, ["198.18.5.0/24"])
+    activate_site(world, site)
     resp = world.client.post(
         f"/api/v1/tenants/{world.a.id}/policies",
         json={
@@ -212,25 +225,8 @@ def test_cross_border_peering_needs_a_registered_link(world: World) -> None:
     gw_bj, gw_fra = enrol(world, bj), enrol(world, fra)
     activate(world, world.a.id)
     device(world)
-    h = world.a.admin.headers
-    site = world.client.post(
-        f"/api/v1/tenants/{world.a.id}/sites",
-        json={
-            "name": "hq",
-            "country": "DE",
-            "purpose": "hq",
-            "prefixes": ["198.18.7.0/24"],
-            "pop_id": fra,
-            "connector_public_key": public_key(),
-        },
-        headers=h,
-    ).json()
-    world.approve_site(site)  # network.declared_only: approved before it is activated
-    world.client.patch(
-        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
-        json={"state": "active"},
-        headers=world.admin.headers,
-    )
+    site = make_site(world, ["198.18.7.0/24"], pop_id=fra, connector_public_key=public_key())
+    activate_site(world, site)
     fra_state = state(world, gw_fra)
     assert [p.kind for p in fra_state.tenants[0].peers] == ["site"]
     for gw in (gw_bj, gw_fra):
@@ -378,17 +374,7 @@ def test_site_connector_enrols_and_gets_its_tunnel(world: World) -> None:
     gw = enrol(world, fra)
     activate(world, world.a.id)
     h = world.a.admin.headers
-    site = world.client.post(
-        f"/api/v1/tenants/{world.a.id}/sites",
-        json={
-            "name": "hq",
-            "country": "DE",
-            "purpose": "hq",
-            "prefixes": ["198.18.9.0/24"],
-            "pop_id": fra,
-        },
-        headers=h,
-    ).json()
+    site = make_site(world, ["198.18.9.0/24"], pop_id=fra)
     url = f"/api/v1/tenants/{world.a.id}/sites/{site['id']}/enrolments"
     # Another tenant's admin cannot enrol A's site; an employee may not at all.
     assert world.client.post(url, json={}, headers=world.b.admin.headers).status_code == 404
@@ -400,12 +386,7 @@ def test_site_connector_enrols_and_gets_its_tunnel(world: World) -> None:
     conn = {"Authorization": f"Bearer {resp.json()['credential']}"}
     # A pending site gets nothing; once active, one interface with its PoP as the only peer.
     assert state(world, conn).tenants == ()
-    world.approve_site(site)  # network.declared_only: approved before it is activated
-    world.client.patch(
-        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
-        json={"state": "active"},
-        headers=world.admin.headers,
-    )
+    activate_site(world, site)
     state(world, gw)
     world.client.put(
         f"/api/v1/gateway/interfaces/{world.a.id}", json={"public_key": public_key()}, headers=gw
@@ -453,18 +434,7 @@ def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
     activate(world, world.a.id)
     h = world.a.admin.headers
     router_key = public_key()
-    site = world.client.post(
-        f"/api/v1/tenants/{world.a.id}/sites",
-        json={
-            "name": "hq",
-            "country": "DE",
-            "purpose": "hq",
-            "prefixes": ["198.18.9.0/24"],
-            "pop_id": fra,
-            "connector_public_key": router_key,
-        },
-        headers=h,
-    ).json()
+    site = make_site(world, ["198.18.9.0/24"], pop_id=fra, connector_public_key=router_key)
     base = f"/api/v1/tenants/{world.a.id}/sites/{site['id']}"
     (path,) = world.client.get(f"{base}/paths", headers=h).json()
     assert path["up"] is False

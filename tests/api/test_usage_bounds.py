@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.api.test_gateway import activate, device, enrol, make_pop, state
+from tests.api.test_gateway import (
+    activate,
+    activate_site,
+    device,
+    enrol,
+    make_pop,
+    make_site,
+    state,
+)
 from tests.conftest import both_stores
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
@@ -175,24 +183,8 @@ def test_a_connector_reports_its_own_tunnel_only(world: World, runtime: Runtime)
     activate(world, world.a.id)
     dev = device(world)
     h = world.a.admin.headers
-    site = world.client.post(
-        f"/api/v1/tenants/{world.a.id}/sites",
-        json={
-            "name": "hq",
-            "country": "DE",
-            "purpose": "hq",
-            "prefixes": ["198.18.9.0/24"],
-            "pop_id": fra,
-        },
-        headers=h,
-    ).json()
-    world.approve_site(site)
-    resp = world.client.patch(
-        f"/api/v1/tenants/{world.a.id}/sites/{site['id']}",
-        json={"state": "active"},
-        headers=world.admin.headers,
-    )
-    assert resp.status_code == 200, resp.text
+    site = make_site(world, ["198.18.9.0/24"], pop_id=fra)
+    activate_site(world, site)
     token = world.client.post(
         f"/api/v1/tenants/{world.a.id}/sites/{site['id']}/enrolments", json={}, headers=h
     ).json()["token"]

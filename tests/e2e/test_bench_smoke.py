@@ -11,33 +11,22 @@ import sys
 from pathlib import Path
 
 
-def test_store_benchmark_smoke(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench ARGS --output-dir TMP`` from the project's root; it must succeed."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "store",
-            "--quick",
-            "--only",
-            "sqlite",
-            "--tenants",
-            "10",
-            "--devices-per-tenant",
-            "60",
-            "--samples",
-            "10",
-            "--warmup",
-            "2",
-            "--output-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "bench", *args, "--output-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=Path(__file__).parents[2],
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_store_benchmark_smoke(tmp_path: Path) -> None:
+    args = "store --quick --only sqlite --tenants 10 --devices-per-tenant 60 --samples 10"
+    _bench(tmp_path, *args.split(), "--warmup", "2")
     report = json.loads((tmp_path / "store.json").read_text())
     metrics = report["backends"]["sqlite"]["metrics"]
     for name in ("list_page1", "list_page2", "create"):
@@ -49,28 +38,9 @@ def test_store_benchmark_smoke(tmp_path: Path) -> None:
 def test_load_benchmark_smoke(tmp_path: Path) -> None:
     """A few seconds of the load benchmark: clients run, figures and the loss check are
     written (no latency is judged here: the machine running the tests is shared)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "load",
-            "--quick",
-            "--only",
-            "sqlite",
-            "--clients",
-            "4",
-            "--seconds",
-            "2",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[2],
+    result = _bench(
+        tmp_path, "load", "--quick", "--only", "sqlite", "--clients", "4", "--seconds", "2"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "load.json").read_text())
     assert report["config"]["clients"] == 4
     assert report["errors"] == {}

@@ -13,12 +13,11 @@ import os
 import sqlite3
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_server_process import TONGDAO, env, free_port, stop
+from tests.e2e.test_server_process import env, run_server, stop
 
 __all__ = ["env"]  # the fixture, shared with the server-process tests
 
@@ -28,28 +27,7 @@ UMASK = 0o022
 def serve_with_umask(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """``tongdao server`` under umask 022, ready, after one write (a failed login, which
     writes its attempt and an audit record) so that the WAL holds a transaction."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [*TONGDAO, "server", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        umask=UMASK,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{stop(proc)}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"server did not become ready in 60 s:\n{stop(proc)}")
+    proc, base = run_server([], env, umask=UMASK)
     resp = httpx.post(
         f"{base}/api/v1/auth/login",
         json={"email": "nobody@example.com", "password": "not the password at all"},

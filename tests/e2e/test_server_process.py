@@ -25,7 +25,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_server(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def run_server(
+    args: list[str], env: dict[str, str], *, umask: int = -1
+) -> tuple[subprocess.Popen[str], str]:
+    """``tongdao server`` on a free port, once it answers /readyz (``umask`` -1: inherited)."""
     port = free_port()
     proc = subprocess.Popen(
         [*TONGDAO, "server", "--port", str(port), *args],
@@ -33,6 +36,7 @@ def run_server(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=umask,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -81,23 +85,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def exercise(base: str, env: dict[str, str], store: list[str]) -> None:
-    boot = subprocess.run(
-        [
-            *TONGDAO,
-            "admin",
-            "bootstrap",
-            "--email",
-            "noc@operator.example",
-            "--password-stdin",
-            *store,
-        ],
-        input=PASSWORD + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert boot.returncode == 0, boot.stderr
+    bootstrap(env, *store)
     with httpx.Client(base_url=base, timeout=10) as client:
         assert client.get("/healthz").json()["status"] == "ok"
         page = client.get("/console/")
@@ -151,9 +139,18 @@ def test_production_without_key_refuses_to_start(env: dict[str, str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def bootstrap(env: dict[str, str]) -> None:
+def bootstrap(env: dict[str, str], *store: str) -> None:
+    """``tongdao admin bootstrap`` for noc@operator.example (``store``: e.g. --database-url)."""
     boot = subprocess.run(
-        [*TONGDAO, "admin", "bootstrap", "--email", "noc@operator.example", "--password-stdin"],
+        [
+            *TONGDAO,
+            "admin",
+            "bootstrap",
+            "--email",
+            "noc@operator.example",
+            "--password-stdin",
+            *store,
+        ],
         input=PASSWORD + "\n",
         env=env,
         capture_output=True,

@@ -20,11 +20,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TEST_DATA_KEY, need
+from tests.conftest import make_settings, need
 from tests.support.live import serve
 from tests.support.world import World
 from tongdao.api.app import create_app
-from tongdao.config import load_settings
 from tongdao.runtime import Runtime
 from tongdao.store import migrate
 from tongdao.testing.keys import public_key
@@ -49,15 +48,7 @@ def own_cluster() -> Iterator[PostgresCluster]:
 def outage_runtime(own_cluster: PostgresCluster, tmp_path: Path) -> Iterator[Runtime]:
     url = own_cluster.create_database("outage")
     migrate.upgrade(url)
-    settings = load_settings(
-        env="test",
-        data_dir=tmp_path,
-        database_url=url,
-        data_key=TEST_DATA_KEY,
-        argon2_time_cost=1,
-        argon2_memory_kib=8,
-    )
-    runtime = Runtime.from_settings(settings)
+    runtime = Runtime.from_settings(make_settings(tmp_path, url))
     try:
         yield runtime
     finally:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
-from tests.conftest import TEST_DATA_KEY, both_stores
+from tests.conftest import TEST_DATA_KEY, both_stores, make_settings
 from tests.support.world import World
 from tongdao.api.app import create_app
 from tongdao.audit.models import AuditEvent
@@ -35,15 +35,12 @@ class Stop(Exception):
 
 
 def runtime_with(store_url: str, tmp_path: Path, key: str, key_id: str, previous: str) -> Runtime:
-    settings = load_settings(
-        env="test",
-        data_dir=tmp_path,
-        database_url=store_url,
+    settings = make_settings(
+        tmp_path,
+        store_url,
         data_key=key,
         data_key_id=key_id,
         previous_data_keys=previous or None,
-        argon2_time_cost=1,
-        argon2_memory_kib=8,
     )
     return Runtime.from_settings(settings)
 

@@ -17,12 +17,13 @@ import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import CursorResult, ForeignKey, Index, String, select, update
+from sqlalchemy import ForeignKey, Index, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tongdao.clock import utcnow
 from tongdao.runtime import Ctx
 from tongdao.store.base import TimestampedModel
+from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import User
 
 RESET_PATH = "/console/password/reset"
@@ -124,7 +125,8 @@ def find_open(ctx: Ctx, secret: str) -> OneTimeLink | None:
 def consume(ctx: Ctx, link: OneTimeLink) -> bool:
     """Mark the link used; False when it was used, voided or expired meanwhile."""
     now = ctx.runtime.clock()
-    result = ctx.session.execute(
+    used = rows_updated(
+        ctx.session,
         update(OneTimeLink)
         .where(
             OneTimeLink.id == link.id,
@@ -132,11 +134,9 @@ def consume(ctx: Ctx, link: OneTimeLink) -> bool:
             OneTimeLink.revoked_at.is_(None),
             OneTimeLink.expires_at > now,
         )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
+        .values(used_at=now),
     )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    return used == 1
 
 
 def void_open_links(ctx: Ctx, user_id: uuid.UUID) -> None:

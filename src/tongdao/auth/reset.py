@@ -23,8 +23,7 @@ from tongdao import validation
 from tongdao.audit.recorder import Actor, record
 from tongdao.auth import links
 from tongdao.auth.links import LinkPurpose, PasswordResetRequest
-from tongdao.auth.passwords import policy_problem
-from tongdao.auth.service import revoke_user_credentials
+from tongdao.auth.service import check_new_password, revoke_user_credentials
 from tongdao.errors import Conflict, Throttled, ValidationError
 from tongdao.mail import service as mail
 from tongdao.runtime import Ctx, Runtime
@@ -64,11 +63,7 @@ class LinkSent(BaseModel):
 # --- the one direct way ------------------------------------------------------------------
 def set_password(ctx: Ctx, user: User, password: str, *, field: str = "password") -> None:
     """Set a password directly (bootstrap, fixtures): policy-checked, not exposed by the API."""
-    problem = policy_problem(
-        password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
-    )
-    if problem:
-        raise ValidationError({field: problem})
+    check_new_password(user, password, field=field)
     user.password_hash = ctx.runtime.passwords.hash(password)
 
 
@@ -234,11 +229,7 @@ def complete(ctx: Ctx, secret: str, new_password: str) -> User:
     user = ctx.session.get(User, link.user_id)
     if user is None or not _can_sign_in(ctx, user):
         raise refused
-    problem = policy_problem(
-        new_password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
-    )
-    if problem:
-        raise ValidationError({"new_password": problem})  # the link stays usable
+    check_new_password(user, new_password)  # refused: the link stays usable
     if not links.consume(ctx, link):
         raise refused  # used by a concurrent request
     user.password_hash = ctx.runtime.passwords.hash(new_password)

@@ -6,13 +6,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Response, status
-from sqlalchemy import select
 
-from tongdao.api.deps import AnonCtxDep, Guard, GuardDep
+from tongdao.api.deps import AnonCtxDep, GuardDep
 from tongdao.auth import reset
 from tongdao.auth.permissions import Action
-from tongdao.errors import NotFound
-from tongdao.tenancy.models import User
+from tongdao.auth.targets import staff_member, tenant_user
 
 router = APIRouter()
 
@@ -58,18 +56,6 @@ def complete_password_reset(ctx: AnonCtxDep, body: reset.ResetComplete) -> Respo
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _tenant_user(guard: Guard, tenant_id: uuid.UUID, user_id: uuid.UUID) -> User:
-    tenant = guard.tenant(tenant_id)
-    principal = guard.principal
-    user = guard.ctx.session.scalar(
-        select(User).where(User.id == user_id, User.tenant_id == tenant.id)
-    )
-    if user is None or (user.id != principal.user_id and principal.own_only("users", Action.READ)):
-        raise NotFound("user not found")
-    guard.require("users", Action.UPDATE)
-    return user
-
-
 @router.post(
     "/tenants/{tenant_id}/users/{user_id}/password-reset",
     status_code=status.HTTP_202_ACCEPTED,
@@ -80,7 +66,9 @@ def _tenant_user(guard: Guard, tenant_id: uuid.UUID, user_id: uuid.UUID) -> User
 def reset_user_password(guard: GuardDep, tenant_id: TenantId, user_id: UserId) -> reset.LinkSent:
     """The user's sessions and API tokens end and their password stops working; they get a
     one-time link by mail to choose a new one. The caller sees neither password nor link."""
-    result = reset.admin_reset(guard.ctx, _tenant_user(guard, tenant_id, user_id))
+    result = reset.admin_reset(
+        guard.ctx, tenant_user(guard, tenant_id, user_id, "users", Action.UPDATE)
+    )
     guard.ctx.session.commit()
     return result
 
@@ -94,12 +82,6 @@ def reset_user_password(guard: GuardDep, tenant_id: TenantId, user_id: UserId) -
 )
 def reset_staff_password(guard: GuardDep, object_id: StaffId) -> reset.LinkSent:
     """As for a tenant's user, for operator staff (operator admin)."""
-    guard.require("staff", Action.UPDATE)
-    user = guard.ctx.session.scalar(
-        select(User).where(User.id == object_id, User.tenant_id.is_(None))
-    )
-    if user is None:
-        raise NotFound("staff member not found")
-    result = reset.admin_reset(guard.ctx, user)
+    result = reset.admin_reset(guard.ctx, staff_member(guard, object_id))
     guard.ctx.session.commit()
     return result

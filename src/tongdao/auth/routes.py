@@ -28,7 +28,8 @@ from tongdao.auth.schemas import (
     TotpDisable,
     TotpSetup,
 )
-from tongdao.errors import AuthenticationError, NotFound, PermissionDenied, ValidationError
+from tongdao.auth.targets import staff_member, tenant_user
+from tongdao.errors import AuthenticationError, PermissionDenied, ValidationError
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import User
 from tongdao.tenancy.schemas import UserPublic
@@ -250,15 +251,7 @@ def unlock_user_sign_in(
     """Clear the failed sign-ins counted against a user's account, so its owner can sign in
     without waiting (tenant admins: their tenant's users; the operator admin: anyone).
     Audited. The failures still count against the addresses they came from."""
-    tenant = guard.tenant(tenant_id)
-    user = guard.ctx.session.scalar(
-        select(User).where(User.id == user_id, User.tenant_id == tenant.id)
-    )
-    if user is None or (
-        user.id != guard.principal.user_id and guard.principal.own_only("users", Action.READ)
-    ):
-        raise NotFound("user not found")
-    guard.require("sign_in", Action.UPDATE)
+    user = tenant_user(guard, tenant_id, user_id, "sign_in", Action.UPDATE)
     cleared = service.unlock_sign_in(guard.ctx, user)
     guard.ctx.session.commit()
     return SignInUnlocked(user_id=user.id, cleared_failures=cleared)
@@ -273,10 +266,7 @@ def unlock_staff_sign_in(
     guard: GuardDep, object_id: Annotated[uuid.UUID, Path()]
 ) -> SignInUnlocked:
     """The same for an operator staff member (the operator admin only)."""
-    guard.require("staff", Action.UPDATE)
-    user = guard.ctx.session.get(User, object_id)
-    if user is None or user.tenant_id is not None:
-        raise NotFound("staff member not found")
+    user = staff_member(guard, object_id)
     cleared = service.unlock_sign_in(guard.ctx, user)
     guard.ctx.session.commit()
     return SignInUnlocked(user_id=user.id, cleared_failures=cleared)

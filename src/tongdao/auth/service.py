@@ -9,10 +9,9 @@ import math
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, cast
 
 import pyotp
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tongdao import validation
@@ -23,6 +22,7 @@ from tongdao.auth.permissions import Role
 from tongdao.auth.principal import ALL_SCOPES, Principal
 from tongdao.errors import AuthenticationError, Conflict, NotFound, Throttled, ValidationError
 from tongdao.runtime import Ctx
+from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 
 TOKEN_PREFIXES = {"api": "tdp_", "session": "tds_"}
@@ -358,13 +358,13 @@ def _consume_totp(ctx: Ctx, user: User, code: str) -> bool:
     step = _matching_step(ctx, user, code)
     if step is None:
         return False
-    result = ctx.session.execute(
+    moved = rows_updated(
+        ctx.session,
         update(TotpStep)
         .where(TotpStep.user_id == user.id, TotpStep.last_step < step)
-        .values(last_step=step)
-        .execution_options(synchronize_session=False)
+        .values(last_step=step),
     )
-    if cast(CursorResult[Any], result).rowcount == 1:
+    if moved == 1:
         return True
     if ctx.session.scalar(select(TotpStep.user_id).where(TotpStep.user_id == user.id)):
         return False  # this step (or a later one) was used already
@@ -422,16 +422,22 @@ def disable_totp(
     return revoked
 
 
+def check_new_password(user: User, password: str, *, field: str = "new_password") -> None:
+    """Refuse (422 on ``field``) a password the policy refuses for this account: shorter is
+    enough with TOTP on, and it must not be the account's own address."""
+    problem = policy_problem(
+        password, has_second_factor=bool(user.totp_enabled), context=[user.email or ""]
+    )
+    if problem:
+        raise ValidationError({field: problem})
+
+
 def change_password(
     ctx: Ctx, user: User, new_password: str, *, keep_token_id: uuid.UUID | None
 ) -> int:
     """Set a new password (checked against the policy for this account) and revoke every
     other session and API token of the user; returns how many were revoked."""
-    problem = policy_problem(
-        new_password, has_second_factor=user.totp_enabled, context=[user.email]
-    )
-    if problem:
-        raise ValidationError({"new_password": problem})
+    check_new_password(user, new_password)
     user.password_hash = ctx.runtime.passwords.hash(new_password)
     revoked = revoke_user_credentials(ctx, user.id, keep_token_id=keep_token_id)
     record(
@@ -513,17 +519,16 @@ def unlock_sign_in(ctx: Ctx, user: User) -> int:
     address), so its owner is not kept waiting; audited. The failures still count against
     the addresses they came from. Returns how many were cleared."""
     now = ctx.runtime.clock()
-    result = ctx.session.execute(
+    cleared = rows_updated(
+        ctx.session,
         update(LoginAttempt)
         .where(
             LoginAttempt.email == user.email,
             LoginAttempt.success.is_(False),
             LoginAttempt.cleared_at.is_(None),
         )
-        .values(cleared_at=now)
-        .execution_options(synchronize_session=False)
+        .values(cleared_at=now),
     )
-    cleared = int(cast(CursorResult[Any], result).rowcount)
     record(
         ctx.session,
         "sign_in_unlocked",

@@ -13,11 +13,18 @@ from typing import Annotated
 import typer
 
 from tongdao.cli.client import Client, ServerOpt, TokenOpt
-from tongdao.cli.resources import DataOpt, IdArg, JsonOpt, SetOpt, read_body, seg, show
+from tongdao.cli.resources import (
+    DataOpt,
+    IdArg,
+    JsonOpt,
+    SetOpt,
+    TenantOpt,
+    read_body,
+    seg,
+    show,
+    user_path,
+)
 
-TenantOpt = Annotated[
-    str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
-]
 mail_app = typer.Typer(
     help="The SMTP relay outgoing mail leaves by (operator admin).", no_args_is_help=True
 )
@@ -31,7 +38,7 @@ def reset_user_password(
     token: TokenOpt = None,
 ) -> None:
     """End the user's sessions and tokens and mail them a link to choose a new password."""
-    path = f"/tenants/{seg(tenant)}/users/{seg(user_id)}/password-reset"
+    path = user_path(tenant, user_id) + "/password-reset"
     show(Client.resolve(server, token).json("POST", path), as_json)
 
 

@@ -16,11 +16,16 @@ import typer
 
 from tongdao.cli.client import EXIT_USAGE, Client, ServerOpt, TokenOpt
 from tongdao.cli.common import fail
-from tongdao.cli.resources import IdArg, JsonOpt, list_pages, print_json, seg, show
+from tongdao.cli.resources import (
+    IdArg,
+    JsonOpt,
+    TenantOpt,
+    list_pages,
+    print_json,
+    show,
+    user_path,
+)
 
-TenantOpt = Annotated[
-    str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
-]
 CONSENT_COLUMNS = (
     "id",
     "kind",
@@ -32,10 +37,6 @@ CONSENT_COLUMNS = (
     "current",
 )
 NOTICE_COLUMNS = ("id", "version", "seq", "title", "reconsent_required", "published_at")
-
-
-def _user(tenant: str, user_id: str) -> str:
-    return f"/tenants/{seg(tenant)}/users/{seg(user_id)}"
 
 
 def _text(value: str, option: str) -> str:
@@ -67,7 +68,7 @@ def verify_identity(
 ) -> None:
     """Record that you checked the user's real identity (tenant admin, compliance officer);
     their pending devices become active."""
-    path = _user(tenant, user_id) + "/identity-verification"
+    path = user_path(tenant, user_id) + "/identity-verification"
     show(Client.resolve(server, token).json("POST", path), as_json)
 
 
@@ -79,7 +80,7 @@ def withdraw_verification(
     token: TokenOpt = None,
 ) -> None:
     """Take a verification back; the user's devices wait as pending."""
-    path = _user(tenant, user_id) + "/identity-verification"
+    path = user_path(tenant, user_id) + "/identity-verification"
     show(Client.resolve(server, token).json("DELETE", path), as_json)
 
 
@@ -93,7 +94,7 @@ def export(
     token: TokenOpt = None,
 ) -> None:
     """Export everything held about the user as JSON, ID number decrypted (audited)."""
-    data = Client.resolve(server, token).json("GET", _user(tenant, user_id) + "/personal-data")
+    data = Client.resolve(server, token).json("GET", user_path(tenant, user_id) + "/personal-data")
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -114,7 +115,7 @@ def erase(
     sessions; logs within the retention period are kept."""
     if not yes:
         fail("erasing cannot be undone: add --yes", EXIT_USAGE)
-    path = _user(tenant, user_id) + "/personal-data/erase"
+    path = user_path(tenant, user_id) + "/personal-data/erase"
     show(Client.resolve(server, token).json("POST", path), as_json)
 
 
@@ -127,7 +128,7 @@ def consents(
 ) -> None:
     """List the user's consents (revoked and lapsed ones too)."""
     client = Client.resolve(server, token)
-    path = _user(tenant, user_id) + "/consents"
+    path = user_path(tenant, user_id) + "/consents"
     list_pages(client, path, [], CONSENT_COLUMNS, as_json=as_json)
 
 
@@ -149,7 +150,7 @@ def consent(
     body: dict[str, Any] = {"kind": kind, "notice_version": notice_version}
     if evidence is not None:
         body["evidence"] = evidence
-    path = _user(tenant, user_id) + "/consents"
+    path = user_path(tenant, user_id) + "/consents"
     show(Client.resolve(server, token).json("POST", path, body=body), as_json)
 
 
@@ -161,7 +162,7 @@ def revoke_abroad_consent(
     token: TokenOpt = None,
 ) -> None:
     """Revoke the user's consent to transfer abroad: their traffic stops going abroad."""
-    path = _user(tenant, user_id) + "/consents/transfer-abroad"
+    path = user_path(tenant, user_id) + "/consents/transfer-abroad"
     Client.resolve(server, token).request("DELETE", path)
     if as_json:
         print_json({"user_id": user_id, "transfer_abroad": "revoked"})

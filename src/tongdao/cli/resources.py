@@ -152,6 +152,9 @@ AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "object_type", "object_
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="the object's id")]
+TenantOpt = Annotated[
+    str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
+]
 DataOpt = Annotated[
     str | None,
     typer.Option("--data", "-d", help="JSON object, @file.json, or - for standard input"),
@@ -171,6 +174,11 @@ FilterOpt = Annotated[
 def seg(value: str) -> str:
     """One URL path segment, escaped."""
     return quote(value, safe="")
+
+
+def user_path(tenant: str, user_id: str) -> str:
+    """The API path of one user of a tenant."""
+    return f"/tenants/{seg(tenant)}/users/{seg(user_id)}"
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -571,15 +579,13 @@ def sessions_revoke_others(
 
 def unlock_sign_in(
     user_id: IdArg,
-    tenant: Annotated[
-        str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
-    ],
+    tenant: TenantOpt,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Clear the failed sign-ins counted against a user's account (tenant or operator admin)."""
-    path = f"/tenants/{seg(tenant)}/users/{seg(user_id)}/sign-in-unlock"
+    path = user_path(tenant, user_id) + "/sign-in-unlock"
     answer = Client.resolve(server, token).json("POST", path)
     if as_json:
         print_json(answer)
@@ -642,9 +648,7 @@ for _spec in OPERATOR_RESOURCES:
 
 def device_config(
     device_id: Annotated[str, typer.Argument(metavar="DEVICE_ID", help="the device's id")],
-    tenant: Annotated[
-        str, typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id")
-    ],
+    tenant: TenantOpt,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to this file (mode 0600)")
     ] = None,

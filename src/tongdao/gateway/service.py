@@ -66,9 +66,10 @@ from tongdao.network.service import (
     device_homed_at,
     ensure_interface,
     no_link_reason,
+    pop_peer,
     unwritable,
 )
-from tongdao.network.wgconfig import ConfigDataError, PeerSpec, render_site
+from tongdao.network.wgconfig import ConfigDataError, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
 from tongdao.runtime import Ctx
@@ -630,15 +631,7 @@ def site_config(ctx: Ctx, tenant: Tenant, site: Site) -> str:
             tenant_name=tenant.name_en,
             ipv4=site.ipv4,
             ipv6=site.ipv6,
-            peer=PeerSpec(
-                pop.name,
-                pop.region,
-                peer.public_key,
-                pop.endpoint_host,
-                remote.listen_port,
-                remote.ipv4,
-                remote.ipv6,
-            ),
+            peer=pop_peer(pop, remote, peer.public_key),
             allowed=peer.allowed_ips,
         )
     except ConfigDataError as exc:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from tongdao.config import Environment
 from tongdao.crypto import DecryptionError
@@ -62,6 +63,11 @@ class Relay:
     username: str
     password: str | None
     sender: str
+
+
+def get_settings(session: Session) -> MailSettings | None:
+    """The relay's settings (one row; the oldest, should a race have written two)."""
+    return session.scalar(select(MailSettings).order_by(MailSettings.created_at))
 
 
 def backoff(attempts: int) -> timedelta:
@@ -221,7 +227,7 @@ class Mailer:
             return  # another sender has it
         with runtime.db.session(write=False) as session:
             row = session.get(MailMessage, message_id)
-            config = session.scalar(select(MailSettings).order_by(MailSettings.created_at))
+            config = get_settings(session)
             if row is None:  # pragma: no cover - deleted meanwhile
                 return
             attempts, recipient, subject, sealed = (

@@ -26,7 +26,7 @@ from tongdao.mail.models import (
     MailState,
     SmtpSecurity,
 )
-from tongdao.mail.sender import Mailer, mailer_of
+from tongdao.mail.sender import Mailer, get_settings, mailer_of
 from tongdao.runtime import Ctx
 
 _HOOKED = "tongdao.mail_after_commit"
@@ -41,10 +41,6 @@ __all__ = [
     "queue",
     "settings_public",
 ]
-
-
-def get_settings(session: Session) -> MailSettings | None:
-    return session.scalar(select(MailSettings).order_by(MailSettings.created_at))
 
 
 def is_loopback(host: str) -> bool:

@@ -590,18 +590,7 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
             f"{where} published a WireGuard key for this tenant; the configuration "
             "is ready once a gateway serves the tenant"
         )
-    peers = [
-        PeerSpec(
-            pop.name,
-            pop.region,
-            iface.public_key or "",
-            pop.endpoint_host,
-            iface.listen_port,
-            iface.ipv4,
-            iface.ipv6,
-        )
-        for iface, pop in rows
-    ]
+    peers = [pop_peer(pop, iface, iface.public_key or "") for iface, pop in rows]
     try:
         return render(
             device_name=device.name,
@@ -615,6 +604,19 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         )
     except ConfigDataError as exc:
         raise unwritable(exc) from exc
+
+
+def pop_peer(pop: Pop, iface: PopTenantInterface, public_key: str) -> PeerSpec:
+    """The [Peer] a device or site router has for the tenant's interface on a PoP."""
+    return PeerSpec(
+        pop.name,
+        pop.region,
+        public_key,
+        pop.endpoint_host,
+        iface.listen_port,
+        iface.ipv4,
+        iface.ipv6,
+    )
 
 
 def unwritable(exc: ConfigDataError) -> Conflict:
