@@ -10,8 +10,10 @@ rest of the report is stored. Reading usage never fails on huge counters or extr
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,8 @@ from sqlalchemy import func, select
 from tests.api.test_gateway import activate, device, enrol, make_pop, state
 from tests.conftest import both_stores
 from tests.support.world import World
+from tongdao.agent.reporter import Reporter, ReportError
+from tongdao.agent.state import StateDir
 from tongdao.audit.models import AuditEvent
 from tongdao.gateway.models import Gateway, UsageRecord
 from tongdao.gateway.usage import CLOCK_SKEW, MAX_SEQ_STEP, RECENTLY_REMOVED
@@ -554,3 +558,63 @@ def test_dropped_row_warnings_are_rate_limited_per_gateway(world: World, runtime
     # Reports 2-5 (one junk row each) were held back, then report 6's two rows.
     assert (second.after["reports"], second.after["dropped"]) == (5, 6)
     assert second.after["reasons"] == {"unknown_peer": 6}
+
+
+@both_stores
+def test_an_honest_agent_loses_no_bytes(world: World, runtime: Runtime, tmp_path: Path) -> None:
+    """The real reporter against the real endpoint: chunks sharing one period, a lost answer
+    (the retry is a duplicate), a control plane down for a tick (two reports back to back),
+    an engine restart; every byte the engine moved at up to 5/6 of the PoP's rate counts,
+    and the server drops nothing."""
+    from tests.agent.test_reporter import ScriptedEngine
+
+    _bj, gw, dev = serving(world, max_rate_mbps=8)  # 1,000,000 bytes a second
+    devices = [dev, device(world), device(world)]
+    desired = state(world, gw)
+    (iface,) = desired.tenants
+    agent_state = StateDir(tmp_path / "agent")
+    agent_state.save_applied(desired)
+    engine = ScriptedEngine()
+    lose = {5}  # the second chunk of the second report: stored, its answer lost once
+    down = [False]
+
+    def sender(body: dict[str, Any]) -> dict[str, Any]:
+        if down[0]:
+            raise ReportError("connection refused")
+        resp = world.client.post(REPORTS, json=body, headers=gw)
+        if resp.status_code >= 300:
+            raise ReportError(resp.text, resp.status_code)
+        if body["seq"] in lose:
+            lose.discard(body["seq"])
+            raise ReportError("read timeout")
+        return dict(resp.json())
+
+    clock = [time.time() - 100]
+    agent = Reporter(engine, agent_state, sender, max_peers=1, clock=lambda: clock[0])
+    counters = dict.fromkeys(range(3), 0)
+    moved = dict.fromkeys(range(3), 0)
+
+    def tick(step: int, restart: bool = False) -> bool:
+        for i, d in enumerate(devices):
+            if restart:
+                counters[i] = 0
+            counters[i] += step * (i + 1)
+            moved[i] += step * (i + 1)
+            engine.set(d["public_key"], counters[i], counters[i] // 2, ifname=iface.ifname)
+        clock[0] += 30
+        return agent.tick()
+
+    assert tick(0)  # the first sample: nothing moved yet
+    assert tick(8_000_000)  # 8, 16 and 24 MB in 30 s: three chunks of one period
+    assert not tick(8_000_000)  # an answer lost: the chunk waits for the next tick
+    assert tick(8_000_000)  # resent, answered "duplicate"; then the rest and the new report
+    down[0] = True
+    assert not tick(8_000_000)
+    down[0] = False
+    assert tick(8_000_000)  # the pending report, then what accrued meanwhile
+    assert tick(8_000_000, restart=True)  # the engine restarted: counters from zero
+    assert agent.counters.reports_duplicate == 1
+    assert agent.counters.rows_dropped == {}
+    until = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    totals = {r["key"]: r["rx_bytes"] for r in usage(world, world.a.id, until=until)["rows"]}
+    assert totals == {d["id"]: moved[i] for i, d in enumerate(devices)}
