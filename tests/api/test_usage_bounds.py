@@ -10,8 +10,10 @@ rest of the report is stored. Reading usage never fails on huge counters or extr
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,8 @@ from tests.api.test_gateway import (
 )
 from tests.conftest import both_stores
 from tests.support.world import World
+from tongdao.agent.reporter import Reporter, ReportError
+from tongdao.agent.state import StateDir
 from tongdao.audit.models import AuditEvent
 from tongdao.gateway.models import Gateway, UsageRecord
 from tongdao.gateway.usage import CLOCK_SKEW, MAX_SEQ_STEP, RECENTLY_REMOVED
@@ -461,3 +465,148 @@ def test_usage_window_at_extreme_dates_is_422(world: World, params: dict[str, st
         resp = world.client.get(url, params=params, headers=headers)
         assert resp.status_code == 422, (url, params, resp.text)
         assert set(resp.json()["error"]["fields"]) & {"since", "until"}, resp.text
+
+
+# --- 3. cumulative bounds: what one peer may be credited per gateway over time -------------------
+@both_stores
+def test_a_period_replayed_with_a_new_seq_is_not_credited_again(
+    world: World, runtime: Runtime
+) -> None:
+    """The chunks of one report share its period, each peer once; the same peer again for
+    the same period (a replay with seq+1, seq+2, ...) is a duplicate, not more bytes."""
+    _bj, gw, dev = serving(world)
+    second = device(world)
+    (iface,) = state(world, gw).tenants
+    assert len(iface.peers) == 2
+    first = report(1, [dev_row(world, dev, 1000)])
+    assert post(world, gw, first)["stored"] == 1
+    # A genuine second chunk of the same report: same period, another peer. Counts.
+    chunk = {**first, "seq": 2, "peers": [dev_row(world, second, 500)]}
+    assert post(world, gw, chunk)["stored"] == 1
+    # The same period again, peer already credited for it: dropped, however often.
+    for seq in range(3, 8):
+        answer = post(world, gw, {**first, "seq": seq})
+        assert answer["accepted"] is True
+        assert (answer["stored"], answer["dropped_reasons"]) == (0, {"duplicate_peer": 1})
+    totals = {r["key"]: r["rx_bytes"] for r in usage(world, world.a.id)["rows"]}
+    assert totals == {dev["id"]: 1000, second["id"]: 500}
+
+
+@both_stores
+def test_overlapping_back_to_back_reports_share_one_allowance(
+    world: World, runtime: Runtime
+) -> None:
+    """Each report may start up to CLOCK_SKEW before the previous end; reports claiming that
+    stretch again and again earn nothing more: a peer's bytes per gateway stay within the
+    PoP's rate over the time reported plus one slack, while honest reports lose nothing."""
+    _bj, gw, dev = serving(world, max_rate_mbps=8)  # 1,000,000 bytes a second
+    end = datetime.now(UTC) - timedelta(minutes=4)
+    # 30 s + 60 s of slack: the whole allowance.
+    assert post(world, gw, report(1, [dev_row(world, dev, 90_000_000)], end=end))["stored"] == 1
+    seq = 2
+    for _ in range(5):  # [end - 5 min, end] over and over: 6 minutes each, if it counted
+        back = report(seq, [dev_row(world, dev, 300_000_000)], end=end, seconds=300)
+        answer = post(world, gw, back)
+        assert (answer["stored"], answer["dropped_reasons"]) == (0, {"over_rate": 1})
+        seq += 1
+    # Nor does creeping forward a second at a time, each claiming the last 5 minutes.
+    # The allowance grows with the period's end, one second's worth (1 MB) per second.
+    stored = []
+    for step in range(1, 4):
+        back = report(
+            seq, [dev_row(world, dev, 2_000_000)], end=end + timedelta(seconds=step), seconds=300
+        )
+        stored.append(post(world, gw, back)["stored"])
+        seq += 1
+    assert stored == [0, 1, 0]
+    # An honest next period gets its full rate: nothing of real traffic is lost.
+    nxt = end + timedelta(seconds=3)
+    honest = report(seq, [dev_row(world, dev, 30_000_000)], end=nxt + timedelta(seconds=30))
+    assert post(world, gw, honest)["stored"] == 1
+    total = usage(world, world.a.id)["rx_bytes"]
+    # At most the rate over [first start, last end] plus one slack of 60 s.
+    assert total == 90_000_000 + 2_000_000 + 30_000_000 <= 1_000_000 * (30 + 3 + 30 + 60)
+
+
+@both_stores
+def test_dropped_row_warnings_are_rate_limited_per_gateway(world: World, runtime: Runtime) -> None:
+    """Junk rows in report after report write one audit event per gateway per
+    DROPPED_EVENT_EVERY; the next one counts the reports and rows in between."""
+    from tongdao.gateway.usage import DROPPED_EVENT_EVERY
+
+    _bj, gw, dev = serving(world)
+    junk = row(world.a.id, public_key(), "device", str(uuid.uuid4()))
+    for seq in range(1, 6):
+        answer = post(world, gw, report(seq, [dev_row(world, dev, 1), junk]))
+        assert answer["dropped_reasons"] == {"unknown_peer": 1}  # the answer still says
+    (event,) = warnings(runtime)
+    assert event.after is not None
+    assert (event.after["reports"], event.after["dropped"]) == (1, 1)
+    later = datetime.now(UTC) + DROPPED_EVENT_EVERY + timedelta(seconds=1)
+    runtime.clock = lambda: later
+    post(world, gw, report(6, [junk, junk], end=later))
+    _first, second = warnings(runtime)
+    assert second.after is not None
+    # Reports 2-5 (one junk row each) were held back, then report 6's two rows.
+    assert (second.after["reports"], second.after["dropped"]) == (5, 6)
+    assert second.after["reasons"] == {"unknown_peer": 6}
+
+
+@both_stores
+def test_an_honest_agent_loses_no_bytes(world: World, runtime: Runtime, tmp_path: Path) -> None:
+    """The real reporter against the real endpoint: chunks sharing one period, a lost answer
+    (the retry is a duplicate), a control plane down for a tick (two reports back to back),
+    an engine restart; every byte the engine moved at up to 5/6 of the PoP's rate counts,
+    and the server drops nothing."""
+    from tests.agent.test_reporter import ScriptedEngine
+
+    _bj, gw, dev = serving(world, max_rate_mbps=8)  # 1,000,000 bytes a second
+    devices = [dev, device(world), device(world)]
+    desired = state(world, gw)
+    (iface,) = desired.tenants
+    agent_state = StateDir(tmp_path / "agent")
+    agent_state.save_applied(desired)
+    engine = ScriptedEngine()
+    lose = {5}  # the second chunk of the second report: stored, its answer lost once
+    down = [False]
+
+    def sender(body: dict[str, Any]) -> dict[str, Any]:
+        if down[0]:
+            raise ReportError("connection refused")
+        resp = world.client.post(REPORTS, json=body, headers=gw)
+        if resp.status_code >= 300:
+            raise ReportError(resp.text, resp.status_code)
+        if body["seq"] in lose:
+            lose.discard(body["seq"])
+            raise ReportError("read timeout")
+        return dict(resp.json())
+
+    clock = [time.time() - 100]
+    agent = Reporter(engine, agent_state, sender, max_peers=1, clock=lambda: clock[0])
+    counters = dict.fromkeys(range(3), 0)
+    moved = dict.fromkeys(range(3), 0)
+
+    def tick(step: int, restart: bool = False) -> bool:
+        for i, d in enumerate(devices):
+            if restart:
+                counters[i] = 0
+            counters[i] += step * (i + 1)
+            moved[i] += step * (i + 1)
+            engine.set(d["public_key"], counters[i], counters[i] // 2, ifname=iface.ifname)
+        clock[0] += 30
+        return agent.tick()
+
+    assert tick(0)  # the first sample: nothing moved yet
+    assert tick(8_000_000)  # 8, 16 and 24 MB in 30 s: three chunks of one period
+    assert not tick(8_000_000)  # an answer lost: the chunk waits for the next tick
+    assert tick(8_000_000)  # resent, answered "duplicate"; then the rest and the new report
+    down[0] = True
+    assert not tick(8_000_000)
+    down[0] = False
+    assert tick(8_000_000)  # the pending report, then what accrued meanwhile
+    assert tick(8_000_000, restart=True)  # the engine restarted: counters from zero
+    assert agent.counters.reports_duplicate == 1
+    assert agent.counters.rows_dropped == {}
+    until = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    totals = {r["key"]: r["rx_bytes"] for r in usage(world, world.a.id, until=until)["rows"]}
+    assert totals == {d["id"]: moved[i] for i, d in enumerate(devices)}

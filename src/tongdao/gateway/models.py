@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -90,6 +91,10 @@ class Gateway(TimestampedModel):
     last_period_start: Mapped[datetime | None]
     last_period_end: Mapped[datetime | None]
     sent_version: Mapped[int | None] = mapped_column(BigInteger)
+    # Dropped report rows: when the last usage_rows_dropped event was written, and what was
+    # dropped since then and not yet written (see tongdao.gateway.usage).
+    dropped_event_at: Mapped[datetime | None]
+    dropped_held: Mapped[dict[str, Any] | None]
 
 
 class ConfigVersion(Base):
@@ -161,3 +166,21 @@ class GatewayPeer(Base):
     peer_kind: Mapped[str] = mapped_column(String(16))
     peer_ref: Mapped[str] = mapped_column(String(64))
     removed_at: Mapped[datetime | None]
+
+
+class UsageCredit(Base):
+    """How much of its PoP's rate one peer (tenant, public key) has been credited at one
+    gateway: ``credited_until`` moves forward by each stored row's bytes at that rate (a
+    cell-rate bound, see :mod:`tongdao.gateway.usage`), and the period of the peer's last
+    stored row, so the same peer for the same period is not counted twice."""
+
+    __tablename__ = "usage_credits"
+
+    gateway_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    peer_key: Mapped[str] = mapped_column(String(44), primary_key=True)
+    credited_until: Mapped[datetime]
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]

@@ -11,11 +11,12 @@ seq`` in the same transaction that stores the report's rows, so a report is stor
 once: a retry (seq already seen) or a concurrent twin (the other transaction's UPDATE waits
 for the row lock, then finds the new seq) answers ``{"accepted": false, "duplicate": true}``
 and stores nothing. The unique ``(gateway_id, seq, peer_key)`` constraint is the backstop and
-is answered the same way, never 500. Reports may skip seqs (an agent that dropped a
-rejected report goes on with the next one), but by at most :data:`MAX_SEQ_STEP`: a seq further
-ahead answers 409 ``seq_out_of_range`` with the server's ``last_seq`` (the agent renumbers
-its pending reports from there), so one wild seq (2^63-1) cannot make every later report a
-"duplicate".
+is answered the same way, never 500. The gateway's row is locked first (``SELECT ... FOR
+UPDATE``), so a concurrent report of the same gateway reads the credits this one stored.
+Reports may skip seqs (an agent that dropped a rejected report goes on with the next one),
+but by at most :data:`MAX_SEQ_STEP`: a seq further ahead answers 409 ``seq_out_of_range``
+with the server's ``last_seq`` (the agent renumbers its pending reports from there), so one
+wild seq (2^63-1) cannot make every later report a "duplicate".
 
 What a report may claim (the agent is not trusted beyond its own state):
 
@@ -24,8 +25,13 @@ What a report may claim (the agent is not trusted beyond its own state):
   agent's state stays reportable for :data:`~tongdao.gateway.sent.RECENTLY_REMOVED` (its final
   bytes). So a PoP gateway reports only its own tenants' peers homed there and a site
   connector only its tunnel to its PoP.
-* **bytes**: each direction at most the PoP's ``max_rate_mbps`` over the period plus
-  :data:`RATE_SLACK`.
+* **bytes**: bounded per peer (tenant, key) and gateway over time, not per report: a
+  credit per peer (``usage_credits``) records up to which instant its credited bytes have
+  used the PoP's ``max_rate_mbps``; a row counts only if it fits between that instant (or its
+  period's start, if later) and the period's end plus :data:`RATE_SLACK` (see
+  :func:`_screen`). Overlapping periods share one allowance; the same peer for the period it
+  was last credited for is a duplicate (the chunks of one report share a period, never a
+  peer), so replaying a period with seq+1 adds nothing.
 * **periods**: ``period_end`` at most :data:`CLOCK_SKEW` after the server's clock;
   ``period_start`` at most :data:`CLOCK_SKEW` before the previous report's end (for the first
   report: the agent's enrolment), unless it repeats the previous period exactly (the chunks of
@@ -37,9 +43,11 @@ What a report may claim (the agent is not trusted beyond its own state):
 A row that breaks a rule is **dropped, not the report** (the agent drops refused reports,
 which would lose the good rows): the answer counts them (``dropped``, ``dropped_reasons``:
 ``invalid``, ``unknown_peer``, ``duplicate_peer``, ``over_rate``), the agent exports that as
-``tongdao_agent_report_rows_dropped_total{reason}``, and each report with dropped rows writes
-one warning to the server log and one audit event (``usage_rows_dropped`` on the gateway, with
-the counts and up to ten rows' index and reason, never the rows' text).
+``tongdao_agent_report_rows_dropped_total{reason}``, and reports with dropped rows write one
+warning to the server log and one audit event (``usage_rows_dropped`` on the gateway, with
+the counts and up to ten rows' index and reason, never the rows' text) at most once per
+gateway per :data:`DROPPED_EVENT_EVERY`: the reports in between are held on the gateway's row
+(``dropped_held``) and counted in the next event.
 
 ``last_report_seq`` and ``last_seen_at`` are telemetry: they are written with a Core
 ``UPDATE`` that bypasses the audit hook, so a report every 30 s per gateway does not flood
@@ -78,7 +86,18 @@ from pydantic import (
     model_validator,
 )
 from pydantic import ValidationError as SchemaError
-from sqlalchemy import ColumnElement, CursorResult, Select, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -89,7 +108,7 @@ from tongdao.audit.sessions import Seen, track_report
 from tongdao.auth.permissions import Action
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.desired import PeerKind
-from tongdao.gateway.models import Gateway, UsageRecord
+from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
 from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
@@ -112,11 +131,14 @@ RATE_SLACK = timedelta(seconds=60)  # added to a period when bounding its bytes
 HANDSHAKE_BEFORE = timedelta(days=1)  # how long before its period a row's handshake may lie
 DEFAULT_RATE_MBPS = 10_000
 _EXAMPLES = 10  # dropped rows described in the warning event
+DROPPED_EVENT_EVERY = timedelta(minutes=10)  # at most one usage_rows_dropped event per gateway
+_IN_BATCH = 500  # peer keys per IN (...) query
 REASONS = ("invalid", "unknown_peer", "duplicate_peer", "over_rate")
 _ENDPOINT = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}):([0-9]{1,5})")
 
 __all__ = [
     "CLOCK_SKEW",
+    "DROPPED_EVENT_EVERY",
     "MAX_SEQ_STEP",
     "RECENTLY_REMOVED",
     "ReportAnswer",
@@ -262,7 +284,9 @@ def _rate_mbps(session: Session, gateway: Gateway) -> int:
     return int(rate or DEFAULT_RATE_MBPS)
 
 
-def _check_period(gateway: Gateway, report: UsageReportIn, now: datetime) -> None:
+def _check_period(
+    last: Row[Any], created_at: datetime, report: UsageReportIn, now: datetime
+) -> None:
     """A period ends no later than the server's clock (plus the skew) and starts no earlier
     than the previous report's end (or the agent's enrolment), less the skew, unless it is the
     previous report's period again (the chunks of one big report share it)."""
@@ -270,63 +294,211 @@ def _check_period(gateway: Gateway, report: UsageReportIn, now: datetime) -> Non
     if report.period_end > now + CLOCK_SKEW:
         fields["period_end"] = f"more than {CLOCK_SKEW} after the server's clock"
     again = (report.period_start, report.period_end) == (
-        gateway.last_period_start,
-        gateway.last_period_end,
+        last.last_period_start,
+        last.last_period_end,
     )
-    floor = gateway.last_period_end or gateway.created_at
+    floor = last.last_period_end or created_at
     if not again and report.period_start < floor - CLOCK_SKEW:
-        what = "previous report's end" if gateway.last_period_end else "agent's enrolment"
+        what = "previous report's end" if last.last_period_end else "agent's enrolment"
         fields["period_start"] = f"more than {CLOCK_SKEW} before the {what} ({floor.isoformat()})"
     if fields:
         raise ValidationError(fields)
 
 
-def _screen(
-    ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime
-) -> tuple[list[PeerUsage], Counter[str], list[dict[str, Any]]]:
-    """The rows that count, the dropped ones per reason, and a few dropped ones described."""
-    dropped: Counter[str] = Counter()
-    examples: list[dict[str, Any]] = []
+Credit = tuple[datetime, datetime, datetime]  # credited_until, period_start, period_end
+CreditKey = tuple[uuid.UUID, str]  # tenant, peer key
 
-    def drop(index: int, reason: str, detail: str = "") -> None:
-        dropped[reason] += 1
-        if len(examples) < _EXAMPLES:
-            examples.append({"row": index, "reason": reason, "detail": detail})
 
+def _credits(
+    session: Session, gateway_id: uuid.UUID, keys: Sequence[str]
+) -> dict[CreditKey, Credit]:
+    """The peers' credits at this gateway (one query per 500 keys)."""
+    c = UsageCredit
+    out: dict[CreditKey, Credit] = {}
+    wanted = sorted(set(keys))
+    for i in range(0, len(wanted), _IN_BATCH):
+        stmt = select(
+            c.tenant_id, c.peer_key, c.credited_until, c.period_start, c.period_end
+        ).where(c.gateway_id == gateway_id, c.peer_key.in_(wanted[i : i + _IN_BATCH]))
+        for tenant, key, until, start, end in session.execute(stmt):
+            out[(tenant, key)] = (_utc(until), _utc(start), _utc(end))
+    return out
+
+
+def _utc(value: datetime) -> datetime:
+    utc = as_utc(value)
+    assert utc is not None
+    return utc
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class Screened:
+    """What :func:`_screen` found: the rows that count, the credits they move, the dropped
+    rows per reason and a few of them described."""
+
+    def __init__(self) -> None:
+        self.kept: list[PeerUsage] = []
+        self.credits: dict[CreditKey, Credit] = {}  # new credit of each kept row's peer
+        self.fresh: set[CreditKey] = set()  # peers with no credit row yet
+        self.dropped: Counter[str] = Counter()
+        self.examples: list[dict[str, Any]] = []
+
+    def drop(self, index: int, reason: str, detail: str = "") -> None:
+        self.dropped[reason] += 1
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append({"row": index, "reason": reason, "detail": detail})
+
+
+def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) -> Screened:
+    """Sort the report's rows into those that count and those dropped.
+
+    Bytes are bounded per peer and gateway *over time*, not per report: each peer has a
+    credit, the instant up to which its credited bytes have used the PoP's rate
+    (``credited_until``; a generic cell-rate algorithm). A row of ``b`` bytes (the larger
+    direction) over ``[start, end]`` counts when ``max(credited_until, start) + b / rate <=
+    end + RATE_SLACK``, and moves ``credited_until`` there. So overlapping or repeated periods
+    share one allowance, an idle peer saves up at most ``RATE_SLACK`` of burst, and all a
+    peer is ever credited at a gateway is at most the rate over the time up to the last
+    period's end plus ``RATE_SLACK``. The same peer for the very period it was last credited
+    for is a ``duplicate_peer`` (a replay with a new seq): the chunks of one report share its
+    period but never a peer (the agent puts a peer in one chunk only)."""
+    out = Screened()
     for index, fields in report.invalid_rows:
-        drop(index, "invalid", fields)
+        out.drop(index, "invalid", fields)
     if not report.peers:
-        return [], dropped, examples
-    known = known_peers(ctx.session, gateway.id, (p.peer_key for p in report.peers), now)
-    seconds = (report.period_end - report.period_start + RATE_SLACK).total_seconds()
-    allowance = int(_rate_mbps(ctx.session, gateway) * 125_000 * seconds)  # Mbit/s → bytes
-    earliest = report.period_start - HANDSHAKE_BEFORE
-    latest = report.period_end + CLOCK_SKEW
-    kept: list[PeerUsage] = []
-    keys: set[str] = set()
+        return out
+    session = ctx.session
+    keys = [p.peer_key for p in report.peers]
+    known = known_peers(session, gateway.id, keys, now)
+    credits = _credits(session, gateway.id, keys)
+    per_second = _rate_mbps(session, gateway) * 125_000  # Mbit/s → bytes a second
+    start, end = report.period_start, report.period_end
+    deadline = end + RATE_SLACK
+    earliest = start - HANDSHAKE_BEFORE
+    latest = end + CLOCK_SKEW
+    seen: set[str] = set()
     for index, peer in enumerate(report.peers):
+        ident = (peer.tenant_id, peer.peer_key)
+        credit = credits.get(ident)
         if (peer.tenant_id, peer.peer_key, peer.peer_kind, str(peer.peer_ref)) not in known:
-            drop(index, "unknown_peer", peer.peer_key)
-        elif peer.peer_key in keys:
-            drop(index, "duplicate_peer", peer.peer_key)
-        elif max(peer.rx_bytes, peer.tx_bytes) > allowance:
-            drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
-        elif peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
-            drop(index, "invalid", "last_handshake outside the period")
-        else:
-            keys.add(peer.peer_key)
-            kept.append(peer)
-    return kept, dropped, examples
+            out.drop(index, "unknown_peer", peer.peer_key)
+            continue
+        if peer.peer_key in seen:
+            out.drop(index, "duplicate_peer", peer.peer_key)
+            continue
+        if peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
+            out.drop(index, "invalid", "last_handshake outside the period")
+            continue
+        if credit is not None and (credit[1], credit[2]) == (start, end):
+            out.drop(index, "duplicate_peer", f"{peer.peer_key}: already counted for this period")
+            continue
+        base = start if credit is None else max(credit[0], start)
+        room = max(_micros(deadline - base), 0)  # µs of the rate still free
+        cost = -(-max(peer.rx_bytes, peer.tx_bytes) * 1_000_000 // per_second)  # µs, rounded up
+        if cost > room:
+            allowance = room * per_second // 1_000_000
+            out.drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
+            continue
+        seen.add(peer.peer_key)
+        out.kept.append(peer)
+        out.credits[ident] = (base + timedelta(microseconds=cost), start, end)
+        if credit is None:
+            out.fresh.add(ident)
+    return out
+
+
+def _save_credits(session: Session, gateway_id: uuid.UUID, screened: Screened) -> None:
+    rows = [
+        {
+            "b_gateway": gateway_id,
+            "b_tenant": tenant,
+            "b_key": key,
+            "b_until": until,
+            "b_start": start,
+            "b_end": end,
+        }
+        for (tenant, key), (until, start, end) in screened.credits.items()
+    ]
+    new = [r for r in rows if (r["b_tenant"], r["b_key"]) in screened.fresh]
+    old = [r for r in rows if (r["b_tenant"], r["b_key"]) not in screened.fresh]
+    table = cast(Table, UsageCredit.__table__)
+    c = table.c
+    if new:
+        session.execute(
+            insert(UsageCredit),
+            [
+                {
+                    "gateway_id": r["b_gateway"],
+                    "tenant_id": r["b_tenant"],
+                    "peer_key": r["b_key"],
+                    "credited_until": r["b_until"],
+                    "period_start": r["b_start"],
+                    "period_end": r["b_end"],
+                }
+                for r in new
+            ],
+        )
+    if old:
+        session.execute(
+            update(table)
+            .where(
+                c.gateway_id == bindparam("b_gateway"),
+                c.tenant_id == bindparam("b_tenant"),
+                c.peer_key == bindparam("b_key"),
+            )
+            .values(
+                credited_until=bindparam("b_until"),
+                period_start=bindparam("b_start"),
+                period_end=bindparam("b_end"),
+            ),
+            old,
+        )
+
+
+def _warning(
+    last: Row[Any], now: datetime, dropped: Counter[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Whether this report's dropped rows are written now: (the counts to write or None,
+    the gateway's new ``dropped_event_at`` / ``dropped_held``). At most one event per gateway
+    per :data:`DROPPED_EVENT_EVERY`; the reports and rows held back are counted in the next."""
+    held = last.dropped_held if isinstance(last.dropped_held, dict) else {}
+    reasons: Counter[str] = Counter()
+    for reason, count in (held.get("reasons") or {}).items():
+        if reason in REASONS and isinstance(count, int):
+            reasons[reason] += count
+    reasons.update(dropped)
+    counts = {
+        "reports": int(held.get("reports") or 0) + 1,
+        "dropped": sum(reasons.values()),
+        "reasons": {r: reasons[r] for r in REASONS if reasons[r]},
+    }
+    at = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
+    if at is not None and timedelta(0) <= now - at < DROPPED_EVENT_EVERY:
+        return None, {"dropped_held": counts}
+    return counts, {"dropped_event_at": now, "dropped_held": None}
 
 
 def _warn(
-    ctx: Ctx, gateway: Gateway, seq: int, dropped: Counter[str], examples: list[dict[str, Any]]
+    ctx: Ctx,
+    gateway: Gateway,
+    seq: int,
+    counts: dict[str, Any],
+    examples: list[dict[str, Any]],
+    since: datetime | None,
 ) -> None:
-    """One warning per report with dropped rows: the server log and the audit log."""
-    total = sum(dropped.values())
-    reasons = {r: dropped[r] for r in REASONS if dropped[r]}
+    """One warning (the server log and the audit log) for the dropped rows of this report and
+    of those held back since the last one."""
     log.warning(
-        "usage report %d of gateway %s: %d row(s) dropped %s", seq, gateway.id, total, reasons
+        "usage report %d of gateway %s: %d row(s) dropped %s (%d report(s) since %s)",
+        seq,
+        gateway.id,
+        counts["dropped"],
+        counts["reasons"],
+        counts["reports"],
+        since.isoformat() if since else "the start",
     )
     record(
         ctx.session,
@@ -334,7 +506,12 @@ def _warn(
         "gateway",
         gateway.id,
         pop_id=gateway.pop_id,
-        after={"seq": seq, "dropped": total, "reasons": reasons, "examples": examples},
+        after={
+            "seq": seq,
+            **counts,
+            "since": since.isoformat() if since else None,
+            "examples": examples,
+        },
     )
 
 
@@ -351,26 +528,45 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     dropped and counted in the answer."""
     session = ctx.session
     gateway_id = gateway.id
-    last = gateway.last_report_seq
-    if report.seq <= last:
-        return ReportAnswer(accepted=False, duplicate=True, stored=0, last_seq=last)
-    if report.seq > last + MAX_SEQ_STEP:
-        raise SeqOutOfRange(report.seq, last)
+    # The gateway's row, locked (PostgreSQL; SQLite's write transactions are serial): a
+    # concurrent report of this gateway waits here and then reads what this one stored.
+    last = session.execute(
+        select(
+            Gateway.last_report_seq,
+            Gateway.last_period_start,
+            Gateway.last_period_end,
+            Gateway.dropped_event_at,
+            Gateway.dropped_held,
+        )
+        .where(Gateway.id == gateway_id)
+        .with_for_update()
+    ).one()
+    seq = int(last.last_report_seq or 0)
+    if report.seq <= seq:
+        return ReportAnswer(accepted=False, duplicate=True, stored=0, last_seq=seq)
+    if report.seq > seq + MAX_SEQ_STEP:
+        raise SeqOutOfRange(report.seq, seq)
     now = ctx.runtime.clock()
-    _check_period(gateway, report, now)
+    _check_period(last, gateway.created_at, report, now)
     ensure_recorded(ctx, gateway)
-    peers, dropped, examples = _screen(ctx, gateway, report, now)
+    screened = _screen(ctx, gateway, report, now)
+    peers, dropped = screened.kept, screened.dropped
+    warning: dict[str, Any] | None = None
+    telemetry: dict[str, Any] = {
+        "last_report_seq": report.seq,
+        "last_seen_at": now,
+        "last_period_start": report.period_start,
+        "last_period_end": report.period_end,
+    }
+    if dropped:
+        warning, held = _warning(last, now, dropped)
+        telemetry.update(held)
     moved = cast(
         CursorResult[Any],
         session.execute(
             update(Gateway)
             .where(Gateway.id == gateway_id, Gateway.last_report_seq < report.seq)
-            .values(
-                last_report_seq=report.seq,
-                last_seen_at=now,
-                last_period_start=report.period_start,
-                last_period_end=report.period_end,
-            )
+            .values(**telemetry)
             .execution_options(synchronize_session=False)
         ),
     )
@@ -413,11 +609,13 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         }
         for peer in peers
     ]
-    if dropped:
-        _warn(ctx, gateway, report.seq, dropped, examples)
+    if warning is not None:
+        since = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
+        _warn(ctx, gateway, report.seq, warning, screened.examples, since)
     try:
         if rows:
             session.execute(insert(UsageRecord), rows)
+            _save_credits(session, gateway_id, screened)
         session.commit()
     except IntegrityError:
         session.rollback()
