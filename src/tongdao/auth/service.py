@@ -460,19 +460,26 @@ def revoke_token(ctx: Ctx, principal: Principal, token_id: uuid.UUID) -> None:
 
 
 def revoke_user_credentials(
-    ctx: Ctx, user_id: uuid.UUID, *, keep_token_id: uuid.UUID | None = None
+    ctx: Ctx,
+    user_id: uuid.UUID,
+    *,
+    keep_token_id: uuid.UUID | None = None,
+    kind: str | None = None,
 ) -> int:
-    """Revoke every live session and API token of a user (but ``keep_token_id``).
+    """Revoke every live session and API token of a user (but ``keep_token_id``; only those
+    of ``kind`` when given).
 
     Called when the user's password changes or is reset, and when they are disabled or erased:
     nothing minted under the old secret outlives it. Returns how many were revoked.
     """
     now = ctx.runtime.clock()
-    tokens = ctx.session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-    ).all()
+    live = select(ApiToken).where(
+        ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None), ApiToken.expires_at > now
+    )
+    if kind is not None:
+        live = live.where(ApiToken.kind == kind)
     revoked = 0
-    for token in tokens:
+    for token in ctx.session.scalars(live):
         if token.id != keep_token_id:
             token.revoked_at = now
             revoked += 1
@@ -505,13 +512,9 @@ def revoke_session(ctx: Ctx, principal: Principal, session_id: uuid.UUID) -> Non
 
 def revoke_other_sessions(ctx: Ctx, principal: Principal) -> int:
     """Sign out everywhere else: every live session of the caller but the one calling."""
-    now = ctx.runtime.clock()
-    revoked = 0
-    for token in live_sessions(ctx, principal.user_id):
-        if token.id != principal.token_id:
-            token.revoked_at = now
-            revoked += 1
-    return revoked
+    return revoke_user_credentials(
+        ctx, principal.user_id, keep_token_id=principal.token_id, kind="session"
+    )
 
 
 def unlock_sign_in(ctx: Ctx, user: User) -> int:

@@ -20,10 +20,9 @@ import secrets
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
-from typing import cast as typing_cast
+from typing import NamedTuple
 
-from sqlalchemy import CursorResult, String, and_, cast, or_, select, update
+from sqlalchemy import String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
@@ -73,6 +72,7 @@ from tongdao.network.wgconfig import ConfigDataError, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
 from tongdao.runtime import Ctx
+from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
 
 ENROLMENT_PREFIX = "tde_"
@@ -153,17 +153,17 @@ def enrol(ctx: Ctx, token: str, hostname: str, agent_version: str) -> tuple[Gate
         raise PermissionDenied(why, {"token": "the token stays valid until it expires"})
     # The one-time check and the use are one statement: concurrent redemptions each run it,
     # the row lock makes them wait for each other, and only the first matches.
-    used = session.execute(
+    used = rows_updated(
+        session,
         update(GatewayEnrolment)
         .where(
             GatewayEnrolment.id == enrolment.id,
             GatewayEnrolment.used_at.is_(None),
             GatewayEnrolment.expires_at > now,
         )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
+        .values(used_at=now),
     )
-    if typing_cast("CursorResult[Any]", used).rowcount != 1:
+    if used != 1:
         raise refused
     session.expire(enrolment)
     record(

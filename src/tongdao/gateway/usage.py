@@ -88,7 +88,6 @@ from pydantic import (
 from pydantic import ValidationError as SchemaError
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
     Row,
     Select,
     Table,
@@ -116,6 +115,7 @@ from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.runtime import Ctx
 from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
+from tongdao.store.rows import rows_updated
 
 log = logging.getLogger("tongdao.gateway.usage")
 router = APIRouter()
@@ -561,16 +561,13 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     if dropped:
         warning, held = _warning(last, now, dropped)
         telemetry.update(held)
-    moved = cast(
-        CursorResult[Any],
-        session.execute(
-            update(Gateway)
-            .where(Gateway.id == gateway_id, Gateway.last_report_seq < report.seq)
-            .values(**telemetry)
-            .execution_options(synchronize_session=False)
-        ),
+    moved = rows_updated(
+        session,
+        update(Gateway)
+        .where(Gateway.id == gateway_id, Gateway.last_report_seq < report.seq)
+        .values(**telemetry),
     )
-    if moved.rowcount != 1:  # a concurrent twin got there first
+    if moved != 1:  # a concurrent twin got there first
         session.rollback()
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)

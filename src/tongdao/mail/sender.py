@@ -26,7 +26,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tongdao.config import Environment
@@ -39,6 +39,7 @@ from tongdao.mail.models import (
     MailState,
     SmtpSecurity,
 )
+from tongdao.store.rows import rows_updated
 
 if TYPE_CHECKING:
     from tongdao.runtime import Runtime
@@ -207,18 +208,18 @@ class Mailer:
 
     def _claim(self, message_id: object, now: datetime) -> bool:
         with self.runtime.db.session() as session:
-            result = session.execute(
+            claimed = rows_updated(
+                session,
                 update(MailMessage)
                 .where(
                     MailMessage.id == message_id,
                     MailMessage.state == MailState.PENDING,
                     MailMessage.not_before <= now,
                 )
-                .values(not_before=now + LEASE, attempts=MailMessage.attempts + 1)
+                .values(not_before=now + LEASE, attempts=MailMessage.attempts + 1),
             )
             session.commit()
-        assert isinstance(result, CursorResult)
-        return result.rowcount == 1
+        return claimed == 1
 
     def _deliver(self, message_id: object) -> None:
         runtime = self.runtime
