@@ -10,6 +10,8 @@ PACKAGES=(
   postgresql postgresql-client
   # web console tests
   chromium fonts-liberation
+  # CJK glyphs for the console's 简体中文 text in the headless browser (no missing-glyph boxes)
+  fonts-noto-cjk
 )
 
 missing=()

@@ -648,3 +648,4 @@ def test_forgot_password_refuses_control_characters(world: World, address: str) 
     assert "email" in resp.json()["error"]["fields"]
     form = world.client.post("/console/password/forgot", data={"email": address})
     assert form.status_code == 422, form.text
+    assert 'aria-invalid="true"' in form.text and "single line" in form.text  # by the field

@@ -26,7 +26,25 @@ HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 MAX_FIELD = 512
 
 
+# The pages' titles in 简体中文, shown beside the English (the console's gettext catalogues
+# come with its rewrite; until then every page of it carries both languages inline).
+TITLES_ZH = {
+    "Choose a password": "设置密码",
+    "Link not usable": "链接不可用",
+    "Password set": "密码已设置",
+    "Forgot your password?": "忘记密码？",
+    "Try again later": "请稍后再试",
+    "Check your mail": "请查收邮件",
+}
+
+
+def _zh(text: str) -> str:
+    return f'<span lang="zh-CN">{escape(text)}</span>'
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    zh = TITLES_ZH.get(title)
+    heading = f"{escape(title)} · {_zh(zh)}" if zh else escape(title)
     html = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -40,7 +58,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 <body>
 <main id="main" class="login">
 <section class="card" aria-labelledby="title">
-<h1 id="title">{escape(title)}</h1>
+<h1 id="title"><span>{heading}</span></h1>
 {body}
 </section>
 </main>
@@ -50,7 +68,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
-def _form(token: str, errors: dict[str, str], intro: str) -> str:
+def _form(token: str, errors: dict[str, str], intro: tuple[str, str]) -> str:
     def error(name: str) -> str:
         text = errors.get(name, "")
         return f'<p class="field-error" id="{name}-error">{escape(text)}</p>'
@@ -58,7 +76,7 @@ def _form(token: str, errors: dict[str, str], intro: str) -> str:
     def invalid(name: str) -> str:
         return ' aria-invalid="true"' if name in errors else ""
 
-    return f"""<p class="lede">{escape(intro)}</p>
+    return f"""<p class="lede">{escape(intro[0])} · {_zh(intro[1])}</p>
 <form method="post" action="/console/password/reset">
 <input type="hidden" name="token" value="{escape(token)}">
 <div class="field">
@@ -84,15 +102,16 @@ def _unusable(message: str = reset.BAD_LINK) -> HTMLResponse:
         "Link not usable",
         f'<p class="form-error" role="alert">{escape(message[:1].upper() + message[1:])}.</p>'
         "<p>Ask for a new one from the sign-in page, or from your administrator.</p>"
+        f"<p>{_zh('此链接不可用：已被使用、已被新链接取代或已过期。请在登录页重新申请，或联系管理员。')}</p>"
         '<p><a href="/console/">Go to the sign-in page · 去登录</a></p>',
         status=410,
     )
 
 
-def _intro(purpose: str) -> str:
+def _intro(purpose: str) -> tuple[str, str]:
     if purpose == LinkPurpose.INVITATION:
-        return "Welcome. Choose the password for your new account."
-    return "Choose a new password for your account."
+        return "Welcome. Choose the password for your new account.", "欢迎。请为新账户设置密码。"
+    return "Choose a new password for your account.", "请为您的账户设置新密码。"
 
 
 @router.get("/console/password/reset")
@@ -137,7 +156,7 @@ def reset_submit(
     return _page(
         "Password set",
         '<p role="status" class="notice">Your password is set; every earlier session of '
-        "your account was ended.</p>"
+        "your account was ended. · " + _zh("密码已设置；此前的所有会话均已结束。") + "</p>"
         '<p><a href="/console/">Sign in · 登录</a></p>',
     )
 
@@ -147,13 +166,16 @@ def forgot_page() -> HTMLResponse:
     return _page("Forgot your password?", _forgot_form())
 
 
-def _forgot_form() -> str:
-    return """<p class="lede">Enter the e-mail address of your account: we mail you a link to
-choose a new password.</p>
+def _forgot_form(error: str = "") -> str:
+    invalid = ' aria-invalid="true"' if error else ""
+    return f"""<p class="lede">Enter the e-mail address of your account: we mail you a link to
+choose a new password. · {_zh("请输入账户的邮箱地址，我们会发送一个设置新密码的链接。")}</p>
 <form method="post" action="/console/password/forgot">
 <div class="field">
 <label for="email">Email · <span lang="zh-CN">邮箱</span></label>
-<input id="email" name="email" type="email" autocomplete="username" required maxlength="320">
+<input id="email" name="email" type="email" autocomplete="username" required maxlength="320"
+ aria-describedby="email-error"{invalid}>
+<p class="field-error" id="email-error">{escape(error)}</p>
 </div>
 <button type="submit">Send the link · <span lang="zh-CN">发送链接</span></button>
 </form>
@@ -169,12 +191,14 @@ def forgot_submit(
 ) -> HTMLResponse:
     address = fields.get("email", "").strip()
     if not 3 <= len(address) <= 320:
-        return _page("Forgot your password?", _forgot_form(), status=422)
+        error = "enter the e-mail address of your account"
+        return _page("Forgot your password?", _forgot_form(error), status=422)
     source_ip = ctx.source_ip or "unknown"
     try:
         lookup = reset.record_request(ctx, address, source_ip)
-    except ValidationError:
-        return _page("Forgot your password?", _forgot_form(), status=422)
+    except ValidationError as exc:
+        error = exc.fields.get("email", "is not an e-mail address")
+        return _page("Forgot your password?", _forgot_form(error), status=422)
     except Throttled as exc:
         return _page(
             "Try again later",
@@ -186,7 +210,8 @@ def forgot_submit(
         background.add_task(reset.send_reset_link, ctx.runtime, lookup, source_ip)
     return _page(
         "Check your mail",
-        f'<p role="status" class="notice">{escape(reset.ACCEPTED_MESSAGE)}</p>'
+        f'<p role="status" class="notice">{escape(reset.ACCEPTED_MESSAGE)} · '
+        f"{_zh('如果该地址对应一个账户，设置新密码的链接已发出。链接仅可使用一次，并会过期。')}</p>"
         '<p><a href="/console/">Back to sign in · 返回登录</a></p>',
         status=202,
     )
