@@ -92,6 +92,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.tenancy.routes import router as tenancy_router
+    from tongdao.web.first_run import FirstRun
+    from tongdao.web.pages import ROUTERS as CONSOLE_ROUTERS
     from tongdao.web.password import router as password_page_router
     from tongdao.web.routes import router as web_router
 
@@ -101,6 +103,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not runtime.db.is_sqlite:
             # Changes committed through other replicas wake this one's long-polling gateways.
             listener = PgListener(runtime.db.url.render_as_string(hide_password=False)).start()
+        try:
+            app.state.first_run.announce(runtime)
+        except Exception as exc:  # a store not reachable yet: the setup page retries
+            log.warning("could not check for a first operator admin: %s", exc)
         mailer = mailer_of(runtime)
         mailer.wake()  # deliver what was queued before a restart
         try:
@@ -121,6 +127,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.first_run = FirstRun()
     errors.install(app)
 
     api = APIRouter(prefix="/api/v1", responses=errors.ERROR_RESPONSES)
@@ -166,6 +173,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     app.include_router(web_router)
+    for console_router in CONSOLE_ROUTERS:
+        app.include_router(console_router)
     app.include_router(password_page_router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     return app

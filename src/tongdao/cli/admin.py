@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tongdao.cli.common import DatabaseUrlOpt, DataDirOpt, fail, read_secret, settings_from
@@ -28,27 +27,13 @@ def bootstrap(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Create the first operator admin. Refused once an operator admin exists."""
-    from pydantic import TypeAdapter
-    from pydantic import ValidationError as PydanticError
-
-    from tongdao.audit.recorder import Actor, set_actor
-    from tongdao.auth.passwords import policy_problem
-    from tongdao.auth.permissions import Role
-    from tongdao.auth.reset import set_password
+    from tongdao.errors import Conflict, ValidationError
+    from tongdao.operator.bootstrap import create_first_admin
     from tongdao.runtime import Ctx, Runtime
-    from tongdao.schemas import Email
     from tongdao.store import migrate
-    from tongdao.tenancy.models import User
 
     settings = settings_from(data_dir, database_url)
-    try:
-        address = TypeAdapter(Email).validate_python(email)
-    except PydanticError:
-        fail(f"--email: {email!r} is not an email address")
     password = read_secret("Password", password_stdin)
-    problem = policy_problem(password, context=[email])
-    if problem:
-        fail(f"password: {problem}")
     try:
         migrate.upgrade(settings.resolved_database_url)
     except SQLAlchemyError as exc:
@@ -56,21 +41,16 @@ def bootstrap(
     runtime = Runtime.from_settings(settings)
     try:
         with runtime.db.session() as session:
-            staff = session.scalars(select(User).where(User.tenant_id.is_(None))).all()
-            if any(Role.OPERATOR_ADMIN in u.roles for u in staff):
-                fail("an operator admin exists already; they create further staff", 3)
-            if session.scalar(select(User.id).where(User.email == address)):
-                fail(f"--email: {address} is in use")
-            set_actor(session, Actor(None, "cli:admin bootstrap"))
-            user = User(
-                tenant_id=None,
-                email=address,
-                display_name=display_name,
-                roles=[Role.OPERATOR_ADMIN.value],
-            )
-            # The one place a password is set directly (no link): on the store's own host.
-            set_password(Ctx(session=session, runtime=runtime), user, password)
-            session.add(user)
+            ctx = Ctx(session=session, runtime=runtime)
+            try:
+                user = create_first_admin(
+                    ctx, email, display_name, password, actor="cli:admin bootstrap"
+                )
+            except Conflict as exc:
+                fail(exc.message, 3)
+            except ValidationError as exc:
+                options = {"email": "--email", "display_name": "--display-name"}
+                fail("; ".join(f"{options.get(k, k)}: {v}" for k, v in exc.fields.items()))
             session.commit()
             if as_json:
                 typer.echo(

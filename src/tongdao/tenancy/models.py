@@ -92,6 +92,8 @@ class User(TimestampedModel):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     totp_secret_sealed: Mapped[str | None] = mapped_column(String(200))
     totp_enabled: Mapped[bool] = mapped_column(default=False)
+    # The console's language for this person ("en", "zh_CN"); None: the browser's choice.
+    language: Mapped[str | None] = mapped_column(String(8))
     # Real identity (Cybersecurity Law art. 24); the ID number is sealed with AES-GCM.
     legal_name: Mapped[str | None] = mapped_column(String(200))
     id_type: Mapped[str | None] = mapped_column(String(32))

@@ -1,9 +1,9 @@
-"""The web console: static pages that talk to ``/api/v1`` with the caller's token.
+"""The console's static files and security headers (pages: :mod:`tongdao.web.pages`).
 
-No build step and no third-party assets: one HTML page, one ES module and one stylesheet, all
-served from this package. Every console response carries a Content-Security-Policy that allows
-only this origin, so neither injected markup nor a tampered page can load or send anything
-elsewhere.
+No build step and nothing fetched from elsewhere: every script, stylesheet and vendored library
+is served from this package. Every console response carries a Content-Security-Policy that
+allows only this origin and no inline script, so neither injected markup nor a tampered page
+can load or send anything elsewhere.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 router = APIRouter(include_in_schema=False)
 _STATIC = resources.files("tongdao.web") / "static"
@@ -52,13 +52,6 @@ def root() -> RedirectResponse:
 @router.get("/console")
 def console_slash() -> RedirectResponse:
     return RedirectResponse("/console/")
-
-
-@router.get("/console/")
-def console() -> HTMLResponse:
-    return HTMLResponse(
-        (_STATIC / "index.html").read_text(encoding="utf-8"), headers=SECURITY_HEADERS
-    )
 
 
 @router.get("/console/static/{name}")

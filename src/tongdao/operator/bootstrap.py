@@ -1,0 +1,56 @@
+"""The first operator admin: made once, by ``tongdao admin bootstrap`` or the console's
+first-run setup page, never again (further staff are made by an operator admin)."""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticError
+from sqlalchemy import select
+
+from tongdao.audit.recorder import Actor, set_actor
+from tongdao.auth.passwords import policy_problem
+from tongdao.auth.permissions import Role
+from tongdao.auth.reset import set_password
+from tongdao.errors import Conflict, ValidationError
+from tongdao.runtime import Ctx
+from tongdao.schemas import Email
+from tongdao.tenancy.models import User
+
+ADMIN_EXISTS = "an operator admin exists already; they create further staff"
+
+
+def operator_admin_exists(ctx: Ctx) -> bool:
+    staff = ctx.session.scalars(select(User.roles).where(User.tenant_id.is_(None))).all()
+    return any(Role.OPERATOR_ADMIN.value in roles for roles in staff)
+
+
+def create_first_admin(
+    ctx: Ctx, email: str, display_name: str, password: str, *, actor: str
+) -> User:
+    """Create the first operator admin (the caller commits). Refused once one exists."""
+    errors: dict[str, str] = {}
+    try:
+        address = TypeAdapter(Email).validate_python(email)
+    except PydanticError:
+        errors["email"] = "is not an e-mail address"
+        address = email
+    name = display_name.strip()
+    if not name:
+        errors["display_name"] = "enter a name"
+    elif len(name) > 200 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        errors["display_name"] = "must be one line of at most 200 characters"
+    problem = policy_problem(password, context=[address, name])
+    if problem:
+        errors["password"] = problem
+    if errors:
+        raise ValidationError(errors)
+    if operator_admin_exists(ctx):
+        raise Conflict(ADMIN_EXISTS)
+    if ctx.session.scalar(select(User.id).where(User.email == address)):
+        raise ValidationError({"email": "is in use"})
+    set_actor(ctx.session, Actor(None, actor, ctx.source_ip))
+    user = User(tenant_id=None, email=address, display_name=name, roles=[Role.OPERATOR_ADMIN.value])
+    set_password(ctx, user, password)
+    ctx.session.add(user)
+    ctx.session.flush()
+    return user

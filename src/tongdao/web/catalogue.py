@@ -1,0 +1,99 @@
+"""Keep the console's catalogues complete: what is marked for translation, and what lacks it.
+
+    python -m tongdao.web.catalogue check            # exit 1 and list what lacks zh_CN
+    python -m tongdao.web.catalogue missing > new.po # the missing entries, as .po stanzas
+
+Messages are extracted with Babel from the console's templates (Jinja2's extractor, trimmed as
+the templates are rendered) and from the Python of :mod:`tongdao.web` and every module listed in
+:data:`EXTRA_SOURCES` (``_``, ``N_``, ``gettext``, ``ngettext`` calls).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import write_po
+
+from tongdao.web import i18n
+
+WEB = Path(__file__).parent
+SOURCE_ROOT = WEB.parent
+# Modules outside tongdao/web whose messages people read in the console (refusals, rules).
+EXTRA_SOURCES: list[str] = []
+KEYWORDS = {
+    "_": None,
+    "N_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+}
+METHOD_MAP = [
+    ("templates/**.html", "jinja2.ext:babel_extract"),
+    ("**.py", "python"),
+]
+OPTIONS_MAP = {
+    "templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "true"},
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    msgid: str
+    plural: str | None
+    where: str
+
+
+def extract() -> list[Message]:
+    found: dict[str, Message] = {}
+    roots = [WEB, *(SOURCE_ROOT / extra for extra in EXTRA_SOURCES)]
+    for root in roots:
+        method_map = METHOD_MAP if root == WEB else [("**.py", "python")]
+        for filename, lineno, message, _comments, _context in extract_from_dir(
+            str(root), method_map, OPTIONS_MAP, keywords=KEYWORDS, strip_comment_tags=True
+        ):
+            if isinstance(message, tuple):
+                msgid, plural = message[0], message[1]
+            else:
+                msgid, plural = message, None
+            if not msgid:
+                continue
+            where = f"{root.relative_to(SOURCE_ROOT)}/{filename}:{lineno}"
+            found.setdefault(msgid, Message(msgid, plural, where))
+    return sorted(found.values(), key=lambda m: m.where)
+
+
+def missing(language: str = "zh_CN") -> list[Message]:
+    catalog = i18n.read_catalogue(language)
+    lacking = []
+    for message in extract():
+        entry = catalog.get(message.msgid)
+        if entry is None or entry.fuzzy:
+            lacking.append(message)
+            continue
+        strings = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        if not all(strings):
+            lacking.append(message)
+    return lacking
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "check"
+    lacking = missing()
+    if command == "missing":
+        catalog = Catalog(locale="zh_CN")
+        for message in lacking:
+            msgid = (message.msgid, message.plural) if message.plural else message.msgid
+            catalog.add(msgid, "", locations=[(message.where.rsplit(":", 1)[0], 0)])
+        write_po(sys.stdout.buffer, catalog, omit_header=True, no_location=False, width=100)
+        return 0
+    for message in lacking:
+        print(f"{message.where}: no zh_CN translation for {message.msgid!r}")
+    print(f"{len(lacking)} message(s) without a zh_CN translation", file=sys.stderr)
+    return 1 if lacking else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,153 @@
+"""Every console page × every role × own / other tenant: the right answer, no leaks, no 5xx.
+
+``PAGES`` names each console route (method, path template) with who may open it and, for pages
+of one object, how to fill the path with tenant A's object and with tenant B's. A route missing
+from the table fails :func:`test_every_console_route_is_in_the_table`, so a new page has to be
+described here before the suite passes. Then, per page:
+
+* anonymous: a GET is sent to the sign-in page (303), a POST is refused (403 without its CSRF
+  token, or 303 to sign in);
+* each role of tenant A and each operator role: 200 where allowed, 403 where not (404 for an
+  object page the role cannot see at all);
+* another tenant's object: 404 for tenant roles, whatever their grants;
+* a state-changing route posted without its CSRF token: 403, nothing changed;
+* no answer to a tenant-A person shows tenant B's name or ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from tests.support.console import ConsoleClient, anonymous, as_person
+from tests.support.world import Actor, World
+from tongdao.auth.permissions import OPERATOR_ROLES, Role
+
+ALL = frozenset(Role)
+OPERATORS = frozenset(OPERATOR_ROLES)
+PUBLIC = None  # pages anyone may open, signed in or not
+
+Fill = Callable[[World], str]
+
+
+@dataclass(frozen=True)
+class Page:
+    roles: frozenset[Role] | None  # who may open it (None: public)
+    own: Fill | None = None  # the path with tenant A's object (pages of one object)
+    other: Fill | None = None  # the path with tenant B's object: tenant roles get 404
+    csrf: bool = False  # a state change: refused without its CSRF token
+    public_post: bool = False  # a form anyone may post (sign-in, setup)
+    allowed_status: tuple[int, ...] = (200, 303)  # what an allowed person gets
+    notes: str = ""
+
+
+PAGES: dict[tuple[str, str], Page] = {
+    ("GET", "/console/"): Page(PUBLIC, notes="redirects to setup, sign-in or home"),
+    ("GET", "/console/sign-in"): Page(PUBLIC),
+    ("POST", "/console/sign-in"): Page(PUBLIC, csrf=True, public_post=True),
+    ("POST", "/console/sign-out"): Page(ALL, csrf=True),
+    ("POST", "/console/language"): Page(PUBLIC, csrf=True, public_post=True),
+    ("GET", "/console/setup"): Page(PUBLIC, notes="only until an operator admin exists"),
+    ("POST", "/console/setup"): Page(PUBLIC, csrf=True, public_post=True),
+    ("GET", "/console/home"): Page(ALL),
+    ("GET", "/console/password/reset"): Page(
+        PUBLIC, allowed_status=(410,), notes="the mailed link's page; 410 without a live link"
+    ),
+    ("POST", "/console/password/reset"): Page(
+        PUBLIC, public_post=True, notes="the link's secret is the credential"
+    ),
+    ("GET", "/console/password/forgot"): Page(PUBLIC),
+    ("POST", "/console/password/forgot"): Page(
+        PUBLIC, public_post=True, notes="answers the same for any address"
+    ),
+}
+
+
+def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI flattens included routers into app.routes
+        routes = [(getattr(r, "path", ""), r) for r in app.routes]
+    else:
+        routes = [(c.path or "", c.original_route) for c in iter_route_contexts(app.routes)]
+    for path, route in routes:
+        if isinstance(route, APIRoute) and path.startswith("/console/"):
+            if path.startswith("/console/static/"):
+                continue
+            for method in sorted(route.methods):
+                yield method, path
+
+
+def test_every_console_route_is_in_the_table(app: FastAPI) -> None:
+    present = set(console_routes(app))
+    missing = sorted(present - PAGES.keys())
+    stale = sorted(PAGES.keys() - present)
+    assert not missing, f"console routes with no entry in PAGES (describe them): {missing}"
+    assert not stale, f"PAGES entries for routes that no longer exist: {stale}"
+    for key, page in PAGES.items():
+        if "{" in key[1] and key[0] == "GET":
+            assert page.own is not None and page.other is not None, key
+
+
+def _people(world: World) -> list[tuple[str, Actor]]:
+    people = [(f"operator:{role}", actor) for role, actor in world.operators.items()]
+    people += [("a:tenant_admin", world.a.admin), ("a:employee", world.a.employee)]
+    return people
+
+
+def _forbidden_text(world: World) -> list[str]:
+    return [str(world.b.id), "Tenant B", "租户B", str(world.b.admin.user_id)]
+
+
+GETS = sorted(key for key in PAGES if key[0] == "GET")
+POSTS = sorted(key for key in PAGES if key[0] == "POST")
+
+
+@pytest.mark.parametrize(("method", "path"), GETS, ids=[p for _, p in GETS])
+def test_a_page_answers_each_role_as_the_table_says(
+    world: World, app: FastAPI, method: str, path: str
+) -> None:
+    page = PAGES[(method, path)]
+    own = page.own(world) if page.own else path
+    anon = anonymous(app).get(own)
+    assert anon.status_code < 500
+    if page.roles is not None:
+        assert anon.status_code == 303, (own, anon.status_code)
+        assert anon.headers["location"].startswith("/console/sign-in")
+    for name, actor in _people(world):
+        client = as_person(world, actor)
+        answer = client.get(own)
+        assert answer.status_code < 500, (name, own, answer.text[:500])
+        role = Role(actor.role)
+        if page.roles is None or role in page.roles:
+            assert answer.status_code in page.allowed_status, (name, own, answer.status_code)
+        else:
+            assert answer.status_code in (403, 404), (name, own, answer.status_code)
+        if actor.tenant_id is not None:
+            for text in _forbidden_text(world):
+                assert text not in answer.text, (name, own, text)
+        if page.other is not None and actor.tenant_id is not None:
+            foreign = client.get(page.other(world))
+            assert foreign.status_code == 404, (name, page.other(world), foreign.status_code)
+
+
+@pytest.mark.parametrize(("method", "path"), POSTS, ids=[p for _, p in POSTS])
+def test_a_form_without_its_csrf_token_is_refused(
+    world: World, app: FastAPI, method: str, path: str
+) -> None:
+    page = PAGES[(method, path)]
+    if not page.csrf:
+        pytest.skip(f"{path}: {page.notes}")
+    target = page.own(world) if page.own else path
+    anon = anonymous(app).post(target, data={"x": "1"})
+    assert anon.status_code in (303, 403), (target, anon.status_code)
+    for name, actor in _people(world):
+        client: ConsoleClient = as_person(world, actor)
+        answer = client.http.post(target, data={"x": "1"})
+        assert answer.status_code in (403, 404), (name, target, answer.status_code)
+        forged = client.http.post(target, data={"csrf_token": "forged", "x": "1"})
+        assert forged.status_code in (403, 404), (name, target, forged.status_code)
