@@ -105,16 +105,13 @@ class NavItem:
     roles: frozenset[Role]
 
 
-# Each area of the console adds its entries here, in the order people use them.
-NAVIGATION: list[NavItem] = [
-    NavItem("/console/home", N_("Home"), frozenset(Role)),
-]
-
-
 def navigation(principal: Principal | None) -> list[NavItem]:
+    """The menu of this person: every area's ``NAV`` entries their roles may open."""
+    from tongdao.web.pages import navigation_items
+
     if principal is None:
         return []
-    return [item for item in NAVIGATION if item.roles & principal.roles]
+    return [item for item in navigation_items() if item.roles & principal.roles]
 
 
 # --- CSRF ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from tongdao.auth import service
+from tongdao.auth.permissions import Role
 from tongdao.errors import AuthenticationError, Conflict, Throttled, ValidationError
 from tongdao.operator.bootstrap import create_first_admin, operator_admin_exists
 from tongdao.web import i18n
@@ -15,6 +16,7 @@ from tongdao.web.console import (
     SESSION_COOKIE,
     ConsoleRoute,
     FormDep,
+    NavItem,
     UserViewDep,
     View,
     ViewDep,
@@ -29,6 +31,7 @@ from tongdao.web.first_run import FirstRun
 from tongdao.web.i18n import N_
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+NAV = [NavItem("/console/home", N_("Home"), frozenset(Role))]
 
 
 def first_run(request: Request) -> FirstRun:
