@@ -1,7 +1,7 @@
 """The web console: static pages that talk to ``/api/v1`` with the caller's token.
 
-No build step and no third-party assets: one HTML page, one ES module and one stylesheet, all
-served from this package. Every console response carries a Content-Security-Policy that allows
+No build step: one HTML page, one ES module and one stylesheet, all served from this package,
+beside the vendored libraries under ``static/vendor/`` (see its README). Every console response carries a Content-Security-Policy that allows
 only this origin, so neither injected markup nor a tampered page can load or send anything
 elsewhere.
 """

@@ -1,0 +1,5 @@
+"""``python -m tongdao`` is the ``tongdao`` command."""
+
+from tongdao.cli import main
+
+main()

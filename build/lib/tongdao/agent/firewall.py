@@ -1,0 +1,640 @@
+"""The gateway's firewall: tenant isolation and default-deny access policy in nftables.
+
+Everything lives in ONE table, ``inet tongdao``; no other table on the host is read or touched.
+
+Compiled layout (``compile_ruleset``)::
+
+    table inet tongdao {
+        set ifaces { type ifname }                        # every tenant interface
+        map dispatch { type ifname : verdict }            # "wgt51820" : jump tenant_wgt51820
+
+        chain zone_in  { hook prerouting priority raw
+            udp dport { 51820, ... } notrack accept       # the tunnels' own UDP: untracked
+            ct zone set iifname map { "wgt51820" : 51820, ... } }      # conntrack zone per
+        chain zone_out { hook output priority raw         # tenant interface, so that two
+            udp sport { 51820, ... } notrack accept       # tenants using the same addresses
+            ct zone set oifname map { ... } }             # never share a conntrack entry
+
+        chain forward { hook forward priority filter; policy drop
+            iifname vmap @dispatch                        # entered a tenant interface: its
+                                                          # chain always ends in a verdict
+            oifname != @ifaces accept                     # not ours: host forwarding unaffected
+        }                                                 # anything else into ours: dropped
+
+        chain tenant_wgt51820 {
+            oifname != "wgt51820" drop                    # leave where they came in
+            ct state established,related accept          # replies, and ICMP errors of allowed flows
+            ct state invalid drop
+            ip saddr . ip daddr @wgt51820_any4 accept
+            ip saddr . ip daddr . meta l4proto . th dport @wgt51820_svc4 accept
+            icmp type echo-request ip saddr . ip daddr @wgt51820_icmp4 accept
+            (the same three for ip6 / icmpv6)
+            drop
+        }
+        set wgt51820_any4 { type ipv4_addr . ipv4_addr; flags interval }
+        set wgt51820_svc4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval }
+        ...
+    }
+
+Every packet does a fixed number of lookups whatever the size of the policy: one or two
+interface lookups, and at most six concatenated-set lookups (``pipapo`` sets, whose lookup cost
+does not grow with the number of rules in the way a rule list does).
+
+Policy rules are expanded into set elements (src × dst × ports, per address family; a rule whose
+src and dst share no family matches nothing). The kernel refuses overlapping elements in
+concatenated interval sets, so the elements of each set are normalised into a canonical,
+disjoint, sorted cover of the same space (``_disjoint``): the same policy always compiles to the
+same JSON, whatever the order of its rules. Expansion is bounded by ``MAX_ELEMENTS_PER_TENANT``
+(``FirewallLimitError`` beyond it).
+
+Applying (``apply_ruleset``) is one ``nft -j -f -`` transaction: ``add table`` (a no-op when it
+exists), ``delete table``, then the whole new table. The kernel commits it atomically: there is
+never a moment without the table, a failure leaves the previous table in place, and applying the
+same ruleset twice leaves exactly one copy. ``plan_update`` is the cheaper path for a policy-only
+change: when the table's shape (tenants, chains, rules) is unchanged it emits only ``delete
+element`` / ``add element`` commands, again in one transaction.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tongdao.errors import TongdaoError
+from tongdao.gateway.desired import PolicyRule, TenantInterface
+
+FAMILY: Final = "inet"
+TABLE: Final = "tongdao"
+MAX_ELEMENTS_PER_TENANT: Final = 100_000
+"""Upper bound on the expanded src × dst × ports elements of one tenant's policy (all six sets
+together, before normalisation, and again after it)."""
+NFT_TIMEOUT_SECONDS: Final = 120.0
+
+IFNAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
+NETNS_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+PORT_RE: Final = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
+
+PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17}
+PROTO_NAMES: Final = {number: name for name, number in PROTO_NUMBERS.items()}
+
+JSON = dict[str, Any]
+Interval = tuple[int, int]
+Box = tuple[Interval, ...]
+
+
+class FirewallError(TongdaoError):
+    """Base of the firewall layer's errors."""
+
+
+class FirewallCompileError(FirewallError):
+    """The desired state cannot be compiled (bad interface name, address, port, ...)."""
+
+
+class FirewallLimitError(FirewallCompileError):
+    """A tenant's policy expands into more set elements than ``MAX_ELEMENTS_PER_TENANT``."""
+
+
+class NftError(FirewallError):
+    """``nft`` refused a command or could not be run; ``stderr`` holds its message."""
+
+    def __init__(self, message: str, stderr: str = "", returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+# --------------------------------------------------------------------------- names
+
+
+def tenant_chain(ifname: str) -> str:
+    return f"tenant_{ifname}"
+
+
+def set_name(ifname: str, kind: str, version: int) -> str:
+    """``kind`` is ``any``, ``svc`` or ``icmp``; ``version`` 4 or 6."""
+    return f"{ifname}_{kind}{version}"
+
+
+SET_KINDS: Final = ("any", "svc", "icmp")
+
+
+def _set_type(kind: str, version: int) -> list[str]:
+    addr = "ipv4_addr" if version == 4 else "ipv6_addr"
+    if kind == "svc":
+        return [addr, addr, "inet_proto", "inet_service"]
+    return [addr, addr]
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+@dataclass(frozen=True)
+class _Expanded:
+    """One tenant's policy as boxes, keyed by (kind, ip version)."""
+
+    boxes: dict[tuple[str, int], list[Box]]
+
+    def count(self) -> int:
+        return sum(len(b) for b in self.boxes.values())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(values: Iterable[str], where: str) -> list[Network]:
+    out: list[Network] = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(value, strict=True))
+        except ValueError as exc:
+            raise FirewallCompileError(f"{where}: {value!r} is not a CIDR ({exc})") from exc
+    return out
+
+
+def _parse_ports(rule: PolicyRule, where: str) -> list[Interval]:
+    if rule.protocol in ("any", "icmp"):
+        if rule.ports:
+            raise FirewallCompileError(f"{where}: ports need protocol tcp or udp")
+        return []
+    if not rule.ports:
+        return [(0, 65535)]
+    out: list[Interval] = []
+    for text in rule.ports:
+        match = PORT_RE.match(text)
+        if match is None:
+            raise FirewallCompileError(f"{where}: bad port {text!r} (want 443 or 8000-8100)")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if not 0 <= low <= high <= 65535:
+            raise FirewallCompileError(f"{where}: bad port range {text!r}")
+        out.append((low, high))
+    return out
+
+
+def _span(net: Network) -> Interval:
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def _expand_tenant(tenant: TenantInterface) -> _Expanded:
+    boxes: dict[tuple[str, int], list[Box]] = {
+        (kind, version): [] for kind in SET_KINDS for version in (4, 6)
+    }
+    total = 0
+    for index, rule in enumerate(tenant.policy):
+        where = f"{tenant.ifname} policy[{index}]"
+        srcs = _parse_networks(rule.src, where)
+        dsts = _parse_networks(rule.dst, where)
+        ports = _parse_ports(rule, where)
+        kind = {"any": "any", "icmp": "icmp"}.get(rule.protocol, "svc")
+        for version in (4, 6):
+            fsrc = [_span(n) for n in srcs if n.version == version]
+            fdst = [_span(n) for n in dsts if n.version == version]
+            size = len(fsrc) * len(fdst) * (len(ports) if kind == "svc" else 1)
+            total += size
+            if total > MAX_ELEMENTS_PER_TENANT:
+                raise FirewallLimitError(
+                    f"{tenant.ifname}: policy expands to more than "
+                    f"{MAX_ELEMENTS_PER_TENANT} set elements (at policy[{index}])"
+                )
+            target = boxes[(kind, version)]
+            if kind == "svc":
+                proto = PROTO_NUMBERS[rule.protocol]
+                target.extend((s, d, (proto, proto), p) for s in fsrc for d in fdst for p in ports)
+            else:
+                target.extend((s, d) for s in fsrc for d in fdst)
+    return _Expanded({key: _disjoint(value) for key, value in boxes.items()})
+
+
+def _disjoint(boxes: Sequence[Box]) -> list[Box]:
+    """A canonical list of disjoint boxes covering exactly the union of ``boxes``.
+
+    Sweep the first dimension: cut it at every box boundary, normalise the boxes covering each
+    piece recursively over the remaining dimensions, and merge neighbouring pieces whose
+    remainders are equal. Deterministic and independent of input order; for policies without
+    overlaps it returns the boxes themselves (sorted).
+    """
+    unique = sorted(set(boxes))
+    if not unique:
+        return []
+    if len(unique[0]) == 1:
+        merged: list[Interval] = []
+        for ((low, high),) in unique:
+            if merged and low <= merged[-1][1] + 1:
+                if high > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], high)
+            else:
+                merged.append((low, high))
+        return [(iv,) for iv in merged]
+
+    cuts = sorted({b[0][0] for b in unique} | {b[0][1] + 1 for b in unique})
+    # boxes sorted by their first interval's start; walk the elementary pieces of dimension 0
+    out: list[Box] = []
+    active: list[Box] = []
+    next_box = 0
+    previous: tuple[Interval, list[Box]] | None = None
+    for left, right in itertools.pairwise(cuts):
+        while next_box < len(unique) and unique[next_box][0][0] <= left:
+            active.append(unique[next_box])
+            next_box += 1
+        active = [b for b in active if b[0][1] >= left]
+        rest = _disjoint([b[1:] for b in active]) if active else []
+        piece = (left, right - 1)
+        if previous is not None and previous[0][1] + 1 == left and previous[1] == rest:
+            previous = ((previous[0][0], piece[1]), rest)
+            continue
+        if previous is not None:
+            out.extend((previous[0], *r) for r in previous[1])
+        previous = (piece, rest)
+    if previous is not None:
+        out.extend((previous[0], *r) for r in previous[1])
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _render_addr(interval: Interval, version: int) -> Any:
+    low, high = interval
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    if low == high:
+        return str(make(low))
+    size = high - low + 1
+    bits = 32 if version == 4 else 128
+    if size & (size - 1) == 0 and low % size == 0:
+        return {"prefix": {"addr": str(make(low)), "len": bits - (size.bit_length() - 1)}}
+    return {"range": [str(make(low)), str(make(high))]}
+
+
+def _render_port(interval: Interval) -> Any:
+    low, high = interval
+    return low if low == high else {"range": [low, high]}
+
+
+def _render_box(box: Box, kind: str, version: int) -> JSON:
+    parts: list[Any] = [_render_addr(box[0], version), _render_addr(box[1], version)]
+    if kind == "svc":
+        proto_low, proto_high = box[2]
+        if proto_low != proto_high or proto_low not in PROTO_NAMES:
+            raise FirewallCompileError(f"internal: protocol {box[2]} in a service set")
+        parts.append(PROTO_NAMES[proto_low])
+        parts.append(_render_port(box[3]))
+    return {"concat": parts}
+
+
+def _meta(key: str) -> JSON:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> JSON:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _match(left: Any, right: Any, op: str = "==") -> JSON:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _rule(chain: str, *expr: JSON) -> JSON:
+    return {"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}}
+
+
+def _validate(tenants: Sequence[TenantInterface]) -> list[TenantInterface]:
+    seen_names: set[str] = set()
+    seen_zones: set[int] = set()
+    for tenant in tenants:
+        if not IFNAME_RE.match(tenant.ifname):
+            raise FirewallCompileError(f"interface name {tenant.ifname!r} is not allowed")
+        if tenant.ifname in seen_names:
+            raise FirewallCompileError(f"interface {tenant.ifname} appears twice")
+        if not 1 <= tenant.listen_port <= 65535:
+            raise FirewallCompileError(f"{tenant.ifname}: listen port out of range")
+        if tenant.listen_port in seen_zones:
+            raise FirewallCompileError(f"listen port {tenant.listen_port} appears twice")
+        seen_names.add(tenant.ifname)
+        seen_zones.add(tenant.listen_port)
+    return sorted(tenants, key=lambda t: t.ifname)
+
+
+def _tenant_rules(ifname: str) -> list[JSON]:
+    chain = tenant_chain(ifname)
+    rules = [
+        _rule(chain, _match(_meta("oifname"), ifname, "!="), {"drop": None}),
+        _rule(
+            chain,
+            _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+            {"accept": None},
+        ),
+        _rule(chain, _match({"ct": {"key": "state"}}, "invalid", "in"), {"drop": None}),
+    ]
+    for version, proto, icmp in ((4, "ip", "icmp"), (6, "ip6", "icmpv6")):
+        pair = {"concat": [_payload(proto, "saddr"), _payload(proto, "daddr")]}
+        service = {
+            "concat": [
+                _payload(proto, "saddr"),
+                _payload(proto, "daddr"),
+                _meta("l4proto"),
+                _payload("th", "dport"),
+            ]
+        }
+        rules += [
+            _rule(chain, _match(pair, "@" + set_name(ifname, "any", version)), {"accept": None}),
+            _rule(chain, _match(service, "@" + set_name(ifname, "svc", version)), {"accept": None}),
+            _rule(
+                chain,
+                _match(_payload(icmp, "type"), "echo-request"),
+                _match(pair, "@" + set_name(ifname, "icmp", version)),
+                {"accept": None},
+            ),
+        ]
+    rules.append(_rule(chain, {"drop": None}))
+    return rules
+
+
+def _zone_rule(chain: str, key: str, tenants: Sequence[TenantInterface]) -> JSON:
+    pairs = [[t.ifname, t.listen_port] for t in tenants]
+    return _rule(
+        chain,
+        {
+            "mangle": {
+                "key": {"ct": {"key": "zone"}},
+                "value": {"map": {"key": _meta(key), "data": {"set": pairs}}},
+            }
+        },
+    )
+
+
+REPLACING: Final = ("add", "delete", "add")
+"""How a full batch starts, on our table: add (a no-op when it exists), delete, add afresh."""
+
+
+def _table_command(verb: str) -> JSON:
+    return {verb: {"table": {"family": FAMILY, "name": TABLE}}}
+
+
+def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
+    """Compile the tenants' isolation and policy into one atomic nft JSON batch (pure)."""
+    ordered = _validate(tenants)
+    expanded = {t.ifname: _expand_tenant(t) for t in ordered}
+    for ifname, exp in expanded.items():
+        if exp.count() > MAX_ELEMENTS_PER_TENANT:
+            raise FirewallLimitError(
+                f"{ifname}: policy normalises to {exp.count()} set elements "
+                f"(limit {MAX_ELEMENTS_PER_TENANT})"
+            )
+
+    cmds: list[JSON] = [_table_command(verb) for verb in REPLACING]
+    base = {"family": FAMILY, "table": TABLE}
+    cmds.append({"add": {"set": {**base, "name": "ifaces", "type": "ifname"}}})
+    cmds.append({"add": {"map": {**base, "name": "dispatch", "type": "ifname", "map": "verdict"}}})
+    for t in ordered:
+        cmds.append({"add": {"chain": {**base, "name": tenant_chain(t.ifname)}}})
+        for kind in SET_KINDS:
+            for version in (4, 6):
+                cmds.append(
+                    {
+                        "add": {
+                            "set": {
+                                **base,
+                                "name": set_name(t.ifname, kind, version),
+                                "type": _set_type(kind, version),
+                                "flags": ["interval"],
+                            }
+                        }
+                    }
+                )
+    if ordered:
+        cmds.append(
+            {"add": {"element": {**base, "name": "ifaces", "elem": [t.ifname for t in ordered]}}}
+        )
+        cmds.append(
+            {
+                "add": {
+                    "element": {
+                        **base,
+                        "name": "dispatch",
+                        "elem": [
+                            [t.ifname, {"jump": {"target": tenant_chain(t.ifname)}}]
+                            for t in ordered
+                        ],
+                    }
+                }
+            }
+        )
+    cmds += _element_commands("add", {t.ifname: expanded[t.ifname] for t in ordered})
+
+    hooks = (
+        ("zone_in", "prerouting", -300, "iifname"),
+        ("zone_out", "output", -300, "oifname"),
+    )
+    for name, hook, prio, _ in hooks:
+        cmds.append(
+            {
+                "add": {
+                    "chain": {
+                        **base,
+                        "name": name,
+                        "type": "filter",
+                        "hook": hook,
+                        "prio": prio,
+                        "policy": "accept",
+                    }
+                }
+            }
+        )
+    cmds.append(
+        {
+            "add": {
+                "chain": {
+                    **base,
+                    "name": "forward",
+                    "type": "filter",
+                    "hook": "forward",
+                    "prio": 0,
+                    "policy": "drop",
+                }
+            }
+        }
+    )
+    if ordered:
+        # The tunnels' own UDP (to and from the listen ports) is not tracked: connection
+        # tracking earns nothing there and would cost two lookups per tunnelled packet on top
+        # of the one for the packet inside.
+        ports: list[int] = sorted({t.listen_port for t in ordered})
+        for name, _, _, key in hooks:
+            field = "dport" if name == "zone_in" else "sport"
+            cmds.append(
+                _rule(
+                    name,
+                    _match(_payload("udp", field), {"set": ports}),
+                    {"notrack": None},
+                    {"accept": None},  # done with this chain: no zone lookup for these
+                )
+            )
+            cmds.append(_zone_rule(name, key, ordered))
+    # Ours first: a tenant packet costs one map lookup here (its chain always ends in a
+    # verdict), anything else one more set lookup.
+    cmds.append(_rule("forward", {"vmap": {"key": _meta("iifname"), "data": "@dispatch"}}))
+    cmds.append(_rule("forward", _match(_meta("oifname"), "@ifaces", "!="), {"accept": None}))
+    for t in ordered:
+        cmds += _tenant_rules(t.ifname)
+    return {"nftables": cmds}
+
+
+def _element_commands(verb: str, expanded: dict[str, _Expanded]) -> list[JSON]:
+    cmds: list[JSON] = []
+    for ifname in sorted(expanded):
+        for kind in SET_KINDS:
+            for version in (4, 6):
+                boxes = expanded[ifname].boxes[(kind, version)]
+                if not boxes:
+                    continue
+                cmds.append(
+                    {
+                        verb: {
+                            "element": {
+                                "family": FAMILY,
+                                "table": TABLE,
+                                "name": set_name(ifname, kind, version),
+                                "elem": [_render_box(b, kind, version) for b in boxes],
+                            }
+                        }
+                    }
+                )
+    return cmds
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def set_elements(ruleset: JSON) -> dict[str, list[Any]]:
+    """Elements per set/map name, from a compiled batch or from ``nft -j list`` output."""
+    out: dict[str, list[Any]] = {}
+    for item in ruleset.get("nftables", []):
+        for verb in ("add", None):
+            body = item.get(verb, {}) if verb else item
+            for key in ("set", "map"):
+                if key in body:
+                    out.setdefault(body[key]["name"], []).extend(body[key].get("elem", []))
+            if verb and "element" in body:
+                element = body["element"]
+                out.setdefault(element["name"], []).extend(element["elem"])
+    return out
+
+
+def set_element_counts(ruleset: JSON) -> dict[str, int]:
+    return {name: len(elems) for name, elems in set_elements(ruleset).items()}
+
+
+def _structure(ruleset: JSON) -> list[Any]:
+    """The batch without its element commands (what must match for an element-only update)."""
+    return [item for item in ruleset.get("nftables", []) if "element" not in item.get("add", {})]
+
+
+def plan_update(old: JSON | None, new: JSON) -> JSON:
+    """The cheapest batch that takes the table from compiled ``old`` to compiled ``new``.
+
+    When the shape is unchanged (same tenants, chains, rules and set declarations), only the
+    changed policy elements are deleted and added, in one transaction; otherwise (or when the
+    current state is unknown, ``old`` is None) the full replacing batch ``new`` is returned.
+    ``old`` must be what is actually applied: an agent that is unsure reapplies ``new``.
+    """
+    if old is None or _structure(old) != _structure(new):
+        return new
+    before, after = set_elements(old), set_elements(new)
+    cmds: list[JSON] = []
+    for verb, source, other in (("delete", before, after), ("add", after, before)):
+        for name in sorted(set(source) | set(other)):
+            keep = {json.dumps(e, sort_keys=True) for e in other.get(name, [])}
+            changed = [e for e in source.get(name, []) if json.dumps(e, sort_keys=True) not in keep]
+            if changed:
+                cmds.append(
+                    {
+                        verb: {
+                            "element": {
+                                "family": FAMILY,
+                                "table": TABLE,
+                                "name": name,
+                                "elem": changed,
+                            }
+                        }
+                    }
+                )
+    return {"nftables": cmds}
+
+
+# --------------------------------------------------------------------------- nft
+
+
+def _nft_argv(netns: str | None, *args: str) -> list[str]:
+    argv = ["nft", *args]
+    if netns is None:
+        return argv
+    if not NETNS_RE.match(netns):
+        raise FirewallError(f"bad network namespace name {netns!r}")
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+def _run_nft(netns: str | None, args: Sequence[str], stdin: str | None = None) -> str:
+    argv = _nft_argv(netns, *args)
+    try:
+        done = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=NFT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise NftError(f"cannot run {argv[0]}: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NftError(f"nft did not finish within {NFT_TIMEOUT_SECONDS:.0f}s") from exc
+    if done.returncode != 0:
+        message = done.stderr.strip() or done.stdout.strip() or "nft failed"
+        raise NftError(f"nft: {message}", stderr=done.stderr, returncode=done.returncode)
+    return done.stdout
+
+
+def apply_ruleset(ruleset: JSON, netns: str | None = None) -> None:
+    """Apply a batch from ``compile_ruleset`` / ``plan_update`` in one atomic transaction."""
+    if not ruleset.get("nftables"):
+        return
+    _run_nft(netns, ["-j", "-f", "-"], json.dumps(ruleset))
+
+
+def install_ruleset(ruleset: JSON, netns: str | None = None) -> None:
+    """Apply a full batch from ``compile_ruleset`` when this process does not know what is
+    applied (its first apply): create the table in one transaction, and only if that fails
+    (the table is there already, say after an agent restart) replace it as ``apply_ruleset``
+    does. The same end state either way; creating is cheaper when the table is absent, since
+    a transaction that deletes a table makes the kernel wait out an RCU grace period (about
+    12 ms here)."""
+    commands = ruleset.get("nftables", [])
+    if commands[: len(REPLACING)] != [_table_command(verb) for verb in REPLACING]:
+        raise FirewallError("install_ruleset wants a full batch from compile_ruleset")
+    creating = {"nftables": [_table_command("create"), *commands[len(REPLACING) :]]}
+    try:
+        _run_nft(netns, ["-j", "-f", "-"], json.dumps(creating))
+    except NftError:
+        apply_ruleset(ruleset, netns)
+
+
+def read_ruleset(netns: str | None = None) -> JSON | None:
+    """Our table as ``nft -j list table inet tongdao`` shows it, or None when it is absent."""
+    probe = _run_nft(netns, ["-j", "list", "tables", FAMILY])
+    tables = json.loads(probe).get("nftables", []) if probe.strip() else []
+    if not any(item.get("table", {}).get("name") == TABLE for item in tables):
+        return None
+    listed: JSON = json.loads(_run_nft(netns, ["-j", "list", "table", FAMILY, TABLE]))
+    return listed
+
+
+def remove_ruleset(netns: str | None = None) -> None:
+    """Delete our table if present (idempotent, atomic)."""
+    batch = {"nftables": [_table_command("add"), _table_command("delete")]}
+    _run_nft(netns, ["-j", "-f", "-"], json.dumps(batch))

@@ -1,0 +1,173 @@
+"""The ASGI application: ``/api/v1`` (REST + OpenAPI), health probes and the web console."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from tongdao import __version__
+from tongdao.api import errors
+from tongdao.gateway.changes import PgListener
+from tongdao.runtime import Runtime
+
+log = logging.getLogger("tongdao.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+        responded = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLargeError:
+            if not responded:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            errors.error_body(
+                "payload_too_large", f"request bodies are limited to {self.limit} bytes"
+            ),
+            status_code=413,
+        )
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    from tongdao.access.routes import router as access_router
+    from tongdao.audit.routes import router as audit_router
+    from tongdao.auth.reset_routes import router as reset_router
+    from tongdao.auth.routes import router as auth_router
+    from tongdao.gateway.routes import router as gateway_router
+    from tongdao.gateway.usage import router as usage_router
+    from tongdao.mail.routes import router as mail_router
+    from tongdao.mail.sender import mailer_of
+    from tongdao.network.routes import router as network_router
+    from tongdao.operator.routes import router as operator_router
+    from tongdao.privacy.routes import router as privacy_router
+    from tongdao.tenancy.routes import router as tenancy_router
+    from tongdao.web.docs import router as docs_router
+    from tongdao.web.password import router as password_page_router
+    from tongdao.web.routes import router as web_router
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        listener = None
+        if not runtime.db.is_sqlite:
+            # Changes committed through other replicas wake this one's long-polling gateways.
+            listener = PgListener(runtime.db.url.render_as_string(hide_password=False)).start()
+        mailer = mailer_of(runtime)
+        mailer.wake()  # deliver what was queued before a restart
+        try:
+            yield
+        finally:
+            mailer.stop()
+            if listener is not None:
+                listener.stop()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Tongdao control plane",
+        version=__version__,
+        description="Enterprise VPN for a licensed operator: tenants, users, devices, sites, "
+        "PoPs, cross-border links and access policy.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # served by tongdao.web.docs from the vendored Swagger UI
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+
+    api = APIRouter(prefix="/api/v1", responses=errors.ERROR_RESPONSES)
+    for router in (
+        auth_router,
+        operator_router,
+        tenancy_router,
+        privacy_router,
+        network_router,
+        access_router,
+        audit_router,
+        gateway_router,
+        usage_router,
+        reset_router,
+        mail_router,
+    ):
+        api.include_router(router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"], operation_id="healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], operation_id="readyz")
+    def readyz() -> JSONResponse:
+        """The store answers and its schema is at the version this code expects."""
+        from tongdao.store.migrate import current_revision, head_revision
+
+        try:
+            with runtime.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+                current = current_revision(conn)
+        except Exception as exc:  # any store failure means not ready
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "reason": "store unreachable"}, 503)
+        head = head_revision()
+        if current != head:
+            return JSONResponse(
+                {"status": "unavailable", "reason": f"schema at {current}, code expects {head}"},
+                503,
+            )
+        return JSONResponse({"status": "ready", "schema": current})
+
+    app.include_router(web_router)
+    app.include_router(docs_router)
+    app.include_router(password_page_router)
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    return app

@@ -1,0 +1,144 @@
+"""Request dependencies: the runtime, a session per request, the caller, and the access guard.
+
+Tenant scoping lives here and nowhere else: :class:`Guard` resolves a path's tenant (another
+tenant's answers 404), checks the role grant (403), and restricts queries to what the caller
+may see (an employee's own devices).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from tongdao.audit.recorder import Actor, set_actor
+from tongdao.auth.permissions import Action
+from tongdao.auth.principal import Principal
+from tongdao.auth.service import authenticate_token
+from tongdao.errors import AuthenticationError, NotFound, PermissionDenied
+from tongdao.runtime import Ctx, Runtime
+from tongdao.tenancy.models import Tenant
+
+M = TypeVar("M")
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.db.session(write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def source_ip(request: Request) -> str:
+    """The client's address: the TCP peer, or, when that peer is one of
+    TONGDAO_TRUSTED_PROXIES, the address it forwarded (``tongdao server`` has uvicorn rewrite
+    ``request.client`` for those proxies only)."""
+    return request.client.host if request.client else "unknown"
+
+
+def get_ctx(request: Request, session: SessionDep, runtime: RuntimeDep) -> Ctx:
+    """An unauthenticated unit of work (login)."""
+    return Ctx(session=session, runtime=runtime, source_ip=source_ip(request))
+
+
+AnonCtxDep = Annotated[Ctx, Depends(get_ctx)]
+
+
+def get_auth_ctx(request: Request, ctx: AnonCtxDep) -> Ctx:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'")
+    ctx.principal = authenticate_token(ctx, secret.strip())
+    set_actor(ctx.session, Actor(ctx.principal.user_id, ctx.principal.email, ctx.source_ip))
+    return ctx
+
+
+CtxDep = Annotated[Ctx, Depends(get_auth_ctx)]
+
+
+class Guard:
+    """The one place that decides what a caller may see and do."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.principal: Principal = ctx.require_principal()
+
+    def tenant(self, tenant_id: uuid.UUID) -> Tenant:
+        """The tenant named in a path, or 404 when it is not the caller's to see."""
+        tenant = self.ctx.session.get(Tenant, tenant_id)
+        if tenant is None or not self.principal.sees_tenant(tenant_id):
+            raise NotFound("tenant not found")
+        return tenant
+
+    def require(self, resource: str, action: Action) -> None:
+        if not self.principal.can(resource, action):
+            raise PermissionDenied(
+                f"your roles do not allow {action.value} on {resource}"
+                + (
+                    ""
+                    if action is Action.READ or "write" in self.principal.scopes
+                    else " (this token is read-only)"
+                )
+            )
+
+    def restrict(
+        self,
+        stmt: Select[Any],
+        resource: str,
+        action: Action,
+        *,
+        tenant_column: Any | None = None,
+        owner_column: Any | None = None,
+    ) -> Select[Any]:
+        """Narrow a query to the rows the caller may see."""
+        if tenant_column is not None and not self.principal.is_operator:
+            stmt = stmt.where(tenant_column == self.principal.tenant_id)
+        if owner_column is not None and self.principal.own_only(resource, action):
+            stmt = stmt.where(owner_column == self.principal.user_id)
+        return stmt
+
+    def visible(
+        self,
+        obj: M | None,
+        resource: str,
+        action: Action,
+        *,
+        owner: uuid.UUID | None = None,
+        tenant_id: uuid.UUID | None = None,
+        what: str = "object",
+    ) -> M:
+        """An object the caller may act on, or 404 (never 403 for something out of scope)."""
+        if obj is None:
+            raise NotFound(f"{what} not found")
+        if tenant_id is not None and not self.principal.sees_tenant(tenant_id):
+            raise NotFound(f"{what} not found")
+        if (
+            owner is not None
+            and self.principal.own_only(resource, action)
+            and owner != self.principal.user_id
+        ):
+            raise NotFound(f"{what} not found")
+        return obj
+
+
+def get_guard(ctx: CtxDep) -> Guard:
+    return Guard(ctx)
+
+
+GuardDep = Annotated[Guard, Depends(get_guard)]

@@ -1,0 +1,299 @@
+"""Connection sessions, derived from PoP gateways' usage reports as they arrive.
+
+A report (``POST /gateway/reports``) names, per WireGuard peer that moved bytes or made a
+new handshake in the period, its tenant, kind and reference, byte deltas, last handshake and
+public endpoint (source IP:port). For the peers that are people's devices and tenants' sites
+(kinds :data:`SESSION_KINDS`; inter-PoP transit is not a connection), per (gateway, peer key):
+
+* a session **starts** with the first report that shows the peer: at its last handshake when
+  that lies in the period (or up to :data:`HANDSHAKE_SLACK` before it, WireGuard's rekey
+  interval), else at the period's start;
+* it **goes on** while reports keep showing the peer, adding up the bytes;
+* it **ends** at the end of the last period that showed the peer, once the peer was absent
+  for :data:`INACTIVITY` (judged on the gateway's own report periods), when the peer shows up
+  from another endpoint (roaming: a new session starts) or for another device / tenant, and,
+  for a gateway that stopped reporting altogether, when any other report arrives more than
+  :data:`STALE` after the session's last activity.
+
+Open sessions are control-plane state (``open_connections``, not chained); an ended session
+becomes one chained audit record of kind ``session`` (action ``connection``): tenant, user
+(the device's owner), device, public source IP and port, PoP, start, end, bytes received by
+the gateway (``rx_bytes``, the peer's upload) and sent (``tx_bytes``). The planning is a pure
+function (:func:`plan`); :func:`track_report` applies it in the report's transaction.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from tongdao.audit.models import OPEN_CONNECTIONS
+from tongdao.audit.recorder import Actor, record
+from tongdao.network.models import Device
+
+SESSION_KINDS = ("device", "site")
+INACTIVITY = timedelta(minutes=5)
+STALE = timedelta(minutes=15)
+HANDSHAKE_SLACK = timedelta(minutes=3)
+SWEEP_BATCH = 1000
+MAX_BYTES = 2**63 - 1  # BIGINT
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One peer of one report."""
+
+    peer_key: str
+    tenant_id: uuid.UUID
+    peer_kind: str
+    peer_ref: str
+    endpoint: str | None
+    rx_bytes: int
+    tx_bytes: int
+    last_handshake: datetime | None = None
+
+
+@dataclass
+class Conn:
+    """An open session as the planner sees it (``id`` is None until stored)."""
+
+    peer_key: str
+    tenant_id: uuid.UUID
+    peer_kind: str
+    peer_ref: str
+    endpoint: str | None
+    started_at: datetime
+    last_active_at: datetime
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    id: int | None = None
+    device_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+
+
+@dataclass
+class Plan:
+    opened: list[Conn] = field(default_factory=list)
+    changed: list[Conn] = field(default_factory=list)
+    closed: list[Conn] = field(default_factory=list)
+
+
+def _started(handshake: datetime | None, start: datetime, end: datetime) -> datetime:
+    if handshake is not None and start - HANDSHAKE_SLACK <= handshake <= end:
+        return handshake
+    return start
+
+
+def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: datetime) -> Plan:
+    """What a report over ``[start, end]`` does to a gateway's open sessions (pure)."""
+    out = Plan()
+    shown: set[str] = set()
+    for peer in seen:
+        if peer.peer_kind not in SESSION_KINDS:
+            continue
+        shown.add(peer.peer_key)
+        cur = open_.get(peer.peer_key)
+        if cur is not None and (
+            cur.peer_ref != peer.peer_ref
+            or cur.tenant_id != peer.tenant_id
+            or cur.peer_kind != peer.peer_kind
+            or (peer.endpoint and cur.endpoint and peer.endpoint != cur.endpoint)
+            or start - cur.last_active_at > INACTIVITY
+        ):
+            out.closed.append(cur)
+            cur = None
+        if cur is None:
+            out.opened.append(
+                Conn(
+                    peer_key=peer.peer_key,
+                    tenant_id=peer.tenant_id,
+                    peer_kind=peer.peer_kind,
+                    peer_ref=peer.peer_ref,
+                    endpoint=peer.endpoint,
+                    started_at=_started(peer.last_handshake, start, end),
+                    last_active_at=end,
+                    rx_bytes=peer.rx_bytes,
+                    tx_bytes=peer.tx_bytes,
+                )
+            )
+            continue
+        # Saturating: a session's totals stay within the store's 64-bit columns.
+        cur.rx_bytes = min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES)
+        cur.tx_bytes = min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES)
+        cur.endpoint = cur.endpoint or peer.endpoint
+        cur.last_active_at = max(cur.last_active_at, end)
+        out.changed.append(cur)
+    for key, cur in open_.items():
+        if key not in shown and end - cur.last_active_at > INACTIVITY:
+            out.closed.append(cur)
+    return out
+
+
+def split_endpoint(endpoint: str | None) -> tuple[str | None, int | None]:
+    """``198.51.100.2:51820`` / ``[fd00::2]:51820`` → (address, port); otherwise the text."""
+    if not endpoint:
+        return None, None
+    host, sep, port = endpoint.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host) if sep else None
+        number = int(port)
+    except ValueError:
+        address = None
+        number = -1
+    if address is None or not 0 <= number <= 65535:
+        return endpoint[:64], None
+    return str(address), number
+
+
+def _conn(row: Any) -> Conn:
+    return Conn(
+        id=row.id,
+        peer_key=row.peer_key,
+        tenant_id=row.tenant_id,
+        peer_kind=row.peer_kind,
+        peer_ref=row.peer_ref,
+        endpoint=row.endpoint,
+        started_at=row.started_at,
+        last_active_at=row.last_active_at,
+        rx_bytes=row.rx_bytes,
+        tx_bytes=row.tx_bytes,
+        device_id=row.device_id,
+        user_id=row.user_id,
+    )
+
+
+def _owners(session: Session, conns: Sequence[Conn]) -> None:
+    """Fill device and user of new device sessions (one query)."""
+    ids: dict[uuid.UUID, list[Conn]] = {}
+    for conn in conns:
+        if conn.peer_kind != "device":
+            continue
+        try:
+            ids.setdefault(uuid.UUID(conn.peer_ref), []).append(conn)
+        except ValueError:
+            continue
+    if not ids:
+        return
+    rows = session.execute(select(Device.id, Device.user_id).where(Device.id.in_(list(ids))))
+    for device_id, user_id in rows:
+        for conn in ids.get(device_id, ()):
+            conn.device_id, conn.user_id = device_id, user_id
+
+
+def _close(session: Session, conn: Conn, gateway_id: uuid.UUID, pop_id: uuid.UUID | None) -> None:
+    source_ip, source_port = split_endpoint(conn.endpoint)
+    record(
+        session,
+        "connection",
+        conn.peer_kind,
+        conn.peer_ref,
+        kind="session",
+        actor=Actor(None, f"gateway:{gateway_id}"),
+        tenant_id=conn.tenant_id,
+        user_id=conn.user_id,
+        device_id=conn.device_id,
+        pop_id=pop_id,
+        source_ip=source_ip,
+        source_port=source_port,
+        started_at=conn.started_at,
+        ended_at=conn.last_active_at,
+        rx_bytes=conn.rx_bytes,
+        tx_bytes=conn.tx_bytes,
+        occurred_at=conn.last_active_at,
+        after={"endpoint": conn.endpoint, "peer_key": conn.peer_key, "gateway_id": gateway_id},
+    )
+
+
+def track_report(
+    session: Session,
+    gateway_id: uuid.UUID,
+    pop_id: uuid.UUID | None,
+    seen: Sequence[Seen],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> Plan:
+    """Apply one report of a gateway to its sessions, in the report's transaction."""
+    t = OPEN_CONNECTIONS
+    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id).with_for_update())
+    current = {row.peer_key: _conn(row) for row in rows}
+    result = plan(current, seen, start, end)
+    _owners(session, result.opened)
+    if result.closed:
+        session.execute(delete(t).where(t.c.id.in_([c.id for c in result.closed])))
+        for conn in result.closed:
+            _close(session, conn, gateway_id, pop_id)
+    if result.changed:
+        session.execute(
+            update(t)
+            .where(t.c.id == bindparam("b_id"))
+            .values(
+                rx_bytes=bindparam("b_rx"),
+                tx_bytes=bindparam("b_tx"),
+                endpoint=bindparam("b_endpoint"),
+                last_active_at=bindparam("b_active"),
+            ),
+            [
+                {
+                    "b_id": c.id,
+                    "b_rx": c.rx_bytes,
+                    "b_tx": c.tx_bytes,
+                    "b_endpoint": c.endpoint,
+                    "b_active": c.last_active_at,
+                }
+                for c in result.changed
+            ],
+        )
+    if result.opened:
+        session.execute(
+            insert(t),
+            [
+                {
+                    "gateway_id": gateway_id,
+                    "pop_id": pop_id,
+                    "tenant_id": c.tenant_id,
+                    "peer_key": c.peer_key,
+                    "peer_kind": c.peer_kind,
+                    "peer_ref": c.peer_ref,
+                    "device_id": c.device_id,
+                    "user_id": c.user_id,
+                    "endpoint": c.endpoint,
+                    "started_at": c.started_at,
+                    "last_active_at": c.last_active_at,
+                    "rx_bytes": c.rx_bytes,
+                    "tx_bytes": c.tx_bytes,
+                }
+                for c in result.opened
+            ],
+        )
+    close_stale(session, now, exclude=gateway_id)
+    return result
+
+
+def close_stale(session: Session, now: datetime, *, exclude: uuid.UUID | None = None) -> int:
+    """End the sessions of gateways that stopped reporting (at most :data:`SWEEP_BATCH`)."""
+    t = OPEN_CONNECTIONS
+    stmt = select(t).where(t.c.last_active_at < now - STALE)
+    if exclude is not None:
+        stmt = stmt.where(t.c.gateway_id != exclude)
+    stale = session.execute(
+        stmt.order_by(t.c.last_active_at).limit(SWEEP_BATCH).with_for_update(skip_locked=True)
+    ).all()
+    if not stale:
+        return 0
+    gone = set(
+        session.scalars(delete(t).where(t.c.id.in_([row.id for row in stale])).returning(t.c.id))
+    )
+    for row in stale:
+        if row.id in gone:
+            _close(session, _conn(row), row.gateway_id, row.pop_id)
+    return len(gone)

@@ -1,0 +1,151 @@
+"""Roles and what each may do, as data: resource → role → actions.
+
+Operator roles act across tenants; tenant roles act inside their own tenant. Some grants are
+"own only": an employee sees and manages only their own devices and their own user record.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    OPERATOR_ADMIN = "operator_admin"
+    COMPLIANCE_OFFICER = "compliance_officer"
+    BILLING_CLERK = "billing_clerk"
+    AUDITOR = "auditor"
+    TENANT_ADMIN = "tenant_admin"
+    EMPLOYEE = "employee"
+
+
+OPERATOR_ROLES = frozenset(
+    {Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.BILLING_CLERK, Role.AUDITOR}
+)
+TENANT_ROLES = frozenset({Role.TENANT_ADMIN, Role.EMPLOYEE})
+
+
+class Action(StrEnum):
+    READ = "read"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+R = frozenset({Action.READ})
+RU = frozenset({Action.READ, Action.UPDATE})
+ALL = frozenset(Action)
+
+_RC = frozenset({Action.READ, Action.CREATE})
+_RD = frozenset({Action.READ, Action.DELETE})
+_RCD = frozenset({Action.READ, Action.CREATE, Action.DELETE})
+
+_OP_READ = {Role.COMPLIANCE_OFFICER: R, Role.BILLING_CLERK: R, Role.AUDITOR: R}
+_TENANT_OPS = {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R}
+
+PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
+    # The compliance officer keeps the licences and the shareholder register (not only reads).
+    "operator": {**_OP_READ, Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: ALL},
+    "staff": {Role.OPERATOR_ADMIN: ALL, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R},
+    # Also a PoP's gateway credentials: read lists them, update enrols and revokes.
+    "pops": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
+    "links": {Role.OPERATOR_ADMIN: ALL, **_OP_READ},
+    "tenants": {
+        Role.OPERATOR_ADMIN: ALL,
+        Role.COMPLIANCE_OFFICER: ALL,
+        Role.BILLING_CLERK: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: RU,  # self-service fields only, see tenancy.service
+        Role.EMPLOYEE: R,
+    },
+    "users": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL, Role.EMPLOYEE: R},
+    "groups": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
+    "devices": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL, Role.EMPLOYEE: ALL},
+    # Also a site's connector credentials: read lists them, update enrols and revokes.
+    "sites": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
+    "policies": {**_TENANT_OPS, Role.TENANT_ADMIN: ALL},
+    # Declared site prefixes: tenants declare them through their sites; only a compliance
+    # officer decides them (update = approve / reject), not the operator admin who runs them.
+    "declarations": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: RU,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    # Operator exceptions to network.no_default_or_public, per tenant.
+    "prefix_allowances": {
+        Role.OPERATOR_ADMIN: ALL,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    "audit": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    # Verifying the whole hash chain (all tenants): operator roles that read the log. Purging
+    # is not an API action (`tongdao audit purge`, on the store).
+    "audit_chain": {Role.OPERATOR_ADMIN: R, Role.COMPLIANCE_OFFICER: R, Role.AUDITOR: R},
+    # Real identity: verifying it (update) is for the roles rule identity.real_name names.
+    "identity": {
+        Role.OPERATOR_ADMIN: R,
+        Role.AUDITOR: R,
+        Role.COMPLIANCE_OFFICER: RU,
+        Role.TENANT_ADMIN: RU,
+    },
+    # A user's personal data decrypted (read: export) and its erasure (delete): the person
+    # themselves (read only), their tenant's admin and the compliance officer; nobody else.
+    "personal_data": {
+        Role.COMPLIANCE_OFFICER: _RD,
+        Role.TENANT_ADMIN: _RD,
+        Role.EMPLOYEE: R,
+    },
+    # Consents: given by the person (or recorded by their admin from a signed form).
+    "consents": {
+        Role.OPERATOR_ADMIN: R,
+        Role.AUDITOR: R,
+        Role.COMPLIANCE_OFFICER: _RD,
+        Role.TENANT_ADMIN: _RCD,
+        Role.EMPLOYEE: _RCD,
+    },
+    # Clearing the failed sign-ins counted against a tenant user's account (a staff
+    # member's: "staff" update, the operator admin).
+    "sign_in": {
+        Role.OPERATOR_ADMIN: frozenset({Action.UPDATE}),
+        Role.TENANT_ADMIN: frozenset({Action.UPDATE}),
+    },
+    # The SMTP relay outgoing mail leaves by (its password is write-only).
+    "mail": {Role.OPERATOR_ADMIN: RU},
+    # Privacy notices: published by the operator, read by everyone who signs in.
+    "notices": {
+        Role.OPERATOR_ADMIN: _RC,
+        Role.COMPLIANCE_OFFICER: _RC,
+        Role.BILLING_CLERK: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+        Role.EMPLOYEE: R,
+    },
+}
+
+# Grants that reach only the principal's own objects.
+OWN_ONLY: frozenset[tuple[Role, str]] = frozenset(
+    {
+        (Role.EMPLOYEE, "devices"),
+        (Role.EMPLOYEE, "users"),
+        (Role.EMPLOYEE, "personal_data"),
+        (Role.EMPLOYEE, "consents"),
+    }
+)
+
+
+def allowed(roles: frozenset[Role], resource: str, action: Action) -> bool:
+    grants = PERMISSIONS[resource]
+    return any(action in grants.get(role, frozenset()) for role in roles)
+
+
+def own_only(roles: frozenset[Role], resource: str, action: Action) -> bool:
+    """True when every role that grants the action grants it for own objects only."""
+    grants = PERMISSIONS[resource]
+    granting = [role for role in roles if action in grants.get(role, frozenset())]
+    return bool(granting) and all((role, resource) in OWN_ONLY for role in granting)

@@ -1,0 +1,219 @@
+"""``tongdao gateway run`` and ``tongdao connector run``: the agents on PoP hosts and sites;
+``enrol``, ``list`` and ``revoke``: their credentials, through the API.
+
+Both agents are the same program: what an enrolled agent runs (a PoP's tenant interfaces,
+routing tables and firewall, or a site's single tunnel to its PoP) is decided by the control
+plane from the enrolment token it was given. A PoP and a site each have one live credential:
+enrolling again replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from tongdao.cli.client import Client, ServerOpt, TokenOpt
+from tongdao.cli.common import fail
+from tongdao.cli.resources import JsonOpt, list_pages, print_json, seg
+
+app = typer.Typer(
+    help="The PoP gateway agent (runs on the PoP host, as root) and its credentials.",
+    no_args_is_help=True,
+)
+connector_app = typer.Typer(
+    help="The site connector (runs in the tenant's office or HQ network, as root) and its "
+    "credentials.",
+    no_args_is_help=True,
+)
+
+CREDENTIAL_COLUMNS = (
+    "id",
+    "hostname",
+    "agent_version",
+    "applied_version",
+    "last_seen_at",
+    "created_at",
+    "revoked_at",
+    "revoked_reason",
+)
+PopOpt = Annotated[str, typer.Option("--pop", "-p", help="the PoP's id", show_default=False)]
+TenantOpt = Annotated[
+    str,
+    typer.Option("--tenant", "-t", envvar="TONGDAO_TENANT", help="tenant id", show_default=False),
+]
+SiteOpt = Annotated[str, typer.Option("--site", help="the site's id", show_default=False)]
+TtlOpt = Annotated[
+    int, typer.Option("--ttl-hours", min=1, max=168, help="hours the one-time token is valid")
+]
+CredentialArg = Annotated[str, typer.Argument(metavar="ID", help="the credential's id")]
+
+
+def _pop_path(pop: str) -> str:
+    return f"/pops/{seg(pop)}"
+
+
+def _site_path(tenant: str, site: str) -> str:
+    return f"/tenants/{seg(tenant)}/sites/{seg(site)}"
+
+
+def _enrol(path: str, ttl_hours: int, as_json: bool, server: str | None, token: str | None) -> None:
+    data = Client.resolve(server, token).json("POST", path, body={"ttl_hours": ttl_hours})
+    if as_json:
+        print_json(data)
+        return
+    typer.echo(data["token"])
+    typer.echo(
+        f"one-time enrolment token, valid until {data['expires_at']}; give it to the agent "
+        "with --token (its first run replaces the credential enrolled before)",
+        err=True,
+    )
+
+
+def _list(path: str, as_json: bool, server: str | None, token: str | None) -> None:
+    list_pages(Client.resolve(server, token), path, [], CREDENTIAL_COLUMNS, as_json=as_json)
+
+
+def _revoke(path: str, what: str, as_json: bool, server: str | None, token: str | None) -> None:
+    Client.resolve(server, token).request("DELETE", path)
+    object_id = path.rsplit("/", 1)[-1]
+    if as_json:
+        print_json({"id": object_id, "revoked": True})
+    else:
+        typer.echo(f"revoked {what} {object_id}")
+
+
+@app.command("run")
+@connector_app.command("run")
+def run(
+    server: Annotated[str, typer.Option(envvar="TONGDAO_SERVER", help="control plane URL")],
+    state_dir: Annotated[Path, typer.Option(help="credential, keys, last applied state")],
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="TONGDAO_ENROLMENT_TOKEN", help="one-time enrolment token (first run)"),
+    ] = None,
+    netns: Annotated[
+        str | None, typer.Option(help="manage a network namespace instead of the host (tests)")
+    ] = None,
+    poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
+    reconcile_every: Annotated[
+        float,
+        typer.Option(help="seconds between full reads of WireGuard to repair drift", min=1.0),
+    ] = 60.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
+    report_interval: Annotated[
+        float, typer.Option(help="seconds between usage reports to the control plane")
+    ] = 30.0,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus /metrics on 127.0.0.1:PORT; 0 = off")
+    ] = 0,
+) -> None:
+    """Enrol (first run), then keep the PoP's WireGuard interfaces, routes and nftables rules
+    in line with the control plane. SIGTERM stops the agent; the data plane keeps running."""
+    from tongdao import logs
+    from tongdao.agent.gateway import AgentError, GatewayAgent
+
+    logs.configure(log_level, log_format)
+    agent = GatewayAgent(
+        server,
+        state_dir,
+        token=token,
+        netns=netns,
+        poll_wait=poll_wait,
+        reconcile_every=reconcile_every,
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("tongdao.agent").info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.control = agent.connect()
+    except AgentError as exc:
+        fail(str(exc))
+    from tongdao.agent import reporter
+
+    telemetry = reporter.start(agent, interval=report_interval, metrics_port=metrics_port)
+    try:
+        agent.run()
+    finally:
+        telemetry.stop()  # saves the last interval; it is sent on the next start
+
+
+# --- credentials, through the API -----------------------------------------------------------
+@app.command("enrol")
+def gateway_enrol(
+    pop: PopOpt,
+    ttl_hours: TtlOpt = 24,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make a one-time enrolment token for the PoP's gateway (printed on stdout)."""
+    _enrol(f"{_pop_path(pop)}/enrolments", ttl_hours, as_json, server, token)
+
+
+@app.command("list")
+def gateway_list(
+    pop: PopOpt, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
+    """The PoP's gateway credentials: the live one and those revoked or replaced."""
+    _list(f"{_pop_path(pop)}/gateways", as_json, server, token)
+
+
+@app.command("revoke")
+def gateway_revoke(
+    gateway_id: CredentialArg,
+    pop: PopOpt,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a gateway's credential for good (its data plane keeps running, fail-static)."""
+    _revoke(f"{_pop_path(pop)}/gateways/{seg(gateway_id)}", "gateway", as_json, server, token)
+
+
+@connector_app.command("enrol")
+def connector_enrol(
+    tenant: TenantOpt,
+    site: SiteOpt,
+    ttl_hours: TtlOpt = 24,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make a one-time enrolment token for the site's connector (printed on stdout)."""
+    _enrol(f"{_site_path(tenant, site)}/enrolments", ttl_hours, as_json, server, token)
+
+
+@connector_app.command("list")
+def connector_list(
+    tenant: TenantOpt,
+    site: SiteOpt,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The site's connector credentials: the live one and those revoked or replaced."""
+    _list(f"{_site_path(tenant, site)}/connectors", as_json, server, token)
+
+
+@connector_app.command("revoke")
+def connector_revoke(
+    connector_id: CredentialArg,
+    tenant: TenantOpt,
+    site: SiteOpt,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a connector's credential for good."""
+    path = f"{_site_path(tenant, site)}/connectors/{seg(connector_id)}"
+    _revoke(path, "connector", as_json, server, token)

@@ -1,0 +1,797 @@
+"""Per-peer usage: gateways report byte deltas, tenants and operators read totals.
+
+Reports (``POST /gateway/reports``, gateway credential) carry, per WireGuard peer, the bytes
+moved since the previous report (the agent turns the engine's cumulative counters into
+deltas, see :mod:`tongdao.agent.reporter`). ``rx_bytes`` is what the gateway received from the
+peer (the peer's upload), ``tx_bytes`` what it sent to the peer.
+
+Idempotency: every report has a ``seq``, increasing per gateway. The gateway row's
+``last_report_seq`` moves forward with a compare-and-set ``UPDATE ... WHERE last_report_seq <
+seq`` in the same transaction that stores the report's rows, so a report is stored exactly
+once: a retry (seq already seen) or a concurrent twin (the other transaction's UPDATE waits
+for the row lock, then finds the new seq) answers ``{"accepted": false, "duplicate": true}``
+and stores nothing. The unique ``(gateway_id, seq, peer_key)`` constraint is the backstop and
+is answered the same way, never 500. The gateway's row is locked first (``SELECT ... FOR
+UPDATE``), so a concurrent report of the same gateway reads the credits this one stored.
+Reports may skip seqs (an agent that dropped a rejected report goes on with the next one),
+but by at most :data:`MAX_SEQ_STEP`: a seq further ahead answers 409 ``seq_out_of_range``
+with the server's ``last_seq`` (the agent renumbers its pending reports from there), so one
+wild seq (2^63-1) cannot make every later report a "duplicate".
+
+What a report may claim (the agent is not trusted beyond its own state):
+
+* **peers**: a row counts only for a peer of a desired state sent to this agent, tenant, public
+  key, kind and reference all matching (:mod:`tongdao.gateway.sent`); a peer removed from the
+  agent's state stays reportable for :data:`~tongdao.gateway.sent.RECENTLY_REMOVED` (its final
+  bytes). So a PoP gateway reports only its own tenants' peers homed there and a site
+  connector only its tunnel to its PoP.
+* **bytes**: bounded per peer (tenant, key) and gateway over time, not per report: a
+  credit per peer (``usage_credits``) records up to which instant its credited bytes have
+  used the PoP's ``max_rate_mbps``; a row counts only if it fits between that instant (or its
+  period's start, if later) and the period's end plus :data:`RATE_SLACK` (see
+  :func:`_screen`). Overlapping periods share one allowance; the same peer for the period it
+  was last credited for is a duplicate (the chunks of one report share a period, never a
+  peer), so replaying a period with seq+1 adds nothing.
+* **periods**: ``period_end`` at most :data:`CLOCK_SKEW` after the server's clock;
+  ``period_start`` at most :data:`CLOCK_SKEW` before the previous report's end (for the first
+  report: the agent's enrolment), unless it repeats the previous period exactly (the chunks of
+  one report); everything within the years 2000-9998. Out of bounds is 422 (``period_*``).
+* **text**: ``endpoint`` is an IPv4:port or [IPv6]:port (stored in canonical form),
+  ``peer_ref`` a UUID, ``peer_key`` a WireGuard key, ``last_handshake`` within a day before
+  the period and no later than its end (plus the skew).
+
+A row that breaks a rule is **dropped, not the report** (the agent drops refused reports,
+which would lose the good rows): the answer counts them (``dropped``, ``dropped_reasons``:
+``invalid``, ``unknown_peer``, ``duplicate_peer``, ``over_rate``), the agent exports that as
+``tongdao_agent_report_rows_dropped_total{reason}``, and reports with dropped rows write one
+warning to the server log and one audit event (``usage_rows_dropped`` on the gateway, with
+the counts and up to ten rows' index and reason, never the rows' text) at most once per
+gateway per :data:`DROPPED_EVENT_EVERY`: the reports in between are held on the gateway's row
+(``dropped_held``) and counted in the next event.
+
+``last_report_seq`` and ``last_seen_at`` are telemetry: they are written with a Core
+``UPDATE`` that bypasses the audit hook, so a report every 30 s per gateway does not flood
+the audit log. The connection log is derived from the reports of PoP gateways in the same
+transaction (:mod:`tongdao.audit.sessions`): one chained audit record per connection session
+(tenant, user, device, public source IP:port, PoP, start, end, bytes) when it ends.
+
+Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
+``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
+show only in the operators' ``GET /pops/{id}/usage``. An employee (own-only grant on devices)
+sees only the usage of their own devices. Days are UTC days of ``period_end``; a record
+counts in the window when ``since < period_end <= until`` (both within the years 2000-9998,
+else 422). Sums are exact whatever the counters hold (:func:`~tongdao.gateway.periods.exact_sum`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
+from pydantic import ValidationError as SchemaError
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from tongdao.api.deps import Guard, GuardDep
+from tongdao.api.errors import ERROR_RESPONSES, error_body
+from tongdao.audit.recorder import record
+from tongdao.audit.sessions import Seen, track_report
+from tongdao.auth.permissions import Action
+from tongdao.errors import Conflict, ValidationError
+from tongdao.gateway.desired import PeerKind
+from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
+from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
+from tongdao.gateway.routes import GatewayDep
+from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
+from tongdao.network.models import Device, Pop, Site
+from tongdao.network.service import get_pop
+from tongdao.runtime import Ctx
+from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
+from tongdao.store.rows import rows_updated
+
+log = logging.getLogger("tongdao.gateway.usage")
+router = APIRouter()
+
+MAX_PEERS = 100_000  # per report; the agent splits bigger ones (and the body limit applies)
+MAX_COUNTER = 2**63 - 1  # BIGINT
+MAX_WINDOW = timedelta(days=366)
+DEFAULT_WINDOW = timedelta(days=1)
+TENANT_KINDS: tuple[str, ...] = ("device", "site")
+CLOCK_SKEW = timedelta(minutes=5)  # agents' clocks may be this far from the server's
+MAX_SEQ_STEP = 1_000_000  # a report's seq is at most this far above the last stored one
+RATE_SLACK = timedelta(seconds=60)  # added to a period when bounding its bytes
+HANDSHAKE_BEFORE = timedelta(days=1)  # how long before its period a row's handshake may lie
+DEFAULT_RATE_MBPS = 10_000
+_EXAMPLES = 10  # dropped rows described in the warning event
+DROPPED_EVENT_EVERY = timedelta(minutes=10)  # at most one usage_rows_dropped event per gateway
+_IN_BATCH = 500  # peer keys per IN (...) query
+REASONS = ("invalid", "unknown_peer", "duplicate_peer", "over_rate")
+_ENDPOINT = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}):([0-9]{1,5})")
+
+__all__ = [
+    "CLOCK_SKEW",
+    "DROPPED_EVENT_EVERY",
+    "MAX_SEQ_STEP",
+    "RECENTLY_REMOVED",
+    "ReportAnswer",
+    "UsageReportIn",
+    "ip_endpoint",
+    "store_report",
+]
+
+
+@lru_cache(maxsize=65536)  # a peer's endpoint is the same in report after report
+def ip_endpoint(value: str) -> str:
+    """``198.51.100.2:51820`` or ``[fd00::2]:51820`` (port 1-65535), in canonical form."""
+    match = _ENDPOINT.fullmatch(value)
+    if match is None:
+        raise ValueError("must be IPv4:port or [IPv6]:port")
+    v6, port6, v4, port4 = match.groups()
+    address = ipaddress.IPv6Address(v6) if v6 else ipaddress.IPv4Address(v4)
+    port = int(port6 or port4)
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be 1-65535")
+    return f"[{address}]:{port}" if v6 else f"{address}:{port}"
+
+
+# --- schemas -------------------------------------------------------------------------------------
+class PeerUsage(Strict):
+    """One peer's row. A row that does not validate is dropped, not the report."""
+
+    tenant_id: uuid.UUID
+    peer_key: WireGuardKey
+    peer_kind: PeerKind
+    peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
+    rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
+    tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
+    last_handshake: Instant | None = None
+    endpoint: Annotated[
+        str | None,
+        Field(max_length=64, description="the peer's public IPv4:port or [IPv6]:port"),
+        AfterValidator(lambda v: None if v is None else ip_endpoint(v)),
+    ] = None
+
+
+class UsageReportIn(Strict):
+    seq: Annotated[int, Field(ge=1, le=MAX_COUNTER)]
+    period_start: Instant
+    period_end: Instant
+    peers: Annotated[list[PeerUsage], Field(max_length=MAX_PEERS)] = []
+    _invalid: list[tuple[int, str]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rows_apart(
+        cls, data: Any, handler: ModelWrapValidatorHandler[UsageReportIn]
+    ) -> UsageReportIn:
+        """Validate each row on its own: the bad ones are set aside (as index and what was
+        wrong), the rest of the report stands."""
+        invalid: list[tuple[int, str]] = []
+        if isinstance(data, dict) and isinstance(data.get("peers"), list):
+            rows = data["peers"]
+            if len(rows) <= MAX_PEERS:
+                good: list[PeerUsage] = []
+                for i, raw in enumerate(rows):
+                    try:
+                        good.append(PeerUsage.model_validate(raw))
+                    except SchemaError as exc:
+                        wrong = sorted(
+                            {".".join(map(str, e["loc"])) or "row" for e in exc.errors()}
+                        )
+                        invalid.append((i, ", ".join(wrong)))
+                data = {**data, "peers": good}
+        report = handler(data)
+        report._invalid = invalid
+        return report
+
+    @model_validator(mode="after")
+    def _period(self) -> UsageReportIn:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+    @property
+    def invalid_rows(self) -> list[tuple[int, str]]:
+        return self._invalid
+
+
+class ReportAnswer(BaseModel):
+    accepted: bool = Field(description="the report was stored now")
+    duplicate: bool = Field(description="a report with this seq was stored before")
+    stored: int = Field(description="usage rows stored by this call")
+    last_seq: int = Field(description="the highest seq stored for this gateway")
+    dropped: int = Field(default=0, description="rows of this report not counted")
+    dropped_reasons: dict[str, int] = Field(
+        default_factory=dict,
+        description="dropped rows per reason: invalid (a field did not validate), "
+        "unknown_peer (not a peer of a state sent to this agent, or removed too long ago), "
+        "duplicate_peer (the same public key again), over_rate (more bytes than the period "
+        "at the PoP's max_rate_mbps allows)",
+    )
+
+
+class SeqOutOfRange(Conflict):
+    """The seq is more than :data:`MAX_SEQ_STEP` above the last stored one."""
+
+    code = "seq_out_of_range"
+
+    def __init__(self, seq: int, last_seq: int) -> None:
+        super().__init__(
+            f"seq {seq} is more than {MAX_SEQ_STEP} above the last stored seq {last_seq}; "
+            f"renumber from {last_seq + 1}",
+            {"seq": f"must be above {last_seq} and at most {last_seq + MAX_SEQ_STEP}"},
+        )
+        self.last_seq = last_seq
+
+
+GroupBy = Literal["device", "site", "day"]
+PopGroupBy = Literal["tenant", "day"]
+
+
+class UsageRow(BaseModel):
+    key: str = Field(description="device id, site id, tenant id or UTC day (YYYY-MM-DD)")
+    peer_kind: str | None = Field(default=None, description="device | site | pop")
+    rx_bytes: int = Field(description="received by the gateway from the peer(s)")
+    tx_bytes: int = Field(description="sent by the gateway to the peer(s)")
+    last_handshake: datetime | None = None
+
+
+class UsageSummary(BaseModel):
+    since: datetime
+    until: datetime
+    group_by: str
+    tenant_id: uuid.UUID | None = None
+    pop_id: uuid.UUID | None = None
+    rows: list[UsageRow]
+    rx_bytes: int = Field(description="sum over the rows")
+    tx_bytes: int = Field(description="sum over the rows")
+
+
+# --- reports -------------------------------------------------------------------------------------
+def _rate_mbps(session: Session, gateway: Gateway) -> int:
+    pop_id = gateway.pop_id
+    if pop_id is None and gateway.site_id is not None:
+        pop_id = session.scalar(select(Site.pop_id).where(Site.id == gateway.site_id))
+    rate = session.scalar(select(Pop.max_rate_mbps).where(Pop.id == pop_id)) if pop_id else None
+    return int(rate or DEFAULT_RATE_MBPS)
+
+
+def _check_period(
+    last: Row[Any], created_at: datetime, report: UsageReportIn, now: datetime
+) -> None:
+    """A period ends no later than the server's clock (plus the skew) and starts no earlier
+    than the previous report's end (or the agent's enrolment), less the skew, unless it is the
+    previous report's period again (the chunks of one big report share it)."""
+    fields: dict[str, str] = {}
+    if report.period_end > now + CLOCK_SKEW:
+        fields["period_end"] = f"more than {CLOCK_SKEW} after the server's clock"
+    again = (report.period_start, report.period_end) == (
+        last.last_period_start,
+        last.last_period_end,
+    )
+    floor = last.last_period_end or created_at
+    if not again and report.period_start < floor - CLOCK_SKEW:
+        what = "previous report's end" if last.last_period_end else "agent's enrolment"
+        fields["period_start"] = f"more than {CLOCK_SKEW} before the {what} ({floor.isoformat()})"
+    if fields:
+        raise ValidationError(fields)
+
+
+Credit = tuple[datetime, datetime, datetime]  # credited_until, period_start, period_end
+CreditKey = tuple[uuid.UUID, str]  # tenant, peer key
+
+
+def _credits(
+    session: Session, gateway_id: uuid.UUID, keys: Sequence[str]
+) -> dict[CreditKey, Credit]:
+    """The peers' credits at this gateway (one query per 500 keys)."""
+    c = UsageCredit
+    out: dict[CreditKey, Credit] = {}
+    wanted = sorted(set(keys))
+    for i in range(0, len(wanted), _IN_BATCH):
+        stmt = select(
+            c.tenant_id, c.peer_key, c.credited_until, c.period_start, c.period_end
+        ).where(c.gateway_id == gateway_id, c.peer_key.in_(wanted[i : i + _IN_BATCH]))
+        for tenant, key, until, start, end in session.execute(stmt):
+            out[(tenant, key)] = (_utc(until), _utc(start), _utc(end))
+    return out
+
+
+def _utc(value: datetime) -> datetime:
+    utc = as_utc(value)
+    assert utc is not None
+    return utc
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class Screened:
+    """What :func:`_screen` found: the rows that count, the credits they move, the dropped
+    rows per reason and a few of them described."""
+
+    def __init__(self) -> None:
+        self.kept: list[PeerUsage] = []
+        self.credits: dict[CreditKey, Credit] = {}  # new credit of each kept row's peer
+        self.fresh: set[CreditKey] = set()  # peers with no credit row yet
+        self.dropped: Counter[str] = Counter()
+        self.examples: list[dict[str, Any]] = []
+
+    def drop(self, index: int, reason: str, detail: str = "") -> None:
+        self.dropped[reason] += 1
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append({"row": index, "reason": reason, "detail": detail})
+
+
+def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) -> Screened:
+    """Sort the report's rows into those that count and those dropped.
+
+    Bytes are bounded per peer and gateway *over time*, not per report: each peer has a
+    credit, the instant up to which its credited bytes have used the PoP's rate
+    (``credited_until``; a generic cell-rate algorithm). A row of ``b`` bytes (the larger
+    direction) over ``[start, end]`` counts when ``max(credited_until, start) + b / rate <=
+    end + RATE_SLACK``, and moves ``credited_until`` there. So overlapping or repeated periods
+    share one allowance, an idle peer saves up at most ``RATE_SLACK`` of burst, and all a
+    peer is ever credited at a gateway is at most the rate over the time up to the last
+    period's end plus ``RATE_SLACK``. The same peer for the very period it was last credited
+    for is a ``duplicate_peer`` (a replay with a new seq): the chunks of one report share its
+    period but never a peer (the agent puts a peer in one chunk only)."""
+    out = Screened()
+    for index, fields in report.invalid_rows:
+        out.drop(index, "invalid", fields)
+    if not report.peers:
+        return out
+    session = ctx.session
+    keys = [p.peer_key for p in report.peers]
+    known = known_peers(session, gateway.id, keys, now)
+    credits = _credits(session, gateway.id, keys)
+    per_second = _rate_mbps(session, gateway) * 125_000  # Mbit/s → bytes a second
+    start, end = report.period_start, report.period_end
+    deadline = end + RATE_SLACK
+    earliest = start - HANDSHAKE_BEFORE
+    latest = end + CLOCK_SKEW
+    seen: set[str] = set()
+    for index, peer in enumerate(report.peers):
+        ident = (peer.tenant_id, peer.peer_key)
+        credit = credits.get(ident)
+        if (peer.tenant_id, peer.peer_key, peer.peer_kind, str(peer.peer_ref)) not in known:
+            out.drop(index, "unknown_peer", peer.peer_key)
+            continue
+        if peer.peer_key in seen:
+            out.drop(index, "duplicate_peer", peer.peer_key)
+            continue
+        if peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
+            out.drop(index, "invalid", "last_handshake outside the period")
+            continue
+        if credit is not None and (credit[1], credit[2]) == (start, end):
+            out.drop(index, "duplicate_peer", f"{peer.peer_key}: already counted for this period")
+            continue
+        base = start if credit is None else max(credit[0], start)
+        room = max(_micros(deadline - base), 0)  # µs of the rate still free
+        cost = -(-max(peer.rx_bytes, peer.tx_bytes) * 1_000_000 // per_second)  # µs, rounded up
+        if cost > room:
+            allowance = room * per_second // 1_000_000
+            out.drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
+            continue
+        seen.add(peer.peer_key)
+        out.kept.append(peer)
+        out.credits[ident] = (base + timedelta(microseconds=cost), start, end)
+        if credit is None:
+            out.fresh.add(ident)
+    return out
+
+
+def _save_credits(session: Session, gateway_id: uuid.UUID, screened: Screened) -> None:
+    rows = [
+        {
+            "b_gateway": gateway_id,
+            "b_tenant": tenant,
+            "b_key": key,
+            "b_until": until,
+            "b_start": start,
+            "b_end": end,
+        }
+        for (tenant, key), (until, start, end) in screened.credits.items()
+    ]
+    new = [r for r in rows if (r["b_tenant"], r["b_key"]) in screened.fresh]
+    old = [r for r in rows if (r["b_tenant"], r["b_key"]) not in screened.fresh]
+    table = cast(Table, UsageCredit.__table__)
+    c = table.c
+    if new:
+        session.execute(
+            insert(UsageCredit),
+            [
+                {
+                    "gateway_id": r["b_gateway"],
+                    "tenant_id": r["b_tenant"],
+                    "peer_key": r["b_key"],
+                    "credited_until": r["b_until"],
+                    "period_start": r["b_start"],
+                    "period_end": r["b_end"],
+                }
+                for r in new
+            ],
+        )
+    if old:
+        session.execute(
+            update(table)
+            .where(
+                c.gateway_id == bindparam("b_gateway"),
+                c.tenant_id == bindparam("b_tenant"),
+                c.peer_key == bindparam("b_key"),
+            )
+            .values(
+                credited_until=bindparam("b_until"),
+                period_start=bindparam("b_start"),
+                period_end=bindparam("b_end"),
+            ),
+            old,
+        )
+
+
+def _warning(
+    last: Row[Any], now: datetime, dropped: Counter[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Whether this report's dropped rows are written now: (the counts to write or None,
+    the gateway's new ``dropped_event_at`` / ``dropped_held``). At most one event per gateway
+    per :data:`DROPPED_EVENT_EVERY`; the reports and rows held back are counted in the next."""
+    held = last.dropped_held if isinstance(last.dropped_held, dict) else {}
+    reasons: Counter[str] = Counter()
+    for reason, count in (held.get("reasons") or {}).items():
+        if reason in REASONS and isinstance(count, int):
+            reasons[reason] += count
+    reasons.update(dropped)
+    counts = {
+        "reports": int(held.get("reports") or 0) + 1,
+        "dropped": sum(reasons.values()),
+        "reasons": {r: reasons[r] for r in REASONS if reasons[r]},
+    }
+    at = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
+    if at is not None and timedelta(0) <= now - at < DROPPED_EVENT_EVERY:
+        return None, {"dropped_held": counts}
+    return counts, {"dropped_event_at": now, "dropped_held": None}
+
+
+def _warn(
+    ctx: Ctx,
+    gateway: Gateway,
+    seq: int,
+    counts: dict[str, Any],
+    examples: list[dict[str, Any]],
+    since: datetime | None,
+) -> None:
+    """One warning (the server log and the audit log) for the dropped rows of this report and
+    of those held back since the last one."""
+    log.warning(
+        "usage report %d of gateway %s: %d row(s) dropped %s (%d report(s) since %s)",
+        seq,
+        gateway.id,
+        counts["dropped"],
+        counts["reasons"],
+        counts["reports"],
+        since.isoformat() if since else "the start",
+    )
+    record(
+        ctx.session,
+        "usage_rows_dropped",
+        "gateway",
+        gateway.id,
+        pop_id=gateway.pop_id,
+        after={
+            "seq": seq,
+            **counts,
+            "since": since.isoformat() if since else None,
+            "examples": examples,
+        },
+    )
+
+
+def _last_seq(session: Session, gateway_id: uuid.UUID) -> int:
+    value = session.scalar(select(Gateway.last_report_seq).where(Gateway.id == gateway_id))
+    return int(value or 0)
+
+
+def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAnswer:
+    """Store the report once (see the module's docstring), committing the transaction.
+
+    Raises :class:`SeqOutOfRange` (409) for a seq too far ahead and
+    :class:`~tongdao.errors.ValidationError` (422) for a period out of bounds; bad rows are
+    dropped and counted in the answer."""
+    session = ctx.session
+    gateway_id = gateway.id
+    # The gateway's row, locked (PostgreSQL; SQLite's write transactions are serial): a
+    # concurrent report of this gateway waits here and then reads what this one stored.
+    last = session.execute(
+        select(
+            Gateway.last_report_seq,
+            Gateway.last_period_start,
+            Gateway.last_period_end,
+            Gateway.dropped_event_at,
+            Gateway.dropped_held,
+        )
+        .where(Gateway.id == gateway_id)
+        .with_for_update()
+    ).one()
+    seq = int(last.last_report_seq or 0)
+    if report.seq <= seq:
+        return ReportAnswer(accepted=False, duplicate=True, stored=0, last_seq=seq)
+    if report.seq > seq + MAX_SEQ_STEP:
+        raise SeqOutOfRange(report.seq, seq)
+    now = ctx.runtime.clock()
+    _check_period(last, gateway.created_at, report, now)
+    ensure_recorded(ctx, gateway)
+    screened = _screen(ctx, gateway, report, now)
+    peers, dropped = screened.kept, screened.dropped
+    warning: dict[str, Any] | None = None
+    telemetry: dict[str, Any] = {
+        "last_report_seq": report.seq,
+        "last_seen_at": now,
+        "last_period_start": report.period_start,
+        "last_period_end": report.period_end,
+    }
+    if dropped:
+        warning, held = _warning(last, now, dropped)
+        telemetry.update(held)
+    moved = rows_updated(
+        session,
+        update(Gateway)
+        .where(Gateway.id == gateway_id, Gateway.last_report_seq < report.seq)
+        .values(**telemetry),
+    )
+    if moved != 1:  # a concurrent twin got there first
+        session.rollback()
+        return ReportAnswer(
+            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
+        )
+    if gateway.pop_id is not None:
+        seen = [
+            Seen(
+                peer_key=peer.peer_key,
+                tenant_id=peer.tenant_id,
+                peer_kind=peer.peer_kind,
+                peer_ref=str(peer.peer_ref),
+                endpoint=peer.endpoint,
+                rx_bytes=peer.rx_bytes,
+                tx_bytes=peer.tx_bytes,
+                last_handshake=peer.last_handshake,
+            )
+            for peer in peers
+        ]
+        track_report(
+            session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
+        )
+    rows = [
+        {
+            "gateway_id": gateway_id,
+            "seq": report.seq,
+            "tenant_id": peer.tenant_id,
+            "peer_key": peer.peer_key,
+            "peer_kind": peer.peer_kind,
+            "peer_ref": str(peer.peer_ref),
+            "rx_bytes": peer.rx_bytes,
+            "tx_bytes": peer.tx_bytes,
+            "last_handshake": peer.last_handshake,
+            "endpoint": peer.endpoint,
+            "period_start": report.period_start,
+            "period_end": report.period_end,
+        }
+        for peer in peers
+    ]
+    if warning is not None:
+        since = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
+        _warn(ctx, gateway, report.seq, warning, screened.examples, since)
+    try:
+        if rows:
+            session.execute(insert(UsageRecord), rows)
+            _save_credits(session, gateway_id, screened)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return ReportAnswer(
+            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
+        )
+    return ReportAnswer(
+        accepted=True,
+        duplicate=False,
+        stored=len(rows),
+        last_seq=report.seq,
+        dropped=sum(dropped.values()),
+        dropped_reasons={r: dropped[r] for r in REASONS if dropped[r]},
+    )
+
+
+@router.post(
+    "/gateway/reports",
+    tags=["gateway"],
+    operation_id="gateway_report",
+    response_model=ReportAnswer,
+    responses={409: ERROR_RESPONSES[409]},
+)
+def report_usage(auth: GatewayDep, body: UsageReportIn) -> ReportAnswer | JSONResponse:
+    """Per-peer byte deltas over a period. Idempotent by ``seq``: a seq at or below the last
+    stored one answers ``duplicate`` and stores nothing; one more than 1,000,000 above it
+    answers 409 ``seq_out_of_range`` with the server's ``last_seq`` (renumber from there). A
+    period out of bounds is 422; rows that cannot count are dropped (``dropped``,
+    ``dropped_reasons``) and the rest is stored."""
+    ctx, gateway = auth
+    try:
+        return store_report(ctx, gateway, body)
+    except SeqOutOfRange as exc:
+        content = {**error_body(exc.code, exc.message, exc.fields), "last_seq": exc.last_seq}
+        return JSONResponse(status_code=exc.status_code, content=content)
+
+
+# --- reading -------------------------------------------------------------------------------------
+def _instant(value: datetime, field: str) -> datetime:
+    try:
+        return utc_instant(value)
+    except ValueError as exc:
+        raise ValidationError({field: str(exc)}) from exc
+
+
+def window(
+    since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The window, naive datetimes taken as UTC; 422 when empty, longer than a year or
+    outside the years 2000-9998."""
+    end = _instant(until or now, "until")
+    start = _instant(since or end - DEFAULT_WINDOW, "since")
+    if start >= end:
+        raise ValidationError({"since": "must be before until"})
+    if end - start > MAX_WINDOW:
+        raise ValidationError({"since": "the window is at most 366 days"})
+    return start, end
+
+
+def _summarise(
+    session: Session,
+    filters: Sequence[ColumnElement[bool]],
+    key: ColumnElement[Any] | InstrumentedAttribute[Any],
+) -> list[UsageRow]:
+    """Sums per (key, peer kind) over the filtered records (exact, whatever their size)."""
+    grouped = key.label("key")
+    stmt: Select[Any] = (
+        select(
+            grouped,
+            UsageRecord.peer_kind,
+            *exact_sum(UsageRecord.rx_bytes),
+            *exact_sum(UsageRecord.tx_bytes),
+            func.max(UsageRecord.last_handshake),
+        )
+        .where(*filters)
+        .group_by(grouped, UsageRecord.peer_kind)
+    )
+    rows: list[UsageRow] = []
+    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake in session.execute(stmt):
+        rows.append(
+            UsageRow(
+                key=str(k),
+                peer_kind=str(kind),
+                rx_bytes=joined(rx_high, rx_low),
+                tx_bytes=joined(tx_high, tx_low),
+                last_handshake=as_utc(handshake),
+            )
+        )
+    rows.sort(key=lambda r: (r.key, r.peer_kind or ""))
+    return rows
+
+
+def _summary(
+    rows: list[UsageRow], since: datetime, until: datetime, group_by: str, **ids: Any
+) -> UsageSummary:
+    return UsageSummary(
+        since=since,
+        until=until,
+        group_by=group_by,
+        rows=rows,
+        rx_bytes=sum(r.rx_bytes for r in rows),
+        tx_bytes=sum(r.tx_bytes for r in rows),
+        **ids,
+    )
+
+
+def tenant_usage(
+    guard: Guard, tenant_id: uuid.UUID, since: datetime, until: datetime, group_by: GroupBy
+) -> UsageSummary:
+    session = guard.ctx.session
+    filters: list[ColumnElement[bool]] = [
+        UsageRecord.tenant_id == tenant_id,
+        UsageRecord.period_end > since,
+        UsageRecord.period_end <= until,
+    ]
+    kinds: tuple[str, ...] = TENANT_KINDS
+    if group_by in ("device", "site"):
+        kinds = (group_by,)
+    if guard.principal.own_only("devices", Action.READ):
+        # Employees: their own devices only (peer_ref holds the device id as text).
+        mine = session.scalars(
+            select(Device.id).where(
+                Device.tenant_id == tenant_id, Device.user_id == guard.principal.user_id
+            )
+        )
+        kinds = tuple(k for k in kinds if k == "device")
+        filters.append(UsageRecord.peer_ref.in_([str(d) for d in mine]))
+    if not kinds:
+        return _summary([], since, until, group_by, tenant_id=tenant_id)
+    filters.append(UsageRecord.peer_kind.in_(kinds))
+    if group_by == "day":
+        rows = _summarise(session, filters, report_day(session))
+    else:
+        rows = _summarise(session, filters, UsageRecord.peer_ref)
+    return _summary(rows, since, until, group_by, tenant_id=tenant_id)
+
+
+Since = Annotated[
+    UtcDateTime | None, Query(description="window start (exclusive); default until − 1 day")
+]
+Until = Annotated[UtcDateTime | None, Query(description="window end (inclusive); default now")]
+
+
+@router.get("/tenants/{tenant_id}/usage", tags=["usage"], operation_id="tenant_usage")
+def get_tenant_usage(
+    guard: GuardDep,
+    tenant_id: Annotated[uuid.UUID, Path()],
+    since: Since = None,
+    until: Until = None,
+    group_by: Annotated[GroupBy, Query(description="device | site | day")] = "device",
+) -> UsageSummary:
+    """Bytes per device, per site or per UTC day over the window (employees: their own
+    devices only). Inter-PoP transit is not counted here."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("devices", Action.READ)
+    start, end = window(since, until, guard.ctx.runtime.clock())
+    return tenant_usage(guard, tenant.id, start, end, group_by)
+
+
+@router.get("/pops/{pop_id}/usage", tags=["pops"], operation_id="pop_usage")
+def get_pop_usage(
+    guard: GuardDep,
+    pop_id: Annotated[uuid.UUID, Path(description="the PoP's id")],
+    since: Since = None,
+    until: Until = None,
+    group_by: Annotated[PopGroupBy, Query(description="tenant | day")] = "tenant",
+) -> UsageSummary:
+    """Bytes through the PoP's gateways per tenant (or per UTC day) and peer kind; ``pop``
+    rows are inter-PoP transit."""
+    guard.require("pops", Action.READ)
+    pop = get_pop(guard.ctx, pop_id)
+    start, end = window(since, until, guard.ctx.runtime.clock())
+    session = guard.ctx.session
+    gateways = select(Gateway.id).where(Gateway.pop_id == pop.id)
+    filters: list[ColumnElement[bool]] = [
+        UsageRecord.gateway_id.in_(gateways),
+        UsageRecord.period_end > start,
+        UsageRecord.period_end <= end,
+    ]
+    key = report_day(session) if group_by == "day" else UsageRecord.tenant_id
+    rows = _summarise(session, filters, key)
+    return _summary(rows, start, end, group_by, pop_id=pop.id)

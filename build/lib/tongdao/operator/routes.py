@@ -1,0 +1,44 @@
+"""Routes for the operator profile, licences and shareholders."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tongdao.api.crud import mount
+from tongdao.api.deps import GuardDep
+from tongdao.auth.permissions import Action
+from tongdao.operator import service
+from tongdao.operator.schemas import ComplianceStatus, OperatorPublic, OperatorUpdate
+from tongdao.operator.service import LicenceResource, ShareholderResource
+
+router = APIRouter()
+
+
+@router.get("/operator", tags=["operator"], operation_id="get_operator")
+def get_operator(guard: GuardDep) -> OperatorPublic:
+    guard.require("operator", Action.READ)
+    return OperatorPublic.model_validate(service.get_profile(guard.ctx))
+
+
+@router.put("/operator", tags=["operator"], operation_id="put_operator")
+def put_operator(guard: GuardDep, body: OperatorUpdate) -> OperatorPublic:
+    guard.require("operator", Action.UPDATE)
+    profile = service.put_profile(guard.ctx, body)
+    guard.ctx.session.flush()
+    guard.ctx.session.commit()
+    return OperatorPublic.model_validate(profile)
+
+
+@router.get(
+    "/operator/compliance",
+    tags=["operator"],
+    operation_id="get_operator_compliance",
+    summary="Licence expiry warnings, ownership and rule problems (the operator dashboard)",
+)
+def get_operator_compliance(guard: GuardDep) -> ComplianceStatus:
+    guard.require("operator", Action.READ)
+    return service.compliance_status(guard.ctx)
+
+
+mount(router, LicenceResource(), "/operator/licences", tags=["operator"])
+mount(router, ShareholderResource(), "/operator/shareholders", tags=["operator"])

@@ -1,0 +1,62 @@
+"""Imports every domain's models so that ``Base.metadata`` knows all tables."""
+
+from tongdao.access.models import Policy
+from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
+from tongdao.auth.links import OneTimeLink, PasswordResetRequest
+from tongdao.auth.models import ApiToken, LoginAttempt
+from tongdao.gateway.models import (
+    ConfigVersion,
+    Gateway,
+    GatewayEnrolment,
+    GatewayPeer,
+    UsageRecord,
+)
+from tongdao.ipam.models import IpamLock
+from tongdao.mail.models import MailMessage, MailSettings
+from tongdao.network.models import (
+    Device,
+    Link,
+    Pop,
+    PopTenantInterface,
+    PrefixAllowance,
+    PrefixDeclaration,
+    Site,
+)
+from tongdao.operator.models import Licence, OperatorProfile, Shareholder
+from tongdao.privacy.models import Consent, PrivacyNotice
+from tongdao.tenancy.models import Group, GroupMember, Tenant, User
+
+__all__ = [
+    "ApiToken",
+    "AuditChainHead",
+    "AuditEvent",
+    "ConfigVersion",
+    "Consent",
+    "Device",
+    "Gateway",
+    "GatewayEnrolment",
+    "GatewayPeer",
+    "Group",
+    "GroupMember",
+    "IpamLock",
+    "Licence",
+    "Link",
+    "LoginAttempt",
+    "MailMessage",
+    "MailSettings",
+    "OneTimeLink",
+    "OpenConnection",
+    "OperatorProfile",
+    "PasswordResetRequest",
+    "Policy",
+    "Pop",
+    "PopTenantInterface",
+    "PrefixAllowance",
+    "PrefixDeclaration",
+    "PrivacyNotice",
+    "Shareholder",
+    "Site",
+    "Tenant",
+    "UsageRecord",
+    "User",
+]

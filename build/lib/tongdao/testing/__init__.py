@@ -1,0 +1,1 @@
+"""Helpers for Tongdao's own tests and benchmarks (real PostgreSQL, key material)."""
