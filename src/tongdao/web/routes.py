@@ -1,9 +1,9 @@
 """The web console: static pages that talk to ``/api/v1`` with the caller's token.
 
 No build step: one HTML page, one ES module and one stylesheet, all served from this package,
-beside the vendored libraries under ``static/vendor/`` (see its README). Every console response carries a Content-Security-Policy that allows
-only this origin, so neither injected markup nor a tampered page can load or send anything
-elsewhere.
+beside the vendored libraries under ``static/vendor/`` (see its README). Every console
+response carries a Content-Security-Policy that allows only this origin, so neither injected
+markup nor a tampered page can load or send anything elsewhere.
 """
 
 from __future__ import annotations
