@@ -16,35 +16,72 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 
 from tongdao.errors import DomainError
 from tongdao.web import i18n
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+MAX_TEMPLATE_MATCH = 4000  # longer than any refusal the services write
 
 
-def _pattern(msgid: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    position = 0
-    seen: dict[str, int] = {}
-    for match in _PLACEHOLDER.finditer(msgid):
-        parts.append(re.escape(msgid[position : match.start()].replace("%%", "%")))
-        name = match.group(1)
-        if name in seen:
-            parts.append(f"(?P={name})")
-        else:
-            seen[name] = 1
-            parts.append(f"(?P<{name}>.+?)")
-        position = match.end()
-    parts.append(re.escape(msgid[position:].replace("%%", "%")))
-    return re.compile("".join(parts), re.DOTALL)
+@dataclass(frozen=True)
+class Template:
+    """A catalogue message with values: its fixed texts around named places.
+
+    ``"the site is %(state)s; it has no tunnel"`` → texts ``("the site is ", "; it has no
+    tunnel")`` and names ``("state",)``. Matching is one left-to-right scan (each value ends at
+    the next occurrence of the text after it), never backtracking, so its cost is linear in the
+    message's length whatever the values hold; a message whose values contain the text that
+    follows them may not match, and then it stays in English.
+    """
+
+    texts: tuple[str, ...]
+    names: tuple[str, ...]
+    translation: str
+
+    @classmethod
+    def parse(cls, msgid: str, translation: str) -> Template | None:
+        pieces = _PLACEHOLDER.split(msgid)
+        texts = tuple(piece.replace("%%", "%") for piece in pieces[0::2])
+        names = tuple(pieces[1::2])
+        if any(not text for text in texts[1:-1]):
+            return None  # two places side by side: no text tells where one ends
+        return cls(texts, names, translation)
+
+    @property
+    def fixed(self) -> int:
+        return sum(len(text) for text in self.texts)
+
+    def match(self, message: str) -> dict[str, str] | None:
+        first, last = self.texts[0], self.texts[-1]
+        if not message.startswith(first) or not message.endswith(last):
+            return None
+        end = len(message) - len(last)
+        position = len(first)
+        values: dict[str, str] = {}
+        for index, name in enumerate(self.names):
+            if index + 1 < len(self.names):
+                after = self.texts[index + 1]
+                stop = message.find(after, position + 1, end)
+                if stop < 0:
+                    return None
+            else:
+                stop = end
+            if stop <= position:
+                return None
+            value = message[position:stop]
+            if values.setdefault(name, value) != value:
+                return None
+            position = stop + (len(self.texts[index + 1]) if index + 1 < len(self.names) else 0)
+        return values if self.names else ({} if message == first else None)
 
 
 @cache
-def _templates(language: str) -> list[tuple[re.Pattern[str], str]]:
+def _templates(language: str) -> list[Template]:
     catalog = i18n.read_catalogue(language)
-    found: list[tuple[int, re.Pattern[str], str]] = []
+    found: list[Template] = []
     for message in catalog:
         msgid = message.id
         if not isinstance(msgid, str) or not message.string:
@@ -53,11 +90,12 @@ def _templates(language: str) -> list[tuple[re.Pattern[str], str]]:
             continue
         if message.fuzzy or not isinstance(message.string, str):
             continue
-        literal = len(_PLACEHOLDER.sub("", msgid))
-        found.append((literal, _pattern(msgid), message.string))
+        template = Template.parse(msgid, message.string)
+        if template is not None:
+            found.append(template)
     # The most specific template (most fixed text) first.
-    found.sort(key=lambda item: -item[0])
-    return [(pattern, text) for _, pattern, text in found]
+    found.sort(key=lambda template: -template.fixed)
+    return found
 
 
 def translate(text: str, language: str, *, _depth: int = 0) -> str:
@@ -65,27 +103,26 @@ def translate(text: str, language: str, *, _depth: int = 0) -> str:
     if language == i18n.DEFAULT or language not in i18n.LANGUAGES or not text:
         return text
     exact = i18n.translations(language).gettext(text)
-    if exact != text or _depth > 3:
+    if exact != text or _depth > 3 or len(text) > MAX_TEMPLATE_MATCH:
         return exact
     # Of the templates that match the whole message, the one that leaves the least text to
     # its values fits best (a refusal wrapping another refusal matches both).
-    best: tuple[int, re.Match[str], str] | None = None
-    for pattern, translation in _templates(language):
-        match = pattern.fullmatch(text)
-        if match is None:
+    best: tuple[int, dict[str, str], str] | None = None
+    for template in _templates(language):
+        values = template.match(text)
+        if values is None:
             continue
-        captured = sum(len(value) for value in match.groupdict().values())
+        captured = sum(len(value) for value in values.values())
         if best is None or captured < best[0]:
-            best = (captured, match, translation)
+            best = (captured, values, template.translation)
     if best is None:
         return text
-    _, match, translation = best
-    values = {
-        name: translate(value, language, _depth=_depth + 1)
-        for name, value in match.groupdict().items()
+    _, values, translation = best
+    translated = {
+        name: translate(value, language, _depth=_depth + 1) for name, value in values.items()
     }
     try:
-        return translation % values
+        return translation % translated
     except (KeyError, ValueError, TypeError):  # a broken catalogue entry: keep English
         return text
 

@@ -130,3 +130,29 @@ def _names(msgid: str) -> list[str]:
     import re
 
     return re.findall(r"%\((\w+)\)s", msgid)
+
+
+def test_template_matching_is_one_scan_and_never_backtracks() -> None:
+    from tongdao.messages import Template
+
+    template = Template.parse(
+        "link %(a)s joins %(b)s (%(c)s) across", "链路 %(a)s 连接 %(b)s（%(c)s）"
+    )
+    assert template is not None
+    assert template.match("link L1 joins Beijing (CN) across") == {
+        "a": "L1",
+        "b": "Beijing",
+        "c": "CN",
+    }
+    # A value holding the next fixed text ends at its first occurrence (no backtracking):
+    # the split is the leftmost one, or no match, never a search over all splits.
+    assert template.match("link x joins y joins Beijing (CN) across") == {
+        "a": "x",
+        "b": "y joins Beijing",
+        "c": "CN",
+    }
+    assert template.match("link L1 joins Beijing across") is None
+    assert Template.parse("%(a)s%(b)s", "x") is None  # nothing tells where a ends
+    # A message full of the template's own fixed texts is still matched in one pass.
+    crafted = "link " + " joins  (x) across" * 500 + " joins B (C) across"
+    assert template.match(crafted) is not None
