@@ -22,13 +22,46 @@ from tests.api.test_usage import REPORTS, peer, report, serving_gateway
 from tests.support.console import ConsoleClient, as_person
 from tests.support.privacy import identity_body, resident_id
 from tests.support.smtp import SmtpServer
-from tests.support.world import World
+from tests.support.world import TenantFixture, World
 from tongdao.audit.models import AuditEvent
+from tongdao.auth.permissions import Role
 from tongdao.runtime import Runtime
 from tongdao.tenancy.models import User
 from tongdao.testing.keys import public_key
 
 API = "/api/v1"
+
+
+# --- for the console access matrix (tests/web/test_console_access.py PAGES) -------------------
+PEOPLE_READERS = frozenset(
+    {Role.TENANT_ADMIN, Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR}
+)
+
+
+def people_group(world: World, tenant: TenantFixture) -> str:
+    key = "people_group"
+    if key not in tenant.data:
+        resp = world.client.post(
+            f"/api/v1/tenants/{tenant.id}/groups",
+            json={"name": f"people {tenant.id.hex[:6]}"},
+            headers=tenant.admin.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        tenant.data[key] = resp.json()["id"]
+    return str(tenant.data[key])
+
+
+def people_device(world: World, tenant: TenantFixture) -> str:
+    key = "people_device"
+    if key not in tenant.data:
+        resp = world.client.post(
+            f"/api/v1/tenants/{tenant.id}/devices",
+            json={"name": "access laptop", "public_key": public_key()},
+            headers=tenant.employee.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        tenant.data[key] = resp.json()["id"]
+    return str(tenant.data[key])
 
 
 @pytest.fixture

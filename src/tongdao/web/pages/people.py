@@ -346,6 +346,7 @@ def _invite_page(
             "errors": errors,
             "role_options": _role_options(view),
             "group_options": [(str(g.id), g.name) for g in _group_choices(view, tenant.id)],
+            "link_days": max(1, view.ctx.runtime.settings.invitation_link_ttl_seconds // 86400),
         },
         status=status,
         title=view._("Invite a user"),
