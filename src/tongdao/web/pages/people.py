@@ -114,6 +114,17 @@ REFUSALS = (
     N_("no such group in this tenant"),
     N_("id_type and id_number go together; id_number is missing"),
     N_("id_type and id_number go together; id_type is missing"),
+    # The API schemas' own refusals on these forms' fields (pydantic, tongdao.schemas).
+    N_("value is not a valid email address: An email address must have an @-sign."),
+    N_("String should have at least 1 character"),
+    N_("List should have at least 1 item after validation, not 0"),
+    N_("must be a phone number: 6 to 15 digits, optionally starting with +"),
+    # tongdao.compliance.identity.id_number_problem
+    N_("a PRC resident ID is 17 digits and a check digit or X"),
+    N_("the birth date inside the resident ID is not a date"),
+    N_("the resident ID's check digit does not match (GB 11643)"),
+    N_("a passport number is 5-20 letters and digits"),
+    N_("a foreign permanent-residence ID is 15-18 letters and digits"),
 )
 NOTICES = {
     "invited": N_("The invitation is on its way: the person chooses a password with the link."),
