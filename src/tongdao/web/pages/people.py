@@ -766,7 +766,7 @@ def presence(guard: Guard, devices: list[Device]) -> dict[uuid.UUID, Presence]:
         active = _utc(active)
         if ref not in live or active > live[ref][0]:
             live[ref] = (active, endpoint)
-    since = month_start(now)
+    since = month_start(now).astimezone(UTC)
     used: dict[str, tuple[int, int]] = {}
     for tenant_id in {d.tenant_id for d in devices}:
         summary = tenant_usage(guard, tenant_id, since, now, "device")
