@@ -520,3 +520,30 @@ def test_operator_staff_read_every_tenants_users_and_cannot_change_them(world: W
     assert employee.get("/console/users").status_code == 403
     assert employee.get("/console/devices").status_code == 403
     assert employee.get(f"/console/users/{world.a.admin.user_id}").status_code == 404
+
+
+def test_the_compliance_officer_verifies_a_tenant_admin_on_the_same_page(world: World) -> None:
+    console = admin(world)
+    other = invite(console, "deputy.admin@a.example", roles=["tenant_admin"])
+    resp = world.client.patch(
+        f"{API}/tenants/{world.a.id}/users/{other}",
+        json=identity_body(),
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    officer = as_person(world, world.operators["compliance_officer"])
+    page = officer.get(f"/console/users/{other}")
+    assert page.status_code == 200 and "I checked the documents: verify" in page.text
+    assert "Disable the account" not in page.text  # the officer reads users, changes none
+    done = officer.post(f"/console/users/{other}/verification", {"action": "verify"})
+    assert done.status_code == 303, done.text
+    stored = api_user(world, other)
+    assert stored["identity_verified_at"] is not None
+    # The operator admin changes users but verifies no identity (rule identity.real_name).
+    operator = as_person(world, world.admin)
+    assert "I checked the documents" not in operator.get(f"/console/users/{other}").text
+    refused = operator.post(f"/console/users/{other}/verification", {"action": "withdraw"})
+    assert refused.status_code == 403
+    assert api_user(world, other)["identity_verified_at"] is not None
+    off = operator.post(f"/console/users/{other}/state", {"state": "disabled"})
+    assert off.status_code == 303 and api_user(world, other)["state"] == "disabled"
