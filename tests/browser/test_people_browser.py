@@ -136,10 +136,12 @@ def test_a_tenant_admins_people_journey(
     invitee = _page(browser, language)
     invitee_problems = watch(invitee)
     invitee.goto(f"{live}/console/password/reset?token={got.token}")
-    invitee.locator("input[name=new_password]").fill(NEW_PASSWORD)
-    invitee.locator("input[name=confirm_password]").fill(NEW_PASSWORD)
-    invitee.locator("button[type=submit]").click()
-    expect(invitee.locator("body")).to_contain_text("Your password is set")
+    expect(invitee.get_by_role("heading", level=1)).to_have_text(t("Choose a password", "设置密码"))
+    invitee.get_by_label(t("New password", "新密码")).fill(NEW_PASSWORD)
+    invitee.get_by_label(t("Repeat it", "再次输入")).fill(NEW_PASSWORD)
+    invitee.get_by_role("button", name=t("Set password", "设置密码")).click()
+    expect(invitee.get_by_role("status")).to_contain_text(t("Your password is set", "密码已设置"))
+    shoot(invitee, f"people-invitee-password-set-{language}")
     assert login(world.client, email, NEW_PASSWORD).status_code == 200
     assert invitee_problems == []
     invitee.context.close()

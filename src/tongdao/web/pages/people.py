@@ -35,7 +35,6 @@ from tongdao.auth import reset
 from tongdao.auth import service as auth_service
 from tongdao.auth.permissions import Action, Role
 from tongdao.auth.targets import tenant_user
-from tongdao.compliance.rules import ComplianceRefusal
 from tongdao.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
 from tongdao.gateway.usage import tenant_usage
@@ -89,37 +88,10 @@ ID_TYPE_LABELS = {
     IdType.PASSPORT: N_("Passport"),
     IdType.FOREIGN_PERMANENT_RESIDENCE: N_("Foreign permanent residence card"),
 }
-# Refusals of the services these pages show next to their fields (translated in people.po).
-REFUSALS = (
-    N_("already in use"),
+# Refusals these pages show next to their fields that the services' catalogue (errors.po)
+# does not hold: tenancy.service.identity_missing and compliance.identity.id_number_problem.
+SHOWN_REFUSALS = (
     N_("record it before the identity is verified"),
-    N_("holds tenant_admin: the operator's compliance officer verifies it"),
-    N_("nobody verifies their own identity: another tenant admin or a compliance officer does"),
-    N_(
-        "your own identity is not verified yet: a tenant admin verifies employees once the "
-        "operator's compliance officer has verified the admin"
-    ),
-    N_(
-        "a tenant admin's identity is verified by the operator's compliance officer, never by "
-        "a tenant admin"
-    ),
-    N_(
-        "tenant_admin stays until the operator's compliance officer has verified this user's "
-        "identity"
-    ),
-    N_("the user is disabled; enable them first"),
-    N_("the user's personal data was erased; nothing to reset"),
-    N_("a revoked device stays revoked; register it again"),
-    N_("no such user in this tenant"),
-    N_("no such group in this tenant"),
-    N_("id_type and id_number go together; id_number is missing"),
-    N_("id_type and id_number go together; id_type is missing"),
-    # The API schemas' own refusals on these forms' fields (pydantic, tongdao.schemas).
-    N_("value is not a valid email address: An email address must have an @-sign."),
-    N_("String should have at least 1 character"),
-    N_("List should have at least 1 item after validation, not 0"),
-    N_("must be a phone number: 6 to 15 digits, optionally starting with +"),
-    # tongdao.compliance.identity.id_number_problem
     N_("a PRC resident ID is 17 digits and a check digit or X"),
     N_("the birth date inside the resident ID is not a date"),
     N_("the resident ID's check digit does not match (GB 11643)"),
@@ -219,11 +191,7 @@ def _errors(view: View, exc: DomainError, general: str = "form") -> dict[str, st
 
 
 def _message(view: View, exc: DomainError) -> str:
-    text = exc.message
-    if isinstance(exc, ComplianceRefusal):
-        detail = text.split(f" (rule {exc.rule.id}", 1)[0]
-        return view._("%(detail)s (rule %(rule)s)", detail=view._(detail), rule=exc.rule.id)
-    return translate_message(view.locale, text)
+    return translate_message(view.locale, exc.message)
 
 
 def _tenant_names(view: View, tenant_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
