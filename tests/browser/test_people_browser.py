@@ -145,6 +145,16 @@ def test_a_tenant_admins_people_journey(
     assert login(world.client, email, NEW_PASSWORD).status_code == 200
     assert invitee_problems == []
     invitee.context.close()
+    # Verifying before the identity is recorded: the service refuses, the page says why next
+    # to the fields that are missing.
+    page.get_by_role(
+        "button", name=t("I checked the documents: verify", "我已查验证件：核验通过")
+    ).click()
+    expect(page.locator("#f-verification-error")).to_contain_text("identity.real_name")
+    expect(page.locator("#f-legal_name-error")).to_have_text(
+        t("record it before the identity is verified", "核验身份前请先登记此项")
+    )
+    shoot(page, f"people-user-refused-{language}")
     # Record the employee's identity, then verify it.
     page.get_by_label(t("Legal name", "法定姓名")).fill("王芳")
     page.get_by_label(t("ID type", "证件类型")).select_option("prc_resident_id")
