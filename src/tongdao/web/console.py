@@ -552,6 +552,11 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, None, 422, exc.message)
             except DomainError as exc:
                 return _error_page(request, None, exc.status_code, exc.message)
+            except Exception:
+                # A bug: the traceback goes to the log, the person gets a page with the
+                # console's headers (CSP, no-store) that says nothing about the internals.
+                log.exception("console page %s %s failed", request.method, request.url.path)
+                return _error_page(request, None, 500, "the server failed; the failure is logged")
 
         return console_handler
 
