@@ -414,7 +414,9 @@ def test_consents_are_given_as_self_and_transfer_abroad_withdrawn(world: World) 
     after = {c["kind"]: c for c in consents(world, person)}
     assert after["transfer_abroad"]["revoked_at"] is not None
     assert after["notice"]["current"] is True
-    assert "Your consent to transfer abroad is withdrawn." in client.get(resp.headers["location"]).text
+    assert (
+        "Your consent to transfer abroad is withdrawn." in client.get(resp.headers["location"]).text
+    )
 
 
 def test_the_personal_data_export_is_the_apis_and_is_audited(world: World) -> None:

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 
 from tongdao.api.deps import Guard
 from tongdao.api.pagination import PageParams, paginate
@@ -130,6 +130,11 @@ def _account_page(
     )
 
 
+def _fields(view: View, exc: DomainError) -> dict[str, str]:
+    """A refusal's field messages (a 422's or a rule's 409), translated where known."""
+    return {key: translate_message(view.locale, text) for key, text in exc.fields.items()}
+
+
 def _notice(view: View, notices: dict[str, str], done: str) -> str:
     return view.locale.gettext(notices[done]) if done in notices else ""
 
@@ -230,9 +235,7 @@ def disable_totp(view: UserViewDep, form: FormDep) -> Response:
                 "new_password": form.get("new_password") or None,
             },
         )
-        auth.disable_totp(
-            view.ctx, user, body.code, body.current_password, body.new_password
-        )
+        auth.disable_totp(view.ctx, user, body.code, body.current_password, body.new_password)
     except ValidationError as exc:
         view.ctx.session.rollback()
         return _account_page(view, errors=field_errors(view, exc), form="disable", status=422)
@@ -375,7 +378,7 @@ def register_device(view: UserViewDep, form: FormDep) -> Response:
         view.ctx.session.flush()
     except (ValidationError, Conflict) as exc:
         view.ctx.session.rollback()
-        errors = field_errors(view, exc) if exc.fields else {}
+        errors = _fields(view, exc)
         if not errors:
             errors = {"form": translate_message(view.locale, exc.message)}
         status = 422 if isinstance(exc, ValidationError) else 409
@@ -517,7 +520,7 @@ def give_consent(view: UserViewDep, form: FormDep) -> Response:
         privacy.give_consent(view.ctx, user, body)
     except (ValidationError, Conflict) as exc:
         view.ctx.session.rollback()
-        errors = field_errors(view, exc) if exc.fields else {}
+        errors = _fields(view, exc)
         errors.setdefault("form", translate_message(view.locale, exc.message))
         status = 422 if isinstance(exc, ValidationError) else 409
         return _privacy_page(view, errors, status=status)
