@@ -63,10 +63,12 @@ def api_device(world: World, actor: Actor, tenant: uuid.UUID) -> dict[str, Any]:
 
 
 def serve_tenant_a(world: World) -> str:
-    """An active PoP whose gateway published tenant A's interface key; that key."""
+    """An active PoP whose gateway published tenant A's interface key; that key. (A PoP
+    serves a tenant with devices: the tenant admin's own device makes it one.)"""
     pop = make_pop(world, "bj")
     gw = enrol(world, pop)
     activate(world, world.a.id)
+    api_device(world, world.a.admin, world.a.id)
     state(world, gw)
     key = public_key()
     resp = world.client.put(
