@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -317,6 +318,22 @@ def test_the_config_is_the_servers_part_without_a_private_key(world: World) -> N
     assert re.search(r"^PrivateKey", conf.text, re.M) is None
     page = client.get(f"/console/my/devices/{device['id']}").text
     assert url in page
+
+
+def test_a_device_is_online_after_a_recent_handshake(world: World) -> None:
+    from tests.api.test_usage_bounds import dev_row, post, report, serving
+
+    _pop, gw, dev = serving(world)  # the employee's device, sent to the PoP's gateway
+    client = as_person(world, world.a.employee)
+    page = client.get(f"/console/my/devices/{dev['id']}").text
+    assert 'state-offline">offline' in page and "no handshake in the last 31 days" in page
+    handshake = datetime.now(UTC) - timedelta(seconds=20)
+    post(world, gw, report(1, [dev_row(world, dev, last_handshake=handshake.isoformat())]))
+    for path in (f"/console/my/devices/{dev['id']}", "/console/my/devices"):
+        page = client.get(path).text
+        assert 'state-active">online' in page, path
+        assert "last handshake 2" in page  # the time, in Asia/Shanghai
+        assert "2.9 KiB" in page  # 1,000 B received + 2,000 B sent this month
 
 
 def test_revoking_an_own_device(world: World) -> None:
