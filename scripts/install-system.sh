@@ -4,6 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(
+  # the virtualenv make creates (Debian splits venv out of python3)
+  python3-venv
   # data plane
   wireguard-go wireguard-tools nftables iproute2 iputils-ping iperf3 procps
   # store

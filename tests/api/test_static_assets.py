@@ -25,7 +25,7 @@ from tongdao.web.routes import _static_file
 STATIC = resources.files("tongdao.web") / "static"
 
 SERVED = [
-    ("console.js", "text/javascript; charset=utf-8"),
+    ("js/device-keys.js", "text/javascript; charset=utf-8"),
     ("console.css", "text/css; charset=utf-8"),
     ("icon.svg", "image/svg+xml"),
     ("vendor/htmx/htmx.min.js", "text/javascript; charset=utf-8"),
@@ -44,10 +44,10 @@ REFUSED_RAW = [
     "..%2Froutes.py",
     "%2e%2e/routes.py",
     "%2E%2E%2Froutes.py",
-    "vendor/../console.js",
-    "vendor/%2e%2e/console.js",
-    "vendor/htmx/../../console.js",
-    "%252e%252e/console.js",  # encoded twice: arrives as a literal '%2e%2e'
+    "vendor/../console.css",
+    "vendor/%2e%2e/console.css",
+    "vendor/htmx/../../console.css",
+    "%252e%252e/console.css",  # encoded twice: arrives as a literal '%2e%2e'
     "/etc/passwd",  # //etc/passwd after the prefix: an absolute path
     "%2Fetc%2Fpasswd",
     "%2F%2Fetc%2Fpasswd",
@@ -55,15 +55,15 @@ REFUSED_RAW = [
     "..%5C..%5Croutes.py",
     "vendor/htmx/htmx.min.js%00.js",  # NUL
     "vendor/htmx/htmx.min.js%20",
-    "./console.js",
-    ".%2Fconsole.js",
+    "./console.css",
+    ".%2Fconsole.css",
     "vendor//htmx/htmx.min.js",  # empty segment
     "vendor/htmx/",  # a directory
     "vendor",
     "vendor/htmx/LICENSE",  # no allowed suffix
     "vendor/swagger-ui/swagger-ui-bundle.js.LICENSE.txt",
     "vendor/README.md",
-    "index.html",  # served as the page at /console/, not as a file
+    "../templates/base.html",  # templates are not static files
     "../__init__.py",
     "vendor/htmx/htmx.min.JS",  # suffixes are exact
     "vendor/htmx/htmx.min.%EF%BD%8A%EF%BD%93",  # fullwidth 'ｊｓ'
@@ -90,7 +90,7 @@ def test_an_unchanged_file_revalidates_with_its_etag(client: TestClient) -> None
     again = client.get("/console/static/vendor/htmx/htmx.min.js", headers={"If-None-Match": etag})
     assert again.status_code == 304
     assert again.content == b""
-    other = client.get("/console/static/console.js", headers={"If-None-Match": etag})
+    other = client.get("/console/static/js/device-keys.js", headers={"If-None-Match": etag})
     assert other.status_code == 200
 
 
@@ -138,7 +138,7 @@ def test_traversal_and_unlisted_files_are_404(live_port: int) -> None:
     [
         "../routes.py",
         "..",
-        "vendor/../console.js",
+        "vendor/../console.css",
         "/etc/passwd",
         "C:\\Windows\\win.ini",
         "vendor\\htmx\\htmx.min.js",

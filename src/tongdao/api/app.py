@@ -174,9 +174,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     app.include_router(web_router)
-    app.include_router(docs_router)
     for console_router in CONSOLE_ROUTERS:
         app.include_router(console_router)
+    app.include_router(docs_router)
     app.include_router(password_page_router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     return app

@@ -65,7 +65,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def base_url(app: FastAPI) -> Iterator[str]:
+def server_url(app: FastAPI) -> Iterator[str]:
     """The app served by a real uvicorn on loopback."""
     port = free_port()
     config = uvicorn.Config(

@@ -70,7 +70,7 @@ def wg_pubkey(private_key: str) -> str:
 
 
 @pytest.fixture
-def keys_page(base_url: str, watched: Watched) -> Page:
+def keys_page(server_url: str, watched: Watched) -> Page:
     """A same-origin page under the console's CSP with the module loaded as ``window.keys``."""
     if shutil.which("wg") is None:
         need("wg (wireguard-tools)")
@@ -84,8 +84,8 @@ def keys_page(base_url: str, watched: Watched) -> Page:
         )
 
     page = watched.page
-    page.route(f"{base_url}/__device-keys-harness", harness)
-    page.goto(f"{base_url}/__device-keys-harness")
+    page.route(f"{server_url}/__device-keys-harness", harness)
+    page.goto(f"{server_url}/__device-keys-harness")
     page.evaluate(f"async () => {{ window.keys = await import({MODULE!r}); }}")
     return page
 
@@ -151,29 +151,23 @@ def test_assembled_config_takes_the_key_and_wg_quick_accepts_it(
     assert watched.problems == []
 
 
+REFUSALS = [
+    ("not a key", "[Interface]\n", "not a WireGuard key"),
+    ("A" * 42 + "B=", "[Interface]\n", "not a WireGuard key"),  # stray bits past 32 bytes
+    ("AAAA", "[Interface]\n", "not a WireGuard key"),
+    (None, "[Interface]\nPrivateKey = x\n", "already has a PrivateKey"),
+    (None, "[Interface]\n privatekey= x\n", "already has a PrivateKey"),
+    (None, "[Peer]\nPublicKey = x\n", "exactly one [Interface]"),
+    (None, "[Interface]\n[Interface]\n", "exactly one [Interface]"),
+]
+
+
 @pytest.mark.browser
-@pytest.mark.parametrize(
-    ("key", "config", "message"),
-    [
-        ("not a key", "[Interface]\n", "not a WireGuard key"),
-        ("A" * 42 + "B=", "[Interface]\n", "not a WireGuard key"),  # stray bits past 32 bytes
-        ("AAAA", "[Interface]\n", "not a WireGuard key"),
-        (None, "[Interface]\nPrivateKey = x\n", "already has a PrivateKey"),
-        (None, "[Interface]\n privatekey= x\n", "already has a PrivateKey"),
-        (None, "[Peer]\nPublicKey = x\n", "exactly one [Interface]"),
-        (None, "[Interface]\n[Interface]\n", "exactly one [Interface]"),
-    ],
-)
-def test_assemble_config_refuses_what_it_cannot_complete(
-    keys_page: Page, key: str | None, config: str, message: str
-) -> None:
-    private = (
-        key
-        if key is not None
-        else js(keys_page, "() => window.keys.generateKeyPair()")["privateKey"]
-    )
-    with pytest.raises(PlaywrightError, match=re.escape(message)):
-        js(keys_page, "([k, c]) => window.keys.assembleConfig(k, c)", private, config)
+def test_assemble_config_refuses_what_it_cannot_complete(keys_page: Page) -> None:
+    good = js(keys_page, "() => window.keys.generateKeyPair()")["privateKey"]
+    for key, config, message in REFUSALS:
+        with pytest.raises(PlaywrightError, match=re.escape(message)):
+            js(keys_page, "([k, c]) => window.keys.assembleConfig(k, c)", key or good, config)
 
 
 @pytest.mark.browser

@@ -16,9 +16,9 @@ SCREENSHOT = Path("/tmp/tongdao-artefacts/api-docs.png")
 
 
 @pytest.mark.browser
-def test_docs_render_offline_under_the_strict_policy(base_url: str, watched: Watched) -> None:
+def test_docs_render_offline_under_the_strict_policy(server_url: str, watched: Watched) -> None:
     page = watched.page
-    response = page.goto(f"{base_url}/api/v1/docs")
+    response = page.goto(f"{server_url}/api/v1/docs")
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == DOCS_CONTENT_SECURITY_POLICY
     login = page.locator("#operations-auth-login")
@@ -39,7 +39,7 @@ def test_docs_render_offline_under_the_strict_policy(base_url: str, watched: Wat
     # Nothing asked for another host (and so nothing was aborted), nothing refused by the CSP.
     assert watched.aborted == []
     assert all(url.startswith(f"http://{LOOPBACK}:") for url in watched.requests)
-    assert f"{base_url}/api/v1/openapi.json" in watched.requests
+    assert f"{server_url}/api/v1/openapi.json" in watched.requests
     # The only console error allowed is Chromium logging the 401 that the example sign-in got.
     unexpected = [text for text in watched.problems if "status of 401" not in text]
     assert unexpected == []

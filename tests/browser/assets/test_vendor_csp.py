@@ -37,7 +37,7 @@ PAGE = """<!doctype html>
 """
 
 
-def serve(page: Page, base_url: str, config: str) -> None:
+def serve(page: Page, server_url: str, config: str) -> None:
     def html(body: str) -> Callable[[Route], None]:
         def fulfil(route: Route) -> None:
             route.fulfill(
@@ -49,17 +49,17 @@ def serve(page: Page, base_url: str, config: str) -> None:
 
         return fulfil
 
-    page.route(f"{base_url}/__vendor-harness", html(PAGE.format(config=config)))
-    page.route(f"{base_url}/__fragment", html('<p id="swapped">swapped in by htmx</p>'))
-    page.goto(f"{base_url}/__vendor-harness")
+    page.route(f"{server_url}/__vendor-harness", html(PAGE.format(config=config)))
+    page.route(f"{server_url}/__fragment", html('<p id="swapped">swapped in by htmx</p>'))
+    page.goto(f"{server_url}/__vendor-harness")
 
 
 @pytest.mark.browser
 def test_htmx_swaps_and_chartjs_draws_under_the_console_policy(
-    base_url: str, watched: Watched
+    server_url: str, watched: Watched
 ) -> None:
     page = watched.page
-    serve(page, base_url, HTMX_CONFIG)
+    serve(page, server_url, HTMX_CONFIG)
     page.locator("#load").click()
     expect(page.locator("#target #swapped")).to_have_text("swapped in by htmx")
     assert page.evaluate("() => window.htmx.version") == "2.0.11"
@@ -95,10 +95,10 @@ def test_htmx_swaps_and_chartjs_draws_under_the_console_policy(
 
 @pytest.mark.browser
 def test_htmx_default_indicator_style_is_refused_by_the_policy(
-    base_url: str, watched: Watched
+    server_url: str, watched: Watched
 ) -> None:
     """Why pages must set includeIndicatorStyles=false: otherwise htmx injects a <style>."""
-    serve(watched.page, base_url, "")
+    serve(watched.page, server_url, "")
     expect(watched.page.locator("#load")).to_be_visible()
     watched.page.wait_for_function("() => window.htmx !== undefined")
     assert any("style-src" in text for text in watched.problems), watched.problems
