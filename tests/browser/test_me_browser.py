@@ -277,5 +277,18 @@ def test_the_me_pages_at_phone_width(browser: Browser, live: str, world: World) 
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{path} scrolls sideways at phone width ({width}px)"
         shoot(page, name)
+    # The configuration's QR code fits a phone's width too (and still decodes).
+    serve_tenant_a(world)
+    page.goto(f"{live}/console/my/devices/new")
+    page.get_by_label("名称", exact=True).fill("平板")
+    page.get_by_role("button", name="注册设备").click()
+    qr = page.locator("#config-qr svg")
+    expect(qr).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the configuration scrolls sideways ({width}px)"
+    shoot(page, "me-device-config-phone-zh-CN")
+    png = artefacts() / "me-device-qr-phone-zh-CN.png"
+    qr.screenshot(path=str(png))
+    assert "[Interface]" in zbar(png)
     assert problems == []
     context.close()
