@@ -479,3 +479,30 @@ def test_the_pages_speak_chinese(world: World) -> None:
     assert "我的设备" in client.get("/console/my/devices").text
     assert "您的账户" in client.get("/console/account").text
     assert "我的隐私" in client.get("/console/my/privacy").text
+
+
+@pytest.mark.parametrize(
+    ("agent", "shown"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/156.0.0.0 Safari/537.36",
+            "Chrome, Linux",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1",
+            "Safari, iOS",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:140.0) Gecko/20100101 Firefox/140.0",
+            "Firefox, Windows",
+        ),
+        ("python-httpx/0.28.1", "httpx"),
+        (None, "—"),
+    ],
+)
+def test_a_sessions_program_is_named_briefly(agent: str | None, shown: str) -> None:
+    from tongdao.web.pages.me import program
+
+    assert program(agent) == shown

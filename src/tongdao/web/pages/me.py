@@ -100,6 +100,34 @@ ACCOUNT_NOTICES = {
 }
 
 
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("tongdao", "tongdao CLI"),
+    ("python-httpx", "httpx"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Linux", "Linux"),
+)
+
+
+def program(user_agent: str | None) -> str:
+    """A session's program in two words ("Chrome, Linux"); the full text goes in a title."""
+    if not user_agent:
+        return "—"
+    browser = next((name for mark, name in _BROWSERS if mark in user_agent), "")
+    system = next((name for mark, name in _SYSTEMS if mark in user_agent), "")
+    return ", ".join(part for part in (browser, system) if part) or user_agent[:40]
+
+
 def _account_page(
     view: View,
     *,
@@ -118,6 +146,7 @@ def _account_page(
         {
             "account": user,
             "sessions": sessions,
+            "program": program,
             "current_session": principal.token_id,
             "totp_pending": bool(user.totp_secret_sealed) and not user.totp_enabled,
             "totp_setup": totp_setup,
