@@ -276,3 +276,9 @@ def test_every_console_message_has_its_zh_cn_translation() -> None:
 
     lacking = missing()
     assert not lacking, "\n".join(f"{m.where}: {m.msgid!r}" for m in lacking)
+
+
+def test_no_two_catalogue_files_translate_one_message_differently() -> None:
+    from tongdao.web.i18n import disagreements
+
+    assert disagreements("zh_CN") == []
