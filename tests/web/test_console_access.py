@@ -16,6 +16,7 @@ described here before the suite passes. Then, per page:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -44,6 +45,30 @@ class Page:
     public_post: bool = False  # a form anyone may post (sign-in, setup)
     allowed_status: tuple[int, ...] = (200, 303)  # what an allowed person gets
     notes: str = ""
+
+
+# --- me: the objects its pages are opened with ---
+TENANT_PEOPLE = frozenset({Role.TENANT_ADMIN, Role.EMPLOYEE})
+EMPLOYEE = frozenset({Role.EMPLOYEE})
+
+
+def _my_device(world: World, tenant: str) -> str:
+    """A device of the tenant's employee, made through the API once per world."""
+    fixture = world.a if tenant == "a" else world.b
+    if "me_device" not in fixture.data:
+        from tongdao.testing.keys import public_key
+
+        resp = world.client.post(
+            f"/api/v1/tenants/{fixture.id}/devices",
+            json={"name": "me laptop", "public_key": public_key()},
+            headers=fixture.employee.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        fixture.data["me_device"] = resp.json()["id"]
+    return str(fixture.data["me_device"])
+
+
+# --- end of me ---
 
 
 PAGES: dict[tuple[str, str], Page] = {
@@ -114,6 +139,42 @@ PAGES: dict[tuple[str, str], Page] = {
         csrf=True,
     ),
     # --- end of people ---------------------------------------------------------------------------
+    # --- me: account, my devices, my privacy (tongdao.web.pages.me) ---
+    ("GET", "/console/account"): Page(ALL),
+    ("POST", "/console/account/password"): Page(ALL, csrf=True),
+    ("POST", "/console/account/sessions/revoke-others"): Page(ALL, csrf=True),
+    ("POST", "/console/account/sessions/{session_id}/revoke"): Page(
+        ALL, own=lambda w: f"/console/account/sessions/{uuid.uuid4()}/revoke", csrf=True
+    ),
+    ("POST", "/console/account/totp"): Page(ALL, csrf=True),
+    ("POST", "/console/account/totp/confirm"): Page(ALL, csrf=True),
+    ("POST", "/console/account/totp/disable"): Page(ALL, csrf=True),
+    ("GET", "/console/my/devices"): Page(TENANT_PEOPLE),
+    ("GET", "/console/my/devices/new"): Page(TENANT_PEOPLE),
+    ("POST", "/console/my/devices/new"): Page(TENANT_PEOPLE, csrf=True),
+    ("GET", "/console/my/devices/{device_id}"): Page(
+        EMPLOYEE,
+        own=lambda w: f"/console/my/devices/{_my_device(w, 'a')}",
+        other=lambda w: f"/console/my/devices/{_my_device(w, 'b')}",
+        notes="the employee's own device; a colleague (the tenant admin) gets 404 too",
+    ),
+    ("GET", "/console/my/devices/{device_id}/wireguard.conf"): Page(
+        EMPLOYEE,
+        own=lambda w: f"/console/my/devices/{_my_device(w, 'a')}/wireguard.conf",
+        other=lambda w: f"/console/my/devices/{_my_device(w, 'b')}/wireguard.conf",
+        allowed_status=(200, 409),
+        notes="409 with the reason while no PoP serves the tenant",
+    ),
+    ("POST", "/console/my/devices/{device_id}/revoke"): Page(
+        EMPLOYEE, own=lambda w: f"/console/my/devices/{_my_device(w, 'a')}/revoke", csrf=True
+    ),
+    ("GET", "/console/my/privacy"): Page(TENANT_PEOPLE),
+    ("POST", "/console/my/privacy/consents"): Page(TENANT_PEOPLE, csrf=True),
+    ("POST", "/console/my/privacy/consents/transfer-abroad/withdraw"): Page(
+        TENANT_PEOPLE, csrf=True
+    ),
+    ("GET", "/console/my/privacy/export"): Page(TENANT_PEOPLE),
+    # --- end of me ---
 }
 
 

@@ -12,11 +12,12 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import people, session
+from tongdao.web.pages import me, people, session
 
 AREAS: list[ModuleType] = [
     session,
     people,
+    me,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
 
