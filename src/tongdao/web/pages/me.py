@@ -21,7 +21,6 @@ My privacy (``/console/my/privacy``, tenant roles)
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -34,7 +33,6 @@ from tongdao.auth import service as auth
 from tongdao.auth.permissions import Action, Role
 from tongdao.auth.schemas import PasswordChange, TotpConfirm, TotpDisable
 from tongdao.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationError
-from tongdao.gateway.usage import tenant_usage
 from tongdao.network import service as network
 from tongdao.network.models import Device, DeviceState
 from tongdao.network.schemas import DeviceCreate, DeviceUpdate
@@ -58,6 +56,7 @@ from tongdao.web.console import (
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
+from tongdao.web.pages.people import presence
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 TENANT_PEOPLE = frozenset({Role.TENANT_ADMIN, Role.EMPLOYEE})
@@ -68,8 +67,6 @@ NAV = [
 
 # A peer whose last handshake is this recent is online: WireGuard renews a session's handshake
 # every 2 minutes while it carries traffic (keepalive 25 s) and drops it after 3 (REJECT_AFTER).
-ONLINE_WITHIN = timedelta(minutes=3)
-HANDSHAKE_WINDOW = timedelta(days=31)
 PAGE_SIZE = 25
 DEVICE_STATES = [state.value for state in DeviceState]
 
@@ -300,25 +297,17 @@ def _own_device(view: View, device_id: str, action: Action = Action.READ) -> tup
     return tenant, device
 
 
-def _activity(view: View, guard: Guard, tenant: Tenant) -> dict[str, dict[str, Any]]:
-    """Per device id: its last handshake (last 31 days), whether online, bytes this month."""
-    now = view.ctx.runtime.clock()
-    local = now.astimezone(SHANGHAI)
-    month = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    recent = tenant_usage(guard, tenant.id, now - HANDSHAKE_WINDOW, now, "device")
-    this_month = tenant_usage(guard, tenant.id, month, now, "device")
-    out: dict[str, dict[str, Any]] = {}
-    for row in recent.rows:
-        handshake = row.last_handshake
-        out[row.key] = {
-            "last_handshake": handshake,
-            "online": handshake is not None and now - handshake <= ONLINE_WITHIN,
-            "bytes": 0,
+def _activity(guard: Guard, devices: list[Device]) -> dict[str, dict[str, Any]]:
+    """Per device id: its last handshake, whether online and its bytes this month, decided
+    as the tenant admin's devices pages decide them (:func:`tongdao.web.pages.people.presence`)."""
+    return {
+        str(device_id): {
+            "last_handshake": seen.last_handshake,
+            "online": seen.online,
+            "bytes": seen.month_bytes,
         }
-    for row in this_month.rows:
-        entry = out.setdefault(row.key, {"last_handshake": None, "online": False, "bytes": 0})
-        entry["bytes"] = row.rx_bytes + row.tx_bytes
-    return out
+        for device_id, seen in presence(guard, devices).items()
+    }
 
 
 def _config_problem(view: View, tenant: Tenant, device: Device) -> str:
@@ -358,7 +347,7 @@ def my_devices(
             "next_cursor": next_cursor,
             "state": state,
             "states": DEVICE_STATES,
-            "activity": _activity(view, guard, tenant),
+            "activity": _activity(guard, list(rows)),
             "notice": _notice(view, DEVICE_NOTICES, done),
         },
         title=view._("My devices"),
@@ -444,7 +433,7 @@ def my_device(
 ) -> Response:
     tenant, device = _own_device(view, device_id)
     guard = Guard(view.ctx)
-    activity = _activity(view, guard, tenant).get(str(device.id), {})
+    activity = _activity(guard, [device]).get(str(device.id), {})
     problem = _config_problem(view, tenant, device) if device.state == DeviceState.ACTIVE else ""
     return render(
         view,
