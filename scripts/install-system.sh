@@ -12,6 +12,8 @@ PACKAGES=(
   chromium fonts-liberation
   # CJK glyphs for the console's 简体中文 text in the headless browser (no missing-glyph boxes)
   fonts-noto-cjk
+  # an independent QR decoder: the browser tests read the device-config QR back with zbarimg
+  zbar-tools
 )
 
 missing=()
