@@ -12,10 +12,11 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import session
+from tongdao.web.pages import network, session
 
 AREAS: list[ModuleType] = [
     session,
+    network,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
 
