@@ -417,13 +417,13 @@ def test_the_preview_in_chinese(world: World) -> None:
     assert '<html lang="zh-CN">' in answer.text
     text = html.unescape(answer.text)
     assert (
-        "Engineering 组的成员可以访问站点 Shanghai office 的 198.51.100.0/24，"
+        "“Engineering”组的成员可以访问站点“Shanghai office”的 198.51.100.0/24，"
         "使用 TCP 端口 22, 443。" in text
     )
 
 
 # --- usage ---------------------------------------------------------------------------------------
-def _usage_world(world: World) -> dict[str, Any]:
+def usage_world(world: World, site: dict[str, Any] | None = None) -> dict[str, Any]:
     """A device of the employee, a site, and usage rows around the December boundary."""
     pop = world.client.post(
         "/api/v1/pops",
@@ -437,7 +437,7 @@ def _usage_world(world: World) -> dict[str, Any]:
         headers=world.a.employee.headers,
     )
     assert device.status_code == 201, device.text
-    site = site_of(world)
+    site = site or site_of(world)
     shanghai_midnight = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 2026-12-01 00:00 +08:00
     rows = [
         # (peer kind, ref, rx, tx, period end)
@@ -493,7 +493,7 @@ def test_month_window_is_the_shanghai_month() -> None:
 
 
 def test_usage_page_numbers_equal_the_apis_for_the_month(world: World) -> None:
-    made = _usage_world(world)
+    made = usage_world(world)
     client = admin(world)
     page = client.get("/console/usage?month=2026-12")
     assert page.status_code == 200, page.text
