@@ -299,11 +299,13 @@ class Enrolled:
     command: str
 
 
-def _connector_command(view: View, token: str) -> str:
+def _connector_command(view: View, token: str | None) -> str:
+    """The command for the connector host (``token`` None: a placeholder, for the example)."""
     server = view.ctx.runtime.settings.link_base_url
+    shown = "tde_…" if token is None else shlex.quote(token)
     return (
         f"tongdao connector run --server {shlex.quote(server)} "
-        f"--token {shlex.quote(token)} --state-dir {CONNECTOR_STATE_DIR}"
+        f"--token {shown} --state-dir {CONNECTOR_STATE_DIR}"
     )
 
 
@@ -346,7 +348,7 @@ def _site_page(
             "notice": notice,
             "enrolled": enrolled,
             "ttl_choices": [1, 4, 24, 72, 168],
-            "example_command": _connector_command(view, "tde_…"),
+            "example_command": _connector_command(view, None),
         },
         status=status,
         title=view._("Site %(name)s", name=site.name),
