@@ -538,3 +538,62 @@ def test_a_bad_month_is_shown_next_to_the_month_field(world: World) -> None:
         answer = client.get(f"/console/usage?month={month}")
         assert answer.status_code == 422, month
         assert error_of(answer.text, "month")
+
+
+def test_operators_see_every_tenants_sites_and_narrow_by_tenant(world: World) -> None:
+    site_of(world, "a", "Alpha office")
+    site_of(world, "b", "Bravo office")
+    officer = as_person(world, world.operators["compliance_officer"])
+    everyone = officer.get("/console/sites")
+    assert everyone.status_code == 200
+    assert "Alpha office" in everyone.text and "Bravo office" in everyone.text
+    assert "Tenant A" in everyone.text and "Tenant B" in everyone.text
+    assert "Add a site" not in everyone.text  # the officer reads sites only
+    only_a = officer.get(f"/console/sites?tenant={world.a.id}")
+    assert "Alpha office" in only_a.text and "Bravo office" not in only_a.text
+    assert officer.get("/console/sites?tenant=not-a-tenant").status_code == 404
+    # A tenant admin cannot widen their list to another tenant.
+    tenant_admin = admin(world)
+    mine = tenant_admin.get(f"/console/sites?tenant={world.b.id}")
+    assert mine.status_code == 200 and "Bravo office" not in mine.text
+
+
+def test_usage_for_operators_and_employees(world: World) -> None:
+    made = usage_world(world)
+    auditor = as_person(world, world.operators["auditor"])
+    choose = auditor.get("/console/usage?month=2026-12")
+    assert choose.status_code == 200 and "Choose a tenant" in choose.text
+    seen = auditor.get(f"/console/usage?month=2026-12&tenant={world.a.id}")
+    assert _table(seen.text, "usage-sites") == {made["site"]["id"]: (2**40, 3 * 2**30)}
+    employee = as_person(world, world.a.employee)
+    own = employee.get("/console/usage?month=2026-12")
+    assert own.status_code == 200
+    assert _table(own.text, "usage-users") == {str(world.a.employee.user_id): (1007, 5011)}
+    assert 'id="usage-sites"' not in own.text  # an employee's usage is their own devices'
+    clerk = as_person(world, world.operators["billing_clerk"])
+    assert clerk.get(f"/console/usage?tenant={world.a.id}").status_code == 403
+
+
+def test_previewing_an_edit_changes_nothing(world: World) -> None:
+    policy = policy_of(world)
+    client = admin(world)
+    answer = client.post(
+        f"/console/policies/{policy['id']}",
+        {
+            "name": "Renamed",
+            "enabled": "on",
+            "rule_count": "1",
+            "rules.0.users": [str(world.a.employee.user_id)],
+            "rules.0.dst_sites": [site_of(world)["id"]],
+            "rules.0.protocol": "udp",
+            "rules.0.ports": "53",
+            "action": "preview",
+        },
+    )
+    assert answer.status_code == 200
+    assert "User employee may reach every network of site Shanghai office on UDP port 53." in (
+        html.unescape(answer.text)
+    )
+    stored = api(world, f"/tenants/{world.a.id}/policies/{policy['id']}")
+    assert stored["name"] == "Employee to the office"
+    assert stored["rules"][0]["protocol"] == "tcp" and stored["rules"][0]["ports"] == ["22"]

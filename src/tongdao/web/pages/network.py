@@ -349,6 +349,7 @@ def _site_page(
             "enrolled": enrolled,
             "ttl_choices": [1, 4, 24, 72, 168],
             "example_command": _connector_command(view, None),
+            "public_url_set": bool(view.ctx.runtime.settings.public_url),
         },
         status=status,
         title=view._("Site %(name)s", name=site.name),
