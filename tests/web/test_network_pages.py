@@ -597,3 +597,28 @@ def test_previewing_an_edit_changes_nothing(world: World) -> None:
     stored = api(world, f"/tenants/{world.a.id}/policies/{policy['id']}")
     assert stored["name"] == "Employee to the office"
     assert stored["rules"][0]["protocol"] == "tcp" and stored["rules"][0]["ports"] == ["22"]
+
+
+def test_the_operator_admin_writes_a_rule_for_a_chosen_tenant(world: World) -> None:
+    site = site_of(world)
+    operator = as_person(world, world.admin)
+    assert operator.get("/console/policies/new").status_code == 303  # choose a tenant first
+    page = operator.get(f"/console/policies/new?tenant={world.a.id}")
+    assert page.status_code == 200 and f'name="tenant" value="{world.a.id}"' in page.text
+    answer = operator.post(
+        "/console/policies/new",
+        {
+            "tenant": str(world.a.id),
+            "name": "Set up by the NOC",
+            "enabled": "on",
+            "rule_count": "1",
+            "rules.0.src_sites": [site["id"]],
+            "rules.0.dst_prefixes": [world.a.data["ipv4_pool"]],
+            "rules.0.protocol": "any",
+            "action": "save",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    (policy,) = api(world, f"/tenants/{world.a.id}/policies")["data"]
+    assert policy["rules"][0]["sources"] == [{"kind": "site", "id": site["id"]}]
+    assert api(world, f"/tenants/{world.b.id}/policies", "b")["count"] == 0
