@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
@@ -162,6 +163,11 @@ def _errors(
     return out
 
 
+def _query(**values: str) -> str:
+    """A list's filters as a query string for its pager (the set ones only)."""
+    return urlencode({key: value for key, value in values.items() if value})
+
+
 def _split(text: str) -> list[str]:
     """Items typed one per line or separated by commas or spaces."""
     return [part for part in re.split(r"[\s,，、;]+", text) if part]
@@ -213,11 +219,7 @@ def _sites_page(
         view.ctx.session, stmt, Site.id, PageParams(limit=PAGE_SIZE, cursor=cursor)
     )
     sites = SITES.to_public_many(view.ctx, rows)
-    query = "&".join(
-        f"{k}={v}"
-        for k, v in (("tenant", str(scope.tenant.id) if scope.tenant else ""), ("state", state))
-        if v
-    )
+    query = _query(tenant=str(scope.tenant.id) if scope.tenant else "", state=state)
     return render(
         view,
         "network/sites.html",
@@ -865,14 +867,8 @@ def policies_page(
         if row.tenant_id not in names_of:
             names_of[row.tenant_id] = _names_for(view, row.tenant_id)
         described.append((row, [describe(view, r, names_of[row.tenant_id]) for r in row.rules]))
-    query = "&".join(
-        f"{k}={v}"
-        for k, v in (
-            ("tenant", str(scope.tenant.id) if scope.tenant else ""),
-            ("q", q.strip()),
-            ("enabled", enabled),
-        )
-        if v
+    query = _query(
+        tenant=str(scope.tenant.id) if scope.tenant else "", q=q.strip(), enabled=enabled
     )
     return render(
         view,
