@@ -622,3 +622,34 @@ def test_the_operator_admin_writes_a_rule_for_a_chosen_tenant(world: World) -> N
     (policy,) = api(world, f"/tenants/{world.a.id}/policies")["data"]
     assert policy["rules"][0]["sources"] == [{"kind": "site", "id": site["id"]}]
     assert api(world, f"/tenants/{world.b.id}/policies", "b")["count"] == 0
+
+
+def test_the_policy_list_pages_and_filters(world: World) -> None:
+    for n in range(27):
+        resp = world.client.post(
+            f"/api/v1/tenants/{world.a.id}/policies",
+            json={
+                "name": f"{'Ops' if n % 2 else 'Dev'} rule {n:02d}",
+                "enabled": n != 3,
+                "rules": [
+                    {
+                        "sources": [{"kind": "user", "id": str(world.a.employee.user_id)}],
+                        "destinations": [{"kind": "prefix", "cidr": world.a.data["ipv4_pool"]}],
+                    }
+                ],
+            },
+            headers=world.a.admin.headers,
+        )
+        assert resp.status_code == 201, resp.text
+    client = admin(world)
+    first = client.get("/console/policies")
+    assert "27 rules" in first.text
+    assert first.text.count('<li class="card">') == 25
+    following = re.search(r'<nav class="pager"[^>]*>\s*<a href="\?([^"]+)"', first.text)
+    assert following
+    second = client.get("/console/policies?" + html.unescape(following[1]))
+    assert second.text.count('<li class="card">') == 2
+    dev = client.get("/console/policies?q=Dev")
+    assert "14 rules" in dev.text and "Ops rule" not in dev.text
+    off = client.get("/console/policies?enabled=false")
+    assert "1 rule" in off.text and "Ops rule 03" in off.text
