@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 
 from tests.support.console import ConsoleClient, anonymous, as_person
 from tests.support.world import Actor, World
+from tests.web.test_network_pages import policy_of, site_of
 from tests.web.test_people_pages import PEOPLE_READERS, people_device, people_group
 from tongdao.auth.permissions import OPERATOR_ROLES, Role
 
@@ -70,6 +71,59 @@ def _my_device(world: World, tenant: str) -> str:
 
 # --- end of me ---
 
+
+# --- network: sites, access policy, usage (tongdao.web.pages.network) ---
+_NET_READERS = frozenset(
+    {Role.TENANT_ADMIN, Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR}
+)
+_NET_WRITERS = frozenset({Role.TENANT_ADMIN, Role.OPERATOR_ADMIN})
+
+
+def _site_path(label: str, tail: str = "") -> Fill:
+    return lambda w: f"/console/sites/{site_of(w, label)['id']}{tail}"
+
+
+def _policy_path(label: str, tail: str = "") -> Fill:
+    return lambda w: f"/console/policies/{policy_of(w, label)['id']}{tail}"
+
+
+def _site_post(tail: str) -> Page:
+    return Page(_NET_WRITERS, own=_site_path("a", tail), other=_site_path("b", tail), csrf=True)
+
+
+NETWORK_PAGES: dict[tuple[str, str], Page] = {
+    ("GET", "/console/sites"): Page(_NET_READERS),
+    ("POST", "/console/sites"): Page(_NET_WRITERS, csrf=True),
+    ("GET", "/console/sites/{site_id}"): Page(
+        _NET_READERS, own=_site_path("a"), other=_site_path("b")
+    ),
+    ("POST", "/console/sites/{site_id}/prefixes"): _site_post("/prefixes"),
+    ("POST", "/console/sites/{site_id}/prefixes/withdraw"): _site_post("/prefixes/withdraw"),
+    ("POST", "/console/sites/{site_id}/enrolments"): _site_post("/enrolments"),
+    ("POST", "/console/sites/{site_id}/connectors/{connector_id}/revoke"): _site_post(
+        "/connectors/00000000-0000-4000-8000-000000000000/revoke"
+    ),
+    ("POST", "/console/sites/{site_id}/router-key"): _site_post("/router-key"),
+    ("POST", "/console/sites/{site_id}/router-config"): _site_post("/router-config"),
+    ("GET", "/console/policies"): Page(_NET_READERS),
+    ("GET", "/console/policies/new"): Page(
+        _NET_WRITERS, notes="an operator admin is sent to the list to choose a tenant"
+    ),
+    ("POST", "/console/policies/new"): Page(_NET_WRITERS, csrf=True),
+    ("GET", "/console/policies/{policy_id}"): Page(
+        _NET_READERS, own=_policy_path("a"), other=_policy_path("b")
+    ),
+    ("POST", "/console/policies/{policy_id}"): Page(
+        _NET_WRITERS, own=_policy_path("a"), other=_policy_path("b"), csrf=True
+    ),
+    ("POST", "/console/policies/{policy_id}/delete"): Page(
+        _NET_WRITERS,
+        own=_policy_path("a", "/delete"),
+        other=_policy_path("b", "/delete"),
+        csrf=True,
+    ),
+    ("GET", "/console/usage"): Page(_NET_READERS | {Role.EMPLOYEE}),
+}
 
 PAGES: dict[tuple[str, str], Page] = {
     ("GET", "/console/"): Page(PUBLIC, notes="redirects to setup, sign-in or home"),
@@ -175,6 +229,8 @@ PAGES: dict[tuple[str, str], Page] = {
     ),
     ("GET", "/console/my/privacy/export"): Page(TENANT_PEOPLE),
     # --- end of me ---
+    # --- network: sites, access policy, usage (tongdao.web.pages.network) ---
+    **NETWORK_PAGES,
 }
 
 

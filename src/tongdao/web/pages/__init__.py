@@ -12,11 +12,12 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import me, people, session
+from tongdao.web.pages import me, network, people, session
 
 AREAS: list[ModuleType] = [
     session,
     people,
+    network,
     me,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
