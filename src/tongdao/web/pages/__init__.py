@@ -12,10 +12,12 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import session
+from tongdao.web.pages import audit, compliance, session
 
 AREAS: list[ModuleType] = [
     session,
+    compliance,
+    audit,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
 
