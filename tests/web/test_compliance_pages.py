@@ -80,7 +80,9 @@ def test_the_queue_is_for_the_compliance_officer(world: World) -> None:
     assert page.status_code == 403
     nav = officer_of(world).get("/console/home").text
     assert 'href="/console/compliance"' in nav
-    assert 'href="/console/compliance"' not in as_person(world, world.admin).get("/console/home").text
+    assert (
+        'href="/console/compliance"' not in as_person(world, world.admin).get("/console/home").text
+    )
 
 
 # --- tenants -------------------------------------------------------------------------------
@@ -226,9 +228,10 @@ def test_network_pages_answer_404_for_another_tenants_declaration(world: World) 
     admin_b = as_person(world, world.b.admin)
     assert admin_b.get(f"/console/compliance/networks/{decl}").status_code == 404
     assert admin_b.post(f"/console/compliance/networks/{decl}/approve").status_code == 404
-    assert as_person(world, world.a.admin).get(
-        f"/console/compliance/networks/{decl}"
-    ).status_code == 403
+    assert (
+        as_person(world, world.a.admin).get(f"/console/compliance/networks/{decl}").status_code
+        == 403
+    )
     assert api_get(world, f"/declarations/{decl}")["state"] == "pending"
 
 
@@ -281,9 +284,7 @@ def test_an_incomplete_identity_is_refused_with_the_missing_fields(world: World)
     assert api_get(world, f"/tenants/{world.a.id}/users/{user_id}")["identity_verified_at"] is None
     # Another tenant's admin cannot even see that the user exists.
     assert (
-        as_person(world, world.b.admin)
-        .get(f"/console/compliance/identities/{user_id}")
-        .status_code
+        as_person(world, world.b.admin).get(f"/console/compliance/identities/{user_id}").status_code
         == 404
     )
 
@@ -341,7 +342,9 @@ def test_shareholders_are_added_and_edited(world: World) -> None:
     foreign = next(h for h in holders if h["foreign"])
     path = f"/console/compliance/shareholders/{foreign['id']}"
     assert officer.get(path).status_code == 200
-    edited = officer.post(path, {"name": "Overseas Telecom Ltd", "foreign": "yes", "stake_percent": "40"})
+    edited = officer.post(
+        path, {"name": "Overseas Telecom Ltd", "foreign": "yes", "stake_percent": "40"}
+    )
     assert edited.status_code == 303, edited.text
     assert api_get(world, f"/operator/shareholders/{foreign['id']}")["stake_percent"] == "40.00"
     bad = officer.post(path, {"name": "", "foreign": "yes", "stake_percent": "abc"})

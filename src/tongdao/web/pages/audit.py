@@ -302,6 +302,7 @@ def audit_log(
             if "cursor" in errors:
                 errors["form"] = errors.pop("cursor")
     shown = {k: v for k, v in query.values.items() if v}
+    options = _tenant_options(view, guard)
     return render(
         view,
         "audit/log.html",
@@ -311,11 +312,11 @@ def audit_log(
             "page": {"next_cursor": next_cursor},
             "base_query": urlencode(shown),
             "values": query.values,
-            "errors": errors,
+            "errors": _shown_errors(errors, options),
             "names": Names(view).load(events),
             "diff": diff,
             "is_machine": reading.is_machine,
-            "tenant_options": _tenant_options(view, guard),
+            "tenant_options": options,
             "object_kinds": [(kind, kind) for kind in OBJECT_KINDS],
             "can_verify": guard.principal.can("audit_chain", Action.READ),
         },
@@ -343,6 +344,14 @@ def verify_page(view: UserViewDep, run: Annotated[str, Query(max_length=4)] = ""
 # --- the regulator export ----------------------------------------------------------------------
 
 
+def _shown_errors(errors: dict[str, str], options: list[tuple[str, str]]) -> dict[str, str]:
+    """A refusal of the tenant field shows above the form when there is no field to choose."""
+    if not options and "tenant" in errors:
+        errors = dict(errors)
+        errors.setdefault("form", errors.pop("tenant"))
+    return errors
+
+
 def _export_page(
     view: View,
     guard: Guard,
@@ -350,13 +359,14 @@ def _export_page(
     errors: dict[str, str],
     status: int = 200,
 ) -> Response:
+    options = _tenant_options(view, guard)
     return render(
         view,
         "audit/export.html",
         {
             "values": values,
-            "errors": errors,
-            "tenant_options": _tenant_options(view, guard),
+            "errors": _shown_errors(errors, options),
+            "tenant_options": options,
             "scoped": not guard.principal.is_operator,
             "can_verify": guard.principal.can("audit_chain", Action.READ),
         },
