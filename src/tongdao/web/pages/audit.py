@@ -336,7 +336,11 @@ def verify_page(view: UserViewDep, run: Annotated[str, Query(max_length=4)] = ""
     return render(
         view,
         "audit/verify.html",
-        {"report": report, "can_verify": True},
+        {
+            "report": report,
+            "can_verify": True,
+            "tr": lambda text: translate_message(view.locale, text),
+        },
         title=view._("Chain verification"),
     )
 

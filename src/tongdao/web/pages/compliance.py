@@ -270,11 +270,11 @@ def work_queue(
     try:
         if queue == "tenants":
             if state and state not in {s.value for s in TenantState}:
-                raise ValidationError({"state": "not a tenant state"})
+                raise ValidationError({"state": N_("not a tenant state")})
             items, total, next_cursor = _tenant_queue(view, guard, state, q, cursor)
         elif queue == "networks":
             if state and state not in {s.value for s in DeclarationState}:
-                raise ValidationError({"state": "not a declaration state"})
+                raise ValidationError({"state": N_("not a declaration state")})
             items, total, next_cursor = _network_queue(view, guard, state, cursor)
             names = _tenant_names(view, {d.tenant_id for d in items})
             site_ids = {d.site_id for d in items}
@@ -343,7 +343,11 @@ def _tenant_page(
     found = kyc.kyc_refusal(tenant)
     blocker = None
     if found is not None:
-        blocker = {"rule": found[0].rule_id, "message": found[0].detail, "field": found[1]}
+        blocker = {
+            "rule": found[0].rule_id,
+            "message": translate_message(view.locale, found[0].detail),
+            "field": found[1],
+        }
     else:
         place = licensing.tenant_place(tenant.name_en, tenant.division_code)
         coverage = licensing.coverage_refusal(
@@ -352,7 +356,11 @@ def _tenant_page(
             place,
         )
         if coverage is not None:
-            blocker = {"rule": coverage.rule_id, "message": coverage.detail, "field": "state"}
+            blocker = {
+                "rule": coverage.rule_id,
+                "message": translate_message(view.locale, coverage.detail),
+                "field": "state",
+            }
     current = TenantState(tenant.state)
     moves = [s.value for s in DECISIONS if s in TENANT_TRANSITIONS[current]]
     province = pv.province_of_division(tenant.division_code)
@@ -636,7 +644,7 @@ def _licences_page(
             view.ctx.session, stmt, Licence.id, _page_params(cursor)
         )
     except ValidationError:
-        raise NotFound("no such page of licences") from None
+        raise NotFound(N_("no such page of licences")) from None
     licences = resource.to_public_many(view.ctx, rows)
     holders = list(
         view.ctx.session.scalars(
@@ -840,6 +848,7 @@ def dashboard(view: UserViewDep) -> Response:
             "status": status_now,
             "covered": [province_name(view, code) for code in status_now.covered_provinces],
             "is_officer": guard.principal.can("declarations", Action.UPDATE),
+            "tr": lambda text: translate_message(view.locale, text),
         },
         title=view._("Compliance dashboard"),
     )
