@@ -84,6 +84,7 @@ ID_TYPES = {
     "passport": N_("passport"),
     "foreign_permanent_residence": N_("foreign permanent residence ID card"),
 }
+ROLE_NAMES = {"tenant_admin": N_("Tenant admin"), "employee": N_("Employee")}
 PROVINCES_ZH = {
     "11": "北京",
     "12": "天津",
@@ -178,6 +179,16 @@ def province_name(view: View, code: str) -> str:
     if view.locale.language == "zh_CN" and code in PROVINCES_ZH:
         return f"{PROVINCES_ZH[code]} ({code})"
     return pv.label(code)
+
+
+def cap_label(view: View, service_code: str) -> str:
+    """The foreign-stake cap of a service code in the reader's language ("" when none)."""
+    cap = licensing.foreign_cap(service_code)
+    if cap is None:
+        return ""
+    if cap.inclusive:
+        return view._("at most %(percent)s%%", percent=cap.percent)
+    return view._("below %(percent)s%%", percent=cap.percent)
 
 
 def _page_params(cursor: str) -> PageParams:
@@ -570,6 +581,7 @@ def _identity_page(
             "missing": identity_missing(user),
             "verifier": verifier,
             "id_types": ID_TYPES,
+            "role_names": ROLE_NAMES,
             "errors": errors or {},
             "notice": notice,
         },
@@ -666,6 +678,7 @@ def _licences_page(
             "page": {"next_cursor": next_cursor},
             "holders": holders,
             "ownership": status_now.ownership,
+            "cap": cap_label(view, status_now.ownership.service_code),
             "can_edit": guard.principal.can("operator", Action.CREATE),
             "province_options": province_options,
             "province_name": lambda code: province_name(view, code),
@@ -849,6 +862,7 @@ def dashboard(view: UserViewDep) -> Response:
             "covered": [province_name(view, code) for code in status_now.covered_provinces],
             "is_officer": guard.principal.can("declarations", Action.UPDATE),
             "tr": lambda text: translate_message(view.locale, text),
+            "cap": cap_label(view, status_now.ownership.service_code),
         },
         title=view._("Compliance dashboard"),
     )
