@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from tests.api.test_gateway import activate, enrol, make_pop, state
+from tests.conftest import both_stores
 from tests.support.console import as_person
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
@@ -66,6 +67,7 @@ def test_the_log_shows_people_with_names_and_diffs(world: World) -> None:
     assert '<td class="removed"></td>' in newest  # the empty contact name it replaced
 
 
+@both_stores
 def test_the_filter_by_action_returns_only_that_action(world: World) -> None:
     auditor = auditor_of(world)
     everything = actions(auditor.get("/console/audit").text)
@@ -124,6 +126,7 @@ def test_the_time_range_is_entered_in_shanghai_time(world: World) -> None:
     assert local_to_utc("2026-12-06T08:00") == datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
 
 
+@both_stores
 def test_machine_records_are_hidden_by_default(world: World) -> None:
     gateway_acknowledges(world)
     auditor = auditor_of(world)

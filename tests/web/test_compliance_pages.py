@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tests.api.test_gateway import make_site
+from tests.conftest import both_stores
 from tests.support.console import as_person
 from tests.support.privacy import identity_body
 from tests.support.world import World, uscc_for
@@ -49,6 +50,7 @@ def new_tenant(world: World, uscc: str, **extra: Any) -> dict[str, Any]:
 # --- the queue -----------------------------------------------------------------------------
 
 
+@both_stores
 def test_the_queue_lists_each_kind_of_item(world: World) -> None:
     site = make_site(world, ["198.51.100.0/24"])
     officer = officer_of(world)
@@ -88,6 +90,7 @@ def test_the_queue_is_for_the_compliance_officer(world: World) -> None:
 # --- tenants -------------------------------------------------------------------------------
 
 
+@both_stores
 def test_approving_a_tenant_through_the_page_changes_its_state(world: World) -> None:
     officer = officer_of(world)
     path = f"/console/compliance/tenants/{world.b.id}"
@@ -253,6 +256,7 @@ def _new_admin(world: World, identity: bool = True) -> str:
     return str(resp.json()["id"])
 
 
+@both_stores
 def test_a_tenant_admins_identity_is_verified_by_the_officer(world: World) -> None:
     user_id = _new_admin(world)
     officer = officer_of(world)
