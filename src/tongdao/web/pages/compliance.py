@@ -84,6 +84,9 @@ ID_TYPES = {
     "passport": N_("passport"),
     "foreign_permanent_residence": N_("foreign permanent residence ID card"),
 }
+# A tenant's states as its vetting reads them ("applied" is an application received, not a
+# configuration applied); the others as everywhere in the console.
+TENANT_STATES = {"applied": N_("application received")}
 ROLE_NAMES = {"tenant_admin": N_("Tenant admin"), "employee": N_("Employee")}
 PROVINCES_ZH = {
     "11": "北京",
@@ -150,6 +153,11 @@ def _officer(guard: Guard) -> None:
     guard.require("tenants", Action.UPDATE)
     guard.require("declarations", Action.UPDATE)
     guard.require("identity", Action.UPDATE)
+
+
+def tenant_state(view: View, value: str) -> str:
+    label = TENANT_STATES.get(value)
+    return view.locale.gettext(label) if label else view.locale.state(value)
 
 
 def _notice(view: View, done: str) -> str:
@@ -311,6 +319,7 @@ def work_queue(
         view,
         "compliance/queue.html",
         {
+            "tenant_state": lambda value: tenant_state(view, value),
             "queue": queue,
             "counts": counts,
             "items": items,
@@ -323,7 +332,7 @@ def work_queue(
             "sites": sites,
             "purposes": PURPOSES,
             "errors": errors,
-            "tenant_states": [(s.value, view.locale.state(s.value)) for s in TenantState],
+            "tenant_states": [(s.value, tenant_state(view, s.value)) for s in TenantState],
             "declaration_states": [(s.value, view.locale.state(s.value)) for s in DeclarationState],
         },
         status=422 if errors else 200,
@@ -380,6 +389,7 @@ def _tenant_page(
         view,
         "compliance/tenant.html",
         {
+            "tenant_state": lambda value: tenant_state(view, value),
             "tenant": public,
             "blocker": blocker,
             "moves": moves,
@@ -492,6 +502,7 @@ def _declaration_page(
         view,
         "compliance/network.html",
         {
+            "tenant_state": lambda value: tenant_state(view, value),
             "decl": decl,
             "site": site,
             "tenant": tenant,
