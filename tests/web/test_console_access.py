@@ -234,6 +234,93 @@ PAGES: dict[tuple[str, str], Page] = {
 }
 
 
+# --- compliance and audit (s17-compliance) -------------------------------------------------
+_OFFICER = frozenset({Role.COMPLIANCE_OFFICER})
+_KEEPERS = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER})
+_AUDIT_READERS = frozenset(
+    {Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR, Role.TENANT_ADMIN}
+)
+_MISSING = "01a24aec-4702-7000-8e7b-300cbb3b930a"  # an id no object has
+
+
+def _declaration(world: World, label: str) -> str:
+    """A pending declaration of tenant ``label``'s site (made once per world)."""
+    fixture = world.a if label == "a" else world.b
+    if "declaration" not in fixture.data:
+        resp = world.client.post(
+            f"/api/v1/tenants/{fixture.id}/sites",
+            json={"name": "hq", "country": "DE", "purpose": "hq", "prefixes": ["192.0.2.0/24"]},
+            headers=fixture.admin.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        fixture.data["declaration"] = resp.json()["declarations"][0]["id"]
+    return str(fixture.data["declaration"])
+
+
+def _shareholder(world: World) -> str:
+    holders = world.client.get("/api/v1/operator/shareholders", headers=world.admin.headers)
+    return str(holders.json()["data"][0]["id"])
+
+
+def _compliance_pages() -> dict[tuple[str, str], Page]:
+    tenant = "/console/compliance/tenants/{tenant_id}"
+    network = "/console/compliance/networks/{declaration_id}"
+    identity = "/console/compliance/identities/{user_id}"
+    holder = "/console/compliance/shareholders/{holder_id}"
+
+    def tenant_path(suffix: str = "") -> tuple[Fill, Fill]:
+        return (
+            lambda w: f"/console/compliance/tenants/{w.a.id}{suffix}",
+            lambda w: f"/console/compliance/tenants/{w.b.id}{suffix}",
+        )
+
+    def network_path(suffix: str = "") -> tuple[Fill, Fill]:
+        return (
+            lambda w: f"/console/compliance/networks/{_declaration(w, 'a')}{suffix}",
+            lambda w: f"/console/compliance/networks/{_declaration(w, 'b')}{suffix}",
+        )
+
+    def identity_path(suffix: str = "") -> tuple[Fill, Fill]:
+        return (
+            lambda w: f"/console/compliance/identities/{w.a.admin.user_id}{suffix}",
+            lambda w: f"/console/compliance/identities/{w.b.admin.user_id}{suffix}",
+        )
+
+    holder_paths: tuple[Fill, Fill] = (
+        lambda w: f"/console/compliance/shareholders/{_shareholder(w)}",
+        lambda w: f"/console/compliance/shareholders/{_MISSING}",
+    )
+    pages = {
+        ("GET", "/console/compliance"): Page(_OFFICER),
+        ("GET", "/console/compliance/licences"): Page(OPERATORS),
+        ("POST", "/console/compliance/licences"): Page(_KEEPERS, csrf=True),
+        ("POST", "/console/compliance/shareholders"): Page(_KEEPERS, csrf=True),
+        ("GET", "/console/compliance/dashboard"): Page(OPERATORS),
+        ("GET", tenant): Page(_OFFICER, *tenant_path()),
+        ("POST", tenant + "/vetting"): Page(_OFFICER, *tenant_path("/vetting"), csrf=True),
+        ("POST", tenant + "/decision"): Page(_OFFICER, *tenant_path("/decision"), csrf=True),
+        ("GET", network): Page(_OFFICER, *network_path()),
+        ("POST", network + "/approve"): Page(_OFFICER, *network_path("/approve"), csrf=True),
+        ("POST", network + "/reject"): Page(_OFFICER, *network_path("/reject"), csrf=True),
+        ("GET", identity): Page(_OFFICER, *identity_path()),
+        ("POST", identity + "/verify"): Page(_OFFICER, *identity_path("/verify"), csrf=True),
+        ("POST", identity + "/withdraw"): Page(_OFFICER, *identity_path("/withdraw"), csrf=True),
+        ("GET", holder): Page(_KEEPERS, *holder_paths),
+        ("POST", holder): Page(_KEEPERS, *holder_paths, csrf=True),
+        ("GET", "/console/audit"): Page(_AUDIT_READERS),
+        ("GET", "/console/audit/verify"): Page(OPERATORS - {Role.BILLING_CLERK}),
+        ("GET", "/console/audit/export"): Page(_AUDIT_READERS),
+        ("GET", "/console/audit/export/download"): Page(
+            _AUDIT_READERS, allowed_status=(200,), notes="the zip (a read, audited like the API's)"
+        ),
+    }
+    return pages
+
+
+PAGES.update(_compliance_pages())
+# --- end of compliance and audit -----------------------------------------------------------
+
+
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:
         from fastapi.routing import iter_route_contexts

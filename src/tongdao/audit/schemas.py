@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tongdao.schemas import OneLine, UtcDateTime
 
@@ -47,5 +48,22 @@ class AuditFilters(BaseModel):
     actor: Annotated[str, Field(max_length=320), OneLine] | None = None
     kind: Annotated[str, Field(max_length=16), OneLine] | None = None
     user_id: uuid.UUID | None = None
+    source_ip: str | None = Field(default=None, max_length=64, description="an IP address")
     since: UtcDateTime | None = None
     until: UtcDateTime | None = None
+    machine: bool | None = Field(
+        default=None,
+        description="false: people's actions only, without what gateways and connectors "
+        "record (acknowledgements, polls, usage warnings, connection sessions); true: those "
+        "only",
+    )
+
+    @field_validator("source_ip")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError as exc:
+            raise ValueError("not an IPv4 or IPv6 address") from exc

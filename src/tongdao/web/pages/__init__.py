@@ -12,12 +12,14 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import me, network, people, session
+from tongdao.web.pages import audit, compliance, me, network, people, session
 
 AREAS: list[ModuleType] = [
     session,
+    compliance,
     people,
     network,
+    audit,
     me,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]

@@ -1,0 +1,405 @@
+"""The compliance officer's pages over HTTP: the work queue and its decisions (tenants,
+declared networks, identities), licences and shareholders, the dashboard. Each success is
+checked through the API; each refusal shows next to its field and stores nothing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+
+from tests.api.test_gateway import make_site
+from tests.conftest import both_stores
+from tests.support.console import as_person
+from tests.support.privacy import identity_body
+from tests.support.world import World, uscc_for
+from tongdao.web import i18n
+
+API = "/api/v1"
+
+
+def officer_of(world: World) -> Any:
+    return as_person(world, world.operators["compliance_officer"])
+
+
+def api_get(world: World, path: str) -> dict[str, Any]:
+    resp = world.client.get(f"{API}{path}", headers=world.admin.headers)
+    assert resp.status_code == 200, resp.text
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+def field_error(html: str, name: str) -> str:
+    found = re.search(rf'id="f-{name}-error">([^<]*)<', html)
+    assert found, f"no error element for {name}"
+    return found.group(1)
+
+
+def new_tenant(world: World, uscc: str, **extra: Any) -> dict[str, Any]:
+    resp = world.client.post(
+        f"{API}/tenants",
+        json={"name_en": f"Co {uscc}", "name_zh": "测试公司", "uscc": uscc, **extra},
+        headers=world.admin.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+# --- the queue -----------------------------------------------------------------------------
+
+
+@both_stores
+def test_the_queue_lists_each_kind_of_item(world: World) -> None:
+    site = make_site(world, ["198.51.100.0/24"])
+    officer = officer_of(world)
+    tenants = officer.get("/console/compliance")
+    assert tenants.status_code == 200, tenants.text
+    assert "Tenant A" in tenants.text and "Tenant B" in tenants.text
+    assert f'href="/console/compliance/tenants/{world.a.id}"' in tenants.text
+    networks = officer.get("/console/compliance?queue=networks")
+    assert "198.51.100.0/24" in networks.text
+    decl = site["declarations"][0]["id"]
+    assert f'href="/console/compliance/networks/{decl}"' in networks.text
+    identities = officer.get("/console/compliance?queue=identities")
+    assert identities.status_code == 200
+    # Every world user is verified: the queue says what to do next.
+    assert "No tenant admin" in identities.text
+    # Filters: a name, and a state outside the list is a field error.
+    only_b = officer.get("/console/compliance", params={"q": "Tenant B"})
+    assert "Tenant B" in only_b.text and "Tenant A" not in only_b.text
+    bad = officer.get("/console/compliance", params={"state": "nonsense"})
+    assert bad.status_code == 422
+    assert field_error(bad.text, "state")
+
+
+def test_the_queue_is_for_the_compliance_officer(world: World) -> None:
+    for role in ("operator_admin", "auditor", "billing_clerk"):
+        page = as_person(world, world.operators[role]).get("/console/compliance")
+        assert page.status_code == 403, role
+    page = as_person(world, world.a.admin).get("/console/compliance")
+    assert page.status_code == 403
+    nav = officer_of(world).get("/console/home").text
+    assert 'href="/console/compliance"' in nav
+    assert (
+        'href="/console/compliance"' not in as_person(world, world.admin).get("/console/home").text
+    )
+
+
+# --- tenants -------------------------------------------------------------------------------
+
+
+@both_stores
+def test_approving_a_tenant_through_the_page_changes_its_state(world: World) -> None:
+    officer = officer_of(world)
+    path = f"/console/compliance/tenants/{world.b.id}"
+    page = officer.get(path)
+    assert page.status_code == 200
+    assert "914403001922038216" in page.text
+    assert "check character matches" in page.text
+    review = officer.post(f"{path}/decision", {"state": "under_review", "state_reason": ""})
+    assert review.status_code == 303, review.text
+    assert api_get(world, f"/tenants/{world.b.id}")["state"] == "under_review"
+    done = officer.post(f"{path}/decision", {"state": "approved", "state_reason": "documents ok"})
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"{path}?done=approved"
+    tenant = api_get(world, f"/tenants/{world.b.id}")
+    assert (tenant["state"], tenant["state_reason"]) == ("approved", "documents ok")
+    assert "The tenant is approved." in officer.get(done.headers["location"]).text
+
+
+def test_a_rejection_without_a_reason_is_refused_next_to_the_field(world: World) -> None:
+    officer = officer_of(world)
+    path = f"/console/compliance/tenants/{world.b.id}"
+    refused = officer.post(f"{path}/decision", {"state": "rejected", "state_reason": "  "})
+    assert refused.status_code == 422
+    assert field_error(refused.text, "state_reason") == "give the reason for the rejection"
+    assert 'id="f-state_reason" name="state_reason" rows="4"' in refused.text
+    assert api_get(world, f"/tenants/{world.b.id}")["state"] == "applied"
+    rejected = officer.post(
+        f"{path}/decision", {"state": "rejected", "state_reason": "business licence expired"}
+    )
+    assert rejected.status_code == 303
+    tenant = api_get(world, f"/tenants/{world.b.id}")
+    assert (tenant["state"], tenant["state_reason"]) == ("rejected", "business licence expired")
+
+
+def test_a_rejection_message_is_translated_for_a_chinese_officer(world: World) -> None:
+    officer = officer_of(world)
+    officer.http.cookies.set("tongdao_lang", "zh_CN")
+    refused = officer.post(
+        f"/console/compliance/tenants/{world.b.id}/decision",
+        {"state": "rejected", "state_reason": ""},
+    )
+    assert refused.status_code == 422
+    assert '<html lang="zh-CN">' in refused.text
+    assert field_error(refused.text, "state_reason") == i18n.Locale("zh_CN").gettext(
+        "give the reason for the rejection"
+    )
+    assert field_error(refused.text, "state_reason") != "give the reason for the rejection"
+
+
+def test_a_checksum_failure_is_verified_by_hand_on_the_page(world: World) -> None:
+    tenant = new_tenant(world, "91350100M000100Y44")  # check character changed: Fujian
+    officer = officer_of(world)
+    path = f"/console/compliance/tenants/{tenant['id']}"
+    page = officer.get(path)
+    assert "check character does not match" in page.text
+    assert "kyc.uscc" in page.text  # what blocks approval, with its rule
+    officer.post(f"{path}/decision", {"state": "under_review"})
+    refused = officer.post(f"{path}/decision", {"state": "approved", "state_reason": ""})
+    assert refused.status_code == 409
+    assert "verifies the code" in refused.text
+    assert api_get(world, f"/tenants/{tenant['id']}")["state"] == "under_review"
+    saved = officer.post(f"{path}/vetting", {"uscc_verified": "yes"})
+    assert saved.status_code == 303, saved.text
+    assert api_get(world, f"/tenants/{tenant['id']}")["needs_manual_verification"] is False
+    assert officer.post(f"{path}/decision", {"state": "approved"}).status_code == 303
+    assert api_get(world, f"/tenants/{tenant['id']}")["state"] == "approved"
+
+
+def test_a_beijing_customer_needs_evidence_before_approval(world: World) -> None:
+    tenant = new_tenant(world, uscc_for(11))  # Beijing
+    officer = officer_of(world)
+    path = f"/console/compliance/tenants/{tenant['id']}"
+    officer.post(f"{path}/decision", {"state": "under_review"})
+    refused = officer.post(f"{path}/decision", {"state": "approved"})
+    assert refused.status_code == 409
+    assert "kyc.foreign_invested_beijing" in refused.text
+    assert field_error(refused.text, "foreign_invested")
+    half = officer.post(f"{path}/vetting", {"foreign_invested": "yes"})
+    assert half.status_code == 303
+    refused = officer.post(f"{path}/decision", {"state": "approved"})
+    assert field_error(refused.text, "foreign_invested_evidence")
+    officer.post(
+        f"{path}/vetting",
+        {"foreign_invested": "yes", "foreign_invested_evidence": "回执 2026-0042"},
+    )
+    assert officer.post(f"{path}/decision", {"state": "approved"}).status_code == 303
+    stored = api_get(world, f"/tenants/{tenant['id']}")
+    assert (stored["state"], stored["foreign_invested_evidence"]) == ("approved", "回执 2026-0042")
+
+
+def test_tenant_pages_answer_404_for_unknown_and_foreign_ids(world: World) -> None:
+    officer = officer_of(world)
+    assert officer.get("/console/compliance/tenants/not-a-uuid").status_code == 404
+    missing = "/console/compliance/tenants/01a24aec-4702-7000-8e7b-300cbb3b930a"
+    assert officer.get(missing).status_code == 404
+    admin_a = as_person(world, world.a.admin)
+    assert admin_a.get(f"/console/compliance/tenants/{world.b.id}").status_code == 404
+    assert admin_a.get(f"/console/compliance/tenants/{world.a.id}").status_code == 403
+    posted = admin_a.post(
+        f"/console/compliance/tenants/{world.a.id}/decision", {"state": "under_review"}
+    )
+    assert posted.status_code == 403
+    assert api_get(world, f"/tenants/{world.a.id}")["state"] == "applied"
+
+
+# --- declared networks ---------------------------------------------------------------------
+
+
+def test_a_declared_network_is_approved_and_rejected_with_a_reason(world: World) -> None:
+    site = make_site(world, ["198.51.100.0/24", "203.0.113.0/24"])
+    first, second = (d["id"] for d in site["declarations"])
+    officer = officer_of(world)
+    page = officer.get(f"/console/compliance/networks/{first}")
+    assert page.status_code == 200
+    assert "Tenant A" in page.text and "hq" in page.text
+    approved = officer.post(f"/console/compliance/networks/{first}/approve", {"reason": ""})
+    assert approved.status_code == 303, approved.text
+    assert api_get(world, f"/declarations/{first}")["state"] == "approved"
+    refused = officer.post(f"/console/compliance/networks/{second}/reject", {"reason": " "})
+    assert refused.status_code == 422
+    assert field_error(refused.text, "reason")
+    assert api_get(world, f"/declarations/{second}")["state"] == "pending"
+    rejected = officer.post(
+        f"/console/compliance/networks/{second}/reject", {"reason": "not an office network"}
+    )
+    assert rejected.status_code == 303
+    decl = api_get(world, f"/declarations/{second}")
+    assert (decl["state"], decl["reason"]) == ("rejected", "not an office network")
+    # Deciding again what is decided already is a conflict shown above the form.
+    again = officer.post(f"/console/compliance/networks/{first}/approve", {"reason": ""})
+    assert again.status_code == 409
+    assert "already approved" in again.text
+
+
+def test_network_pages_answer_404_for_another_tenants_declaration(world: World) -> None:
+    site = make_site(world, ["198.51.100.0/24"])
+    decl = site["declarations"][0]["id"]
+    admin_b = as_person(world, world.b.admin)
+    assert admin_b.get(f"/console/compliance/networks/{decl}").status_code == 404
+    assert admin_b.post(f"/console/compliance/networks/{decl}/approve").status_code == 404
+    assert (
+        as_person(world, world.a.admin).get(f"/console/compliance/networks/{decl}").status_code
+        == 403
+    )
+    assert api_get(world, f"/declarations/{decl}")["state"] == "pending"
+
+
+# --- identities ----------------------------------------------------------------------------
+
+
+def _new_admin(world: World, identity: bool = True) -> str:
+    body: dict[str, Any] = {
+        "email": "second-admin@a.example",
+        "display_name": "Second Admin",
+        "roles": ["tenant_admin"],
+    }
+    if identity:
+        body.update(identity_body())
+    resp = world.client.post(
+        f"{API}/tenants/{world.a.id}/users", json=body, headers=world.admin.headers
+    )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+@both_stores
+def test_a_tenant_admins_identity_is_verified_by_the_officer(world: World) -> None:
+    user_id = _new_admin(world)
+    officer = officer_of(world)
+    queue = officer.get("/console/compliance?queue=identities")
+    assert f'href="/console/compliance/identities/{user_id}"' in queue.text
+    assert "complete: ready to verify" in queue.text
+    page = officer.get(f"/console/compliance/identities/{user_id}")
+    assert page.status_code == 200
+    assert "Second Admin" in page.text
+    # The ID number is shown masked, never in full.
+    assert identity_body(1)["id_number"][:10] not in page.text
+    done = officer.post(f"/console/compliance/identities/{user_id}/verify")
+    assert done.status_code == 303, done.text
+    user = api_get(world, f"/tenants/{world.a.id}/users/{user_id}")
+    assert user["identity_verified_at"] is not None
+    assert user_id not in officer.get("/console/compliance?queue=identities").text
+    withdrawn = officer.post(f"/console/compliance/identities/{user_id}/withdraw")
+    assert withdrawn.status_code == 303
+    assert api_get(world, f"/tenants/{world.a.id}/users/{user_id}")["identity_verified_at"] is None
+
+
+def test_an_incomplete_identity_is_refused_with_the_missing_fields(world: World) -> None:
+    user_id = _new_admin(world, identity=False)
+    officer = officer_of(world)
+    refused = officer.post(f"/console/compliance/identities/{user_id}/verify")
+    assert refused.status_code == 409
+    assert "identity.real_name" in refused.text
+    assert field_error(refused.text, "legal_name")
+    assert api_get(world, f"/tenants/{world.a.id}/users/{user_id}")["identity_verified_at"] is None
+    # Another tenant's admin cannot even see that the user exists.
+    assert (
+        as_person(world, world.b.admin).get(f"/console/compliance/identities/{user_id}").status_code
+        == 404
+    )
+
+
+# --- licences and shareholders ---------------------------------------------------------------
+
+
+def test_a_licence_is_added_and_a_bad_one_refused_next_to_its_field(world: World) -> None:
+    officer = officer_of(world)
+    page = officer.get("/console/compliance/licences")
+    assert page.status_code == 200
+    form = {
+        "number": "沪B1-20260042",
+        "service_codes": "B13, B14",
+        "issuing_authority": "上海市通信管理局",
+        "provinces": "31",
+        "valid_from": "2026-01-01",
+        "valid_to": "2030-12-31",
+    }
+    added = officer.post("/console/compliance/licences", form)
+    assert added.status_code == 303, added.text
+    numbers = [lic["number"] for lic in api_get(world, "/operator/licences")["data"]]
+    assert "沪B1-20260042" in numbers
+    assert "The licence is recorded." in officer.get(added.headers["location"]).text
+    bad = officer.post("/console/compliance/licences", {**form, "number": "B13-12"})
+    assert bad.status_code == 422
+    assert field_error(bad.text, "number")
+    assert 'value="B13-12"' in bad.text  # the entered values stay
+    again = officer.post("/console/compliance/licences", form)
+    assert again.status_code == 409
+    assert field_error(again.text, "number") == "already recorded"
+    assert len(api_get(world, "/operator/licences")["data"]) == len(numbers)
+
+
+def test_shareholders_are_added_and_edited(world: World) -> None:
+    world.clear_shareholders()
+    officer = officer_of(world)
+    added = officer.post(
+        "/console/compliance/shareholders",
+        {"name": "北京通道投资有限公司", "foreign": "no", "stake_percent": "51"},
+    )
+    assert added.status_code == 303, added.text
+    officer.post(
+        "/console/compliance/shareholders",
+        {"name": "Overseas Telecom Ltd", "foreign": "yes", "stake_percent": "49"},
+    )
+    holders = api_get(world, "/operator/shareholders")["data"]
+    assert sorted(h["stake_percent"] for h in holders) == ["49.00", "51.00"]
+    over = officer.post(
+        "/console/compliance/shareholders",
+        {"name": "Third", "foreign": "no", "stake_percent": "5"},
+    )
+    assert over.status_code == 422
+    assert field_error(over.text, "stake_percent") == "stakes would add up to more than 100%"
+    foreign = next(h for h in holders if h["foreign"])
+    path = f"/console/compliance/shareholders/{foreign['id']}"
+    assert officer.get(path).status_code == 200
+    edited = officer.post(
+        path, {"name": "Overseas Telecom Ltd", "foreign": "yes", "stake_percent": "40"}
+    )
+    assert edited.status_code == 303, edited.text
+    assert api_get(world, f"/operator/shareholders/{foreign['id']}")["stake_percent"] == "40.00"
+    bad = officer.post(path, {"name": "", "foreign": "yes", "stake_percent": "abc"})
+    assert bad.status_code == 422
+    assert field_error(bad.text, "stake_percent")
+    missing = "/console/compliance/shareholders/01a24aec-4702-7000-8e7b-300cbb3b930a"
+    assert officer.get(missing).status_code == 404
+
+
+def test_licences_are_read_by_operator_roles_and_kept_by_the_officer(world: World) -> None:
+    auditor = as_person(world, world.operators["auditor"])
+    page = auditor.get("/console/compliance/licences")
+    assert page.status_code == 200
+    assert "Record the licence" not in page.text
+    refused = auditor.post("/console/compliance/shareholders", {"name": "x", "foreign": "no"})
+    assert refused.status_code == 403
+    assert as_person(world, world.a.admin).get("/console/compliance/licences").status_code == 403
+
+
+def test_the_dashboard_shows_what_the_compliance_status_api_returns(world: World) -> None:
+    officer = officer_of(world)
+    status = world.client.get(
+        f"{API}/operator/compliance", headers=world.operators["compliance_officer"].headers
+    ).json()
+    page = officer.get("/console/compliance/dashboard")
+    assert page.status_code == 200
+    assert status["rules_version"] in page.text
+    assert f"{status['ownership']['foreign_percent']}%" in page.text
+    world.clear_shareholders()
+    status = world.client.get(
+        f"{API}/operator/compliance", headers=world.operators["compliance_officer"].headers
+    ).json()
+    problems = [p["rule"] for p in status["problems"]]
+    assert problems
+    page = officer.get("/console/compliance/dashboard")
+    for rule_id in problems:
+        assert rule_id in page.text
+
+
+def test_every_compliance_page_is_bilingual(app: FastAPI, world: World) -> None:
+    officer = officer_of(world)
+    officer.http.cookies.set("tongdao_lang", "zh_CN")
+    for path in (
+        "/console/compliance",
+        "/console/compliance?queue=networks",
+        "/console/compliance?queue=identities",
+        f"/console/compliance/tenants/{world.a.id}",
+        "/console/compliance/licences",
+        "/console/compliance/dashboard",
+    ):
+        page = officer.get(path)
+        assert page.status_code == 200, path
+        assert '<html lang="zh-CN">' in page.text
+        assert "工作队列" in page.text, path
