@@ -116,13 +116,13 @@ def ensure_unique(
         )
 
 
-def _tenant_id_path(
+async def _tenant_id_path(
     tenant_id: Annotated[uuid.UUID, Path(description="the tenant's id")],
 ) -> uuid.UUID | None:
     return tenant_id
 
 
-def _no_tenant() -> uuid.UUID | None:
+async def _no_tenant() -> uuid.UUID | None:
     return None
 
 
