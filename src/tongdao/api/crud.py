@@ -43,6 +43,10 @@ class Resource(Generic[M]):
     filters: type[BaseModel] = NoFilters
     tenant_scoped: ClassVar[bool] = True  # path carries {tenant_id}
     owner_attr: ClassVar[str | None] = None  # column holding the owning user's id
+    # Lists read plain rows of the model's columns rather than ORM objects (a fifth of the
+    # CPU of a page of 50 under load, issue 10); only for resources whose ``to_public`` reads
+    # nothing but columns named like their attributes.
+    list_rows: ClassVar[bool] = False
 
     # --- queries -------------------------------------------------------------------------
     def base_query(self, guard: Guard, tenant: Tenant | None, action: Action) -> Select[Any]:
@@ -164,7 +168,11 @@ def mount(router: APIRouter, resource: Resource[Any], path: str, *, tags: list[s
     ) -> Any:
         guard, tenant = scope(ctx, tenant_id, Action.READ)
         stmt = resource.apply_filters(resource.base_query(guard, tenant, Action.READ), filters)
-        rows, total, cursor = paginate(ctx.session, stmt, resource.model.id, page)
+        if resource.list_rows:
+            stmt = stmt.with_only_columns(*resource.model.__table__.columns)
+        rows, total, cursor = paginate(
+            ctx.session, stmt, resource.model.id, page, rows=resource.list_rows
+        )
         return PageOfPublic(
             data=resource.to_public_many(ctx, rows), count=total, next_cursor=cursor
         )

@@ -48,19 +48,25 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Se
     """The request's session; its transaction is the endpoint's to commit.
 
     Making the session does no I/O. Closing it does only when a transaction is still open
-    (an error, or an endpoint that did not commit): then the ROLLBACK, and on SQLite the
-    write gate's release, run in a worker thread, as they did when this was a ``def``.
+    (an error, or an endpoint that only read or did not commit): then on PostgreSQL the
+    ROLLBACK runs in a worker thread, as it did when this was a ``def``.
     """
     session = runtime.db.new_session(write=is_write(request))
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_rollback_and_close, session)
+        if runtime.db.is_sqlite:
+            _rollback_and_close(session)
+        else:
+            await run_in_threadpool(_rollback_and_close, session)
         raise
-    if session.in_transaction():
+    if session.in_transaction() and not runtime.db.is_sqlite:
         await run_in_threadpool(_rollback_and_close, session)
     else:
-        session.close()
+        # Nothing to end, or an SQLite transaction: its ROLLBACK (a read's, or a write's
+        # the endpoint did not commit) touches only this process's file locks, no network
+        # and no wait, so it costs less here than a hop to a worker thread.
+        _rollback_and_close(session)
 
 
 def _rollback_and_close(session: Session) -> None:
