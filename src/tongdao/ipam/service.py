@@ -16,9 +16,9 @@ import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Uuid, bindparam, exists, func, literal, select, union_all, update
+from sqlalchemy import Table, Uuid, bindparam, exists, func, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from tongdao.errors import Conflict
@@ -52,15 +52,19 @@ def lock(session: Session, name: str) -> None:
     """
     if holds_sqlite_write_lock(session):
         return
-    result = session.execute(
-        update(IpamLock)
-        .where(IpamLock.name == name)
-        .values(generation=IpamLock.generation + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) == 0:
+    result = session.connection().execute(_BUMP_LOCK, {"lock_name": name})
+    if result.rowcount == 0:
         session.add(IpamLock(name=name, generation=1))
         session.flush()
+
+
+_LOCKS = cast(Table, IpamLock.__table__)
+# Core, not the ORM's bulk-update path (issue 10: CPU per write request).
+_BUMP_LOCK = (
+    update(_LOCKS)
+    .where(_LOCKS.c.name == bindparam("lock_name"))
+    .values(generation=_LOCKS.c.generation + 1)
+)
 
 
 def holds_sqlite_write_lock(session: Session) -> bool:
