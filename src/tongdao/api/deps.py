@@ -8,12 +8,13 @@ may see (an employee's own devices).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action
@@ -28,7 +29,10 @@ M = TypeVar("M")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
+# in a worker thread, and each such hop cost a request about as much CPU as a statement
+# (issue 10: the server is CPU-bound under load). Those that query the store stay ``def``.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -36,9 +40,40 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.db.session(write=request.method not in READ_METHODS) as session:
+def is_write(request: Request) -> bool:
+    return request.method not in READ_METHODS
+
+
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """The request's session; its transaction is the endpoint's to commit.
+
+    Making the session does no I/O. Closing it does only when a transaction is still open
+    (an error, or an endpoint that only read or did not commit): then on PostgreSQL the
+    ROLLBACK runs in a worker thread, as it did when this was a ``def``.
+    """
+    session = runtime.db.new_session(write=is_write(request))
+    try:
         yield session
+    except BaseException:
+        if runtime.db.is_sqlite:
+            _rollback_and_close(session)
+        else:
+            await run_in_threadpool(_rollback_and_close, session)
+        raise
+    if session.in_transaction() and not runtime.db.is_sqlite:
+        await run_in_threadpool(_rollback_and_close, session)
+    else:
+        # Nothing to end, or an SQLite transaction: its ROLLBACK (a read's, or a write's
+        # the endpoint did not commit) touches only this process's file locks, no network
+        # and no wait, so it costs less here than a hop to a worker thread.
+        _rollback_and_close(session)
+
+
+def _rollback_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -51,7 +86,7 @@ def source_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_ctx(request: Request, session: SessionDep, runtime: RuntimeDep) -> Ctx:
+async def get_ctx(request: Request, session: SessionDep, runtime: RuntimeDep) -> Ctx:
     """An unauthenticated unit of work (login)."""
     return Ctx(session=session, runtime=runtime, source_ip=source_ip(request))
 
@@ -64,7 +99,17 @@ def get_auth_ctx(request: Request, ctx: AnonCtxDep) -> Ctx:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'")
-    ctx.principal = authenticate_token(ctx, secret.strip())
+    if is_write(request) and ctx.runtime.db.write_gate is not None:
+        # SQLite: the token is checked in a read transaction of its own, so that the
+        # request's write transaction (and with it the file's one write lock) begins in the
+        # endpoint, not here and across the hop from this thread to the endpoint's. The check
+        # reads the committed state of this moment, as it did before: no cache, so a revoked
+        # token or session is refused from the commit of its revocation on.
+        with ctx.runtime.db.session(write=False) as session:
+            check = Ctx(session=session, runtime=ctx.runtime, source_ip=ctx.source_ip)
+            ctx.principal = authenticate_token(check, secret.strip())
+    else:
+        ctx.principal = authenticate_token(ctx, secret.strip())
     set_actor(ctx.session, Actor(ctx.principal.user_id, ctx.principal.email, ctx.source_ip))
     return ctx
 
@@ -137,7 +182,7 @@ class Guard:
         return obj
 
 
-def get_guard(ctx: CtxDep) -> Guard:
+async def get_guard(ctx: CtxDep) -> Guard:
     return Guard(ctx)
 
 

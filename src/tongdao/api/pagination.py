@@ -34,7 +34,7 @@ class PageParams(BaseModel):
     cursor: str | None = None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, Query(max_length=64, description="next_cursor of the previous page")
@@ -73,16 +73,20 @@ def paginate(
     params: PageParams,
     *,
     descending: bool = False,
+    rows: bool = False,
 ) -> tuple[list[Any], int, str | None]:
-    """Rows of ``stmt`` after the cursor, ordered by ``key``; plus the total and next cursor."""
+    """Rows of ``stmt`` after the cursor, ordered by ``key``; plus the total and next cursor.
+
+    ``rows``: ``stmt`` selects columns, and the page is of rows (else of its first column's
+    values: the objects of ``select(Model)``)."""
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     if params.cursor:
         after = decode_cursor(params.cursor, integer=key.type.python_type is int)
         stmt = stmt.where(key < after if descending else key > after)
     stmt = stmt.order_by(key.desc() if descending else key).limit(params.limit + 1)
-    rows = list(session.scalars(stmt))
+    found: list[Any] = list(session.execute(stmt).all() if rows else session.scalars(stmt))
     next_cursor = None
-    if len(rows) > params.limit:
-        rows = rows[: params.limit]
-        next_cursor = encode_cursor(getattr(rows[-1], key.key))
-    return rows, total, next_cursor
+    if len(found) > params.limit:
+        found = found[: params.limit]
+        next_cursor = encode_cursor(getattr(found[-1], key.key))
+    return found, total, next_cursor

@@ -58,8 +58,9 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, event, func, inspect, select, update
+from sqlalchemy import Connection, bindparam, event, func, inspect, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tongdao.audit.models import AUDIT_EVENTS, CHAIN_HEAD, AuditEvent
 from tongdao.config import Settings
@@ -163,24 +164,43 @@ def track(session: Session, ev: AuditEvent) -> None:
 
 
 def append(session: Session, events: Sequence[AuditEvent]) -> None:
-    """Number and hash ``events`` (already flushed) after the chain head, under its lock."""
-    head_table = CHAIN_HEAD
-    head = session.execute(
-        select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1).with_for_update()
-    ).one_or_none()
+    """Number and hash ``events`` (already flushed) after the chain head, under its lock.
+
+    The chain fields go out in one Core UPDATE (executemany) and are set on the objects as
+    their committed values, rather than through another ORM flush (issue 10: every write
+    request pays for this under the write lock).
+    """
+    conn = session.connection()
+    head = conn.execute(_HEAD_FOR_UPDATE).one_or_none()
     if head is None:
         raise ChainError("the audit chain head row is missing; run `tongdao admin migrate`")
     seq, prev = int(head.seq), str(head.hash)
+    rows: list[dict[str, Any]] = []
     for ev in sorted(events, key=lambda e: e.id):
         seq += 1
-        ev.seq = seq
-        ev.prev_hash = prev
-        ev.hash = record_hash(_fields(ev), seq, prev)
-        prev = ev.hash
-    session.execute(
-        update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev),
-    )
-    session.flush()
+        digest = record_hash(_fields(ev), seq, prev)
+        rows.append({"b_id": ev.id, "b_seq": seq, "b_prev": prev, "b_hash": digest})
+        set_committed_value(ev, "seq", seq)
+        set_committed_value(ev, "prev_hash", prev)
+        set_committed_value(ev, "hash", digest)
+        prev = digest
+    conn.execute(_CHAIN_FIELDS, rows)
+    conn.execute(_MOVE_HEAD, {"b_seq": seq, "b_hash": prev})
+
+
+_HEAD_FOR_UPDATE = (
+    select(CHAIN_HEAD.c.seq, CHAIN_HEAD.c.hash).where(CHAIN_HEAD.c.id == 1).with_for_update()
+)
+_CHAIN_FIELDS = (
+    update(AUDIT_EVENTS)
+    .where(AUDIT_EVENTS.c.id == bindparam("b_id"))
+    .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash"))
+)
+_MOVE_HEAD = (
+    update(CHAIN_HEAD)
+    .where(CHAIN_HEAD.c.id == 1)
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
 
 
 @event.listens_for(Session, "before_commit")

@@ -9,9 +9,10 @@ import math
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
-from sqlalchemy import func, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tongdao import validation
@@ -63,34 +64,59 @@ def issue_token(
     return token, secret
 
 
+def _token_query() -> Any:
+    """The token, its user and the user's tenant's state, by ``:token_hash``: one statement
+    of plain columns, built once (issue 10: every request runs it)."""
+    global _TOKEN_QUERY
+    if _TOKEN_QUERY is None:
+        _TOKEN_QUERY = (
+            select(
+                ApiToken.id,
+                ApiToken.scopes,
+                ApiToken.expires_at,
+                ApiToken.revoked_at,
+                User.id.label("user_id"),
+                User.email,
+                User.tenant_id,
+                User.roles,
+                User.state,
+                Tenant.state.label("tenant_state"),
+            )
+            .join(User, User.id == ApiToken.user_id)
+            .outerjoin(Tenant, Tenant.id == User.tenant_id)
+            .where(ApiToken.token_hash == bindparam("token_hash", type_=String()))
+        )
+    return _TOKEN_QUERY
+
+
+_TOKEN_QUERY: Any = None
+
+
 def authenticate_token(ctx: Ctx, secret: str) -> Principal:
-    """The principal behind a bearer token, or 401 for any unusable token."""
+    """The principal behind a bearer token, or 401 for any unusable token.
+
+    Read from the store on every request (no cache): a token or session revoked, a user
+    disabled or a tenant terminated is refused from the commit of that change on.
+    """
     if not secret.startswith(tuple(TOKEN_PREFIXES.values())):
         raise AuthenticationError("invalid token")
-    row = ctx.session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(secret))
-    ).first()
+    row = ctx.session.execute(_token_query(), {"token_hash": hash_token(secret)}).first()
     if row is None:
         raise AuthenticationError("invalid token")
-    token, user = row
     now = ctx.runtime.clock()
-    if token.revoked_at is not None or token.expires_at <= now:
+    if row.revoked_at is not None or row.expires_at <= now:
         raise AuthenticationError("token expired or revoked")
-    if user.state != UserState.ACTIVE:
+    if row.state != UserState.ACTIVE:
         raise AuthenticationError("user is disabled")
-    if user.tenant_id is not None:
-        tenant_state = ctx.session.scalar(select(Tenant.state).where(Tenant.id == user.tenant_id))
-        if tenant_state == TenantState.TERMINATED:
-            raise AuthenticationError("the tenant is terminated")
+    if row.tenant_id is not None and row.tenant_state == TenantState.TERMINATED:
+        raise AuthenticationError("the tenant is terminated")
     return Principal(
-        user_id=user.id,
-        email=user.email,
-        tenant_id=user.tenant_id,
-        roles=frozenset(Role(r) for r in user.roles),
-        scopes=frozenset(token.scopes) & ALL_SCOPES,
-        token_id=token.id,
+        user_id=row.user_id,
+        email=row.email,
+        tenant_id=row.tenant_id,
+        roles=frozenset(Role(r) for r in row.roles),
+        scopes=frozenset(row.scopes) & ALL_SCOPES,
+        token_id=row.id,
     )
 
 

@@ -16,14 +16,15 @@ import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, literal, select, union_all, update
+from sqlalchemy import Table, Uuid, bindparam, exists, func, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from tongdao.errors import Conflict
 from tongdao.ipam.allocator import OVERLAY_V4, TENANT_V6_PREFIXLEN, first_fit, v6_host_subnet
 from tongdao.ipam.models import IpamLock
+from tongdao.store.engine import WRITE_OPTION
 
 ROOT_LOCK = "overlay"
 
@@ -42,16 +43,35 @@ def tenant_lock_name(tenant_id: uuid.UUID) -> str:
 
 
 def lock(session: Session, name: str) -> None:
-    """Serialise with every other allocation under ``name`` until this transaction ends."""
-    result = session.execute(
-        update(IpamLock)
-        .where(IpamLock.name == name)
-        .values(generation=IpamLock.generation + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) == 0:
+    """Serialise with every other allocation under ``name`` until this transaction ends.
+
+    A write transaction on SQLite began IMMEDIATE and holds the file's one write lock until
+    it ends, which serialises it with every other writer (of any lock name, in any process):
+    the lock row would add a statement and nothing else, so it is skipped there. Anywhere
+    else (PostgreSQL, or an SQLite transaction that began deferred) the row is updated.
+    """
+    if holds_sqlite_write_lock(session):
+        return
+    result = session.connection().execute(_BUMP_LOCK, {"lock_name": name})
+    if result.rowcount == 0:
         session.add(IpamLock(name=name, generation=1))
         session.flush()
+
+
+_LOCKS = cast(Table, IpamLock.__table__)
+# Core, not the ORM's bulk-update path (issue 10: CPU per write request).
+_BUMP_LOCK = (
+    update(_LOCKS)
+    .where(_LOCKS.c.name == bindparam("lock_name"))
+    .values(generation=_LOCKS.c.generation + 1)
+)
+
+
+def holds_sqlite_write_lock(session: Session) -> bool:
+    """Whether this session's transaction is an SQLite write transaction (BEGIN IMMEDIATE,
+    :mod:`tongdao.store.engine`); begins the transaction if it has not begun."""
+    conn = session.connection()
+    return conn.dialect.name == "sqlite" and bool(conn.get_execution_options().get(WRITE_OPTION))
 
 
 @dataclass(frozen=True)
@@ -98,19 +118,36 @@ def lowest_free_index(session: Session, tenant_id: uuid.UUID, last: int) -> int 
     per owner table (1 ms for 3,000 devices where the gap search took 3-13 ms, issue 10).
     Only when something was freed below max does the gap search run.
     """
-    stats = union_all(
-        *(
-            select(func.count(o.host_index).label("n"), func.max(o.host_index).label("top"))
-            .where(o.tenant_id == tenant_id)
-            .where(o.host_index >= 1)
-            for o in _ADDRESS_OWNERS
-        )
-    ).subquery()
-    taken, top = session.execute(select(func.sum(stats.c.n), func.max(stats.c.top))).one()
+    taken, top = session.execute(_taken_stats(), {"tenant_id": tenant_id}).one()
     top = int(top or 0)
     if int(taken or 0) == top:  # 1..top all taken (indexes are distinct across owners)
         return top + 1 if top + 1 <= last else None
     return _lowest_gap(session, tenant_id, last)
+
+
+_STATS: dict[tuple[Any, ...], Any] = {}
+
+
+def _taken_stats() -> Any:
+    """How many host indexes the owners of tenant ``:tenant_id`` hold, and the highest.
+
+    Built once (per set of owners) with the tenant as a bound parameter: composing the
+    union for every allocation cost more CPU than running it (issue 10).
+    """
+    owners = tuple(_ADDRESS_OWNERS)
+    stmt = _STATS.get(owners)
+    if stmt is None:
+        tenant = bindparam("tenant_id", type_=Uuid())
+        stats = union_all(
+            *(
+                select(func.count(o.host_index).label("n"), func.max(o.host_index).label("top"))
+                .where(o.tenant_id == tenant)
+                .where(o.host_index >= 1)
+                for o in owners
+            )
+        ).subquery()
+        stmt = _STATS[owners] = select(func.sum(stats.c.n), func.max(stats.c.top))
+    return stmt
 
 
 def _lowest_gap(session: Session, tenant_id: uuid.UUID, last: int) -> int | None:

@@ -17,8 +17,9 @@ the first's key. The lock is taken before any IPAM lock, always in that order.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, Uuid, bindparam, literal, select, union_all
 
 from tongdao.errors import Conflict
 from tongdao.ipam import service as ipam
@@ -28,26 +29,45 @@ from tongdao.runtime import Ctx
 LOCK = "wireguard-keys"
 
 
+_HOLDERS = ("a device", "a site connector", "a PoP interface")
+_QUERIES: dict[bool, Any] = {}
+
+
+def _holders_query(with_own: bool) -> Any:
+    """One statement over the three tables (rank, id) for ``:key``, without ``:own`` when
+    ``with_own``; built once: composing it per request cost more CPU than running it."""
+    stmt = _QUERIES.get(with_own)
+    if stmt is None:
+        key = bindparam("key", type_=String())
+        own = bindparam("own", type_=Uuid())
+        parts = []
+        for rank, (id_col, key_col) in enumerate(
+            (
+                (Device.id, Device.public_key),
+                (Site.id, Site.connector_public_key),
+                (PopTenantInterface.id, PopTenantInterface.public_key),
+            )
+        ):
+            part = select(literal(rank).label("rank"), id_col.label("id")).where(key_col == key)
+            parts.append(part.where(id_col != own) if with_own else part)
+        stmt = _QUERIES[with_own] = union_all(*parts)
+    return stmt
+
+
 def ensure_free(ctx: Ctx, key: str | None, *, field: str, own: uuid.UUID | None = None) -> None:
     """409 ``{field: ...}`` when a device, site connector or PoP interface other than ``own``
     (the id of the object being saved) holds ``key``. Serialises writers of keys."""
     if key is None:
         return
     ipam.lock(ctx.session, LOCK)
-    holders = (
-        ("a device", select(Device.id).where(Device.public_key == key)),
-        ("a site connector", select(Site.id).where(Site.connector_public_key == key)),
-        (
-            "a PoP interface",
-            select(PopTenantInterface.id).where(PopTenantInterface.public_key == key),
-        ),
-    )
-    for what, stmt in holders:
-        if own is not None:
-            stmt = stmt.where(stmt.selected_columns[0] != own)
-        if ctx.session.scalar(stmt.limit(1)) is not None:
-            raise Conflict(
-                f"this WireGuard public key is already used by {what}; every device, site and "
-                "PoP interface has its own key pair",
-                {field: "already in use"},
-            )
+    params: dict[str, Any] = {"key": key}
+    if own is not None:
+        params["own"] = own
+    ranks = [row.rank for row in ctx.session.execute(_holders_query(own is not None), params)]
+    if ranks:
+        what = _HOLDERS[min(ranks)]
+        raise Conflict(
+            f"this WireGuard public key is already used by {what}; every device, site and "
+            "PoP interface has its own key pair",
+            {field: "already in use"},
+        )

@@ -425,6 +425,7 @@ class DeviceResource(Resource[Device]):
     update_schema = s.DeviceUpdate
     filters = s.DeviceFilters
     owner_attr = "user_id"
+    list_rows = True
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> Device:
         assert isinstance(data, s.DeviceCreate) and tenant is not None

@@ -38,6 +38,8 @@ SQLITE_BUSY_TIMEOUT_S = 30
 SQLITE_POOL_SIZE = 40
 SQLITE_POOL_OVERFLOW = 20
 _HOLDS_GATE = "tongdao_holds_write_gate"
+# The execution option that marks a write session's connection (BEGIN IMMEDIATE on SQLite).
+WRITE_OPTION = "tongdao_write"
 
 
 class WriteGate:
@@ -131,7 +133,7 @@ class Database:
             event.listen(self.engine.pool, "checkin", checkin)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(
-            self.engine.execution_options(tongdao_write=True), expire_on_commit=False
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
 
     @property
@@ -145,13 +147,16 @@ class Database:
         ``write=False`` is for requests that only read: on SQLite they do not take the
         write lock, so reads run concurrently with each other and with one writer.
         """
-        factory = self.write_sessions if write else self.sessions
-        with factory() as session:
+        with self.new_session(write=write) as session:
             try:
                 yield session
             except BaseException:
                 session.rollback()
                 raise
+
+    def new_session(self, *, write: bool = True) -> Session:
+        """A session the caller closes (see :meth:`session`)."""
+        return (self.write_sessions if write else self.sessions)()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -182,7 +187,7 @@ def _sqlite_begin(conn: Any, gate: WriteGate) -> None:
     # read-then-write allocations (IPAM) cannot interleave. Reads stay concurrent under WAL.
     # Writers first queue on the gate (see the module); a connection keeps its place until
     # it goes back to the pool, so a second transaction on it does not queue behind itself.
-    if not conn.get_execution_options().get("tongdao_write"):
+    if not conn.get_execution_options().get(WRITE_OPTION):
         conn.exec_driver_sql("BEGIN")
         return
     info = conn.connection.info  # the pooled connection's, cleared when it is replaced
