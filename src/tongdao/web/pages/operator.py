@@ -442,8 +442,9 @@ def _pop_page(
     enrolment: Mapping[str, Any] | None = None,
     status: int = 200,
 ) -> Response:
+    view.require_principal()
+    pop = get_pop(view.ctx, parse_uuid(pop_id, "PoP"))  # no such PoP: 404 for anyone
     guard = _guard(view, "pops")
-    pop = get_pop(view.ctx, parse_uuid(pop_id, "PoP"))
     session = view.ctx.session
     now = view.ctx.runtime.clock()
     version = current_version(session)
@@ -749,8 +750,9 @@ def _staff_member_page(
     roles: Sequence[str] | None = None,
     status: int = 200,
 ) -> Response:
+    view.require_principal()
+    person = _staff_member(view, staff_id)  # no such staff member: 404 for anyone
     _guard(view, "staff")
-    person = _staff_member(view, staff_id)
     return render(
         view,
         "operator/staff_member.html",
