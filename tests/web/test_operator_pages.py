@@ -192,10 +192,10 @@ def test_the_pops_list_filters_by_state(world: World) -> None:
     _pop(world)
     _pop(world, "cn-sh-1", region="CN-SH", state="disabled")
     client = _admin(world)
-    html = client.get("/console/operator/pops?state=disabled").text
+    html = client.get("/console/operator/pops?filter_state=disabled").text
     assert ">cn-sh-1</a>" in html and ">cn-bj-1</a>" not in html
-    refused = client.get("/console/operator/pops?state=sleeping")
-    assert refused.status_code == 422 and _error(refused.text, "state")
+    refused = client.get("/console/operator/pops?filter_state=sleeping")
+    assert refused.status_code == 422 and _error(refused.text, "filter_state")
 
 
 def test_an_enrolment_token_is_shown_once_with_the_command(world: World) -> None:

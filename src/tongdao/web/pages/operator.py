@@ -372,7 +372,8 @@ def _pops_page(
     try:
         filters = parse(net.PopFilters, _given({"state": state}))
     except ValidationError as exc:
-        filter_errors = _refusal(view, exc, ("state",))
+        # The create form below has its own "state": the filter's is "filter_state".
+        filter_errors = {"filter_state": _refusal(view, exc, ("state",)).get("state", "")}
         filters, status = net.PopFilters(), 422
     stmt = pops.apply_filters(pops.base_query(guard, None, Action.READ), filters)
     rows, total, next_cursor = paginate(view.ctx.session, stmt, Pop.id, _page_params(cursor))
@@ -401,7 +402,7 @@ def _pops_page(
 @router.get("/console/operator/pops")
 def pops_page(
     view: UserViewDep,
-    state: Annotated[str, Query(max_length=20)] = "",
+    state: Annotated[str, Query(alias="filter_state", max_length=20)] = "",
     cursor: CursorQuery = "",
     done: DoneQuery = "",
 ) -> Response:
