@@ -7,11 +7,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 PYTHON ?= python3
+# make run: where the server listens and keeps its data, from the environment (or make's
+# command line, e.g. `make run TONGDAO_PORT=9000`); the same variables tongdao server reads.
+TONGDAO_HOST ?= 127.0.0.1
+TONGDAO_PORT ?= 8080
+TONGDAO_DATA_DIR ?= $(DATA_DIR)
 
 .PHONY: help install system-packages venv run test check lint typecheck unit bench demo clean
 
 help:
-	@echo "make run    install what is missing, migrate, serve http://127.0.0.1:8080 (SQLite)"
+	@echo "make run    install what is missing, migrate, serve http://$(TONGDAO_HOST):$(TONGDAO_PORT) (SQLite)"
 	@echo "make test   install what is missing and run the whole suite (root for namespaces)"
 	@echo "make check  ruff, mypy strict, migrations check (part of make test)"
 	@echo "make bench  benchmarks, JSON results under bench/results/"
@@ -31,7 +36,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(VENV)/bin/tongdao server --data-dir $(DATA_DIR) --host 127.0.0.1 --port 8080
+	$(VENV)/bin/tongdao server --data-dir $(TONGDAO_DATA_DIR) --host $(TONGDAO_HOST) --port $(TONGDAO_PORT)
 
 check: install
 	$(VENV)/bin/ruff format --check src tests bench

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(
+  # the virtualenv make creates (Debian splits venv out of python3)
+  python3-venv
   # data plane
   wireguard-go wireguard-tools nftables iproute2 iputils-ping iperf3 procps
   # store
@@ -12,6 +14,8 @@ PACKAGES=(
   chromium fonts-liberation
   # CJK glyphs for the console's 简体中文 text in the headless browser (no missing-glyph boxes)
   fonts-noto-cjk
+  # an independent QR decoder: the browser tests read the device-config QR back with zbarimg
+  zbar-tools
 )
 
 missing=()

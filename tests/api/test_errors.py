@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.support.world import World
 from tongdao.testing.keys import public_key
@@ -155,3 +156,28 @@ def test_unknown_route_is_json_404(world: World) -> None:
     resp = world.client.get("/api/v1/nothing-here", headers=world.admin.headers)
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "not_found"
+
+
+def test_refusals_are_in_chinese_when_the_caller_asks(client: TestClient, world: World) -> None:
+    """Accept-Language: zh-CN translates the message and every field's message; the code and
+    the field keys stay as they are, and without the header the answer stays in English."""
+    admin = world.admin.headers
+    body = {"name_en": "", "uscc": "x" * 40}
+    english = client.post("/api/v1/tenants", json=body, headers=admin)
+    chinese = client.post(
+        "/api/v1/tenants", json=body, headers={**admin, "Accept-Language": "zh-CN,zh;q=0.9"}
+    )
+    assert english.status_code == chinese.status_code == 422
+    assert english.headers["content-language"] == "en"
+    assert chinese.headers["content-language"] == "zh-CN"
+    en, zh = english.json()["error"], chinese.json()["error"]
+    assert en["code"] == zh["code"] == "validation_error"
+    assert en["fields"].keys() == zh["fields"].keys()
+    assert zh["fields"]["uscc"] != en["fields"]["uscc"]
+    assert all(not text.isascii() for text in zh["fields"].values()), zh
+    missing = client.get(
+        f"/api/v1/tenants/{world.b.id}/users/{world.a.admin.user_id}",
+        headers={**world.a.admin.headers, "Accept-Language": "zh-CN"},
+    )
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "未找到该租户"

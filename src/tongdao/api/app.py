@@ -92,6 +92,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.tenancy.routes import router as tenancy_router
+    from tongdao.web.docs import router as docs_router
     from tongdao.web.first_run import FirstRun
     from tongdao.web.pages import ROUTERS as CONSOLE_ROUTERS
     from tongdao.web.password import router as password_page_router
@@ -123,7 +124,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Enterprise VPN for a licensed operator: tenants, users, devices, sites, "
         "PoPs, cross-border links and access policy.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by tongdao.web.docs from the vendored Swagger UI
         redoc_url=None,
     )
     app.state.runtime = runtime
@@ -175,6 +176,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(web_router)
     for console_router in CONSOLE_ROUTERS:
         app.include_router(console_router)
+    app.include_router(docs_router)
     app.include_router(password_page_router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     return app

@@ -15,7 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tongdao.errors import DomainError, Throttled, Unavailable
+from tongdao.messages import translate_error, translate_exception
 from tongdao.store import outage
+from tongdao.web.i18n import HTML_LANG, negotiate
 
 log = logging.getLogger("tongdao.api")
 
@@ -76,25 +78,54 @@ def validation_fields(errors: Sequence[Any]) -> dict[str, str]:
     return fields
 
 
+def _language(request: Request) -> str:
+    """The language an API error is written in: 简体中文 when Accept-Language asks for it."""
+    return negotiate(accept_language=request.headers.get("accept-language", ""))
+
+
+def localized(
+    request: Request,
+    code: str,
+    message: str,
+    fields: dict[str, str] | None,
+    status_code: int,
+    headers: dict[str, str] | None = None,
+    *,
+    exc: DomainError | None = None,
+) -> JSONResponse:
+    """An error answer in the caller's language; ``code`` and field keys never change."""
+    language = _language(request)
+    if exc is not None:
+        message, translated = translate_exception(exc, language)
+    else:
+        message, translated = translate_error(message, fields or {}, language)
+    headers = {
+        **(headers or {}),
+        "Content-Language": HTML_LANG[language],
+        "Vary": "Accept-Language",
+    }
+    return JSONResponse(
+        error_body(code, message, translated), status_code=status_code, headers=headers
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = {}
         if isinstance(exc, Throttled | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.fields),
-            status_code=exc.status_code,
-            headers=headers,
+        return localized(
+            request, exc.code, exc.message, exc.fields, exc.status_code, headers, exc=exc
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = validation_fields(exc.errors())
         message = "; ".join(f"{k}: {v}" for k, v in fields.items())
-        return JSONResponse(error_body("validation_error", message, fields), status_code=422)
+        return localized(request, "validation_error", message, fields, 422)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:

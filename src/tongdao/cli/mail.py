@@ -3,16 +3,19 @@
 ``tongdao users reset-password USER_ID --tenant T`` and ``tongdao operator staff
 reset-password ID`` (an admin ends the person's sessions and mails them a link: the admin sees
 neither the password nor the link); ``tongdao operator mail show | set`` (the SMTP relay; the
-password is write-only); ``tongdao forgot-password --email E`` (anonymous).
+password is write-only); ``tongdao forgot-password --email E`` and ``tongdao choose-password
+--link URL`` (anonymous: ask for a link, and choose the password with a mailed link).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import httpx
 import typer
 
-from tongdao.cli.client import Client, ServerOpt, TokenOpt
+from tongdao.cli.client import EXIT_USAGE, Client, ServerOpt, TokenOpt
+from tongdao.cli.common import fail, read_secret
 from tongdao.cli.resources import (
     DataOpt,
     IdArg,
@@ -78,3 +81,28 @@ def forgot_password(
     """Ask for a link to choose a new password (sent only if an account uses the address)."""
     client = Client(Client.resolve(server, None).server, None)  # anonymous: no token sent
     show(client.json("POST", "/auth/password-reset", body={"email": email}), as_json)
+
+
+def choose_password(
+    link: Annotated[
+        str,
+        typer.Option(help="the link from the invitation or reset mail (or just its token)"),
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the new password from standard input")
+    ] = False,
+    server: ServerOpt = None,
+) -> None:
+    """Choose your password with the one-time link you were mailed (an invitation or a reset),
+    without a browser. The password policy applies; every session and token of the account ends.
+    """
+    text = link.strip()
+    token = httpx.URL(text).params.get("token") if "token=" in text else text
+    if not token:
+        fail("--link: no token in it (copy the whole link from the mail)", EXIT_USAGE)
+    password = read_secret("New password", password_stdin)
+    client = Client(Client.resolve(server, None).server, None)  # anonymous: no token sent
+    client.request(
+        "POST", "/auth/password-reset/complete", body={"token": token, "new_password": password}
+    )
+    typer.echo("password set; sign in with `tongdao login`")

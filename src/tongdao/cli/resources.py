@@ -790,6 +790,7 @@ def register(app: typer.Typer) -> None:
     app.command("logout")(logout)
     app.command("whoami")(whoami)
     app.command("forgot-password")(mail.forgot_password)
+    app.command("choose-password")(mail.choose_password)
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(sessions_app, name="sessions")
     kyc.add_operator_commands(operator_app)

@@ -248,4 +248,5 @@ class ComplianceRefusal(Conflict):
     def __init__(self, rule_id: str, detail: str, fields: Mapping[str, str] | None = None) -> None:
         r = RULES[rule_id]
         self.rule = r
+        self.detail = detail
         super().__init__(f"{detail} (rule {r.id}: {r.text}; source: {r.source})", fields)

@@ -4,12 +4,19 @@
     python -m tongdao.web.catalogue missing > new.po # the missing entries, as .po stanzas
 
 Messages are extracted with Babel from the console's templates (Jinja2's extractor, trimmed as
-the templates are rendered) and from the Python of :mod:`tongdao.web` and every module listed in
-:data:`EXTRA_SOURCES` (``_``, ``N_``, ``gettext``, ``ngettext`` calls).
+the templates are rendered) and from the Python of :mod:`tongdao.web` (``_``, ``N_``,
+``gettext``, ``ngettext`` calls). Refusals are found in the services' code itself: every string
+given to a domain error (``ValidationError``, ``NotFound``, ``Conflict``, ...), to a
+``ComplianceRefusal`` or to a validator's ``ValueError``, and every rule's text; an f-string
+becomes a template (``f"the site is {site.state}"`` → ``"the site is %(site_state)s"``), which
+:mod:`tongdao.messages` matches against the message at run time. They belong in
+``errors.po``.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +53,73 @@ class Message:
     where: str
 
 
+ERROR_CALLS = frozenset(
+    {
+        "DomainError",
+        "ValidationError",
+        "AuthenticationError",
+        "PermissionDenied",
+        "NotFound",
+        "Conflict",
+        "PayloadTooLarge",
+        "Throttled",
+        "Unavailable",
+        "ComplianceRefusal",
+        "ValueError",
+    }
+)
+# Code whose messages people do not read in the console or the API's answers.
+# Start-up configuration errors are for the operator's shell, not for a reader of the console.
+NOT_REFUSALS = ("web", "cli", "agent", "testing", "store", "config.py", "crypto.py")
+
+
+def _placeholder(expr: ast.expr) -> str:
+    name = re.sub(r"\W+", "_", ast.unparse(expr)).strip("_").lower()
+    return name or "value"
+
+
+def _template(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.replace("%", "%%") if "%(" not in node.value else node.value
+    if isinstance(node, ast.JoinedStr):
+        parts: list[str] = []
+        for value in node.values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                parts.append(value.value.replace("%", "%%"))
+            elif isinstance(value, ast.FormattedValue):
+                parts.append(f"%({_placeholder(value.value)})s")
+        return "".join(parts)
+    return None
+
+
+def refusal_messages() -> list[Message]:
+    """The refusals the services can raise, as catalogue msgids."""
+    from tongdao.compliance.rules import RULES
+
+    found: dict[str, Message] = {}
+    for path in sorted(SOURCE_ROOT.rglob("*.py")):
+        relative = path.relative_to(SOURCE_ROOT).as_posix()
+        if relative.startswith(NOT_REFUSALS):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id not in ERROR_CALLS:
+                continue
+            values: list[ast.expr] = []
+            for arg in node.args:
+                values.extend(arg.values if isinstance(arg, ast.Dict) else [arg])
+            for value in values:
+                template = _template(value)
+                # A message has words; "logs.retention" (a rule id passed along) is not one.
+                if template and " " in template.strip():
+                    found.setdefault(template, Message(template, None, f"{relative}:{node.lineno}"))
+    for rule in RULES.values():
+        found.setdefault(rule.text, Message(rule.text, None, f"rule {rule.id}"))
+    return list(found.values())
+
+
 def extract() -> list[Message]:
     found: dict[str, Message] = {}
     roots = [WEB, *(SOURCE_ROOT / extra for extra in EXTRA_SOURCES)]
@@ -62,6 +136,8 @@ def extract() -> list[Message]:
                 continue
             where = f"{root.relative_to(SOURCE_ROOT)}/{filename}:{lineno}"
             found.setdefault(msgid, Message(msgid, plural, where))
+    for refusal in refusal_messages():
+        found.setdefault(refusal.msgid, refusal)
     return sorted(found.values(), key=lambda m: m.where)
 
 

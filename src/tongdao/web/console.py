@@ -43,6 +43,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from sqlalchemy import exc as sa_exc
 
+from tongdao import messages
 from tongdao.api.deps import AnonCtxDep
 from tongdao.api.errors import validation_fields
 from tongdao.audit.recorder import Actor, set_actor
@@ -327,7 +328,8 @@ def field_errors(view: View, exc: ValidationError) -> dict[str, str]:
 
 
 def translate_message(locale: Locale, text: str) -> str:
-    return locale.gettext(text)
+    """A service's refusal in the person's language (see :mod:`tongdao.messages`)."""
+    return messages.translate(text, locale.language)
 
 
 def parse_uuid(value: str, what: str = "object") -> uuid.UUID:

@@ -48,6 +48,7 @@ class FirstRun:
     _wrong: int = 0
     _done: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = "/console/setup"
 
     def announce(self, runtime: Runtime) -> str | None:
         """Make and print the code if the store has no operator admin yet."""
@@ -60,6 +61,8 @@ class FirstRun:
                     self._done = True
                     self._code = None
                 return None
+        settings = runtime.settings
+        self.url = f"http://{settings.host}:{settings.port}/console/setup"
         return self.code()
 
     def code(self) -> str | None:
@@ -68,7 +71,7 @@ class FirstRun:
                 return None
             if self._code is None:
                 self._code = _new_code()
-                _print(self._code)
+                _print(self._code, self.url)
             return self._code
 
     def check(self, offered: str) -> bool:
@@ -83,7 +86,7 @@ class FirstRun:
                 log.warning("setup code replaced after %d wrong tries", self._wrong)
                 self._wrong = 0
                 self._code = _new_code()
-                _print(self._code)
+                _print(self._code, self.url)
             return False
 
     def finish(self) -> None:
@@ -92,10 +95,10 @@ class FirstRun:
             self._code = None
 
 
-def _print(code: str) -> None:
+def _print(code: str, url: str) -> None:
     message = (
-        "No operator admin exists yet. Open the console's setup page "
-        f"(/console/setup) and enter this one-time setup code: {code}"
+        f"No operator admin exists yet. Open the console's setup page {url} "
+        f"and enter this one-time setup code: {code}"
     )
     log.warning("%s", message)
     print(f"\n  {message}\n", file=sys.stderr, flush=True)
