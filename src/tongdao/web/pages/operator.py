@@ -30,6 +30,7 @@ from tongdao.auth import reset
 from tongdao.auth import service as auth_service
 from tongdao.auth.permissions import OPERATOR_ROLES, Action, Role
 from tongdao.auth.targets import staff_member
+from tongdao.compliance import licensing
 from tongdao.errors import DomainError, NotFound, PermissionDenied, ValidationError
 from tongdao.gateway import service as gateway_service
 from tongdao.gateway import usage
@@ -319,7 +320,7 @@ def dashboard(view: UserViewDep) -> Response:
             alerts.append(
                 Alert(
                     "ownership" if ownership else "licence",
-                    problem.message,
+                    translate_message(view.locale, problem.message),
                     SHAREHOLDERS_PAGE if ownership else LICENCES_PAGE,
                     view._("Fix the shareholder register")
                     if ownership
@@ -337,10 +338,20 @@ def dashboard(view: UserViewDep) -> Response:
             "counts": counts,
             "tenant_states": [str(s) for s in TENANT_STATE_ORDER],
             "status": status,
+            "foreign_cap": _cap_text(view, status.service_code) if status else "",
             "offline_minutes": int(OFFLINE_AFTER.total_seconds() // 60),
         },
         title=view._("Operations"),
     )
+
+
+def _cap_text(view: View, code: str) -> str:
+    cap = licensing.foreign_cap(code)
+    if cap is None:
+        return ""
+    if cap.inclusive:
+        return view._("at most %(percent)s%%", percent=cap.percent)
+    return view._("below %(percent)s%%", percent=cap.percent)
 
 
 # --- PoPs ----------------------------------------------------------------------------------------
@@ -993,7 +1004,7 @@ def _tenant_page(
             "tenant": tenant,
             "users": int(users or 0),
             "devices": int(devices or 0),
-            "vetting_problem": found[0].detail if found else "",
+            "vetting_problem": translate_message(view.locale, found[0].detail) if found else "",
             "moves": [(str(m), TENANT_ACTIONS[m]) for m in moves],
             "notice": notice,
             "errors": errors or {},
