@@ -110,7 +110,7 @@ def test_the_dashboard_alerts_on_an_expiring_licence_and_ownership(world: World)
     assert "alert-licence_expiring" in html
     assert 'href="/console/compliance/licences">Renew the licence' in html
     assert "alert-ownership" in html
-    assert 'href="/console/compliance/shareholders">Fix the shareholder register' in html
+    assert 'href="/console/compliance/licences#holders-title">Fix the shareholder register' in html
 
 
 def test_the_dashboard_in_chinese(world: World) -> None:

@@ -67,9 +67,9 @@ BASE = "/console/operator"
 OFFLINE_AFTER = timedelta(minutes=3)  # six missed 30-second reports
 PAGE_SIZE = 25
 STATE_DIR = "/var/lib/tongdao"
-# The compliance officer's pages that fix licence and ownership problems.
+# The compliance area's page that fixes licence and ownership problems (branch s17-compliance).
 LICENCES_PAGE = "/console/compliance/licences"
-SHAREHOLDERS_PAGE = "/console/compliance/shareholders"
+SHAREHOLDERS_PAGE = "/console/compliance/licences#holders-title"
 
 pops = PopResource()
 links = LinkResource()
