@@ -31,7 +31,7 @@ T = {
     "staff": ("Staff", "员工"),
     "tenants": ("Tenants", "租户"),
     "create_pop": ("Create the PoP", "创建接入点"),
-    "issue": ("Issue an enrolment token", "生成注册令牌"),
+    "issue": ("Issue an enrolment token", "签发注册令牌"),
     "shown_once": ("the token is shown only once", "令牌只显示这一次"),
     "record_link": ("Record the link", "登记链路"),
     "invite": ("Send the invitation", "发送邀请"),
