@@ -177,6 +177,10 @@ def test_the_operator_admins_journey(
     expect(page).to_have_url(f"{live}/console/operator/links?done=created")
     expect(page.locator("tbody")).to_contain_text("MIIT-2026-7")
     shoot(page, f"operator-links-{language}")
+    page.locator("tbody").get_by_role("link", name="bj-fra").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("bj-fra")
+    expect(page.locator("#f-approval_ref")).to_have_value("MIIT-2026-7")
+    shoot(page, f"operator-link-{language}")
 
     # A new staff member, invited by mail with their roles.
     main.get_by_role("link", name=_t("staff", zh), exact=True).first.click()

@@ -91,6 +91,16 @@ PAGES: dict[tuple[str, str], Page] = {
     ),
     ("GET", "/console/operator/links"): Page(OPERATORS),
     ("POST", "/console/operator/links"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("GET", "/console/operator/links/{link_id}"): Page(
+        OPERATORS,
+        own=lambda w: f"/console/operator/links/{_op_link(w)}",
+        other=lambda _w: f"/console/operator/links/{uuid.uuid4()}",
+    ),
+    ("POST", "/console/operator/links/{link_id}"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/links/{_op_link(w)}",
+        csrf=True,
+    ),
     ("GET", "/console/operator/staff"): Page(
         frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR})
     ),
@@ -226,6 +236,28 @@ def _op_pop(world: World) -> str:
         return str(found[0]["id"])
     body = {"name": "cn-bj-1", "region": "CN-BJ", "country": "CN", "endpoint_host": "203.0.113.1"}
     made = world.client.post("/api/v1/pops", json=body, headers=h)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def _op_link(world: World) -> str:
+    """The id of a link between two PoPs in China (made on first use through the API)."""
+    h = world.admin.headers
+    found = world.client.get("/api/v1/links", headers=h).json()["data"]
+    if found:
+        return str(found[0]["id"])
+    first = _op_pop(world)
+    body = {"name": "cn-sh-1", "region": "CN-SH", "country": "CN", "endpoint_host": "203.0.113.2"}
+    made = world.client.post("/api/v1/pops", json=body, headers=h)
+    assert made.status_code == 201, made.text
+    link = {
+        "name": "bj-sh",
+        "pop_a_id": first,
+        "pop_b_id": made.json()["id"],
+        "circuit_ref": "CT-1",
+        "capacity_mbps": 100,
+    }
+    made = world.client.post("/api/v1/links", json=link, headers=h)
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 

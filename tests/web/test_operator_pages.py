@@ -302,6 +302,40 @@ def test_a_link_is_recorded_and_a_crossing_needs_its_approval(world: World) -> N
     assert "The link is recorded." in html and "bj-fra" in html
 
 
+def test_a_cross_border_link_is_enabled_once_its_approval_is_recorded(world: World) -> None:
+    bj = _pop(world)
+    fra = _pop(world, "de-fra-1", region="DE-HE", country="DE", endpoint_host="198.51.100.7")
+    link = _api(
+        world,
+        "POST",
+        "/links",
+        json={
+            "name": "bj-fra",
+            "pop_a_id": bj["id"],
+            "pop_b_id": fra["id"],
+            "circuit_ref": "CT-GLOBAL-42",
+            "capacity_mbps": 200,
+            "state": "disabled",
+        },
+    )
+    client = _admin(world)
+    page = f"/console/operator/links/{link['id']}"
+    assert "bj-fra" in client.get(page).text
+    form = {"name": "bj-fra", "circuit_ref": "CT-GLOBAL-42", "capacity_mbps": "200"}
+    refused = client.post(page, {**form, "approval_ref": "", "state": "active"})
+    assert refused.status_code == 409
+    assert _error(refused.text, "approval_ref") == "required for an active cross-border link"
+    assert _api(world, "GET", f"/links/{link['id']}")["state"] == "disabled"
+    answer = client.post(page, {**form, "approval_ref": "MIIT-2026-7", "state": "active"})
+    assert answer.status_code == 303 and answer.headers["location"].endswith("?done=saved")
+    saved = _api(world, "GET", f"/links/{link['id']}")
+    assert (saved["state"], saved["approval_ref"]) == ("active", "MIIT-2026-7")
+    assert client.get(f"/console/operator/links/{uuid.uuid4()}").status_code == 404
+    auditor = as_person(world, world.operators["auditor"])
+    assert "Save the link" not in auditor.get(page).text
+    assert auditor.post(page, {**form, "state": "disabled"}).status_code == 403
+
+
 def test_a_link_needs_two_different_pops(world: World) -> None:
     bj = _pop(world)
     _pop(world, "cn-sh-1", region="CN-SH")

@@ -652,6 +652,73 @@ def create_link(view: UserViewDep, form: FormDep) -> Response:
     return redirect(view, f"{BASE}/links?done=created")
 
 
+LINK_EDIT_FIELDS = ("name", "circuit_ref", "approval_ref", "capacity_mbps", "state")
+LINK_DETAIL_NOTICES = {"saved": N_("The link is saved.")}
+
+
+def _link_page(
+    view: View,
+    link_id: str,
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    status: int = 200,
+    notice: str = "",
+) -> Response:
+    view.require_principal()
+    link = view.ctx.session.get(Link, parse_uuid(link_id, "link"))
+    if link is None:
+        raise NotFound("link not found")  # 404 for anyone, before the role check
+    _guard(view, "links")
+    shown = values or {
+        "name": link.name,
+        "circuit_ref": link.circuit_ref,
+        "approval_ref": link.approval_ref or "",
+        "capacity_mbps": str(link.capacity_mbps),
+        "state": link.state,
+    }
+    return render(
+        view,
+        "operator/link.html",
+        {
+            "link": link,
+            "pop_names": _pop_names(view),
+            "values": shown,
+            "errors": errors or {},
+            "notice": notice,
+            "link_states": _state_options(view, ["active", "disabled"]),
+            "can_update": view.can("links", Action.UPDATE),
+        },
+        status=status,
+        title=link.name,
+    )
+
+
+@router.get("/console/operator/links/{link_id}")
+def link_page(view: UserViewDep, link_id: str, done: DoneQuery = "") -> Response:
+    return _link_page(view, link_id, notice=_notice(view, done, LINK_DETAIL_NOTICES))
+
+
+@router.post("/console/operator/links/{link_id}")
+def update_link(view: UserViewDep, link_id: str, form: FormDep) -> Response:
+    check_csrf(view, form)
+    guard = _guard(view, "links", Action.UPDATE)
+    link = links.load(guard, None, parse_uuid(link_id, "link"), Action.UPDATE)
+    values = _values(form, LINK_EDIT_FIELDS)
+    # An emptied approval reference is sent as null: it clears it (refused while the link
+    # crosses the border and is active), as PATCH /links/{id} with null does.
+    data_in: dict[str, Any] = {**values, "approval_ref": values["approval_ref"] or None}
+    try:
+        links.update(view.ctx, link, parse(net.LinkUpdate, data_in))
+        view.ctx.session.flush()
+    except DomainError as exc:
+        view.ctx.session.rollback()
+        errors = _refusal(view, exc, LINK_EDIT_FIELDS)
+        return _link_page(view, link_id, values=values, errors=errors, status=exc.status_code)
+    view.ctx.session.commit()
+    return redirect(view, f"{BASE}/links/{link.id}?done=saved")
+
+
 # --- staff ---------------------------------------------------------------------------------------
 STAFF_NOTICES = {
     "invited": N_("The invitation is on its way: they choose their own password from the link."),
