@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 
 from tests.support.console import ConsoleClient, anonymous, as_person
 from tests.support.world import Actor, World
+from tests.web.test_people_pages import PEOPLE_READERS, people_device, people_group
 from tongdao.auth.permissions import OPERATOR_ROLES, Role
 
 ALL = frozenset(Role)
@@ -65,6 +66,55 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/console/password/forgot"): Page(
         PUBLIC, public_post=True, notes="answers the same for any address"
     ),
+    # --- people (users, groups, devices: tenant admin; operator staff read) -------------------
+    ("GET", "/console/users"): Page(PEOPLE_READERS),
+    ("GET", "/console/users/new"): Page(frozenset({Role.TENANT_ADMIN})),
+    ("POST", "/console/users"): Page(frozenset({Role.TENANT_ADMIN}), csrf=True),
+    ("GET", "/console/users/{user_id}"): Page(
+        PEOPLE_READERS,
+        own=lambda w: f"/console/users/{w.a.admin.user_id}",
+        other=lambda w: f"/console/users/{w.b.employee.user_id}",
+    ),
+    **{
+        ("POST", f"/console/users/{{user_id}}/{action}"): Page(
+            frozenset({Role.TENANT_ADMIN, Role.OPERATOR_ADMIN}),
+            own=lambda w, action=action: f"/console/users/{w.a.employee.user_id}/{action}",
+            csrf=True,
+        )
+        for action in (
+            "roles",
+            "groups",
+            "state",
+            "identity",
+            "verification",
+            "password-reset",
+            "sign-in-unlock",
+        )
+    },
+    ("GET", "/console/groups"): Page(PEOPLE_READERS),
+    ("POST", "/console/groups"): Page(frozenset({Role.TENANT_ADMIN}), csrf=True),
+    ("GET", "/console/groups/{group_id}"): Page(
+        PEOPLE_READERS,
+        own=lambda w: f"/console/groups/{people_group(w, w.a)}",
+        other=lambda w: f"/console/groups/{people_group(w, w.b)}",
+    ),
+    ("POST", "/console/groups/{group_id}/members"): Page(
+        frozenset({Role.TENANT_ADMIN, Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/groups/{people_group(w, w.a)}/members",
+        csrf=True,
+    ),
+    ("GET", "/console/devices"): Page(PEOPLE_READERS),
+    ("GET", "/console/devices/{device_id}"): Page(
+        PEOPLE_READERS,
+        own=lambda w: f"/console/devices/{people_device(w, w.a)}",
+        other=lambda w: f"/console/devices/{people_device(w, w.b)}",
+    ),
+    ("POST", "/console/devices/{device_id}/revoke"): Page(
+        frozenset({Role.TENANT_ADMIN, Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/devices/{people_device(w, w.a)}/revoke",
+        csrf=True,
+    ),
+    # --- end of people ---------------------------------------------------------------------------
     # --- operator admin's pages (area: operator; helpers at the end of this file) ---
     ("GET", "/console/operator"): Page(OPERATORS),
     ("GET", "/console/operator/pops"): Page(OPERATORS),

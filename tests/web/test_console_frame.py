@@ -276,3 +276,34 @@ def test_every_console_message_has_its_zh_cn_translation() -> None:
 
     lacking = missing()
     assert not lacking, "\n".join(f"{m.where}: {m.msgid!r}" for m in lacking)
+
+
+def test_no_two_catalogue_files_translate_one_message_differently() -> None:
+    from tongdao.web.i18n import disagreements
+
+    assert disagreements("zh_CN") == []
+
+
+def test_a_bug_in_a_page_is_a_console_page_with_its_headers_and_the_traceback_in_the_log(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi import APIRouter
+
+    from tongdao.web.console import ConsoleRoute
+
+    broken = APIRouter(route_class=ConsoleRoute)
+
+    @broken.get("/console/broken-for-this-test")
+    def explode() -> None:
+        raise RuntimeError("internal detail 1234")
+
+    app.include_router(broken)
+    client = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    answer = client.get("/console/broken-for-this-test", headers={"Accept-Language": "zh-CN"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"
+    assert "internal detail 1234" not in answer.text
+    assert "服务器出错" in answer.text
+    assert "internal detail 1234" in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.passwords import policy_problem
@@ -17,6 +17,8 @@ from tongdao.schemas import Email
 from tongdao.tenancy.models import User
 
 ADMIN_EXISTS = "an operator admin exists already; they create further staff"
+# pg_advisory_xact_lock key of the first admin's check-then-insert ("tongdao:first-admin").
+FIRST_ADMIN_LOCK = int.from_bytes(b"tdfirstA", "big", signed=True)
 
 
 def operator_admin_exists(ctx: Ctx) -> bool:
@@ -44,6 +46,7 @@ def create_first_admin(
         errors["password"] = problem
     if errors:
         raise ValidationError(errors)
+    _serialize(ctx)
     if operator_admin_exists(ctx):
         raise Conflict(ADMIN_EXISTS)
     if ctx.session.scalar(select(User.id).where(User.email == address)):
@@ -54,3 +57,14 @@ def create_first_admin(
     ctx.session.add(user)
     ctx.session.flush()
     return user
+
+
+def _serialize(ctx: Ctx) -> None:
+    """One first-admin creation at a time, so that two that both found no admin (two setup
+    pages, a setup page and ``tongdao admin bootstrap``, two replicas) cannot both make one.
+
+    SQLite already serializes writers (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped
+    advisory lock, and the check after it sees the other's committed admin (READ COMMITTED).
+    """
+    if ctx.session.get_bind().dialect.name == "postgresql":
+        ctx.session.execute(select(func.pg_advisory_xact_lock(FIRST_ADMIN_LOCK)))

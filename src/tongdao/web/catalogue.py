@@ -167,8 +167,15 @@ def main(argv: list[str]) -> int:
         return 0
     for message in lacking:
         print(f"{message.where}: no zh_CN translation for {message.msgid!r}")
-    print(f"{len(lacking)} message(s) without a zh_CN translation", file=sys.stderr)
-    return 1 if lacking else 0
+    conflicts = i18n.disagreements("zh_CN")
+    for conflict in conflicts:
+        print(f"translated differently: {conflict}")
+    print(
+        f"{len(lacking)} message(s) without a zh_CN translation, "
+        f"{len(conflicts)} translated differently in two files",
+        file=sys.stderr,
+    )
+    return 1 if lacking or conflicts else 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import jinja2
 import jinja2.runtime
 from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from markupsafe import Markup
@@ -307,6 +308,13 @@ def check_csrf(view: View, form: Form | None = None) -> None:
         raise CsrfRefused("the form is out of date or did not come from this console; reload it")
 
 
+def check_same_site(view: View) -> None:
+    """Refuse a post that the browser says came from another site (for the few forms that
+    carry no token: a mailed link's secret is their credential)."""
+    if not _same_site(view.request):
+        raise CsrfRefused("the form is out of date or did not come from this console; reload it")
+
+
 async def _posted_form(request: Request) -> Form:
     return await read_form(request)
 
@@ -446,13 +454,19 @@ def safe_next(target: str | None, default: str = "/console/home") -> str:
 # --- errors as pages -----------------------------------------------------------------------
 
 
-def _error_page(request: Request, ctx: Ctx | None, status: int, message: str) -> Response:
-    locale = Locale(
+def _error_locale(request: Request) -> Locale:
+    return Locale(
         i18n.negotiate(
             request.cookies.get(LANGUAGE_COOKIE),
             accept_language=request.headers.get("accept-language", ""),
         )
     )
+
+
+def _error_page(
+    request: Request, ctx: Ctx | None, status: int, message: str, *, translated: bool = False
+) -> Response:
+    locale = _error_locale(request)
     headings = {
         403: N_("Not allowed"),
         404: N_("Not found"),
@@ -467,7 +481,7 @@ def _error_page(request: Request, ctx: Ctx | None, status: int, message: str) ->
         "ngettext": ngettext,
         "_": gettext,
         "heading": locale.gettext(heading),
-        "message": translate_message(locale, message),
+        "message": message if translated else translate_message(locale, message),
         "status": status,
         "languages": i18n.LANGUAGES,
     }
@@ -499,6 +513,15 @@ class ConsoleRoute(APIRoute):
                 return await handler(request)
             except AuthenticationError:
                 return _sign_in_redirect(request)
+            except RequestValidationError as exc:
+                # A query or path the page's signature refuses (a too long ?next=, a bad
+                # ?token=): a page with the console's headers, not the API's JSON.
+                fields = validation_fields(exc.errors())
+                locale = _error_locale(request)
+                message = "; ".join(
+                    f"{key}: {translate_message(locale, text)}" for key, text in fields.items()
+                )
+                return _error_page(request, None, 422, message, translated=True)
             except NotFound as exc:
                 return _error_page(request, None, 404, exc.message)
             except CsrfRefused as exc:
@@ -529,6 +552,11 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, None, 422, exc.message)
             except DomainError as exc:
                 return _error_page(request, None, exc.status_code, exc.message)
+            except Exception:
+                # A bug: the traceback goes to the log, the person gets a page with the
+                # console's headers (CSP, no-store) that says nothing about the internals.
+                log.exception("console page %s %s failed", request.method, request.url.path)
+                return _error_page(request, None, 500, "the server failed; the failure is logged")
 
         return console_handler
 

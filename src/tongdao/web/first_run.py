@@ -6,7 +6,11 @@ create the first operator admin in the browser; nobody else can, wherever they c
 (a source address proves nothing behind a proxy, where everyone is 127.0.0.1).
 
 The code is held in this process only: it is never stored, so a copy of the store does not
-carry it. It is used once; ten wrong tries replace it with a new one (printed again). Each
+carry it. It is used once. Wrong tries do not replace it: if they did, anyone who can reach the
+page could keep the printed code stale (ten wrong posts every few seconds) so that the person
+reading the log could never finish, and flood the log with new codes. Twelve characters of a
+31-letter alphabet are 59 bits: at a thousand guesses a second, a year of guessing has a chance
+of about 4 in 10 million. Wrong tries are counted and logged (at 10, 100, 1000, ...). Each
 replica of a multi-replica deployment prints its own; ``tongdao admin bootstrap`` stays for
 automation.
 """
@@ -27,7 +31,8 @@ log = logging.getLogger("tongdao.setup")
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
 GROUPS = 3
 GROUP_LENGTH = 4
-MAX_WRONG = 10
+MAX_WRONG = 10  # wrong tries before the first warning in the log
+MAX_OFFERED = 100
 
 
 def _new_code() -> str:
@@ -36,7 +41,9 @@ def _new_code() -> str:
 
 
 def normalise(code: str) -> str:
-    cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
+    """Upper case, ASCII letters and digits only (other characters cannot be in a code),
+    grouped by four."""
+    cleaned = "".join(ch for ch in code.upper() if ch.isascii() and ch.isalnum())
     return "-".join(cleaned[i : i + GROUP_LENGTH] for i in range(0, len(cleaned), GROUP_LENGTH))
 
 
@@ -75,18 +82,16 @@ class FirstRun:
             return self._code
 
     def check(self, offered: str) -> bool:
-        """Whether ``offered`` is the current code; wrong tries count toward a new code."""
+        """Whether ``offered`` is the current code (wrong tries are counted and logged)."""
+        offered_bytes = normalise(offered[:MAX_OFFERED]).encode("ascii")
         with self._lock:
             if self._done or self._code is None:
                 return False
-            if hmac.compare_digest(normalise(offered), self._code):
+            if hmac.compare_digest(offered_bytes, self._code.encode("ascii")):
                 return True
             self._wrong += 1
-            if self._wrong >= MAX_WRONG:
-                log.warning("setup code replaced after %d wrong tries", self._wrong)
-                self._wrong = 0
-                self._code = _new_code()
-                _print(self._code, self.url)
+            if self._wrong >= MAX_WRONG and str(self._wrong).strip("0") == "1":
+                log.warning("%d wrong setup codes posted so far", self._wrong)
             return False
 
     def finish(self) -> None:

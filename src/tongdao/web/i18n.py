@@ -51,7 +51,9 @@ def catalogue_files(language: str) -> list[Traversable]:
 
 
 def read_catalogue(language: str) -> Catalog:
-    """Every domain of one language merged; a msgid translated in two files must agree."""
+    """Every domain of one language merged. A msgid translated in two files keeps the first
+    file's translation (files in name order); :func:`disagreements` lists such msgids, and a
+    test fails on any."""
     merged = Catalog(locale=language, domain="tongdao")
     for entry in catalogue_files(language):
         with entry.open("rb") as handle:
@@ -60,12 +62,29 @@ def read_catalogue(language: str) -> Catalog:
             if not message.id:
                 continue
             known = merged.get(message.id, message.context)
-            if known is not None and known.string and message.string != known.string:
-                raise ValueError(
-                    f"{entry.name}: {message.id!r} is translated differently in another file"
-                )
+            if known is not None and known.string:
+                continue
             merged[message.id] = message
     return merged
+
+
+def disagreements(language: str) -> list[str]:
+    """Msgids that two catalogue files of ``language`` translate differently."""
+    seen: dict[object, tuple[str, object]] = {}
+    problems: list[str] = []
+    for entry in catalogue_files(language):
+        with entry.open("rb") as handle:
+            catalog = read_po(handle, locale=language, domain=entry.name[:-3])
+        for message in catalog:
+            if not message.id or not message.string:
+                continue
+            first = seen.setdefault(message.id, (entry.name, message.string))
+            if first[1] != message.string:
+                problems.append(
+                    f"{message.id!r}: {first[0]} says {first[1]!r}, {entry.name} says "
+                    f"{message.string!r}"
+                )
+    return problems
 
 
 @cache

@@ -3,7 +3,9 @@
 Rendered on the server from the same services as ``POST /api/v1/auth/password-reset`` and
 ``.../complete`` (:mod:`tongdao.auth.reset`): plain forms posted back here, no script. The
 link's secret is the only credential of the reset form, so it carries no CSRF token; the
-forgot form answers the same for any address, so a forged post learns nothing.
+forgot form answers the same for any address, so a forged post learns nothing. Both still
+refuse a post the browser marks as cross-site (``Sec-Fetch-Site``, ``Origin``), so another
+site cannot make its visitors' browsers send reset mails or use a link it holds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from tongdao.auth import links, reset
 from tongdao.auth.links import LinkPurpose
 from tongdao.errors import Throttled, ValidationError
-from tongdao.web.console import ConsoleRoute, FormDep, View, ViewDep, field_errors, render
+from tongdao.web.console import (
+    ConsoleRoute,
+    FormDep,
+    View,
+    ViewDep,
+    check_same_site,
+    field_errors,
+    render,
+)
 from tongdao.web.i18n import N_
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -74,6 +84,7 @@ def reset_page(view: ViewDep, token: Annotated[str, Query(max_length=MAX_FIELD)]
 
 @router.post("/console/password/reset")
 def reset_submit(view: ViewDep, form: FormDep) -> Response:
+    check_same_site(view)
     token = form.get("token")[:MAX_FIELD]
     password = form.get("new_password")[:MAX_FIELD]
     link = links.find_open(view.ctx, token)
@@ -117,6 +128,7 @@ def _forgot(view: View, email: str, errors: dict[str, str], status: int = 200) -
 
 @router.post("/console/password/forgot")
 def forgot_submit(view: ViewDep, form: FormDep, background: BackgroundTasks) -> Response:
+    check_same_site(view)
     address = form.text("email")[:MAX_FIELD]
     if not 3 <= len(address) <= 320:
         errors = {"email": view._("enter the e-mail address of your account")}

@@ -56,6 +56,8 @@ COMPOSED_MESSAGES = [
     N_("%(detail)s (rule %(rule)s: %(text)s; source: %(source)s)"),
     N_("your roles do not allow %(action)s on %(resource)s"),
     N_("your roles do not allow %(action)s on %(resource)s (this token is read-only)"),
+    # A bug's answer (the API's and the console's 500).
+    N_("the server failed; the failure is logged"),
     # What the log-retention rule refuses to do with records that are too young.
     N_("purged"),
     N_("erased"),

@@ -12,10 +12,11 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import operator, session
+from tongdao.web.pages import operator, people, session
 
 AREAS: list[ModuleType] = [
     session,
+    people,
     operator,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
