@@ -231,6 +231,79 @@ PAGES: dict[tuple[str, str], Page] = {
     # --- end of me ---
     # --- network: sites, access policy, usage (tongdao.web.pages.network) ---
     **NETWORK_PAGES,
+    # --- operator admin's pages (area: operator; helpers at the end of this file) ---
+    ("GET", "/console/operator"): Page(OPERATORS),
+    ("GET", "/console/operator/pops"): Page(OPERATORS),
+    ("POST", "/console/operator/pops"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("GET", "/console/operator/pops/{pop_id}"): Page(
+        OPERATORS,
+        own=lambda w: f"/console/operator/pops/{_op_pop(w)}",
+        other=lambda _w: f"/console/operator/pops/{uuid.uuid4()}",
+    ),
+    ("POST", "/console/operator/pops/{pop_id}/enrolments"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/pops/{_op_pop(w)}/enrolments",
+        csrf=True,
+    ),
+    ("POST", "/console/operator/pops/{pop_id}/gateways/{gateway_id}/revoke"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/pops/{_op_pop(w)}/gateways/{uuid.uuid4()}/revoke",
+        csrf=True,
+    ),
+    ("POST", "/console/operator/pops/{pop_id}/state"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/pops/{_op_pop(w)}/state",
+        csrf=True,
+    ),
+    ("GET", "/console/operator/links"): Page(OPERATORS),
+    ("POST", "/console/operator/links"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("GET", "/console/operator/links/{link_id}"): Page(
+        OPERATORS,
+        own=lambda w: f"/console/operator/links/{_op_link(w)}",
+        other=lambda _w: f"/console/operator/links/{uuid.uuid4()}",
+    ),
+    ("POST", "/console/operator/links/{link_id}"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/links/{_op_link(w)}",
+        csrf=True,
+    ),
+    ("GET", "/console/operator/staff"): Page(
+        frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR})
+    ),
+    ("POST", "/console/operator/staff"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("GET", "/console/operator/staff/{staff_id}"): Page(
+        frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR}),
+        own=lambda w: f"/console/operator/staff/{w.operators['auditor'].user_id}",
+        other=lambda w: f"/console/operator/staff/{w.b.admin.user_id}",
+        notes="a tenant's user is no staff member: 404",
+    ),
+    ("POST", "/console/operator/staff/{staff_id}/roles"): Page(
+        frozenset({Role.OPERATOR_ADMIN}), own=lambda w: _op_staff(w, "roles"), csrf=True
+    ),
+    ("POST", "/console/operator/staff/{staff_id}/state"): Page(
+        frozenset({Role.OPERATOR_ADMIN}), own=lambda w: _op_staff(w, "state"), csrf=True
+    ),
+    ("POST", "/console/operator/staff/{staff_id}/password-reset"): Page(
+        frozenset({Role.OPERATOR_ADMIN}), own=lambda w: _op_staff(w, "password-reset"), csrf=True
+    ),
+    ("POST", "/console/operator/staff/{staff_id}/sign-in-unlock"): Page(
+        frozenset({Role.OPERATOR_ADMIN}), own=lambda w: _op_staff(w, "sign-in-unlock"), csrf=True
+    ),
+    ("GET", "/console/operator/tenants"): Page(OPERATORS),
+    ("POST", "/console/operator/tenants"): Page(
+        frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER}), csrf=True
+    ),
+    ("GET", "/console/operator/tenants/{tenant_id}"): Page(
+        OPERATORS,
+        own=lambda w: f"/console/operator/tenants/{w.a.id}",
+        other=lambda w: f"/console/operator/tenants/{w.b.id}",
+    ),
+    ("POST", "/console/operator/tenants/{tenant_id}/state"): Page(
+        frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER}),
+        own=lambda w: f"/console/operator/tenants/{w.a.id}/state",
+        csrf=True,
+    ),
+    # --- end of operator ---
 }
 
 
@@ -405,3 +478,42 @@ def test_a_form_without_its_csrf_token_is_refused(
         assert answer.status_code in (403, 404), (name, target, answer.status_code)
         forged = client.http.post(target, data={"csrf_token": "forged", "x": "1"})
         assert forged.status_code in (403, 404), (name, target, forged.status_code)
+
+
+# --- operator area helpers ---
+def _op_pop(world: World) -> str:
+    """The id of a PoP in the world (made on first use through the API)."""
+    h = world.admin.headers
+    found = world.client.get("/api/v1/pops", headers=h).json()["data"]
+    if found:
+        return str(found[0]["id"])
+    body = {"name": "cn-bj-1", "region": "CN-BJ", "country": "CN", "endpoint_host": "203.0.113.1"}
+    made = world.client.post("/api/v1/pops", json=body, headers=h)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def _op_link(world: World) -> str:
+    """The id of a link between two PoPs in China (made on first use through the API)."""
+    h = world.admin.headers
+    found = world.client.get("/api/v1/links", headers=h).json()["data"]
+    if found:
+        return str(found[0]["id"])
+    first = _op_pop(world)
+    body = {"name": "cn-sh-1", "region": "CN-SH", "country": "CN", "endpoint_host": "203.0.113.2"}
+    made = world.client.post("/api/v1/pops", json=body, headers=h)
+    assert made.status_code == 201, made.text
+    link = {
+        "name": "bj-sh",
+        "pop_a_id": first,
+        "pop_b_id": made.json()["id"],
+        "circuit_ref": "CT-1",
+        "capacity_mbps": 100,
+    }
+    made = world.client.post("/api/v1/links", json=link, headers=h)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def _op_staff(world: World, action: str) -> str:
+    return f"/console/operator/staff/{world.operators['auditor'].user_id}/{action}"

@@ -12,10 +12,11 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import audit, compliance, me, network, people, session
+from tongdao.web.pages import audit, compliance, me, network, operator, people, session
 
 AREAS: list[ModuleType] = [
     session,
+    operator,
     compliance,
     people,
     network,
