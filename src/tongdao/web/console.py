@@ -43,6 +43,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
 
 from tongdao import messages
 from tongdao.api.deps import AnonCtxDep
@@ -338,6 +339,17 @@ def field_errors(view: View, exc: ValidationError) -> dict[str, str]:
 def translate_message(locale: Locale, text: str) -> str:
     """A service's refusal in the person's language (see :mod:`tongdao.messages`)."""
     return messages.translate(text, locale.language)
+
+
+def tenant_options(view: View, *, limit: int = 500) -> list[tuple[str, str]]:
+    """(id, name in the person's language) of tenants, for an operator's tenant picker; none
+    for a tenant's own people (they see their tenant only)."""
+    if view.principal is None or not view.principal.is_operator:
+        return []
+    rows = view.ctx.session.execute(
+        select(Tenant.id, Tenant.name_en, Tenant.name_zh).order_by(Tenant.name_en).limit(limit)
+    )
+    return [(str(tid), view.locale.pick(en, zh)) for tid, en, zh in rows]
 
 
 def parse_uuid(value: str, what: str = "object") -> uuid.UUID:

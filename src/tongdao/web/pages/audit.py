@@ -45,6 +45,7 @@ from tongdao.web.console import (
     finish,
     parse,
     render,
+    tenant_options,
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
@@ -264,15 +265,6 @@ def _guard(view: View) -> Guard:
     return Guard(view.ctx)
 
 
-def _tenant_options(view: View, guard: Guard) -> list[tuple[str, str]]:
-    if not guard.principal.is_operator:
-        return []
-    rows = view.ctx.session.execute(
-        select(Tenant.id, Tenant.name_en, Tenant.name_zh).order_by(Tenant.name_en).limit(500)
-    )
-    return [(str(tid), view.locale.pick(en, zh)) for tid, en, zh in rows]
-
-
 @router.get("/console/audit")
 def audit_log(
     view: UserViewDep,
@@ -302,7 +294,7 @@ def audit_log(
             if "cursor" in errors:
                 errors["form"] = errors.pop("cursor")
     shown = {k: v for k, v in query.values.items() if v}
-    options = _tenant_options(view, guard)
+    options = tenant_options(view)
     return render(
         view,
         "audit/log.html",
@@ -363,7 +355,7 @@ def _export_page(
     errors: dict[str, str],
     status: int = 200,
 ) -> Response:
-    options = _tenant_options(view, guard)
+    options = tenant_options(view)
     return render(
         view,
         "audit/export.html",

@@ -61,6 +61,7 @@ from tongdao.web.console import (
     parse_uuid,
     redirect,
     render,
+    tenant_options,
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
@@ -203,15 +204,6 @@ def _tenant_names(view: View, tenant_ids: set[uuid.UUID]) -> dict[uuid.UUID, str
     return {tid: view.locale.pick(en, zh) for tid, en, zh in rows}
 
 
-def _tenant_options(view: View, guard: Guard) -> list[tuple[str, str]]:
-    if not guard.principal.is_operator:
-        return []
-    rows = view.ctx.session.execute(
-        select(Tenant.id, Tenant.name_en, Tenant.name_zh).order_by(Tenant.name_en).limit(500)
-    )
-    return [(str(tid), view.locale.pick(en, zh)) for tid, en, zh in rows]
-
-
 def _uuid_or_none(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value) if value else None
@@ -300,7 +292,7 @@ def users_page(
             "values": values,
             "filtered": any(values.values()),
             "tenants": _tenant_names(view, {u.tenant_id for u in rows if u.tenant_id}),
-            "tenant_options": _tenant_options(view, guard),
+            "tenant_options": tenant_options(view),
             "role_options": _role_options(view),
             "can_invite": scope is not None and guard.principal.can("users", Action.CREATE),
             "notice": _notice(view, done),
@@ -812,7 +804,7 @@ def devices_page(
             "values": values,
             "filtered": any(values.values()),
             "tenants": _tenant_names(view, {d.tenant_id for d in rows}),
-            "tenant_options": _tenant_options(view, guard),
+            "tenant_options": tenant_options(view),
             "state_options": [(s.value, view.locale.state(s.value)) for s in DeviceState],
             "month": view.locale.day(month_start(view.ctx.runtime.clock()))[:7],
             "notice": _notice(view, done),
