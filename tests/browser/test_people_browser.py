@@ -111,7 +111,7 @@ def test_a_tenant_admins_people_journey(
     expect(page).to_have_url(f"{live}/console/home")
     # Users, from the menu.
     page.get_by_role("navigation", name=t("Main", "主导航")).get_by_role(
-        "link", name=t("Users", "用户")
+        "link", name=t("Users", "用户"), exact=True
     ).click()
     expect(page.get_by_role("heading", level=1)).to_have_text(t("Users", "用户"))
     expect(page.locator("html")).to_have_attribute("lang", language)
@@ -188,7 +188,7 @@ def test_a_tenant_admins_people_journey(
     expect(page.get_by_label(name)).to_be_checked()
     # Devices: presence and bytes, then revoke one.
     page.get_by_role("navigation", name=t("Main", "主导航")).get_by_role(
-        "link", name=t("Devices", "设备")
+        "link", name=t("Devices", "设备"), exact=True
     ).click()
     row = page.get_by_role("row").filter(has_text="ThinkPad X1")
     expect(row).to_contain_text(t("online", "在线"))

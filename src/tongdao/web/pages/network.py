@@ -154,9 +154,9 @@ def _errors(
     """A refusal's messages keyed by the form's fields (``fold`` maps an API key to one); a
     rule's refusal also names the rule above the form."""
     out: dict[str, str] = {}
-    for key, text in exc.fields.items():
-        text = translate_message(view.locale, text)
-        target = fold(key, text)
+    for key, original in exc.fields.items():
+        target = fold(key, original)  # decided on the service's own (English) words
+        text = translate_message(view.locale, original)
         out[target] = f"{out[target]}; {text}" if target in out else text
     if not out or isinstance(exc, ComplianceRefusal):
         out["form"] = translate_message(view.locale, exc.message)
