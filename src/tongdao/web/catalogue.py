@@ -65,6 +65,7 @@ ERROR_CALLS = frozenset(
         "Throttled",
         "Unavailable",
         "ComplianceRefusal",
+        "Refusal",
         "ValueError",
     }
 )
