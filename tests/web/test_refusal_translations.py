@@ -7,6 +7,7 @@ English inside a Chinese page (found trying the console as a Chinese compliance 
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -14,8 +15,11 @@ from decimal import Decimal
 
 import pytest
 
+from tests.support.console import as_person
+from tests.support.world import World
 from tongdao import messages
 from tongdao.compliance import licensing
+from tongdao.compliance.rules import rule
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,17 @@ def test_a_licence_or_ownership_refusal_reads_in_chinese(index: int) -> None:
     words = re.findall(r"[A-Za-z]{3,}", re.sub(r"/operator/\w+|B1\.B2-\d+|GB/T|API", "", chinese))
     assert words == [], (refusal.detail, chinese)
     assert re.search(r"[\u4e00-\u9fff]", chinese)
+
+
+def test_the_dashboard_names_a_problems_source_and_text_in_chinese(world: World) -> None:
+    world.clear_shareholders()
+    officer = as_person(world, world.operators["compliance_officer"])
+    officer.http.cookies.set("tongdao_lang", "zh_CN")
+    page = officer.get("/console/compliance/dashboard")
+    assert page.status_code == 200
+    assert "ownership.foreign_cap" in page.text
+    source = rule("ownership.foreign_cap").source
+    assert html.escape(source, quote=False) not in page.text
+    assert "《外商投资准入特别管理措施（负面清单）（2020年版）》" in page.text
+    assert "no shareholders are recorded" not in page.text
+    assert "尚未登记任何股东" in page.text
