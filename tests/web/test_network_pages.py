@@ -350,6 +350,21 @@ def test_a_refused_rule_shows_the_reason_next_to_its_field(
     assert api(world, f"/tenants/{world.a.id}/policies")["count"] == 0
 
 
+@pytest.mark.parametrize("ports", ["22, 70000", "443-80", "ssh"])
+def test_a_refused_port_is_next_to_the_ports_field_in_chinese_too(world: World, ports: str) -> None:
+    """Found trying the editor in 简体中文: a bad port showed above the rule, not next to the
+    Ports field, because the field was chosen from the translated message's wording."""
+    world.approve_site(site_of(world))
+    group = _engineering(world)
+    client = admin(world)
+    client.http.cookies.set("tongdao_lang", "zh_CN")
+    answer = client.post("/console/policies/new", _editor_form(group, **{"rules.0.ports": ports}))
+    assert answer.status_code == 422, answer.text
+    message = error_of(answer.text, "rules.0.ports")
+    assert message and "端口" in message, message
+    assert html.unescape(answer.text).count(message) == 1  # not repeated above the rule
+
+
 def test_edit_add_a_rule_and_delete_a_policy(world: World) -> None:
     policy = policy_of(world)
     client = admin(world)

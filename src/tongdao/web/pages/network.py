@@ -154,9 +154,9 @@ def _errors(
     """A refusal's messages keyed by the form's fields (``fold`` maps an API key to one); a
     rule's refusal also names the rule above the form."""
     out: dict[str, str] = {}
-    for key, text in exc.fields.items():
-        text = translate_message(view.locale, text)
-        target = fold(key, text)
+    for key, english in exc.fields.items():
+        text = translate_message(view.locale, english)
+        target = fold(key, english)  # the service's wording, whatever the reader's language
         out[target] = f"{out[target]}; {text}" if target in out else text
     if not out or isinstance(exc, ComplianceRefusal):
         out["form"] = translate_message(view.locale, exc.message)
