@@ -437,6 +437,38 @@ def test_the_preview_in_chinese(world: World) -> None:
     )
 
 
+def test_the_operator_admin_activates_and_disables_a_site_in_the_console(world: World) -> None:
+    """Found trying the console: a site whose prefix the officer approved stayed pending, and
+    no page let the operator activate it (the service lets only the operator do so)."""
+    site = site_of(world, "a", "Activation office")
+    noc = as_person(world, world.operators["operator_admin"])
+    home = noc.get("/console/home")
+    assert 'href="/console/sites"' in home.text  # the operator finds sites in the menu
+    path = f"/console/sites/{site['id']}"
+    assert 'value="active"' in noc.get(path).text
+    # Nothing approved yet: refused next to the buttons, the site stays pending.
+    early = noc.post(f"{path}/state", {"state": "active"})
+    assert early.status_code in (409, 422), early.text
+    assert error_of(early.text, "state")
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "pending"
+    world.approve_site(site)
+    done = noc.post(f"{path}/state", {"state": "active"})
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"{path}?done=active"
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "active"
+    assert "The site is active" in noc.get(done.headers["location"]).text
+    # The tenant admin sees no buttons and is refused by the service's rule.
+    tenant_admin = admin(world)
+    assert f'action="{path}/state"' not in tenant_admin.get(path).text
+    refused = tenant_admin.post(f"{path}/state", {"state": "disabled"})
+    assert refused.status_code == 403
+    assert "only the operator moves a site to or from active" in refused.text
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "active"
+    off = noc.post(f"{path}/state", {"state": "disabled"})
+    assert off.status_code == 303
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "disabled"
+
+
 # --- usage ---------------------------------------------------------------------------------------
 def usage_world(world: World, site: dict[str, Any] | None = None) -> dict[str, Any]:
     """A device of the employee, a site, and usage rows around the December boundary."""
