@@ -114,3 +114,29 @@ def test_the_missing_glyph_check_finds_a_box(browser: Browser, live: str) -> Non
     assert missing_glyphs(page) == []
     page.evaluate("document.querySelector('h1').textContent = '登录 \\u{F0001}'")
     assert missing_glyphs(page) == ["\U000f0001"]
+
+
+def test_the_home_pages_two_columns_of_work_start_level(
+    browser: Browser, live: str, app: FastAPI
+) -> None:
+    """Found trying the console: the second column of "Your work" sat a few pixels above the
+    first (a list item's top margin is dropped at a column break)."""
+    from tests.support.world import make_user
+
+    make_user(app.state.runtime, "level@operator.example", ["operator_admin"])
+    page = _page(browser, "en")
+    page.goto(f"{live}/console/sign-in")
+    page.locator("#f-email").fill("level@operator.example")
+    page.locator("#f-password").fill(PASSWORD)
+    page.locator("#f-password").press("Enter")
+    expect(page).to_have_url(f"{live}/console/home")
+    boxes = page.evaluate(
+        "() => [...document.querySelectorAll('.jobs li')].map(li => {"
+        " const r = li.getBoundingClientRect(); return [Math.round(r.left), r.top]; })"
+    )
+    columns: dict[int, float] = {}
+    for left, top in boxes:
+        columns.setdefault(left, top)
+    assert len(columns) == 2, boxes
+    first, second = columns.values()
+    assert abs(first - second) < 0.5, boxes

@@ -104,6 +104,7 @@ NETWORK_PAGES: dict[tuple[str, str], Page] = {
         "/connectors/00000000-0000-4000-8000-000000000000/revoke"
     ),
     ("POST", "/console/sites/{site_id}/router-key"): _site_post("/router-key"),
+    ("POST", "/console/sites/{site_id}/state"): _site_post("/state"),
     ("POST", "/console/sites/{site_id}/router-config"): _site_post("/router-config"),
     ("GET", "/console/policies"): Page(_NET_READERS),
     ("GET", "/console/policies/new"): Page(

@@ -506,3 +506,17 @@ def test_a_sessions_program_is_named_briefly(agent: str | None, shown: str) -> N
     from tongdao.web.pages.me import program
 
     assert program(agent) == shown
+
+
+@pytest.mark.parametrize(("language", "stop"), [("en", "."), ("zh_CN", "。")])
+def test_the_config_not_ready_message_ends_its_sentence(
+    world: World, language: str, stop: str
+) -> None:
+    """Found trying the console: the page joins this message and 'Keep the private key ...'
+    with a space, and without a full stop they ran together ('...配置即可使用 请保存私钥')."""
+    client = as_person(world, world.a.employee)
+    client.http.cookies.set("tongdao_lang", language)
+    form = client.get("/console/my/devices/new")
+    found = re.search(r'data-config-failed="([^"]*)"', form.text)
+    assert found, form.text
+    assert found.group(1).endswith(f"%(reason)s{stop}")

@@ -350,6 +350,21 @@ def test_a_refused_rule_shows_the_reason_next_to_its_field(
     assert api(world, f"/tenants/{world.a.id}/policies")["count"] == 0
 
 
+@pytest.mark.parametrize("ports", ["22, 70000", "443-80", "ssh"])
+def test_a_refused_port_is_next_to_the_ports_field_in_chinese_too(world: World, ports: str) -> None:
+    """Found trying the editor in 简体中文: a bad port showed above the rule, not next to the
+    Ports field, because the field was chosen from the translated message's wording."""
+    world.approve_site(site_of(world))
+    group = _engineering(world)
+    client = admin(world)
+    client.http.cookies.set("tongdao_lang", "zh_CN")
+    answer = client.post("/console/policies/new", _editor_form(group, **{"rules.0.ports": ports}))
+    assert answer.status_code == 422, answer.text
+    message = error_of(answer.text, "rules.0.ports")
+    assert message and "端口" in message, message
+    assert html.unescape(answer.text).count(message) == 1  # not repeated above the rule
+
+
 def test_edit_add_a_rule_and_delete_a_policy(world: World) -> None:
     policy = policy_of(world)
     client = admin(world)
@@ -420,6 +435,38 @@ def test_the_preview_in_chinese(world: World) -> None:
         "“Engineering”组的成员可以访问站点“Shanghai office”的 198.51.100.0/24，"
         "使用 TCP 端口 22, 443。" in text
     )
+
+
+def test_the_operator_admin_activates_and_disables_a_site_in_the_console(world: World) -> None:
+    """Found trying the console: a site whose prefix the officer approved stayed pending, and
+    no page let the operator activate it (the service lets only the operator do so)."""
+    site = site_of(world, "a", "Activation office")
+    noc = as_person(world, world.operators["operator_admin"])
+    home = noc.get("/console/home")
+    assert 'href="/console/sites"' in home.text  # the operator finds sites in the menu
+    path = f"/console/sites/{site['id']}"
+    assert 'value="active"' in noc.get(path).text
+    # Nothing approved yet: refused next to the buttons, the site stays pending.
+    early = noc.post(f"{path}/state", {"state": "active"})
+    assert early.status_code in (409, 422), early.text
+    assert error_of(early.text, "state")
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "pending"
+    world.approve_site(site)
+    done = noc.post(f"{path}/state", {"state": "active"})
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"{path}?done=active"
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "active"
+    assert "The site is active" in noc.get(done.headers["location"]).text
+    # The tenant admin sees no buttons and is refused by the service's rule.
+    tenant_admin = admin(world)
+    assert f'action="{path}/state"' not in tenant_admin.get(path).text
+    refused = tenant_admin.post(f"{path}/state", {"state": "disabled"})
+    assert refused.status_code == 403
+    assert "only the operator moves a site to or from active" in refused.text
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "active"
+    off = noc.post(f"{path}/state", {"state": "disabled"})
+    assert off.status_code == 303
+    assert api(world, f"/tenants/{world.a.id}/sites/{site['id']}")["state"] == "disabled"
 
 
 # --- usage ---------------------------------------------------------------------------------------

@@ -547,3 +547,22 @@ def test_the_compliance_officer_verifies_a_tenant_admin_on_the_same_page(world: 
     assert api_user(world, other)["identity_verified_at"] is not None
     off = operator.post(f"/console/users/{other}/state", {"state": "disabled"})
     assert off.status_code == 303 and api_user(world, other)["state"] == "disabled"
+
+
+def test_an_identity_refusal_shows_next_to_its_fields_only_in_the_readers_language(
+    world: World,
+) -> None:
+    """Found trying the console in 简体中文: a refused mobile and ID number showed next to their
+    fields in Chinese and again under the form as the API's English summary
+    ("mobile: must be a phone number ...")."""
+    console = admin(world)
+    user_id = invite(console, "zhou.min@a.example", display_name="Zhou Min")
+    console.http.cookies.set("tongdao_lang", "zh_CN")
+    bad = console.post(
+        f"/console/users/{user_id}/identity",
+        {"legal_name": "周敏", "id_type": "prc_resident_id", "mobile": "12345"},
+    )
+    assert bad.status_code == 422
+    assert field_error(bad.text, "mobile") and "must be" not in field_error(bad.text, "mobile")
+    assert field_error(bad.text, "identity") == ""
+    assert "must be a phone number" not in bad.text

@@ -7,7 +7,8 @@ Messages are extracted with Babel from the console's templates (Jinja2's extract
 the templates are rendered) and from the Python of :mod:`tongdao.web` (``_``, ``N_``,
 ``gettext``, ``ngettext`` calls). Refusals are found in the services' code itself: every string
 given to a domain error (``ValidationError``, ``NotFound``, ``Conflict``, ...), to a
-``ComplianceRefusal`` or to a validator's ``ValueError``, and every rule's text; an f-string
+``ComplianceRefusal``, a licensing ``Refusal`` or to a validator's ``ValueError``, and every
+rule's text and source; an f-string
 becomes a template (``f"the site is {site.state}"`` → ``"the site is %(site_state)s"``), which
 :mod:`tongdao.messages` matches against the message at run time. They belong in
 ``errors.po``.
@@ -65,6 +66,7 @@ ERROR_CALLS = frozenset(
         "Throttled",
         "Unavailable",
         "ComplianceRefusal",
+        "Refusal",
         "ValueError",
     }
 )
@@ -117,6 +119,8 @@ def refusal_messages() -> list[Message]:
                     found.setdefault(template, Message(template, None, f"{relative}:{node.lineno}"))
     for rule in RULES.values():
         found.setdefault(rule.text, Message(rule.text, None, f"rule {rule.id}"))
+        # The law or document a rule comes from, shown beside the rule on the dashboard.
+        found.setdefault(rule.source, Message(rule.source, None, f"rule {rule.id} source"))
     return list(found.values())
 
 

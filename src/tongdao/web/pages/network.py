@@ -33,7 +33,7 @@ from tongdao.api.deps import Guard
 from tongdao.api.pagination import PageParams, paginate
 from tongdao.auth.permissions import Action, Role
 from tongdao.compliance.rules import ComplianceRefusal
-from tongdao.errors import Conflict, DomainError, NotFound, ValidationError
+from tongdao.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationError
 from tongdao.gateway import service as agents
 from tongdao.gateway import usage
 from tongdao.gateway.models import Gateway
@@ -73,7 +73,8 @@ from tongdao.web.i18n import N_, SHANGHAI
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 TENANT_ADMIN = frozenset({Role.TENANT_ADMIN})
 NAV = [
-    NavItem("/console/sites", N_("Sites"), TENANT_ADMIN),
+    # The operator admin activates and disables sites (see site_state).
+    NavItem("/console/sites", N_("Sites"), TENANT_ADMIN | {Role.OPERATOR_ADMIN}),
     NavItem("/console/policies", N_("Access policy"), TENANT_ADMIN),
     NavItem("/console/usage", N_("Usage"), TENANT_ADMIN),
 ]
@@ -154,9 +155,9 @@ def _errors(
     """A refusal's messages keyed by the form's fields (``fold`` maps an API key to one); a
     rule's refusal also names the rule above the form."""
     out: dict[str, str] = {}
-    for key, original in exc.fields.items():
-        target = fold(key, original)  # decided on the service's own (English) words
-        text = translate_message(view.locale, original)
+    for key, english in exc.fields.items():
+        text = translate_message(view.locale, english)
+        target = fold(key, english)  # the service's wording, whatever the reader's language
         out[target] = f"{out[target]}; {text}" if target in out else text
     if not out or isinstance(exc, ComplianceRefusal):
         out["form"] = translate_message(view.locale, exc.message)
@@ -180,6 +181,8 @@ SITE_NOTICES = {
     "withdrawn": N_("The prefix is withdrawn."),
     "revoked": N_("The connector's credential is revoked."),
     "key": N_("The router's public key is saved."),
+    "active": N_("The site is active: its approved prefixes are routed."),
+    "disabled": N_("The site is disabled: nothing is routed to it."),
 }
 
 
@@ -345,6 +348,10 @@ def _site_page(
             "connectors": connectors,
             "purpose_name": view.locale.gettext(PURPOSES[SitePurpose(site.purpose)]),
             "can_update": view.can("sites", Action.UPDATE),
+            # Only the operator moves a site to or from active (the service's rule).
+            "can_set_state": view.principal is not None
+            and view.principal.is_operator
+            and view.can("sites", Action.UPDATE),
             "errors": errors or {},
             "values": values or {},
             "notice": notice,
@@ -415,6 +422,26 @@ def withdraw_prefix(view: UserViewDep, site_id: str, form: FormDep) -> Response:
         return _site_page(view, site, errors=errors, status=422)
     refused = _change_prefixes(view, site, wanted, "form", "", None)
     return refused or redirect(view, f"/console/sites/{site.id}?done=withdrawn")
+
+
+@router.post("/console/sites/{site_id}/state")
+def site_state(view: UserViewDep, site_id: str, form: FormDep) -> Response:
+    """Activate or disable a site (``PATCH .../sites/{id}`` with its state): the service lets
+    only the operator move a site to or from active, and only with an approved prefix."""
+    check_csrf(view, form)
+    _guard, site = _load_site(view, site_id, Action.UPDATE)
+    state = form.text("state")
+    try:
+        SITES.update(view.ctx, site, parse(SiteUpdate, {"state": state}))
+        view.ctx.session.flush()
+    except (ValidationError, Conflict, PermissionDenied) as exc:
+        view.ctx.session.rollback()
+        # Next to the buttons for the operator; above the page for anyone else (no buttons).
+        shown = "state" if view.principal is not None and view.principal.is_operator else "form"
+        errors = {shown: "; ".join(_errors(view, exc).values())}
+        return _site_page(view, site, errors=errors, status=exc.status_code)
+    view.ctx.session.commit()
+    return redirect(view, f"/console/sites/{site.id}?done={state}")
 
 
 @router.post("/console/sites/{site_id}/enrolments")

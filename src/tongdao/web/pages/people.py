@@ -19,6 +19,7 @@ pages, not here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -182,10 +183,15 @@ def _load_device(view: View, device_id: str, action: Action) -> tuple[Guard, Dev
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _errors(view: View, exc: DomainError, general: str = "form") -> dict[str, str]:
+def _errors(
+    view: View, exc: DomainError, general: str = "form", shown: Collection[str] = ()
+) -> dict[str, str]:
     """A refusal's messages keyed by field (translated), plus the whole refusal under
-    ``general`` when no field names it."""
+    ``general`` when no field names it, or for a form whose fields do not show them all (a
+    form listing its fields in ``shown`` gets no summary repeating what is next to them)."""
     errors = {key: translate_message(view.locale, text) for key, text in exc.fields.items()}
+    if errors and set(errors) <= set(shown):
+        return errors
     if not errors or general != "form":
         errors.setdefault(general, _message(view, exc))
     return errors
@@ -422,13 +428,14 @@ def _refused(
     exc: DomainError,
     general: str,
     values: dict[str, Any] | None = None,
+    shown: Collection[str] = (),
 ) -> Response:
     """The user's page again with the refusal next to its field; nothing stored."""
     view.ctx.session.rollback()
     _guard, user = _load_user(view, user_id, "users", Action.READ)
     status = 422 if isinstance(exc, ValidationError) else exc.status_code
     return _user_page(
-        view, guard, user, errors=_errors(view, exc, general), values=values, status=status
+        view, guard, user, errors=_errors(view, exc, general, shown), values=values, status=status
     )
 
 
@@ -438,13 +445,14 @@ def _update_user(
     data: dict[str, Any],
     general: str,
     values: dict[str, Any] | None = None,
+    shown: Collection[str] = (),
 ) -> Response | None:
     guard, user = _load_user(view, user_id, "users", Action.UPDATE)
     try:
         USERS.update(view.ctx, user, parse(ts.UserUpdate, data))
         view.ctx.session.flush()
     except (ValidationError, Conflict) as exc:
-        return _refused(view, guard, user_id, exc, general, values)
+        return _refused(view, guard, user_id, exc, general, values, shown)
     view.ctx.session.commit()
     return None
 
@@ -472,6 +480,9 @@ def change_state(view: UserViewDep, user_id: str, form: FormDep) -> Response:
     return refused or redirect(view, f"/console/users/{user_id}?done={done}")
 
 
+IDENTITY_FIELDS = ("legal_name", "id_type", "id_number", "mobile")
+
+
 @router.post("/console/users/{user_id}/identity")
 def capture_identity(view: UserViewDep, user_id: str, form: FormDep) -> Response:
     """Legal name, ID document and mobile (``PATCH .../users/{id}``'s identity fields): a blank
@@ -486,7 +497,7 @@ def capture_identity(view: UserViewDep, user_id: str, form: FormDep) -> Response
         data["id_type"] = values["id_type"] or None
     if values["mobile"]:
         data["mobile"] = values["mobile"]
-    refused = _update_user(view, user_id, data, "identity", values)
+    refused = _update_user(view, user_id, data, "identity", values, IDENTITY_FIELDS)
     return refused or redirect(view, f"/console/users/{user_id}?done=identity")
 
 
