@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -85,11 +86,17 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def exercise(base: str, env: dict[str, str], store: list[str]) -> None:
+    with httpx.Client(base_url=base, timeout=10) as client:
+        # A fresh store opens to the first-run setup page (its code is on the server's output).
+        first = client.get("/console/")
+        assert first.status_code == 303 and first.headers["location"] == "/console/setup"
+        assert "Setup code" in client.get("/console/setup").text
     bootstrap(env, *store)
     with httpx.Client(base_url=base, timeout=10) as client:
         assert client.get("/healthz").json()["status"] == "ok"
-        page = client.get("/console/")
+        page = client.get("/console/", follow_redirects=True)
         assert page.status_code == 200
+        assert str(page.url).endswith("/console/sign-in")
         assert "Tongdao" in page.text
         assert client.get("/api/v1/openapi.json").json()["info"]["title"]
         token = client.post(
@@ -108,6 +115,7 @@ def test_server_on_sqlite(env: dict[str, str], tmp_path: Path) -> None:
     finally:
         out = stop(proc)
     assert_graceful(proc, out)
+    assert re.search(r"setup code: [A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", out), out
     assert (tmp_path / "data" / "tongdao.sqlite3").exists()
     assert (tmp_path / "data" / "data.key").stat().st_mode & 0o777 == 0o600
 
