@@ -127,6 +127,7 @@ def test_the_mail_page_sets_the_relay_and_never_shows_the_password(world: World)
         assert "The mail settings are saved" in html
         assert "s3cret-relay-pass" not in html
         assert "set (never shown)" in html
+        assert "<dd>none (only to a relay on this machine)</dd>" in html
         stored = _api(world, "GET", "/operator/mail")
         assert (stored["host"], stored["port"], stored["security"]) == (
             "127.0.0.1",

@@ -1206,6 +1206,9 @@ def _mail_page(
         {
             "current": current,
             "delivery": view.locale.gettext(DELIVERY_LABELS[current.delivery]),
+            "security": (
+                view.locale.gettext(SECURITY_LABELS[current.security]) if current.security else ""
+            ),
             "values": values,
             "errors": errors or {},
             "notice": notice,
