@@ -304,6 +304,14 @@ PAGES: dict[tuple[str, str], Page] = {
         own=lambda w: f"/console/operator/tenants/{w.a.id}/state",
         csrf=True,
     ),
+    # --- operator: a tenant's first admin, outgoing mail (s17-journey) ---
+    ("POST", "/console/operator/tenants/{tenant_id}/users"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/operator/tenants/{w.a.id}/users",
+        csrf=True,
+    ),
+    ("GET", "/console/operator/mail"): Page(frozenset({Role.OPERATOR_ADMIN})),
+    ("POST", "/console/operator/mail"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
     # --- end of operator ---
 }
 

@@ -37,13 +37,21 @@ from tongdao.gateway import usage
 from tongdao.gateway.changes import current_version
 from tongdao.gateway.models import Gateway, GatewayPeer
 from tongdao.gateway.schemas import EnrolmentCreate
+from tongdao.mail import schemas as mail_schemas
+from tongdao.mail import service as mail_service
+from tongdao.mail.models import SmtpSecurity
 from tongdao.network import schemas as net
 from tongdao.network.models import Device, Link, Pop, PopState, PopTenantInterface
 from tongdao.network.service import LinkResource, PopResource, get_pop
 from tongdao.operator.service import compliance_status
 from tongdao.tenancy import schemas as ten
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
-from tongdao.tenancy.service import TENANT_TRANSITIONS, StaffResource, TenantResource
+from tongdao.tenancy.service import (
+    TENANT_TRANSITIONS,
+    StaffResource,
+    TenantResource,
+    UserResource,
+)
 from tongdao.web.console import (
     ConsoleRoute,
     FormDep,
@@ -75,6 +83,7 @@ pops = PopResource()
 links = LinkResource()
 tenants = TenantResource()
 staff = StaffResource()
+tenant_users = UserResource()
 
 OPERATOR_ROLE_LABELS: dict[str, str] = {
     Role.OPERATOR_ADMIN: N_("operator admin"),
@@ -930,7 +939,18 @@ TENANT_NOTICES = {"created": N_("The tenant is created. It waits for vetting.")}
 TENANT_DETAIL_NOTICES = {
     "created": N_("The tenant is created. It waits for vetting."),
     "state": N_("The tenant's state is changed."),
+    "invited": N_(
+        "The invitation is on its way: a one-time link to choose a password goes to their "
+        "e-mail address."
+    ),
 }
+# The roles a tenant's user can hold, as the operator invites them (a new tenant's first
+# tenant admin, typically).
+TENANT_ROLE_LABELS: dict[str, str] = {
+    Role.TENANT_ADMIN: N_("Tenant admin"),
+    Role.EMPLOYEE: N_("Employee"),
+}
+INVITE_FIELDS = ("email", "display_name", "roles")
 USCC_SHAPE = re.compile(r"[0-9A-Za-z]{18}")
 
 
@@ -1042,6 +1062,8 @@ def _tenant_page(
     notice: str = "",
     errors: Mapping[str, str] | None = None,
     reason: str = "",
+    invite_values: Mapping[str, Any] | None = None,
+    invite_errors: Mapping[str, str] | None = None,
     status: int = 200,
 ) -> Response:
     _, tenant = _tenant(view, tenant_id)
@@ -1077,6 +1099,13 @@ def _tenant_page(
             "errors": errors or {},
             "reason": reason,
             "can_update": view.can("tenants", Action.UPDATE),
+            "can_invite": view.can("users", Action.CREATE),
+            "invite_values": invite_values or {"roles": [str(Role.TENANT_ADMIN)]},
+            "invite_errors": invite_errors or {},
+            "tenant_role_options": [
+                (str(role), view.locale.gettext(label))
+                for role, label in TENANT_ROLE_LABELS.items()
+            ],
         },
         status=status,
         title=view.locale.pick(tenant.name_en, tenant.name_zh),
@@ -1107,6 +1136,121 @@ def change_tenant_state(view: UserViewDep, tenant_id: str, form: FormDep) -> Res
         return _tenant_page(view, tenant_id, errors=errors, reason=reason, status=exc.status_code)
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/tenants/{obj.id}?done=state")
+
+
+@router.post("/console/operator/tenants/{tenant_id}/users")
+def invite_tenant_user(view: UserViewDep, tenant_id: str, form: FormDep) -> Response:
+    """Invite one of a tenant's people (its first tenant admin, typically): what the API's
+    ``POST /tenants/{id}/users`` does, through the same resource (the invitation mail)."""
+    check_csrf(view, form)
+    guard, tenant = _tenant(view, tenant_id)
+    guard.require("users", Action.CREATE)
+    values: dict[str, Any] = _values(form, ("email", "display_name"))
+    values["roles"] = form.getlist("roles")
+    try:
+        data = parse(ten.UserCreate, values)
+        tenant_users.create(view.ctx, tenant, data)
+        view.ctx.session.flush()
+    except DomainError as exc:
+        view.ctx.session.rollback()
+        errors = _refusal(view, exc, INVITE_FIELDS)
+        return _tenant_page(
+            view,
+            tenant_id,
+            invite_values=values,
+            invite_errors=errors,
+            status=exc.status_code,
+        )
+    view.ctx.session.commit()
+    return redirect(view, f"{BASE}/tenants/{tenant.id}?done=invited")
+
+
+# --- outgoing mail -----------------------------------------------------------------------------
+MAIL_FIELDS = ("host", "port", "security", "sender", "username", "password")
+MAIL_NOTICES = {
+    "saved": N_("The mail settings are saved. Messages waiting are sent with them at once."),
+}
+DELIVERY_LABELS = {
+    "smtp": N_("through the SMTP relay below"),
+    "outbox": N_("no relay yet: messages are written to the outbox directory (development)"),
+    "held": N_("no relay yet: messages wait until one is set"),
+}
+SECURITY_LABELS = {
+    SmtpSecurity.STARTTLS: N_("STARTTLS (usually port 587)"),
+    SmtpSecurity.TLS: N_("TLS from the start (usually port 465)"),
+    SmtpSecurity.NONE: N_("none (only to a relay on this machine)"),
+}
+
+
+def _mail_page(
+    view: View,
+    *,
+    values: Mapping[str, Any] | None = None,
+    errors: Mapping[str, str] | None = None,
+    status: int = 200,
+    notice: str = "",
+) -> Response:
+    guard = _guard(view, "mail")
+    current = mail_service.settings_public(guard.ctx)
+    if values is None:
+        values = {
+            "host": current.host or "",
+            "port": str(current.port or 587),
+            "security": str(current.security or SmtpSecurity.STARTTLS),
+            "sender": current.sender or "",
+            "username": current.username or "",
+        }
+    return render(
+        view,
+        "operator/mail.html",
+        {
+            "current": current,
+            "delivery": view.locale.gettext(DELIVERY_LABELS[current.delivery]),
+            "security": (
+                view.locale.gettext(SECURITY_LABELS[current.security]) if current.security else ""
+            ),
+            "values": values,
+            "errors": errors or {},
+            "notice": notice,
+            "security_options": [
+                (str(k), view.locale.gettext(label)) for k, label in SECURITY_LABELS.items()
+            ],
+            "can_update": view.can("mail", Action.UPDATE),
+        },
+        status=status,
+        title=view._("Outgoing mail"),
+    )
+
+
+@router.get("/console/operator/mail")
+def mail_page(view: UserViewDep, done: DoneQuery = "") -> Response:
+    return _mail_page(view, notice=_notice(view, done, MAIL_NOTICES))
+
+
+@router.post("/console/operator/mail")
+def save_mail(view: UserViewDep, form: FormDep) -> Response:
+    """What the API's ``PUT /operator/mail`` does: the password is write-only; left empty it
+    keeps the stored one, and "clear" forgets it."""
+    check_csrf(view, form)
+    guard = _guard(view, "mail", Action.UPDATE)
+    values: dict[str, Any] = _values(form, ("host", "port", "security", "sender", "username"))
+    data_in: dict[str, Any] = dict(values)
+    password = form.get("password")
+    if form.get("clear_password") == "yes":
+        data_in["password"] = ""
+    elif isinstance(password, str) and password != "":
+        data_in["password"] = password
+    try:
+        data = parse(mail_schemas.MailSettingsUpdate, data_in)
+        mail_service.put_settings(guard.ctx, data)
+        view.ctx.session.flush()
+    except DomainError as exc:
+        view.ctx.session.rollback()
+        errors = _refusal(view, exc, MAIL_FIELDS)
+        return _mail_page(view, values=values, errors=errors, status=exc.status_code)
+    view.ctx.session.commit()
+    mail_service.mailer_of(view.ctx.runtime).wake()
+    return redirect(view, f"{BASE}/mail?done=saved")
 
 
 __all__ = ["NAV", "enrol_command", "router"]
