@@ -530,8 +530,9 @@ class ConsoleRoute(APIRoute):
                 # ?token=): a page with the console's headers, not the API's JSON.
                 fields = validation_fields(exc.errors())
                 locale = _error_locale(request)
-                message = "; ".join(
-                    f"{key}: {translate_message(locale, text)}" for key, text in fields.items()
+                message = messages.fields_message(
+                    {key: translate_message(locale, text) for key, text in fields.items()},
+                    locale.language,
                 )
                 return _error_page(request, None, 422, message, translated=True)
             except NotFound as exc:
