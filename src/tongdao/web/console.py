@@ -280,10 +280,12 @@ def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
     set_actor(ctx.session, Actor(principal.user_id, principal.email, ctx.source_ip))
     user = ctx.session.get(User, principal.user_id)
     tenant = ctx.session.get(Tenant, principal.tenant_id) if principal.tenant_id else None
+    locale = Locale(_language_of(request, user))
+    ctx.language = locale.language  # what this person's actions write to others in (mail)
     return View(
         request=request,
         ctx=ctx,
-        locale=Locale(_language_of(request, user)),
+        locale=locale,
         principal=principal,
         user=user,
         tenant=tenant,
