@@ -1,4 +1,4 @@
-"""The words people read for the names code uses: field labels and province names.
+"""The words people read for the names code uses: field labels, province names, states.
 
 A refusal keys its fields by the API's field names (``legal_name``, ``id_number``): clients
 rely on those keys, and they never change. The sentence a person reads names the field by its
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 
 from tongdao.compliance import provinces as pv
+from tongdao.web import i18n
 
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark, translate later"
@@ -96,14 +97,15 @@ def _province_names() -> dict[str, str]:
 
 
 def term(text: str, language: str, gettext: Callable[[str], str] | None = None) -> str | None:
-    """A word of this module in ``language``: a province (``Guangdong (44)`` → ``广东省（44）``)
-    or a field's label as a sentence names it (``legal name`` → the label's msgid, which the
-    caller's catalogue translates). None when ``text`` is neither."""
+    """A word of this module in ``language``: a province (``Guangdong (44)`` → ``广东省（44）``),
+    a field's label as a sentence names it (``legal name`` → the label's msgid, which the
+    caller's catalogue translates) or a state as the API writes it (``under_review``). None
+    when ``text`` is none of these."""
     if language == "zh_CN":
         province = _province_names().get(text)
         if province is not None:
             return province
-    msgid = _sentence_labels().get(text)
+    msgid = _sentence_labels().get(text) or i18n.STATES.get(text)
     if msgid is not None and gettext is not None:
         translated = gettext(msgid)
         return translated if translated != msgid else None

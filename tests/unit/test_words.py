@@ -142,3 +142,10 @@ def test_a_message_made_of_fields_names_them_by_label_in_chinese() -> None:
     assert text == f"法定姓名：必填；用户组：{translated['group_ids.2']}"
     # In English the machine-made message is left as the API has always sent it.
     assert messages.translate_error(joined, fields, "en")[0] == joined
+
+
+def test_a_list_of_states_inside_a_refusal_reads_in_chinese() -> None:
+    message = "a under_review tenant can move to approved, rejected, not active"
+    assert messages.translate(message, "zh_CN") == (
+        "审核中状态的租户可以变为已批准、已驳回，不能变为正常"
+    )
