@@ -53,6 +53,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seconds", type=float, help="load: how long the clients run (default 60, quick 10)"
     )
+    parser.add_argument(
+        "--request-threads",
+        help="load: the server's TONGDAO_REQUEST_THREADS, or several (4,40) to run each "
+        "backend once per count, side by side (default: the server's default)",
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where JSON goes")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
@@ -68,6 +73,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--clients must be between 1 and 200")
     if args.seconds is not None and not 0.5 <= args.seconds <= 3600:
         parser.error("--seconds must be between 0.5 and 3600")
+    if args.request_threads is not None:
+        try:
+            args.request_threads = [int(n) for n in args.request_threads.split(",")]
+        except ValueError:
+            parser.error("--request-threads takes counts separated by commas, e.g. 4,40")
+        if not all(1 <= n <= 256 for n in args.request_threads) or len(
+            set(args.request_threads)
+        ) != len(args.request_threads):
+            parser.error("--request-threads: distinct counts between 1 and 256")
     return args
 
 
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         crashed = write(args.output_dir, "store", report, store.summary(report)) or crashed
     if "load" in selected:
         backends = [args.only] if args.only else list(load.BACKENDS)
-        load_report = load.run(load_config(args), backends, mode=mode)
+        load_report = load.run(load_config(args), backends, mode=mode, threads=args.request_threads)
         crashed = write(args.output_dir, "load", load_report, load.summary(load_report)) or crashed
     if "dataplane" in selected:
         cfg = dataplane.QUICK if args.quick else dataplane.FULL

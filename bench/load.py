@@ -86,6 +86,7 @@ class ClientLog:
 @dataclass
 class BackendResult:
     backend: str
+    request_threads: int
     version: str | None = None
     setup: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +96,9 @@ class BackendResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "backend": self.backend,
             "version": self.version,
+            "request_threads": self.request_threads,
             "setup": self.setup,
             **self.run,
             "nothing_lost": self.check,
@@ -314,11 +317,11 @@ def figures(logs: list[ClientLog], seconds: float) -> dict[str, Any]:
 
 
 # --- driver --------------------------------------------------------------------------------
-def run_backend(backend: str, cfg: LoadConfig, workdir: Path) -> BackendResult:
+def run_backend(backend: str, cfg: LoadConfig, workdir: Path, threads: int) -> BackendResult:
     from tongdao.runtime import Runtime
     from tongdao.store import migrate
 
-    result = BackendResult(backend)
+    result = BackendResult(backend, threads)
     try:
         with store_url(backend, workdir) as url:
             began = time.perf_counter()
@@ -332,7 +335,8 @@ def run_backend(backend: str, cfg: LoadConfig, workdir: Path) -> BackendResult:
                     )
                     result.version = str(conn.exec_driver_sql(query).scalar())
                 result.setup["seconds"] = round(time.perf_counter() - began, 2)
-                with ServerProcess(url, workdir / "server") as server:
+                env = {"TONGDAO_REQUEST_THREADS": str(threads)}
+                with ServerProcess(url, workdir / "server", env=env) as server:
                     watch = CpuWatch(server.pid)
                     began = time.monotonic()
                     logs = run_clients(server.base_url, tenant, cfg)
@@ -348,16 +352,38 @@ def run_backend(backend: str, cfg: LoadConfig, workdir: Path) -> BackendResult:
     return result
 
 
-def run(cfg: LoadConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
+def default_request_threads() -> int:
+    """The server's own default for ``TONGDAO_REQUEST_THREADS``."""
+    from tongdao.config import Settings
+
+    default = Settings.model_fields["request_threads"].default
+    assert isinstance(default, int)
+    return default
+
+
+def variants(backends: list[str], threads: list[int]) -> dict[str, tuple[str, int]]:
+    """Runs by name: each backend once per thread count, one after the other (so that the
+    counts are compared side by side on the same machine state). With one count, a run is
+    named after its backend alone."""
+    return {
+        (backend if len(threads) == 1 else f"{backend} threads={n}"): (backend, n)
+        for backend in backends
+        for n in threads
+    }
+
+
+def run(
+    cfg: LoadConfig, backends: list[str], *, mode: str, threads: list[int] | None = None
+) -> dict[str, Any]:
+    """``threads``: the server's ``TONGDAO_REQUEST_THREADS`` per run (default: its own default)."""
+    plan = variants(backends, threads or [default_request_threads()])
     runs = run_backends(
         "load",
         mode,
-        backends,
-        announce=lambda backend: (
-            f"[load] {backend}: {cfg.clients} clients for {cfg.seconds:g} s ..."
-        ),
+        list(plan),
+        announce=lambda name: f"[load] {name}: {cfg.clients} clients for {cfg.seconds:g} s ...",
         tmp_prefix="tongdao-load",
-        run_backend=lambda backend, tmp: run_backend(backend, cfg, tmp),
+        run_backend=lambda name, tmp: run_backend(plan[name][0], cfg, tmp, plan[name][1]),
     )
     results = runs.results
     errors: dict[str, str] = {}
@@ -373,6 +399,7 @@ def run(cfg: LoadConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
             "page_size": PAGE_SIZE,
             "loop": "POST a device, then GET the first page of the tenant's devices",
             "transport": "uvicorn+h11, loopback, one keep-alive connection per client",
+            "default_request_threads": default_request_threads(),
         },
         "budget_p99_ms": BUDGET_P99_MS,
         "machine": runs.machine,
@@ -387,13 +414,13 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"load benchmark ({report['mode']}): {cfg['clients']} clients x {cfg['seconds']:g} s, "
         f"create + list per loop, nproc={report['machine']['nproc']}, {report['duration_s']} s",
-        f"{'backend':<18}{'op':<8}{'n':>7}{'p50':>9}{'p99':>9}{'max':>9}{'req/s':>8}"
+        f"{'backend':<28}{'op':<8}{'n':>7}{'p50':>9}{'p99':>9}{'max':>9}{'req/s':>8}"
         f"{'errors':>8}  budget p99 (all)",
     ]
     for backend, data in report["backends"].items():
         label = f"{backend} {data['version'] or ''}".strip()
         if data["error"]:
-            lines.append(f"{label:<18}ERROR {data['error']}")
+            lines.append(f"{label:<28}ERROR {data['error']}")
             continue
         rows = [("all", data["latency"])] + [
             (op, v["latency"]) for op, v in data["by_operation"].items()
@@ -409,18 +436,18 @@ def summary(report: dict[str, Any]) -> str:
                     f"{report['budget_p99_ms']:g} ms {verdict}"
                 )
             lines.append(
-                f"{label[:17]:<18}{op:<8}{lat['samples']:>7}{lat['p50_ms']:>9.1f}"
+                f"{label[:27]:<28}{op:<8}{lat['samples']:>7}{lat['p50_ms']:>9.1f}"
                 f"{lat['p99_ms']:>9.1f}{lat['max_ms']:>9.1f}{extra}"
             )
         check = data["nothing_lost"]
         lines.append(
-            f"{'':<18}nothing lost: {'yes' if check.get('ok') else 'NO'} "
+            f"{'':<28}nothing lost: {'yes' if check.get('ok') else 'NO'} "
             f"({check.get('successful_creates')} created, {check.get('devices_in_store')} stored)"
         )
         cpu = data.get("measurement_cpu") or {}
         if cpu:
             lines.append(
-                f"{'':<18}machine {cpu['machine_busy_pct']}% busy, other work "
+                f"{'':<28}machine {cpu['machine_busy_pct']}% busy, other work "
                 f"{cpu['other_work_pct']}% of it"
                 + ("  ** CONTENDED: numbers are pessimistic **" if cpu["contended"] else "")
             )

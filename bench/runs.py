@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ def run_backends(
     results: dict[str, R] = {}
     for backend in backends:
         print(announce(backend), flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"{tmp_prefix}-{backend}-") as tmp:
+        safe = re.sub(r"[^A-Za-z0-9]+", "-", backend)
+        with tempfile.TemporaryDirectory(prefix=f"{tmp_prefix}-{safe}-") as tmp:
             results[backend] = run_backend(backend, Path(tmp))
     return BackendRuns(
         results=results,

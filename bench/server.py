@@ -126,10 +126,19 @@ def child_main(argv: list[str] | None = None) -> None:
 class ServerProcess:
     """``with ServerProcess(url, data_dir) as server: server.base_url``."""
 
-    def __init__(self, database_url: str, data_dir: Path, *, start_timeout: float = 60) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        *,
+        start_timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.data_dir = data_dir
         self.start_timeout = start_timeout
+        # Settings for the server, as TONGDAO_* environment variables over this process's.
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self._stderr_path = data_dir / "server.stderr"
@@ -160,6 +169,7 @@ class ServerProcess:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 cwd=Path(__file__).resolve().parent.parent,
+                env={**os.environ, **self.env},
             )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_threads: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="requests whose blocking work (the store, password hashing) runs at once; "
+        "the rest wait their turn, first come first served. More threads do not make a "
+        "process faster: they share one interpreter lock and the store's write lock, and "
+        "each running request slows the others (measured in bench/load.py)",
+    )
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(
         default=5,

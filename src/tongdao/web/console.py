@@ -385,6 +385,12 @@ def translate_message(locale: Locale, text: str) -> str:
     return messages.translate(text, locale.language)
 
 
+def done_notice(view: View, done: str, known: Mapping[str, str]) -> str:
+    """The translated notice for a known ``?done=`` key after a redirect; never text from the
+    query string itself."""
+    return view.locale.gettext(known[done]) if done in known else ""
+
+
 def tenant_options(view: View, *, limit: int = 500) -> list[tuple[str, str]]:
     """(id, name in the person's language) of tenants, for an operator's tenant picker; none
     for a tenant's own people (they see their tenant only)."""

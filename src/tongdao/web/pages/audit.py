@@ -5,6 +5,8 @@ They call what the API routes call (:mod:`tongdao.audit.reading`): the same reco
 same caller (a tenant admin reads and exports their own tenant's), the same chain walk, the
 same audited export. Times are entered and shown in Asia/Shanghai.
 
+Actions and object kinds are shown in words beside their codes (:mod:`.audit_labels`).
+
 Machine records (what gateways and connectors write: acknowledgements, interfaces allocated
 on a poll, usage warnings, connection sessions) are left out unless asked for, so that
 people's actions are not drowned.
@@ -49,6 +51,7 @@ from tongdao.web.console import (
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
+from tongdao.web.pages import audit_labels
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 READERS = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR, Role.TENANT_ADMIN})
@@ -69,23 +72,6 @@ NAMED: dict[str, tuple[type[Any], str]] = {
     "gateway": (Gateway, "hostname"),
     "prefix_declaration": (PrefixDeclaration, "cidr"),
 }
-OBJECT_KINDS = sorted(
-    {
-        *NAMED,
-        "api_token",
-        "audit_log",
-        "consent",
-        "gateway_enrolment",
-        "group_member",
-        "link",
-        "mail_settings",
-        "operator",
-        "policy",
-        "pop_tenant_interface",
-        "prefix_allowance",
-        "privacy_notice",
-    }
-)
 KINDS = ("change", "event", "session", "export", "erase", "checkpoint")
 
 
@@ -309,7 +295,9 @@ def audit_log(
             "diff": diff,
             "is_machine": reading.is_machine,
             "tenant_options": options,
-            "object_kinds": [(kind, kind) for kind in OBJECT_KINDS],
+            "object_kinds": audit_labels.kind_options(view.locale),
+            "action_label": lambda code: audit_labels.action_label(view.locale, code),
+            "kind_label": lambda code: audit_labels.kind_label(view.locale, code),
             "can_verify": guard.principal.can("audit_chain", Action.READ),
         },
         status=422 if errors else 200,

@@ -52,6 +52,7 @@ from tongdao.web.console import (
     UserViewDep,
     View,
     check_csrf,
+    done_notice,
     parse,
     parse_uuid,
     redirect,
@@ -122,10 +123,6 @@ def _officer(guard: Guard) -> None:
 def tenant_state(view: View, value: str) -> str:
     label = TENANT_STATES.get(value)
     return view.locale.gettext(label) if label else view.locale.state(value)
-
-
-def _notice(view: View, done: str) -> str:
-    return view.locale.gettext(NOTICES[done]) if done in NOTICES else ""
 
 
 def _errors(view: View, exc: DomainError, known: frozenset[str]) -> dict[str, str]:
@@ -374,7 +371,7 @@ def tenant_page(
     view: UserViewDep, tenant_id: str, done: Annotated[str, Query(max_length=30)] = ""
 ) -> Response:
     _, tenant = _tenant(view, tenant_id)
-    return _tenant_page(view, tenant, notice=_notice(view, done))
+    return _tenant_page(view, tenant, notice=done_notice(view, done, NOTICES))
 
 
 def _update_tenant(
@@ -488,7 +485,7 @@ def network_page(
     view: UserViewDep, declaration_id: str, done: Annotated[str, Query(max_length=30)] = ""
 ) -> Response:
     _g, decl = _declaration(view, declaration_id)
-    return _declaration_page(view, decl, notice=_notice(view, done))
+    return _declaration_page(view, decl, notice=done_notice(view, done, NOTICES))
 
 
 def _decide(view: View, form: Any, declaration_id: str, state: DeclarationState) -> Response:
@@ -571,7 +568,7 @@ def identity_page(
     view: UserViewDep, user_id: str, done: Annotated[str, Query(max_length=30)] = ""
 ) -> Response:
     _g, user = _identity(view, user_id)
-    return _identity_page(view, user, notice=_notice(view, done))
+    return _identity_page(view, user, notice=done_notice(view, done, NOTICES))
 
 
 def _identity_change(view: View, form: Any, user_id: str, verify: bool) -> Response:
@@ -682,7 +679,7 @@ def licences_page(
     done: Annotated[str, Query(max_length=30)] = "",
 ) -> Response:
     guard = _operator_reader(view)
-    return _licences_page(view, guard, cursor, notice=_notice(view, done))
+    return _licences_page(view, guard, cursor, notice=done_notice(view, done, NOTICES))
 
 
 def _split(text: str) -> list[str]:

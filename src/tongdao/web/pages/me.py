@@ -48,6 +48,7 @@ from tongdao.web.console import (
     UserViewDep,
     View,
     check_csrf,
+    done_notice,
     field_errors,
     parse,
     parse_uuid,
@@ -161,13 +162,9 @@ def _fields(view: View, exc: DomainError) -> dict[str, str]:
     return {key: translate_message(view.locale, text) for key, text in exc.fields.items()}
 
 
-def _notice(view: View, notices: dict[str, str], done: str) -> str:
-    return view.locale.gettext(notices[done]) if done in notices else ""
-
-
 @router.get("/console/account")
 def account(view: UserViewDep, done: Annotated[str, Query(max_length=20)] = "") -> Response:
-    return _account_page(view, notice=_notice(view, ACCOUNT_NOTICES, done))
+    return _account_page(view, notice=done_notice(view, done, ACCOUNT_NOTICES))
 
 
 @router.post("/console/account/password")
@@ -348,7 +345,7 @@ def my_devices(
             "state": state,
             "states": DEVICE_STATES,
             "activity": _activity(guard, list(rows)),
-            "notice": _notice(view, DEVICE_NOTICES, done),
+            "notice": done_notice(view, done, DEVICE_NOTICES),
         },
         title=view._("My devices"),
     )
@@ -443,7 +440,7 @@ def my_device(
             "activity": activity,
             "config_problem": problem,
             "file_name": _file_name(device),
-            "notice": _notice(view, DEVICE_NOTICES, done),
+            "notice": done_notice(view, done, DEVICE_NOTICES),
         },
         title=device.name,
     )
@@ -520,7 +517,7 @@ def _privacy_page(
 
 @router.get("/console/my/privacy")
 def my_privacy(view: UserViewDep, done: Annotated[str, Query(max_length=20)] = "") -> Response:
-    return _privacy_page(view, notice=_notice(view, PRIVACY_NOTICES, done))
+    return _privacy_page(view, notice=done_notice(view, done, PRIVACY_NOTICES))
 
 
 @router.post("/console/my/privacy/consents")

@@ -61,6 +61,7 @@ from tongdao.web.console import (
     UserViewDep,
     View,
     check_csrf,
+    done_notice,
     finish,
     parse,
     parse_uuid,
@@ -142,11 +143,6 @@ def _tenant_names(view: View, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
         return {}
     rows = view.ctx.session.scalars(select(Tenant).where(Tenant.id.in_(wanted)))
     return {t.id: view.locale.pick(t.name_en, t.name_zh) for t in rows}
-
-
-def _notice(view: View, done: str, known: Mapping[str, str]) -> str:
-    """A translated notice for a known ``?done=`` key; nothing from the query string itself."""
-    return view.locale.gettext(known[done]) if done in known else ""
 
 
 def _errors(
@@ -259,7 +255,7 @@ def sites_page(
     done: DoneQ = "",
 ) -> Response:
     scope = _scope(view, tenant, "sites")
-    notice = _notice(view, done, SITE_NOTICES)
+    notice = done_notice(view, done, SITE_NOTICES)
     return _sites_page(view, scope, state=state, cursor=cursor, notice=notice)
 
 
@@ -368,7 +364,7 @@ def _site_page(
 @router.get("/console/sites/{site_id}")
 def site_page(view: UserViewDep, site_id: str, done: DoneQ = "") -> Response:
     _guard, site = _load_site(view, site_id)
-    return _site_page(view, site, notice=_notice(view, done, SITE_NOTICES))
+    return _site_page(view, site, notice=done_notice(view, done, SITE_NOTICES))
 
 
 def _live_prefixes(view: View, site: Site) -> list[str]:
@@ -911,7 +907,7 @@ def policies_page(
             "tenants": _tenant_choices(view, scope),
             "tenant_names": _tenant_names(view, (r.tenant_id for r in rows)),
             "can_create": scope.tenant is not None and view.can("policies", Action.CREATE),
-            "notice": _notice(view, done, POLICY_NOTICES),
+            "notice": done_notice(view, done, POLICY_NOTICES),
         },
         title=view._("Access policy"),
     )

@@ -59,6 +59,7 @@ from tongdao.web.console import (
     UserViewDep,
     View,
     check_csrf,
+    done_notice,
     parse,
     parse_uuid,
     redirect,
@@ -142,10 +143,6 @@ def _refusal(view: View, exc: DomainError, known: Sequence[str] = ()) -> dict[st
     if general:
         errors["form"] = " ".join(dict.fromkeys(general))
     return errors
-
-
-def _notice(view: View, done: str, notices: Mapping[str, str]) -> str:
-    return view.locale.gettext(notices[done]) if done in notices else ""
 
 
 def _values(form: Any, names: Sequence[str]) -> dict[str, str]:
@@ -426,7 +423,7 @@ def pops_page(
     cursor: CursorQuery = "",
     done: DoneQuery = "",
 ) -> Response:
-    return _pops_page(view, state=state, cursor=cursor, notice=_notice(view, done, POP_NOTICES))
+    return _pops_page(view, state=state, cursor=cursor, notice=done_notice(view, done, POP_NOTICES))
 
 
 @router.post("/console/operator/pops")
@@ -513,7 +510,7 @@ def _pop_page(
 
 @router.get("/console/operator/pops/{pop_id}")
 def pop_page(view: UserViewDep, pop_id: str, done: DoneQuery = "") -> Response:
-    return _pop_page(view, pop_id, notice=_notice(view, done, POP_DETAIL_NOTICES))
+    return _pop_page(view, pop_id, notice=done_notice(view, done, POP_DETAIL_NOTICES))
 
 
 def enrol_command(server: str, token: str) -> str:
@@ -632,7 +629,7 @@ def _links_page(
 
 @router.get("/console/operator/links")
 def links_page(view: UserViewDep, cursor: CursorQuery = "", done: DoneQuery = "") -> Response:
-    return _links_page(view, cursor=cursor, notice=_notice(view, done, LINK_NOTICES))
+    return _links_page(view, cursor=cursor, notice=done_notice(view, done, LINK_NOTICES))
 
 
 @router.post("/console/operator/links")
@@ -705,7 +702,7 @@ def _link_page(
 
 @router.get("/console/operator/links/{link_id}")
 def link_page(view: UserViewDep, link_id: str, done: DoneQuery = "") -> Response:
-    return _link_page(view, link_id, notice=_notice(view, done, LINK_DETAIL_NOTICES))
+    return _link_page(view, link_id, notice=done_notice(view, done, LINK_DETAIL_NOTICES))
 
 
 @router.post("/console/operator/links/{link_id}")
@@ -797,7 +794,9 @@ def staff_page(
     cursor: CursorQuery = "",
     done: DoneQuery = "",
 ) -> Response:
-    return _staff_page(view, state=state, cursor=cursor, notice=_notice(view, done, STAFF_NOTICES))
+    return _staff_page(
+        view, state=state, cursor=cursor, notice=done_notice(view, done, STAFF_NOTICES)
+    )
 
 
 @router.post("/console/operator/staff")
@@ -861,7 +860,7 @@ def _staff_member_page(
 
 @router.get("/console/operator/staff/{staff_id}")
 def staff_member_page(view: UserViewDep, staff_id: str, done: DoneQuery = "") -> Response:
-    return _staff_member_page(view, staff_id, notice=_notice(view, done, STAFF_MEMBER_NOTICES))
+    return _staff_member_page(view, staff_id, notice=done_notice(view, done, STAFF_MEMBER_NOTICES))
 
 
 def _update_staff(view: View, staff_id: str, data: dict[str, Any], done: str) -> Response:
@@ -1013,7 +1012,7 @@ def tenants_page(
     done: DoneQuery = "",
 ) -> Response:
     return _tenants_page(
-        view, state=state, q=q, cursor=cursor, notice=_notice(view, done, TENANT_NOTICES)
+        view, state=state, q=q, cursor=cursor, notice=done_notice(view, done, TENANT_NOTICES)
     )
 
 
@@ -1114,7 +1113,7 @@ def _tenant_page(
 
 @router.get("/console/operator/tenants/{tenant_id}")
 def tenant_page(view: UserViewDep, tenant_id: str, done: DoneQuery = "") -> Response:
-    return _tenant_page(view, tenant_id, notice=_notice(view, done, TENANT_DETAIL_NOTICES))
+    return _tenant_page(view, tenant_id, notice=done_notice(view, done, TENANT_DETAIL_NOTICES))
 
 
 @router.post("/console/operator/tenants/{tenant_id}/state")
@@ -1224,7 +1223,7 @@ def _mail_page(
 
 @router.get("/console/operator/mail")
 def mail_page(view: UserViewDep, done: DoneQuery = "") -> Response:
-    return _mail_page(view, notice=_notice(view, done, MAIL_NOTICES))
+    return _mail_page(view, notice=done_notice(view, done, MAIL_NOTICES))
 
 
 @router.post("/console/operator/mail")

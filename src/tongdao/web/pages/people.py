@@ -58,6 +58,7 @@ from tongdao.web.console import (
     UserViewDep,
     View,
     check_csrf,
+    done_notice,
     parse,
     parse_uuid,
     redirect,
@@ -118,10 +119,6 @@ NOTICES = {
     "members": N_("The members are saved."),
     "revoked": N_("The device is revoked: it can no longer connect."),
 }
-
-
-def _notice(view: View, done: str) -> str:
-    return view.locale.gettext(NOTICES[done]) if done in NOTICES else ""
 
 
 Done = Annotated[str, Query(max_length=20)]
@@ -301,7 +298,7 @@ def users_page(
             "tenant_options": tenant_options(view),
             "role_options": _role_options(view),
             "can_invite": scope is not None and guard.principal.can("users", Action.CREATE),
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         title=view._("Users"),
     )
@@ -408,7 +405,7 @@ def _user_page(
             "can_update": principal.can("users", Action.UPDATE),
             "can_verify": principal.can("identity", Action.UPDATE),
             "can_unlock": principal.can("sign_in", Action.UPDATE),
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         status=status,
         title=user.display_name,
@@ -581,7 +578,7 @@ def _groups_page(
             "can_create": scope is not None and guard.principal.can("groups", Action.CREATE),
             "values": values or {},
             "errors": errors or {},
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         status=status,
         title=view._("Groups"),
@@ -657,7 +654,7 @@ def _group_page(
             "tenant_name": _tenant_names(view, {group.tenant_id})[group.tenant_id],
             "can_update": guard.principal.can("groups", Action.UPDATE),
             "errors": errors or {},
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         status=status,
         title=group.name,
@@ -818,7 +815,7 @@ def devices_page(
             "tenant_options": tenant_options(view),
             "state_options": [(s.value, view.locale.state(s.value)) for s in DeviceState],
             "month": view.locale.day(month_start(view.ctx.runtime.clock()))[:7],
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         title=view._("Devices"),
     )
@@ -847,7 +844,7 @@ def _device_page(
             "can_revoke": guard.principal.can("devices", Action.UPDATE)
             and device.state != DeviceState.REVOKED,
             "errors": errors or {},
-            "notice": _notice(view, done),
+            "notice": done_notice(view, done, NOTICES),
         },
         status=status,
         title=device.name,

@@ -21,6 +21,7 @@ from tongdao.web.console import (
     ViewDep,
     check_csrf,
     delete_session_cookie,
+    done_notice,
     field_errors,
     finish,
     redirect,
@@ -82,7 +83,7 @@ def sign_in_page(
         "signed-out": N_("You are signed out."),
         "setup": N_("The first operator admin is set up: sign in."),
     }
-    notice = view.locale.gettext(notices[done]) if done in notices else ""
+    notice = done_notice(view, done, notices)
     return _sign_in_page(view, next_path=safe_next(next_path, ""), notice=notice)
 
 

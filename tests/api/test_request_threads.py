@@ -1,0 +1,73 @@
+"""``TONGDAO_REQUEST_THREADS``: how many requests' blocking work runs at once (issue 10).
+
+Sync endpoints and dependencies run in anyio's default thread pool (40 threads unless told);
+the app's lifespan caps it, so that under load requests queue first come, first served
+instead of all sharing one interpreter lock and the store's write lock (see bench/load.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from anyio import to_thread
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_settings
+from tongdao.api.app import create_app
+from tongdao.config import load_settings
+from tongdao.errors import ConfigurationError
+from tongdao.runtime import Runtime
+
+
+def _app_with(tmp_path: Path, store_url: str, threads: int) -> tuple[Runtime, TestClient]:
+    runtime = Runtime.from_settings(make_settings(tmp_path, store_url, request_threads=threads))
+    return runtime, TestClient(create_app(runtime))
+
+
+def test_the_default_is_four() -> None:
+    assert load_settings(env="test").request_threads == 4
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_no_more_sync_requests_run_at_once_than_the_setting(
+    tmp_path: Path, store_url: str, threads: int
+) -> None:
+    runtime, client = _app_with(tmp_path, store_url, threads)
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    @client.app.get("/test-only/slow")  # type: ignore[attr-defined,untyped-decorator]
+    def slow() -> dict[str, int]:  # a sync endpoint: it runs in the thread pool
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.15)
+        with lock:
+            running -= 1
+        return {"ok": 1}
+
+    try:
+        with client, ThreadPoolExecutor(max_workers=8) as pool:
+            tokens = client.portal.call(  # type: ignore[union-attr]
+                lambda: to_thread.current_default_thread_limiter().total_tokens
+            )
+            answers = list(pool.map(lambda _: client.get("/test-only/slow"), range(8)))
+    finally:
+        runtime.db.dispose()
+    assert tokens == threads
+    assert [a.status_code for a in answers] == [200] * 8
+    assert most == threads  # all 8 were sent at once; only `threads` ran at a time
+
+
+@pytest.mark.parametrize("value", ["0", "257", "many"])
+def test_a_bad_count_is_refused_at_start(
+    value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TONGDAO_REQUEST_THREADS", value)
+    with pytest.raises((ConfigurationError, ValueError), match="request_threads"):
+        load_settings(env="test", data_dir=tmp_path)
