@@ -49,6 +49,9 @@ class Ctx:
     runtime: Runtime
     principal: Principal | None = None
     source_ip: str | None = None
+    # The language the caller works in (the console session's); mail the caller's action
+    # sends to someone new (an invitation) is written in it. None: not known (the API).
+    language: str | None = None
 
     @property
     def user_id(self) -> uuid.UUID | None:

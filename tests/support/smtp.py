@@ -43,6 +43,7 @@ def free_port() -> int:
 class Received:
     rcpt: list[str]
     message: EmailMessage
+    raw: bytes = b""  # the message as it arrived, before parsing
 
     @property
     def text(self) -> str:
@@ -74,7 +75,7 @@ class Collector:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self.cond:
-            self.received.append(Received(list(envelope.rcpt_tos), message))
+            self.received.append(Received(list(envelope.rcpt_tos), message, envelope.content))
             self.cond.notify_all()
         return "250 Message accepted for delivery"
 

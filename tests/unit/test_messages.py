@@ -50,7 +50,8 @@ def test_a_message_made_of_fields_is_made_again_in_chinese() -> None:
     message = "; ".join(f"{k}: {v}" for k, v in fields.items())
     translated, translated_fields = translate_error(message, fields, "zh_CN")
     assert translated_fields == {"name": "必填", "uscc": "最多 18 个字符"}
-    assert translated == "name: 必填; uscc: 最多 18 个字符"
+    # Each field is named by its label (tongdao.words), not by its key.
+    assert translated == "名称：必填；统一社会信用代码：最多 18 个字符"
 
 
 class Colour(StrEnum):

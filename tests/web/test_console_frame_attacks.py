@@ -27,7 +27,7 @@ from tongdao.errors import Conflict
 from tongdao.operator.bootstrap import create_first_admin
 from tongdao.runtime import Ctx, Runtime
 from tongdao.tenancy.models import Tenant, User
-from tongdao.web.console import LANGUAGE_COOKIE, PRESESSION_COOKIE, SESSION_COOKIE
+from tongdao.web.console import HOST_PREFIX, LANGUAGE_COOKIE, PRESESSION_COOKIE, SESSION_COOKIE
 from tongdao.web.first_run import MAX_WRONG
 
 STRONG = "a long enough passphrase for the test 7"
@@ -146,7 +146,9 @@ def _sign_in_over(base: str, headers: dict[str, str]) -> list[str]:
     client on plain http keeps Secure cookies to itself)."""
     with httpx.Client(base_url=base, follow_redirects=False, headers=headers) as http:
         page = http.get("/console/sign-in")
-        presession = re.search(PRESESSION_COOKIE + r"=([^;]+)", page.headers["set-cookie"])
+        presession = re.search(
+            rf"^((?:{HOST_PREFIX})?{PRESESSION_COOKIE})=([^;]+)", page.headers["set-cookie"]
+        )
         assert presession
         http.cookies.clear()
         answer = http.post(
@@ -156,7 +158,7 @@ def _sign_in_over(base: str, headers: dict[str, str]) -> list[str]:
                 "email": "employee@a.example",
                 "password": PASSWORD,
             },
-            headers={"Cookie": f"{PRESESSION_COOKIE}={presession.group(1)}"},
+            headers={"Cookie": f"{presession.group(1)}={presession.group(2)}"},
         )
         assert answer.status_code == 303, answer.text
         return [page.headers["set-cookie"], *answer.headers.get_list("set-cookie")]
@@ -200,9 +202,12 @@ def test_cookies_are_secure_under_tls_and_x_forwarded_proto_counts_only_from_tru
     for proxies, secure in (([], False), (["198.51.100.7"], False), (["127.0.0.1"], True)):
         with _server(app, proxies) as base:
             cookies = _sign_in_over(base, forwarded)
-        for cookie in (cookies[0], *(c for c in cookies if c.startswith(SESSION_COOKIE))):
+        # Under https (as a trusted proxy says) the names carry the __Host- prefix.
+        session = (HOST_PREFIX if secure else "") + SESSION_COOKIE
+        assert cookies[0].startswith((HOST_PREFIX if secure else "") + PRESESSION_COOKIE)
+        for cookie in (cookies[0], *(c for c in cookies if c.startswith(session))):
             assert ("; secure" in cookie.lower()) is secure, (proxies, cookie)
-        assert any(c.startswith(SESSION_COOKIE) for c in cookies)
+        assert any(c.startswith(session + "=") for c in cookies)
 
 
 # --- open redirects ----------------------------------------------------------------------------

@@ -26,9 +26,11 @@ from tongdao.auth.links import LinkPurpose, PasswordResetRequest
 from tongdao.auth.service import check_new_password, revoke_user_credentials
 from tongdao.errors import Conflict, Throttled, ValidationError
 from tongdao.mail import service as mail
+from tongdao.mail import texts
 from tongdao.runtime import Ctx, Runtime
 from tongdao.schemas import OneLine, Strict
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
+from tongdao.web import i18n
 
 log = logging.getLogger("tongdao.auth")
 
@@ -68,44 +70,41 @@ def set_password(ctx: Ctx, user: User, password: str, *, field: str = "password"
 
 
 # --- mail ------------------------------------------------------------------------------------
-def _validity(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds // 60} minutes"
-
-
 def _compose(ctx: Ctx, user: User, purpose: LinkPurpose, reason: str, url: str) -> tuple[str, str]:
-    validity = _validity(links.ttl(ctx, purpose))
+    """The link mail in the person's language (``users.language``; English when unset)."""
     if purpose is LinkPurpose.INVITATION:
-        subject = "Tongdao: choose your password"
-        opening = f"An account on Tongdao was created for you ({user.email})."
-        closing = "If you did not expect this message, ignore it."
+        kind = texts.INVITATION
     elif reason == "admin":
-        subject = "Tongdao: your password was reset"
-        opening = (
-            f"Your administrator reset the password of your Tongdao account ({user.email}): "
-            "your sessions and API tokens were ended and the old password no longer works."
-        )
-        closing = "Nobody else can see this link; do not forward it."
+        kind = texts.ADMIN_RESET
     else:
-        subject = "Tongdao: choose a new password"
-        opening = f"Someone asked to reset the password of the Tongdao account {user.email}."
-        closing = "If it was not you, ignore this message: your password stays as it is."
-    text = (
-        f"Hello {user.display_name},\n\n{opening}\n\n"
-        f"Choose your password here within {validity}; the link works once:\n\n{url}\n\n"
-        f"{closing}\n"
+        kind = texts.SELF_RESET
+    return texts.link_mail(
+        kind,
+        texts.language_of(user.language),
+        email=user.email,
+        name=user.display_name,
+        lifetime=links.ttl(ctx, purpose),
+        url=url,
     )
-    return subject, text
 
 
 def _send_link(ctx: Ctx, user: User, purpose: LinkPurpose, reason: str) -> None:
     _link, secret = links.issue(ctx, user, purpose)
     subject, text = _compose(ctx, user, purpose, reason, links.url(ctx, secret))
     mail.queue(ctx, user.email, subject, text)
+
+
+def inviter_language(ctx: Ctx) -> str | None:
+    """The language of the admin who invites: the console session's when the invitation is
+    made in the console, else the one the admin chose in the console (kept on their account);
+    None when neither is known."""
+    if ctx.language in i18n.LANGUAGES:
+        return ctx.language
+    if ctx.principal is not None:
+        inviter = ctx.session.get(User, ctx.principal.user_id)
+        if inviter is not None and inviter.language in i18n.LANGUAGES:
+            return inviter.language
+    return None
 
 
 def _can_sign_in(ctx: Ctx, user: User) -> bool:
@@ -120,7 +119,10 @@ def _can_sign_in(ctx: Ctx, user: User) -> bool:
 
 # --- invitations and admin resets --------------------------------------------------------------
 def invite(ctx: Ctx, user: User) -> None:
-    """Mail a new user the link to choose their first password."""
+    """Mail a new user the link to choose their first password, in the inviting admin's
+    language, which becomes the new user's until they choose their own in the console."""
+    if user.language is None:
+        user.language = inviter_language(ctx)
     _send_link(ctx, user, LinkPurpose.INVITATION, "invitation")
     record(ctx.session, "invitation_sent", "user", user.id, tenant_id=user.tenant_id)
 

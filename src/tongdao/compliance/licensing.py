@@ -31,6 +31,7 @@ from tongdao.errors import ValidationError
 from tongdao.network.models import Pop
 from tongdao.operator.models import Licence, Shareholder
 from tongdao.runtime import Ctx
+from tongdao.words import RULE_CITED, field_name
 
 # Licence dates are Chinese calendar dates; China keeps UTC+8 all year.
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
@@ -169,7 +170,7 @@ def licence_problems(
         )
     term = int(rule(validity).param("term_years"))
     if valid_to <= valid_from:
-        problems.append(Problem("valid_to", "must be after valid_from", validity))
+        problems.append(Problem("valid_to", "must be after the first day of validity", validity))
     elif valid_to > add_years(valid_from, term):
         problems.append(
             Problem(
@@ -182,6 +183,18 @@ def licence_problems(
     return problems
 
 
+class LicenceProblems(ValidationError):
+    """A licence record's problems: 422 keyed by field; the message names each field by its
+    label, then each rule and its source (:mod:`tongdao.messages` puts it together again in
+    the reader's language from these parts)."""
+
+    def __init__(self, fields: dict[str, str], rule_ids: Sequence[str]) -> None:
+        self.rule_ids = tuple(rule_ids)
+        cited = "; ".join(RULE_CITED % {"rule": r, "source": rule(r).source} for r in rule_ids)
+        text = "; ".join(f"{field_name(k)}: {v}" for k, v in fields.items())
+        super().__init__(fields, f"{text} ({cited})")
+
+
 def raise_problems(problems: Sequence[Problem]) -> None:
     """422 keyed by field; the message names each rule and its source."""
     if not problems:
@@ -189,10 +202,7 @@ def raise_problems(problems: Sequence[Problem]) -> None:
     fields: dict[str, str] = {}
     for p in problems:
         fields.setdefault(p.field, p.message)
-    rules = sorted({p.rule_id for p in problems})
-    cited = "; ".join(f"rule {r}: {rule(r).source}" for r in rules)
-    text = "; ".join(f"{k}: {v}" for k, v in fields.items())
-    raise ValidationError(fields, f"{text} ({cited})")
+    raise LicenceProblems(fields, sorted({p.rule_id for p in problems}))
 
 
 # --- validity and expiry warnings --------------------------------------------------------------

@@ -1,6 +1,8 @@
 """China's province-level divisions, keyed by their GB/T 2260 code (the first two digits of a
-division code, as in a USCC), with the ISO 3166-2:CN code a PoP's region uses and the short
-names that prefix provincial telecom licence numbers (京B2-…, 沪B2-…).
+division code, as in a USCC), with the ISO 3166-2:CN code a PoP's region uses, the English
+and the official Chinese name (the one table both languages read: refusals and pages show
+``上海市``, ``广东省`` in 简体中文) and the short names that prefix provincial telecom licence
+numbers (京B2-…, 沪B2-…).
 
 Reference data, not rules: a licence lists the provinces it covers by these codes, and
 :mod:`tongdao.compliance.licensing` maps tenants (USCC division code), PoPs (region) and sites
@@ -22,52 +24,57 @@ class Province:
     code: str  # GB/T 2260, two digits
     iso: str  # ISO 3166-2:CN subdivision, after "CN-"
     name: str
+    name_zh: str  # the official Chinese name (北京市, 广东省, 广西壮族自治区)
     abbreviations: tuple[str, ...] = ()  # licence-number prefixes; the first is the usual one
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.code})"
 
+    @property
+    def label_zh(self) -> str:
+        return f"{self.name_zh}（{self.code}）"
+
 
 PROVINCES: Mapping[str, Province] = MappingProxyType(
     {
         p.code: p
         for p in (
-            Province("11", "BJ", "Beijing", ("京",)),
-            Province("12", "TJ", "Tianjin", ("津",)),
-            Province("13", "HE", "Hebei", ("冀",)),
-            Province("14", "SX", "Shanxi", ("晋",)),
-            Province("15", "NM", "Inner Mongolia", ("蒙",)),
-            Province("21", "LN", "Liaoning", ("辽",)),
-            Province("22", "JL", "Jilin", ("吉",)),
-            Province("23", "HL", "Heilongjiang", ("黑",)),
-            Province("31", "SH", "Shanghai", ("沪",)),
-            Province("32", "JS", "Jiangsu", ("苏",)),
-            Province("33", "ZJ", "Zhejiang", ("浙",)),
-            Province("34", "AH", "Anhui", ("皖",)),
-            Province("35", "FJ", "Fujian", ("闽",)),
-            Province("36", "JX", "Jiangxi", ("赣",)),
-            Province("37", "SD", "Shandong", ("鲁",)),
-            Province("41", "HA", "Henan", ("豫",)),
-            Province("42", "HB", "Hubei", ("鄂",)),
-            Province("43", "HN", "Hunan", ("湘",)),
-            Province("44", "GD", "Guangdong", ("粤",)),
-            Province("45", "GX", "Guangxi", ("桂",)),
-            Province("46", "HI", "Hainan", ("琼",)),
-            Province("50", "CQ", "Chongqing", ("渝",)),
-            Province("51", "SC", "Sichuan", ("川", "蜀")),
-            Province("52", "GZ", "Guizhou", ("黔", "贵")),
-            Province("53", "YN", "Yunnan", ("滇", "云")),
-            Province("54", "XZ", "Tibet", ("藏",)),
-            Province("61", "SN", "Shaanxi", ("陕", "秦")),
-            Province("62", "GS", "Gansu", ("甘", "陇")),
-            Province("63", "QH", "Qinghai", ("青",)),
-            Province("64", "NX", "Ningxia", ("宁",)),
-            Province("65", "XJ", "Xinjiang", ("新",)),
+            Province("11", "BJ", "Beijing", "北京市", ("京",)),
+            Province("12", "TJ", "Tianjin", "天津市", ("津",)),
+            Province("13", "HE", "Hebei", "河北省", ("冀",)),
+            Province("14", "SX", "Shanxi", "山西省", ("晋",)),
+            Province("15", "NM", "Inner Mongolia", "内蒙古自治区", ("蒙",)),
+            Province("21", "LN", "Liaoning", "辽宁省", ("辽",)),
+            Province("22", "JL", "Jilin", "吉林省", ("吉",)),
+            Province("23", "HL", "Heilongjiang", "黑龙江省", ("黑",)),
+            Province("31", "SH", "Shanghai", "上海市", ("沪",)),
+            Province("32", "JS", "Jiangsu", "江苏省", ("苏",)),
+            Province("33", "ZJ", "Zhejiang", "浙江省", ("浙",)),
+            Province("34", "AH", "Anhui", "安徽省", ("皖",)),
+            Province("35", "FJ", "Fujian", "福建省", ("闽",)),
+            Province("36", "JX", "Jiangxi", "江西省", ("赣",)),
+            Province("37", "SD", "Shandong", "山东省", ("鲁",)),
+            Province("41", "HA", "Henan", "河南省", ("豫",)),
+            Province("42", "HB", "Hubei", "湖北省", ("鄂",)),
+            Province("43", "HN", "Hunan", "湖南省", ("湘",)),
+            Province("44", "GD", "Guangdong", "广东省", ("粤",)),
+            Province("45", "GX", "Guangxi", "广西壮族自治区", ("桂",)),
+            Province("46", "HI", "Hainan", "海南省", ("琼",)),
+            Province("50", "CQ", "Chongqing", "重庆市", ("渝",)),
+            Province("51", "SC", "Sichuan", "四川省", ("川", "蜀")),
+            Province("52", "GZ", "Guizhou", "贵州省", ("黔", "贵")),
+            Province("53", "YN", "Yunnan", "云南省", ("滇", "云")),
+            Province("54", "XZ", "Tibet", "西藏自治区", ("藏",)),
+            Province("61", "SN", "Shaanxi", "陕西省", ("陕", "秦")),
+            Province("62", "GS", "Gansu", "甘肃省", ("甘", "陇")),
+            Province("63", "QH", "Qinghai", "青海省", ("青",)),
+            Province("64", "NX", "Ningxia", "宁夏回族自治区", ("宁",)),
+            Province("65", "XJ", "Xinjiang", "新疆维吾尔自治区", ("新",)),
             # Taiwan, Hong Kong and Macao have GB/T 2260 codes but no mainland licence prefix.
-            Province("71", "TW", "Taiwan"),
-            Province("81", "HK", "Hong Kong"),
-            Province("82", "MO", "Macao"),
+            Province("71", "TW", "Taiwan", "台湾省"),
+            Province("81", "HK", "Hong Kong", "香港特别行政区"),
+            Province("82", "MO", "Macao", "澳门特别行政区"),
         )
     }
 )

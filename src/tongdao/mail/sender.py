@@ -88,7 +88,9 @@ def build_message(
     # must not touch (nor should a Message-ID be guessable).
     message["Message-ID"] = f"<{secrets.token_hex(16)}@{sender.rpartition('@')[2] or 'localhost'}>"
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
+    # UTF-8 in quoted-printable whatever the language (a Chinese body would otherwise go out
+    # as base64): the link stays readable in the raw message and `quopri -d` decodes it.
+    message.set_content(text, charset="utf-8", cte="quoted-printable")
     return message
 
 

@@ -85,7 +85,7 @@ class _Validity(BaseModel):
     def _order(self) -> _Validity:
         start, end = getattr(self, "valid_from", None), getattr(self, "valid_to", None)
         if start is not None and end is not None and end <= start:
-            raise ValueError("valid_to must be after valid_from")
+            raise ValueError("the last day of validity must be after the first")
         return self
 
 

@@ -25,6 +25,7 @@ from tongdao.schemas import (
     Uscc,
 )
 from tongdao.tenancy.models import IdType, TenantState, UserState
+from tongdao.words import field_name
 
 TenantRole = Literal[Role.TENANT_ADMIN, Role.EMPLOYEE]
 OperatorRole = Literal[
@@ -137,7 +138,9 @@ class IdentityFields(BaseModel):
     def _id_pair(self) -> IdentityFields:
         if (self.id_number is None) != (self.id_type is None):
             missing = "id_type" if self.id_type is None else "id_number"
-            raise ValueError(f"id_type and id_number go together; {missing} is missing")
+            raise ValueError(
+                f"the ID type and the ID number go together; the {field_name(missing)} is missing"
+            )
         return self
 
 

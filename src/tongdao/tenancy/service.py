@@ -27,6 +27,7 @@ from tongdao.ipam.models import IpamLock
 from tongdao.runtime import Ctx
 from tongdao.tenancy import schemas as s
 from tongdao.tenancy.models import Group, GroupMember, Tenant, TenantState, User
+from tongdao.words import field_list
 
 ID_NUMBER_PURPOSE = "user.id_number"
 
@@ -419,7 +420,7 @@ def verify_identity(ctx: Ctx, user: User) -> User:
     if missing:
         raise ComplianceRefusal(
             "identity.real_name",
-            f"the real identity is incomplete ({', '.join(missing)} missing)",
+            f"the real identity is incomplete ({field_list(missing)} missing)",
             missing,
         )
     if user.identity_verified_at is not None:

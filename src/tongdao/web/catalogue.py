@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
+from babel.messages.extract import extract as extract_file
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import write_po
 
@@ -30,8 +31,9 @@ from tongdao.web import i18n
 
 WEB = Path(__file__).parent
 SOURCE_ROOT = WEB.parent
-# Modules outside tongdao/web whose messages people read in the console (refusals, rules).
-EXTRA_SOURCES: list[str] = []
+# Modules outside tongdao/web whose marked messages (``N_``, ``_``) people read: the labels of
+# fields and the mail sent to people.
+EXTRA_SOURCES: list[str] = ["words.py", "mail/texts.py"]
 KEYWORDS = {
     "_": None,
     "N_": None,
@@ -67,6 +69,7 @@ ERROR_CALLS = frozenset(
         "Unavailable",
         "ComplianceRefusal",
         "Refusal",
+        "Problem",
         "ValueError",
     }
 )
@@ -128,10 +131,23 @@ def extract() -> list[Message]:
     found: dict[str, Message] = {}
     roots = [WEB, *(SOURCE_ROOT / extra for extra in EXTRA_SOURCES)]
     for root in roots:
-        method_map = METHOD_MAP if root == WEB else [("**.py", "python")]
-        for filename, lineno, message, _comments, _context in extract_from_dir(
-            str(root), method_map, OPTIONS_MAP, keywords=KEYWORDS, strip_comment_tags=True
-        ):
+        if root.is_file():
+            with root.open("rb") as handle:
+                found_in = [
+                    (root.name, lineno, message, comments, context)
+                    for lineno, message, comments, context in extract_file(
+                        "python", handle, keywords=KEYWORDS
+                    )
+                ]
+            root = root.parent
+        else:
+            method_map = METHOD_MAP if root == WEB else [("**.py", "python")]
+            found_in = list(
+                extract_from_dir(
+                    str(root), method_map, OPTIONS_MAP, keywords=KEYWORDS, strip_comment_tags=True
+                )
+            )
+        for filename, lineno, message, _comments, _context in found_in:
             if isinstance(message, tuple):
                 msgid, plural = message[0], message[1]
             else:

@@ -70,8 +70,11 @@ from tongdao.web.routes import SECURITY_HEADERS
 
 log = logging.getLogger("tongdao.console")
 
+# The cookies' names under plain http; under https they carry the ``__Host-`` prefix (see
+# session_cookie_name).
 SESSION_COOKIE = "tongdao_session"
 PRESESSION_COOKIE = "tongdao_presession"
+HOST_PREFIX = "__Host-"
 LANGUAGE_COOKIE = "tongdao_lang"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -196,7 +199,46 @@ class View:
 
 
 def _secure(request: Request) -> bool:
+    """Whether this request came over https: on the connection, or as a trusted proxy says
+    (``X-Forwarded-Proto`` is believed only from ``TONGDAO_TRUSTED_PROXIES``: uvicorn rewrites
+    the scheme for those alone)."""
     return request.url.scheme == "https"
+
+
+def session_cookie_name(request: Request) -> str:
+    """``__Host-tongdao_session`` under https, ``tongdao_session`` under plain http.
+
+    The ``__Host-`` prefix makes the browser accept the cookie only with Secure, Path=/ and
+    no Domain, so neither a sibling subdomain nor a plain-http page of this host can plant or
+    overwrite it. Only the name of the request's own scheme is read: a cookie planted under
+    the other name is ignored.
+    """
+    return HOST_PREFIX + SESSION_COOKIE if _secure(request) else SESSION_COOKIE
+
+
+def presession_cookie_name(request: Request) -> str:
+    """The pre-session CSRF cookie's name, prefixed under https as the session's is."""
+    return HOST_PREFIX + PRESESSION_COOKIE if _secure(request) else PRESESSION_COOKIE
+
+
+def set_session_cookie(response: Response, request: Request, secret: str, max_age: int) -> None:
+    response.set_cookie(
+        session_cookie_name(request),
+        secret,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/",
+    )
+
+
+def delete_session_cookie(response: Response, request: Request) -> None:
+    secure = _secure(request)
+    # A __Host- cookie is only replaced (here: expired) by one that is Secure too.
+    response.delete_cookie(
+        session_cookie_name(request), path="/", secure=secure, httponly=True, samesite="lax"
+    )
 
 
 def _language_of(request: Request, user: User | None) -> str:
@@ -208,7 +250,7 @@ def _language_of(request: Request, user: User | None) -> str:
 
 
 def _anonymous_view(request: Request, ctx: Ctx) -> View:
-    presession = request.cookies.get(PRESESSION_COOKIE, "")
+    presession = request.cookies.get(presession_cookie_name(request), "")
     new = None
     if not (20 <= len(presession) <= 100):
         presession = new = secrets.token_urlsafe(32)
@@ -223,7 +265,7 @@ def _anonymous_view(request: Request, ctx: Ctx) -> View:
 
 def get_view(request: Request, ctx: AnonCtxDep) -> View:
     """A page anyone may open (sign-in, first-run setup): signed-in state if there is one."""
-    secret = request.cookies.get(SESSION_COOKIE)
+    secret = request.cookies.get(session_cookie_name(request))
     if secret:
         try:
             return _signed_in_view(request, ctx, secret)
@@ -238,10 +280,12 @@ def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
     set_actor(ctx.session, Actor(principal.user_id, principal.email, ctx.source_ip))
     user = ctx.session.get(User, principal.user_id)
     tenant = ctx.session.get(Tenant, principal.tenant_id) if principal.tenant_id else None
+    locale = Locale(_language_of(request, user))
+    ctx.language = locale.language  # what this person's actions write to others in (mail)
     return View(
         request=request,
         ctx=ctx,
-        locale=Locale(_language_of(request, user)),
+        locale=locale,
         principal=principal,
         user=user,
         tenant=tenant,
@@ -251,7 +295,7 @@ def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
 
 def get_user_view(request: Request, ctx: AnonCtxDep) -> View:
     """A page for signed-in people: anyone else is sent to the sign-in page."""
-    secret = request.cookies.get(SESSION_COOKIE)
+    secret = request.cookies.get(session_cookie_name(request))
     if not secret:
         raise AuthenticationError("authentication required")
     return _signed_in_view(request, ctx, secret)
@@ -428,12 +472,13 @@ def finish(view: View, response: Response) -> Response:
     secure = _secure(view.request)
     if view.new_presession:
         response.set_cookie(
-            PRESESSION_COOKIE,
+            presession_cookie_name(view.request),
             view.new_presession,
             httponly=True,
             samesite="lax",
             secure=secure,
-            path="/console",
+            # __Host- requires Path=/; under plain http it stays within the console.
+            path="/" if secure else "/console",
         )
     if view.language_cookie:
         response.set_cookie(
@@ -515,8 +560,8 @@ def _sign_in_redirect(request: Request) -> Response:
     if request.method == "GET" and path not in {"/console/home", "/console/"}:
         target += "?next=" + quote(path, safe="/")
     response = RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
-    if request.cookies.get(SESSION_COOKIE):
-        response.delete_cookie(SESSION_COOKIE, path="/")
+    if request.cookies.get(session_cookie_name(request)):
+        delete_session_cookie(response, request)
     return response
 
 
@@ -536,8 +581,9 @@ class ConsoleRoute(APIRoute):
                 # ?token=): a page with the console's headers, not the API's JSON.
                 fields = validation_fields(exc.errors())
                 locale = _error_locale(request)
-                message = "; ".join(
-                    f"{key}: {translate_message(locale, text)}" for key, text in fields.items()
+                message = messages.fields_message(
+                    {key: translate_message(locale, text) for key, text in fields.items()},
+                    locale.language,
                 )
                 return _error_page(request, None, 422, message, translated=True)
             except NotFound as exc:

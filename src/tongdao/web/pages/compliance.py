@@ -89,42 +89,6 @@ ID_TYPES = {
 # configuration applied); the others as everywhere in the console.
 TENANT_STATES = {"applied": N_("application received")}
 ROLE_NAMES = {"tenant_admin": N_("Tenant admin"), "employee": N_("Employee")}
-PROVINCES_ZH = {
-    "11": "北京",
-    "12": "天津",
-    "13": "河北",
-    "14": "山西",
-    "15": "内蒙古",
-    "21": "辽宁",
-    "22": "吉林",
-    "23": "黑龙江",
-    "31": "上海",
-    "32": "江苏",
-    "33": "浙江",
-    "34": "安徽",
-    "35": "福建",
-    "36": "江西",
-    "37": "山东",
-    "41": "河南",
-    "42": "湖北",
-    "43": "湖南",
-    "44": "广东",
-    "45": "广西",
-    "46": "海南",
-    "50": "重庆",
-    "51": "四川",
-    "52": "贵州",
-    "53": "云南",
-    "54": "西藏",
-    "61": "陕西",
-    "62": "甘肃",
-    "63": "青海",
-    "64": "宁夏",
-    "65": "新疆",
-    "71": "台湾",
-    "81": "香港",
-    "82": "澳门",
-}
 NOTICES = {
     "under_review": N_("The tenant is under review."),
     "approved": N_("The tenant is approved."),
@@ -181,8 +145,9 @@ def _errors(view: View, exc: DomainError, known: frozenset[str]) -> dict[str, st
 def province_name(view: View, code: str) -> str:
     if code == pv.NATIONWIDE:
         return view._("nationwide")
-    if view.locale.language == "zh_CN" and code in PROVINCES_ZH:
-        return f"{PROVINCES_ZH[code]} ({code})"
+    province = pv.PROVINCES.get(code)
+    if view.locale.language == "zh_CN" and province is not None:
+        return province.label_zh
     return pv.label(code)
 
 

@@ -13,7 +13,6 @@ from tongdao.operator.bootstrap import create_first_admin, operator_admin_exists
 from tongdao.web import i18n
 from tongdao.web.console import (
     LANGUAGE_COOKIE,
-    SESSION_COOKIE,
     ConsoleRoute,
     FormDep,
     NavItem,
@@ -21,12 +20,14 @@ from tongdao.web.console import (
     View,
     ViewDep,
     check_csrf,
+    delete_session_cookie,
     done_notice,
     field_errors,
     finish,
     redirect,
     render,
     safe_next,
+    set_session_cookie,
 )
 from tongdao.web.first_run import FirstRun
 from tongdao.web.i18n import N_
@@ -124,14 +125,8 @@ def sign_in(view: ViewDep, form: FormDep) -> Response:
         return _sign_in_page(view, email=email, next_path=next_path, errors=errors, status=422)
     view.ctx.session.commit()
     response = redirect(view, safe_next(next_path))
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        max_age=view.ctx.runtime.settings.session_ttl_seconds,
-        httponly=True,
-        samesite="lax",
-        secure=view.request.url.scheme == "https",
-        path="/",
+    set_session_cookie(
+        response, view.request, secret, view.ctx.runtime.settings.session_ttl_seconds
     )
     if user.language:
         view.language_cookie = user.language
@@ -146,7 +141,7 @@ def sign_out(view: UserViewDep, form: FormDep) -> Response:
     service.revoke_token(view.ctx, principal, principal.token_id)
     view.ctx.session.commit()
     response = redirect(None, "/console/sign-in?done=signed-out")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    delete_session_cookie(response, view.request)
     return response
 
 
