@@ -352,19 +352,20 @@ def run_backend(backend: str, cfg: LoadConfig, workdir: Path, threads: int) -> B
     return result
 
 
-def default_request_threads() -> int:
-    """The server's own default for ``TONGDAO_REQUEST_THREADS``."""
-    from tongdao.config import Settings
+def default_request_threads(backend: str) -> int:
+    """The server's own default for ``TONGDAO_REQUEST_THREADS`` on a backend."""
+    from tongdao.config import load_settings
 
-    default = Settings.model_fields["request_threads"].default
-    assert isinstance(default, int)
-    return default
+    url = "sqlite://" if backend == "sqlite" else "postgresql+psycopg://bench@localhost/bench"
+    return load_settings(env="test", database_url=url).resolved_request_threads
 
 
-def variants(backends: list[str], threads: list[int]) -> dict[str, tuple[str, int]]:
+def variants(backends: list[str], threads: list[int] | None) -> dict[str, tuple[str, int]]:
     """Runs by name: each backend once per thread count, one after the other (so that the
-    counts are compared side by side on the same machine state). With one count, a run is
-    named after its backend alone."""
+    counts are compared side by side on the same machine state). With one count (or the
+    server's default), a run is named after its backend alone."""
+    if not threads:
+        return {backend: (backend, default_request_threads(backend)) for backend in backends}
     return {
         (backend if len(threads) == 1 else f"{backend} threads={n}"): (backend, n)
         for backend in backends
@@ -375,8 +376,8 @@ def variants(backends: list[str], threads: list[int]) -> dict[str, tuple[str, in
 def run(
     cfg: LoadConfig, backends: list[str], *, mode: str, threads: list[int] | None = None
 ) -> dict[str, Any]:
-    """``threads``: the server's ``TONGDAO_REQUEST_THREADS`` per run (default: its own default)."""
-    plan = variants(backends, threads or [default_request_threads()])
+    """``threads``: the server's ``TONGDAO_REQUEST_THREADS`` per run (default: its own)."""
+    plan = variants(backends, threads)
     runs = run_backends(
         "load",
         mode,
@@ -399,7 +400,7 @@ def run(
             "page_size": PAGE_SIZE,
             "loop": "POST a device, then GET the first page of the tenant's devices",
             "transport": "uvicorn+h11, loopback, one keep-alive connection per client",
-            "default_request_threads": default_request_threads(),
+            "default_request_threads": {b: default_request_threads(b) for b in backends},
         },
         "budget_p99_ms": BUDGET_P99_MS,
         "machine": runs.machine,

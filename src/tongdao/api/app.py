@@ -104,9 +104,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         # Sync endpoints and dependencies run in anyio's default thread pool: cap how many
         # run at once (anyio's default is 40). Under load, 40 requests sharing one interpreter
         # lock each run slowly, and a writer holding the store's write lock waits for the
-        # interpreter behind the others: on SQLite p99 went from ~460 ms (40) to ~210 ms
-        # (2-4), on PostgreSQL from ~1.3 s to ~0.3 s (bench/load.py, 20 clients, 2 cores).
-        to_thread.current_default_thread_limiter().total_tokens = runtime.settings.request_threads
+        # interpreter behind the others (bench/load.py; figures in Settings).
+        to_thread.current_default_thread_limiter().total_tokens = (
+            runtime.settings.resolved_request_threads
+        )
         listener = None
         if not runtime.db.is_sqlite:
             # Changes committed through other replicas wake this one's long-polling gateways.
