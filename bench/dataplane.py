@@ -451,7 +451,21 @@ def instrumented_agent(
 
 @contextlib.contextmanager
 def running(agents: list[Any]) -> Iterator[list[threading.Thread]]:
-    threads = [threading.Thread(target=a.run, daemon=True, name="bench-agent") for a in agents]
+    """The agents' loops on threads. On the way out each loop is asked to stop (a long poll
+    is interrupted, an apply and its ack finish) and joined; the agent closes its own HTTP
+    client once its loop is over, never under it. A loop that failed, or did not stop,
+    fails the benchmark instead of leaving a traceback on stderr."""
+    errors: list[BaseException] = []
+
+    def loop(agent: Any) -> None:
+        try:
+            agent.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=loop, args=(a,), daemon=True, name="bench-agent") for a in agents
+    ]
     for t in threads:
         t.start()
     try:
@@ -461,6 +475,9 @@ def running(agents: list[Any]) -> Iterator[list[threading.Thread]]:
             a.stop()
         for t in threads:
             t.join(30)
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck or errors:
+        raise RuntimeError(f"agent loops: {len(stuck)} did not stop, errors {errors!r}")
 
 
 def wait_quiet(timeline: Timeline, quiet: float = 0.6, timeout: float = 120) -> None:

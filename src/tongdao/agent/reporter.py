@@ -688,15 +688,21 @@ class Telemetry:
         )
 
     def stop(self) -> None:
+        """End the reporter's loop, then save the last interval and close its client. A
+        send in progress is let finish (its requests time out on their own); if the loop is
+        still in one after the wait, its client is left open rather than closed under it."""
         self.stop_event.set()
         self.thread.join(timeout=30)
-        try:
-            self.reporter.checkpoint()  # the last interval's bytes wait on disk for next start
-        except Exception:
-            log.exception("usage checkpoint on stop failed")
+        if self.thread.is_alive():
+            log.warning("usage reporter still sending after 30 s; not waiting for it")
+        else:
+            try:
+                self.reporter.checkpoint()  # the last interval's bytes wait on disk
+            except Exception:
+                log.exception("usage checkpoint on stop failed")
         if self.server is not None:
             self.server.stop()
-        if self.control is not None:
+        if self.control is not None and not self.thread.is_alive():
             self.control.close()
 
 
