@@ -537,7 +537,8 @@ class GatewayAgent:
     def run(self, on_step: Callable[[], None] | None = None) -> None:
         """Until :meth:`stop`: the loop ends first, then its HTTP client is closed."""
         try:
-            self.check_engine()
+            if self.engine_build is None:  # not yet checked (by reporter.start)
+                self.check_engine()
             self.restore()
             self._loop(on_step)
         finally:
