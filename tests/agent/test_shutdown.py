@@ -11,6 +11,7 @@ what was in progress finished, and that the client was closed after the loop.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -197,11 +198,12 @@ def test_stop_while_an_ack_is_in_flight_lets_it_finish(run: Run) -> None:
     assert run.watch.count(*POLL) == 1
 
 
-def test_interrupt_ends_a_request_in_flight_and_the_client_still_works(run: Run) -> None:
+def test_interrupt_ends_a_request_in_flight_and_the_next_ones(run: Run) -> None:
     """The mechanism itself: httpx's ``close()`` does not end a request in flight (it waits
-    for the server), ``ControlPlane.interrupt()`` does; requests after it open a new
-    connection."""
-    run.watch.delay[("GET", "/healthz")] = 5.0
+    for the server), ``ControlPlane.interrupt()`` does; and it sticks, so a request that had
+    not reached its socket yet (a stop landing just as a poll begins) fails as well, without
+    reaching the server."""
+    run.watch.delay[("GET", "/healthz")] = 3.0
     control = ControlPlane(run.url)
     outcome: list[BaseException | int] = []
 
@@ -220,7 +222,35 @@ def test_interrupt_ends_a_request_in_flight_and_the_client_still_works(run: Run)
         thread.join(10)
         assert time.monotonic() - began < 1.0
         assert len(outcome) == 1 and isinstance(outcome[0], httpx.TransportError)
-        run.watch.delay.clear()
-        assert control.http.get("/api/v1/openapi.json").status_code == 200
+        with pytest.raises(httpx.TransportError, match="interrupted"):
+            control.http.get("/api/v1/openapi.json")
+        assert run.watch.count("GET", "/api/v1/openapi.json") == 0
     finally:
         control.close()
+
+
+def test_a_signal_on_the_loops_own_thread_stops_it(run: Run) -> None:
+    """``tongdao gateway run`` stops from its SIGTERM handler, which runs on the loop's own
+    thread (the main one), possibly inside the loop's lock: it must neither deadlock nor
+    miss the poll. Here a timer signal stops the agent running on the test's main thread."""
+    stopped_at: list[float] = []
+
+    def handler(_signum: int, _frame: object) -> None:
+        stopped_at.append(time.monotonic())
+        run.agent.stop()
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        # a second into the run: after the first ack, in the next long poll (up to 20 s)
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        began = time.monotonic()
+        run.agent.run()
+        ended = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(stopped_at) == 1
+    assert ended - stopped_at[0] < 2.0, f"stopped {ended - stopped_at[0]:.1f} s after the signal"
+    assert ended - began < 5.0
+    assert run.watch.count(*ACK) == 1
+    assert closed(run.agent)

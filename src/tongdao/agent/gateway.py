@@ -257,9 +257,13 @@ class _TrackedStream(httpcore.NetworkStream):
         backend.track(self)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self.backend.interrupted:
+            raise httpcore.ReadError("interrupted: the agent is stopping")
         return self.inner.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self.backend.interrupted:
+            raise httpcore.WriteError("interrupted: the agent is stopping")
         self.inner.write(buffer, timeout)
 
     def close(self) -> None:
@@ -286,12 +290,16 @@ class InterruptibleBackend(httpcore.SyncBackend):
     shut their sockets down: a read blocked on one (a long poll) returns at once and its
     request fails. Closing an httpx client does not do that: it closes the pool for the
     requests to come, while the one in flight waits for the server's answer (tried: a
-    request 8 s from its answer went on for those 8 s after ``close()``)."""
+    request 8 s from its answer went on for those 8 s after ``close()``).
+
+    The interruption sticks: a request that had not opened its connection yet when it came
+    fails too, so no request can slip past it (the client is closed next)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._streams: weakref.WeakSet[_TrackedStream] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self.interrupted = False
 
     def connect_tcp(
         self,
@@ -301,6 +309,8 @@ class InterruptibleBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        if self.interrupted:
+            raise httpcore.ConnectError("interrupted: the agent is stopping")
         stream = super().connect_tcp(host, port, timeout, local_address, socket_options)
         return _TrackedStream(stream, self)
 
@@ -313,6 +323,7 @@ class InterruptibleBackend(httpcore.SyncBackend):
             self._streams.discard(stream)
 
     def interrupt(self) -> None:
+        self.interrupted = True
         with self._lock:
             streams = list(self._streams)
         for stream in streams:
@@ -436,7 +447,8 @@ class GatewayAgent:
         self.stop_event = threading.Event()
         # stop() interrupts a long poll, and nothing else: the loop marks the poll under
         # this lock, so an apply, key publication or ack in progress runs to its end.
-        self._lock = threading.Lock()
+        # Reentrant: stop() also runs in a signal handler, on the loop's own thread.
+        self._lock = threading.RLock()
         self._polling = False
         self.control: ControlPlane | None = None
         self.version = 0
@@ -504,9 +516,10 @@ class GatewayAgent:
 
     def _poll(self, control: ControlPlane) -> DesiredState:
         with self._lock:
+            self._polling = True  # first: a stop() from here on interrupts the poll
             if self.stop_event.is_set():
+                self._polling = False
                 raise Stopping
-            self._polling = True
         try:
             return control.desired_state(self.version, self.poll_wait, self.current)
         finally:
