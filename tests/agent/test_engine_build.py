@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,21 @@ def test_agent_logs_a_current_engine_at_info(
     [record] = [r for r in caplog.records if "engine" in r.getMessage()]
     assert record.levelno == logging.INFO
     assert ENGINE_MIN_VERSION in record.getMessage()
+
+
+class UpgradedUnderRunningDaemons(FakeEngine):
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        return [name for name in ifnames if name == "wgt51820"]
+
+
+def test_agent_warns_about_daemons_running_a_replaced_binary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = GatewayAgent(
+        "http://127.0.0.1:9", tmp_path / "gw", engine=UpgradedUnderRunningDaemons()
+    )
+    agent.state.save_owned({"wgt51820", "wgt51821"})
+    with caplog.at_level(logging.INFO, logger="tongdao.agent.gateway"):
+        agent.check_engine()
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "1 interfaces (wgt51820) run a wireguard-go binary replaced" in warning.getMessage()

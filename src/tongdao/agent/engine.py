@@ -201,6 +201,11 @@ class Engine(Protocol):
         """Which engine and build this is (logged by the agent at start)."""
         ...
 
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        """Of ``ifnames``, those served by a daemon whose binary was replaced since it
+        started (a package upgrade): they run the old build until restarted."""
+        ...
+
 
 # --- the engine's build ----------------------------------------------------------------------
 
@@ -536,6 +541,19 @@ class WireGuardGoEngine:
     def build(self) -> EngineBuild:
         return wireguard_go_build(self.binary)
 
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        stale = []
+        for ifname in ifnames:
+            for pid in wireguard_go_pids(ifname):
+                try:
+                    exe = os.readlink(f"/proc/{pid}/exe")
+                except OSError:
+                    continue
+                if exe.endswith(" (deleted)"):  # the file it runs is no longer on disk
+                    stale.append(ifname)
+                    break
+        return sorted(stale)
+
     def is_alive(self, ifname: str) -> bool:
         """A daemon accepts connections on the interface's socket."""
         try:
@@ -740,6 +758,9 @@ class FakeEngine:
 
     def build(self) -> EngineBuild:
         return EngineBuild("fake", "memory", ENGINE_MIN_VERSION, "fake")
+
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        return []
 
     def get(self, ifname: str) -> DeviceState:
         return parse_get(ifname, self._handle(ifname, b"get=1\n\n"))

@@ -512,6 +512,20 @@ class GatewayAgent:
             )
         else:
             log.info("engine: %s", build.describe())
+        try:
+            stale = self.applier.engine.replaced(sorted(self.state.owned()))
+        except (OSError, ValueError) as exc:
+            log.debug("could not tell which daemons run a replaced binary: %s", exc)
+            stale = []
+        if stale:
+            log.warning(
+                "engine: %d interfaces (%s) run a wireguard-go binary replaced since they "
+                "started, so not %s; they change build only when their daemon restarts "
+                '(see README, "The engine")',
+                len(stale),
+                ", ".join(stale[:20]),
+                build.describe(),
+            )
         return build
 
     def _poll(self, control: ControlPlane) -> DesiredState:
