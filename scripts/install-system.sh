@@ -3,9 +3,9 @@
 # Nothing is installed when every package is already present (and the engine is new enough).
 set -euo pipefail
 
-# The data plane's engine: wireguard-go with TUN offloads (GSO/GRO), which came with
-# 0.0.20230223 and were fixed up to 0.0.20231211; about five times the throughput of bookworm's
-# own 0.0.20220316 (README, "The WireGuard engine"). On bookworm it comes from bookworm-backports.
+# The data plane's engine: wireguard-go with TUN offloads (TCP GSO/GRO, 0.0.20230223) and UDP
+# GSO/GRO (0.0.20231211): about five times the throughput of bookworm's own 0.0.20220316
+# (README, "The engine: wireguard-go from bookworm-backports").
 ENGINE_MIN=0.0.20231211
 
 PACKAGES=(
@@ -97,8 +97,10 @@ SOURCES
     apt-get install -y -q --no-install-recommends -t "$backports" wireguard-go
   fi
   if ! engine_ok; then
-    echo "install-system: wireguard-go $(installed_version wireguard-go) is installed, but" \
-      "Tongdao needs $ENGINE_MIN or later (TUN offloads; see README, \"The WireGuard engine\")." \
+    have=$(installed_version wireguard-go)
+    echo "install-system: wireguard-go ${have:-(none)} is installed, but" \
+      "Tongdao needs $ENGINE_MIN or later (offloads; README, \"The engine: wireguard-go" \
+      "from bookworm-backports\")." \
       "Install a newer build (Debian bookworm: from bookworm-backports) and try again." >&2
     exit 1
   fi

@@ -211,8 +211,8 @@ class Engine(Protocol):
 
 ENGINE_MIN_VERSION: Final = "0.0.20231211"
 """The oldest wireguard-go Tongdao is built for: TUN offloads (TSO/GRO through virtio-net
-headers, 0.0.20230223) and UDP GSO/GRO on its sockets (0.0.20231211), about five times the
-throughput of Debian bookworm's own 0.0.20220316 (README, "The WireGuard engine")."""
+headers, 0.0.20230223) and UDP GSO/GRO (0.0.20231211), about five times the throughput of
+Debian bookworm's own 0.0.20220316 (README, "The engine: wireguard-go from bookworm-backports")."""
 
 _SELF_REPORTED_AMBIGUOUS: Final = 20230223
 """wireguard-go 0.0.20231211 was tagged without bumping its ``version.go``: ``--version``

@@ -521,7 +521,7 @@ class GatewayAgent:
             log.warning(
                 "engine: %d interfaces (%s) run a wireguard-go binary replaced since they "
                 "started, so not %s; they change build only when their daemon restarts "
-                '(see README, "The engine")',
+                '(see README, "The engine: wireguard-go from bookworm-backports")',
                 len(stale),
                 ", ".join(stale[:20]),
                 build.describe(),
