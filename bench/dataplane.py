@@ -230,6 +230,9 @@ class Store:
     admin_headers: dict[str, str]
     tenant: store.BenchTenant
     device_ids: list[str]
+    # the tenant admin's signed-in session: a consent of one's own is given in a session,
+    # never with an API token (rule pi.notice_and_consent)
+    tenant_session_headers: dict[str, str]
 
 
 def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int = 18) -> Store:
@@ -291,6 +294,9 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
             _t, secret = issue_token(
                 ctx, user, kind="api", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
             )
+            _t, session_secret = issue_token(
+                ctx, user, kind="session", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
+            )
             bench_tenant = store.BenchTenant(
                 tenant.id, user.id, secret, tenant.ipv4_pool, tenant.ipv6_pool
             )
@@ -309,7 +315,14 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         runtime.db.dispose()
-    return Store(url, data_dir, {"Authorization": f"Bearer {admin_secret}"}, bench_tenant, ids)
+    return Store(
+        url,
+        data_dir,
+        {"Authorization": f"Bearer {admin_secret}"},
+        bench_tenant,
+        ids,
+        {"Authorization": f"Bearer {session_secret}"},
+    )
 
 
 class Api:
@@ -1072,12 +1085,16 @@ def build_managed(
                 "transfer_abroad_text": "bench",
             },
         )
-        for kind in ("notice", "transfer_abroad"):
-            tenant_api(
-                "POST",
-                f"/tenants/{st.tenant.id}/users/{st.tenant.user_id}/consents",
-                json={"kind": kind, "notice_version": "bench-1"},
-            )
+        tenant_session = Api(server.base_url, st.tenant_session_headers)
+        try:
+            for kind in ("notice", "transfer_abroad"):
+                tenant_session(
+                    "POST",
+                    f"/tenants/{st.tenant.id}/users/{st.tenant.user_id}/consents",
+                    json={"kind": kind, "notice_version": "bench-1"},
+                )
+        finally:
+            tenant_session.close()
         private, public = keypair()
         dev = tenant_api(
             "POST", f"/tenants/{st.tenant.id}/devices", json={"name": "iperf", "public_key": public}
