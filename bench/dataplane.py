@@ -1362,6 +1362,15 @@ def _set_counts(ruleset: dict[str, Any]) -> dict[str, int]:
 
 
 # --- driver --------------------------------------------------------------------------------
+def engine_info() -> dict[str, Any]:
+    """Which wireguard-go the run used (its Debian package's version): figures of two engines
+    are not comparable (issue 12: 0.0.20231211 carries about five times 0.0.20220316's)."""
+    from tongdao.agent.engine import wireguard_go_build
+
+    build = wireguard_go_build()
+    return {**asdict(build), "outdated": build.outdated}
+
+
 def run(cfg: DataplaneConfig, mode: str = "full", only: Iterable[str] = ALL) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "dataplane",
@@ -1369,6 +1378,7 @@ def run(cfg: DataplaneConfig, mode: str = "full", only: Iterable[str] = ALL) -> 
         "config": asdict(cfg),
         "budgets": BUDGETS,
         "machine": machine_info(),
+        "engine": engine_info(),
         "results": {},
         "errors": {},
     }
