@@ -230,6 +230,9 @@ class Store:
     admin_headers: dict[str, str]
     tenant: store.BenchTenant
     device_ids: list[str]
+    # the tenant admin's signed-in session: a consent of one's own is given in a session,
+    # never with an API token (rule pi.notice_and_consent)
+    tenant_session_headers: dict[str, str]
 
 
 def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int = 18) -> Store:
@@ -291,6 +294,9 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
             _t, secret = issue_token(
                 ctx, user, kind="api", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
             )
+            _t, session_secret = issue_token(
+                ctx, user, kind="session", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
+            )
             bench_tenant = store.BenchTenant(
                 tenant.id, user.id, secret, tenant.ipv4_pool, tenant.ipv6_pool
             )
@@ -309,7 +315,14 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         runtime.db.dispose()
-    return Store(url, data_dir, {"Authorization": f"Bearer {admin_secret}"}, bench_tenant, ids)
+    return Store(
+        url,
+        data_dir,
+        {"Authorization": f"Bearer {admin_secret}"},
+        bench_tenant,
+        ids,
+        {"Authorization": f"Bearer {session_secret}"},
+    )
 
 
 class Api:
@@ -451,7 +464,21 @@ def instrumented_agent(
 
 @contextlib.contextmanager
 def running(agents: list[Any]) -> Iterator[list[threading.Thread]]:
-    threads = [threading.Thread(target=a.run, daemon=True, name="bench-agent") for a in agents]
+    """The agents' loops on threads. On the way out each loop is asked to stop (a long poll
+    is interrupted, an apply and its ack finish) and joined; the agent closes its own HTTP
+    client once its loop is over, never under it. A loop that failed, or did not stop,
+    fails the benchmark instead of leaving a traceback on stderr."""
+    errors: list[BaseException] = []
+
+    def loop(agent: Any) -> None:
+        try:
+            agent.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=loop, args=(a,), daemon=True, name="bench-agent") for a in agents
+    ]
     for t in threads:
         t.start()
     try:
@@ -461,6 +488,9 @@ def running(agents: list[Any]) -> Iterator[list[threading.Thread]]:
             a.stop()
         for t in threads:
             t.join(30)
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck or errors:
+        raise RuntimeError(f"agent loops: {len(stuck)} did not stop, errors {errors!r}")
 
 
 def wait_quiet(timeline: Timeline, quiet: float = 0.6, timeout: float = 120) -> None:
@@ -1055,12 +1085,16 @@ def build_managed(
                 "transfer_abroad_text": "bench",
             },
         )
-        for kind in ("notice", "transfer_abroad"):
-            tenant_api(
-                "POST",
-                f"/tenants/{st.tenant.id}/users/{st.tenant.user_id}/consents",
-                json={"kind": kind, "notice_version": "bench-1"},
-            )
+        tenant_session = Api(server.base_url, st.tenant_session_headers)
+        try:
+            for kind in ("notice", "transfer_abroad"):
+                tenant_session(
+                    "POST",
+                    f"/tenants/{st.tenant.id}/users/{st.tenant.user_id}/consents",
+                    json={"kind": kind, "notice_version": "bench-1"},
+                )
+        finally:
+            tenant_session.close()
         private, public = keypair()
         dev = tenant_api(
             "POST", f"/tenants/{st.tenant.id}/devices", json={"name": "iperf", "public_key": public}
@@ -1328,6 +1362,15 @@ def _set_counts(ruleset: dict[str, Any]) -> dict[str, int]:
 
 
 # --- driver --------------------------------------------------------------------------------
+def engine_info() -> dict[str, Any]:
+    """Which wireguard-go the run used (its Debian package's version): figures of two engines
+    are not comparable (issue 12: 0.0.20231211 carries about five times 0.0.20220316's)."""
+    from tongdao.agent.engine import wireguard_go_build
+
+    build = wireguard_go_build()
+    return {**asdict(build), "outdated": build.outdated}
+
+
 def run(cfg: DataplaneConfig, mode: str = "full", only: Iterable[str] = ALL) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "dataplane",
@@ -1335,6 +1378,7 @@ def run(cfg: DataplaneConfig, mode: str = "full", only: Iterable[str] = ALL) -> 
         "config": asdict(cfg),
         "budgets": BUDGETS,
         "machine": machine_info(),
+        "engine": engine_info(),
         "results": {},
         "errors": {},
     }

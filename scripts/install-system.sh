@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Install the Debian packages Tongdao needs (idempotent). Runs as root on Debian.
-# Nothing is installed when every package is already present.
+# Nothing is installed when every package is already present (and the engine is new enough).
 set -euo pipefail
+
+# The data plane's engine: wireguard-go with TUN offloads (TCP GSO/GRO, 0.0.20230223) and UDP
+# GSO/GRO (0.0.20231211): about five times the throughput of bookworm's own 0.0.20220316
+# (README, "The engine: wireguard-go from bookworm-backports").
+ENGINE_MIN=0.0.20231211
 
 PACKAGES=(
   # the virtualenv make creates (Debian splits venv out of python3)
   python3-venv
   # data plane
-  wireguard-go wireguard-tools nftables iproute2 iputils-ping iperf3 procps
+  wireguard-tools nftables iproute2 iputils-ping iperf3 procps
+  # the offload flags of the engine's TUN devices (the namespace tests read them back)
+  ethtool
   # store
   postgresql postgresql-client
   # web console tests
@@ -18,28 +25,85 @@ PACKAGES=(
   zbar-tools
 )
 
+installed_version() {  # the installed version of package $1, or nothing
+  dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null |
+    awk '$1 == "install" && $2 == "ok" && $3 == "installed" {print $4}'
+}
+
+engine_ok() {
+  local version
+  version=$(installed_version wireguard-go)
+  [ -n "$version" ] && dpkg --compare-versions "$version" ge "$ENGINE_MIN"
+}
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+  if [ -z "$(installed_version "$pkg")" ]; then
     missing+=("$pkg")
   fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
+if [ "${#missing[@]}" -eq 0 ] && engine_ok; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
+  engine_ok || missing+=("wireguard-go (>= $ENGINE_MIN)")
   echo "install-system: missing Debian packages: ${missing[*]}" >&2
   echo "install-system: run as root (or install them yourself) and try again" >&2
   exit 1
 fi
 
-echo "install-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Refresh the package lists when they are missing or older than a day.
-if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -1440 2>/dev/null | head -1)" ]; then
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
   apt-get update -q
 fi
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-system: installing ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! engine_ok; then
+  # The distribution's own wireguard-go when it is new enough (trixie and later), else the
+  # backports of this release (bookworm: bookworm-backports, added here when missing).
+  candidate=$(apt-cache policy wireguard-go | awk '$1 == "Candidate:" {print $2}')
+  if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] &&
+      dpkg --compare-versions "$candidate" ge "$ENGINE_MIN"; then
+    echo "install-system: installing wireguard-go $candidate"
+    apt-get install -y -q --no-install-recommends wireguard-go
+  else
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    if [ -z "$codename" ]; then
+      echo "install-system: cannot tell this Debian release (no VERSION_CODENAME in /etc/os-release)" >&2
+      exit 1
+    fi
+    backports="$codename-backports"
+    if ! grep -rqsE "^[^#]*[[:space:]]$backports([[:space:]]|\$)" \
+        /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "install-system: adding $backports to /etc/apt/sources.list.d/$backports.sources"
+      cat > "/etc/apt/sources.list.d/$backports.sources" <<SOURCES
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    fi
+    apt-get update -q
+    echo "install-system: installing wireguard-go from $backports"
+    # Backports are never chosen on their own (priority 100): ask for it by name. Once
+    # installed, its updates come from backports too.
+    apt-get install -y -q --no-install-recommends -t "$backports" wireguard-go
+  fi
+  if ! engine_ok; then
+    have=$(installed_version wireguard-go)
+    echo "install-system: wireguard-go ${have:-(none)} is installed, but" \
+      "Tongdao needs $ENGINE_MIN or later (offloads; README, \"The engine: wireguard-go" \
+      "from bookworm-backports\")." \
+      "Install a newer build (Debian bookworm: from bookworm-backports) and try again." >&2
+    exit 1
+  fi
+  echo "install-system: wireguard-go $(installed_version wireguard-go)"
+fi
 # Debian starts a default cluster when postgresql is installed; Tongdao's tests run their own.

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         description="addresses or networks (comma-separated) of reverse proxies whose "
         "X-Forwarded-For / X-Forwarded-Proto are believed; none by default",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token that opens GET /metrics; unset: loopback clients only",
+    )
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
     # Mail and one-time links (tongdao.mail, tongdao.auth.links); the SMTP relay itself is set

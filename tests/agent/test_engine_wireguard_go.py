@@ -335,3 +335,21 @@ def test_strip_matches_wg_quick(tmp_path: Path) -> None:
     done = netns.run(["wg-quick", "strip", str(path)])
     # wg-quick echoes its buffer, which adds one newline
     assert netns.parse_wg_quick(text).setconf + "\n" == done.stdout
+
+
+def test_a_daemon_whose_binary_was_replaced_is_found(topo: Topology, tmp_path: Path) -> None:
+    """A package upgrade replaces /usr/bin/wireguard-go under running daemons: they keep the
+    old build. The engine names the interfaces whose daemon runs a file no longer on disk."""
+    installed = shutil.which("wireguard-go")
+    assert installed is not None
+    copy = tmp_path / "wireguard-go"
+    shutil.copy2(os.path.realpath(installed), copy)
+    ns = topo.namespace()
+    old, current = topo.wg_ifname(), topo.wg_ifname()
+    WireGuardGoEngine(binary=str(copy), timeout=10).ensure_interface(old, netns=ns)
+    engine = WireGuardGoEngine(timeout=10)
+    engine.ensure_interface(current, netns=ns)
+    assert engine.replaced([old, current]) == []
+    copy.unlink()  # what dpkg does to the old file when it installs the new one
+    assert engine.replaced([old, current]) == [old]
+    assert engine.replaced(["wgt1"]) == []  # no daemon at all: nothing to say

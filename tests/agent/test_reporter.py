@@ -14,9 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
+from tongdao import __version__
 from tongdao.agent import reporter as reporter_mod
-from tongdao.agent.engine import DeviceState, EngineError, FakeEngine, InterfaceNotFound, PeerState
+from tongdao.agent.engine import (
+    DeviceState,
+    EngineBuild,
+    EngineError,
+    FakeEngine,
+    InterfaceNotFound,
+    PeerState,
+)
 from tongdao.agent.gateway import GatewayAgent
 from tongdao.agent.reporter import AgentMetrics, MetricsServer, Reporter, ReportError
 from tongdao.agent.state import StateDir
@@ -386,10 +396,12 @@ def test_rows_the_server_drops_are_counted_per_reason(bench: Bench) -> None:
     assert bench.tick(r)
     assert r.counters.reports_sent == 1 and not r.pending  # the report is not resent
     assert r.counters.rows_dropped == {"unknown_peer": 2, "over_rate": 1}
-    text = AgentMetrics(bench.state, r).render()
-    assert "# TYPE tongdao_agent_report_rows_dropped_total counter" in text
-    assert 'tongdao_agent_report_rows_dropped_total{reason="over_rate"} 1\n' in text
-    assert 'tongdao_agent_report_rows_dropped_total{reason="unknown_peer"} 2\n' in text
+    families = scrape(AgentMetrics(bench.state, r).render())
+    assert families["tongdao_agent_report_rows_dropped"].type == "counter"
+    assert samples(families, "tongdao_agent_report_rows_dropped_total") == {
+        (("reason", "over_rate"),): 1,
+        (("reason", "unknown_peer"),): 2,
+    }
 
 
 def test_send_report_reads_the_servers_error_code_and_last_seq() -> None:
@@ -422,43 +434,85 @@ def test_interval_and_chunk_size_are_checked(bench: Bench) -> None:
         bench.reporter(max_peers=0)
 
 
+def scrape(text: str) -> dict[str, Metric]:
+    """The exposition read back by prometheus-client's own parser, by family name."""
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(families: dict[str, Metric], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Sample ``name``'s values by their sorted labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in families.values()
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def test_metrics_exposition(bench: Bench) -> None:
     a = bench.keys[0]
     r = bench.reporter()
     bench.engine.set(a, 100, 200, 1_700_000_000.5)
     bench.tick(r)
     metrics = AgentMetrics(bench.state, r)
+    metrics.engine = EngineBuild("wireguard-go", "/usr/bin/wireguard-go", "0.0.20220316", "dpkg")
     metrics.applied(True)
     metrics.applied(False)
-    server = MetricsServer(metrics.render, 0).start()
+    server = MetricsServer(metrics.registry, 0).start()
     try:
         resp = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
-        text = resp.text
-        assert httpx.get(f"http://127.0.0.1:{server.port}/other", timeout=5).status_code == 404
+        families = scrape(resp.text)
+        # the values follow what happens: one more apply, seen by the next scrape
+        metrics.applied(True)
+        again = scrape(httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text)
     finally:
         server.stop()
-    assert server.httpd.server_address[0] == "127.0.0.1"
-    assert "tongdao_agent_applied_version 1\n" in text
-    assert "tongdao_agent_apply_errors_total 1\n" in text
-    assert "tongdao_agent_applies_total 2\n" in text
-    assert "tongdao_agent_reports_sent_total 1\n" in text
-    assert "tongdao_agent_reports_pending 0\n" in text
-    assert "# TYPE tongdao_peer_rx_bytes counter" in text
-    labels = f'tenant="{TENANT}",ifname="{IFNAME}",peer="{a}",kind="device",ref="dev-0"'
-    assert f"tongdao_peer_rx_bytes{{{labels}}} 100\n" in text
-    assert f"tongdao_peer_tx_bytes{{{labels}}} 200\n" in text
-    assert f"tongdao_peer_last_handshake_seconds{{{labels}}} 1700000000.5\n" in text
-    for line in text.splitlines():  # every sample line is "name{labels} number"
-        if not line.startswith("#"):
-            float(line.rsplit(" ", 1)[1])
+    assert server.httpd is not None and server.httpd.server_address[0] == "127.0.0.1"
+    assert samples(families, "tongdao_agent_applied_version") == {(): 1}
+    assert samples(families, "tongdao_agent_apply_errors_total") == {(): 1}
+    assert samples(families, "tongdao_agent_applies_total") == {(): 2}
+    assert samples(again, "tongdao_agent_applies_total") == {(): 3}
+    assert samples(families, "tongdao_agent_reports_sent_total") == {(): 1}
+    assert samples(families, "tongdao_agent_reports_pending") == {(): 0}
+    assert samples(families, "tongdao_agent_info") == {(("version", __version__),): 1}
+    assert samples(families, "tongdao_agent_engine_info") == {
+        (("engine", "wireguard-go"), ("outdated", "true"), ("version", "0.0.20220316")): 1
+    }
+    assert families["tongdao_peer_rx_bytes"].type == "counter"
+    labels = tuple(
+        sorted(
+            {
+                "tenant": str(TENANT),
+                "ifname": IFNAME,
+                "peer": a,
+                "kind": "device",
+                "ref": "dev-0",
+            }.items()
+        )
+    )
+    assert samples(families, "tongdao_peer_rx_bytes_total") == {labels: 100}
+    assert samples(families, "tongdao_peer_tx_bytes_total") == {labels: 200}
+    assert samples(families, "tongdao_peer_last_handshake_seconds") == {labels: 1700000000.5}
 
 
-def test_label_values_are_escaped() -> None:
-    out = reporter_mod.Exposition()
-    out.family("x", "gauge", "help", [({"a": 'q"\\\n'}, 1)])
-    assert 'x{a="q\\"\\\\\\n"} 1' in out.text()
+def test_each_agent_has_a_registry_of_its_own(bench: Bench, tmp_path: Path) -> None:
+    """Two agents in one process (as in tests): their metrics neither clash nor mix."""
+    first = AgentMetrics(bench.state)
+    second = AgentMetrics(StateDir(tmp_path / "other"))
+    first.applied(True)
+    assert samples(scrape(first.render()), "tongdao_agent_applies_total") == {(): 1}
+    assert samples(scrape(second.render()), "tongdao_agent_applies_total") == {(): 0}
+
+
+def test_label_values_are_escaped(bench: Bench) -> None:
+    r = bench.reporter()
+    r.counters.rows_dropped = {'q"\\\n': 1}
+    families = scrape(AgentMetrics(bench.state, r).render())
+    assert samples(families, "tongdao_agent_report_rows_dropped_total") == {
+        (("reason", 'q"\\\n'),): 1
+    }
 
 
 def test_start_runs_next_to_an_agent(tmp_path: Path) -> None:

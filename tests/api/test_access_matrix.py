@@ -717,3 +717,17 @@ def test_route_access(world: World, app: FastAPI, name: str) -> None:
                 runner.run(Case(actor, scope))
         runner.unauthenticated()
     assert not failures, "\n".join(failures)
+
+
+# --- outside /api/v1: the control plane's Prometheus metrics --------------------------------------
+def test_metrics_opens_to_no_role(world: World) -> None:
+    """``GET /metrics`` is for the operator's monitoring, not for any role: without
+    TONGDAO_METRICS_TOKEN only a loopback client reads it (tests/api/test_metrics.py); from
+    elsewhere every role's token, of either tenant, gets 404, as does no token at all."""
+    client = world.client  # its client address is not loopback
+    for role in [*world.operators, "tenant_admin", "employee"]:
+        for tenant in ("a", "b"):
+            resp = client.get("/metrics", headers=world.actor(role, tenant).headers)
+            assert resp.status_code == 404, (role, tenant, resp.status_code)
+            assert "tongdao_" not in resp.text
+    assert client.get("/metrics").status_code == 404

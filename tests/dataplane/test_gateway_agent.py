@@ -14,7 +14,9 @@ loopback) and manages the PoP namespace through ``--netns``.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -27,6 +29,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import need
 from tests.support.live import serve
 from tests.support.world import World
 from tongdao.agent.gateway import GatewayAgent
@@ -295,3 +298,130 @@ def test_device_reaches_the_pop_and_policy_governs_device_to_device(lab: Lab) ->
     assert not lab.thread.is_alive()
     assert netns.ping(ns1, gateway)
     del if1, if2
+
+
+# --- the engine's offloads on a Tongdao-managed interface ------------------------------------
+
+ENGINE_MTU = 1420  # wireguard-go's default, which Tongdao keeps (devices' configs set none)
+
+
+def offloads(ns: str, ifname: str) -> dict[str, str]:
+    """``ethtool -k`` of the interface: feature → on/off (``[fixed]`` and ``[requested on]``
+    notes dropped: what counts is the state)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ethtool", "-k", ifname],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    features: dict[str, str] = {}
+    for line in out.splitlines()[1:]:
+        name, sep, value = line.strip().partition(":")
+        if sep:
+            features[name] = value.split()[0]
+    return features
+
+
+def link(ns: str, ifname: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ip", "-n", ns, "-s", "-d", "-j", "link", "show", "dev", ifname],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    data: dict[str, Any] = json.loads(out)[0]
+    return data
+
+
+def bulk(src_ns: str, dst_ns: str, dst_ip: str, port: int, size: int) -> None:
+    """``size`` bytes over one TCP connection from ``src_ns`` to ``dst_ip`` in ``dst_ns``."""
+    server_code = (
+        f"import socket\ns=socket.create_server(('0.0.0.0',{port}))\ns.settimeout(60)\n"
+        "c,_=s.accept(); c.settimeout(60); n=0\n"
+        "while (b:=c.recv(1<<20)): n+=len(b)\n"
+        "print(n)\n"
+    )
+    client_code = (
+        "import socket,time\n"
+        f"for _ in range(50):\n try: s=socket.create_connection(({dst_ip!r},{port}),timeout=5)\n"
+        " except OSError: time.sleep(0.1)\n else: break\n"
+        f"s.settimeout(60); s.sendall(bytes({size})); s.close()\n"
+    )
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", dst_ns, "python3", "-c", server_code],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        subprocess.run(
+            ["ip", "netns", "exec", src_ns, "python3", "-c", client_code], timeout=90, check=True
+        )
+        out, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    assert int(out) == size
+
+
+def test_the_engine_offloads_are_on_and_used_on_a_managed_interface(lab: Lab) -> None:
+    """wireguard-go 0.0.20231211 opens its TUN device with virtio-net headers and turns on
+    TSO (IPv4 and IPv6), checksum offload and UDP segmentation; with them the kernel hands it
+    TCP segments larger than the MTU, and it writes coalesced (GRO) ones back. Tongdao's
+    applier (addresses, routes, rules, nftables) must leave all of that and the MTU as the
+    engine set them. An older engine (0.0.20220316, Debian bookworm's own) leaves TSO and
+    checksumming off and fails here."""
+    if shutil.which("ethtool") is None:
+        need("ethtool")
+    ns1, dev1 = lab.device("198.51.100.2", "198.51.100.1", "laptop-1")
+    lab.thread.start()
+
+    def conf_ready() -> bool:
+        url = f"/tenants/{lab.world.a.id}/devices/{dev1['id']}/wireguard.conf"
+        return lab.api("GET", url, lab.world.a.employee.headers).status_code == 200
+
+    wait_until(conf_ready, 30, "the gateway to publish its key")
+    lab.connect(ns1, dev1, "198.51.100.1")
+    gateway = lab.gateway_address()
+    assert netns.ping(ns1, gateway)
+    [ifname] = [name for name in lab.agent.state.owned() if name.startswith("wgt")]
+
+    features = offloads(lab.pop_ns, ifname)
+    wanted = {
+        "tx-checksum-ip-generic": "on",
+        "scatter-gather": "on",
+        "tcp-segmentation-offload": "on",
+        "tx-tcp-segmentation": "on",
+        "tx-tcp6-segmentation": "on",
+        "generic-segmentation-offload": "on",
+        "generic-receive-offload": "on",
+    }
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (6, 2):
+        wanted["tx-udp-segmentation"] = "on"  # TUN_F_USO4/6, kernels from 6.2
+    assert {k: features.get(k) for k in wanted} == wanted, (
+        "the engine's TUN offloads are off: wireguard-go older than 0.0.20231211? (make install)"
+    )
+    before = link(lab.pop_ns, ifname)
+    assert before["mtu"] == ENGINE_MTU
+
+    # Used, not only on: TCP through the tunnel both ways crosses the TUN device in packets
+    # larger than its MTU (TSO from the PoP's stack, GRO from the engine).
+    size = 16 << 20
+    bulk(ns1, lab.pop_ns, gateway, 5301, size)  # device → PoP: the engine writes into the TUN
+    bulk(lab.pop_ns, ns1, dev1["ipv4"], 5302, size)  # PoP → device: the kernel writes to it
+    after = link(lab.pop_ns, ifname)
+
+    def per_packet(direction: str) -> float:
+        new, old = after["stats64"][direction], before["stats64"][direction]
+        return (new["bytes"] - old["bytes"]) / max(new["packets"] - old["packets"], 1)
+
+    rx, tx = per_packet("rx"), per_packet("tx")
+    print(f"{ifname}: {rx:.0f} bytes per packet from the engine, {tx:.0f} to it (MTU 1420)")
+    assert rx > 2 * ENGINE_MTU, f"no GRO from the engine: {rx:.0f} bytes per packet"
+    assert tx > 2 * ENGINE_MTU, f"no TSO into the engine: {tx:.0f} bytes per packet"
+    # and the applier, reconciling, leaves them as they were
+    lab.agent.applier.apply(lab.agent.state.applied() or pytest.fail("nothing applied"))
+    assert offloads(lab.pop_ns, ifname) == features
+    assert link(lab.pop_ns, ifname)["mtu"] == ENGINE_MTU

@@ -31,6 +31,8 @@ import binascii
 import contextlib
 import ipaddress
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,6 +196,88 @@ class Engine(Protocol):
     def set_peers(
         self, ifname: str, upserts: Iterable[PeerConfig] = (), removals: Iterable[str] = ()
     ) -> None: ...
+
+    def build(self) -> EngineBuild:
+        """Which engine and build this is (logged by the agent at start)."""
+        ...
+
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        """Of ``ifnames``, those served by a daemon whose binary was replaced since it
+        started (a package upgrade): they run the old build until restarted."""
+        ...
+
+
+# --- the engine's build ----------------------------------------------------------------------
+
+ENGINE_MIN_VERSION: Final = "0.0.20231211"
+"""The oldest wireguard-go Tongdao is built for: TUN offloads (TSO/GRO through virtio-net
+headers, 0.0.20230223) and UDP GSO/GRO (0.0.20231211), about five times the throughput of
+Debian bookworm's own 0.0.20220316 (README, "The engine: wireguard-go from bookworm-backports")."""
+
+_SELF_REPORTED_AMBIGUOUS: Final = 20230223
+"""wireguard-go 0.0.20231211 was tagged without bumping its ``version.go``: ``--version``
+says ``v0.0.20230223`` for both releases, so that answer cannot tell them apart."""
+
+_DATE = re.compile(r"(?<![\d.])0\.0\.(\d{8})(?!\d)")
+
+
+def _release_date(version: str | None) -> int | None:
+    match = _DATE.search(version or "")
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """The engine's build: ``version`` as the Debian package names it
+    (``0.0.20231211-1~bpo12+1``, ``source="dpkg"``) or as the binary says it
+    (``0.0.20230223``, ``source="--version"``); ``None`` when neither could tell."""
+
+    engine: str
+    binary: str
+    version: str | None
+    source: str
+
+    @property
+    def outdated(self) -> bool | None:
+        """True: older than :data:`ENGINE_MIN_VERSION`; False: not; None: cannot tell."""
+        date = _release_date(self.version)
+        minimum = _release_date(ENGINE_MIN_VERSION)
+        assert minimum is not None
+        if date is None:
+            return None
+        if self.source == "--version" and date == _SELF_REPORTED_AMBIGUOUS:
+            return None
+        return date < minimum
+
+    def describe(self) -> str:
+        version = self.version or "version unknown"
+        return f"{self.engine} {version} ({self.binary}, {self.source or 'no version source'})"
+
+
+def _output(argv: Sequence[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def wireguard_go_build(binary: str = "wireguard-go") -> EngineBuild:
+    """The build of ``binary``: from the Debian package that installed it when there is one
+    (the package version is exact), else from its own ``--version``."""
+    path = shutil.which(binary)
+    if path is None:
+        return EngineBuild("wireguard-go", binary, None, "")
+    real = os.path.realpath(path)
+    owner = _output(["dpkg-query", "-S", real]) or _output(["dpkg-query", "-S", path])
+    if owner:
+        package = owner.split(":", 1)[0].strip()
+        version = _output(["dpkg-query", "-W", "-f=${Version}", package])
+        if version and version.strip():
+            return EngineBuild("wireguard-go", real, version.strip(), "dpkg")
+    said = _output([real, "--version"])
+    match = _DATE.search(said or "")
+    return EngineBuild("wireguard-go", real, match.group(0) if match else None, "--version")
 
 
 # --- UAPI text -------------------------------------------------------------------------------
@@ -454,6 +538,22 @@ class WireGuardGoEngine:
     def socket_path(self, ifname: str) -> Path:
         return self.socket_dir / f"{check_ifname(ifname)}.sock"
 
+    def build(self) -> EngineBuild:
+        return wireguard_go_build(self.binary)
+
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        stale = []
+        for ifname in ifnames:
+            for pid in wireguard_go_pids(ifname):
+                try:
+                    exe = os.readlink(f"/proc/{pid}/exe")
+                except OSError:
+                    continue
+                if exe.endswith(" (deleted)"):  # the file it runs is no longer on disk
+                    stale.append(ifname)
+                    break
+        return sorted(stale)
+
     def is_alive(self, ifname: str) -> bool:
         """A daemon accepts connections on the interface's socket."""
         try:
@@ -655,6 +755,12 @@ class FakeEngine:
 
     def list_interfaces(self) -> list[str]:
         return sorted(self.devices)
+
+    def build(self) -> EngineBuild:
+        return EngineBuild("fake", "memory", ENGINE_MIN_VERSION, "fake")
+
+    def replaced(self, ifnames: Iterable[str]) -> list[str]:
+        return []
 
     def get(self, ifname: str) -> DeviceState:
         return parse_get(ifname, self._handle(ifname, b"get=1\n\n"))

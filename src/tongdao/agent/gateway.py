@@ -8,6 +8,7 @@ applies it again, and reconciles once the control plane answers.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -15,17 +16,21 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 
 from tongdao import __version__, validation
 from tongdao.agent import firewall, host
 from tongdao.agent.engine import (
+    ENGINE_MIN_VERSION,
     DeviceState,
     Engine,
+    EngineBuild,
     EngineError,
     InterfaceNotFound,
     PeerState,
@@ -52,6 +57,10 @@ RECONCILE_EVERY = 60.0  # seconds between full reads of the engine (repairs drif
 
 class AgentError(TongdaoError):
     """The agent cannot go on (no credential, refused enrolment)."""
+
+
+class Stopping(Exception):
+    """The agent was asked to stop before a long poll began."""
 
 
 def resolve_endpoint(endpoint: str) -> str:
@@ -238,15 +247,127 @@ class Applier:
         )
 
 
+class _TrackedStream(httpcore.NetworkStream):
+    """A connection's stream, known to its backend while open (TLS included: the stream
+    ``start_tls`` returns is tracked too, its socket is the one reads block on)."""
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: InterruptibleBackend) -> None:
+        self.inner = inner
+        self.backend = backend
+        backend.track(self)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self.backend.interrupted:
+            raise httpcore.ReadError("interrupted: the agent is stopping")
+        return self.inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self.backend.interrupted:
+            raise httpcore.WriteError("interrupted: the agent is stopping")
+        self.inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self.backend.forget(self)
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        self.backend.forget(self)
+        return _TrackedStream(
+            self.inner.start_tls(ssl_context, server_hostname, timeout), self.backend
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class InterruptibleBackend(httpcore.SyncBackend):
+    """httpcore's own backend, keeping the streams it opened so that :meth:`interrupt` can
+    shut their sockets down: a read blocked on one (a long poll) returns at once and its
+    request fails. Closing an httpx client does not do that: it closes the pool for the
+    requests to come, while the one in flight waits for the server's answer (tried: a
+    request 8 s from its answer went on for those 8 s after ``close()``).
+
+    The interruption sticks: a request that had not opened its connection yet when it came
+    fails too, so no request can slip past it (the client is closed next)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streams: weakref.WeakSet[_TrackedStream] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.interrupted = False
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        if self.interrupted:
+            raise httpcore.ConnectError("interrupted: the agent is stopping")
+        stream = super().connect_tcp(host, port, timeout, local_address, socket_options)
+        return _TrackedStream(stream, self)
+
+    def track(self, stream: _TrackedStream) -> None:
+        with self._lock:
+            self._streams.add(stream)
+
+    def forget(self, stream: _TrackedStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def interruptible_transport() -> tuple[httpx.HTTPTransport, InterruptibleBackend]:
+    """httpx's transport with its defaults (TLS verification, pool limits), over an
+    :class:`InterruptibleBackend`. httpx takes no network backend, so the transport's pool
+    is replaced by an equal one that has it (tests/agent/test_shutdown.py fails if this
+    stops interrupting)."""
+    backend = InterruptibleBackend()
+    transport = httpx.HTTPTransport()
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=backend,
+    )
+    return transport, backend
+
+
 class ControlPlane:
-    """The agent's HTTP client for the gateway API."""
+    """The agent's HTTP client for the gateway API. :meth:`interrupt` ends the requests in
+    flight (the agent's stop uses it on a long poll); :meth:`close` is for when no request
+    can come any more."""
 
     def __init__(
         self, server: str, credential: str | None = None, *, timeout: float = 10.0
     ) -> None:
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        transport, self.backend = interruptible_transport()
+        self.http = httpx.Client(
+            base_url=self.server, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def interrupt(self) -> None:
+        self.backend.interrupt()
 
     def close(self) -> None:
         self.http.close()
@@ -324,9 +445,15 @@ class GatewayAgent:
         self.poll_wait = poll_wait
         self.reconcile_every = reconcile_every
         self.stop_event = threading.Event()
+        # stop() interrupts a long poll, and nothing else: the loop marks the poll under
+        # this lock, so an apply, key publication or ack in progress runs to its end.
+        # Reentrant: stop() also runs in a signal handler, on the loop's own thread.
+        self._lock = threading.RLock()
+        self._polling = False
         self.control: ControlPlane | None = None
         self.version = 0
         self.current: DesiredState | None = None  # the state of ``version``, as applied
+        self.engine_build: EngineBuild | None = None
 
     def connect(self) -> ControlPlane:
         """Use the saved credential, or trade the enrolment token for one."""
@@ -359,9 +486,63 @@ class GatewayAgent:
         except TongdaoError as exc:
             log.error("could not restore the last applied state: %s", exc)
 
+    def check_engine(self) -> EngineBuild:
+        """Log the engine's build; warn when it is older than Tongdao is built for.
+
+        A warning, not a refusal: an older wireguard-go is slower (no offloads: about a fifth
+        of the throughput) but correct, and an agent that refused to start would leave the
+        PoP unmanaged, so revoked devices would keep their access until someone upgraded."""
+        build = self.applier.engine.build()
+        self.engine_build = build
+        if build.outdated:
+            log.warning(
+                "engine: %s is older than %s: no TUN/UDP offloads, about a fifth of the "
+                "throughput; install wireguard-go %s or later (on Debian bookworm from "
+                "bookworm-backports: make install), then restart the tenant interfaces",
+                build.describe(),
+                ENGINE_MIN_VERSION,
+                ENGINE_MIN_VERSION,
+            )
+        elif build.outdated is None:
+            log.info(
+                "engine: %s; cannot tell whether it is %s or later (that release reports "
+                "itself as 0.0.20230223)",
+                build.describe(),
+                ENGINE_MIN_VERSION,
+            )
+        else:
+            log.info("engine: %s", build.describe())
+        try:
+            stale = self.applier.engine.replaced(sorted(self.state.owned()))
+        except (OSError, ValueError) as exc:
+            log.debug("could not tell which daemons run a replaced binary: %s", exc)
+            stale = []
+        if stale:
+            log.warning(
+                "engine: %d interfaces (%s) run a wireguard-go binary replaced since they "
+                "started, so not %s; they change build only when their daemon restarts "
+                '(see README, "The engine: wireguard-go from bookworm-backports")',
+                len(stale),
+                ", ".join(stale[:20]),
+                build.describe(),
+            )
+        return build
+
+    def _poll(self, control: ControlPlane) -> DesiredState:
+        with self._lock:
+            self._polling = True  # first: a stop() from here on interrupts the poll
+            if self.stop_event.is_set():
+                self._polling = False
+                raise Stopping
+        try:
+            return control.desired_state(self.version, self.poll_wait, self.current)
+        finally:
+            with self._lock:
+                self._polling = False
+
     def step(self) -> None:
         assert self.control is not None
-        desired = self.control.desired_state(self.version, self.poll_wait, self.current)
+        desired = self._poll(self.control)
         stale = time.monotonic() - self.applier.read_at >= self.reconcile_every
         if desired.version == self.version and desired == self.current and not stale:
             return
@@ -381,7 +562,17 @@ class GatewayAgent:
         self.control.ack(desired.version, error)
 
     def run(self, on_step: Callable[[], None] | None = None) -> None:
-        self.restore()
+        """Until :meth:`stop`: the loop ends first, then its HTTP client is closed."""
+        try:
+            if self.engine_build is None:  # not yet checked (by reporter.start)
+                self.check_engine()
+            self.restore()
+            self._loop(on_step)
+        finally:
+            if self.control is not None:
+                self.control.close()
+
+    def _loop(self, on_step: Callable[[], None] | None) -> None:
         backoff = 0.5
         while not self.stop_event.is_set():
             try:
@@ -391,16 +582,20 @@ class GatewayAgent:
                 backoff = 0.5
                 if on_step:
                     on_step()
+            except Stopping:
+                break
             except (httpx.HTTPError, AgentError) as exc:
                 if self.stop_event.is_set():
-                    break
+                    break  # the long poll stop() interrupted, or one that failed meanwhile
                 log.warning("control plane: %s; retrying in %.1f s", exc, backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-        if self.control is not None:
-            self.control.close()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.control is not None:
-            self.control.close()  # interrupts a long poll in progress
+        """Ask the loop to end: a long poll in progress is interrupted; an apply, key
+        publication or ack in progress finishes (with its client still open) and the loop
+        ends after it. :meth:`run` closes the client once the loop is over."""
+        with self._lock:
+            self.stop_event.set()
+            if self._polling and self.control is not None:
+                self.control.interrupt()

@@ -1,8 +1,9 @@
 """Usage reports and Prometheus metrics of a gateway agent.
 
 :class:`Reporter` turns the engine's cumulative per-peer counters into per-report deltas and
-sends them to ``POST /api/v1/gateway/reports``; :class:`MetricsServer` exposes the agent's
-state as Prometheus text on a loopback port; :func:`start` runs both next to a
+sends them to ``POST /api/v1/gateway/reports``; :class:`AgentMetrics` and
+:class:`MetricsServer` expose the agent's state to Prometheus on a loopback port
+(prometheus-client, a registry per agent); :func:`start` runs both next to a
 :class:`~tongdao.agent.gateway.GatewayAgent`.
 
 Every ``interval`` seconds the reporter does one :meth:`Reporter.tick`:
@@ -49,16 +50,31 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
 
 import httpx
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from tongdao import __version__
-from tongdao.agent.engine import DeviceState, Engine, EngineError, InterfaceNotFound
+from tongdao.agent.engine import (
+    ENGINE_MIN_VERSION,
+    DeviceState,
+    Engine,
+    EngineBuild,
+    EngineError,
+    InterfaceNotFound,
+)
 from tongdao.agent.state import StateDir
 from tongdao.errors import TongdaoError
 
@@ -458,49 +474,25 @@ class Reporter:
                 log.exception("usage report tick failed")
 
 
-# --- Prometheus text exposition ------------------------------------------------------------------
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-class Exposition:
-    """Prometheus text format 0.0.4, one family at a time."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Mapping[str, str], float]],
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            number = repr(float(value)) if isinstance(value, float) else str(value)
-            self.lines.append(f"{name}{_labels(labels)} {number}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-@dataclass
-class AgentMetrics:
-    """What the agent's /metrics shows: apply outcomes (counted here) and the reporter's."""
+# --- Prometheus metrics (prometheus-client) -------------------------------------------------------
+@dataclass(eq=False)
+class AgentMetrics(Collector):
+    """What the agent's /metrics shows: its build and engine, apply outcomes (counted here)
+    and the reporter's counters, read when scraped. Each agent has a registry of its own
+    (``self.registry``), not prometheus-client's global one: tests run several agents in one
+    process."""
 
     state: StateDir
     reporter: Reporter | None = None
     applies: int = 0
     apply_errors: int = 0
+    engine: EngineBuild | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    registry: CollectorRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def applied(self, ok: bool) -> None:
         with self.lock:
@@ -509,37 +501,46 @@ class AgentMetrics:
                 self.apply_errors += 1
 
     def render(self) -> str:
-        out = Exposition()
-        out.family(
-            "tongdao_agent_info", "gauge", "the agent's version", [({"version": __version__}, 1)]
-        )
+        """The exposition, as a scrape gets it (Prometheus text format 0.0.4)."""
+        return generate_latest(self.registry).decode()
+
+    def collect(self) -> Iterable[Metric]:
+        yield InfoMetricFamily("tongdao_agent", "the agent's version", {"version": __version__})
+        if self.engine is not None:
+            yield InfoMetricFamily(
+                "tongdao_agent_engine",
+                "the data plane's engine and build; outdated=true: older than "
+                f"{ENGINE_MIN_VERSION} (no offloads), unknown: cannot tell",
+                {
+                    "engine": self.engine.engine,
+                    "version": self.engine.version or "",
+                    "outdated": {True: "true", False: "false", None: "unknown"}[
+                        self.engine.outdated
+                    ],
+                },
+            )
         applied = None
         with contextlib.suppress(OSError, ValueError):
             applied = self.state.applied()
-        out.family(
+        yield GaugeMetricFamily(
             "tongdao_agent_applied_version",
-            "gauge",
             "version of the desired state last applied",
-            [({}, applied.version if applied else 0)],
+            value=applied.version if applied else 0,
         )
-        out.family(
+        yield GaugeMetricFamily(
             "tongdao_agent_tenant_interfaces",
-            "gauge",
             "tenant interfaces in the applied state",
-            [({}, len(applied.tenants) if applied else 0)],
+            value=len(applied.tenants) if applied else 0,
         )
         with self.lock:
             applies, errors = self.applies, self.apply_errors
-        out.family("tongdao_agent_applies_total", "counter", "applies attempted", [({}, applies)])
-        out.family(
-            "tongdao_agent_apply_errors_total", "counter", "applies that failed", [({}, errors)]
-        )
+        yield CounterMetricFamily("tongdao_agent_applies", "applies attempted", value=applies)
+        yield CounterMetricFamily("tongdao_agent_apply_errors", "applies that failed", value=errors)
         if self.reporter is not None:
-            self._reporter(out, self.reporter)
-        return out.text()
+            yield from self._reporter(self.reporter)
 
     @staticmethod
-    def _reporter(out: Exposition, reporter: Reporter) -> None:
+    def _reporter(reporter: Reporter) -> Iterator[Metric]:
         with reporter.lock:
             c = reporter.counters
             pending = len(reporter.pending)
@@ -548,124 +549,100 @@ class AgentMetrics:
             sample_errors, last_seq, last_success = c.sample_errors, c.last_seq, c.last_success
             rows_dropped = sorted(c.rows_dropped.items())
         sent, duplicate, rejected, failures = counters
-        out.family(
-            "tongdao_agent_reports_sent_total", "counter", "usage reports stored", [({}, sent)]
-        )
-        out.family(
-            "tongdao_agent_reports_duplicate_total",
-            "counter",
+        yield CounterMetricFamily("tongdao_agent_reports_sent", "usage reports stored", value=sent)
+        yield CounterMetricFamily(
+            "tongdao_agent_reports_duplicate",
             "usage reports the server had already stored (a lost answer)",
-            [({}, duplicate)],
+            value=duplicate,
         )
-        out.family(
-            "tongdao_agent_reports_rejected_total",
-            "counter",
+        yield CounterMetricFamily(
+            "tongdao_agent_reports_rejected",
             "usage reports refused for good and dropped",
-            [({}, rejected)],
+            value=rejected,
         )
-        out.family(
-            "tongdao_agent_report_failures_total",
-            "counter",
+        yield CounterMetricFamily(
+            "tongdao_agent_report_failures",
             "usage report sends that failed and will be retried",
-            [({}, failures)],
+            value=failures,
         )
-        out.family(
-            "tongdao_agent_report_rows_dropped_total",
-            "counter",
+        dropped = CounterMetricFamily(
+            "tongdao_agent_report_rows_dropped",
             "usage rows the server stored the report without, per reason (unknown_peer, "
             "duplicate_peer, over_rate, invalid)",
-            [({"reason": reason}, count) for reason, count in rows_dropped],
+            labels=["reason"],
         )
-        out.family(
-            "tongdao_agent_usage_sample_errors_total",
-            "counter",
+        for reason, count in rows_dropped:
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "tongdao_agent_usage_sample_errors",
             "interfaces whose counters could not be read",
-            [({}, sample_errors)],
+            value=sample_errors,
         )
-        out.family(
-            "tongdao_agent_reports_pending",
-            "gauge",
-            "usage report chunks not yet stored",
-            [({}, pending)],
+        yield GaugeMetricFamily(
+            "tongdao_agent_reports_pending", "usage report chunks not yet stored", value=pending
         )
-        out.family(
-            "tongdao_agent_report_seq", "gauge", "last seq the server stored", [({}, last_seq)]
+        yield GaugeMetricFamily(
+            "tongdao_agent_report_seq", "last seq the server stored", value=last_seq
         )
-        out.family(
+        last = GaugeMetricFamily(
             "tongdao_agent_last_report_timestamp_seconds",
-            "gauge",
             "when a usage report was last answered",
-            [({}, last_success)] if last_success is not None else [],
         )
+        if last_success is not None:
+            last.add_metric([], last_success)
+        yield last
 
-        def labels(p: PeerSample) -> dict[str, str]:
-            return {
-                "tenant": p.tenant,
-                "ifname": p.ifname,
-                "peer": p.peer,
-                "kind": p.kind,
-                "ref": p.ref,
-            }
-
-        out.family(
+        names = ["tenant", "ifname", "peer", "kind", "ref"]
+        rx = CounterMetricFamily(
             "tongdao_peer_rx_bytes",
-            "counter",
             "bytes received from the peer (engine counter; resets with the engine)",
-            [(labels(p), p.rx_bytes) for p in peers],
+            labels=names,
         )
-        out.family(
+        tx = CounterMetricFamily(
             "tongdao_peer_tx_bytes",
-            "counter",
             "bytes sent to the peer (engine counter; resets with the engine)",
-            [(labels(p), p.tx_bytes) for p in peers],
+            labels=names,
         )
-        out.family(
+        handshake = GaugeMetricFamily(
             "tongdao_peer_last_handshake_seconds",
-            "gauge",
             "epoch seconds of the peer's last handshake",
-            [(labels(p), p.last_handshake) for p in peers if p.last_handshake is not None],
+            labels=names,
         )
+        for p in peers:
+            values = [p.tenant, p.ifname, p.peer, p.kind, p.ref]
+            rx.add_metric(values, p.rx_bytes)
+            tx.add_metric(values, p.tx_bytes)
+            if p.last_handshake is not None:
+                handshake.add_metric(values, p.last_handshake)
+        yield from (rx, tx, handshake)
 
 
 class MetricsServer:
-    """``GET /metrics`` on ``host:port`` (loopback by default), in a daemon thread."""
+    """prometheus-client's HTTP server for one registry on ``host:port`` (loopback by
+    default; port 0 picks a free one), in a daemon thread."""
 
-    def __init__(self, render: Callable[[], str], port: int, host: str = "127.0.0.1") -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                try:
-                    body = render().encode()
-                except Exception:
-                    log.exception("metrics rendering failed")
-                    self.send_error(500)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("metrics: " + format, *args)
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="tongdao-metrics", daemon=True
-        )
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+        self.registry = registry
+        self.host = host
+        self.requested_port = port
+        self.httpd: WSGIServer | None = None
+        self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
+        assert self.httpd is not None, "not started"
         return int(self.httpd.server_address[1])
 
     def start(self) -> MetricsServer:
-        self.thread.start()
+        self.httpd, self.thread = start_http_server(
+            self.requested_port, addr=self.host, registry=self.registry
+        )
         return self
 
     def stop(self) -> None:
+        if self.httpd is None or self.thread is None:
+            return
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
@@ -688,15 +665,21 @@ class Telemetry:
         )
 
     def stop(self) -> None:
+        """End the reporter's loop, then save the last interval and close its client. A
+        send in progress is let finish (its requests time out on their own); if the loop is
+        still in one after the wait, its client is left open rather than closed under it."""
         self.stop_event.set()
         self.thread.join(timeout=30)
-        try:
-            self.reporter.checkpoint()  # the last interval's bytes wait on disk for next start
-        except Exception:
-            log.exception("usage checkpoint on stop failed")
+        if self.thread.is_alive():
+            log.warning("usage reporter still sending after 30 s; not waiting for it")
+        else:
+            try:
+                self.reporter.checkpoint()  # the last interval's bytes wait on disk
+            except Exception:
+                log.exception("usage checkpoint on stop failed")
         if self.server is not None:
             self.server.stop()
-        if self.control is not None:
+        if self.control is not None and not self.thread.is_alive():
             self.control.close()
 
 
@@ -745,7 +728,8 @@ def start(
     )
     metrics = AgentMetrics(agent.state, reporter)
     _count_applies(agent, metrics)
-    server = MetricsServer(metrics.render, metrics_port, metrics_host) if metrics_port else None
+    metrics.engine = agent.engine_build or agent.check_engine()
+    server = MetricsServer(metrics.registry, metrics_port, metrics_host) if metrics_port else None
     telemetry = Telemetry(reporter, metrics, server)
     if server is not None:
         server.start()

@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import text
 
 from tongdao import __version__
 from tongdao.api import errors
+from tongdao.api.metrics import RequestMetrics, ServerMetrics, metrics_access
 from tongdao.gateway.changes import PgListener
 from tongdao.runtime import Runtime
 
@@ -137,6 +140,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.first_run = FirstRun()
+    metrics = ServerMetrics(runtime)
+    app.state.metrics = metrics
     errors.install(app)
 
     # Each router is included into the app itself (a nested APIRouter made FastAPI match
@@ -184,10 +189,26 @@ def create_app(runtime: Runtime) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "schema": current})
 
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text exposition (see tongdao.api.metrics: what, and who may read it)."""
+        allowed = metrics_access(request, runtime.settings.metrics_token)
+        if allowed == 401:
+            return JSONResponse(
+                errors.error_body("not_authenticated", "the metrics token is required"),
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if allowed != 200:
+            return JSONResponse(errors.error_body("not_found", "Not Found"), 404)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
     app.include_router(web_router)
     for console_router in CONSOLE_ROUTERS:
         app.include_router(console_router)
     app.include_router(docs_router)
     app.include_router(password_page_router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals count too
+    metrics.learn_routes(app.routes)
     return app

@@ -87,34 +87,79 @@ def _revoke(path: str, what: str, as_json: bool, server: str | None, token: str 
         typer.echo(f"revoked {what} {object_id}")
 
 
+ServerOptRun = Annotated[str, typer.Option(envvar="TONGDAO_SERVER", help="control plane URL")]
+StateDirOpt = Annotated[Path, typer.Option(help="credential, keys, last applied state")]
+EnrolTokenOpt = Annotated[
+    str | None,
+    typer.Option(envvar="TONGDAO_ENROLMENT_TOKEN", help="one-time enrolment token (first run)"),
+]
+NetnsOpt = Annotated[
+    str | None, typer.Option(help="manage a network namespace instead of the host (tests)")
+]
+PollWaitOpt = Annotated[float, typer.Option(help="seconds a long poll may hold")]
+ReconcileOpt = Annotated[
+    float, typer.Option(help="seconds between full reads of WireGuard to repair drift", min=1.0)
+]
+LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning, error")]
+LogFormatOpt = Annotated[str, typer.Option(help="text, or json (one object per line)")]
+ReportIntervalOpt = Annotated[
+    float, typer.Option(help="seconds between usage reports to the control plane")
+]
+MetricsPortOpt = Annotated[int, typer.Option(help="Prometheus /metrics on 127.0.0.1:PORT; 0 = off")]
+
+
 @app.command("run")
-@connector_app.command("run")
-def run(
-    server: Annotated[str, typer.Option(envvar="TONGDAO_SERVER", help="control plane URL")],
-    state_dir: Annotated[Path, typer.Option(help="credential, keys, last applied state")],
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="TONGDAO_ENROLMENT_TOKEN", help="one-time enrolment token (first run)"),
-    ] = None,
-    netns: Annotated[
-        str | None, typer.Option(help="manage a network namespace instead of the host (tests)")
-    ] = None,
-    poll_wait: Annotated[float, typer.Option(help="seconds a long poll may hold")] = 25.0,
-    reconcile_every: Annotated[
-        float,
-        typer.Option(help="seconds between full reads of WireGuard to repair drift", min=1.0),
-    ] = 60.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-    log_format: Annotated[str, typer.Option(help="text, or json (one object per line)")] = "text",
-    report_interval: Annotated[
-        float, typer.Option(help="seconds between usage reports to the control plane")
-    ] = 30.0,
-    metrics_port: Annotated[
-        int, typer.Option(help="Prometheus /metrics on 127.0.0.1:PORT; 0 = off")
-    ] = 0,
+def gateway_run(
+    server: ServerOptRun,
+    state_dir: StateDirOpt,
+    token: EnrolTokenOpt = None,
+    netns: NetnsOpt = None,
+    poll_wait: PollWaitOpt = 25.0,
+    reconcile_every: ReconcileOpt = 60.0,
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "text",
+    report_interval: ReportIntervalOpt = 30.0,
+    metrics_port: MetricsPortOpt = 0,
 ) -> None:
-    """Enrol (first run), then keep the PoP's WireGuard interfaces, routes and nftables rules
-    in line with the control plane. SIGTERM stops the agent; the data plane keeps running."""
+    """Enrol with a PoP's token (first run), then keep the PoP's WireGuard interfaces (one per
+    tenant), routing tables and nftables rules in line with the control plane. SIGTERM stops
+    the agent; the data plane keeps running."""
+    run(**locals())
+
+
+@connector_app.command("run")
+def connector_run(
+    server: ServerOptRun,
+    state_dir: StateDirOpt,
+    token: EnrolTokenOpt = None,
+    netns: NetnsOpt = None,
+    poll_wait: PollWaitOpt = 25.0,
+    reconcile_every: ReconcileOpt = 60.0,
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "text",
+    report_interval: ReportIntervalOpt = 30.0,
+    metrics_port: MetricsPortOpt = 0,
+) -> None:
+    """Enrol with a site's token (first run), then keep the site's tunnel to its PoP and the
+    routes to the tenant's other networks in line with the control plane. SIGTERM stops the
+    connector; the tunnel keeps running."""
+    run(**locals())
+
+
+def run(
+    *,
+    server: str,
+    state_dir: Path,
+    token: str | None,
+    netns: str | None,
+    poll_wait: float,
+    reconcile_every: float,
+    log_level: str,
+    log_format: str,
+    report_interval: float,
+    metrics_port: int,
+) -> None:
+    """Either agent: what it manages is decided by the control plane from its credential."""
     from tongdao import logs
     from tongdao.agent.gateway import AgentError, GatewayAgent
 

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, select
 
 from tongdao.api.deps import AnonCtxDep, Guard, GuardDep, RuntimeDep, source_ip
 from tongdao.api.errors import ERROR_RESPONSES
+from tongdao.api.metrics import of as server_metrics
 from tongdao.api.pagination import Page
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action
@@ -251,6 +252,24 @@ def _compile(runtime: Runtime, gateway_id: uuid.UUID) -> DesiredState:
         return state
 
 
+async def _hold(
+    request: Request, runtime: Runtime, version: int, after: int, deadline: float, seen: int
+) -> bool:
+    """Wait until the version (``version`` now) is above ``after`` or ``deadline`` passes;
+    True when the gateway went away meanwhile."""
+    while version <= after and time.monotonic() < deadline:
+        recheck = min(deadline, time.monotonic() + DB_RECHECK)
+        while FEED.generation == seen and time.monotonic() < recheck:
+            if await request.is_disconnected():
+                return True
+            await FEED.wait(
+                seen, min(recheck, time.monotonic() + DISCONNECT_CHECK) - time.monotonic()
+            )
+        seen = FEED.generation
+        version = await to_thread.run_sync(_version, runtime)
+    return False
+
+
 @router.get(
     "/gateway/desired-state",
     tags=["gateway"],
@@ -272,19 +291,23 @@ async def desired_state(
     With ``delta=true`` and a state of version ``after`` last sent by this server, the answer
     is a :class:`DesiredDelta` (it has ``base_version``); otherwise the whole state."""
     gateway_id = await to_thread.run_sync(_authenticate, runtime, request)
-    deadline = time.monotonic() + wait
-    seen = FEED.generation
-    version = await to_thread.run_sync(_version, runtime)
-    while version <= after and time.monotonic() < deadline:
-        recheck = min(deadline, time.monotonic() + DB_RECHECK)
-        while FEED.generation == seen and time.monotonic() < recheck:
-            if await request.is_disconnected():
-                return Response(status_code=status.HTTP_204_NO_CONTENT)  # the gateway went away
-            await FEED.wait(
-                seen, min(recheck, time.monotonic() + DISCONNECT_CHECK) - time.monotonic()
-            )
+    metrics = server_metrics(request)
+    if metrics is not None:
+        metrics.polls.begin(gateway_id)
+    try:
+        deadline = time.monotonic() + wait
         seen = FEED.generation
         version = await to_thread.run_sync(_version, runtime)
+        if version <= after and wait > 0 and metrics is not None:
+            with metrics.long_poll_waiters.track_inprogress():
+                gone = await _hold(request, runtime, version, after, deadline, seen)
+        else:
+            gone = await _hold(request, runtime, version, after, deadline, seen)
+    finally:
+        if metrics is not None:
+            metrics.polls.end(gateway_id)
+    if gone:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)  # the gateway went away
     state = await to_thread.run_sync(_compile, runtime, gateway_id)
     before = SENT.swap(gateway_id, state)
     await to_thread.run_sync(record_sent, runtime, gateway_id, state, before)  # what it may report

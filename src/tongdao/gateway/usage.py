@@ -75,7 +75,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -102,10 +102,11 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES, error_body
+from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
 from tongdao.audit.sessions import Seen, track_report
 from tongdao.auth.permissions import Action
-from tongdao.errors import Conflict, ValidationError
+from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
 from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
@@ -636,18 +637,33 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     response_model=ReportAnswer,
     responses={409: ERROR_RESPONSES[409]},
 )
-def report_usage(auth: GatewayDep, body: UsageReportIn) -> ReportAnswer | JSONResponse:
+def report_usage(
+    request: Request, auth: GatewayDep, body: UsageReportIn
+) -> ReportAnswer | JSONResponse:
     """Per-peer byte deltas over a period. Idempotent by ``seq``: a seq at or below the last
     stored one answers ``duplicate`` and stores nothing; one more than 1,000,000 above it
     answers 409 ``seq_out_of_range`` with the server's ``last_seq`` (renumber from there). A
     period out of bounds is 422; rows that cannot count are dropped (``dropped``,
     ``dropped_reasons``) and the rest is stored."""
     ctx, gateway = auth
+    metrics = server_metrics(request)
     try:
-        return store_report(ctx, gateway, body)
+        answer = store_report(ctx, gateway, body)
     except SeqOutOfRange as exc:
+        if metrics is not None:
+            metrics.reports.labels("refused").inc()
         content = {**error_body(exc.code, exc.message, exc.fields), "last_seq": exc.last_seq}
         return JSONResponse(status_code=exc.status_code, content=content)
+    except TongdaoError:
+        if metrics is not None:
+            metrics.reports.labels("refused").inc()
+        raise
+    if metrics is not None:
+        metrics.reports.labels("duplicate" if answer.duplicate else "accepted").inc()
+        metrics.report_rows.inc(answer.stored)
+        for reason, count in answer.dropped_reasons.items():
+            metrics.report_rows_dropped.labels(reason).inc(count)
+    return answer
 
 
 # --- reading -------------------------------------------------------------------------------------
