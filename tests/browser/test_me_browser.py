@@ -332,7 +332,9 @@ def config_asked(page: Page, status: int) -> None:
     )
 
 
-def take_config(page: Page, zh: bool, world: World, name: str, pop_key: str) -> tuple[str, str]:
+def take_config(
+    page: Page, zh: bool, world: World, name: str, pop_key: str, label: str
+) -> tuple[str, str]:
     """Download the assembled configuration; check its key by ``wg pubkey`` and its QR code by
     ``zbarimg``. (The configuration, its private key.)"""
     with page.expect_download() as download_info:
@@ -344,7 +346,7 @@ def take_config(page: Page, zh: bool, world: World, name: str, pop_key: str) -> 
     assert private, config
     assert wg_pubkey(private.group(1)) == server_key(world, name)["public_key"]
     assert f"PublicKey = {pop_key}" in config
-    png = artefacts() / f"me-first-device-qr-{name}.png"
+    png = artefacts() / f"me-first-device-qr-{label}.png"
     page.locator("#config-qr svg").screenshot(path=str(png))
     assert zbar(png) == config
     return config, private.group(1)
@@ -394,7 +396,7 @@ def test_a_first_device_waits_for_the_gateway_then_gets_its_config(
     expect(page.locator("#config-ready")).to_be_visible()
     expect(page.locator("#download-key")).to_be_hidden()
     shoot(page, f"me-first-device-ready-{language}")
-    _config, private_key = take_config(page, zh, world, name, pop_key)
+    _config, private_key = take_config(page, zh, world, name, pop_key, language)
     # The private key survived the wait in the page only: no request ever carried it.
     assert requests.carrying(private_key) == []
     assert problems == []
@@ -443,7 +445,7 @@ def test_a_wait_past_its_bound_says_what_to_do_and_can_check_again(
     page.get_by_role("button", name="再次检查" if zh else "Check again").click()
     expect(page.locator("#config-qr svg")).to_be_visible(timeout=20_000)
     expect(timeout).to_be_hidden()
-    _config, private_key = take_config(page, zh, world, name, pop_key)
+    _config, private_key = take_config(page, zh, world, name, pop_key, f"again-{language}")
     assert private_key == kept
     assert requests.carrying(private_key) == []
     assert problems == []

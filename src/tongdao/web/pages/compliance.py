@@ -905,6 +905,9 @@ NOTICE_FIELDS = frozenset(
 # The texts may be long (50,000 characters each, in Chinese 9 bytes each once URL-encoded): this
 # form is read with a larger limit than the console's, and nothing in it is cut short.
 NOTICE_FORM_BYTES = 2 * 50_000 * 9 + 64 * 1024
+VERSION_FORM = N_(
+    "use only letters, digits, “.”, “_” and “-”, starting with a letter or a digit (no spaces)"
+)
 NOTICE_DONE = {
     "published": N_(
         "The notice is published. People are asked to accept it the next time they open "
@@ -1056,9 +1059,11 @@ def publish_notice(view: UserViewDep, form: NoticeFormDep) -> Response:
     except (ValidationError, Conflict) as exc:
         view.ctx.session.rollback()
         status = 422 if isinstance(exc, ValidationError) else exc.status_code
-        return _new_notice_page(
-            view, values=values, errors=_errors(view, exc, NOTICE_FIELDS), status=status
-        )
+        errors = _errors(view, exc, NOTICE_FIELDS)
+        if "should match pattern" in exc.fields.get("version", ""):
+            # The schema's refusal names a regular expression: say it in words.
+            errors["version"] = view._(VERSION_FORM)
+        return _new_notice_page(view, values=values, errors=errors, status=status)
     view.ctx.session.commit()
     done = "published-reconsent" if body.reconsent_required else "published"
     return redirect(view, f"{NOTICES_PAGE}?done={done}")

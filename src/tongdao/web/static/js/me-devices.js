@@ -137,6 +137,7 @@ function waitForConfig(device, privateKey) {
   guardPage(true);
   setWaiting(true);
   document.getElementById("config-timeout").hidden = true;
+  document.getElementById("check-again").hidden = true;
   progress.textContent = "";
 
   const tick = async () => {
@@ -161,6 +162,7 @@ function waitForConfig(device, privateKey) {
       document.getElementById("result-warning").hidden = true;
       document.getElementById("device-link").hidden = false;
       document.getElementById("config-timeout").hidden = false;
+      document.getElementById("check-again").hidden = false;
       offerKey(device, privateKey);
       document.getElementById("timeout-text").focus();
       return;
