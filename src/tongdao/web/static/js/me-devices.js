@@ -157,7 +157,7 @@ function waitForConfig(device, privateKey) {
       return;
     }
     const waited = Date.now() - started;
-    if (waited + delay > bound) {
+    if (waited >= bound) {
       setWaiting(false);
       document.getElementById("result-warning").hidden = true;
       document.getElementById("device-link").hidden = false;
@@ -169,7 +169,8 @@ function waitForConfig(device, privateKey) {
     }
     progress.textContent = result.dataset.waited.replace("%(elapsed)s", elapsedText(waited));
     delay = Math.min(Math.round(delay * 1.5), LONGEST_PAUSE_MS);
-    setTimeout(tick, delay);
+    // The last check falls on the bound itself.
+    setTimeout(tick, Math.max(250, Math.min(delay, bound - waited)));
   };
   setTimeout(tick, delay);
 }
