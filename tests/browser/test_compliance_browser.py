@@ -297,3 +297,122 @@ def test_the_auditor_reads_verifies_and_exports(
     no_sideways_scroll(phone)
     shoot(phone, f"audit-log-phone-{language}")
     assert problems == [] and phone_problems == []
+
+
+# --- s18-notice: publishing the privacy notice ---------------------------------------------
+NOTICE_TEXT = {
+    "en": {
+        "operations": "Operations",
+        "publish_link": "Publish the privacy notice",
+        "menu": "Privacy notices",
+        "version": "Version",
+        "title": "Title",
+        "text": "The notice",
+        "abroad": "Statement for the consent to transfer abroad",
+        "fresh": "Ask everyone for fresh consent",
+        "publish": "Publish this version",
+        "published": "Consents to earlier versions have lapsed",
+        "new_version": "Publish a new version",
+        "published_plain": "consents to earlier versions still count",
+    },
+    "zh-CN": {
+        "operations": "运营",
+        "publish_link": "发布隐私声明",
+        "menu": "隐私声明",
+        "version": "版本",
+        "title": "标题",
+        "text": "告知内容",
+        "abroad": "出境单独同意说明",
+        "fresh": "要求所有人重新同意",
+        "publish": "发布此版本",
+        "published": "此前版本的同意均已失效",
+        "new_version": "发布新版本",
+        "published_plain": "此前版本的同意仍然有效",
+    },
+}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_operator_admin_publishes_the_privacy_notice(
+    browser: Browser, live: str, world: World, language: str
+) -> None:
+    t = NOTICE_TEXT[language]
+    zh = language == "zh-CN"
+    page = _page(browser, language)
+    problems = watch(page)
+    sign_in(page, live, "operator_admin@operator.example")
+    # A fresh install: the operations dashboard says the notice is missing and leads to it.
+    page.get_by_role("navigation", name="主导航" if zh else "Main").get_by_role(
+        "link", name=t["operations"]
+    ).click()
+    alert = page.locator(".alert-privacy_notice")
+    expect(alert).to_be_visible()
+    page.get_by_role("navigation", name="主导航" if zh else "Main").get_by_role(
+        "link", name=t["menu"]
+    ).click()
+    expect(page.locator("#no-notice")).to_be_visible()
+    shoot(page, f"notices-none-{language}")
+    page.get_by_role("link", name=t["publish_link"]).first.click()
+    expect(page).to_have_url(f"{live}/console/privacy-notices/new")
+    fresh = page.get_by_label(t["fresh"])
+    expect(fresh).to_be_checked()
+    expect(page.locator("#reconsent-warning")).to_be_visible()
+    shoot(page, f"notice-new-{language}")
+
+    title = "个人信息处理告知书" if zh else "Personal information notice"
+    page.get_by_label(t["version"], exact=True).fill("2026 first")
+    page.get_by_label(t["title"], exact=True).fill(title)
+    page.get_by_label(t["text"], exact=True).fill(
+        "通道为您提供远程接入服务。\n我们处理您的姓名、证件号码和手机号码。"
+        if zh
+        else "Tongdao provides your remote access.\nWe process your name, ID and mobile."
+    )
+    page.get_by_label(t["abroad"], exact=True).fill(
+        "境外接收方：贵公司总部（privacy@hq.example）。"
+        if zh
+        else "Recipient abroad: your company's head office (privacy@hq.example)."
+    )
+    page.get_by_role("button", name=t["publish"]).click()
+    # Refused next to the field; what was typed stays.
+    version = page.get_by_label(t["version"], exact=True)
+    expect(version).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#f-version-error")).not_to_be_empty()
+    expect(page.get_by_label(t["title"], exact=True)).to_have_value(title)
+    assert api(world, "/privacy-notices")["data"] == []
+    shoot(page, f"notice-new-refused-{language}")
+    version.fill("2026-01")
+    page.get_by_role("button", name=t["publish"]).click()
+    expect(page).to_have_url(f"{live}/console/privacy-notices?done=published-reconsent")
+    expect(page.get_by_role("status")).to_contain_text(t["published"])
+    current = api(world, "/privacy-notices/current")
+    assert current["version"] == "2026-01" and current["title"] == title
+    assert current["reconsent_required"] is True
+    shoot(page, f"notices-{language}")
+
+    # A second version without fresh consent, then one version's page.
+    page.get_by_role("link", name=t["new_version"]).click()
+    expect(page.get_by_label(t["title"], exact=True)).to_have_value(title)  # starts from it
+    page.get_by_label(t["version"], exact=True).fill("2026-02")
+    page.get_by_label(t["fresh"]).uncheck()
+    page.get_by_role("button", name=t["publish"]).click()
+    expect(page.get_by_role("status")).to_contain_text(t["published_plain"])
+    assert api(world, "/privacy-notices/current")["reconsent_required"] is False
+    page.get_by_role("link", name="2026-01", exact=True).click()
+    expect(page.locator("#notice-text")).to_contain_text("手机号码" if zh else "mobile")
+    expect(page.locator("#abroad-text")).to_contain_text("privacy@hq.example")
+    shoot(page, f"notice-{language}")
+
+    # Phone width: the list and the form, no sideways scroll.
+    page.set_viewport_size(PHONE)
+    for path, name in (
+        ("/console/privacy-notices", "notices-phone"),
+        ("/console/privacy-notices/new", "notice-new-phone"),
+    ):
+        page.goto(f"{live}{path}")
+        no_sideways_scroll(page)
+        shoot(page, f"{name}-{language}")
+    assert problems == []
+    page.context.close()
+
+
+# --- end of s18-notice ---------------------------------------------------------------------

@@ -16,9 +16,11 @@ client ``198.51.100.2``). Every step is done in the browser, by the persona whos
 6. the tenant admin declares the HQ network (a site) and records their own identity;
 7. the compliance officer vets, approves and activates the tenant, approves the HQ network and
    verifies the tenant admin's identity;
-8. the tenant admin invites an employee (mail), records and verifies their identity, writes an
-   access rule with the editor and registers their own device (the PoP now serves the tenant);
-9. the employee registers a device: the key pair is made in the page; the downloaded file's
+8. the tenant admin invites an employee (mail), records and verifies their identity and writes
+   an access rule with the editor;
+9. the employee registers the company's first device: the key pair is made in the page, which
+   waits (saying so) until the gateway agent has set the company's tunnel up and published its
+   key, then completes the configuration; the downloaded file's
    private key gives, by ``wg pubkey``, the public key the server stored, and the QR code,
    decoded by ``zbarimg``, is the file; the file brings a stock client (wireguard-go + ``wg
    setconf`` + ``ip``, as wg-quick does) up in the client namespace; it handshakes with the
@@ -315,6 +317,17 @@ def _zbar(png: Path) -> str:
     return done.stdout.decode("utf-8")
 
 
+def _published(server: Server, tenant_id: str) -> bool:
+    """Whether a gateway published the tenant's interface key."""
+    with server.runtime.db.session() as session:
+        key = session.scalar(
+            select(PopTenantInterface.public_key).where(
+                PopTenantInterface.tenant_id == uuid.UUID(tenant_id)
+            )
+        )
+        return key is not None
+
+
 def _id_in(url: str, prefix: str) -> str:
     found = re.search(prefix + r"/([0-9a-f-]{36})", url)
     assert found, url
@@ -567,26 +580,25 @@ def test_the_whole_journey_in_a_real_browser(
     tenant_admin.click("Save")
     expect(tpage).to_have_url(f"{live}/console/policies?done=created")
     tenant_admin.shoot("policies")
-    admin_device, _ = _register_device(tenant_admin, "管理员笔记本" if zh else "Admin laptop")
 
-    def published() -> bool:
-        with server.runtime.db.session() as session:
-            key = session.scalar(
-                select(PopTenantInterface.public_key).where(
-                    PopTenantInterface.tenant_id == uuid.UUID(tenant_id)
-                )
-            )
-            return key is not None
-
-    _wait(published, 60, "the gateway to publish the tenant's key")
-
-    # 9. The employee registers a device in the browser and connects with it.
+    # 9. The employee registers the company's first device in the browser and connects with
+    # it. The gateway has not set the company's tunnel up yet (no device made the PoP serve
+    # the tenant): the page says so, keeps the key, and completes the configuration once the
+    # gateway agent has published the tenant's interface key.
     employee.sign_in("li.na@trading.example")
     epage = employee.page
     device_name = "工作笔记本" if zh else "Work laptop"
+    assert not _published(server, tenant_id)
+    answers: list[int] = []
+    epage.on(
+        "response",
+        lambda r: answers.append(r.status) if r.url.endswith("/wireguard.conf") else None,
+    )
     device_path, _ = _register_device(employee, device_name)
     qr = epage.locator("#config-qr svg")
-    expect(qr).to_be_visible()
+    expect(qr).to_be_visible(timeout=90_000)
+    assert _published(server, tenant_id)
+    assert answers[0] == 409 and answers[-1] == 200, answers  # it waited, then got it
     employee.shoot("device-config")
     with epage.expect_download() as info:
         employee.click("Download the configuration")
@@ -639,6 +651,8 @@ def test_the_whole_journey_in_a_real_browser(
     row = tpage.get_by_role("row").filter(has_text=device_name)
     expect(row).to_contain_text(tenant_admin.locale.state("online"))
     tenant_admin.shoot("devices")
+    admin_device, _ = _register_device(tenant_admin, "管理员笔记本" if zh else "Admin laptop")
+    expect(tpage.locator("#config-qr svg")).to_be_visible()
     admin.go("/console/operator")
     expect(page.locator(".state-online").first).to_be_visible()
     admin.shoot("operator-dashboard")

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, Request, expect
 
+from tests.api.test_gateway import activate, enrol, make_pop, state
 from tests.conftest import need
 from tests.support.browser import DESKTOP, PHONE, artefacts, chromium, serve, shoot, watch
 from tests.support.privacy import publish_notice
@@ -294,3 +296,160 @@ def test_the_me_pages_at_phone_width(browser: Browser, live: str, world: World) 
     assert "[Interface]" in zbar(png)
     assert problems == []
     context.close()
+
+
+# --- s18-notice: a company's first device, before the gateway has set the company up ---------
+def gateway_without_tenant_a(world: World) -> dict[str, str]:
+    """An active PoP with an enrolled gateway (its real credential), tenant A active and without
+    a device: the gateway has not set tenant A up, so no interface key is published for it."""
+    pop = make_pop(world, "bj")
+    gateway = enrol(world, pop)
+    activate(world, world.a.id)
+    assert all(t.tenant_id != world.a.id for t in state(world, gateway).tenants)
+    return gateway
+
+
+def gateway_sets_tenant_a_up(world: World, gateway: dict[str, str]) -> str:
+    """What the gateway agent does on its next poll, through the same server path: read the
+    desired state (which now sets tenant A up, its key not yet known), make the interface's
+    key pair and publish the public key (``PUT /gateway/interfaces/{tenant}``)."""
+    tenants = [t for t in state(world, gateway).tenants if t.tenant_id == world.a.id]
+    assert len(tenants) == 1 and tenants[0].public_key is None, tenants
+    key = public_key()
+    resp = world.client.put(
+        f"/api/v1/gateway/interfaces/{world.a.id}", json={"public_key": key}, headers=gateway
+    )
+    assert resp.status_code == 204, resp.text
+    return key
+
+
+def config_asked(page: Page, status: int) -> None:
+    """Wait for the page's next request for the configuration that answers ``status``."""
+    page.wait_for_event(
+        "response",
+        predicate=lambda r: r.url.endswith("/wireguard.conf") and r.status == status,
+        timeout=30_000,
+    )
+
+
+def take_config(
+    page: Page, zh: bool, world: World, name: str, pop_key: str, label: str
+) -> tuple[str, str]:
+    """Download the assembled configuration; check its key by ``wg pubkey`` and its QR code by
+    ``zbarimg``. (The configuration, its private key.)"""
+    with page.expect_download() as download_info:
+        page.get_by_role(
+            "button", name="下载配置文件" if zh else "Download the configuration"
+        ).click()
+    config = Path(download_info.value.path()).read_text(encoding="utf-8")
+    private = re.search(r"^PrivateKey = (\S+)$", config, re.M)
+    assert private, config
+    assert wg_pubkey(private.group(1)) == server_key(world, name)["public_key"]
+    assert f"PublicKey = {pop_key}" in config
+    png = artefacts() / f"me-first-device-qr-{label}.png"
+    page.locator("#config-qr svg").screenshot(path=str(png))
+    assert zbar(png) == config
+    return config, private.group(1)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_a_first_device_waits_for_the_gateway_then_gets_its_config(
+    browser: Browser, live: str, world: World, language: str
+) -> None:
+    zh = language == "zh-CN"
+    gateway = gateway_without_tenant_a(world)
+    context = browser.new_context(locale=language, viewport=PHONE, accept_downloads=True)  # type: ignore[arg-type]
+    page = context.new_page()
+    problems = watch(page)
+    requests = Recorder(page)
+    sign_in(page, live, zh)
+    page.goto(f"{live}/console/my/devices/new")
+    name = "第一台笔记本" if zh else "First laptop"
+    page.get_by_label("名称" if zh else "Name", exact=True).fill(name)
+    page.get_by_role("button", name="注册设备" if zh else "Register the device").click()
+    # The page says what is happening, keeps the key and asks again by itself.
+    waiting = page.locator("#config-waiting")
+    expect(waiting).to_be_visible()
+    expect(page.locator("#waiting-text")).to_contain_text(
+        "网络网关" if zh else "network gateway is now setting up your company's tunnel"
+    )
+    expect(page.locator("#waiting-keep-open")).to_contain_text(
+        "请勿关闭此页面" if zh else "Keep this page open"
+    )
+    expect(page.locator("#download-key")).to_be_hidden()
+    expect(page.locator("#config-error")).to_be_hidden()
+    config_asked(page, 409)  # a second request, made by the page on its own
+    expect(page.locator("#waiting-progress")).not_to_be_empty()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the waiting page scrolls sideways ({width}px)"
+    shoot(page, f"me-first-device-waiting-phone-{language}")
+    page.set_viewport_size(DESKTOP)
+    shoot(page, f"me-first-device-waiting-{language}")
+
+    # The gateway sets the company up partway through; the page completes the configuration.
+    pop_key = gateway_sets_tenant_a_up(world, gateway)
+    published = time.monotonic()
+    expect(page.locator("#config-qr svg")).to_be_visible(timeout=30_000)
+    took = time.monotonic() - published
+    print(f"first device ({language}): configuration shown {took:.1f} s after the key")
+    expect(waiting).to_be_hidden()
+    expect(page.locator("#config-ready")).to_be_visible()
+    expect(page.locator("#download-key")).to_be_hidden()
+    shoot(page, f"me-first-device-ready-{language}")
+    _config, private_key = take_config(page, zh, world, name, pop_key, language)
+    # The private key survived the wait in the page only: no request ever carried it.
+    assert requests.carrying(private_key) == []
+    assert problems == []
+    context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_a_wait_past_its_bound_says_what_to_do_and_can_check_again(
+    browser: Browser, live: str, world: World, language: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tongdao.web.pages import me as me_pages
+
+    monkeypatch.setattr(me_pages, "CONFIG_POLL_SECONDS", 1)
+    monkeypatch.setattr(me_pages, "CONFIG_WAIT_SECONDS", 4)
+    zh = language == "zh-CN"
+    gateway = gateway_without_tenant_a(world)
+    context = browser.new_context(locale=language, viewport=DESKTOP, accept_downloads=True)  # type: ignore[arg-type]
+    page = context.new_page()
+    problems = watch(page)
+    requests = Recorder(page)
+    sign_in(page, live, zh)
+    page.goto(f"{live}/console/my/devices/new")
+    name = "平板" if zh else "Tablet"
+    page.get_by_label("名称" if zh else "Name", exact=True).fill(name)
+    started = time.monotonic()
+    page.get_by_role("button", name="注册设备" if zh else "Register the device").click()
+    expect(page.locator("#config-waiting")).to_be_visible()
+    timeout = page.locator("#config-timeout")
+    expect(timeout).to_be_visible(timeout=20_000)
+    waited = time.monotonic() - started
+    assert 4 <= waited <= 10, waited  # the bound (4 s): the last check falls on it
+    expect(page.locator("#config-waiting")).to_be_hidden()
+    asked = [s for s in requests.seen if "/wireguard.conf" in s.splitlines()[0]]
+    assert 2 <= len(asked) <= 6, len(asked)  # bounded: no request after the wait ended
+    page.wait_for_timeout(2500)
+    assert len([s for s in requests.seen if "/wireguard.conf" in s.splitlines()[0]]) == len(asked)
+    expect(page.locator("#download-key")).to_be_visible()
+    shoot(page, f"me-first-device-timeout-{language}")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="下载私钥" if zh else "Download the private key").click()
+    kept = Path(download_info.value.path()).read_text(encoding="utf-8").strip()
+    assert wg_pubkey(kept) == server_key(world, name)["public_key"]
+
+    # The gateway comes back; "Check again" gets the configuration with the same key.
+    pop_key = gateway_sets_tenant_a_up(world, gateway)
+    page.get_by_role("button", name="再次检查" if zh else "Check again").click()
+    expect(page.locator("#config-qr svg")).to_be_visible(timeout=20_000)
+    expect(timeout).to_be_hidden()
+    _config, private_key = take_config(page, zh, world, name, pop_key, f"again-{language}")
+    assert private_key == kept
+    assert requests.carrying(private_key) == []
+    assert problems == []
+    context.close()
+
+
+# --- end of s18-notice ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ checked through the API; each refusal shows next to its field and stores nothing
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI
@@ -403,3 +404,216 @@ def test_every_compliance_page_is_bilingual(app: FastAPI, world: World) -> None:
         assert page.status_code == 200, path
         assert '<html lang="zh-CN">' in page.text
         assert "工作队列" in page.text, path
+
+
+# --- privacy notices (s18-notice) ----------------------------------------------------------
+
+NOTICES = "/console/privacy-notices"
+NOTICE_FORM = {
+    "version": "2026-02",
+    "title": "个人信息处理告知书",
+    "text": "我们处理您的姓名、证件号码和手机号码，以提供 VPN 服务。\r\n\r\nSecond paragraph.",
+    "transfer_abroad_text": "Recipient abroad: your employer's head office (privacy@hq.example).",
+    "reconsent_required": "yes",
+}
+
+
+def notices_api(world: World) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = api_get(world, "/privacy-notices")["data"]
+    return data
+
+
+def test_without_a_notice_every_place_that_says_so_leads_to_the_publish_form(
+    world: World,
+) -> None:
+    officer = officer_of(world)
+    listing = officer.get(NOTICES)
+    assert listing.status_code == 200, listing.text
+    assert 'id="no-notice"' in listing.text
+    assert f'href="{NOTICES}/new"' in listing.text
+    dashboard = officer.get("/console/compliance/dashboard").text
+    assert 'id="no-notice"' in dashboard and f'href="{NOTICES}/new"' in dashboard
+    # The menu and the area's tabs reach the page.
+    assert f'<a href="{NOTICES}"' in officer.get("/console/compliance/licences").text
+    admin = as_person(world, world.admin)
+    operations = admin.get("/console/operator").text
+    assert "alert-privacy_notice" in operations and f'href="{NOTICES}/new"' in operations
+    assert f'<li><a href="{NOTICES}"' in admin.get("/console/home").text
+    # Staff who may only read are told who publishes it; no link to a form they cannot use.
+    auditor = as_person(world, world.operators["auditor"])
+    read_only = auditor.get(NOTICES).text
+    assert 'id="no-notice"' in read_only and f"{NOTICES}/new" not in read_only
+    assert f"{NOTICES}/new" not in auditor.get("/console/compliance/dashboard").text
+    # An employee learns what it means for them and who can have it published.
+    mine = as_person(world, world.a.employee).get("/console/my/privacy").text
+    assert 'id="no-notice-next"' in mine
+
+
+@both_stores
+def test_a_notice_is_published_through_the_form_as_the_api_publishes_it(world: World) -> None:
+    officer = officer_of(world)
+    form = officer.get(f"{NOTICES}/new")
+    assert form.status_code == 200, form.text
+    for name in ("version", "title", "text", "transfer_abroad_text", "reconsent_required"):
+        assert f'id="f-{name}"' in form.text, name
+    assert 'id="f-reconsent_required" name="reconsent_required" value="yes" checked' in form.text
+    assert "Traffic abroad stops at once" in form.text
+    done = officer.post(NOTICES, NOTICE_FORM)
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"{NOTICES}?done=published-reconsent"
+    current = api_get(world, "/privacy-notices/current")
+    assert current["version"] == "2026-02"
+    assert current["title"] == NOTICE_FORM["title"]
+    assert current["text"] == NOTICE_FORM["text"].replace("\r\n", "\n")
+    assert current["transfer_abroad_text"] == NOTICE_FORM["transfer_abroad_text"]
+    assert current["reconsent_required"] is True
+    listing = officer.get(done.headers["location"]).text
+    assert "Consents to earlier versions have lapsed" in listing
+    assert f'href="{NOTICES}/{current["id"]}"' in listing
+    assert "compliance_officer@operator.example" in listing or "compliance_officer" in listing
+    # The operator admin publishes the next version without asking for fresh consent; the
+    # form starts from the current texts.
+    admin = as_person(world, world.admin)
+    again = admin.get(f"{NOTICES}/new").text
+    assert "Second paragraph." in again and 'value="2026-02"' not in again
+    second = admin.post(NOTICES, {**NOTICE_FORM, "version": "2026-03", "reconsent_required": ""})
+    assert second.headers["location"] == f"{NOTICES}?done=published"
+    newest = notices_api(world)
+    assert [n["version"] for n in newest] == ["2026-03", "2026-02"]
+    assert newest[0]["reconsent_required"] is False
+    # One version's page: its texts, and whether it is still the current one.
+    old = officer.get(f"{NOTICES}/{current['id']}").text
+    assert "Second paragraph." in old and NOTICE_FORM["transfer_abroad_text"].split(":")[0] in old
+    assert "superseded" in old
+    assert "current" in officer.get(f"{NOTICES}/{newest[0]['id']}").text
+
+
+def test_fresh_consent_makes_earlier_consents_lapse_and_the_form_says_how_many(
+    world: World,
+) -> None:
+    from tests.support.privacy import consent_abroad, publish_notice
+
+    publish_notice(world.client, world.admin.headers, "2026-01")
+    consent_abroad(world.client, world.a.id, world.a.employee.user_id, world.a.employee.headers)
+    officer = officer_of(world)
+    form = officer.get(f"{NOTICES}/new").text
+    assert "1 person has a consent to transfer abroad now" in form
+    assert officer.post(NOTICES, NOTICE_FORM).status_code == 303
+    consents = world.client.get(
+        f"{API}/tenants/{world.a.id}/users/{world.a.employee.user_id}/consents",
+        headers=world.operators["compliance_officer"].headers,
+    ).json()["data"]
+    assert consents and not any(c["current"] for c in consents)
+    assert "0 people have a consent" in officer.get(f"{NOTICES}/new").text
+
+
+def test_a_refused_notice_shows_the_reason_next_to_the_field_and_keeps_what_was_typed(
+    world: World,
+) -> None:
+    officer = officer_of(world)
+    bad = officer.post(
+        NOTICES, {**NOTICE_FORM, "version": "v 1", "text": " ", "reconsent_required": ""}
+    )
+    assert bad.status_code == 422, bad.text
+    assert field_error(bad.text, "version").startswith("use only letters, digits")
+    assert field_error(bad.text, "text")
+    assert field_error(bad.text, "title") == ""
+    assert NOTICE_FORM["title"] in bad.text and 'value="v 1"' in bad.text
+    assert 'value="yes" aria-describedby' in bad.text  # the box stays unticked
+    assert notices_api(world) == []
+    # A version already published: 409, next to the version.
+    assert officer.post(NOTICES, NOTICE_FORM).status_code == 303
+    again = officer.post(NOTICES, {**NOTICE_FORM, "title": "Another title"})
+    assert again.status_code == 409
+    assert field_error(again.text, "version") == "already in use"
+    assert "Another title" in again.text
+    assert len(notices_api(world)) == 1
+    # Chinese: the reasons in Chinese, next to their fields.
+    officer.http.cookies.set("tongdao_lang", "zh_CN")
+    zh = officer.post(NOTICES, {**NOTICE_FORM, "version": "2026-09", "title": ""})
+    assert zh.status_code == 422
+    assert re.search(r"[\u4e00-\u9fff]", field_error(zh.text, "title")), field_error(
+        zh.text, "title"
+    )
+
+
+def test_long_texts_are_kept_whole_and_too_long_ones_refused(world: World) -> None:
+    officer = officer_of(world)
+    long_text = "第一条：个人信息处理者。\n" * 3_000  # 36,000 characters, past the console's 20,000
+    assert len(long_text) > 30_000
+    done = officer.post(NOTICES, {**NOTICE_FORM, "text": long_text})
+    assert done.status_code == 303, done.text[:500]
+    assert api_get(world, "/privacy-notices/current")["text"] == long_text.strip()
+    too_long = officer.post(NOTICES, {**NOTICE_FORM, "version": "2026-04", "text": "字" * 50_001})
+    assert too_long.status_code == 422
+    assert "50000" in field_error(too_long.text, "text").replace(",", "")
+    assert len(notices_api(world)) == 1
+
+
+def test_notices_are_read_by_operator_staff_and_published_by_the_admin_and_the_officer(
+    world: World,
+) -> None:
+    from tests.support.privacy import publish_notice
+
+    notice = publish_notice(world.client, world.admin.headers)
+    for role in ("auditor", "billing_clerk"):
+        reader = as_person(world, world.operators[role])
+        assert reader.get(NOTICES).status_code == 200, role
+        assert reader.get(f"{NOTICES}/{notice['id']}").status_code == 200, role
+        assert f"{NOTICES}/new" not in reader.get(NOTICES).text
+        assert reader.get(f"{NOTICES}/new").status_code == 403, role
+        refused = reader.post(NOTICES, {**NOTICE_FORM, "version": f"x-{role}"})
+        assert refused.status_code == 403, role
+    for actor in (world.a.admin, world.a.employee):
+        person = as_person(world, actor)
+        assert person.get(NOTICES).status_code == 403
+        assert person.get(f"{NOTICES}/{notice['id']}").status_code == 403
+        assert person.get(f"{NOTICES}/{uuid.uuid4()}").status_code == 404
+    assert officer_of(world).get(f"{NOTICES}/{uuid.uuid4()}").status_code == 404
+    assert officer_of(world).get(f"{NOTICES}/not-an-id").status_code == 404
+    assert [n["version"] for n in notices_api(world)] == [notice["version"]]
+
+
+def test_the_list_is_newest_first_paginated_and_filtered(world: World) -> None:
+    from tests.support.privacy import publish_notice
+
+    for n in range(23):
+        publish_notice(world.client, world.admin.headers, f"v{n + 1}", reconsent_required=n == 0)
+    officer = officer_of(world)
+    first = officer.get(NOTICES).text
+    versions = re.findall(r'class="item-title" href="[^"]+">([^<]+)<', first)
+    assert versions == [f"v{n}" for n in range(23, 3, -1)]
+    assert "23 versions, newest first." in first
+    cursor = re.search(r'href="\?cursor=([^"]+)"', first)
+    assert cursor, "no next page"
+    rest = officer.get(NOTICES, params={"cursor": cursor.group(1).replace("&amp;", "&")}).text
+    assert re.findall(r'class="item-title" href="[^"]+">([^<]+)<', rest) == ["v3", "v2", "v1"]
+    assert "yes: earlier consents lapsed" in rest  # v1 asked for fresh consent
+    only = officer.get(NOTICES, params={"q": "v2"}).text
+    assert re.findall(r'class="item-title" href="[^"]+">([^<]+)<', only) == [
+        "v23",
+        "v22",
+        "v21",
+        "v20",
+        "v2",
+    ]
+    none = officer.get(NOTICES, params={"q": "nothing like it"})
+    assert "No version matches" in none.text
+    assert officer.get(NOTICES, params={"cursor": "garbage"}).status_code == 404
+
+
+def test_the_notice_pages_are_bilingual(world: World) -> None:
+    from tests.support.privacy import publish_notice
+
+    notice = publish_notice(world.client, world.admin.headers)
+    officer = officer_of(world)
+    officer.http.cookies.set("tongdao_lang", "zh_CN")
+    for path in (NOTICES, f"{NOTICES}/new", f"{NOTICES}/{notice['id']}"):
+        page = officer.get(path)
+        assert page.status_code == 200, path
+        assert '<html lang="zh-CN">' in page.text
+        assert "隐私声明" in page.text, path
+        assert "（北京时间）" in page.text or path.endswith("/new")
+
+
+# --- end of privacy notices (s18-notice) ---------------------------------------------------

@@ -403,6 +403,32 @@ PAGES.update(_compliance_pages())
 # --- end of compliance and audit -----------------------------------------------------------
 
 
+# --- s18-notice: privacy notices (compliance area) -----------------------------------------
+def _published_notice(world: World) -> str:
+    """A published privacy notice (through the API, once per world)."""
+    if "notice" not in world.a.data:
+        from tests.support.privacy import publish_notice
+
+        world.a.data["notice"] = publish_notice(world.client, world.admin.headers)["id"]
+    return str(world.a.data["notice"])
+
+
+PAGES.update(
+    {
+        ("GET", "/console/privacy-notices"): Page(OPERATORS),
+        ("GET", "/console/privacy-notices/new"): Page(_KEEPERS),
+        ("POST", "/console/privacy-notices"): Page(_KEEPERS, csrf=True),
+        ("GET", "/console/privacy-notices/{notice_id}"): Page(
+            OPERATORS,
+            own=lambda w: f"/console/privacy-notices/{_published_notice(w)}",
+            other=lambda _w: f"/console/privacy-notices/{_MISSING}",
+            notes="notices are the operator's: no tenant has one; an unknown id is 404",
+        ),
+    }
+)
+# --- end of s18-notice ---------------------------------------------------------------------
+
+
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:
         from fastapi.routing import iter_route_contexts

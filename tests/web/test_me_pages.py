@@ -320,6 +320,56 @@ def test_the_config_is_the_servers_part_without_a_private_key(world: World) -> N
     assert url in page
 
 
+# --- s18-notice: a company's first device waits for the gateway ----------------------------
+def test_a_first_devices_config_is_marked_as_a_wait_until_the_gateway_publishes(
+    world: World,
+) -> None:
+    from tongdao.web.pages import me as me_pages
+
+    pop = make_pop(world, "bj")
+    gateway = enrol(world, pop)
+    activate(world, world.a.id)
+    person = world.a.employee
+    client = as_person(world, person)
+    form = client.get("/console/my/devices/new").text
+    assert f'data-poll-seconds="{me_pages.CONFIG_POLL_SECONDS}"' in form
+    assert f'data-wait-seconds="{me_pages.CONFIG_WAIT_SECONDS}"' in form
+    assert 'id="config-waiting" hidden' in form and 'id="config-timeout" hidden' in form
+    made = client.http.post(
+        "/console/my/devices/new",
+        data={"csrf_token": client.csrf, "name": "First", "public_key": public_key()},
+        headers={"Accept": "application/json"},
+    )
+    assert made.status_code == 201, made.text
+    url = made.json()["config"]
+    waiting = client.get(url)
+    assert waiting.status_code == 409
+    assert waiting.headers["x-tongdao-config"] == "waiting"
+    assert waiting.headers["retry-after"] == str(me_pages.CONFIG_POLL_SECONDS)
+    page = client.get(made.json()["page"]).text
+    assert "still setting up your company&#39;s tunnel" in page
+    # The gateway's next poll sets the tenant up; it publishes the interface's key.
+    tenants = [t for t in state(world, gateway).tenants if t.tenant_id == world.a.id]
+    assert tenants and tenants[0].public_key is None
+    key = public_key()
+    put = world.client.put(
+        f"{API}/gateway/interfaces/{world.a.id}", json={"public_key": key}, headers=gateway
+    )
+    assert put.status_code == 204, put.text
+    ready = client.get(url)
+    assert ready.status_code == 200 and f"PublicKey = {key}" in ready.text
+    assert "x-tongdao-config" not in ready.headers
+    assert "still setting up" not in client.get(made.json()["page"]).text
+    # A refusal is not a wait: a revoked device's configuration is not marked as one.
+    revoke = client.post(f"{made.json()['page']}/revoke")
+    assert revoke.status_code == 303
+    refused = client.get(url)
+    assert refused.status_code == 409 and "x-tongdao-config" not in refused.headers
+
+
+# --- end of s18-notice ---------------------------------------------------------------------
+
+
 def test_a_device_is_online_after_a_recent_handshake(world: World) -> None:
     from tests.api.test_usage_bounds import dev_row, post, report, serving
 

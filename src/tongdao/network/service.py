@@ -552,6 +552,12 @@ def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
     return prefixes
 
 
+class AwaitingGateway(Conflict):
+    """No gateway has published the tenant's interface key yet (a tenant's first device: the
+    gateway sets the tenant up on its next poll). A wait, not a refusal: asking again later
+    gives the configuration."""
+
+
 def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
     if device.state == DeviceState.PENDING:
         raise ComplianceRefusal(
@@ -587,7 +593,7 @@ def device_config(ctx: Ctx, tenant: Tenant, device: Device) -> str:
         rows = homed
     if not rows:
         where = "the device's PoP has not yet" if device.pop_id is not None else "no PoP has yet"
-        raise Conflict(
+        raise AwaitingGateway(
             f"{where} published a WireGuard key for this tenant; the configuration "
             "is ready once a gateway serves the tenant"
         )

@@ -68,6 +68,7 @@ ERROR_CALLS = frozenset(
         "Throttled",
         "Unavailable",
         "ComplianceRefusal",
+        "AwaitingGateway",  # tongdao.network.service: a Conflict that says "wait"
         "Refusal",
         "Problem",
         "ValueError",

@@ -1,6 +1,7 @@
 """The compliance officer's pages: the work queue (tenants to vet, declared networks to decide,
-tenant admins' identities to verify), licences and the shareholder register, and the
-compliance dashboard.
+tenant admins' identities to verify), licences and the shareholder register, the
+compliance dashboard, and the privacy notices (published by the operator admin or the
+compliance officer: ``notices`` create).
 
 Each page calls what the API route for the same job calls: tenants through
 :class:`~tongdao.tenancy.service.TenantResource` (``PATCH /tenants/{id}``), declarations
@@ -8,7 +9,8 @@ through :func:`tongdao.network.declared.decide` (``POST /declarations/{id}/appro
 identities through :func:`tongdao.tenancy.service.verify_identity` (``POST
 .../identity-verification``), licences and shareholders through the operator resources
 (``/operator/licences``, ``/operator/shareholders``) and the dashboard through
-:func:`tongdao.operator.service.compliance_status` (``GET /operator/compliance``). A refusal
+:func:`tongdao.operator.service.compliance_status` (``GET /operator/compliance``), notices
+through :func:`tongdao.privacy.service.publish_notice` (``POST /privacy-notices``). A refusal
 of the rules shows next to its field, with the rule it names.
 """
 
@@ -16,15 +18,15 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from tongdao.api.deps import Guard
 from tongdao.api.pagination import PageParams, paginate
-from tongdao.auth.permissions import Action, Role
+from tongdao.auth.permissions import OPERATOR_ROLES, Action, Role
 from tongdao.compliance import kyc, licensing
 from tongdao.compliance import provinces as pv
 from tongdao.compliance.rules import rule
@@ -35,6 +37,9 @@ from tongdao.network.schemas import Approval, DeclarationFilters, Rejection
 from tongdao.operator import service as operator
 from tongdao.operator.models import Licence, Shareholder
 from tongdao.operator.schemas import LicenceCreate, ShareholderCreate, ShareholderUpdate
+from tongdao.privacy import service as privacy
+from tongdao.privacy.models import PrivacyNotice
+from tongdao.privacy.schemas import NoticeCreate
 from tongdao.tenancy import schemas as ts
 from tongdao.tenancy.models import Tenant, TenantState, User
 from tongdao.tenancy.service import (
@@ -47,6 +52,7 @@ from tongdao.tenancy.service import (
 )
 from tongdao.web.console import (
     ConsoleRoute,
+    Form,
     FormDep,
     NavItem,
     UserViewDep,
@@ -63,7 +69,11 @@ from tongdao.web.i18n import N_
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 OFFICER = frozenset({Role.COMPLIANCE_OFFICER})
-NAV = [NavItem("/console/compliance", N_("Work queue"), OFFICER)]
+NAV = [
+    NavItem("/console/compliance", N_("Work queue"), OFFICER),
+    # Published by the operator admin or the compliance officer; read by all operator staff.
+    NavItem("/console/privacy-notices", N_("Privacy notices"), frozenset(OPERATOR_ROLES)),
+]
 
 PAGE_SIZE = 20
 QUEUES = ("tenants", "networks", "identities")
@@ -836,6 +846,208 @@ def dashboard(view: UserViewDep) -> Response:
             "is_officer": guard.principal.can("declarations", Action.UPDATE),
             "tr": lambda text: translate_message(view.locale, text),
             "cap": cap_label(view, status_now.ownership.service_code),
+            "privacy_notice": privacy.current_notice(view.ctx.session)
+            if guard.principal.can("notices", Action.READ)
+            else None,
+            "can_publish": guard.principal.can("notices", Action.CREATE),
         },
         title=view._("Compliance dashboard"),
+    )
+
+
+# --- privacy notices ---------------------------------------------------------------------------
+# ``GET /api/v1/privacy-notices`` (list), ``GET .../{id}`` through the same rows, and ``POST
+# /api/v1/privacy-notices`` (publish) call what these pages call: the rows newest first and
+# :func:`tongdao.privacy.service.publish_notice` under the guard's "notices" grants.
+
+NOTICES_PAGE = "/console/privacy-notices"
+NOTICE_FIELDS = frozenset(
+    {"version", "title", "text", "transfer_abroad_text", "reconsent_required"}
+)
+# The texts may be long (50,000 characters each, in Chinese 9 bytes each once URL-encoded): this
+# form is read with a larger limit than the console's, and nothing in it is cut short.
+NOTICE_FORM_BYTES = 2 * 50_000 * 9 + 64 * 1024
+VERSION_FORM = N_(
+    "use only letters, digits, “.”, “_” and “-”, starting with a letter or a digit (no spaces)"
+)
+NOTICE_DONE = {
+    "published": N_(
+        "The notice is published. People are asked to accept it the next time they open "
+        "their privacy page; consents to earlier versions still count."
+    ),
+    "published-reconsent": N_(
+        "The notice is published. Consents to earlier versions have lapsed: traffic abroad "
+        "stops for everyone until they accept this version and consent again."
+    ),
+}
+
+
+async def _notice_form(request: Request) -> Form:
+    body = await request.body()
+    if len(body) > NOTICE_FORM_BYTES:
+        raise ValidationError({"form": "the form is too large"})
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=20
+        )
+    except ValueError as exc:
+        raise ValidationError({"form": "the form has too many fields"}) from exc
+    return Form(pairs)
+
+
+NoticeFormDep = Annotated[Form, Depends(_notice_form)]
+
+
+def _notice_reader(view: View, action: Action = Action.READ) -> Guard:
+    """Operator staff whose roles allow ``action`` on notices (tenant people read the current
+    notice on their own privacy page)."""
+    guard = _guard(view)
+    if not guard.principal.is_operator:
+        raise PermissionDenied("these pages are for the operator's staff")
+    guard.require("notices", action)
+    return guard
+
+
+def _publishers(view: View, notices: list[PrivacyNotice]) -> dict[uuid.UUID, str]:
+    ids = {n.published_by for n in notices if n.published_by is not None}
+    if not ids:
+        return {}
+    rows = view.ctx.session.execute(
+        select(User.id, User.display_name, User.email).where(User.id.in_(ids))
+    )
+    return {uid: name or email for uid, name, email in rows}
+
+
+@router.get(NOTICES_PAGE)
+def notices_page(
+    view: UserViewDep,
+    q: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[str, Query(max_length=64)] = "",
+    done: Annotated[str, Query(max_length=30)] = "",
+) -> Response:
+    guard = _notice_reader(view)
+    session = view.ctx.session
+    current = privacy.current_notice(session)
+    stmt = select(PrivacyNotice)
+    q = q.strip()
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(
+            PrivacyNotice.version.ilike(pattern, escape="\\")
+            | PrivacyNotice.title.ilike(pattern, escape="\\")
+        )
+    try:
+        rows, total, next_cursor = paginate(
+            session, stmt, PrivacyNotice.seq, _page_params(cursor), descending=True
+        )
+    except ValidationError:
+        raise NotFound(N_("no such page of privacy notices")) from None
+    return render(
+        view,
+        "compliance/notices.html",
+        {
+            "notices": rows,
+            "total": total,
+            "page": {"next_cursor": next_cursor},
+            "base_query": urlencode({"q": q}) if q else "",
+            "q": q,
+            "current": current,
+            "publishers": _publishers(view, rows),
+            "can_publish": guard.principal.can("notices", Action.CREATE),
+            "notice": view.locale.gettext(NOTICE_DONE[done]) if done in NOTICE_DONE else "",
+        },
+        title=view._("Privacy notices"),
+    )
+
+
+def _new_notice_page(
+    view: View,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    session = view.ctx.session
+    current = privacy.current_notice(session)
+    if values is None:
+        # A new version is most often an edit of the current one: start from its texts.
+        values = {"reconsent_required": True}
+        if current is not None:
+            values.update(
+                title=current.title,
+                text=current.text,
+                transfer_abroad_text=current.transfer_abroad_text,
+            )
+    tenant_ids = list(session.scalars(select(Tenant.id)))
+    consenting = len(privacy.abroad_consenting_users(session, tenant_ids))
+    return render(
+        view,
+        "compliance/notice_new.html",
+        {
+            "values": values,
+            "errors": errors or {},
+            "current": current,
+            "consenting": consenting,
+            "max_chars": 50_000,
+        },
+        status=status,
+        title=view._("Publish a privacy notice"),
+    )
+
+
+@router.get(NOTICES_PAGE + "/new")
+def new_notice_page(view: UserViewDep) -> Response:
+    _notice_reader(view, Action.CREATE)
+    return _new_notice_page(view)
+
+
+@router.post(NOTICES_PAGE)
+def publish_notice(view: UserViewDep, form: NoticeFormDep) -> Response:
+    check_csrf(view, form)
+    _notice_reader(view, Action.CREATE)
+    reconsent = form.get("reconsent_required") == "yes"
+    values: dict[str, Any] = {
+        "version": form.text("version"),
+        "title": form.text("title"),
+        # A browser sends a textarea's line breaks as CRLF: stored as the person's lines.
+        "text": form.get("text").replace("\r\n", "\n"),
+        "transfer_abroad_text": form.get("transfer_abroad_text").replace("\r\n", "\n"),
+        "reconsent_required": reconsent,
+    }
+    try:
+        body = parse(NoticeCreate, values)
+        privacy.publish_notice(view.ctx, body)
+        view.ctx.session.flush()
+    except (ValidationError, Conflict) as exc:
+        view.ctx.session.rollback()
+        status = 422 if isinstance(exc, ValidationError) else exc.status_code
+        errors = _errors(view, exc, NOTICE_FIELDS)
+        if "should match pattern" in exc.fields.get("version", ""):
+            # The schema's refusal names a regular expression: say it in words.
+            errors["version"] = view._(VERSION_FORM)
+        return _new_notice_page(view, values=values, errors=errors, status=status)
+    view.ctx.session.commit()
+    done = "published-reconsent" if body.reconsent_required else "published"
+    return redirect(view, f"{NOTICES_PAGE}?done={done}")
+
+
+@router.get(NOTICES_PAGE + "/{notice_id}")
+def notice_page(view: UserViewDep, notice_id: str) -> Response:
+    notice = view.ctx.session.get(PrivacyNotice, parse_uuid(notice_id, "privacy notice"))
+    if notice is None:
+        raise NotFound("privacy notice not found")
+    _notice_reader(view)
+    current = privacy.current_notice(view.ctx.session)
+    return render(
+        view,
+        "compliance/notice.html",
+        {
+            "item": notice,
+            "publisher": _publishers(view, [notice]).get(notice.published_by)
+            if notice.published_by
+            else None,
+            "is_current": current is not None and current.id == notice.id,
+            "can_publish": view.can("notices", Action.CREATE),
+        },
+        title=view._("Privacy notice %(version)s", version=notice.version),
     )

@@ -9,7 +9,10 @@ My devices (``/console/my/devices``, tenant roles)
     X25519 key pair in the browser (``static/js/me-devices.js`` with ``device-keys.js``): the
     page posts only the name and the public key, then fetches the server's configuration
     (``wireguard.conf`` without a private key, :func:`tongdao.network.service.device_config`)
-    and puts the private key into it in the browser, for download and as a QR code. Without
+    and puts the private key into it in the browser, for download and as a QR code. For a
+    company's first device the gateway may not have set the company's tunnel up yet: the
+    configuration answers 409 marked ``X-Tongdao-Config: waiting`` and the page keeps the key
+    in memory and asks again (bounded: ``CONFIG_WAIT_SECONDS``), then completes it. Without
     script the form takes a public key made with ``wg genkey | wg pubkey``. Another person's
     device (even a tenant admin's colleague's) answers 404 here.
 My privacy (``/console/my/privacy``, tenant roles)
@@ -69,6 +72,12 @@ NAV = [
 # A peer whose last handshake is this recent is online: WireGuard renews a session's handshake
 # every 2 minutes while it carries traffic (keepalive 25 s) and drops it after 3 (REJECT_AFTER).
 PAGE_SIZE = 25
+# A tenant's first device: no gateway has published the tenant's interface key yet, so the
+# registration page asks for the configuration again, every few seconds (growing to 15 s),
+# for at most CONFIG_WAIT_SECONDS, then says what to do (and offers to check again).
+CONFIG_POLL_SECONDS = 3
+CONFIG_WAIT_SECONDS = 300
+CONFIG_WAITING_HEADER = "X-Tongdao-Config"
 DEVICE_STATES = [state.value for state in DeviceState]
 
 
@@ -307,10 +316,18 @@ def _activity(guard: Guard, devices: list[Device]) -> dict[str, dict[str, Any]]:
     }
 
 
+AWAITING_GATEWAY = N_(
+    "The network gateway is still setting up your company's tunnel, so the configuration is "
+    "not ready yet. This usually takes under a minute: reload this page."
+)
+
+
 def _config_problem(view: View, tenant: Tenant, device: Device) -> str:
     """Why the server has no configuration for the device now ('' when it has one)."""
     try:
         network.device_config(view.ctx, tenant, device)
+    except network.AwaitingGateway:
+        return view._(AWAITING_GATEWAY)
     except DomainError as exc:
         return translate_message(view.locale, exc.message)
     return ""
@@ -362,6 +379,9 @@ def _new_device_page(
             "values": values,
             "errors": errors,
             "unverified": user.identity_verified_at is None,
+            "poll_seconds": CONFIG_POLL_SECONDS,
+            "wait_seconds": CONFIG_WAIT_SECONDS,
+            "wait_minutes": max(1, round(CONFIG_WAIT_SECONDS / 60)),
         },
         status=status,
         title=view._("Register a device"),
@@ -453,6 +473,17 @@ def my_device_config(view: UserViewDep, device_id: str) -> Response:
     tenant, device = _own_device(view, device_id)
     try:
         text = network.device_config(view.ctx, tenant, device)
+    except network.AwaitingGateway as exc:
+        # Not refused: the gateway has yet to set the tenant up. The page asks again.
+        return PlainTextResponse(
+            translate_message(view.locale, exc.message),
+            status_code=exc.status_code,
+            headers={
+                **PAGE_HEADERS,
+                "Retry-After": str(CONFIG_POLL_SECONDS),
+                CONFIG_WAITING_HEADER: "waiting",
+            },
+        )
     except (Conflict, ValidationError) as exc:
         return PlainTextResponse(
             translate_message(view.locale, exc.message),

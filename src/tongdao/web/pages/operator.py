@@ -44,6 +44,7 @@ from tongdao.network import schemas as net
 from tongdao.network.models import Device, Link, Pop, PopState, PopTenantInterface
 from tongdao.network.service import LinkResource, PopResource, get_pop
 from tongdao.operator.service import compliance_status
+from tongdao.privacy.service import current_notice
 from tongdao.tenancy import schemas as ten
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 from tongdao.tenancy.service import (
@@ -333,6 +334,19 @@ def dashboard(view: UserViewDep) -> Response:
                     else view._("Open the licences"),
                 )
             )
+    if view.can("notices", Action.CREATE) and current_notice(session) is None:
+        # A fresh install: nobody can consent to transfer abroad until a notice is published.
+        alerts.append(
+            Alert(
+                "privacy_notice",
+                view._(
+                    "No privacy notice is published: people cannot accept one or consent to "
+                    "transfer abroad, so none of their traffic is carried abroad."
+                ),
+                "/console/privacy-notices/new",
+                view._("Publish the privacy notice"),
+            )
+        )
     return render(
         view,
         "operator/dashboard.html",
