@@ -10,16 +10,14 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
 from tests.api.test_gateway import make_site
-from tests.support.browser import DESKTOP, PHONE, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, shoot, watch
 from tests.support.privacy import identity_body
 from tests.support.world import PASSWORD, World
 
@@ -96,18 +94,6 @@ TEXT = {
         "rejection_error": "请填写驳回理由",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
-    with serve(app) as url:
-        yield url
 
 
 def _page(browser: Browser, locale: str, viewport: dict[str, int] = DESKTOP) -> Page:

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, chromium, missing_glyphs, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, missing_glyphs, shoot, watch
 from tests.support.world import PASSWORD
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
-    with serve(app) as url:
-        yield url
 
 
 def _page(browser: Browser, locale: str, viewport: dict[str, int] = DESKTOP) -> Page:

@@ -57,7 +57,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
 from tests.conftest import make_settings, need
-from tests.support.browser import DESKTOP, PHONE, artefacts, chromium, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, artefacts, shoot, watch
 from tests.support.privacy import resident_id
 from tests.support.smtp import SmtpServer
 from tests.support.world import PASSWORD, uscc_for
@@ -102,12 +102,6 @@ def _prerequisites() -> None:
         need("/dev/net/tun")
     if not (ROOT / ".venv" / "bin" / "tongdao").exists():
         need(".venv/bin/tongdao (make venv)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 class CodeCatcher(logging.Handler):

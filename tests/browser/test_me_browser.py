@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, Request, expect
 
 from tests.api.test_gateway import activate, enrol, make_pop, state
 from tests.conftest import need
-from tests.support.browser import DESKTOP, PHONE, artefacts, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, artefacts, serve, shoot, watch
 from tests.support.privacy import publish_notice
 from tests.support.world import PASSWORD, World
 from tests.web.test_me_pages import serve_tenant_a
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.browser
 expect.set_options(timeout=15_000)
 
 EMPLOYEE_EMAIL = "employee@a.example"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

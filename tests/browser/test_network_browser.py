@@ -10,13 +10,10 @@ may appear.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, shoot, watch
 from tests.support.world import PASSWORD, World
 from tests.web.test_network_pages import SITE_PREFIX, usage_world
 
@@ -73,18 +70,6 @@ TEXT = {
         "rule": "研发部访问上海",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
-    with serve(app) as url:
-        yield url
 
 
 def _no_sideways_scroll(page: Page) -> None:

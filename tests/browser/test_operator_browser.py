@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, serve, shoot, watch
 from tests.support.world import PASSWORD, make_user, uscc_for
 from tongdao.audit.recorder import SYSTEM, set_actor
 from tongdao.testing import licensed
@@ -44,12 +44,6 @@ T = {
     "auditor": ("auditor", "审计员"),
     "sign_in": ("Sign in", "登录"),
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

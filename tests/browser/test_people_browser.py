@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.api.test_gateway import state
 from tests.api.test_mail_reset import NEW_PASSWORD, login, use_relay
 from tests.api.test_usage import REPORTS, peer, report, serving_gateway
-from tests.support.browser import DESKTOP, PHONE, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, serve, shoot, watch
 from tests.support.privacy import resident_id
 from tests.support.smtp import SmtpServer
 from tests.support.world import PASSWORD, World
@@ -29,12 +29,6 @@ from tongdao.testing.keys import public_key
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=10_000)
 API = "/api/v1"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

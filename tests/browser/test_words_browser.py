@@ -8,13 +8,10 @@ errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, chromium, serve, shoot, watch
+from tests.support.browser import DESKTOP, PHONE, shoot, watch
 from tests.support.world import PASSWORD, World
 
 pytestmark = pytest.mark.browser
@@ -48,18 +45,6 @@ TEXT = {
         "province_error": "编号以“沪”开头的许可证在上海市颁发，仅覆盖上海市（31）",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def live(app: FastAPI) -> Iterator[str]:
-    with serve(app) as url:
-        yield url
 
 
 def _page(browser: Browser, locale: str, viewport: dict[str, int] = DESKTOP) -> Page:
