@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="requests whose blocking work (the store, password hashing) runs at once; "
-        "the rest wait their turn, first come first served. Default: 40 on SQLite, 4 on "
+        "the rest wait their turn, first come first served. Default: 2 on SQLite, 4 on "
         "PostgreSQL (see resolved_request_threads). More threads do not make a process "
         "faster: they share one interpreter lock and the store's write lock, and each "
         "running request slows the others (measured in bench/load.py)",
@@ -171,22 +171,15 @@ class Settings(BaseSettings):
 
     @property
     def resolved_request_threads(self) -> int:
-        """``request_threads``, or the store's default.
-
-        PostgreSQL: 4. Measured side by side with 20 clients on 2 cores, p99 382 ms (2),
-        314 ms (4), 1.5 s (40).
-
-        SQLite: anyio's 40 for now. Fewer would be faster (p99 216 ms with 2, 245 ms with 4,
-        320 ms with 40), but the gateway's and the console's dependencies begin a write
-        request's transaction (and with it SQLite's write lock) in the dependency's thread
-        and the endpoint continues it in another: with fewer threads than concurrent writers,
-        the writers waiting for the lock hold every thread and the holder's endpoint never
-        gets one, until the busy timeout (tests/api/test_input_hardening.py::
-        test_one_key_under_concurrent_writers found it). The API's own authentication
-        already checks in a read transaction of its own for this reason."""
+        """``request_threads``, or the store's default. SQLite's work (one writer at a time)
+        runs in this process on its interpreter; PostgreSQL's runs in its own processes, so
+        a few more requests can wait on it at once. Measured side by side with 20 clients on
+        2 cores: SQLite p99 216 ms (2), 245 ms (4), 320 ms (40); PostgreSQL 382 ms (2), 314 ms
+        (4), 1.5 s (40). (Fewer threads than concurrent writers are safe on SQLite because no
+        dependency begins a write transaction: see ``tongdao.api.deps.reads_apart``.)"""
         if self.request_threads is not None:
             return self.request_threads
-        return 40 if self.resolved_database_url.startswith("sqlite") else 4
+        return 2 if self.resolved_database_url.startswith("sqlite") else 4
 
     @property
     def trusted_proxy_list(self) -> list[str]:

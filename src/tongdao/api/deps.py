@@ -8,7 +8,8 @@ may see (an employee's own devices).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -94,19 +95,43 @@ async def get_ctx(request: Request, session: SessionDep, runtime: RuntimeDep) ->
 AnonCtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 
+def reads_apart(request: Request, ctx: Ctx) -> bool:
+    """Whether a dependency must do its reads (who is calling) in a read transaction of its
+    own: on an SQLite write request.
+
+    Sync dependencies and the endpoint run in different worker threads, one after the other.
+    Were the dependency's first query to begin the request's write transaction, it would take
+    SQLite's write lock (queueing on the file's gate) in the dependency's thread, and the
+    endpoint would need another thread to finish it. With as many writers waiting for the
+    lock as there are threads (TONGDAO_REQUEST_THREADS), the holder's endpoint would never
+    get one until the busy timeout. Reading apart, the write lock is taken in the endpoint,
+    and held only for the write; a bad credential is refused without waiting for it. The
+    check reads the committed state of this moment: a credential revoked from then on is
+    refused from the commit of its revocation."""
+    return is_write(request) and ctx.runtime.db.write_gate is not None
+
+
+@contextmanager
+def read_apart(ctx: Ctx) -> Iterator[Ctx]:
+    """A context like ``ctx`` on a read transaction of its own (see :func:`reads_apart`)."""
+    with ctx.runtime.db.session(write=False) as session:
+        yield Ctx(session=session, runtime=ctx.runtime, source_ip=ctx.source_ip)
+
+
+def adopt(ctx: Ctx, apart: Ctx, obj: M) -> M:
+    """``obj``, read in ``apart``, as an object of ``ctx``'s session, without a query (so
+    without beginning its transaction): changes to it are written by the endpoint's flush."""
+    apart.session.expunge(obj)
+    return ctx.session.merge(obj, load=False)
+
+
 def get_auth_ctx(request: Request, ctx: AnonCtxDep) -> Ctx:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError("authentication required: send 'Authorization: Bearer <token>'")
-    if is_write(request) and ctx.runtime.db.write_gate is not None:
-        # SQLite: the token is checked in a read transaction of its own, so that the
-        # request's write transaction (and with it the file's one write lock) begins in the
-        # endpoint, not here and across the hop from this thread to the endpoint's. The check
-        # reads the committed state of this moment, as it did before: no cache, so a revoked
-        # token or session is refused from the commit of its revocation on.
-        with ctx.runtime.db.session(write=False) as session:
-            check = Ctx(session=session, runtime=ctx.runtime, source_ip=ctx.source_ip)
+    if reads_apart(request, ctx):
+        with read_apart(ctx) as check:
             ctx.principal = authenticate_token(check, secret.strip())
     else:
         ctx.principal = authenticate_token(ctx, secret.strip())

@@ -15,7 +15,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import ColumnElement, select
 
-from tongdao.api.deps import AnonCtxDep, Guard, GuardDep, RuntimeDep, source_ip
+from tongdao.api.deps import (
+    AnonCtxDep,
+    Guard,
+    GuardDep,
+    RuntimeDep,
+    adopt,
+    read_apart,
+    reads_apart,
+    source_ip,
+)
 from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.metrics import of as server_metrics
 from tongdao.api.pagination import Page
@@ -197,7 +206,11 @@ def gateway_ctx(request: Request, ctx: AnonCtxDep) -> tuple[Ctx, Gateway]:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.startswith(service.CREDENTIAL_PREFIX):
         raise AuthenticationError("a gateway credential is required")
-    gateway = service.authenticate_gateway(ctx, secret.strip())
+    if reads_apart(request, ctx):
+        with read_apart(ctx) as check:
+            gateway = adopt(ctx, check, service.authenticate_gateway(check, secret.strip()))
+    else:
+        gateway = service.authenticate_gateway(ctx, secret.strip())
     set_actor(ctx.session, Actor(None, f"gateway:{gateway.id}", ctx.source_ip))
     return ctx, gateway
 

@@ -46,7 +46,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from tongdao import messages
-from tongdao.api.deps import AnonCtxDep
+from tongdao.api.deps import AnonCtxDep, adopt, read_apart, reads_apart
 from tongdao.api.errors import validation_fields
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action, Role
@@ -275,11 +275,15 @@ def get_view(request: Request, ctx: AnonCtxDep) -> View:
 
 
 def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
-    principal = authenticate_token(ctx, secret)
+    if reads_apart(request, ctx):  # an SQLite write: see reads_apart
+        with read_apart(ctx) as check:
+            principal, user, tenant = _who(check, secret)
+            user = adopt(ctx, check, user) if user is not None else None
+            tenant = adopt(ctx, check, tenant) if tenant is not None else None
+    else:
+        principal, user, tenant = _who(ctx, secret)
     ctx.principal = principal
     set_actor(ctx.session, Actor(principal.user_id, principal.email, ctx.source_ip))
-    user = ctx.session.get(User, principal.user_id)
-    tenant = ctx.session.get(Tenant, principal.tenant_id) if principal.tenant_id else None
     locale = Locale(_language_of(request, user))
     ctx.language = locale.language  # what this person's actions write to others in (mail)
     return View(
@@ -291,6 +295,13 @@ def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
         tenant=tenant,
         binding="session:" + hashlib.sha256(secret.encode()).hexdigest(),
     )
+
+
+def _who(ctx: Ctx, secret: str) -> tuple[Principal, User | None, Tenant | None]:
+    principal = authenticate_token(ctx, secret)
+    user = ctx.session.get(User, principal.user_id)
+    tenant = ctx.session.get(Tenant, principal.tenant_id) if principal.tenant_id else None
+    return principal, user, tenant
 
 
 def get_user_view(request: Request, ctx: AnonCtxDep) -> View:
