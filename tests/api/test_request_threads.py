@@ -28,7 +28,7 @@ def _app_with(tmp_path: Path, store_url: str, threads: int) -> tuple[Runtime, Te
 
 
 def test_the_default_follows_the_store(tmp_path: Path) -> None:
-    assert load_settings(env="test", data_dir=tmp_path).resolved_request_threads == 2
+    assert load_settings(env="test", data_dir=tmp_path).resolved_request_threads == 40
     pg = "postgresql+psycopg://tongdao@db.internal/tongdao"
     assert load_settings(env="test", database_url=pg).resolved_request_threads == 4
     assert load_settings(env="test", request_threads=7).resolved_request_threads == 7

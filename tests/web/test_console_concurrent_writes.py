@@ -9,18 +9,29 @@ reads in a transaction of its own (``tongdao.api.deps.reads_apart``)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.conftest import make_settings
 from tests.support.console import csrf_of, session_secret
 from tests.support.world import OPERATOR_ROLES, World
+from tongdao.config import Settings
 from tongdao.tenancy.models import User
 from tongdao.web.console import SESSION_COOKIE
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """The world's app with two request threads (fewer than the posts below)."""
+    return make_settings(tmp_path, store_url, request_threads=2)
 
 
 def test_more_console_posts_than_request_threads_all_finish(world: World) -> None:
     runtime = world.runtime
     threads = runtime.settings.resolved_request_threads
-    assert runtime.db.is_sqlite and threads == 2  # the embedded default under test
+    assert runtime.db.is_sqlite and threads == 2
     people = [world.actor(role) for role in OPERATOR_ROLES] + [
         world.actor(role, tenant) for role in ("tenant_admin", "employee") for tenant in "ab"
     ]
