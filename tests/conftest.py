@@ -6,6 +6,7 @@
 * ``runtime`` / ``app`` / ``client``: the control plane on that store, in process.
 * ``world``: an operator with one user per operator role, and tenants A and B, each with a
   tenant admin and an employee, all holding tokens.
+* ``smtp``: a real SMTP server (aiosmtpd) on loopback that keeps what it receives.
 
 ``TONGDAO_TEST_REQUIRE_ALL=1`` (set by ``make test``) turns a missing PostgreSQL or Chromium
 into a failure instead of a skip.
@@ -26,6 +27,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.smtp import SmtpServer
 from tests.support.world import World
 from tongdao.api.app import create_app
 from tongdao.config import Settings, load_settings
@@ -135,3 +137,12 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def world(runtime: Runtime, client: TestClient) -> World:
     return World.build(runtime, client)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -15,7 +15,6 @@ import email.header
 import email.policy
 import re
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage, Message
 
 import pytest
@@ -28,15 +27,6 @@ from tongdao.tenancy.models import User
 
 API = "/api/v1"
 CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def decoded(got: Received) -> tuple[str, str, str]:

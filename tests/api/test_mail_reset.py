@@ -15,7 +15,6 @@ import stat
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -51,15 +50,6 @@ from tongdao.tenancy.models import User
 API = "/api/v1"
 NEW_PASSWORD = "a brand new long passphrase 42"
 EMPLOYEE = "employee@a.example"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def use_relay(world: World, port: int, **extra: Any) -> dict[str, Any]:

@@ -165,15 +165,6 @@ def server(tmp_path: Path, store_url: str) -> Iterator[Server]:
         runtime.db.dispose()
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    relay = SmtpServer().start()
-    try:
-        yield relay
-    finally:
-        relay.stop()
-
-
 @dataclass
 class Net:
     topology: netns.Topology

@@ -32,15 +32,6 @@ API = "/api/v1"
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def live(world: World, app: FastAPI) -> Iterator[str]:
     # The world's TestClient already ran the app's start-up (mail sender and all).
     with serve(app, lifespan="off") as url:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from tests.api.test_gateway import state
@@ -62,15 +60,6 @@ def people_device(world: World, tenant: TenantFixture) -> str:
         assert resp.status_code == 201, resp.text
         tenant.data[key] = resp.json()["id"]
     return str(tenant.data[key])
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def admin(world: World) -> ConsoleClient:
