@@ -16,10 +16,18 @@ from pathlib import Path
 import tongdao
 from tests.support.console import as_person
 from tests.support.world import PASSWORD, World
+from tongdao.audit.chain import KINDS
 from tongdao.audit.recorder import record
 from tongdao.gateway.desired import PeerKind
 from tongdao.web.i18n import Locale
-from tongdao.web.pages.audit_labels import ACTIONS, OBJECT_KINDS, action_label, kind_label
+from tongdao.web.pages.audit_labels import (
+    ACTIONS,
+    OBJECT_KINDS,
+    RECORD_KINDS,
+    action_label,
+    kind_label,
+    record_kind_label,
+)
 
 SOURCE = Path(tongdao.__file__).parent
 API = "/api/v1"
@@ -183,3 +191,11 @@ def test_an_unknown_code_shows_as_it_is(world: World) -> None:
     assert re.search(r"<span>brand_new_kind <span class=\"mono\">x1</span>", shown), html.escape(
         shown
     )
+
+
+def test_every_record_kind_has_a_label_in_both_languages() -> None:
+    assert sorted(RECORD_KINDS) == sorted(KINDS)
+    chinese = Locale("zh_CN")
+    for code in KINDS:
+        assert record_kind_label(chinese, code) not in ("", RECORD_KINDS[code]), code
+    assert record_kind_label(chinese, "no_such_kind") == "no_such_kind"

@@ -298,6 +298,7 @@ def audit_log(
             "object_kinds": audit_labels.kind_options(view.locale),
             "action_label": lambda code: audit_labels.action_label(view.locale, code),
             "kind_label": lambda code: audit_labels.kind_label(view.locale, code),
+            "record_kind": lambda code: audit_labels.record_kind_label(view.locale, code),
             "can_verify": guard.principal.can("audit_chain", Action.READ),
         },
         status=422 if errors else 200,

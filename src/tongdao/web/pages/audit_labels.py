@@ -72,6 +72,16 @@ OBJECT_KINDS: dict[str, str] = {
     "user": N_("User"),
 }
 
+# What sort of record it is (``tongdao.audit.chain.KINDS``).
+RECORD_KINDS: dict[str, str] = {
+    "change": N_("Change to an object"),
+    "event": N_("Event"),
+    "session": N_("Connection session"),
+    "export": N_("Export"),
+    "erase": N_("Erasure"),
+    "checkpoint": N_("Chain checkpoint"),
+}
+
 
 def action_label(locale: Locale, code: str | None) -> str:
     """The action in words, or ``""`` when the code has no label (the page shows the code)."""
@@ -83,6 +93,12 @@ def kind_label(locale: Locale, code: str | None) -> str:
     """The object kind in words, or ``""`` when the code has no label."""
     label = OBJECT_KINDS.get(code or "")
     return locale.gettext(label) if label else ""
+
+
+def record_kind_label(locale: Locale, code: str | None) -> str:
+    """The record's kind in words, or the code itself when it has no label."""
+    label = RECORD_KINDS.get(code or "")
+    return locale.gettext(label) if label else (code or "")
 
 
 def kind_options(locale: Locale) -> list[tuple[str, str]]:
