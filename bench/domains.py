@@ -38,12 +38,13 @@ phase are counted as ours, unlike ``bench.machine.CpuWatch``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ class DomainsConfig:
 
 FULL = DomainsConfig(
     iperf_seconds=5,
-    iperf_rounds=3,
+    iperf_rounds=5,
     existing=200,
     add_samples=15,
     memory_tenants=1000,
@@ -146,6 +147,26 @@ def probe_vrf() -> dict[str, Any]:
     )
     out["available"] = done.returncode == 0
     return out
+
+
+# --- host settings -------------------------------------------------------------------------
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextlib.contextmanager
+def inotify_headroom(daemons: int, record: dict[str, Any]) -> Iterator[None]:
+    """Every wireguard-go daemon holds one inotify instance (it watches its UAPI socket), and
+    root may have ``fs.inotify.max_user_instances`` of them: 128 by default, so the 129th
+    daemon on a host fails to start. For the run the limit is raised by ``daemons`` (the
+    headroom other work had is kept) and put back afterwards."""
+    was = int(INOTIFY_INSTANCES.read_text())
+    record["inotify_max_user_instances"] = {"was": was, "raised_to": was + daemons}
+    INOTIFY_INSTANCES.write_text(f"{was + daemons}\n")
+    try:
+        yield
+    finally:
+        INOTIFY_INSTANCES.write_text(f"{was}\n")
+        record["inotify_max_user_instances"]["restored"] = int(INOTIFY_INSTANCES.read_text()) == was
 
 
 # --- machine -------------------------------------------------------------------------------
@@ -239,6 +260,12 @@ def process_memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def _reaped_children_cpu_s() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 class LoadWatch:
     """How busy the machine was during a phase: this process's tree (iperf3, ip, nft) and the
     phase's wireguard-go daemons (which leave our tree) are ours; the rest is other work."""
@@ -248,6 +275,7 @@ class LoadWatch:
         self.wall = time.monotonic()
         self.system = _system_cpu_s()[0]
         self.tree = _tree_cpu_s(os.getpid())
+        self.reaped = _reaped_children_cpu_s()
         self.daemons = {pid: process_cpu_s(pid) for pid in daemon_pids(ifnames()).values()}
 
     def result(self) -> dict[str, Any]:
@@ -255,6 +283,7 @@ class LoadWatch:
         busy = _system_cpu_s()[0] - self.system
         tree = _tree_cpu_s(os.getpid())
         own = sum(cpu - self.tree.get(pid, 0.0) for pid, cpu in tree.items())
+        own += _reaped_children_cpu_s() - self.reaped  # iperf3, ip, nft: gone by now
         daemons = sum(
             process_cpu_s(pid) - self.daemons.get(pid, 0.0)
             for pid in daemon_pids(self.ifnames()).values()
@@ -753,6 +782,14 @@ def phase_medians(adds: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def tenants_phase(
+    cfg: DomainsConfig, layout_name: str, out: dict[str, Any], report: dict[str, Any]
+) -> None:
+    settings = report.setdefault("host_settings", {}).setdefault(layout_name, {})
+    with inotify_headroom(cfg.existing + cfg.add_samples, settings):
+        bench_tenants(cfg, layout_name, out)
+
+
 # --- 3. memory of the routing domains ------------------------------------------------------
 def bench_memory(cfg: DomainsConfig, layout_name: str, out: dict[str, Any]) -> None:
     from tongdao.testing import netns
@@ -827,7 +864,7 @@ def run(cfg: DomainsConfig, mode: str = "full") -> dict[str, Any]:
         ("throughput", lambda o: bench_throughput(cfg, layouts, o)),
     ]
     for name in layouts:
-        phases.append((f"tenants_{name}", lambda o, n=name: bench_tenants(cfg, n, o)))  # type: ignore[misc]
+        phases.append((f"tenants_{name}", lambda o, n=name: tenants_phase(cfg, n, o, report)))  # type: ignore[misc]
     for name in layouts:
         phases.append((f"memory_{name}", lambda o, n=name: bench_memory(cfg, n, o)))  # type: ignore[misc]
     for name, phase in phases:
