@@ -4,13 +4,12 @@ concurrent runs and faults, idempotence, immutable invoices, and the job lease."
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import both_stores
@@ -18,9 +17,8 @@ from tests.support.billing import add_plan, add_tenants, ctx_for, subscribe
 from tongdao.billing import money, service
 from tongdao.billing.models import Invoice, InvoiceKind, InvoiceLine, NumberSeries
 from tongdao.errors import Conflict
-from tongdao.gateway.models import UsageRecord
+from tongdao.gateway.models import Gateway, UsageRecord
 from tongdao.jobs import lease
-from tongdao.gateway.models import Gateway
 from tongdao.network.models import Device, Pop
 from tongdao.runtime import Runtime
 from tongdao.tenancy.models import User

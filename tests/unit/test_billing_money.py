@@ -3,6 +3,7 @@ lines, and proration by day that sums to the month over any split."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from decimal import Decimal
 
@@ -53,7 +54,7 @@ def test_proration_over_any_split_sums_to_the_month(
     monthly: Decimal, n: int, cuts: list[int]
 ) -> None:
     points = sorted({0, n, *(c for c in cuts if c <= n)})
-    parts = [money.prorate(monthly, a, b, n) for a, b in zip(points, points[1:], strict=False)]
+    parts = [money.prorate(monthly, a, b, n) for a, b in itertools.pairwise(points)]
     assert sum(parts, Decimal("0.00")) == monthly
     assert all(p >= 0 for p in parts)
 
@@ -62,7 +63,7 @@ def test_a_whole_month_is_the_monthly_amount_and_half_is_about_half() -> None:
     assert money.prorate(Decimal("100.00"), 0, 30, 30) == Decimal("100.00")
     assert money.prorate(Decimal("100.00"), 0, 15, 30) == Decimal("50.00")
     assert money.prorate(Decimal("100.00"), 0, 1, 31) == Decimal("3.23")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside a month"):
         money.prorate(Decimal("1"), 3, 2, 30)
 
 
@@ -72,7 +73,7 @@ def test_months_are_asia_shanghai() -> None:
     assert end.isoformat() == "2026-11-30T16:00:00+00:00"
     assert money.parse_month("2026-02") == date(2026, 2, 1)
     for bad in ("2026-13", "26-01", "2026-1", "2026-01-01"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="YYYY-MM"):
             money.parse_month(bad)
 
 

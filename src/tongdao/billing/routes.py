@@ -104,7 +104,8 @@ def run_billing(guard: GuardDep, body: RunRequest) -> RunResult:
     guard.require("invoices", Action.CREATE)
     actor = actor_of(guard.ctx.session)
     guard.ctx.session.rollback()  # the run owns its transactions (one per tenant)
-    outcome = service.run_month(guard.ctx.runtime.db, money.parse_month(body.month), actor=actor)
+    month = service.billable_month(body.month, guard.ctx.runtime.clock())
+    outcome = service.run_month(guard.ctx.runtime.db, month, actor=actor)
     return RunResult(month=outcome.month, created=outcome.created, existing=outcome.existing)
 
 

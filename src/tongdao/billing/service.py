@@ -356,6 +356,17 @@ def tenants_to_bill(session: Session, month: date) -> list[uuid.UUID]:
     return sorted(ids)
 
 
+def billable_month(text: str, now: datetime) -> date:
+    """``YYYY-MM`` as a month that has ended (Asia/Shanghai); field-keyed 422 otherwise."""
+    try:
+        month = money.parse_month(text)
+    except ValueError as exc:
+        raise ValidationError({"month": str(exc)}) from exc
+    if money.month_bounds_utc(month)[1] > now:
+        raise ValidationError({"month": f"{text} has not ended yet (Asia/Shanghai)"})
+    return month
+
+
 @dataclass
 class RunOutcome:
     month: str

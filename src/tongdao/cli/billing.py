@@ -21,17 +21,18 @@ def run(
 ) -> None:
     """Make every tenant's draft invoice for MONTH under the job's lease; running it again
     makes only what is missing. Exit 3 when a server replica holds the lease."""
-    from tongdao.billing.money import parse_month
+    from tongdao.billing.service import billable_month
+    from tongdao.errors import ValidationError
     from tongdao.jobs.lease import holder_id
     from tongdao.jobs.scheduler import LeaseHeld, run_billing_job
     from tongdao.runtime import Runtime
 
-    try:
-        first = parse_month(month)
-    except ValueError as exc:
-        fail(f"--month: {exc}", 2)
     runtime = Runtime.from_settings(settings_from(data_dir, database_url))
     try:
+        try:
+            first = billable_month(month, runtime.clock())
+        except ValidationError as exc:
+            fail(f"--month: {exc.fields['month']}", 2)
         outcome = run_billing_job(runtime, first, f"cli:{holder_id()}", force=True)
     except LeaseHeld:
         fail("the billing job is running elsewhere (its lease is held); try again later", 3)
