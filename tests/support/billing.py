@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from tests.support.world import uscc_for
 from tongdao.auth.permissions import Role
 from tongdao.auth.principal import ALL_SCOPES, Principal
-from tongdao.billing.models import Plan, Subscription
+from tongdao.billing.models import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceState,
+    Plan,
+    Subscription,
+)
+from tongdao.billing.service import take_number
 from tongdao.runtime import Ctx, Runtime
 from tongdao.tenancy import schemas as ts
 from tongdao.tenancy.models import Tenant
@@ -71,3 +79,26 @@ def subscribe(runtime: Runtime, tenant_id: uuid.UUID, plan_id: uuid.UUID | None,
     with runtime.db.session() as session:
         session.add(Subscription(tenant_id=tenant_id, plan_id=plan_id, starts_on=day))
         session.commit()
+
+
+def billing_invoice(session: Session, tenant_id: uuid.UUID, *, issued: bool = False) -> Invoice:
+    """An invoice of one line for the tenant, numbered from the series (a draft, or issued)."""
+    number = take_number(session, InvoiceKind.INVOICE)
+    line = InvoiceLine(
+        tenant_id=tenant_id, position=1, kind="base", description="base fee", tax_code=TAX_CODE,
+        unit="month", quantity=Decimal(1), unit_price=Decimal("100.00"),
+        period_start=date(2026, 11, 1), period_end=date(2026, 12, 1), amount=Decimal("100.00"),
+        vat_rate=Decimal("0.06"), vat=Decimal("6.00"),
+    )  # fmt: skip
+    invoice = Invoice(
+        tenant_id=tenant_id, kind=InvoiceKind.INVOICE, number=number,
+        dedupe_key=f"test:{number}", month="2026-11",
+        state=InvoiceState.ISSUED if issued else InvoiceState.DRAFT,
+        subtotal=Decimal("100.00"), vat=Decimal("6.00"), total=Decimal("106.00"),
+        amount_paid=Decimal("0.00"), buyer_name="Buyer", buyer_tax_id="91110000802100433B",
+        issued_on=date(2026, 12, 1) if issued else None,
+        due_on=date(2026, 12, 31) if issued else None, lines=[line],
+    )  # fmt: skip
+    session.add(invoice)
+    session.flush()
+    return invoice
