@@ -75,6 +75,9 @@ def test_months_are_asia_shanghai() -> None:
     for bad in ("2026-13", "26-01", "2026-1", "2026-01-01"):
         with pytest.raises(ValueError, match="YYYY-MM"):
             money.parse_month(bad)
+    for far in ("0001-01", "1999-12", "9999-12"):  # would overflow the instants: refused
+        with pytest.raises(ValueError, match="between"):
+            money.parse_month(far)
 
 
 def _plan() -> Plan:

@@ -23,6 +23,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 FEN = Decimal("0.01")
 ZERO = Decimal("0.00")
 VAT_TELECOM_VALUE_ADDED = Decimal("0.06")
+FIRST_YEAR, LAST_YEAR = 2000, 2999  # billing dates outside are typing errors
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 
 
@@ -59,6 +60,8 @@ def parse_month(text: str) -> date:
     match = _MONTH.fullmatch(text)
     if match is None:
         raise ValueError("a month is written YYYY-MM, e.g. 2026-11")
+    if not FIRST_YEAR <= int(match[1]) <= LAST_YEAR:
+        raise ValueError(f"a month between {FIRST_YEAR} and {LAST_YEAR}")
     return date(int(match[1]), int(match[2]), 1)
 
 

@@ -39,7 +39,7 @@ mount(router, service.PlanResource(), "/billing/plans", tags=["billing"])
 TenantId = Annotated[uuid.UUID, Path(description="the tenant's id")]
 InvoiceId = Annotated[uuid.UUID, Path(description="the invoice's id")]
 T = "/tenants/{tenant_id}"
-I = T + "/invoices/{object_id}"  # noqa: E741
+ITEM = T + "/invoices/{object_id}"
 _TEXT_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {**spec, "content": {"application/json": {}}} for code, spec in ERROR_RESPONSES.items()
 }
@@ -142,13 +142,13 @@ def list_invoices(
     )
 
 
-@router.get(I, tags=["billing"], operation_id="get_invoice")
+@router.get(ITEM, tags=["billing"], operation_id="get_invoice")
 def get_invoice(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> InvoicePublic:
     return InvoicePublic.model_validate(_invoice(guard, tenant_id, object_id, Action.READ)[1])
 
 
 @router.get(
-    I + "/csv",
+    ITEM + "/csv",
     tags=["billing"],
     operation_id="get_invoice_csv",
     response_class=Response,
@@ -166,7 +166,7 @@ def invoice_csv(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> R
     )
 
 
-@router.get(I + "/e-fapiao", tags=["billing"], operation_id="get_invoice_efapiao")
+@router.get(ITEM + "/e-fapiao", tags=["billing"], operation_id="get_invoice_efapiao")
 def invoice_efapiao(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> dict[str, Any]:
     """What a fully digitalised e-fapiao carries (see tongdao.billing.export)."""
     invoice = _invoice(guard, tenant_id, object_id, Action.READ)[1]
@@ -174,13 +174,13 @@ def invoice_efapiao(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) 
     return export.to_efapiao(invoice, original)
 
 
-@router.post(I + "/issue", tags=["billing"], operation_id="issue_invoice")
+@router.post(ITEM + "/issue", tags=["billing"], operation_id="issue_invoice")
 def issue_invoice(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> InvoicePublic:
     invoice = _invoice(guard, tenant_id, object_id, Action.UPDATE)[1]
     return _commit(guard, service.issue(guard.ctx, invoice))
 
 
-@router.post(I + "/void", tags=["billing"], operation_id="void_invoice")
+@router.post(ITEM + "/void", tags=["billing"], operation_id="void_invoice")
 def void_invoice(
     guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId, body: Reason
 ) -> InvoicePublic:
@@ -189,7 +189,7 @@ def void_invoice(
     return _commit(guard, service.void(guard.ctx, invoice, body.reason))
 
 
-@router.post(I + "/fapiao", tags=["billing"], operation_id="record_invoice_fapiao")
+@router.post(ITEM + "/fapiao", tags=["billing"], operation_id="record_invoice_fapiao")
 def record_fapiao(
     guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId, body: FapiaoRecord
 ) -> InvoicePublic:
@@ -199,7 +199,7 @@ def record_fapiao(
 
 
 @router.post(
-    I + "/credit-notes",
+    ITEM + "/credit-notes",
     tags=["billing"],
     operation_id="create_credit_note",
     status_code=status.HTTP_201_CREATED,
@@ -214,7 +214,7 @@ def create_credit_note(
 
 # --- payments ------------------------------------------------------------------------------
 @router.post(
-    I + "/payments",
+    ITEM + "/payments",
     tags=["billing"],
     operation_id="record_payment",
     status_code=status.HTTP_201_CREATED,

@@ -87,7 +87,11 @@ class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan_id: uuid.UUID | None = Field(description="the plan from starts_on; null ends billing")
-    starts_on: date = Field(description="first Asia/Shanghai day on this plan")
+    starts_on: date = Field(
+        description="first Asia/Shanghai day on this plan",
+        ge=date(2000, 1, 1),
+        le=date(2999, 12, 1),
+    )
 
 
 class SubscriptionPublic(BaseModel):
@@ -186,7 +190,7 @@ class PaymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Amount
-    received_on: date
+    received_on: date = Field(ge=date(2000, 1, 1), le=date(2999, 12, 31))
     reference: Annotated[str, StringConstraints(max_length=100)] = ""
 
 
@@ -197,7 +201,7 @@ class PaymentPublic(BaseModel):
     invoice_id: uuid.UUID
     tenant_id: uuid.UUID
     amount: Decimal
-    received_on: date
+    received_on: date = Field(ge=date(2000, 1, 1), le=date(2999, 12, 31))
     reference: str
     created_at: datetime
 
