@@ -250,9 +250,11 @@ def test_an_issued_invoice_never_changes_and_a_void_keeps_its_number(runtime: Ru
         inv = session.scalars(select(Invoice)).one()
         service.void(ctx_for(runtime, session), inv, "wrong buyer")
         session.commit()
-    service.run_month(runtime.db, MONTH)  # the void one still holds the tenant's month
-    [voided] = invoices_of(runtime)
-    assert (voided.state, voided.number) == ("void", "INV00000001")
+    # The void one keeps its number; the month is billed again under the next number.
+    assert service.run_month(runtime.db, MONTH).created == ["INV00000002"]
+    assert service.run_month(runtime.db, MONTH).created == []
+    voided, fresh = invoices_of(runtime)
+    assert (voided.state, voided.number, fresh.state) == ("void", "INV00000001", "draft")
 
 
 @both_stores
@@ -276,6 +278,13 @@ def test_credit_notes_have_their_own_gapless_series(runtime: Runtime) -> None:
         session.commit()
         with pytest.raises(Conflict):
             service.credit_note(ctx, invs[1], "again")
+        session.rollback()
+        # A reversed invoice is not overdue and takes no payment; the first one still is.
+        later = date(2099, 1, 1)
+        overdue = set(session.scalars(service.overdue_query(later)))
+        assert overdue == {invs[0]}
+        with pytest.raises(Conflict):
+            service.record_payment(ctx, invs[1], Decimal("1.00"), later, "")
         session.rollback()
     assert numbers(runtime, InvoiceKind.CREDIT_NOTE) == [1, 2]
     assert series_value(runtime, InvoiceKind.CREDIT_NOTE) == 2

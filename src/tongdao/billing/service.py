@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tongdao.api.crud import Resource, ensure_unique
 from tongdao.api.deps import Guard
@@ -71,7 +71,7 @@ from tongdao.tenancy.models import Tenant, User
 SERIES_PREFIX = {InvoiceKind.INVOICE: "INV", InvoiceKind.CREDIT_NOTE: "CN"}
 # Once made, an invoice changes only in these columns (state, payments, fapiao, voiding).
 MUTABLE_AFTER_MADE = frozenset({"state", "amount_paid", "fapiao_number", "voided_at", "reason"})
-MUTABLE_AFTER_MADE |= {"issued_on", "due_on", "updated_at"}
+MUTABLE_AFTER_MADE |= {"issued_on", "due_on", "updated_at", "dedupe_key"}
 
 
 # --- plans -----------------------------------------------------------------------------------
@@ -441,6 +441,8 @@ def void(ctx: Ctx, invoice: Invoice, reason: str) -> Invoice:
     if invoice.fapiao_number:
         raise Conflict("a fapiao was issued for this invoice; issue a credit note (红字)")
     invoice.state = InvoiceState.VOID
+    # The void invoice keeps its number; the tenant's month is free for a new invoice.
+    invoice.dedupe_key = f"void:{invoice.number}"
     invoice.reason = reason
     invoice.voided_at = ctx.runtime.clock()
     return invoice
@@ -525,6 +527,8 @@ def record_payment(
         raise Conflict(
             f"payments are recorded against issued invoices; this one is {invoice.state}"
         )
+    if ctx.session.scalar(select(Invoice.id).where(Invoice.corrects_id == invoice.id)):
+        raise Conflict("this invoice has a credit note; it takes no more payments")
     outstanding = invoice.total - invoice.amount_paid
     if amount > outstanding:
         raise ValidationError({"amount": f"more than the ¥{outstanding} outstanding"})
@@ -543,10 +547,13 @@ def record_payment(
 
 
 def overdue_query(today: date) -> Select[Any]:
+    """Issued invoices past their due date that no credit note has reversed."""
+    credit = aliased(Invoice)
     return (
         select(Invoice)
         .where(Invoice.kind == InvoiceKind.INVOICE, Invoice.state == InvoiceState.ISSUED)
         .where(Invoice.due_on < today)
+        .where(~select(credit.id).where(credit.corrects_id == Invoice.id).exists())
     )
 
 
