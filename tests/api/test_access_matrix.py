@@ -486,6 +486,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("GET", T + "/invoices/{object_id}"): Spec("invoices", Action.READ, "invoice"),
     ("GET", T + "/invoices/{object_id}/csv"): Spec("invoices", Action.READ, "invoice"),
     ("GET", T + "/invoices/{object_id}/e-fapiao"): Spec("invoices", Action.READ, "invoice"),
+    ("GET", T + "/invoices/{object_id}/pdf"): Spec("invoices", Action.READ, "invoice"),
     ("POST", T + "/invoices/{object_id}/issue"): Spec("invoices", Action.UPDATE, "invoice"),
     ("POST", T + "/invoices/{object_id}/void"): Spec(
         "invoices", Action.UPDATE, "invoice", body=lambda bench, case: {"reason": "duplicate"}

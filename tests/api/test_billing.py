@@ -207,3 +207,36 @@ def test_bad_input_is_field_keyed(world: World) -> None:
         {"amount": "1", "received_on": "2026-12-01"},
     )
     assert pay.status_code == 409
+
+
+@both_stores
+def test_the_pdf_carries_the_invoice_chinese_included(world: World) -> None:
+    from pypdf import PdfReader
+
+    inv = billed_a(world)
+    resp = call(world, "GET", f"/tenants/{world.a.id}/invoices/{inv['id']}/pdf", "tenant_admin")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf"
+    reader = PdfReader(io.BytesIO(resp.content))
+    # Cells are laid out apart: compare without whitespace.
+    text = "".join("".join(page.extract_text() or "" for page in reader.pages).split())
+    for expected in (
+        "INV00000001",
+        "账单",
+        "价税合计",
+        "中国银行北京分行",
+        "北京市朝阳区010-12345678",
+        world.a.data["uscc"],
+        TAX_CODE,
+        "¥1,071.00",
+        "¥64.26",
+        "71.00",  # the seats line
+        "¥1,135.26",
+        "6%",
+    ):
+        assert expected in text, (expected, text[:400])
+    fonts = {
+        str(font.get_object()["/BaseFont"])
+        for page in reader.pages
+        for font in page["/Resources"]["/Font"].values()
+    }
+    assert any("WenQuanYi" in name for name in fonts), fonts  # embedded, subset

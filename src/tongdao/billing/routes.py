@@ -15,7 +15,7 @@ from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.audit.recorder import actor_of
 from tongdao.auth.permissions import Action
-from tongdao.billing import export, money, service
+from tongdao.billing import export, money, pdf, service
 from tongdao.billing.models import Invoice, Payment, Subscription
 from tongdao.billing.schemas import (
     Balance,
@@ -163,6 +163,26 @@ def invoice_csv(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> R
         export.to_csv(invoice),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{invoice.number}.csv"'},
+    )
+
+
+@router.get(
+    ITEM + "/pdf",
+    tags=["billing"],
+    operation_id="get_invoice_pdf",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "the invoice as PDF"},
+        **_TEXT_ERRORS,
+    },
+)
+def invoice_pdf(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> Response:
+    """The invoice as PDF (Chinese text in an embedded Noto Sans CJK subset)."""
+    invoice = _invoice(guard, tenant_id, object_id, Action.READ)[1]
+    return Response(
+        pdf.to_pdf(invoice),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.pdf"'},
     )
 
 
