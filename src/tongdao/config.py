@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="requests whose blocking work (the store, password hashing) runs at once; "
-        "the rest wait their turn, first come first served. Default: 40 on SQLite, 4 on "
+        "the rest wait their turn, first come first served. Default: 2 on SQLite, 4 on "
         "PostgreSQL (see resolved_request_threads). More threads do not make a process "
         "faster: they share one interpreter lock and the store's write lock, and each "
         "running request slows the others (measured in bench/load.py)",
@@ -177,18 +177,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_request_threads(self) -> int:
-        """``request_threads``, or the store's default: 4 on PostgreSQL, anyio's 40 on SQLite.
+        """``request_threads``, or the store's default: 4 on PostgreSQL, 2 on SQLite.
 
         Measured side by side with 20 clients on 2 cores: PostgreSQL p99 382 ms (2), 314 ms
-        (4), 1.5 s (40); SQLite 216 ms (2), 245 ms (4), 320 ms (40). SQLite stays at 40 for
-        now: with 2, `python -m tongdao.demo` (two PoP gateways and two site connectors
-        long-polling beside the API calls) timed out on an API call, for a reason not yet
-        found. No dependency takes SQLite's write lock before its endpoint any more
-        (``tongdao.api.deps.reads_apart``), so fewer threads than concurrent writers no
-        longer deadlock (tests/web/test_console_concurrent_writes.py)."""
+        (4), 1.5 s (40); SQLite 216 ms (2), 245 ms (4), 320 ms (40). Fewer threads than
+        concurrent writers do not deadlock: no dependency takes SQLite's write lock before its
+        endpoint (``tongdao.api.deps.reads_apart``), and what a request reads after its commit
+        takes no lock (``tongdao.store.engine``, "one write per request")."""
         if self.request_threads is not None:
             return self.request_threads
-        return 40 if self.resolved_database_url.startswith("sqlite") else 4
+        return 2 if self.resolved_database_url.startswith("sqlite") else 4
 
     @property
     def trusted_proxy_list(self) -> list[str]:

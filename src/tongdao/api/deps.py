@@ -52,7 +52,7 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Se
     (an error, or an endpoint that only read or did not commit): then on PostgreSQL the
     ROLLBACK runs in a worker thread, as it did when this was a ``def``.
     """
-    session = runtime.db.new_session(write=is_write(request))
+    session = runtime.db.new_session(write=is_write(request), one_write=True)
     try:
         yield session
     except BaseException:

@@ -11,6 +11,14 @@ listing devices, p50 99 ms, p99 3.5 s). With the gate the lock passes straight t
 writer in line when the previous one's connection goes back to the pool (after its COMMIT
 or ROLLBACK). The busy timeout stays as the guard against other processes (the CLI) holding
 the lock. Reads never queue: under WAL they run beside the writer.
+
+**One write per request.** A request's session (:meth:`Database.new_session` with
+``one_write=True``) writes in one transaction, ended by its commit. What it reads after that
+(the stored object to answer with) runs in a read transaction: it takes neither the gate nor
+the write lock, and SQLite refuses a write in it (``PRAGMA query_only``). Were it a write
+transaction, the request would hold the lock while FastAPI checks its answer in another
+worker thread; with every thread taken by writers queueing on the gate, that thread would
+never come until the gate's timeout (issue 10: the demo with two request threads).
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ SQLITE_BUSY_TIMEOUT_S = 30
 SQLITE_POOL_SIZE = 40
 SQLITE_POOL_OVERFLOW = 20
 _HOLDS_GATE = "tongdao_holds_write_gate"
+# A pooled connection's info key: it was set query_only for a read after a request's commit.
+_QUERY_ONLY = "tongdao_query_only"
+# Session info keys: a request's session (one write); its commit happened (reads from now).
+ONE_WRITE = "tongdao_one_write"
+_COMMITTED = "tongdao_committed"
 # The execution option that marks a write session's connection (BEGIN IMMEDIATE on SQLite).
 WRITE_OPTION = "tongdao_write"
 
@@ -122,9 +135,11 @@ class Database:
             def begin(conn: Any) -> None:
                 _sqlite_begin(conn, gate)
 
-            def checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            def checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
                 # After the pool's reset (a ROLLBACK if still in a transaction): the write
                 # lock is free for the next writer in line.
+                if record.info.pop(_QUERY_ONLY, False) and dbapi_connection is not None:
+                    dbapi_connection.execute("PRAGMA query_only=OFF")
                 if record.info.pop(_HOLDS_GATE, False):
                     gate.release()
 
@@ -135,6 +150,15 @@ class Database:
         self.write_sessions = sessionmaker(
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
+        if self.is_sqlite:
+            event.listen(self.write_sessions, "after_commit", self._after_commit)
+            event.listen(self.write_sessions, "after_begin", _after_begin)
+
+    def _after_commit(self, session: Session) -> None:
+        """A request's write is over: its later transactions read (see the module)."""
+        if session.info.get(ONE_WRITE) and not session.in_nested_transaction():  # a savepoint: no
+            session.info[_COMMITTED] = True
+            session.bind = self.engine  # a plain BEGIN: no gate, no write lock
 
     @property
     def is_sqlite(self) -> bool:
@@ -154,9 +178,13 @@ class Database:
                 session.rollback()
                 raise
 
-    def new_session(self, *, write: bool = True) -> Session:
-        """A session the caller closes (see :meth:`session`)."""
-        return (self.write_sessions if write else self.sessions)()
+    def new_session(self, *, write: bool = True, one_write: bool = False) -> Session:
+        """A session the caller closes (see :meth:`session`). ``one_write``: a request's,
+        which writes in one transaction and only reads after its commit (see the module)."""
+        session = (self.write_sessions if write else self.sessions)()
+        if write and one_write:
+            session.info[ONE_WRITE] = True
+        return session
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -180,6 +208,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.close()
+
+
+def _after_begin(session: Session, _transaction: Any, connection: Any) -> None:
+    if session.info.get(_COMMITTED):  # a read after a request's commit: no write in it
+        connection.exec_driver_sql("PRAGMA query_only=ON")
+        connection.connection.info[_QUERY_ONLY] = True
 
 
 def _sqlite_begin(conn: Any, gate: WriteGate) -> None:
