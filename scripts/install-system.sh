@@ -21,6 +21,8 @@ PACKAGES=(
   chromium fonts-liberation
   # CJK glyphs for the console's 简体中文 text in the headless browser (no missing-glyph boxes)
   fonts-noto-cjk
+  # the CJK font embedded in invoice PDFs (TrueType outlines: text extracts back cleanly)
+  fonts-wqy-microhei
   # an independent QR decoder: the browser tests read the device-config QR back with zbarimg
   zbar-tools
 )

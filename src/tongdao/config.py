@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "faster: they share one interpreter lock and the store's write lock, and each "
         "running request slows the others (measured in bench/load.py)",
     )
+    jobs_interval_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often `tongdao server` looks for scheduled work (the monthly billing "
+        "run) under a lease in the store; 0 turns the scheduler off (another replica runs it)",
+    )
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(
         default=5,

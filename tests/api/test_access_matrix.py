@@ -37,6 +37,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.access_bench import API, Bench
+from tests.support.billing import billing_invoice, plan_body
 from tests.support.privacy import bench_consent_body, notice_body
 from tests.support.world import PASSWORD, Actor, World
 from tongdao.auth import links
@@ -51,7 +52,17 @@ READ_ONLY = frozenset({"read"})
 NEW_PASSWORD = "a different long passphrase 7"
 PASSWORD_RESET = LinkPurpose.PASSWORD_RESET
 TENANT_OBJECTS = frozenset(
-    {"user", "group", "site", "device", "policy", "prefix_allowance", "connector"}
+    {
+        "user",
+        "group",
+        "site",
+        "device",
+        "policy",
+        "prefix_allowance",
+        "connector",
+        "invoice",
+        "issued_invoice",
+    }
 )
 
 Body = Callable[[Bench, "Case"], dict[str, Any] | None]
@@ -133,7 +144,22 @@ def _totp_disable(bench: Bench, case: Case) -> dict[str, Any]:
     return {"code": code, "current_password": _password(bench, case)}
 
 
+def _invoice(bench: Bench, case: Case, *, issued: bool = False) -> str:
+    """A fresh invoice of the case's object tenant (a draft, or issued), one line."""
+    label = case.obj_label
+    runtime = bench.world.runtime
+    with runtime.db.session() as session:
+        invoice = billing_invoice(session, bench.tenant(label).id, issued=issued)
+        session.commit()
+        return bench._track(label, str(invoice.id))
+
+
 TARGETS: dict[str, Target] = {
+    "invoice": _invoice,
+    "issued_invoice": lambda bench, case: _invoice(bench, case, issued=True),
+    "plan": lambda bench, case: bench.call(
+        "POST", "/billing/plans", plan_body(f"Plan {bench.n()}")
+    )["id"],
     "tenant": _tenant,
     "user": _user,
     "device": _device,
@@ -438,6 +464,53 @@ SPECS: dict[tuple[str, str], Spec] = {
         lambda bench, case: bench.allowance_body(),
         lambda bench, case: {"reason": "renewed contract"},
     ),
+    # --- billing ---------------------------------------------------------------------------
+    **_crud(
+        "/billing/plans",
+        "billing_plans",
+        "plan",
+        lambda bench, case: plan_body(f"Plan {bench.n()}"),
+        lambda bench, case: {"name_zh": "远程接入套餐"},
+    ),
+    ("GET", T + "/subscriptions"): Spec("subscriptions", Action.READ),
+    ("POST", T + "/subscriptions"): Spec(
+        "subscriptions",
+        Action.CREATE,
+        body=lambda bench, case: {"plan_id": None, "starts_on": "2027-03-01"},
+    ),
+    ("POST", "/billing/runs"): Spec(
+        "invoices", Action.CREATE, body=lambda bench, case: {"month": "2026-11"}
+    ),
+    ("GET", "/billing/overdue"): Spec("invoices", Action.READ, notes="a tenant admin: own"),
+    ("GET", T + "/invoices"): Spec("invoices", Action.READ),
+    ("GET", T + "/invoices/{object_id}"): Spec("invoices", Action.READ, "invoice"),
+    ("GET", T + "/invoices/{object_id}/csv"): Spec("invoices", Action.READ, "invoice"),
+    ("GET", T + "/invoices/{object_id}/e-fapiao"): Spec("invoices", Action.READ, "invoice"),
+    ("GET", T + "/invoices/{object_id}/pdf"): Spec("invoices", Action.READ, "invoice"),
+    ("POST", T + "/invoices/{object_id}/issue"): Spec("invoices", Action.UPDATE, "invoice"),
+    ("POST", T + "/invoices/{object_id}/void"): Spec(
+        "invoices", Action.UPDATE, "invoice", body=lambda bench, case: {"reason": "duplicate"}
+    ),
+    ("POST", T + "/invoices/{object_id}/fapiao"): Spec(
+        "invoices",
+        Action.UPDATE,
+        "issued_invoice",
+        body=lambda bench, case: {"fapiao_number": f"{bench.n():020d}"},
+    ),
+    ("POST", T + "/invoices/{object_id}/credit-notes"): Spec(
+        "invoices",
+        Action.UPDATE,
+        "issued_invoice",
+        body=lambda bench, case: {"reason": "price error"},
+    ),
+    ("POST", T + "/invoices/{object_id}/payments"): Spec(
+        "payments",
+        Action.CREATE,
+        "issued_invoice",
+        body=lambda bench, case: {"amount": "1.00", "received_on": "2026-12-01"},
+    ),
+    ("GET", T + "/payments"): Spec("payments", Action.READ),
+    ("GET", T + "/balance"): Spec("invoices", Action.READ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
     ("GET", "/audit/verify"): Spec(
         "audit_chain", Action.READ, notes="the whole chain: operator roles that read the log"

@@ -88,8 +88,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.audit.routes import router as audit_router
     from tongdao.auth.reset_routes import router as reset_router
     from tongdao.auth.routes import router as auth_router
+    from tongdao.billing.routes import router as billing_router
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
+    from tongdao.jobs.scheduler import Scheduler
     from tongdao.mail.routes import router as mail_router
     from tongdao.mail.sender import mailer_of
     from tongdao.network.routes import router as network_router
@@ -121,9 +123,14 @@ def create_app(runtime: Runtime) -> FastAPI:
             log.warning("could not check for a first operator admin: %s", exc)
         mailer = mailer_of(runtime)
         mailer.wake()  # deliver what was queued before a restart
+        # Scheduled work (the monthly billing run) under leases in the store.
+        scheduler = app.state.scheduler = Scheduler(
+            runtime, runtime.settings.jobs_interval_seconds
+        ).start()
         try:
             yield
         finally:
+            scheduler.stop()
             mailer.stop()
             if listener is not None:
                 listener.stop()
@@ -161,6 +168,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         usage_router,
         reset_router,
         mail_router,
+        billing_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 

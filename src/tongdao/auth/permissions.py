@@ -117,6 +117,33 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
     },
     # The SMTP relay outgoing mail leaves by (its password is write-only).
     "mail": {Role.OPERATOR_ADMIN: RU},
+    # Billing (tongdao.billing): plans are the billing clerk's and the operator admin's;
+    # invoices (create: the monthly run; update: issue, void, fapiao number, credit note) and
+    # payments are the billing clerk's; a tenant admin reads their own; the auditor reads.
+    "billing_plans": {
+        Role.OPERATOR_ADMIN: ALL,
+        Role.BILLING_CLERK: ALL,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    "subscriptions": {
+        Role.OPERATOR_ADMIN: R,
+        Role.BILLING_CLERK: _RC,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    "invoices": {
+        Role.OPERATOR_ADMIN: R,
+        Role.BILLING_CLERK: frozenset({Action.READ, Action.CREATE, Action.UPDATE}),
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
+    "payments": {
+        Role.OPERATOR_ADMIN: R,
+        Role.BILLING_CLERK: _RC,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: R,
+    },
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

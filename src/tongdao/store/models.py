@@ -4,6 +4,14 @@ from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
+from tongdao.billing.models import (
+    Invoice,
+    InvoiceLine,
+    NumberSeries,
+    Payment,
+    Plan,
+    Subscription,
+)
 from tongdao.gateway.models import (
     ConfigVersion,
     Gateway,
@@ -12,6 +20,7 @@ from tongdao.gateway.models import (
     UsageRecord,
 )
 from tongdao.ipam.models import IpamLock
+from tongdao.jobs.models import JobLease
 from tongdao.mail.models import MailMessage, MailSettings
 from tongdao.network.models import (
     Device,
@@ -38,16 +47,22 @@ __all__ = [
     "GatewayPeer",
     "Group",
     "GroupMember",
+    "Invoice",
+    "InvoiceLine",
     "IpamLock",
+    "JobLease",
     "Licence",
     "Link",
     "LoginAttempt",
     "MailMessage",
     "MailSettings",
+    "NumberSeries",
     "OneTimeLink",
     "OpenConnection",
     "OperatorProfile",
     "PasswordResetRequest",
+    "Payment",
+    "Plan",
     "Policy",
     "Pop",
     "PopTenantInterface",
@@ -56,6 +71,7 @@ __all__ = [
     "PrivacyNotice",
     "Shareholder",
     "Site",
+    "Subscription",
     "Tenant",
     "UsageRecord",
     "User",

@@ -1,0 +1,620 @@
+"""Billing on the store: plans, subscriptions, the monthly run, invoice states, payments.
+
+**Numbers without gaps.** Invoice and credit-note numbers come from rows of
+``billing_number_series`` (one series per document kind; one operator per deployment). A
+number is taken with an ``UPDATE ... SET last_value = last_value + 1 ... RETURNING`` inside the
+transaction that writes the document, and the document commits or rolls back with it: a run
+killed or failing mid-way rolls the counter back too, so no number is lost. The update locks
+the series row until commit (PostgreSQL; SQLite has one writer at a time), so concurrent runs
+take numbers one after another, and the tenant's invoice for the month is looked for only
+after the lock is held: a second run finds the first one's invoice and rolls back (its number
+with it). ``dedupe_key`` (unique) backs this up in the schema.
+
+**One tenant per transaction.** The run bills each tenant in its own short transaction, so a
+run stopped mid-way leaves whole invoices for some tenants and none for the rest; running it
+again makes the rest and changes nothing else.
+
+**Quantities.** Seats (per account): the tenant's user accounts created before the end of the
+plan segment and not erased before its start. Seats (per active user): distinct owners of
+devices with a WireGuard handshake in the segment, from the gateways' usage records. Sites:
+the tenant's sites created before the segment's end. Traffic and cross-border lines come from
+the usage ledger once it exists (``LineKind.TRAFFIC`` / ``CROSS_BORDER``, ``usage_key``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased
+
+from tongdao.api.crud import Resource, ensure_unique
+from tongdao.api.deps import Guard
+from tongdao.audit.recorder import SYSTEM, Actor, record, set_actor
+from tongdao.auth.permissions import Action
+from tongdao.billing import money
+from tongdao.billing.models import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceState,
+    LineKind,
+    NumberSeries,
+    Payment,
+    Plan,
+    SeatBasis,
+    Subscription,
+)
+from tongdao.billing.schemas import (
+    InvoiceFilters,
+    InvoicePublic,
+    PlanCreate,
+    PlanPublic,
+    PlanUpdate,
+    SubscriptionCreate,
+)
+from tongdao.errors import Conflict, ValidationError
+from tongdao.gateway.models import UsageRecord
+from tongdao.network.models import Device, Site
+from tongdao.operator.models import OperatorProfile
+from tongdao.runtime import Ctx
+from tongdao.store.engine import Database
+from tongdao.tenancy.models import Tenant, User
+
+SERIES_PREFIX = {InvoiceKind.INVOICE: "INV", InvoiceKind.CREDIT_NOTE: "CN"}
+# Once made, an invoice changes only in these columns (state, payments, fapiao, voiding).
+MUTABLE_AFTER_MADE = frozenset({"state", "amount_paid", "fapiao_number", "voided_at", "reason"})
+MUTABLE_AFTER_MADE |= {"issued_on", "due_on", "updated_at", "dedupe_key"}
+
+
+# --- plans -----------------------------------------------------------------------------------
+class PlanResource(Resource[Plan]):
+    name = "billing_plans"
+    label = "plan"
+    plural = "plans"
+    model = Plan
+    public = PlanPublic
+    create_schema = PlanCreate
+    update_schema = PlanUpdate
+    tenant_scoped = False
+
+    def create(self, ctx: Ctx, tenant: Tenant | None, data: PlanCreate) -> Plan:
+        ensure_unique(ctx, Plan.name, data.name, what="plan")
+        plan = Plan(**data.model_dump())
+        ctx.session.add(plan)
+        return plan
+
+    def update(self, ctx: Ctx, obj: Plan, data: Any) -> Plan:
+        changes = data.model_dump(exclude_unset=True)
+        nulls = [key for key, value in changes.items() if value is None]
+        if nulls:
+            raise ValidationError(dict.fromkeys(nulls, "may not be null"))
+        for key, value in changes.items():
+            setattr(obj, key, value)
+        return obj
+
+    def delete(self, ctx: Ctx, obj: Plan) -> None:
+        used = ctx.session.scalar(select(Subscription.id).where(Subscription.plan_id == obj.id))
+        if used is not None:
+            raise Conflict("the plan has subscriptions; it cannot be deleted", {"id": "in use"})
+        ctx.session.delete(obj)
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+def subscribe(ctx: Ctx, tenant: Tenant, data: SubscriptionCreate) -> Subscription:
+    """Put the tenant on a plan (or none) from an Asia/Shanghai day on."""
+    if data.plan_id is not None and ctx.session.get(Plan, data.plan_id) is None:
+        raise ValidationError({"plan_id": "no such plan"})
+    month = data.starts_on.strftime("%Y-%m")
+    invoiced = ctx.session.scalar(
+        select(Invoice.month)
+        .where(Invoice.tenant_id == tenant.id, Invoice.kind == InvoiceKind.INVOICE)
+        .where(Invoice.month >= month, Invoice.state != InvoiceState.VOID)
+        .limit(1)
+    )
+    if invoiced is not None:
+        raise ValidationError(
+            {"starts_on": f"{invoiced} is invoiced already; start on a later month"}
+        )
+    existing = ctx.session.scalar(
+        select(Subscription).where(
+            Subscription.tenant_id == tenant.id, Subscription.starts_on == data.starts_on
+        )
+    )
+    if existing is not None:
+        existing.plan_id = data.plan_id
+        return existing
+    sub = Subscription(tenant_id=tenant.id, plan_id=data.plan_id, starts_on=data.starts_on)
+    ctx.session.add(sub)
+    return sub
+
+
+@dataclass(frozen=True)
+class Segment:
+    plan: Plan
+    start: date  # inclusive
+    end: date  # exclusive
+
+
+def segments(session: Session, tenant_id: uuid.UUID, month: date) -> list[Segment]:
+    """The plans the tenant was on during the month, as day ranges within it."""
+    end_of_month = money.next_month(month)
+    subs = list(
+        session.scalars(
+            select(Subscription)
+            .where(Subscription.tenant_id == tenant_id, Subscription.starts_on < end_of_month)
+            .order_by(Subscription.starts_on)
+        )
+    )
+    out: list[Segment] = []
+    for i, sub in enumerate(subs):
+        start = max(sub.starts_on, month)
+        end = subs[i + 1].starts_on if i + 1 < len(subs) else end_of_month
+        end = min(end, end_of_month)
+        if sub.plan_id is None or end <= start:
+            continue
+        plan = session.get(Plan, sub.plan_id)
+        assert plan is not None
+        out.append(Segment(plan, start, end))
+    return out
+
+
+def count_seats(session: Session, tenant_id: uuid.UUID, basis: str, seg: Segment) -> int:
+    start, end = money.day_start_utc(seg.start), money.day_start_utc(seg.end)
+    if basis == SeatBasis.ACTIVE:
+        refs = session.scalars(
+            select(UsageRecord.peer_ref)
+            .where(UsageRecord.tenant_id == tenant_id, UsageRecord.peer_kind == "device")
+            .where(UsageRecord.last_handshake >= start, UsageRecord.last_handshake < end)
+            .distinct()
+        )
+        ids = []
+        for ref in refs:
+            try:
+                ids.append(uuid.UUID(ref))
+            except ValueError:
+                continue
+        if not ids:
+            return 0
+        return int(
+            session.scalar(
+                select(func.count(func.distinct(Device.user_id))).where(
+                    Device.tenant_id == tenant_id, Device.id.in_(ids)
+                )
+            )
+            or 0
+        )
+    return int(
+        session.scalar(
+            select(func.count(User.id))
+            .where(User.tenant_id == tenant_id, User.created_at < end)
+            .where(or_(User.erased_at.is_(None), User.erased_at >= start))
+        )
+        or 0
+    )
+
+
+def count_sites(session: Session, tenant_id: uuid.UUID, seg: Segment) -> int:
+    end = money.day_start_utc(seg.end)
+    return int(
+        session.scalar(
+            select(func.count(Site.id)).where(Site.tenant_id == tenant_id, Site.created_at < end)
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class LineDraft:
+    kind: LineKind
+    description: str
+    tax_code: str
+    unit: str
+    quantity: Decimal
+    unit_price: Decimal
+    start: date
+    end: date
+    amount: Decimal
+    vat_rate: Decimal
+    vat: Decimal
+    usage_key: str = ""
+
+
+def price_segment(month: date, seg: Segment, seats: int, sites: int) -> list[LineDraft]:
+    """The lines of one plan segment (pure): each item's monthly amount, prorated by day."""
+    n = money.days_in_month(month)
+    a, b = (seg.start - month).days, (seg.end - month).days
+    plan = seg.plan
+    days = f"{seg.start.isoformat()}..{(seg.end - timedelta(days=1)).isoformat()}"
+    items = [
+        (LineKind.BASE, f"{plan.name} base fee {days}", plan.base_tax_code, "month",
+         Decimal(1), plan.base_fee, ""),
+        (LineKind.SEATS, f"{plan.name} seats ({plan.seat_basis}) {days}", plan.seat_tax_code,
+         "seat", Decimal(seats), plan.seat_price, f"store:users:{plan.seat_basis}"),
+        (LineKind.SITES, f"{plan.name} sites {days}", plan.site_tax_code, "site",
+         Decimal(sites), plan.site_price, "store:sites"),
+    ]  # fmt: skip
+    out = []
+    for kind, text, code, unit, qty, price, key in items:
+        if qty == 0 or price == 0:
+            continue
+        amount = money.prorate(qty * price, a, b, n)
+        out.append(
+            LineDraft(kind, text, code, unit, qty, price, seg.start, seg.end, amount,
+                      plan.vat_rate, money.line_vat(amount, plan.vat_rate), key)
+        )  # fmt: skip
+    return out
+
+
+# --- numbering ---------------------------------------------------------------------------------
+def take_number(session: Session, kind: InvoiceKind) -> str:
+    """The next number of the kind's series, in the caller's transaction (see the module)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    prefix = SERIES_PREFIX[kind]
+    session.execute(
+        insert(NumberSeries)
+        .values(name=kind.value, prefix=prefix, last_value=0)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    value = session.execute(
+        update(NumberSeries)
+        .where(NumberSeries.name == kind.value)
+        .values(last_value=NumberSeries.last_value + 1)
+        .returning(NumberSeries.last_value)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return f"{prefix}{value:08d}"
+
+
+def number_value(number: str) -> int:
+    return int(number.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+# --- the monthly run ---------------------------------------------------------------------------
+def _buyer(tenant: Tenant) -> dict[str, str]:
+    return {
+        "buyer_name": tenant.invoice_buyer_name or tenant.name_zh or tenant.name_en,
+        "buyer_tax_id": tenant.invoice_tax_id or tenant.uscc,
+        "buyer_address_phone": tenant.invoice_address_phone,
+        "buyer_bank": tenant.invoice_bank,
+        "buyer_account": tenant.invoice_account,
+    }
+
+
+def _seller(session: Session) -> dict[str, str]:
+    op = session.scalar(select(OperatorProfile).order_by(OperatorProfile.created_at))
+    if op is None:
+        return {}
+    return {
+        "seller_name": op.legal_name_zh or op.legal_name,
+        "seller_tax_id": op.uscc,
+        "seller_address_phone": " ".join(p for p in (op.address, op.contact_phone) if p),
+    }
+
+
+def bill_tenant(session: Session, tenant_id: uuid.UUID, month: date) -> Invoice | None:
+    """Make the tenant's invoice for the month in the session's transaction; None when it has
+    one already or owes nothing for the month. The caller commits (or rolls back)."""
+    month_text = month.strftime("%Y-%m")
+    number = take_number(session, InvoiceKind.INVOICE)  # locks the series: see the module
+    key = f"invoice:{tenant_id}:{month_text}"
+    if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
+        return None
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    drafts: list[LineDraft] = []
+    for seg in segments(session, tenant_id, month):
+        seats = count_seats(session, tenant_id, seg.plan.seat_basis, seg)
+        sites = count_sites(session, tenant_id, seg)
+        drafts.extend(price_segment(month, seg, seats, sites))
+    if not drafts:
+        return None
+    subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])
+    terms = max(seg.plan.payment_terms_days for seg in segments(session, tenant_id, month))
+    invoice = Invoice(
+        tenant_id=tenant_id,
+        kind=InvoiceKind.INVOICE,
+        number=number,
+        dedupe_key=key,
+        month=month_text,
+        state=InvoiceState.DRAFT,
+        subtotal=subtotal,
+        vat=vat,
+        total=total,
+        amount_paid=money.ZERO,
+        payment_terms_days=terms,
+        **_buyer(tenant),
+        **_seller(session),
+    )
+    for i, d in enumerate(drafts, start=1):
+        invoice.lines.append(
+            InvoiceLine(
+                tenant_id=tenant_id, position=i, kind=d.kind, description=d.description,
+                tax_code=d.tax_code, unit=d.unit, quantity=d.quantity, unit_price=d.unit_price,
+                period_start=d.start, period_end=d.end, amount=d.amount, vat_rate=d.vat_rate,
+                vat=d.vat, usage_key=d.usage_key,
+            )
+        )  # fmt: skip
+    session.add(invoice)
+    session.flush()
+    return invoice
+
+
+def tenants_to_bill(session: Session, month: date) -> list[uuid.UUID]:
+    """Tenants with a plan for some day of the month, in id order."""
+    end = money.next_month(month)
+    ids = session.scalars(
+        select(Subscription.tenant_id).where(Subscription.starts_on < end).distinct()
+    )
+    return sorted(ids)
+
+
+def billable_month(text: str, now: datetime) -> date:
+    """``YYYY-MM`` as a month that has ended (Asia/Shanghai); field-keyed 422 otherwise."""
+    try:
+        month = money.parse_month(text)
+    except ValueError as exc:
+        raise ValidationError({"month": str(exc)}) from exc
+    if money.month_bounds_utc(month)[1] > now:
+        raise ValidationError({"month": f"{text} has not ended yet (Asia/Shanghai)"})
+    return month
+
+
+@dataclass
+class RunOutcome:
+    month: str
+    created: list[str]
+    existing: int
+
+
+def run_month(
+    db: Database,
+    month: date,
+    *,
+    actor: Actor = SYSTEM,
+    keep_going: Callable[[], bool] | None = None,
+) -> RunOutcome:
+    """Make every tenant's invoice for ``month`` (drafts), one transaction per tenant.
+
+    ``keep_going`` is asked before each tenant (a job under a lease renews it there and stops
+    when the lease is lost)."""
+    with db.session(write=False) as session:
+        tenant_ids = tenants_to_bill(session, month)
+    outcome = RunOutcome(month.strftime("%Y-%m"), [], 0)
+    for tenant_id in tenant_ids:
+        if keep_going is not None and not keep_going():
+            break
+        with db.session() as session:
+            set_actor(session, actor)
+            invoice = bill_tenant(session, tenant_id, month)
+            if invoice is None:
+                session.rollback()  # gives the number back
+                outcome.existing += 1
+                continue
+            record(
+                session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
+                after={"number": invoice.number, "month": invoice.month,
+                       "total": str(invoice.total)},
+            )  # fmt: skip
+            session.commit()
+            outcome.created.append(invoice.number)
+    return outcome
+
+
+# --- invoices ----------------------------------------------------------------------------------
+class InvoiceResource(Resource[Invoice]):
+    name = "invoices"
+    label = "invoice"
+    plural = "invoices"
+    model = Invoice
+    public = InvoicePublic
+    create_schema = InvoiceFilters  # not mounted: invoices are made by the run
+    update_schema = InvoiceFilters
+    filters = InvoiceFilters
+
+
+def issue(ctx: Ctx, invoice: Invoice) -> Invoice:
+    if invoice.state != InvoiceState.DRAFT:
+        raise Conflict(f"only a draft can be issued; this one is {invoice.state}")
+    today = money.shanghai_today(ctx.runtime.clock())
+    invoice.state = InvoiceState.ISSUED
+    invoice.issued_on = today
+    invoice.due_on = today + timedelta(days=invoice.payment_terms_days)
+    return invoice
+
+
+def void(ctx: Ctx, invoice: Invoice, reason: str) -> Invoice:
+    if invoice.kind != InvoiceKind.INVOICE or invoice.state not in (
+        InvoiceState.DRAFT,
+        InvoiceState.ISSUED,
+    ):
+        raise Conflict(f"a {invoice.state} {invoice.kind} cannot be voided; issue a credit note")
+    if invoice.amount_paid != 0:
+        raise Conflict("payments are recorded against this invoice; issue a credit note")
+    if invoice.fapiao_number:
+        raise Conflict("a fapiao was issued for this invoice; issue a credit note (红字)")
+    invoice.state = InvoiceState.VOID
+    # The void invoice keeps its number; the tenant's month is free for a new invoice.
+    invoice.dedupe_key = f"void:{invoice.number}"
+    invoice.reason = reason
+    invoice.voided_at = ctx.runtime.clock()
+    return invoice
+
+
+def record_fapiao(ctx: Ctx, invoice: Invoice, number: str) -> Invoice:
+    if invoice.state not in (InvoiceState.ISSUED, InvoiceState.PAID):
+        raise Conflict(f"a fapiao number is recorded for an issued invoice, not a {invoice.state}")
+    if invoice.fapiao_number and invoice.fapiao_number != number:
+        raise Conflict(
+            f"fapiao {invoice.fapiao_number} is recorded already", {"fapiao_number": "recorded"}
+        )
+    invoice.fapiao_number = number
+    return invoice
+
+
+def credit_note(ctx: Ctx, invoice: Invoice, reason: str) -> Invoice:
+    """A credit note (红字) reversing the whole invoice, numbered in its own series."""
+    if invoice.kind != InvoiceKind.INVOICE or invoice.state not in (
+        InvoiceState.ISSUED,
+        InvoiceState.PAID,
+    ):
+        raise Conflict("credit notes correct issued or paid invoices; void a draft instead")
+    key = f"credit_note:{invoice.id}"
+    session = ctx.session
+    number = take_number(session, InvoiceKind.CREDIT_NOTE)
+    if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
+        raise Conflict("this invoice has a credit note already")
+    today = money.shanghai_today(ctx.runtime.clock())
+    note = Invoice(
+        tenant_id=invoice.tenant_id,
+        kind=InvoiceKind.CREDIT_NOTE,
+        number=number,
+        dedupe_key=key,
+        month=invoice.month,
+        state=InvoiceState.ISSUED,
+        corrects_id=invoice.id,
+        reason=reason,
+        subtotal=-invoice.subtotal,
+        vat=-invoice.vat,
+        total=-invoice.total,
+        amount_paid=money.ZERO,
+        payment_terms_days=0,
+        issued_on=today,
+        due_on=today,
+        **{k: getattr(invoice, k) for k in _COPIED},
+    )
+    for line in invoice.lines:
+        note.lines.append(
+            InvoiceLine(
+                tenant_id=line.tenant_id, position=line.position, kind=line.kind,
+                description=line.description, tax_code=line.tax_code, unit=line.unit,
+                quantity=-line.quantity, unit_price=line.unit_price,
+                period_start=line.period_start, period_end=line.period_end,
+                amount=-line.amount, vat_rate=line.vat_rate, vat=-line.vat,
+                usage_key=line.usage_key,
+            )
+        )  # fmt: skip
+    session.add(note)
+    return note
+
+
+_COPIED = (
+    "currency",
+    "buyer_name",
+    "buyer_tax_id",
+    "buyer_address_phone",
+    "buyer_bank",
+    "buyer_account",
+    "seller_name",
+    "seller_tax_id",
+    "seller_address_phone",
+)
+
+
+# --- payments ----------------------------------------------------------------------------------
+def record_payment(
+    ctx: Ctx, invoice: Invoice, amount: Decimal, received_on: date, reference: str
+) -> Payment:
+    """A payment (full or partial) of an issued invoice; the invoice is paid when covered."""
+    if invoice.kind != InvoiceKind.INVOICE or invoice.state != InvoiceState.ISSUED:
+        raise Conflict(
+            f"payments are recorded against issued invoices; this one is {invoice.state}"
+        )
+    if ctx.session.scalar(select(Invoice.id).where(Invoice.corrects_id == invoice.id)):
+        raise Conflict("this invoice has a credit note; it takes no more payments")
+    outstanding = invoice.total - invoice.amount_paid
+    if amount > outstanding:
+        raise ValidationError({"amount": f"more than the ¥{outstanding} outstanding"})
+    payment = Payment(
+        invoice_id=invoice.id,
+        tenant_id=invoice.tenant_id,
+        amount=amount,
+        received_on=received_on,
+        reference=reference,
+    )
+    ctx.session.add(payment)
+    invoice.amount_paid = invoice.amount_paid + amount
+    if invoice.amount_paid == invoice.total:
+        invoice.state = InvoiceState.PAID
+    return payment
+
+
+def overdue_query(today: date) -> Select[Any]:
+    """Issued invoices past their due date that no credit note has reversed."""
+    credit = aliased(Invoice)
+    return (
+        select(Invoice)
+        .where(Invoice.kind == InvoiceKind.INVOICE, Invoice.state == InvoiceState.ISSUED)
+        .where(Invoice.due_on < today)
+        .where(~select(credit.id).where(credit.corrects_id == Invoice.id).exists())
+    )
+
+
+def balance(session: Session, tenant_id: uuid.UUID, today: date) -> dict[str, Decimal]:
+    billed = session.scalar(
+        select(func.coalesce(func.sum(Invoice.total), 0)).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.state.in_([InvoiceState.ISSUED, InvoiceState.PAID]),
+        )
+    )
+    paid = session.scalar(
+        select(func.coalesce(func.sum(Payment.amount), 0)).where(Payment.tenant_id == tenant_id)
+    )
+    overdue = session.scalar(
+        select(func.coalesce(func.sum(Invoice.total - Invoice.amount_paid), 0)).where(
+            Invoice.id.in_(overdue_query(today).with_only_columns(Invoice.id)),
+            Invoice.tenant_id == tenant_id,
+        )
+    )
+    billed_d, paid_d = money.fen(Decimal(billed or 0)), money.fen(Decimal(paid or 0))
+    return {
+        "invoiced": billed_d,
+        "paid": paid_d,
+        "balance": billed_d - paid_d,
+        "overdue": money.fen(Decimal(overdue or 0)),
+    }
+
+
+def guard_invoice_changes(session: Session, objs: Sequence[object]) -> None:
+    """Refuse a change to a made invoice outside :data:`MUTABLE_AFTER_MADE`, and any change
+    to a line (an issued invoice never changes; corrections are credit notes)."""
+    from sqlalchemy import inspect
+
+    for obj in objs:
+        if isinstance(obj, InvoiceLine) and inspect(obj).persistent:
+            raise Conflict("invoice lines never change; issue a credit note")
+        if isinstance(obj, Invoice) and inspect(obj).persistent:
+            state = inspect(obj)
+            changed = {a.key for a in state.attrs if a.history.has_changes()}
+            bad = changed - MUTABLE_AFTER_MADE - {"lines"}
+            if bad:
+                raise Conflict(f"an invoice never changes ({', '.join(sorted(bad))})")
+
+
+def _before_flush(session: Session, _ctx: object, _instances: object) -> None:
+    guard_invoice_changes(session, [*session.dirty, *session.deleted])
+
+
+def install_guard() -> None:
+    from sqlalchemy import event
+
+    if not event.contains(Session, "before_flush", _before_flush):
+        event.listen(Session, "before_flush", _before_flush)
+
+
+install_guard()
+
+
+def load_invoice(guard: Guard, tenant: Tenant, invoice_id: uuid.UUID, action: Action) -> Invoice:
+    return InvoiceResource().load(guard, tenant, invoice_id, action)
+
+
+def now_shanghai_month(now: datetime) -> date:
+    return money.shanghai_today(now).replace(day=1)

@@ -1,0 +1,114 @@
+"""Scheduled work inside ``tongdao server``: a background thread that, every
+``jobs_interval_seconds`` (first after one interval), runs each due job under its lease
+(:mod:`tongdao.jobs.lease`), so that with several replicas each job runs once.
+
+Jobs:
+
+* ``billing.monthly``: from the first Asia/Shanghai day of a month on, make the previous
+  month's invoices (:func:`tongdao.billing.service.run_month`); the lease records the month
+  done, so later ticks and other replicas skip it. ``tongdao billing run`` runs the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from tongdao.audit.recorder import Actor
+from tongdao.billing import money
+from tongdao.billing.service import RunOutcome, run_month
+from tongdao.jobs import lease
+
+if TYPE_CHECKING:
+    from tongdao.runtime import Runtime
+
+log = logging.getLogger("tongdao.jobs")
+
+BILLING_JOB = "billing.monthly"
+LEASE_TTL = timedelta(minutes=10)
+JOB_ACTOR = Actor(None, "job:billing.monthly")
+
+
+class LeaseHeld(Exception):
+    """Another holder has the job's lease (it is running elsewhere)."""
+
+
+def run_billing_job(
+    runtime: Runtime, month: date, holder: str, *, force: bool = False
+) -> RunOutcome | None:
+    """The monthly run for ``month`` under the lease; None when it was done already.
+
+    Raises :class:`LeaseHeld` when another replica (or command) holds the lease."""
+    db = runtime.db
+    done = month.strftime("%Y-%m")
+    if not force and lease.last_done(db, BILLING_JOB) >= done:
+        return None
+    if not lease.acquire(db, BILLING_JOB, holder, runtime.clock(), LEASE_TTL):
+        raise LeaseHeld(BILLING_JOB)
+    finished = False
+    try:
+
+        def keep_going() -> bool:
+            return lease.acquire(db, BILLING_JOB, holder, runtime.clock(), LEASE_TTL)
+
+        outcome = run_month(db, month, actor=JOB_ACTOR, keep_going=keep_going)
+        finished = True
+        return outcome
+    finally:
+        previous = lease.last_done(db, BILLING_JOB)
+        lease.release(
+            db, BILLING_JOB, holder, runtime.clock(),
+            done=max(done, previous) if finished else None,
+        )  # fmt: skip
+
+
+def due_billing_month(runtime: Runtime) -> date:
+    """The month the scheduler bills: the one before today's (Asia/Shanghai)."""
+    return money.previous_month(money.shanghai_today(runtime.clock()).replace(day=1))
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime, interval: float) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self.holder = lease.holder_id()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.jobs: list[Callable[[], object]] = [self.billing]
+
+    def billing(self) -> RunOutcome | None:
+        try:
+            outcome = run_billing_job(self.runtime, due_billing_month(self.runtime), self.holder)
+        except LeaseHeld:
+            return None
+        if outcome is not None:
+            log.info(
+                "billing run %s: %d invoices made, %d tenants had theirs",
+                outcome.month, len(outcome.created), outcome.existing,
+            )  # fmt: skip
+        return outcome
+
+    def tick(self) -> None:
+        for job in self.jobs:
+            try:
+                job()
+            except Exception:  # a store outage: try again next tick
+                log.exception("scheduled job failed")
+
+    def start(self) -> Scheduler:
+        if self.interval > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tongdao-jobs", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
