@@ -30,6 +30,7 @@ import base64
 import binascii
 import contextlib
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -55,6 +56,15 @@ from tongdao.gateway.desired import Peer
 
 SOCKET_DIR = Path("/var/run/wireguard")
 DEFAULT_TIMEOUT = 30.0
+# Every wireguard-go daemon holds one inotify instance (it watches its UAPI socket's file), and
+# the kernel's default per-user limit is 128: the 129th tenant's daemon on a PoP would start and
+# never answer. Before starting one, the engine keeps the limit at least this far above the
+# daemons it runs, for everything else on the host that uses inotify (so at the default it acts
+# from the 96th daemon on, and a host with few tenants is left as it is).
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_HEADROOM = 32
+
+log = logging.getLogger("tongdao.agent.engine")
 _ZERO_KEY_HEX = "0" * 64
 _MAX_RESPONSE = 256 * 1024 * 1024  # a get=1 of 100,000 peers is ~40 MB
 _POLL = 0.02
@@ -529,11 +539,13 @@ class WireGuardGoEngine:
         binary: str = "wireguard-go",
         timeout: float = DEFAULT_TIMEOUT,
         launcher: Sequence[str] = (),
+        inotify_limit: Path = INOTIFY_LIMIT,
     ) -> None:
         self.socket_dir = socket_dir
         self.binary = binary
         self.timeout = timeout
         self.launcher = tuple(launcher)
+        self.inotify_limit = inotify_limit
 
     def socket_path(self, ifname: str) -> Path:
         return self.socket_dir / f"{check_ifname(ifname)}.sock"
@@ -570,6 +582,7 @@ class WireGuardGoEngine:
             self._link_up(ifname, netns)
             return False
         path.unlink(missing_ok=True)  # stale: the daemon died without cleaning up
+        self.make_inotify_room()
         argv = [*self.launcher]
         if netns is not None:
             argv += ["ip", "netns", "exec", netns]
@@ -601,6 +614,39 @@ class WireGuardGoEngine:
             time.sleep(_POLL)
         self._link_up(ifname, netns)
         return True
+
+    def make_inotify_room(self) -> None:
+        """Raise the host's inotify instance limit when one more daemon would come within
+        INOTIFY_HEADROOM of it (see INOTIFY_LIMIT); a warning, not a failure, when it cannot."""
+        daemons = len(list(self.socket_dir.glob("*.sock"))) if self.socket_dir.is_dir() else 0
+        needed = daemons + 1 + INOTIFY_HEADROOM
+        try:
+            limit = int(self.inotify_limit.read_text().strip())
+        except (OSError, ValueError):
+            return  # no such setting here: nothing to do
+        if limit >= needed:
+            return
+        raised = max(needed, 2 * limit)
+        try:
+            self.inotify_limit.write_text(f"{raised}\n")
+        except OSError as exc:
+            log.warning(
+                "%d wireguard-go daemons and fs.inotify.max_user_instances is %d: each daemon "
+                "holds one inotify instance, so more tenants may fail to start; set it to at "
+                "least %d (%s)",
+                daemons,
+                limit,
+                needed,
+                exc,
+            )
+            return
+        log.warning(
+            "raised fs.inotify.max_user_instances from %d to %d: each wireguard-go daemon "
+            "holds one inotify instance and %d are running",
+            limit,
+            raised,
+            daemons,
+        )
 
     def delete_interface(self, ifname: str) -> None:
         """Stop the daemon (which removes its TUN link). Idempotent."""
