@@ -26,6 +26,7 @@ from tongdao.audit.sessions import close_stale
 from tongdao.compliance.rules import VERSION
 from tongdao.runtime import Runtime
 from tongdao.spreadsheet import unescape
+from tongdao.tenancy.models import User
 
 EXPORT = "/api/v1/audit/export"
 VERIFY = "/api/v1/audit/verify"
@@ -302,3 +303,29 @@ def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(world: World) -> N
     assert hashlib.sha256(files["records.csv"]).hexdigest() in {
         e["after"]["files"][0]["sha256"] for e in exported
     }
+
+
+@both_stores
+def test_a_created_objects_record_holds_its_stored_values(world: World, runtime: Runtime) -> None:
+    """The create record's ``after`` is what was stored: a column the request left unset is
+    null, never SQLAlchemy's "no value" marker (which used to be written as ``4``)."""
+    admin = world.actor("tenant_admin")
+    resp = world.client.post(
+        f"/api/v1/tenants/{world.a.id}/users",
+        json={"email": "new.hire@a.example", "display_name": "New Hire"},
+        headers=admin.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    user_id = resp.json()["id"]
+    with runtime.db.session(write=False) as session:
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "create", AuditEvent.object_id == user_id)
+        ).one()
+        user = session.get(User, uuid.UUID(user_id))
+        assert user is not None and event.after is not None
+        unset = [key for key in event.after if getattr(user, key) is None]
+        assert "id_type" in unset and "totp_secret_sealed" not in event.after
+        for key in unset:  # (set columns may have changed since: the invitation, for one)
+            assert event.after[key] is None, (key, event.after[key])
+        assert event.after["email"] == "new.hire@a.example"
+        assert event.after["display_name"] == "New Hire"

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm.base import NO_VALUE
 
 from tongdao.audit import chain
 from tongdao.audit.models import AuditEvent
@@ -142,7 +143,10 @@ def snapshot(obj: Base) -> dict[str, Any]:
         key = attr.key
         if key in obj.__audit_exclude__:
             continue
-        out[key] = _shown(obj, key, state.attrs[key].loaded_value)
+        value = state.attrs[key].loaded_value
+        if value is NO_VALUE:  # never set (a new object: stored as NULL) or not loaded
+            value = None if state.pending or state.transient else getattr(obj, key)
+        out[key] = _shown(obj, key, value)
     return out
 
 
