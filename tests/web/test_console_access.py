@@ -481,6 +481,9 @@ def _billing_pages() -> dict[tuple[str, str], Page]:
         ("POST", "/console/billing/plans/{plan_id}"): Page(
             _PLAN_WRITERS, own=lambda w: f"/console/billing/plans/{_bill_plan(w)}", csrf=True
         ),
+        ("GET", "/console/billing/tenants"): Page(
+            _BILL_READERS, notes="the overview's tenant picker: without a tenant, 303 back"
+        ),
         ("GET", "/console/billing/tenants/{tenant_id}"): Page(
             _BILL_READERS,
             own=lambda w: f"/console/billing/tenants/{w.a.id}",

@@ -255,6 +255,7 @@ def overview_page(view: UserViewDep) -> Response:
             "names": names,
             "today": today,
             "own_tenant": None if guard.principal.is_operator else guard.principal.tenant_id,
+            "tenants": tenant_options(view),
         },
         title=view._("Billing"),
     )
@@ -465,6 +466,16 @@ def _numbers(view: View, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     return {row.id: row.number for row in rows}
 
 
+@router.get(BASE + "/tenants")
+def pick_tenant(view: UserViewDep, tenant: Annotated[str, Query(max_length=40)] = "") -> Response:
+    """The overview's tenant picker (a GET form): on to that tenant's billing page."""
+    guard = _guard(view, "invoices")
+    if not tenant:
+        return redirect(view, BASE)
+    chosen = guard.tenant(parse_uuid(tenant, "tenant"))
+    return redirect(view, f"{BASE}/tenants/{chosen.id}")
+
+
 @router.get(BASE + "/tenants/{tenant_id}")
 def tenant_page(view: UserViewDep, tenant_id: str, done: DoneQuery = "") -> Response:
     return _tenant_page(view, tenant_id, notice=done_notice(view, done, TENANT_NOTICES))
@@ -542,8 +553,9 @@ def run_billing(view: UserViewDep, form: FormDep) -> Response:
         outcome = run_billing_job(view.ctx.runtime, month, holder, force=True, actor=actor)
     except LeaseHeld:
         message = view._(
-            "Another billing run holds the job's lease (the scheduler or a `tongdao billing "
-            "run` elsewhere). Wait for it to finish, then run again: nothing is made twice."
+            "Another billing run holds the job's lease (the server's scheduler, or the command "
+            "tongdao billing run elsewhere). Wait for it to finish, then run again: nothing is "
+            "made twice."
         )
         return _run_page(view, values=values, errors={"form": message}, status=409)
     assert outcome is not None  # forced: never skipped
@@ -702,13 +714,19 @@ HISTORY_ACTIONS = {
 def _history_row(view: View, event: AuditEvent) -> dict[str, Any]:
     after = event.after or {}
     what = HISTORY_ACTIONS.get(event.action)
+
+    def text(key: str) -> str:
+        # Only what the change wrote: a creation's snapshot carries unset columns as non-text.
+        value = after.get(key)
+        return value if isinstance(value, str) else ""
+
     return {
         "when": event.occurred_at,
         "actor": event.actor or "—",
         "action": view.locale.gettext(what) if what else event.action,
-        "state": str(after.get("state", "")),
-        "fapiao_number": str(after.get("fapiao_number") or ""),
-        "reason": str(after.get("reason") or ""),
+        "state": text("state"),
+        "fapiao_number": text("fapiao_number"),
+        "reason": text("reason"),
     }
 
 
