@@ -330,3 +330,34 @@ def test_tenant_people_see_their_own_billing_only(world: World) -> None:
     assert 'href="/console/billing"' not in employee.get("/console/home").text
     assert employee.get(B).status_code == 403
     assert employee.get(f"{B}/tenants/{world.a.id}/invoices/{invoice_id}").status_code == 403
+
+
+def test_the_invoice_list_pages_and_a_draft_is_voided(world: World) -> None:
+    from tests.support.billing import billing_invoice
+
+    with world.runtime.db.session() as session:
+        ids = [billing_invoice(session, world.a.id).id for _ in range(27)]
+        session.commit()
+    clerk = _clerk(world)
+    first = clerk.get(f"{B}/invoices?tenant={world.a.id}&month=2026-11")
+    assert first.status_code == 200
+    shown = re.findall(r">(INV\d{8})</a>", first.text)
+    assert len(shown) == 25 and shown[0] == "INV00000027"  # newest first
+    found = re.search(r'href="\?([^"]*cursor=[^"]+)"', first.text)
+    assert found, "no next page link"
+    second = clerk.get(f"{B}/invoices?" + found.group(1).replace("&amp;", "&"))
+    assert re.findall(r">(INV\d{8})</a>", second.text) == ["INV00000002", "INV00000001"]
+    assert "Next page" not in second.text
+    bad = clerk.get(f"{B}/invoices?month=2026-13")
+    assert bad.status_code == 422 and _error(bad.text, "month")
+
+    path = f"{B}/tenants/{world.a.id}/invoices/{ids[0]}"
+    voided = clerk.post(path + "/void", {"reason": "开错了租户"})
+    assert voided.status_code == 303 and voided.headers["location"].endswith("?done=voided")
+    assert "The invoice is void" in clerk.get(voided.headers["location"]).text
+    stored = _api(world, "GET", f"/tenants/{world.a.id}/invoices/{ids[0]}")
+    assert (stored["state"], stored["reason"], stored["number"]) == (
+        "void",
+        "开错了租户",
+        "INV00000001",
+    )

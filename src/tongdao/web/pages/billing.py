@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -191,6 +192,8 @@ def _labels(view: View) -> dict[str, Any]:
         "basis_label": lambda v: label(SEAT_BASIS_LABELS, v),
         "rate": lambda v: f"{(Decimal(v) * 100).normalize():f}%",
         "qty": lambda v: f"{Decimal(v).normalize():f}",
+        # A line's period ends before ``period_end`` (exclusive): its last day.
+        "last_day": lambda d: (d - timedelta(days=1)).isoformat(),
     }
 
 
