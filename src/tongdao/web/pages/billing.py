@@ -451,7 +451,12 @@ def _tenant_page(
             "payments": payments,
             "numbers": numbers,
             "can_subscribe": view.can("subscriptions", Action.CREATE),
-            "values": values or {"starts_on": money.next_month(today.replace(day=1)).isoformat()},
+            # The plan picker starts on the plan of today (empty would end billing).
+            "values": values
+            or {
+                "plan_id": str(current.plan_id) if current and current.plan_id else "",
+                "starts_on": money.next_month(today.replace(day=1)).isoformat(),
+            },
             "errors": errors or {},
             "notice": notice,
         },
