@@ -429,6 +429,89 @@ PAGES.update(
 # --- end of s18-notice ---------------------------------------------------------------------
 
 
+# --- billing: plans, subscriptions, the run, invoices, payments (tongdao.web.pages.billing) ---
+_BILL_READERS = frozenset(
+    {Role.OPERATOR_ADMIN, Role.BILLING_CLERK, Role.AUDITOR, Role.TENANT_ADMIN}
+)
+_PLAN_WRITERS = frozenset({Role.OPERATOR_ADMIN, Role.BILLING_CLERK})
+_CLERK = frozenset({Role.BILLING_CLERK})
+
+
+def _bill_plan(world: World) -> str:
+    """A plan (through the API, once per world)."""
+    if "bill_plan" not in world.a.data:
+        from tests.support.billing import plan_body
+
+        made = world.client.post(
+            "/api/v1/billing/plans", json=plan_body(), headers=world.admin.headers
+        )
+        assert made.status_code == 201, made.text
+        world.a.data["bill_plan"] = made.json()["id"]
+    return str(world.a.data["bill_plan"])
+
+
+def _bill_invoice(world: World, label: str, tail: str = "") -> str:
+    """The path of a draft invoice of tenant ``label`` (made on the store once per world)."""
+    from tests.support.billing import billing_invoice
+
+    fixture = world.a if label == "a" else world.b
+    if "bill_invoice" not in fixture.data:
+        with world.runtime.db.session() as session:
+            fixture.data["bill_invoice"] = billing_invoice(session, fixture.id).id
+            session.commit()
+    return f"/console/billing/tenants/{fixture.id}/invoices/{fixture.data['bill_invoice']}{tail}"
+
+
+def _billing_pages() -> dict[tuple[str, str], Page]:
+    invoice = "/console/billing/tenants/{tenant_id}/invoices/{invoice_id}"
+
+    def inv(tail: str = "") -> tuple[Fill, Fill]:
+        return (lambda w: _bill_invoice(w, "a", tail), lambda w: _bill_invoice(w, "b", tail))
+
+    pages = {
+        ("GET", "/console/billing"): Page(_BILL_READERS),
+        ("GET", "/console/billing/plans"): Page(_BILL_READERS),
+        ("POST", "/console/billing/plans"): Page(_PLAN_WRITERS, csrf=True),
+        ("GET", "/console/billing/plans/{plan_id}"): Page(
+            _BILL_READERS,
+            own=lambda w: f"/console/billing/plans/{_bill_plan(w)}",
+            other=lambda _w: f"/console/billing/plans/{_MISSING}",
+            notes="plans are the operator's: no tenant has one; an unknown id is 404",
+        ),
+        ("POST", "/console/billing/plans/{plan_id}"): Page(
+            _PLAN_WRITERS, own=lambda w: f"/console/billing/plans/{_bill_plan(w)}", csrf=True
+        ),
+        ("GET", "/console/billing/tenants"): Page(
+            _BILL_READERS, notes="the overview's tenant picker: without a tenant, 303 back"
+        ),
+        ("GET", "/console/billing/tenants/{tenant_id}"): Page(
+            _BILL_READERS,
+            own=lambda w: f"/console/billing/tenants/{w.a.id}",
+            other=lambda w: f"/console/billing/tenants/{w.b.id}",
+        ),
+        ("POST", "/console/billing/tenants/{tenant_id}/subscriptions"): Page(
+            _CLERK,
+            own=lambda w: f"/console/billing/tenants/{w.a.id}/subscriptions",
+            other=lambda w: f"/console/billing/tenants/{w.b.id}/subscriptions",
+            csrf=True,
+        ),
+        ("GET", "/console/billing/run"): Page(_CLERK),
+        ("POST", "/console/billing/run"): Page(_CLERK, csrf=True),
+        ("GET", "/console/billing/invoices"): Page(_BILL_READERS),
+        ("GET", "/console/billing/payments"): Page(_BILL_READERS),
+        ("GET", invoice): Page(_BILL_READERS, *inv()),
+    }
+    for tail in ("/pdf", "/csv", "/e-fapiao"):
+        pages[("GET", invoice + tail)] = Page(_BILL_READERS, *inv(tail), allowed_status=(200,))
+    for tail in ("/issue", "/void", "/fapiao", "/credit-notes", "/payments"):
+        pages[("POST", invoice + tail)] = Page(_CLERK, *inv(tail), csrf=True)
+    return pages
+
+
+PAGES.update(_billing_pages())
+# --- end of billing --------------------------------------------------------------------------
+
+
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:
         from fastapi.routing import iter_route_contexts

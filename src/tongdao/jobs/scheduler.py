@@ -37,9 +37,11 @@ class LeaseHeld(Exception):
 
 
 def run_billing_job(
-    runtime: Runtime, month: date, holder: str, *, force: bool = False
+    runtime: Runtime, month: date, holder: str, *, force: bool = False, actor: Actor = JOB_ACTOR
 ) -> RunOutcome | None:
     """The monthly run for ``month`` under the lease; None when it was done already.
+
+    ``actor`` is who the audit trail names (the console's run: the billing clerk).
 
     Raises :class:`LeaseHeld` when another replica (or command) holds the lease."""
     db = runtime.db
@@ -54,7 +56,7 @@ def run_billing_job(
         def keep_going() -> bool:
             return lease.acquire(db, BILLING_JOB, holder, runtime.clock(), LEASE_TTL)
 
-        outcome = run_month(db, month, actor=JOB_ACTOR, keep_going=keep_going)
+        outcome = run_month(db, month, actor=actor, keep_going=keep_going)
         finished = True
         return outcome
     finally:

@@ -44,11 +44,15 @@ ACTIONS: dict[str, str] = {
     # What gateways report.
     "connection": N_("Connection session"),
     "usage_rows_dropped": N_("Usage report rows dropped"),
+    # Billing.
+    "billing_invoice_made": N_("Invoice made by the monthly billing run"),
 }
 
 OBJECT_KINDS: dict[str, str] = {
     "api_token": N_("API token"),
     "audit_log": N_("Audit log"),
+    "billing_plan": N_("Billing plan"),
+    "billing_subscription": N_("Billing subscription"),
     "consent": N_("Consent"),
     "data_key": N_("Data encryption key"),
     "device": N_("Device"),
@@ -56,10 +60,13 @@ OBJECT_KINDS: dict[str, str] = {
     "gateway_enrolment": N_("Gateway enrolment"),
     "group": N_("Group"),
     "group_member": N_("Group membership"),
+    "invoice": N_("Invoice or credit note"),
+    "invoice_line": N_("Invoice line"),
     "licence": N_("Licence"),
     "link": N_("Network link"),
     "mail_settings": N_("Mail settings"),
     "operator": N_("Operator"),
+    "payment": N_("Payment"),
     "policy": N_("Access policy"),
     "pop": N_("PoP"),
     "pop_tenant_interface": N_("Tenant interface on a PoP"),
