@@ -122,10 +122,10 @@ def _module_closure(kernel: GuestKernel, names: Sequence[str]) -> list[str]:
         order.append(path)
 
     for name in names:
-        path = by_name.get(name) or by_name.get(name.replace("-", "_"))
-        if path is None:
+        found = by_name.get(name) or by_name.get(name.replace("-", "_"))
+        if found is None:
             raise VmError(f"module {name} is not in {kernel.modules}")
-        visit(path)
+        visit(found)
     return order
 
 
@@ -189,8 +189,8 @@ def _initramfs(kernel: GuestKernel, share: Path) -> bytes:
     entries.append(("modules", stat.S_IFDIR | 0o755, b""))
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, Path(BUSYBOX).read_bytes()))
     for path in modules:
-        entries.append((f"modules/{Path(path).name}", stat.S_IFREG | 0o644, b""))
-        entries[-1] = (entries[-1][0], entries[-1][1], (kernel.modules / path).read_bytes())
+        data = (kernel.modules / path).read_bytes()
+        entries.append((f"modules/{Path(path).name}", stat.S_IFREG | 0o644, data))
     init = _INIT.format(
         mark=MARK,
         boot_modules=" ".join(Path(p).name for p in modules),
@@ -200,9 +200,7 @@ def _initramfs(kernel: GuestKernel, share: Path) -> bytes:
     return _cpio(entries)
 
 
-def _script(
-    command: Sequence[str], cwd: Path, env: Mapping[str, str], kernel: GuestKernel
-) -> str:
+def _script(command: Sequence[str], cwd: Path, env: Mapping[str, str], kernel: GuestKernel) -> str:
     lines = ["set -u"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     modprobe = shutil.which("modprobe") or "/usr/sbin/modprobe"
