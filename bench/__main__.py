@@ -1,4 +1,4 @@
-"""``python -m bench [store] [load] [dataplane] [--quick] [--only sqlite|postgresql]``.
+"""``python -m bench [store] [load] [dataplane] [kernel] [--quick] [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -16,10 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import dataplane, load, store
+from bench import dataplane, kernel, load, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store", "load", "dataplane")
+BENCHMARKS = ("store", "load", "dataplane", "kernel")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         dp_report = dataplane.run(cfg, mode=mode)
         crashed = (
             write(args.output_dir, "dataplane", dp_report, dataplane.summary(dp_report)) or crashed
+        )
+    if "kernel" in selected:
+        kernel_report = kernel.run(kernel.QUICK if args.quick else kernel.FULL, mode=mode)
+        crashed = (
+            write(args.output_dir, "kernel", kernel_report, kernel.summary(kernel_report))
+            or crashed
         )
     print(f"bench finished in {time.perf_counter() - began:.1f} s")
     return 1 if crashed else 0
