@@ -1,20 +1,19 @@
-"""The kernel WireGuard engine: the ``wireguard`` module driven over netlink with pyroute2.
+"""The kernel WireGuard engine: the ``wireguard`` module driven over netlink.
 
 Same behaviour as :class:`~tongdao.agent.engine.WireGuardGoEngine` behind the same ``Engine``
-protocol: interfaces are ``ip link add ... type wireguard`` links (``IPRoute``), configured
-and read back through WireGuard's generic netlink family (pyroute2's ``WireGuard`` socket
-and its ``wgmsg`` message). ``set_peers`` names only the peers it changes (upserts with
-``WGPEER_F_REPLACE_ALLOWEDIPS``, removals with ``WGPEER_F_REMOVE_ME``, never
-``WGDEVICE_F_REPLACE_PEERS``), so the others keep their sessions and counters. Many peers
-go in few messages (pyroute2's own ``WireGuard.set`` sends one peer per message): a full
-sync of 10,000 peers is a few dozen round trips, as ``wg setconf`` does it.
+protocol: interfaces are kernel ``wireguard`` links (pyroute2's ``IPRoute``: add, set up,
+list, delete, in the agent's namespace), configured and read back through WireGuard's
+generic netlink family (include/uapi/linux/wireguard.h). ``set_peers`` names only the peers
+it changes (upserts with ``WGPEER_F_REPLACE_ALLOWEDIPS``, removals with
+``WGPEER_F_REMOVE_ME``, never ``WGDEVICE_F_REPLACE_PEERS``), so the others keep their
+sessions and counters. Many peers go in one message (about :data:`CHUNK_BYTES` each), so a
+full sync of 10,000 peers is a few dozen round trips, as ``wg setconf`` does it.
 
 Interfaces live in network namespaces (``netns``): names are per namespace here (unlike
 wireguard-go's host-wide UAPI sockets), so the engine remembers where each interface was
 ensured and looks in its own ``netns`` (the agent's) for any other. Fail-static is the
-kernel's: a link outlives the agent that made it, and ``replaced`` has nothing to report
-(no daemon runs an old binary; a module upgrade takes a reboot or a reload, which drops the
-links anyway).
+kernel's: a link outlives the agent that made it; ``replaced`` has nothing to report (no
+daemon runs an old binary). The MTU is the module's default (1420, as wireguard-go's).
 
 Everything is validated in Python before the first message is sent, as the UAPI engine does.
 """
@@ -256,6 +255,11 @@ class _Genl:
     def close(self) -> None:
         self.sock.close()
 
+    def __del__(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close()
+
     def request(self, family: int, cmd: int, payload: bytes, *, dump: bool) -> list[memoryview]:
         """Send one request and collect the payloads (after the genl header) of its answers.
         Raises ``OSError`` with the kernel's errno."""
@@ -428,11 +432,18 @@ class KernelEngine:
             yield self._wg[netns]
 
     def close(self) -> None:
+        """Close the netlink sockets (the links stay; a later call opens new sockets)."""
         with self._lock:
             for sock in [*self._wg.values(), *self._ip.values()]:
                 sock.close()
             self._wg.clear()
             self._ip.clear()
+
+    def __enter__(self) -> KernelEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     # the engine's build
 

@@ -4,8 +4,9 @@ These hosts have no ``wireguard`` kernel module; Debian's stock kernel has it. `
 boots that kernel (unpacked by ``scripts/install-system.sh`` under :data:`KERNEL_DIR`, never
 installed on the host) in ``qemu-system-x86_64 -accel tcg`` with a small initramfs of our own:
 busybox-static and the virtio/9p modules. The guest mounts the host's root filesystem
-read-only over 9p (``-virtfs``) as its own root, with fresh tmpfs on ``/tmp``, ``/run`` and
-``/var/tmp``, so it runs this checkout's virtualenv Python and pytest as they are on the host.
+read-only over 9p (``-virtfs``) and makes it its root (``switch_root``), with fresh tmpfs on
+``/tmp``, ``/run`` and ``/var/tmp``, so it runs this checkout's virtualenv Python and pytest
+as they are on the host (mind their imports: under tcg each costs tens of times the host's).
 A per-run directory is shared read-write at the same path on both sides: the command's
 output and exit code come back through it, the boot's progress through the serial console
 (``console.log`` there). The guest's kernel loads its modules from :data:`KERNEL_DIR` (its
@@ -160,23 +161,32 @@ R=/newroot
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro hostroot $R || {{
   $B echo "{mark} cannot mount the host's root" > /dev/ttyS0; $B poweroff -f; }}
 for d in tmp run var/tmp; do $B mount -t tmpfs -o mode=1777 tmpfs $R/$d; done
-$B mount -t proc proc $R/proc
-$B mount -t sysfs sysfs $R/sys
-$B mount -t devtmpfs devtmpfs $R/dev
+$B mount --move /proc $R/proc
+$B mount --move /sys $R/sys
+$B mount --move /dev $R/dev
 $B mkdir -p $R/dev/pts $R/dev/shm $R{share}
 $B mount -t devpts devpts $R/dev/pts
 $B mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
+$B ln -sf /proc/self/fd $R/dev/fd
+$B ln -sf /proc/self/fd/0 $R/dev/stdin
+$B ln -sf /proc/self/fd/1 $R/dev/stdout
+$B ln -sf /proc/self/fd/2 $R/dev/stderr
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 tdshare $R{share} || {{
   $B echo "{mark} cannot mount the share" > /dev/ttyS0; $B poweroff -f; }}
-$B echo {share}/modprobe > /proc/sys/kernel/modprobe
+$B echo {share}/modprobe > $R/proc/sys/kernel/modprobe
 $B hostname tongdao-vm
+# the host's root becomes the root, for the kernel's own helpers (modprobe) too
+exec $B switch_root $R /bin/busybox sh {share}/stage2.sh
+"""
+
+_STAGE2 = """B=/bin/busybox
 $B echo "{mark} ready $($B cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
-$B chroot $R /bin/sh {share}/run.sh > $R{share}/output 2>&1
+/bin/sh {share}/run.sh > {share}/output 2>&1
 rc=$?
-$B echo $rc > $R{share}/rc
+$B echo $rc > {share}/rc
 $B echo "{mark} exit $rc $($B cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 $B sync
-$B umount $R{share}
+$B umount {share}
 $B poweroff -f
 """
 
@@ -243,6 +253,7 @@ def run_in_vm(
     share = Path(tempfile.mkdtemp(prefix="tongdao-vm-"))
     share.chmod(0o755)
     try:
+        (share / "stage2.sh").write_text(_STAGE2.format(mark=MARK, share=share))
         (share / "run.sh").write_text(
             _script(command, cwd or Path.cwd(), base_env | dict(env or {}), kernel)
         )
