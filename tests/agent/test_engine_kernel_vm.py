@@ -39,7 +39,7 @@ def test_the_kernel_engine_in_a_vm_of_debians_kernel() -> None:
             sys.executable,
             *("-m", "pytest", "-p", "no:cacheprovider", "--noconftest"),
             "--basetemp=/tmp/kernel-guest",
-            *("-q", "-rA", "--timeout=300", str(GUEST.relative_to(ROOT))),
+            *("-q", "-rA", "--durations=8", "--timeout=300", str(GUEST.relative_to(ROOT))),
         ],
         cwd=ROOT,
         env={"TONGDAO_TEST_REQUIRE_ALL": "1"},
@@ -51,6 +51,7 @@ def test_the_kernel_engine_in_a_vm_of_debians_kernel() -> None:
         f"\n--- console ---\n{result.console[-3000:]}"
     )
     print(f"VM: boot {result.boot_seconds:.1f} s (guest clock), wall {wall:.1f} s")
+    print(result.output[-3000:])
     assert result.returncode == 0, report
     # -q ends with "6 passed in 107.23s (0:01:47)"
     summary = re.findall(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", result.output, re.M)
