@@ -37,12 +37,14 @@ def test_the_kernel_engine_in_a_vm_of_debians_kernel() -> None:
     result = vm.run_in_vm(
         [
             sys.executable,
-            *("-m", "pytest", "-p", "no:cacheprovider", "--noconftest"),
+            # no plugin but pytest-timeout: the installed ones' imports (schemathesis,
+            # hypothesis, ...) take a minute and more under tcg
+            *("-m", "pytest", "-p", "pytest_timeout", "-p", "no:cacheprovider", "--noconftest"),
             "--basetemp=/tmp/kernel-guest",
             *("-q", "-rA", "--durations=8", "--timeout=300", str(GUEST.relative_to(ROOT))),
         ],
         cwd=ROOT,
-        env={"TONGDAO_TEST_REQUIRE_ALL": "1"},
+        env={"TONGDAO_TEST_REQUIRE_ALL": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         timeout=VM_TIMEOUT,
     )
     wall = time.monotonic() - started
