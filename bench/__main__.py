@@ -1,4 +1,4 @@
-"""``python -m bench [store] [load] [dataplane] [domains] [--quick] [--only sqlite|postgresql]``.
+"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [--quick] [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -16,10 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import dataplane, domains, load, store
+from bench import dataplane, domains, kernel, load, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store", "load", "dataplane", "domains")
+BENCHMARKS = ("store", "load", "dataplane", "domains", "kernel")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         dom_report = domains.run(domains.QUICK if args.quick else domains.FULL, mode=mode)
         crashed = (
             write(args.output_dir, "domains", dom_report, domains.summary(dom_report)) or crashed
+        )
+    if "kernel" in selected:
+        kernel_report = kernel.run(kernel.QUICK if args.quick else kernel.FULL, mode=mode)
+        crashed = (
+            write(args.output_dir, "kernel", kernel_report, kernel.summary(kernel_report))
+            or crashed
         )
     print(f"bench finished in {time.perf_counter() - began:.1f} s")
     return 1 if crashed else 0

@@ -25,6 +25,9 @@ PACKAGES=(
   fonts-wqy-microhei
   # an independent QR decoder: the browser tests read the device-config QR back with zbarimg
   zbar-tools
+  # the kernel WireGuard engine's VM test (tongdao.testing.vm): an emulator, a static shell for
+  # its initramfs, depmod/modprobe for the guest kernel's modules
+  qemu-system-x86 busybox-static kmod
 )
 
 installed_version() {  # the installed version of package $1, or nothing
@@ -45,12 +48,45 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ "${#missing[@]}" -eq 0 ] && engine_ok; then
+# The guest kernel of the kernel engine's VM test: Debian's own kernel (it has the wireguard
+# module), unpacked under VM_KERNEL_DIR (never installed on this host).
+VM_KERNEL_DIR=/var/cache/tongdao/vm-kernel
+
+vm_kernel_ok() {
+  compgen -G "$VM_KERNEL_DIR/*/boot/vmlinuz-*" >/dev/null &&
+    compgen -G "$VM_KERNEL_DIR/*/lib/modules/*/modules.dep" >/dev/null
+}
+
+vm_kernel() {
+  local meta image tmp release
+  # linux-image-amd64 depends on this release's current kernel image package
+  meta=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" {print $2; exit}')
+  image=${meta:-}
+  if [ -z "$image" ]; then
+    echo "install-system: no linux-image-amd64 in the package lists (for the VM test)" >&2
+    exit 1
+  fi
+  tmp=$(mktemp -d)
+  chown _apt "$tmp" 2>/dev/null || chmod 755 "$tmp"  # apt-get download runs as _apt
+  (cd "$tmp" && apt-get download -q "$image")
+  release=${image#linux-image-}
+  mkdir -p "$VM_KERNEL_DIR"
+  rm -rf "$VM_KERNEL_DIR/$release.part"
+  dpkg-deb -x "$tmp"/"$image"_*.deb "$VM_KERNEL_DIR/$release.part"
+  depmod -b "$VM_KERNEL_DIR/$release.part" "$release"
+  rm -rf "$VM_KERNEL_DIR/$release"
+  mv "$VM_KERNEL_DIR/$release.part" "$VM_KERNEL_DIR/$release"
+  rm -rf "$tmp"
+  echo "install-system: VM test kernel $release in $VM_KERNEL_DIR/$release"
+}
+
+if [ "${#missing[@]}" -eq 0 ] && engine_ok && vm_kernel_ok; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
   engine_ok || missing+=("wireguard-go (>= $ENGINE_MIN)")
+  vm_kernel_ok || missing+=("the VM test's kernel (linux-image-amd64, unpacked in $VM_KERNEL_DIR)")
   echo "install-system: missing Debian packages: ${missing[*]}" >&2
   echo "install-system: run as root (or install them yourself) and try again" >&2
   exit 1
@@ -107,5 +143,8 @@ SOURCES
     exit 1
   fi
   echo "install-system: wireguard-go $(installed_version wireguard-go)"
+fi
+if ! vm_kernel_ok; then
+  vm_kernel
 fi
 # Debian starts a default cluster when postgresql is installed; Tongdao's tests run their own.

@@ -16,11 +16,11 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.agent.engine_scenarios import bring_up, peer_row, two_hosts
 from tests.conftest import need
 from tongdao.agent.engine import (
     SOCKET_DIR,
@@ -67,60 +67,6 @@ class RecordingEngine(WireGuardGoEngine):
     def _request(self, ifname: str, payload: bytes) -> str:
         self.sent.append(payload)
         return super()._request(ifname, payload)
-
-
-@dataclass
-class Host:
-    ns: str
-    ifname: str
-    private_key: str
-    port: int
-    underlay: str
-    v4: str
-    v6: str
-
-    @property
-    def public_key(self) -> str:
-        return public_key_of(self.private_key)
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.underlay}:{self.port}"
-
-    def overlay(self) -> tuple[str, str]:
-        return f"{self.v4}/32", f"{self.v6}/128"
-
-
-def two_hosts(topo: Topology) -> tuple[Host, Host]:
-    ns_a, ns_b = topo.namespace(), topo.namespace()
-    veth_a, veth_b = topo.veth(ns_a, ns_b)
-    add_address(ns_a, veth_a, "198.51.100.1/24")
-    add_address(ns_b, veth_b, "198.51.100.2/24")
-    a_if, b_if = topo.wg_ifname(), topo.wg_ifname()
-    a = Host(
-        ns_a, a_if, generate_private_key(), int(a_if[3:]), "198.51.100.1", "100.64.0.1", "fd00::1"
-    )
-    b = Host(
-        ns_b, b_if, generate_private_key(), int(b_if[3:]), "198.51.100.2", "100.64.0.2", "fd00::2"
-    )
-    return a, b
-
-
-def bring_up(engine: WireGuardGoEngine, host: Host, other: Host) -> None:
-    """Interface and peer through the engine; addresses and routes as the agent's router would."""
-    assert engine.ensure_interface(host.ifname, netns=host.ns) is True
-    engine.configure(host.ifname, private_key=host.private_key, listen_port=host.port)
-    engine.set_peers(
-        host.ifname, [PeerConfig(other.public_key, other.overlay(), endpoint=other.endpoint)]
-    )
-    for cidr in host.overlay():
-        add_address(host.ns, host.ifname, cidr)
-    for cidr in other.overlay():
-        add_route(host.ns, cidr, dev=host.ifname)
-
-
-def peer_row(host: Host, key: str) -> list[str]:
-    return wg_dump(host.ns, host.ifname)[1][key]
 
 
 def test_tunnel_configured_only_through_the_engine() -> None:

@@ -249,7 +249,10 @@ class EngineBuild:
 
     @property
     def outdated(self) -> bool | None:
-        """True: older than :data:`ENGINE_MIN_VERSION`; False: not; None: cannot tell."""
+        """True: older than :data:`ENGINE_MIN_VERSION`; False: not; None: cannot tell.
+        The kernel module is never outdated: the minimum is wireguard-go's."""
+        if self.engine == "kernel":
+            return False
         date = _release_date(self.version)
         minimum = _release_date(ENGINE_MIN_VERSION)
         assert minimum is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -108,6 +109,22 @@ ReportIntervalOpt = Annotated[
 MetricsPortOpt = Annotated[int, typer.Option(help="Prometheus /metrics on 127.0.0.1:PORT; 0 = off")]
 
 
+class EngineChoice(StrEnum):
+    auto = "auto"
+    kernel = "kernel"
+    wireguard_go = "wireguard-go"
+
+
+EngineOpt = Annotated[
+    EngineChoice,
+    typer.Option(
+        envvar="TONGDAO_ENGINE",
+        help="WireGuard engine: auto (the kernel module where it is present or loadable, "
+        "else wireguard-go), kernel, or wireguard-go",
+    ),
+]
+
+
 @app.command("run")
 def gateway_run(
     server: ServerOptRun,
@@ -120,6 +137,7 @@ def gateway_run(
     log_format: LogFormatOpt = "text",
     report_interval: ReportIntervalOpt = 30.0,
     metrics_port: MetricsPortOpt = 0,
+    engine: EngineOpt = EngineChoice.auto,
 ) -> None:
     """Enrol with a PoP's token (first run), then keep the PoP's WireGuard interfaces (one per
     tenant), routing tables and nftables rules in line with the control plane. SIGTERM stops
@@ -139,6 +157,7 @@ def connector_run(
     log_format: LogFormatOpt = "text",
     report_interval: ReportIntervalOpt = 30.0,
     metrics_port: MetricsPortOpt = 0,
+    engine: EngineOpt = EngineChoice.auto,
 ) -> None:
     """Enrol with a site's token (first run), then keep the site's tunnel to its PoP and the
     routes to the tenant's other networks in line with the control plane. SIGTERM stops the
@@ -158,12 +177,24 @@ def run(
     log_format: str,
     report_interval: float,
     metrics_port: int,
+    engine: EngineChoice = EngineChoice.auto,
 ) -> None:
     """Either agent: what it manages is decided by the control plane from its credential."""
     from tongdao import logs
+    from tongdao.agent.engine import EngineError
     from tongdao.agent.gateway import AgentError, GatewayAgent
+    from tongdao.agent.kernel import KernelEngine, choose_engine
 
     logs.configure(log_level, log_format)
+    try:
+        chosen = choose_engine(engine.value, netns)
+    except EngineError as exc:
+        fail(str(exc))
+    logging.getLogger("tongdao.agent").info(
+        "engine: %s chose the %s engine",
+        engine.value,
+        "kernel" if isinstance(chosen, KernelEngine) else "wireguard-go",
+    )
     agent = GatewayAgent(
         server,
         state_dir,
@@ -171,6 +202,7 @@ def run(
         netns=netns,
         poll_wait=poll_wait,
         reconcile_every=reconcile_every,
+        engine=chosen,
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
