@@ -1,4 +1,5 @@
-"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [--quick] [--only sqlite|postgresql]``.
+"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [--quick]
+[--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
