@@ -15,7 +15,7 @@ from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.audit.recorder import actor_of
 from tongdao.auth.permissions import Action
-from tongdao.billing import export, money, pdf, service
+from tongdao.billing import downloads, money, service
 from tongdao.billing.models import Invoice, Payment, Subscription
 from tongdao.billing.schemas import (
     Balance,
@@ -158,12 +158,7 @@ def get_invoice(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> I
     },
 )
 def invoice_csv(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> Response:
-    invoice = _invoice(guard, tenant_id, object_id, Action.READ)[1]
-    return Response(
-        export.to_csv(invoice),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.csv"'},
-    )
+    return downloads.csv_file(_invoice(guard, tenant_id, object_id, Action.READ)[1])
 
 
 @router.get(
@@ -177,21 +172,15 @@ def invoice_csv(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> R
     },
 )
 def invoice_pdf(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> Response:
-    """The invoice as PDF (Chinese text in an embedded Noto Sans CJK subset)."""
-    invoice = _invoice(guard, tenant_id, object_id, Action.READ)[1]
-    return Response(
-        pdf.to_pdf(invoice),
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.pdf"'},
-    )
+    """The invoice as PDF (Chinese text in an embedded WenQuanYi Micro Hei subset)."""
+    return downloads.pdf_file(_invoice(guard, tenant_id, object_id, Action.READ)[1])
 
 
 @router.get(ITEM + "/e-fapiao", tags=["billing"], operation_id="get_invoice_efapiao")
 def invoice_efapiao(guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId) -> dict[str, Any]:
     """What a fully digitalised e-fapiao carries (see tongdao.billing.export)."""
     invoice = _invoice(guard, tenant_id, object_id, Action.READ)[1]
-    original = guard.ctx.session.get(Invoice, invoice.corrects_id) if invoice.corrects_id else None
-    return export.to_efapiao(invoice, original)
+    return downloads.efapiao(guard.ctx.session, invoice)
 
 
 @router.post(ITEM + "/issue", tags=["billing"], operation_id="issue_invoice")

@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from tongdao.api.deps import Guard
@@ -30,7 +29,7 @@ from tongdao.api.pagination import PageParams, paginate
 from tongdao.audit.models import AuditEvent
 from tongdao.audit.recorder import actor_of
 from tongdao.auth.permissions import Action, Role
-from tongdao.billing import export, money, pdf, service
+from tongdao.billing import downloads, money, service
 from tongdao.billing import routes as api
 from tongdao.billing.models import (
     Invoice,
@@ -826,33 +825,18 @@ def record_payment(view: UserViewDep, tenant_id: str, invoice_id: str, form: For
 # --- downloads: the API's bytes -------------------------------------------------------------
 @router.get(BASE + "/tenants/{tenant_id}/invoices/{invoice_id}/pdf")
 def invoice_pdf(view: UserViewDep, tenant_id: str, invoice_id: str) -> Response:
-    invoice = _load(view, tenant_id, invoice_id, Action.READ)[1]
-    return Response(
-        pdf.to_pdf(invoice),
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.pdf"'},
-    )
+    return downloads.pdf_file(_load(view, tenant_id, invoice_id, Action.READ)[1])
 
 
 @router.get(BASE + "/tenants/{tenant_id}/invoices/{invoice_id}/csv")
 def invoice_csv(view: UserViewDep, tenant_id: str, invoice_id: str) -> Response:
-    invoice = _load(view, tenant_id, invoice_id, Action.READ)[1]
-    return Response(
-        export.to_csv(invoice),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.csv"'},
-    )
+    return downloads.csv_file(_load(view, tenant_id, invoice_id, Action.READ)[1])
 
 
 @router.get(BASE + "/tenants/{tenant_id}/invoices/{invoice_id}/e-fapiao")
 def invoice_efapiao(view: UserViewDep, tenant_id: str, invoice_id: str) -> Response:
     invoice = _load(view, tenant_id, invoice_id, Action.READ)[1]
-    session = view.ctx.session
-    original = session.get(Invoice, invoice.corrects_id) if invoice.corrects_id else None
-    return JSONResponse(
-        export.to_efapiao(invoice, original),
-        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.json"'},
-    )
+    return downloads.efapiao_file(view.ctx.session, invoice)
 
 
 # --- payments -------------------------------------------------------------------------------
