@@ -516,8 +516,12 @@ def _warn(
     )
 
 
-def _last_seq(session: Session, gateway_id: uuid.UUID) -> int:
-    value = session.scalar(select(Gateway.last_report_seq).where(Gateway.id == gateway_id))
+def _last_seq(ctx: Ctx, gateway_id: uuid.UUID) -> int:
+    """The stored seq, read in a transaction of its own after the request's was rolled back
+    (a read on the request's session would begin a write transaction again: on SQLite the
+    write lock, held while FastAPI checks the answer in another worker thread)."""
+    with ctx.runtime.db.session(write=False) as session:
+        value = session.scalar(select(Gateway.last_report_seq).where(Gateway.id == gateway_id))
     return int(value or 0)
 
 
@@ -544,6 +548,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     ).one()
     seq = int(last.last_report_seq or 0)
     if report.seq <= seq:
+        session.rollback()  # ends the write transaction (and on SQLite its lock) before answering
         return ReportAnswer(accepted=False, duplicate=True, stored=0, last_seq=seq)
     if report.seq > seq + MAX_SEQ_STEP:
         raise SeqOutOfRange(report.seq, seq)
@@ -571,7 +576,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     if moved != 1:  # a concurrent twin got there first
         session.rollback()
         return ReportAnswer(
-            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
+            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
     if gateway.pop_id is not None:
         seen = [
@@ -618,7 +623,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     except IntegrityError:
         session.rollback()
         return ReportAnswer(
-            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(session, gateway_id)
+            accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
     return ReportAnswer(
         accepted=True,
