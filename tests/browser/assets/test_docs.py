@@ -21,6 +21,10 @@ def test_docs_render_offline_under_the_strict_policy(server_url: str, watched: W
     response = page.goto(f"{server_url}/api/v1/docs")
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == DOCS_CONTENT_SECURITY_POLICY
+    # Every tag is listed, folded (docExpansion "none"): 18 tags, the last one too.
+    expect(page.locator("#operations-tag-health")).to_be_visible(timeout=15_000)
+    assert page.locator(".opblock-tag").count() >= 18
+    page.locator("#operations-tag-auth").click()
     login = page.locator("#operations-auth-login")
     expect(login).to_be_visible(timeout=15_000)
     expect(login).to_contain_text("/api/v1/auth/login")

@@ -13,6 +13,9 @@
     layout: "BaseLayout",
     presets: [window.SwaggerUIBundle.presets.apis],
     deepLinking: true,
+    // Tags start folded. Unfolded ("list", the default), this Swagger UI stopped rendering
+    // after the second tag once the API passed about 130 operations (no error logged).
+    docExpansion: "none",
     showExtensions: true,
     showCommonExtensions: true,
     // No online validator badge: it would send the spec's URL to validator.swagger.io.
