@@ -135,3 +135,15 @@ def test_bad_changes_are_refused_before_a_socket_is_opened(
     with pytest.raises(ValueError, match="interface names"):
         engine.get("a-name-far-too-long")
     engine.set_peers("wgt1")  # nothing to change: nothing sent
+
+
+def test_a_working_directory_under_the_guests_tmpfs_is_shared_apart() -> None:
+    """A checkout cloned into /tmp (a CI run's) is hidden by the guest's own /tmp unless it
+    is shared with the guest apart (the VM test failed with "can't cd to /tmp/..." before)."""
+    from tongdao.testing.vm import hidden_by_guest_tmpfs
+
+    assert hidden_by_guest_tmpfs(Path("/tmp/ci19"))
+    assert hidden_by_guest_tmpfs(Path("/var/tmp/x/y"))
+    assert hidden_by_guest_tmpfs(Path("/run/user"))
+    assert not hidden_by_guest_tmpfs(Path("/work/main"))
+    assert not hidden_by_guest_tmpfs(Path("/tmpfoo"))

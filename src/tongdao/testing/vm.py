@@ -173,7 +173,7 @@ $B ln -sf /proc/self/fd/1 $R/dev/stdout
 $B ln -sf /proc/self/fd/2 $R/dev/stderr
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 tdshare $R{share} || {{
   $B echo "{mark} cannot mount the share" > /dev/ttyS0; $B poweroff -f; }}
-$B echo {share}/modprobe > $R/proc/sys/kernel/modprobe
+{work_mount}$B echo {share}/modprobe > $R/proc/sys/kernel/modprobe
 $B hostname tongdao-vm
 # the host's root becomes the root, for the kernel's own helpers (modprobe) too
 exec $B switch_root $R /bin/busybox sh {share}/stage2.sh
@@ -191,7 +191,22 @@ $B poweroff -f
 """
 
 
-def _initramfs(kernel: GuestKernel, share: Path) -> bytes:
+# The guest's own tmpfs hide the host's directories there: a working directory under one of
+# them (a checkout cloned into /tmp, as a CI run may do) is shared with the guest apart.
+_GUEST_TMPFS = (Path("/tmp"), Path("/run"), Path("/var/tmp"))  # noqa: S108 (paths, not files)
+_WORK_MOUNT = """$B mkdir -p $R{work}
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro tdwork $R{work} || {{
+  $B echo "{mark} cannot mount the working directory" > /dev/ttyS0; $B poweroff -f; }}
+"""
+
+
+def hidden_by_guest_tmpfs(path: Path) -> bool:
+    """Whether ``path`` lies under a directory the guest mounts a fresh tmpfs on."""
+    path = path.resolve()
+    return any(path == top or top in path.parents for top in _GUEST_TMPFS)
+
+
+def _initramfs(kernel: GuestKernel, share: Path, work: Path | None = None) -> bytes:
     modules = _module_closure(kernel, BOOT_MODULES)
     entries: list[tuple[str, int, bytes]] = [
         (d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "dev", "proc", "sys", "newroot")
@@ -205,6 +220,7 @@ def _initramfs(kernel: GuestKernel, share: Path) -> bytes:
         mark=MARK,
         boot_modules=" ".join(Path(p).name for p in modules),
         share=share,
+        work_mount=_WORK_MOUNT.format(work=shlex.quote(str(work)), mark=MARK) if work else "",
     )
     entries.append(("init", stat.S_IFREG | 0o755, init.encode()))
     return _cpio(entries)
@@ -261,8 +277,10 @@ def run_in_vm(
         modprobe = shutil.which("modprobe") or "/usr/sbin/modprobe"
         wrapper.write_text(f'#!/bin/sh\nexec {modprobe} -d {kernel.root} "$@"\n')
         wrapper.chmod(0o755)
+        work = (cwd or Path.cwd()).resolve()
+        apart = work if hidden_by_guest_tmpfs(work) else None
         initrd = share / "initramfs.cpio"
-        initrd.write_bytes(_initramfs(kernel, share))
+        initrd.write_bytes(_initramfs(kernel, share, apart))
         console = share / "console.log"
         argv = [
             QEMU,
@@ -278,6 +296,12 @@ def run_in_vm(
             f"local,path={share},mount_tag=tdshare,security_model=none",
             *("-device", "virtio-rng-pci"),
         ]
+        if apart is not None:
+            argv += [
+                "-virtfs",
+                f"local,path={apart},mount_tag=tdwork,security_model=none,readonly=on,"
+                "multidevs=remap",
+            ]
         started = time.monotonic()
         with subprocess.Popen(
             argv,
