@@ -267,7 +267,7 @@ def test_refusals_are_shown_next_to_their_fields(world: World) -> None:
     assert void.status_code == 422 and _error(void.text, "reason")
     assert clerk.post(path + "/issue").status_code == 303
     again = clerk.post(path + "/issue")
-    assert again.status_code == 422 and "只有草稿" in _form_error(again.text)
+    assert again.status_code == 409 and "只有草稿" in _form_error(again.text)  # as the API
     over = clerk.post(
         path + "/payments", {"amount": "9999.00", "received_on": "2026-12-05", "reference": "x"}
     )
@@ -339,12 +339,13 @@ def test_the_invoice_list_pages_and_a_draft_is_voided(world: World) -> None:
         ids = [billing_invoice(session, world.a.id).id for _ in range(27)]
         session.commit()
     clerk = _clerk(world)
-    first = clerk.get(f"{B}/invoices?tenant={world.a.id}&month=2026-11")
+    first = clerk.get(f"{B}/invoices?tenant={world.a.id}&month=2026-11&kind=invoice")
     assert first.status_code == 200
     shown = re.findall(r">(INV\d{8})</a>", first.text)
     assert len(shown) == 25 and shown[0] == "INV00000027"  # newest first
     found = re.search(r'href="\?([^"]*cursor=[^"]+)"', first.text)
     assert found, "no next page link"
+    assert "kind=invoice" in found.group(1) and "month=2026-11" in found.group(1)  # kept
     second = clerk.get(f"{B}/invoices?" + found.group(1).replace("&amp;", "&"))
     assert re.findall(r">(INV\d{8})</a>", second.text) == ["INV00000002", "INV00000001"]
     assert "Next page" not in second.text
@@ -361,3 +362,15 @@ def test_the_invoice_list_pages_and_a_draft_is_voided(world: World) -> None:
         "开错了租户",
         "INV00000001",
     )
+    assert f'action="{path}/payments"' not in clerk.get(path).text  # a void takes none
+
+    # An issued invoice with a credit note owes nothing and offers no payment (the service
+    # would refuse one).
+    credited = f"{B}/tenants/{world.a.id}/invoices/{ids[1]}"
+    assert clerk.post(credited + "/issue").status_code == 303
+    owing = clerk.get(credited).text
+    assert f'action="{credited}/payments"' in owing
+    assert clerk.post(credited + "/credit-notes", {"reason": "重复开具"}).status_code == 303
+    page = clerk.get(credited).text
+    assert f'action="{credited}/payments"' not in page
+    assert "/ ¥0.00" in page

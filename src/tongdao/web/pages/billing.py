@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
@@ -379,7 +380,11 @@ def update_plan(view: UserViewDep, plan_id: str, form: FormDep) -> Response:
         view.ctx.session.rollback()
         errors = _refusal(view, exc, PLAN_FIELDS)
         return _plan_page(
-            view, plan_id, values={**values, "name": plan.name}, errors=errors, status=422
+            view,
+            plan_id,
+            values={**values, "name": plan.name},
+            errors=errors,
+            status=exc.status_code,
         )
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/plans/{plan.id}?done=saved")
@@ -606,8 +611,12 @@ def invoices_page(
     rows, total, next_cursor = paginate(
         view.ctx.session, stmt, Invoice.id, _page_params(cursor), descending=True
     )
-    query = "&".join(
-        f"{k}={v}" for k, v in (("tenant", tenant), ("month", month), ("state", state)) if v
+    query = urlencode(
+        [
+            (k, v)
+            for k, v in (("tenant", tenant), ("month", month), ("state", state), ("kind", kind))
+            if v
+        ]
     )
     return _render(
         view,
@@ -692,7 +701,12 @@ def _invoice_page(
             "corrected_by": corrected_by,
             "payments": payments,
             "history": [_history_row(view, e) for e in history],
-            "outstanding": invoice.total - invoice.amount_paid,
+            # What the tenant still owes on it: nothing on a draft, a void or a credited one.
+            "outstanding": (
+                invoice.total - invoice.amount_paid
+                if invoice.state == InvoiceState.ISSUED and corrected_by is None
+                else Decimal("0.00")
+            ),
             "can_update": can_update,
             "can_pay": view.can("payments", Action.CREATE),
             "base": f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}",
@@ -766,7 +780,13 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
         view.ctx.session.rollback()
         errors = _refusal(view, exc, ACTION_FIELDS)
         return _invoice_page(
-            view, tenant_id, invoice_id, values=values, errors=errors, form=name, status=422
+            view,
+            tenant_id,
+            invoice_id,
+            values=values,
+            errors=errors,
+            form=name,
+            status=exc.status_code,
         )
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}?done={done}")
@@ -816,7 +836,13 @@ def record_payment(view: UserViewDep, tenant_id: str, invoice_id: str, form: For
         view.ctx.session.rollback()
         errors = _refusal(view, exc, ACTION_FIELDS)
         return _invoice_page(
-            view, tenant_id, invoice_id, values=values, errors=errors, form="pay", status=422
+            view,
+            tenant_id,
+            invoice_id,
+            values=values,
+            errors=errors,
+            form="pay",
+            status=exc.status_code,
         )
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}?done=paid")
