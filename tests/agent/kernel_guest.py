@@ -243,6 +243,13 @@ def test_thousands_of_peers_in_one_set(topo: Topology, engines: list[KernelEngin
     assert len(state.peers) == 2_000
     assert state.peers[peers[1_999].public_key].allowed_ips == ("100.64.7.207/32", "fd00::7cf/128")
     assert len(wg_dump(ns, ifname)[1]) == 2_000
+    # One peer with more prefixes than one netlink attribute holds (a linked PoP carrying a
+    # large tenant's routes): set in parts, it reads back whole.
+    big = PeerConfig(
+        keypair()[1], tuple(f"198.18.{i // 16}.{(i % 16) * 16}/28" for i in range(3_000))
+    )
+    engine.set_peers(ifname, [big])
+    assert sorted(engine.get(ifname).peers[big.public_key].allowed_ips) == sorted(big.allowed_ips)
 
 
 # --- the gateway agent's Applier on the kernel engine ----------------------------------------

@@ -111,6 +111,22 @@ def test_a_peer_continued_in_the_next_message_is_one_peer() -> None:
     assert got.endpoint == "198.51.100.2:1"
 
 
+def test_a_peer_with_more_allowed_ips_than_one_attribute_holds_is_split() -> None:
+    """Netlink attribute lengths are 16-bit: 2,400 IPv4 and 1,600 IPv6 prefixes (about 115 KB)
+    go on in further parts naming the same key, which read back as the one peer."""
+    key = keypair()[1]
+    prefixes = (
+        *(f"100.{64 + i // 256}.{i % 256}.0/24" for i in range(2_400)),
+        *(f"fd00:{i + 1:x}::/64" for i in range(1_600)),
+    )
+    chunks = _peer_chunks([PeerConfig(key, prefixes, "198.51.100.2:1")], [])
+    assert len(chunks) > 1 and all(len(c) <= 65_535 for c in chunks)
+    replies = [memoryview(_nla(8 | NLA_F_NESTED, c)) for c in chunks]
+    [(got_key, got)] = _device_state("wgt1", replies).peers.items()
+    assert got_key == key and got.allowed_ips == prefixes
+    assert got.endpoint == "198.51.100.2:1"
+
+
 def test_bad_changes_are_refused_before_a_socket_is_opened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -73,6 +73,11 @@ MODULE_DIR: Final = Path("/sys/module/wireguard")
 ENGINES: Final = ("auto", "kernel", "wireguard-go")
 """The values of ``--engine`` / ``TONGDAO_ENGINE``."""
 CHUNK_BYTES: Final = 48 * 1024
+# A peer's allowed IPs per peer attribute (netlink attribute lengths are 16-bit): a peer with
+# more (a linked PoP carrying a large tenant's routes) goes on in further attributes naming the
+# same key without WGPEER_F_REPLACE_ALLOWEDIPS, which add to what the first part set, as wg(8)
+# does.
+ALLOWED_IPS_BYTES: Final = 32 * 1024
 """Peers per set message, by their encoded size: well under a netlink socket's default send
 buffer (212,992 bytes), which is the kernel's limit on one message."""
 
@@ -226,10 +231,21 @@ def _peer_chunks(upserts: Iterable[PeerConfig], removals: Iterable[str]) -> list
             parts.append(_nla(P_KEEPALIVE, _U16.pack(peer.keepalive)))
         elif not peer.new:
             parts.append(keepalive_off)
-        ips = b"".join([_allowed_ip(cidr) for cidr in peer.allowed_ips])
-        parts += (replace_flag, _NLA.pack(4 + len(ips), P_ALLOWEDIPS | NLA_F_NESTED), ips)
-        body = b"".join(parts)
-        peers.append(_NLA.pack(4 + len(body), NLA_F_NESTED) + body)
+        groups: list[bytes] = []
+        group: list[bytes] = []
+        size = 0
+        for cidr in peer.allowed_ips:
+            entry = _allowed_ip(cidr)
+            if group and size + len(entry) > ALLOWED_IPS_BYTES:
+                groups.append(b"".join(group))
+                group, size = [], 0
+            group.append(entry)
+            size += len(entry)
+        groups.append(b"".join(group))
+        for n, ips in enumerate(groups):
+            nest = (_NLA.pack(4 + len(ips), P_ALLOWEDIPS | NLA_F_NESTED), ips)
+            body = b"".join((*parts, replace_flag, *nest) if n == 0 else (_KEY_HEAD, raw, *nest))
+            peers.append(_NLA.pack(4 + len(body), NLA_F_NESTED) + body)
     chunks: list[bytes] = []
     current: list[bytes] = []
     filled = 0
