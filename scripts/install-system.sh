@@ -53,8 +53,15 @@ done
 VM_KERNEL_DIR=/var/cache/tongdao/vm-kernel
 
 vm_kernel_ok() {
-  compgen -G "$VM_KERNEL_DIR/*/boot/vmlinuz-*" >/dev/null &&
-    compgen -G "$VM_KERNEL_DIR/*/lib/modules/*/modules.dep" >/dev/null
+  # A complete unpacked kernel, as tongdao.testing.vm.find_kernel looks for it (a `.part`
+  # left by an interrupted unpack does not count).
+  local d
+  for d in "$VM_KERNEL_DIR"/*/; do
+    d=${d%/}
+    case $d in *.part) continue ;; esac
+    [ -f "$d/boot/vmlinuz-${d##*/}" ] && [ -f "$d/lib/modules/${d##*/}/modules.dep" ] && return 0
+  done
+  return 1
 }
 
 vm_kernel() {
@@ -68,7 +75,11 @@ vm_kernel() {
   fi
   tmp=$(mktemp -d)
   chown _apt "$tmp" 2>/dev/null || chmod 755 "$tmp"  # apt-get download runs as _apt
-  (cd "$tmp" && apt-get download -q "$image")
+  if ! (cd "$tmp" && apt-get download -q "$image"); then
+    rm -rf "$tmp"
+    echo "install-system: could not download $image (for the VM test)" >&2
+    exit 1
+  fi
   release=${image#linux-image-}
   mkdir -p "$VM_KERNEL_DIR"
   rm -rf "$VM_KERNEL_DIR/$release.part"

@@ -163,3 +163,16 @@ def test_a_working_directory_under_the_guests_tmpfs_is_shared_apart() -> None:
     assert hidden_by_guest_tmpfs(Path("/run/user"))
     assert not hidden_by_guest_tmpfs(Path("/work/main"))
     assert not hidden_by_guest_tmpfs(Path("/tmpfoo"))
+
+
+def test_the_newest_guest_kernel_is_chosen_by_version(tmp_path: Path) -> None:
+    from tongdao.testing.vm import find_kernel
+
+    for release in ("6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-11-amd64.part"):
+        (tmp_path / release / "boot").mkdir(parents=True)
+        (tmp_path / release / "boot" / f"vmlinuz-{release}").touch()
+        (tmp_path / release / "lib" / "modules" / release).mkdir(parents=True)
+        (tmp_path / release / "lib" / "modules" / release / "modules.dep").touch()
+    (tmp_path / "6.1.0-11-amd64.part" / "boot" / "vmlinuz-6.1.0-11-amd64.part").unlink()
+    kernel = find_kernel(tmp_path)
+    assert kernel is not None and kernel.release == "6.1.0-10-amd64"

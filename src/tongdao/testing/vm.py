@@ -81,11 +81,18 @@ class VmResult:
 def find_kernel(base: Path = KERNEL_DIR) -> GuestKernel | None:
     """The newest unpacked guest kernel with a modules.dep, or None."""
     found: list[GuestKernel] = []
-    for root in sorted(base.glob("*")) if base.is_dir() else []:
+    for root in base.glob("*") if base.is_dir() else []:
         kernel = GuestKernel(root.name, root)
         if kernel.vmlinuz.is_file() and (kernel.modules / "modules.dep").is_file():
             found.append(kernel)
-    return found[-1] if found else None
+    # by version (6.1.0-10 after 6.1.0-9), not by name
+    return max(found, key=lambda k: _version_key(k.release), default=None)
+
+
+def _version_key(release: str) -> tuple[tuple[int, str], ...]:
+    return tuple(
+        (int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.-]", release)
+    )
 
 
 def missing() -> list[str]:
