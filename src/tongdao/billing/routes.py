@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from tongdao.api.crud import mount
-from tongdao.api.deps import GuardDep
+from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.audit.recorder import actor_of
@@ -222,6 +222,17 @@ def create_credit_note(
 
 
 # --- payments ------------------------------------------------------------------------------
+def payable_invoice(guard: Guard, tenant_id: uuid.UUID, object_id: uuid.UUID) -> Invoice:
+    """The invoice a payment is recorded against: another tenant's answers 404 before a
+    caller without the payments grant gets 403 (the API's route and the console's page)."""
+    tenant = guard.tenant(tenant_id)
+    if not guard.principal.is_operator and not guard.principal.can("payments", Action.CREATE):
+        invoices.load(guard, tenant, object_id, Action.READ)
+    guard.require("payments", Action.CREATE)
+    invoice: Invoice = invoices.load(guard, tenant, object_id, Action.READ)
+    return invoice
+
+
 @router.post(
     ITEM + "/payments",
     tags=["billing"],
@@ -231,11 +242,7 @@ def create_credit_note(
 def record_payment(
     guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId, body: PaymentCreate
 ) -> PaymentPublic:
-    tenant = guard.tenant(tenant_id)
-    if not guard.principal.is_operator and not guard.principal.can("payments", Action.CREATE):
-        invoices.load(guard, tenant, object_id, Action.READ)
-    guard.require("payments", Action.CREATE)
-    invoice = invoices.load(guard, tenant, object_id, Action.READ)
+    invoice = payable_invoice(guard, tenant_id, object_id)
     payment = service.record_payment(
         guard.ctx, invoice, body.amount, body.received_on, body.reference
     )

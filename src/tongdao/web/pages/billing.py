@@ -817,13 +817,9 @@ def record_payment(view: UserViewDep, tenant_id: str, invoice_id: str, form: For
     """A payment (full or partial), checked as the API's route checks it."""
     check_csrf(view, form)
     view.require_principal()
-    guard = Guard(view.ctx)
-    tenant = guard.tenant(parse_uuid(tenant_id, "tenant"))
-    iid = parse_uuid(invoice_id, "invoice")
-    if not guard.principal.is_operator and not guard.principal.can("payments", Action.CREATE):
-        invoices.load(guard, tenant, iid, Action.READ)
-    guard.require("payments", Action.CREATE)
-    invoice = invoices.load(guard, tenant, iid, Action.READ)
+    invoice = api.payable_invoice(
+        Guard(view.ctx), parse_uuid(tenant_id, "tenant"), parse_uuid(invoice_id, "invoice")
+    )
     values = {key: form.text(key) for key in ACTION_FIELDS}
     try:
         body = parse(
