@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -124,13 +124,13 @@ class RelyingParty:
 
 
 @pytest.fixture
-def rp_for() -> Iterator[Callable[[OidcProvider], RelyingParty]]:
+def rp_for() -> Callable[[OidcProvider], RelyingParty]:
     def make(provider: OidcProvider) -> RelyingParty:
         rp = RelyingParty(provider.issuer, provider.add_client(REDIRECT_URI))
         rp.discover()
         return rp
 
-    yield make
+    return make
 
 
 def header(id_token: str) -> dict[str, Any]:

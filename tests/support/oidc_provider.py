@@ -91,6 +91,7 @@ class OidcProvider:
     _control_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     _process: subprocess.Popen[str] | None = None
     _log: IO[str] | None = None
+    _http: httpx.Client | None = None
 
     @property
     def issuer(self) -> str:
@@ -126,6 +127,11 @@ class OidcProvider:
             text=True,
         )
         self.base_url = self._wait_ready(self._process)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self._control_token}"},
+            timeout=10,
+        )
         self.started_in = time.monotonic() - began
 
     def _wait_ready(self, process: subprocess.Popen[str]) -> str:
@@ -147,6 +153,9 @@ class OidcProvider:
 
     def stop(self) -> None:
         process, self._process = self._process, None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if process is not None:
             process.terminate()
             try:
@@ -161,12 +170,8 @@ class OidcProvider:
             self._log = None
 
     def _control(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(
-            f"{self.base_url}/control/{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {self._control_token}"},
-            timeout=10,
-        )
+        assert self._http is not None, "the provider is not running"
+        response = self._http.post(f"/control/{path}", json=body)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
