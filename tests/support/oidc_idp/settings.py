@@ -55,6 +55,7 @@ DATABASES = {
 # Fast hashing: test users only.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 LOGIN_URL = "/login/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
