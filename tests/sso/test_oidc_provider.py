@@ -18,10 +18,16 @@ import httpx
 import pytest
 from authlib.common.security import generate_token
 from joserfc import jwt
-from joserfc.errors import BadSignatureError, InvalidClaimError, InvalidKeyIdError, JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidKeyIdError,
+    JoseError,
+)
 from joserfc.jwk import KeySet
 
-from tests.support.oidc_provider import OidcClient, OidcProvider, SignInRefused
+from tests.support.oidc_provider import IdTokenFault, OidcClient, OidcProvider, SignInRefused
 from tests.support.oidc_rp import REDIRECT_URI, RelyingParty
 
 
@@ -75,29 +81,52 @@ def test_the_code_is_bound_to_the_pkce_verifier(
         rp.exchange(callback, state, generate_token(48))
 
 
-@pytest.mark.parametrize("defect", ["tampered", "wrong nonce", "wrong audience"])
-def test_a_bad_id_token_is_refused(
-    oidc_provider: OidcProvider, rp_for: Callable[[OidcProvider], RelyingParty], defect: str
+@pytest.mark.parametrize(
+    ("fault", "refusal", "match"),
+    [
+        ("bad_signature", BadSignatureError, None),
+        ("foreign_key", BadSignatureError, None),
+        ("wrong_audience", InvalidClaimError, "aud"),
+        ("wrong_nonce", InvalidClaimError, "nonce"),
+        ("wrong_issuer", InvalidClaimError, "iss"),
+        ("expired", ExpiredTokenError, "expired"),
+    ],
+)
+def test_a_bad_id_token_from_the_provider_is_refused(
+    oidc_provider: OidcProvider,
+    rp_for: Callable[[OidcProvider], RelyingParty],
+    fault: IdTokenFault,
+    refusal: type[JoseError],
+    match: str | None,
 ) -> None:
     rp = rp_for(oidc_provider)
     user = oidc_provider.add_user("zhao.lei@example.com")
     token, nonce = rp.sign_in(oidc_provider, user)
-    rp.validate(dict(token), nonce)
-    if defect == "tampered":
-        head, body, signature = token["id_token"].split(".")
-        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        claims["email"] = "ceo@example.com"
-        forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-        with pytest.raises(BadSignatureError):
-            rp.validate({**token, "id_token": f"{head}.{forged}.{signature}"}, nonce)
-    elif defect == "wrong nonce":
-        with pytest.raises(InvalidClaimError, match="nonce"):
-            rp.validate(token, generate_token(24))
-    else:
-        other = RelyingParty(rp.issuer, rp.client.__class__("someone-else", "x", REDIRECT_URI))
-        other.metadata, other.jwks = rp.metadata, rp.jwks
-        with pytest.raises(InvalidClaimError, match="aud"):
-            other.validate(token, nonce)
+    rp.validate(token, nonce)
+
+    oidc_provider.inject_id_token_fault(fault)
+    token, nonce = rp.sign_in(oidc_provider, user)
+    with pytest.raises(refusal, match=match):
+        rp.validate(token, nonce)
+    # One token only: the next is good again.
+    token, nonce = rp.sign_in(oidc_provider, user)
+    assert rp.validate(token, nonce)["sub"] == user.sub
+
+
+def test_groups_and_extra_claims_follow_the_directory(
+    oidc_provider: OidcProvider, rp_for: Callable[[OidcProvider], RelyingParty]
+) -> None:
+    rp = rp_for(oidc_provider)
+    user = oidc_provider.add_user("gao.fei@example.com", groups=("sales",))
+    oidc_provider.set_user_groups(user, ("engineering", "vpn-users"))
+    oidc_provider.set_user_claims(
+        user, {"oid": "7d3f0c7e-0000-4000-8000-000000000001", "xms_edov": True}
+    )
+    token, nonce = rp.sign_in(oidc_provider, user)
+    claims = rp.validate(token, nonce)
+    assert claims["groups"] == ["engineering", "vpn-users"]
+    assert claims["oid"] == "7d3f0c7e-0000-4000-8000-000000000001"
+    assert claims["xms_edov"] is True
 
 
 def test_an_expired_id_token_is_refused(

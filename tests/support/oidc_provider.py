@@ -3,8 +3,9 @@
 The provider is the Django project in ``tests/support/oidc_idp`` (django-oidc-provider,
 configured, with a login form), run by ``python -m tests.support.oidc_idp.serve`` on a free
 127.0.0.1 port with its own SQLite store. ``OidcProvider`` starts and stops it, seeds it through
-its test-only control API (clients, users with e-mail and groups, disabling a user, rotating the
-signing key), and ``sign_in`` plays the employee at the provider's login form with httpx.
+its test-only control API (clients, users with e-mail, groups and extra claims, disabling a
+user, rotating the signing key, a fault in the next ID token), and ``sign_in`` plays the
+employee at the provider's login form with httpx.
 
 ``make_template`` migrates a store once; each provider starts from a copy of it (a fresh
 migration takes seconds, a start on a migrated store about one). Fixtures: ``oidc_providers``
@@ -32,6 +33,9 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 EmailVerified = Literal["true", "false", "omit"]
+IdTokenFault = Literal[
+    "wrong_audience", "wrong_nonce", "wrong_issuer", "expired", "bad_signature", "foreign_key"
+]
 
 
 class SignInRefused(Exception):
@@ -220,6 +224,22 @@ class OidcProvider:
     def set_user_active(self, user: OidcUser, active: bool) -> None:
         """Disable (or enable again) a user: a disabled user's login is refused."""
         self._control(f"users/{user.username}/active", {"active": active})
+
+    def set_user_groups(self, user: OidcUser, groups: tuple[str, ...]) -> None:
+        """The user's groups from now on (the ``groups`` claim of later ID tokens)."""
+        self._control(f"users/{user.username}/groups", {"groups": list(groups)})
+
+    def set_user_claims(self, user: OidcUser, claims: dict[str, Any]) -> None:
+        """Extra claims in the user's later ID tokens, e.g. Entra's ``oid``, ``tid``,
+        ``xms_edov``."""
+        self._control(f"users/{user.username}/claims", {"claims": claims})
+
+    def inject_id_token_fault(self, fault: IdTokenFault) -> None:
+        """The next ID token the provider issues is wrong in this way: ``wrong_audience``,
+        ``wrong_nonce``, ``wrong_issuer``, ``expired`` (validly signed), ``bad_signature``
+        (claims changed after signing) or ``foreign_key`` (signed by an unpublished key under
+        the real kid). For tests that a relying party refuses it."""
+        self._control("faults", {"id_token": fault})
 
     def rotate_signing_key(self) -> str:
         """A new key signs from now on; the old one leaves the JWKS. Returns the new kid."""

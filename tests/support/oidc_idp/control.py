@@ -22,6 +22,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from oidc_provider.models import Client, ResponseType, RSAKey
 
+from tests.support.oidc_idp import faults
+
 View = Callable[..., JsonResponse]
 
 
@@ -95,3 +97,31 @@ def rotate_key(body: dict[str, Any]) -> JsonResponse:
         RSAKey.objects.all().delete()
         kid = new_rsa_key().kid
     return JsonResponse({"kid": kid, "retired": old})
+
+
+@_control
+def set_user_groups(body: dict[str, Any], username: str) -> JsonResponse:
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        return JsonResponse({"error": "no such user"}, status=404)
+    user.groups.set([Group.objects.get_or_create(name=name)[0] for name in body["groups"]])
+    return JsonResponse({"username": username, "groups": sorted(body["groups"])})
+
+
+@_control
+def set_user_claims(body: dict[str, Any], username: str) -> JsonResponse:
+    """Extra claims in this user's ID tokens from now on (e.g. Entra's oid, tid, xms_edov)."""
+    if not User.objects.filter(username=username).exists():
+        return JsonResponse({"error": "no such user"}, status=404)
+    faults.set_user_claims(username, body["claims"])
+    return JsonResponse({"username": username, "claims": body["claims"]})
+
+
+@_control
+def add_fault(body: dict[str, Any]) -> JsonResponse:
+    """The next ID token issued gets this defect (see ``faults.FAULTS``)."""
+    try:
+        faults.add_fault(body["id_token"])
+    except ValueError:
+        return JsonResponse({"error": f"unknown fault, one of {sorted(faults.FAULTS)}"}, status=400)
+    return JsonResponse({"id_token": body["id_token"]})

@@ -27,6 +27,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tests.support.oidc_idp.faults.SignatureFaults",
 ]
 
 ROOT_URLCONF = "tests.support.oidc_idp.urls"
@@ -64,6 +65,7 @@ OIDC_IDTOKEN_INCLUDE_CLAIMS = True
 OIDC_IDTOKEN_EXPIRE = int(os.environ.get("OIDC_IDP_ID_TOKEN_EXPIRE", "600"))
 OIDC_USERINFO = "tests.support.oidc_idp.claims.userinfo"
 OIDC_EXTRA_SCOPE_CLAIMS = "tests.support.oidc_idp.claims.GroupsScopeClaims"
+OIDC_IDTOKEN_PROCESSING_HOOK = "tests.support.oidc_idp.faults.id_token_hook"
 OIDC_DISCOVERY_CACHE_ENABLE = False
 
 LOGGING = {

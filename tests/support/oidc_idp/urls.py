@@ -9,5 +9,8 @@ urlpatterns = [
     path("control/clients", control.create_client),
     path("control/users", control.create_user),
     path("control/users/<str:username>/active", control.set_user_active),
+    path("control/users/<str:username>/groups", control.set_user_groups),
+    path("control/users/<str:username>/claims", control.set_user_claims),
     path("control/keys/rotate", control.rotate_key),
+    path("control/faults", control.add_fault),
 ]
