@@ -2,9 +2,10 @@
 
 ``python -m tests.support.oidc_idp.serve`` binds 127.0.0.1 on a free port, sets the issuer
 from it, and prints ``ready <base URL>`` on stdout once it accepts connections. It stops on
-SIGTERM. Settings come from the environment (see ``settings.py``). With ``--migrate-only`` it
-only migrates (the fixture does that once per test session and copies the file: a fresh
-migration takes seconds, starting on a migrated store about one).
+SIGTERM, or when its parent process is gone. Settings come from the environment (see
+``settings.py``). With ``--migrate-only`` it only migrates (the fixture does that once per
+test session and copies the file: a fresh migration takes seconds, starting on a migrated
+store about one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
 
@@ -44,6 +46,15 @@ def main() -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # Stop when the test run that started us is gone (killed without a SIGTERM to us).
+        while os.getppid() == parent:
+            time.sleep(1)
+        server.shutdown()
+
+    threading.Thread(target=orphaned, daemon=True).start()
     print(f"ready {settings.SITE_URL}", flush=True)
     server.serve_forever(poll_interval=0.1)
     server.server_close()
