@@ -18,7 +18,7 @@ import base64
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.oidc_provider import OidcProvider, make_template
 from tests.support.smtp import SmtpServer
 from tests.support.world import World
 from tongdao.api.app import create_app
@@ -146,3 +147,36 @@ def smtp() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_template(tmp_path_factory.mktemp("oidc-idp"))
+
+
+@pytest.fixture
+def oidc_providers(
+    tmp_path: Path, oidc_provider_template: Path
+) -> Iterator[Callable[..., OidcProvider]]:
+    """Starts real OpenID Providers (django-oidc-provider, each its own process); stops them."""
+    started: list[OidcProvider] = []
+
+    def start(**options: Any) -> OidcProvider:
+        directory = tmp_path / f"oidc-idp-{len(started)}"
+        provider = OidcProvider(directory, oidc_provider_template, **options)
+        started.append(provider)
+        provider.start()
+        return provider
+
+    try:
+        yield start
+    finally:
+        for provider in started:
+            provider.stop()
+
+
+@pytest.fixture
+def oidc_provider(
+    oidc_providers: Callable[..., OidcProvider],
+) -> OidcProvider:
+    return oidc_providers()
