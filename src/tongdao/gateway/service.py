@@ -20,7 +20,7 @@ import secrets
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
@@ -71,6 +71,7 @@ from tongdao.network.service import (
 from tongdao.network.wgconfig import ConfigDataError, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
+from tongdao.quotas.service import PeerLimit, peer_limits
 from tongdao.runtime import Ctx
 from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
@@ -427,6 +428,32 @@ def _policy_rules(
     return tuple(rules)
 
 
+def _limit_fields(limit: PeerLimit | None) -> dict[str, Any]:
+    if limit is None:
+        return {}
+    return {"blocked": limit.blocked, "rate_mbps": limit.rate_mbps, "limit_group": limit.group}
+
+
+def _tenant_limit(ctx: Ctx, tenant_id: uuid.UUID) -> dict[str, Any]:
+    return _limit_fields(peer_limits(ctx.session, tenant_id, ctx.runtime.clock()).tenant)
+
+
+def _limited(
+    ctx: Ctx, tenant_id: uuid.UUID, devices: list[DeviceRow], peers: list[Peer]
+) -> list[Peer]:
+    """Device peers with their user's limits (tongdao.quotas): blocked or held to a rate once
+    a cap is reached, and the user's bandwidth limit shared by their devices here."""
+    enforced = peer_limits(ctx.session, tenant_id, ctx.runtime.clock())
+    if enforced.tenant is None and not enforced.users:
+        return peers
+    owner = {d.id: d.user_id for d in devices}
+    out: list[Peer] = []
+    for peer in peers:
+        limit = enforced.tenant or enforced.users.get(owner.get(peer.ref, ""))
+        out.append(peer if limit is None else peer.model_copy(update=_limit_fields(limit)))
+    return out
+
+
 def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     """The desired state of a PoP; allocates interfaces for newly served tenants."""
     tenants = served_tenants(ctx, pop)
@@ -450,6 +477,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             for d in devices
             if device_homed_at(d, pop) and (here_ok or d.user_id in consenting)
         ]
+        peers = _limited(ctx, tenant.id, devices, peers)
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
@@ -460,6 +488,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                         kind="site",
                         ref=str(site.id),
                         allowed_ips=(*site.prefixes, *tunnel),
+                        **_tenant_limit(ctx, tenant.id),
                     )
                 )
         for other in linked:

@@ -114,6 +114,7 @@ from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
+from tongdao.quotas.service import check_report
 from tongdao.runtime import Ctx
 from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
 from tongdao.store.rows import rows_updated
@@ -619,6 +620,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             session.execute(insert(UsageRecord), rows)
             _save_credits(session, gateway_id, screened)
+            check_report(ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], now)
         session.commit()
     except IntegrityError:
         session.rollback()
