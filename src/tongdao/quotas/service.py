@@ -154,9 +154,7 @@ def check_within(limits: TenantLimits | None, cap_bytes: int | None, rate: int |
                 break
     user_rate = None if limits is None else limits.user_rate_mbps
     if rate is not None and user_rate is not None and rate > user_rate:
-        fields["rate_mbps"] = (
-            f"at most {limits.user_rate_mbps} Mbit/s (the tenant's per-user limit)"
-        )
+        fields["rate_mbps"] = f"at most {user_rate} Mbit/s (the tenant's per-user limit)"
     if fields:
         raise ValidationError(fields)
 
