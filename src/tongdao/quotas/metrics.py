@@ -31,18 +31,17 @@ class QuotaCollector(Collector):
         now = self.runtime.clock()
         with self.runtime.db.session(write=False) as session:
             counts = current_counts(session, now)
-            enforced = {
-                (TENANT if is_tenant else "user"): int(count)
-                for is_tenant, count in session.execute(
-                    select(QuotaEvent.subject == TENANT, func.count())
-                    .where(
-                        QuotaEvent.month == month_of(now),
-                        QuotaEvent.level == 100,
-                        QuotaEvent.lifted_at.is_(None),
-                    )
-                    .group_by(QuotaEvent.subject == TENANT)
+            enforced = {TENANT: 0, "user": 0}
+            for subject, count in session.execute(
+                select(QuotaEvent.subject, func.count())
+                .where(
+                    QuotaEvent.month == month_of(now),
+                    QuotaEvent.level == 100,
+                    QuotaEvent.lifted_at.is_(None),
                 )
-            }
+                .group_by(QuotaEvent.subject)
+            ):
+                enforced[TENANT if subject == TENANT else "user"] += int(count)
         family = GaugeMetricFamily(
             "tongdao_quota_subjects",
             "tenants and users past 80% / 100% of their monthly transfer cap this month",

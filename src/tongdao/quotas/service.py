@@ -136,9 +136,14 @@ def effective(limits: TenantLimits | None, override: UserLimits | None) -> UserE
     cap = override.cap_bytes if override is not None and override.cap_bytes is not None else None
     rate = override.rate_mbps if override is not None and override.rate_mbps is not None else None
     if limits is not None:
-        cap = cap if cap is not None else limits.user_cap_bytes
-        rate = rate if rate is not None else limits.user_rate_mbps
+        # An override stays within the tenant's per-user values, also after those are lowered.
+        cap = _least(cap, limits.user_cap_bytes)
+        rate = _least(rate, limits.user_rate_mbps)
     return UserEffective(cap, rate)
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def check_within(limits: TenantLimits | None, cap_bytes: int | None, rate: int | None) -> None:
@@ -437,11 +442,11 @@ def current_counts(session: Session, now: datetime) -> dict[tuple[str, int], int
         (kind, level): 0 for kind in (TENANT, "user") for level in LEVELS
     }
     for subject, level, count in session.execute(
-        select(QuotaEvent.subject == TENANT, QuotaEvent.level, func.count())
+        select(QuotaEvent.subject, QuotaEvent.level, func.count())
         .where(QuotaEvent.month == month)
-        .group_by(QuotaEvent.subject == TENANT, QuotaEvent.level)
+        .group_by(QuotaEvent.subject, QuotaEvent.level)
     ):
-        out[(TENANT if subject else "user", int(level))] = int(count)
+        out[(TENANT if subject == TENANT else "user", int(level))] += int(count)
     return out
 
 
