@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from tests.api.test_gateway import device, enrol, make_pop, state
 from tests.api.test_mail_reset import use_relay
@@ -19,9 +20,11 @@ from tests.api.test_usage import REPORTS, peer, report, serving_gateway
 from tests.conftest import both_stores
 from tests.support.smtp import SmtpServer
 from tests.support.world import World
+from tongdao.cli import app as cli
 from tongdao.gateway.desired import DesiredState, Peer
 from tongdao.gateway.models import Gateway, UsageRecord
 from tongdao.quotas import service
+from tongdao.quotas.jobs import run_month_job
 from tongdao.quotas.models import QuotaEvent
 from tongdao.runtime import Ctx, Runtime
 
@@ -266,11 +269,17 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
     later = datetime(2026, 11, 30, 16, 0, 5, tzinfo=UTC)  # 00:00:05 on 1 December
     runtime.clock = lambda: later
     # The block is of November: December's state no longer carries it, and the job lifts it.
-    with runtime.db.session() as session:
-        ctx = Ctx(runtime=runtime, session=session)
-        assert service.lift_past_months(ctx, later) == 1
-        session.commit()
+    assert run_month_job(runtime, "replica-1") == 1
+    assert run_month_job(runtime, "replica-2") is None  # done for December: runs once
     assert device_peer(state(world, gw), dev["id"]).blocked is False
+    with runtime.db.session(write=False) as session:
+        lifted = session.scalars(select(QuotaEvent.lifted_at).where(QuotaEvent.level == 100))
+        assert list(lifted) == [later]
+    # The command runs the same job (forced): nothing more to lift.
+    url = runtime.settings.resolved_database_url
+    out = CliRunner().invoke(cli, ["quotas", "lift", "--database-url", url])
+    assert out.exit_code == 0, out.output
+    assert "0 blocks" in out.output
     with runtime.db.session() as session:
         assert service.month_to_date(session, world.a.id, month=service.month_of(later)) == 0
 
