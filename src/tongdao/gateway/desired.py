@@ -38,6 +38,9 @@ class Peer(Frozen):
     blocked: bool = False
     rate_mbps: int | None = Field(default=None, ge=1, le=100_000)
     limit_group: str | None = Field(default=None, max_length=36)
+    cross_border: bool = Field(
+        default=False, description="a peer PoP across the border over a registered link"
+    )
 
 
 class PolicyRule(Frozen):

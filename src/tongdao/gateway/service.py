@@ -518,6 +518,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                     allowed_ips=tuple(behind),
                     endpoint=_endpoint(other.endpoint_host, remote.listen_port),
                     keepalive=KEEPALIVE,
+                    cross_border=here_ok != (other.country == HOME_COUNTRY),
                 )
             )
         pool4 = ipaddress.ip_network(tenant.ipv4_pool)
