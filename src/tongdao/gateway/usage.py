@@ -174,6 +174,8 @@ class PeerUsage(Strict):
     peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
+    cross_border_rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of rx_bytes
+    cross_border_tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of tx_bytes
     last_handshake: Instant | None = None
     endpoint: Annotated[
         str | None,
