@@ -564,3 +564,14 @@ def events(session: Session, tenant_id: uuid.UUID, limit: int = 200) -> list[Quo
         .limit(limit)
     )
     return [QuotaEventPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+def month_events(session: Session, month: str, limit: int = 200) -> list[QuotaEventPublic]:
+    """Every tenant's events of a month, newest first (the operator's view)."""
+    rows = session.scalars(
+        select(QuotaEvent)
+        .where(QuotaEvent.month == month)
+        .order_by(QuotaEvent.created_at.desc(), QuotaEvent.level.desc())
+        .limit(limit)
+    )
+    return [QuotaEventPublic.model_validate(r, from_attributes=True) for r in rows]
