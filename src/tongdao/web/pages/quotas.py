@@ -134,13 +134,10 @@ def _tenant_page(
             select(User.id).where(User.tenant_id == tenant.id).order_by(User.email).limit(200)
         )
     ]
-    emails = dict(
-        list(
-            view.ctx.session.execute(
-                select(User.id, User.email).where(User.tenant_id == tenant.id)
-            ).tuples()
-        )
-    )
+    rows = view.ctx.session.execute(
+        select(User.id, User.email).where(User.tenant_id == tenant.id)
+    ).all()
+    emails = {row.id: row.email for row in rows}
     shown = values or {
         "tenant_cap_mb": str(limits.tenant_cap_mb or ""),
         "user_cap_mb": str(limits.user_cap_mb or ""),
