@@ -1,6 +1,9 @@
 """The gateway's firewall: tenant isolation and default-deny access policy in nftables.
 
-Everything lives in ONE table, ``inet tongdao``; no other table on the host is read or touched.
+Everything lives in ONE table, ``inet tongdao``; no other table on the host is read or touched
+(besides ``inet tongdao_xb``, the cross-border counters of :mod:`tongdao.agent.xborder`, which
+are changed in place so that their values survive). Quotas (``compile_quota``) add a chain of
+their own to this table.
 
 Compiled layout (``compile_ruleset``)::
 
