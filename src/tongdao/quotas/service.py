@@ -28,10 +28,12 @@ the new state, in which the user's (or the whole tenant's) peers are blocked or 
 **Overshoot bound.** Between the instant a subject reaches its cap and the instant every
 gateway enforces it, each PoP serving the subject carries at most its rate for at most one
 report interval (bytes moved since the agent's last sample) plus the time to send the report
-and apply the new state: ``overshoot <= pops * rate * (interval + apply)``, with ``rate`` the
-user's bandwidth limit where one is set (else the PoP's ``max_rate_mbps``, which bounds what
-a report may claim anyway). :func:`overshoot_bound` states it; the unit and namespace tests
-check it.
+and apply the new state, in each direction (a cap counts both):
+``overshoot <= pops * 2 * rate * (interval + apply)`` plus WireGuard's overhead (32 bytes a
+packet, 2.3% at full-size packets: the counters are WireGuard's, the limit holds the inner
+packets), with ``rate`` the user's bandwidth limit where one is set (else the PoP's
+``max_rate_mbps``, which bounds what a report may claim anyway). With no rate at all the
+bound is the PoP's. :func:`overshoot_bound` states it; the unit and namespace tests check it.
 """
 
 from __future__ import annotations
@@ -428,11 +430,15 @@ def peer_limits(session: Session, tenant_id: uuid.UUID, now: datetime) -> Tenant
     return TenantEnforcement(tenant, users)
 
 
+WG_OVERHEAD = 32 / 1420  # WireGuard's bytes over the inner packet, at full-size packets
+
+
 def overshoot_bound(interval_s: float, rate_mbps: float, pops: int, apply_s: float) -> int:
     """Bytes a subject may move past its cap before every gateway enforces it (see the
-    module's docstring): each PoP at ``rate_mbps`` for one report interval plus the time
-    to send the report and apply the new state."""
-    return int(pops * rate_mbps * 125_000 * (interval_s + apply_s))
+    module's docstring): each PoP at ``rate_mbps`` in each direction (a cap counts both) for
+    one report interval plus the time to send the report and apply the new state, in
+    WireGuard's bytes (the limit holds the inner packets to the rate)."""
+    return int(pops * 2 * rate_mbps * 125_000 * (interval_s + apply_s) * (1 + WG_OVERHEAD))
 
 
 def current_counts(session: Session, now: datetime) -> dict[tuple[str, int], int]:
