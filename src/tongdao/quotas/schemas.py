@@ -27,7 +27,12 @@ class TenantLimitsIn(Strict):
     throttle_mbps: RateMbps = Field(default=None, description="the rate over a cap (throttle)")
 
 
-class TenantLimitsPublic(TenantLimitsIn):
+class TenantLimitsPublic(BaseModel):
+    tenant_cap_mb: int | None
+    user_cap_mb: int | None
+    user_rate_mbps: int | None
+    over_cap: Literal["block", "throttle"]
+    throttle_mbps: int | None
     tenant_id: uuid.UUID
     month: str = Field(description="the current Asia/Shanghai month, YYYY-MM")
     used_bytes: int = Field(description="the tenant's bytes this month (devices and sites)")
@@ -39,7 +44,9 @@ class UserLimitsIn(Strict):
     rate_mbps: RateMbps = None
 
 
-class UserLimitsPublic(UserLimitsIn):
+class UserLimitsPublic(BaseModel):
+    cap_mb: int | None = Field(description="the user's override (MB)")
+    rate_mbps: int | None = Field(description="the user's override (Mbit/s)")
     tenant_id: uuid.UUID
     user_id: uuid.UUID
     effective_cap_mb: int | None = Field(description="the override, else the tenant's per-user")
