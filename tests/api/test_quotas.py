@@ -23,6 +23,7 @@ from tests.support.world import World
 from tongdao.cli import app as cli
 from tongdao.gateway.desired import DesiredState, Peer
 from tongdao.gateway.models import Gateway, UsageRecord
+from tongdao.jobs.scheduler import Scheduler
 from tongdao.quotas import service
 from tongdao.quotas.jobs import run_month_job
 from tongdao.quotas.models import QuotaEvent
@@ -330,3 +331,30 @@ def test_overshoot_stays_within_the_bound(world: World, runtime: Runtime) -> Non
     overshoot = moved - cap
     bound = service.overshoot_bound(interval, rate_mbps, pops, apply_s)
     assert 0 < overshoot <= bound, (overshoot, bound)
+
+
+def test_the_servers_scheduler_runs_the_month_job(world: World, runtime: Runtime) -> None:
+    """``tongdao server``'s scheduler tick lifts last month's blocks (under the job's lease)."""
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    assert limits(world, {"user_cap_mb": 1}).status_code == 200
+    with runtime.db.session() as session:
+        session.add(
+            QuotaEvent(
+                tenant_id=world.a.id,
+                subject=str(world.a.employee.user_id),
+                user_id=world.a.employee.user_id,
+                month="2026-11",
+                level=100,
+                used_bytes=MB,
+                cap_bytes=MB,
+            )
+        )
+        session.commit()
+    runtime.clock = lambda: datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # still November
+    assert device_peer(state(world, gw), dev["id"]).blocked is True
+    runtime.clock = lambda: datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    Scheduler(runtime, interval=0).tick()
+    with runtime.db.session(write=False) as session:
+        assert session.scalar(select(QuotaEvent.lifted_at)) is not None
+    assert device_peer(state(world, gw), dev["id"]).blocked is False

@@ -54,6 +54,9 @@ gateway per :data:`DROPPED_EVENT_EVERY`: the reports in between are held on the 
 the audit log. The connection log is derived from the reports of PoP gateways in the same
 transaction (:mod:`tongdao.audit.sessions`): one chained audit record per connection session
 (tenant, user, device, public source IP:port, PoP, start, end, bytes) when it ends.
+Transfer caps are counted in the same transaction too (:func:`tongdao.quotas.service.
+check_report`, for the report's tenants that have limits): a cap reached writes its event and
+the gateways' new desired state commits with the report.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
