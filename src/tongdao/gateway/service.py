@@ -71,7 +71,7 @@ from tongdao.network.service import (
 from tongdao.network.wgconfig import ConfigDataError, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
-from tongdao.quotas.service import PeerLimit, peer_limits
+from tongdao.quotas.service import PeerLimit, TenantEnforcement, limited_tenants, peer_limits
 from tongdao.runtime import Ctx
 from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
@@ -434,17 +434,12 @@ def _limit_fields(limit: PeerLimit | None) -> dict[str, Any]:
     return {"blocked": limit.blocked, "rate_mbps": limit.rate_mbps, "limit_group": limit.group}
 
 
-def _tenant_limit(ctx: Ctx, tenant_id: uuid.UUID) -> dict[str, Any]:
-    return _limit_fields(peer_limits(ctx.session, tenant_id, ctx.runtime.clock()).tenant)
-
-
 def _limited(
-    ctx: Ctx, tenant_id: uuid.UUID, devices: list[DeviceRow], peers: list[Peer]
+    enforced: TenantEnforcement | None, devices: list[DeviceRow], peers: list[Peer]
 ) -> list[Peer]:
     """Device peers with their user's limits (tongdao.quotas): blocked or held to a rate once
     a cap is reached, and the user's bandwidth limit shared by their devices here."""
-    enforced = peer_limits(ctx.session, tenant_id, ctx.runtime.clock())
-    if enforced.tenant is None and not enforced.users:
+    if enforced is None or (enforced.tenant is None and not enforced.users):
         return peers
     owner = {d.id: d.user_id for d in devices}
     out: list[Peer] = []
@@ -460,8 +455,15 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     linked = _linked_pops(ctx, pop)
     # Rule pi.notice_and_consent: only these users' devices are carried abroad (text ids).
     consenting = {str(u) for u in abroad_consenting_users(ctx.session, (t.id for t in tenants))}
+    # Quotas: two queries per compile; the limits of the (few) tenants that have any.
+    limited = limited_tenants(ctx.session)
     out: list[TenantInterface] = []
     for tenant in tenants:
+        enforced = (
+            peer_limits(ctx.session, tenant.id, ctx.runtime.clock())
+            if tenant.id in limited
+            else None
+        )
         iface = ensure_interface(ctx, pop, tenant)
         devices = _active_devices(ctx, tenant.id)
         sites = list(
@@ -477,7 +479,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             for d in devices
             if device_homed_at(d, pop) and (here_ok or d.user_id in consenting)
         ]
-        peers = _limited(ctx, tenant.id, devices, peers)
+        peers = _limited(enforced, devices, peers)
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
@@ -488,7 +490,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                         kind="site",
                         ref=str(site.id),
                         allowed_ips=(*site.prefixes, *tunnel),
-                        **_tenant_limit(ctx, tenant.id),
+                        **_limit_fields(enforced.tenant if enforced else None),
                     )
                 )
         for other in linked:

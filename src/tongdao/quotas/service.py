@@ -389,6 +389,14 @@ class TenantEnforcement:
     users: dict[str, PeerLimit]  # by user id (text)
 
 
+def limited_tenants(session: Session) -> set[uuid.UUID]:
+    """Tenants with limits of their own or of a user: the only ones :func:`peer_limits` can
+    find anything for (an event needs a cap; a removed cap lifts its block)."""
+    return set(session.scalars(select(TenantLimits.tenant_id))) | set(
+        session.scalars(select(UserLimits.tenant_id).distinct())
+    )
+
+
 def peer_limits(session: Session, tenant_id: uuid.UUID, now: datetime) -> TenantEnforcement:
     """The limits the gateways apply to the tenant's peers now."""
     limits = tenant_limits(session, tenant_id)
