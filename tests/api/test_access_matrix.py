@@ -511,6 +511,16 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", T + "/payments"): Spec("payments", Action.READ),
     ("GET", T + "/balance"): Spec("invoices", Action.READ),
+    # --- quotas (issue 13) -------------------------------------------------------------------
+    ("GET", T + "/limits"): Spec("tenant_limits", Action.READ),
+    ("PUT", T + "/limits"): Spec(
+        "tenant_limits", Action.UPDATE, body=lambda bench, case: {"tenant_cap_mb": 100}
+    ),
+    ("GET", T + "/users/{user_id}/limits"): Spec("user_limits", Action.READ, "user"),
+    ("PUT", T + "/users/{user_id}/limits"): Spec(
+        "user_limits", Action.UPDATE, "user", body=lambda bench, case: {"cap_mb": 10}
+    ),
+    ("GET", T + "/quota-events"): Spec("quota_events", Action.READ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
     ("GET", "/audit/verify"): Spec(
         "audit_chain", Action.READ, notes="the whole chain: operator roles that read the log"

@@ -512,6 +512,49 @@ PAGES.update(_billing_pages())
 # --- end of billing --------------------------------------------------------------------------
 
 
+# --- quotas: limits, users' overrides, events (tongdao.web.pages.quotas) ---------------------
+_Q_READERS = frozenset(
+    {
+        Role.OPERATOR_ADMIN,
+        Role.BILLING_CLERK,
+        Role.COMPLIANCE_OFFICER,
+        Role.AUDITOR,
+        Role.TENANT_ADMIN,
+    }
+)
+_Q_SETTERS = frozenset({Role.OPERATOR_ADMIN, Role.BILLING_CLERK})
+_Q_USER_SETTERS = _Q_SETTERS | {Role.TENANT_ADMIN}
+_QT = "/console/quotas/tenants/{tenant_id}"
+PAGES.update(
+    {
+        ("GET", "/console/quotas"): Page(_Q_READERS),
+        ("GET", _QT): Page(
+            _Q_READERS,
+            own=lambda w: f"/console/quotas/tenants/{w.a.id}",
+            other=lambda w: f"/console/quotas/tenants/{w.b.id}",
+        ),
+        ("POST", _QT): Page(
+            _Q_SETTERS,
+            own=lambda w: f"/console/quotas/tenants/{w.a.id}",
+            other=lambda w: f"/console/quotas/tenants/{w.b.id}",
+            csrf=True,
+        ),
+        ("GET", _QT + "/users/{user_id}"): Page(
+            _Q_READERS,
+            own=lambda w: f"/console/quotas/tenants/{w.a.id}/users/{w.a.employee.user_id}",
+            other=lambda w: f"/console/quotas/tenants/{w.b.id}/users/{w.b.employee.user_id}",
+        ),
+        ("POST", _QT + "/users/{user_id}"): Page(
+            _Q_USER_SETTERS,
+            own=lambda w: f"/console/quotas/tenants/{w.a.id}/users/{w.a.employee.user_id}",
+            other=lambda w: f"/console/quotas/tenants/{w.b.id}/users/{w.b.employee.user_id}",
+            csrf=True,
+        ),
+    }
+)
+# --- end of quotas ---------------------------------------------------------------------------
+
+
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:
         from fastapi.routing import iter_route_contexts

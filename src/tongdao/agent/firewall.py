@@ -1,6 +1,9 @@
 """The gateway's firewall: tenant isolation and default-deny access policy in nftables.
 
-Everything lives in ONE table, ``inet tongdao``; no other table on the host is read or touched.
+Everything lives in ONE table, ``inet tongdao``; no other table on the host is read or touched
+(besides ``inet tongdao_xb``, the cross-border counters of :mod:`tongdao.agent.xborder`, which
+are changed in place so that their values survive). Quotas (``compile_quota``) add a chain of
+their own to this table.
 
 Compiled layout (``compile_ruleset``)::
 
@@ -482,6 +485,7 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
     cmds.append(_rule("forward", _match(_meta("oifname"), "@ifaces", "!="), {"accept": None}))
     for t in ordered:
         cmds += _tenant_rules(t.ifname)
+    cmds += compile_quota(ordered)
     return {"nftables": cmds}
 
 
@@ -638,3 +642,170 @@ def remove_ruleset(netns: str | None = None) -> None:
     """Delete our table if present (idempotent, atomic)."""
     batch = {"nftables": [_table_command("add"), _table_command("delete")]}
     _run_nft(netns, ["-j", "-f", "-"], json.dumps(batch))
+
+
+# --------------------------------------------------------------------------- quotas
+# Limits of tongdao.quotas, in a chain of their own that runs before ``forward`` (so a block or
+# a rate holds for established flows too):
+#
+#     chain quota { hook forward priority filter - 10; policy accept
+#         iifname . ip saddr @quota_block4 drop             # a blocked peer's traffic, both ways
+#         oifname . ip daddr @quota_block4 drop
+#         limit name iifname . ip saddr map @quota_up4 drop  # over its group's rate: dropped
+#         limit name oifname . ip daddr map @quota_dn4 drop
+#         (the same for ip6) }
+#     limit q<i>_up { rate over R bytes/second burst B bytes }   # one pair per limit group:
+#     limit q<i>_dn { ... }                                       # a user's devices share it
+#
+# A rate is a policer (nftables' token bucket on the packet path, no queue): packets over the
+# rate plus a burst of BURST_SECONDS of it are dropped, which TCP reads as congestion. Each
+# direction has its own bucket: a user limited to 10 Mbit/s may send 10 and receive 10. The
+# chain and its objects exist only when some peer is limited.
+QUOTA_CHAIN: Final = "quota"
+QUOTA_PRIORITY: Final = -10
+BURST_SECONDS: Final = 0.05
+MIN_BURST_BYTES: Final = 64 * 1024
+
+
+def quota_limit_name(index: int, direction: str) -> str:
+    return f"q{index}_{direction}"
+
+
+def _quota_element(ifname: str, cidr: str) -> tuple[int, JSON]:
+    net = ipaddress.ip_network(cidr, strict=False)
+    addr: Any = {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+    return net.version, {"concat": [ifname, addr]}
+
+
+def compile_quota(tenants: Sequence[TenantInterface]) -> list[JSON]:
+    """The quota chain, sets, maps and limit objects for the peers' limits (pure; empty when
+    no peer is limited)."""
+    blocked: dict[int, list[JSON]] = {4: [], 6: []}
+    groups: dict[tuple[str, str], int] = {}  # (ifname, group) -> rate
+    members: dict[tuple[str, str], list[str]] = {}
+    for tenant in sorted(tenants, key=lambda t: t.ifname):
+        for peer in tenant.peers:
+            if peer.blocked:
+                for cidr in peer.allowed_ips:
+                    version, elem = _quota_element(tenant.ifname, cidr)
+                    blocked[version].append(elem)
+            elif peer.rate_mbps:
+                key = (tenant.ifname, peer.limit_group or peer.public_key)
+                groups[key] = min(groups.get(key, peer.rate_mbps), peer.rate_mbps)
+                members.setdefault(key, []).extend(peer.allowed_ips)
+    if not groups and not blocked[4] and not blocked[6]:
+        return []
+    base = {"family": FAMILY, "table": TABLE}
+    cmds: list[JSON] = []
+    maps: dict[tuple[str, int], list[Any]] = {(d, v): [] for d in ("up", "dn") for v in (4, 6)}
+    for index, key in enumerate(sorted(groups)):
+        rate = groups[key] * 125_000  # Mbit/s -> bytes a second
+        burst = max(int(rate * BURST_SECONDS), MIN_BURST_BYTES)
+        for direction in ("up", "dn"):
+            name = quota_limit_name(index, direction)
+            cmds.append(
+                {
+                    "add": {
+                        "limit": {
+                            **base,
+                            "name": name,
+                            "rate": rate,
+                            "per": "second",
+                            "rate_unit": "bytes",
+                            "burst": burst,
+                            "burst_unit": "bytes",
+                            "inv": True,
+                        }
+                    }
+                }
+            )
+            for cidr in members[key]:
+                version, elem = _quota_element(key[0], cidr)
+                maps[(direction, version)].append([elem, name])
+    for version in (4, 6):
+        addr = "ipv4_addr" if version == 4 else "ipv6_addr"
+        cmds.append(
+            {
+                "add": {
+                    "set": {
+                        **base,
+                        "name": f"quota_block{version}",
+                        "type": ["ifname", addr],
+                        "flags": ["interval"],
+                    }
+                }
+            }
+        )
+        for direction in ("up", "dn"):
+            cmds.append(
+                {
+                    "add": {
+                        "map": {
+                            **base,
+                            "name": f"quota_{direction}{version}",
+                            "type": ["ifname", addr],
+                            "map": "limit",
+                            "flags": ["interval"],
+                        }
+                    }
+                }
+            )
+    for version in (4, 6):
+        if blocked[version]:
+            cmds.append(
+                {
+                    "add": {
+                        "element": {
+                            **base,
+                            "name": f"quota_block{version}",
+                            "elem": blocked[version],
+                        }
+                    }
+                }
+            )
+        for direction in ("up", "dn"):
+            elems = maps[(direction, version)]
+            if elems:
+                cmds.append(
+                    {
+                        "add": {
+                            "element": {
+                                **base,
+                                "name": f"quota_{direction}{version}",
+                                "elem": elems,
+                            }
+                        }
+                    }
+                )
+    cmds.append(
+        {
+            "add": {
+                "chain": {
+                    **base,
+                    "name": QUOTA_CHAIN,
+                    "type": "filter",
+                    "hook": "forward",
+                    "prio": QUOTA_PRIORITY,
+                    "policy": "accept",
+                }
+            }
+        }
+    )
+    for version, proto in ((4, "ip"), (6, "ip6")):
+        up = {"concat": [_meta("iifname"), _payload(proto, "saddr")]}
+        down = {"concat": [_meta("oifname"), _payload(proto, "daddr")]}
+        cmds += [
+            _rule(QUOTA_CHAIN, _match(up, f"@quota_block{version}"), {"drop": None}),
+            _rule(QUOTA_CHAIN, _match(down, f"@quota_block{version}"), {"drop": None}),
+            _rule(
+                QUOTA_CHAIN,
+                {"limit": {"map": {"key": up, "data": f"@quota_up{version}"}}},
+                {"drop": None},
+            ),
+            _rule(
+                QUOTA_CHAIN,
+                {"limit": {"map": {"key": down, "data": f"@quota_dn{version}"}}},
+                {"drop": None},
+            ),
+        ]
+    return cmds

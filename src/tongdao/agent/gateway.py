@@ -25,7 +25,7 @@ import httpcore
 import httpx
 
 from tongdao import __version__, validation
-from tongdao.agent import firewall, host
+from tongdao.agent import firewall, host, xborder
 from tongdao.agent.engine import (
     ENGINE_MIN_VERSION,
     DeviceState,
@@ -109,6 +109,7 @@ class Applier:
         self.state = state
         self.netns = netns
         self._ruleset: dict[str, Any] | None = None  # last applied by this process
+        self._counted: object = None  # the cross-border counters last applied (xborder)
         self._forwarding = False
         # The interfaces as this process last left them, so that one change is planned
         # against memory instead of reading thousands of peers back from the engine. Cleared
@@ -230,6 +231,11 @@ class Applier:
             elif ruleset != self._ruleset:
                 firewall.apply_ruleset(ruleset, self.netns)
             self._ruleset = ruleset
+            # Cross-border byte counters (their own table, changed in place: see xborder).
+            counted = xborder.signature(desired.tenants)
+            if counted != self._counted:
+                xborder.apply_counters(desired.tenants, self.netns)
+                self._counted = counted
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:

@@ -190,6 +190,7 @@ class Reporter:
         interval: float = DEFAULT_INTERVAL,
         max_peers: int = DEFAULT_MAX_PEERS,
         clock: Callable[[], float] = time.time,
+        cross_border: Callable[[], Mapping[tuple[str, str], tuple[int, int]]] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("the report interval must be positive")
@@ -201,6 +202,7 @@ class Reporter:
         self.interval = interval
         self.max_peers = max_peers
         self.clock = clock
+        self.cross_border = cross_border  # cumulative (rx, tx) per (interface, peer key)
         self.counters = Counters()
         self.lock = threading.Lock()  # one tick at a time; metrics read under it
         self.data = self._load()
@@ -247,6 +249,17 @@ class Reporter:
         accrued: dict[str, dict[str, Any]] = self.data["accrued"]
         baseline: dict[str, dict[str, list[Any]]] = {}
         samples: list[PeerSample] = []
+        # Cross-border counters (xborder): read once, before the engine's, each the same way.
+        old_xb: dict[str, list[int]] = self.data.setdefault("xb_baseline", {})
+        xb_now: Mapping[tuple[str, str], tuple[int, int]] | None = {}
+        if self.cross_border is not None:
+            try:
+                xb_now = self.cross_border()
+            except (TongdaoError, OSError) as exc:
+                log.warning("cross-border counters not read: %s", exc)
+                self.counters.sample_errors += 1
+                xb_now = None  # keep the baseline: no double count
+        xb_base: dict[str, list[int]] = dict(old_xb) if xb_now is None else {}
         for tenant in tenants:
             try:
                 device: DeviceState = self.engine.get(tenant.ifname)
@@ -287,7 +300,17 @@ class Reporter:
                         handshake,
                     )
                 )
-                if d_rx == 0 and d_tx == 0 and not new_handshake:
+                xb_rx = xb_tx = 0
+                xb_key = f"{tenant.ifname}|{key}"
+                current = None if xb_now is None else xb_now.get((tenant.ifname, key))
+                if current is not None:
+                    was = old_xb.get(xb_key)
+                    if was is None or current[0] < was[0] or current[1] < was[1]:
+                        xb_rx, xb_tx = current  # new, or started again from zero
+                    else:
+                        xb_rx, xb_tx = current[0] - was[0], current[1] - was[1]
+                    xb_base[xb_key] = [current[0], current[1]]
+                if d_rx == 0 and d_tx == 0 and xb_rx == 0 and xb_tx == 0 and not new_handshake:
                     continue
                 if not accrued:
                     self.data["accrued_since"] = self.data["sampled_at"] or now
@@ -302,16 +325,21 @@ class Reporter:
                         "tx_bytes": 0,
                         "last_handshake": None,
                         "endpoint": None,
+                        "cross_border_rx_bytes": 0,
+                        "cross_border_tx_bytes": 0,
                     },
                 )
                 entry["rx_bytes"] += d_rx
                 entry["tx_bytes"] += d_tx
+                entry["cross_border_rx_bytes"] = entry.get("cross_border_rx_bytes", 0) + xb_rx
+                entry["cross_border_tx_bytes"] = entry.get("cross_border_tx_bytes", 0) + xb_tx
                 if handshake is not None:
                     entry["last_handshake"] = _iso(handshake)
                 if peer.endpoint:
                     entry["endpoint"] = peer.endpoint[:64]
             baseline[tenant.ifname] = after
         self.data["baseline"] = baseline
+        self.data["xb_baseline"] = xb_base
         self.data["sampled_at"] = now
         self.counters.peers = samples
 
@@ -322,6 +350,14 @@ class Reporter:
             return
         now = self.clock()
         start = self.data["accrued_since"] or now
+        for entry in accrued.values():
+            # Inner packets are smaller than their WireGuard bytes; the two counters are read
+            # a moment apart, so a report never claims more cross-border than in total.
+            for xb, total in (
+                ("cross_border_rx_bytes", "rx_bytes"),
+                ("cross_border_tx_bytes", "tx_bytes"),
+            ):
+                entry[xb] = min(int(entry.get(xb, 0)), int(entry[total]))
         for chunk in self._chunks(accrued[k] for k in sorted(accrued)):
             self.pending.append(
                 {
@@ -723,8 +759,15 @@ def start(
             telemetry.control = ControlPlane(agent.server, saved["credential"])
         return send_report(telemetry.control, report)
 
+    from tongdao.agent.xborder import read_counters
+
     reporter = Reporter(
-        agent.applier.engine, agent.state, sender, interval=interval, max_peers=max_peers
+        agent.applier.engine,
+        agent.state,
+        sender,
+        interval=interval,
+        max_peers=max_peers,
+        cross_border=lambda: read_counters(agent.netns),
     )
     metrics = AgentMetrics(agent.state, reporter)
     _count_applies(agent, metrics)

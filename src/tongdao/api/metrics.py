@@ -201,6 +201,9 @@ class ServerMetrics:
         )
         self.polls = PollTracker()
         self.registry.register(AgentCollector(runtime, self.polls))
+        from tongdao.quotas.metrics import QuotaCollector
+
+        self.registry.register(QuotaCollector(runtime))  # issue 13: quota events
         self.route_paths: dict[int, str] = {}
 
     def learn_routes(self, routes: Sequence[BaseRoute]) -> None:

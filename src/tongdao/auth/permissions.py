@@ -144,6 +144,21 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.AUDITOR: R,
         Role.TENANT_ADMIN: R,
     },
+    # Quotas (tongdao.quotas): operator staff set a tenant's caps and bandwidth limits; its
+    # admin reads them and sets per-user values within them; both read the 80%/100% events.
+    "tenant_limits": {
+        **_OP_READ,
+        Role.OPERATOR_ADMIN: RU,
+        Role.BILLING_CLERK: RU,
+        Role.TENANT_ADMIN: R,
+    },
+    "user_limits": {
+        **_OP_READ,
+        Role.OPERATOR_ADMIN: RU,
+        Role.BILLING_CLERK: RU,
+        Role.TENANT_ADMIN: RU,
+    },
+    "quota_events": {**_OP_READ, Role.OPERATOR_ADMIN: R, Role.TENANT_ADMIN: R},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

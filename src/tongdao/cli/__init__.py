@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tongdao.cli import admin, audit, billing, gateway, resources, server
+from tongdao.cli import admin, audit, billing, gateway, quotas, resources, server
 
 app = typer.Typer(
     name="tongdao",
@@ -17,6 +17,7 @@ app.command("server")(server.serve)
 app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(quotas.app, name="quotas")
 app.add_typer(gateway.connector_app, name="connector")
 resources.register(app)
 audit.register(resources.audit_app)

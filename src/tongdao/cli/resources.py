@@ -784,6 +784,7 @@ def register(app: typer.Typer) -> None:
         kyc,  # vetting and licence commands, built on this module
         mail,  # password resets, the SMTP relay
         privacy,  # identity, consents, personal data, notices
+        quotas_client,  # transfer caps and bandwidth limits
     )
 
     app.command("login")(login)
@@ -804,8 +805,10 @@ def register(app: typer.Typer) -> None:
             privacy.add_user_commands(sub)  # identity, consents, export, erase
             sub.command("unlock-sign-in")(unlock_sign_in)
             sub.command("reset-password")(mail.reset_user_password)
+            quotas_client.add_user_commands(sub)  # limits
         if spec.name == "tenants":
             kyc.add_tenant_commands(sub)
+            quotas_client.add_tenant_commands(sub)  # limits, quota-events
         app.add_typer(sub, name=spec.name)
     app.add_typer(declarations_app, name="declarations")
     app.add_typer(privacy.notices_app, name="notices")

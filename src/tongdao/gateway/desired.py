@@ -33,6 +33,14 @@ class Peer(Frozen):
     allowed_ips: tuple[str, ...] = Field(description="CIDRs routed to this peer")
     endpoint: str | None = Field(default=None, description="host:port, for peers we dial")
     keepalive: int | None = None
+    # Quotas (tongdao.quotas): traffic to and from a blocked peer is dropped; a rate (Mbit/s,
+    # each direction) is shared by the peers of one limit group on the PoP (a user's devices).
+    blocked: bool = False
+    rate_mbps: int | None = Field(default=None, ge=1, le=100_000)
+    limit_group: str | None = Field(default=None, max_length=36)
+    cross_border: bool = Field(
+        default=False, description="a peer PoP across the border over a registered link"
+    )
 
 
 class PolicyRule(Frozen):

@@ -20,7 +20,7 @@ import secrets
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
@@ -71,6 +71,7 @@ from tongdao.network.service import (
 from tongdao.network.wgconfig import ConfigDataError, render_site
 from tongdao.privacy.routing import ANYWHERE, withhold_abroad
 from tongdao.privacy.service import abroad_consenting_users
+from tongdao.quotas.service import PeerLimit, TenantEnforcement, limited_tenants, peer_limits
 from tongdao.runtime import Ctx
 from tongdao.store.rows import rows_updated
 from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
@@ -427,14 +428,42 @@ def _policy_rules(
     return tuple(rules)
 
 
+def _limit_fields(limit: PeerLimit | None) -> dict[str, Any]:
+    if limit is None:
+        return {}
+    return {"blocked": limit.blocked, "rate_mbps": limit.rate_mbps, "limit_group": limit.group}
+
+
+def _limited(
+    enforced: TenantEnforcement | None, devices: list[DeviceRow], peers: list[Peer]
+) -> list[Peer]:
+    """Device peers with their user's limits (tongdao.quotas): blocked or held to a rate once
+    a cap is reached, and the user's bandwidth limit shared by their devices here."""
+    if enforced is None or (enforced.tenant is None and not enforced.users):
+        return peers
+    owner = {d.id: d.user_id for d in devices}
+    out: list[Peer] = []
+    for peer in peers:
+        limit = enforced.tenant or enforced.users.get(owner.get(peer.ref, ""))
+        out.append(peer if limit is None else peer.model_copy(update=_limit_fields(limit)))
+    return out
+
+
 def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     """The desired state of a PoP; allocates interfaces for newly served tenants."""
     tenants = served_tenants(ctx, pop)
     linked = _linked_pops(ctx, pop)
     # Rule pi.notice_and_consent: only these users' devices are carried abroad (text ids).
     consenting = {str(u) for u in abroad_consenting_users(ctx.session, (t.id for t in tenants))}
+    # Quotas: two queries per compile; the limits of the (few) tenants that have any.
+    limited = limited_tenants(ctx.session)
     out: list[TenantInterface] = []
     for tenant in tenants:
+        enforced = (
+            peer_limits(ctx.session, tenant.id, ctx.runtime.clock())
+            if tenant.id in limited
+            else None
+        )
         iface = ensure_interface(ctx, pop, tenant)
         devices = _active_devices(ctx, tenant.id)
         sites = list(
@@ -450,6 +479,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             for d in devices
             if device_homed_at(d, pop) and (here_ok or d.user_id in consenting)
         ]
+        peers = _limited(enforced, devices, peers)
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
@@ -460,6 +490,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                         kind="site",
                         ref=str(site.id),
                         allowed_ips=(*site.prefixes, *tunnel),
+                        **_limit_fields(enforced.tenant if enforced else None),
                     )
                 )
         for other in linked:
@@ -489,6 +520,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                     allowed_ips=tuple(behind),
                     endpoint=_endpoint(other.endpoint_host, remote.listen_port),
                     keepalive=KEEPALIVE,
+                    cross_border=here_ok != (other.country == HOME_COUNTRY),
                 )
             )
         pool4 = ipaddress.ip_network(tenant.ipv4_pool)

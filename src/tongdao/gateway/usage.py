@@ -54,6 +54,9 @@ gateway per :data:`DROPPED_EVENT_EVERY`: the reports in between are held on the 
 the audit log. The connection log is derived from the reports of PoP gateways in the same
 transaction (:mod:`tongdao.audit.sessions`): one chained audit record per connection session
 (tenant, user, device, public source IP:port, PoP, start, end, bytes) when it ends.
+Transfer caps are counted in the same transaction too (:func:`tongdao.quotas.service.
+check_report`, for the report's tenants that have limits): a cap reached writes its event and
+the gateways' new desired state commits with the report.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
@@ -114,6 +117,7 @@ from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
+from tongdao.quotas.service import check_report
 from tongdao.runtime import Ctx
 from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
 from tongdao.store.rows import rows_updated
@@ -173,6 +177,8 @@ class PeerUsage(Strict):
     peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
+    cross_border_rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of rx_bytes
+    cross_border_tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of tx_bytes
     last_handshake: Instant | None = None
     endpoint: Annotated[
         str | None,
@@ -619,6 +625,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             session.execute(insert(UsageRecord), rows)
             _save_credits(session, gateway_id, screened)
+            check_report(ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], now)
         session.commit()
     except IntegrityError:
         session.rollback()

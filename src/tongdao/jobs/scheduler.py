@@ -7,6 +7,8 @@ Jobs:
 * ``billing.monthly``: from the first Asia/Shanghai day of a month on, make the previous
   month's invoices (:func:`tongdao.billing.service.run_month`); the lease records the month
   done, so later ticks and other replicas skip it. ``tongdao billing run`` runs the same job.
+* ``quotas.month``: from the first Asia/Shanghai day of a month on, lift past months' quota
+  blocks (:mod:`tongdao.quotas.jobs`); ``tongdao quotas lift`` runs the same job.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.jobs: list[Callable[[], object]] = [self.billing]
+        self.jobs.append(self.quotas)  # issue 13: lift past months' quota blocks
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -92,6 +95,11 @@ class Scheduler:
                 outcome.month, len(outcome.created), outcome.existing,
             )  # fmt: skip
         return outcome
+
+    def quotas(self) -> int | None:
+        from tongdao.quotas.jobs import run_month_job
+
+        return run_month_job(self.runtime, self.holder)
 
     def tick(self) -> None:
         for job in self.jobs:

@@ -33,6 +33,7 @@ from tongdao.network.models import (
 )
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
 from tongdao.privacy.models import Consent, PrivacyNotice
+from tongdao.quotas.models import QuotaEvent, TenantLimits, UserLimits
 from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 
 __all__ = [
@@ -69,10 +70,13 @@ __all__ = [
     "PrefixAllowance",
     "PrefixDeclaration",
     "PrivacyNotice",
+    "QuotaEvent",
     "Shareholder",
     "Site",
     "Subscription",
     "Tenant",
+    "TenantLimits",
     "UsageRecord",
     "User",
+    "UserLimits",
 ]

@@ -12,7 +12,17 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import audit, billing, compliance, me, network, operator, people, session
+from tongdao.web.pages import (
+    audit,
+    billing,
+    compliance,
+    me,
+    network,
+    operator,
+    people,
+    quotas,
+    session,
+)
 
 AREAS: list[ModuleType] = [
     session,
@@ -21,6 +31,7 @@ AREAS: list[ModuleType] = [
     people,
     network,
     billing,
+    quotas,
     audit,
     me,
 ]
