@@ -17,7 +17,9 @@ from tongdao.gateway.models import (
     Gateway,
     GatewayEnrolment,
     GatewayPeer,
+    UsageHourly,
     UsageRecord,
+    UsageTenantHourly,
 )
 from tongdao.ipam.models import IpamLock
 from tongdao.jobs.models import JobLease
@@ -73,6 +75,8 @@ __all__ = [
     "Site",
     "Subscription",
     "Tenant",
+    "UsageHourly",
     "UsageRecord",
+    "UsageTenantHourly",
     "User",
 ]
