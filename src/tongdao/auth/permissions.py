@@ -144,6 +144,14 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.AUDITOR: R,
         Role.TENANT_ADMIN: R,
     },
+    # The usage ledger's series (tongdao.gateway.ledger_routes): operator staff all, a tenant
+    # admin their tenant, an employee their own devices.
+    "usage": {
+        Role.OPERATOR_ADMIN: R,
+        **_OP_READ,
+        Role.TENANT_ADMIN: R,
+        Role.EMPLOYEE: R,
+    },
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,
@@ -162,6 +170,7 @@ OWN_ONLY: frozenset[tuple[Role, str]] = frozenset(
         (Role.EMPLOYEE, "users"),
         (Role.EMPLOYEE, "personal_data"),
         (Role.EMPLOYEE, "consents"),
+        (Role.EMPLOYEE, "usage"),
     }
 )
 

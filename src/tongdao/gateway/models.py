@@ -118,7 +118,9 @@ class UsageRecord(Base):
     __table_args__ = (
         # period_end is in the key: on PostgreSQL the table is partitioned by it (a unique
         # constraint must hold the partition key); every row of one report shares it.
-        UniqueConstraint("gateway_id", "seq", "peer_key", "period_end", name="uq_usage_records_seq"),
+        UniqueConstraint(
+            "gateway_id", "seq", "peer_key", "period_end", name="uq_usage_records_seq"
+        ),
         Index("ix_usage_records_tenant_time", "tenant_id", "period_end"),
     )
 

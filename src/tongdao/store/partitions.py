@@ -79,8 +79,10 @@ def ensure_month(conn: Connection, table: str, month: date) -> bool:
     conn.execute(text(f"LOCK TABLE {table}_default IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)"))
     conn.execute(
-        text(f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK "
-             f"({column} IS NOT NULL AND {column} >= '{low}' AND {column} < '{high}')")
+        text(
+            f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK "
+            f"({column} IS NOT NULL AND {column} >= '{low}' AND {column} < '{high}')"
+        )
     )  # fmt: skip  (lets ATTACH skip its scan)
     conn.execute(
         text(f"WITH moved AS (DELETE FROM {table}_default WHERE {column} >= '{low}' "
@@ -118,9 +120,7 @@ def drop_before(conn: Connection, table: str, month: date) -> list[str]:
         conn.execute(text(f"DROP TABLE {name}"))
         dropped.append(name)
     column = PARTITIONED[table]
-    conn.execute(
-        text(f"DELETE FROM {table}_default WHERE {column} < '{month_bound(month)}'")
-    )
+    conn.execute(text(f"DELETE FROM {table}_default WHERE {column} < '{month_bound(month)}'"))
     return dropped
 
 
