@@ -13,8 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine
 
 import tongdao.store.models  # noqa: F401  (registers every table on the metadata)
-from tongdao.store.base import Base
 from tongdao.store import partitions
+from tongdao.store.base import Base
 from tongdao.store.engine import ensure_sqlite_dir
 
 

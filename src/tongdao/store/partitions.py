@@ -84,10 +84,13 @@ def ensure_month(conn: Connection, table: str, month: date) -> bool:
             f"({column} IS NOT NULL AND {column} >= '{low}' AND {column} < '{high}')"
         )
     )  # fmt: skip  (lets ATTACH skip its scan)
-    conn.execute(
-        text(f"WITH moved AS (DELETE FROM {table}_default WHERE {column} >= '{low}' "
-             f"AND {column} < '{high}' RETURNING *) INSERT INTO {name} SELECT * FROM moved")
-    )  # fmt: skip
+    # Names from PARTITIONED and dates only (never input): safe to put in the text.
+    moved = (
+        f"WITH moved AS (DELETE FROM {table}_default WHERE {column} >= CAST(:low AS timestamptz) "  # noqa: S608
+        f"AND {column} < CAST(:high AS timestamptz) RETURNING *) "
+        f"INSERT INTO {name} SELECT * FROM moved"
+    )
+    conn.execute(text(moved), {"low": low, "high": high})
     conn.execute(
         text(f"ALTER TABLE {table} ATTACH PARTITION {name} "
              f"FOR VALUES FROM ('{low}') TO ('{high}')")
@@ -120,7 +123,8 @@ def drop_before(conn: Connection, table: str, month: date) -> list[str]:
         conn.execute(text(f"DROP TABLE {name}"))
         dropped.append(name)
     column = PARTITIONED[table]
-    conn.execute(text(f"DELETE FROM {table}_default WHERE {column} < '{month_bound(month)}'"))
+    purge = f"DELETE FROM {table}_default WHERE {column} < CAST(:bound AS timestamptz)"  # noqa: S608
+    conn.execute(text(purge), {"bound": month_bound(month)})
     return dropped
 
 
