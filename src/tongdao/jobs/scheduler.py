@@ -7,6 +7,9 @@ Jobs:
 * ``billing.monthly``: from the first Asia/Shanghai day of a month on, make the previous
   month's invoices (:func:`tongdao.billing.service.run_month`); the lease records the month
   done, so later ticks and other replicas skip it. ``tongdao billing run`` runs the same job.
+* ``usage.retention``: once per Asia/Shanghai day, old raw usage reports and ledger hours go
+  and monthly partitions are made ahead (:mod:`tongdao.gateway.retention`); ``tongdao usage
+  retention`` runs the same job.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class Scheduler:
         self.holder = lease.holder_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.jobs: list[Callable[[], object]] = [self.billing]
+        self.jobs: list[Callable[[], object]] = [self.billing, self.usage_retention]
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -92,6 +95,15 @@ class Scheduler:
                 outcome.month, len(outcome.created), outcome.existing,
             )  # fmt: skip
         return outcome
+
+    def usage_retention(self) -> object:
+        """Usage retention and partitions, once a day (tongdao.gateway.retention)."""
+        from tongdao.gateway import retention
+
+        try:
+            return retention.run_retention_job(self.runtime, self.runtime.clock(), self.holder)
+        except retention.LeaseHeld:
+            return None
 
     def tick(self) -> None:
         for job in self.jobs:
