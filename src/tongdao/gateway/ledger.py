@@ -54,6 +54,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
+from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
 
 HOUR = timedelta(hours=1)
@@ -172,3 +173,24 @@ def roll_up(
     )
     _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
     return len(hourly)
+
+
+TENANT_KINDS = ("device", "site")
+
+
+def tenant_bytes(
+    session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> dict[str, int]:
+    """The tenant's bytes (its device and site peers; transit left out) in the hours
+    ``[start, end)``, per column of :data:`BYTES`: what billing charges from."""
+    t = UsageTenantHourly
+    aggregates = [agg for name in BYTES for agg in exact_sum(getattr(t, name))]
+    row = session.execute(
+        select(*aggregates).where(
+            t.tenant_id == tenant_id,
+            t.peer_kind.in_(TENANT_KINDS),
+            t.hour >= start,
+            t.hour < end,
+        )
+    ).one()
+    return {name: joined(row[2 * i], row[2 * i + 1]) for i, name in enumerate(BYTES)}
