@@ -97,10 +97,9 @@ def window(
     start = since or max(end - timedelta(days=DEFAULT_DAYS[granularity] - 1), FIRST_DAY)
     if start > end:
         raise ValidationError({"since": "must not be after until"})
-    if (end - start).days + 1 > MAX_DAYS[granularity]:
-        raise ValidationError(
-            {"until": f"at most {MAX_DAYS[granularity]} days of {granularity}ly points"}
-        )
+    limit = MAX_DAYS[granularity]
+    if (end - start).days + 1 > limit:
+        raise ValidationError({"until": f"at most {limit} days at this granularity"})
     return start, end
 
 
@@ -188,7 +187,7 @@ def month_totals(session: Session, tenant_id: uuid.UUID, month: date) -> dict[st
     return totals
 
 
-def _answer(
+def answer(
     scope: str,
     ident: uuid.UUID,
     granularity: Granularity,
@@ -329,7 +328,7 @@ def get_tenant_series(
     ident, start, end, points = tenant_series(
         guard, "tenant", tenant_id, None, granularity, since, until
     )
-    return _answer("tenant", ident, granularity, start, end, points, fmt)
+    return answer("tenant", ident, granularity, start, end, points, fmt)
 
 
 def _object_route(scope: str, plural: str) -> None:
@@ -345,7 +344,7 @@ def _object_route(scope: str, plural: str) -> None:
         ident, start, end, points = tenant_series(
             guard, scope, tenant_id, object_id, granularity, since, until
         )
-        return _answer(scope, ident, granularity, start, end, points, fmt)
+        return answer(scope, ident, granularity, start, end, points, fmt)
 
     get_object_series.__doc__ = (
         f"One {scope}'s usage per hour / day / month of Asia/Shanghai, domestic and "
@@ -400,4 +399,4 @@ def get_pop_series(
     """All tenants' usage through the PoP per hour / day / month of Asia/Shanghai (operator
     staff), domestic and cross-border; inter-PoP transit is left out."""
     ident, start, end, points = pop_series(guard, pop_id, granularity, since, until)
-    return _answer("pop", ident, granularity, start, end, points, fmt)
+    return answer("pop", ident, granularity, start, end, points, fmt)
