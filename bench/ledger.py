@@ -112,7 +112,7 @@ def populate(url: str, data_dir: Path, cfg: LedgerConfig, result: LedgerResult) 
     migrate.upgrade(url)
     runtime = Runtime.from_settings(bench_settings(url, data_dir))
     try:
-        (tenant,), _stats = create_tenants(runtime, 1)
+        (tenant,), _stats = create_tenants(runtime, 1, pool_prefixlen=17)
         keys = KeySource(random.Random(cfg.seed))
         bulk_load(runtime.db.engine, device_rows([tenant], cfg.devices, keys))
         with runtime.db.session(write=False) as session:

@@ -48,8 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -107,14 +106,42 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
     return out
 
 
+_PG_TYPES = {
+    "tenant_id": "uuid[]",
+    "peer_ref": "varchar[]",
+    "hour": "timestamptz[]",
+    "peer_kind": "varchar[]",
+    "gateway_id": "uuid[]",
+    "pop_id": "uuid[]",
+    "owner_id": "uuid[]",
+    **dict.fromkeys(BYTES, "bigint[]"),
+}
+
+
 def _upsert(
     session: Session, model: type[Any], keys: Sequence[str], rows: list[dict[str, Any]]
 ) -> None:
+    """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
     if not rows:
         return
     table: Table = model.__table__
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table)
+    columns = list(rows[0])
+    updates = [f"{name} = {table.name}.{name} + excluded.{name}" for name in BYTES]
+    if "owner_id" in table.c:
+        updates.append("owner_id = excluded.owner_id")
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement whatever the row count: the columns as arrays, unnested. (executemany
+        # sends a statement per row; a multi-row VALUES costs SQLAlchemy more to compile than
+        # the database takes to run it.)
+        arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]})" for c in columns)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608  (names from the model)
+            f"SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
+        )
+        session.execute(text(sql), {c: [row[c] for row in rows] for c in columns})
+        return
+    stmt = sqlite_insert(table)
     values: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in BYTES}
     if "owner_id" in table.c:
         values["owner_id"] = stmt.excluded.owner_id

@@ -121,7 +121,7 @@ def trend_page(view: UserViewDep, tenant: TenantQ = "", month: MonthQ = "") -> R
 
 @router.get("/console/usage/trend.csv")
 def trend_csv(view: UserViewDep, tenant: TenantQ = "", month: MonthQ = "") -> Response:
-    guard, chosen, text, points, errors = _chosen(view, tenant, month)
+    _guard, chosen, text, points, errors = _chosen(view, tenant, month)
     if errors or chosen is None:
         return trend_page(view, tenant, month)
     first = _month(text)
