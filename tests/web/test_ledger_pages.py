@@ -18,7 +18,7 @@ from tests.support.console import as_person
 from tests.support.world import World
 from tongdao.testing.keys import public_key
 
-PAGE = "/console/usage/trend"
+PAGE = "/console/usage-trend"
 
 
 def ledger_world(world: World) -> dict[str, Any]:
@@ -68,7 +68,11 @@ def test_admin_sees_the_tenant_and_the_chart_gets_the_same_numbers(world: World)
     data = re.search(r'<script type="application/json" id="trend-data">(.*?)</script>', page.text)
     assert data
     chart = json.loads(data.group(1))
-    assert chart["domestic"] == [73_500] and chart["cross_border"] == [500]
+    # every day of the month on the chart, the traffic on its day
+    day = int(made["day"][8:])
+    assert len(chart["labels"]) in (28, 29, 30, 31) and chart["labels"][day - 1] == made["day"][8:]
+    assert chart["domestic"][day - 1] == 73_500 and sum(chart["domestic"]) == 73_500
+    assert chart["cross_border"][day - 1] == 500 and sum(chart["cross_border"]) == 500
     assert "/console/static/js/ledger-trend.js" in page.text
     assert "vendor/chartjs/chart.umd.min.js" in page.text
 

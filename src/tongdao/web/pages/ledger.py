@@ -37,7 +37,7 @@ from tongdao.web.i18n import N_
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 ROLES = frozenset(OPERATOR_ROLES | {Role.TENANT_ADMIN, Role.EMPLOYEE})
-NAV = [NavItem("/console/usage/trend", N_("Usage over time"), ROLES)]
+NAV = [NavItem("/console/usage-trend", N_("Usage over time"), ROLES)]
 CHOICES_LIMIT = 500
 _MONTH = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 
@@ -89,14 +89,29 @@ def _chosen(
     return guard, chosen, text, points, errors
 
 
-@router.get("/console/usage/trend")
+@router.get("/console/usage-trend")
 def trend_page(view: UserViewDep, tenant: TenantQ = "", month: MonthQ = "") -> Response:
     guard, chosen, text, points, errors = _chosen(view, tenant, month)
     own = guard.principal.own_only("usage", Action.READ)
+    by_day = {p.period: p for p in points}
+    days: list[str] = []
+    if points:  # the chart has every day of the month, the table the days with traffic
+        day = date.fromisoformat(points[0].period).replace(day=1)
+        while day.month == date.fromisoformat(points[0].period).month:
+            days.append(day.isoformat())
+            day += timedelta(days=1)
     chart: dict[str, Any] = {
-        "labels": [p.period[8:] for p in points],
-        "domestic": [p.domestic_rx_bytes + p.domestic_tx_bytes for p in points],
-        "cross_border": [p.cross_border_rx_bytes + p.cross_border_tx_bytes for p in points],
+        "labels": [d[8:] for d in days],
+        "domestic": [
+            (by_day[d].domestic_rx_bytes + by_day[d].domestic_tx_bytes) if d in by_day else 0
+            for d in days
+        ],
+        "cross_border": [
+            (by_day[d].cross_border_rx_bytes + by_day[d].cross_border_tx_bytes)
+            if d in by_day
+            else 0
+            for d in days
+        ],
         "names": {"domestic": view._("Domestic"), "cross_border": view._("Cross-border")},
     }
     return render(
@@ -119,7 +134,7 @@ def trend_page(view: UserViewDep, tenant: TenantQ = "", month: MonthQ = "") -> R
     )
 
 
-@router.get("/console/usage/trend.csv")
+@router.get("/console/usage-trend.csv")
 def trend_csv(view: UserViewDep, tenant: TenantQ = "", month: MonthQ = "") -> Response:
     _guard, chosen, text, points, errors = _chosen(view, tenant, month)
     if errors or chosen is None:
