@@ -1,4 +1,4 @@
-"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [--quick]
+"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [--quick]
 [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
@@ -17,10 +17,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import dataplane, domains, kernel, load, store
+from bench import dataplane, domains, kernel, ledger, load, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store", "load", "dataplane", "domains", "kernel")
+BENCHMARKS = ("store", "load", "dataplane", "domains", "kernel", "ledger")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -137,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         kernel_report = kernel.run(kernel.QUICK if args.quick else kernel.FULL, mode=mode)
         crashed = (
             write(args.output_dir, "kernel", kernel_report, kernel.summary(kernel_report))
+            or crashed
+        )
+    if "ledger" in selected:
+        backends = [args.only] if args.only else list(ledger.BACKENDS)
+        ledger_cfg = ledger.QUICK if args.quick else ledger.FULL
+        ledger_report = ledger.run(ledger_cfg, backends, mode=mode)
+        crashed = (
+            write(args.output_dir, "ledger", ledger_report, ledger.summary(ledger_report))
             or crashed
         )
     print(f"bench finished in {time.perf_counter() - began:.1f} s")

@@ -122,7 +122,9 @@ class KeySource:
                 return key
 
 
-def create_tenants(runtime: Any, count: int) -> tuple[list[BenchTenant], dict[str, Any]]:
+def create_tenants(
+    runtime: Any, count: int, pool_prefixlen: int = 22
+) -> tuple[list[BenchTenant], dict[str, Any]]:
     """Tenants through the tenant service (pools allocated by IPAM), each with a user."""
     from tongdao.audit.recorder import SYSTEM, set_actor
     from tongdao.auth.principal import ALL_SCOPES
@@ -147,6 +149,7 @@ def create_tenants(runtime: Any, count: int) -> tuple[list[BenchTenant], dict[st
                     name_en=f"Bench Tenant {i:04d}",
                     name_zh=f"基准租户{i:04d}",
                     uscc=uscc_for(i),
+                    ipv4_pool_prefixlen=pool_prefixlen,
                 )
                 tenant = resource.create(ctx, None, data)
                 tenant.state = TenantState.ACTIVE

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
         description="how often `tongdao server` looks for scheduled work (the monthly billing "
         "run) under a lease in the store; 0 turns the scheduler off (another replica runs it)",
     )
+    usage_raw_months: int = Field(
+        default=2,
+        ge=1,
+        description="whole Asia/Shanghai months of raw usage reports kept before the current "
+        "one (the usage retention job drops older ones; the hourly ledger keeps the bytes)",
+    )
+    usage_hourly_months: int = Field(
+        default=24,
+        ge=13,
+        description="whole Asia/Shanghai months of the hourly usage ledger kept before the "
+        "current one (at least 13: a year of invoices can be checked and corrected against it)",
+    )
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(
         default=5,

@@ -425,6 +425,18 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("GET", T + "/usage"): Spec(
         "devices", Action.READ, notes="an employee sees the usage of their own devices only"
     ),
+    # --- usage ledger series (s20-ledger) ---
+    ("GET", T + "/usage/series"): Spec(
+        "usage", Action.READ, notes="an employee's tenant series sums their own devices"
+    ),
+    ("GET", T + "/users/{object_id}/usage/series"): Spec("usage", Action.READ, "user"),
+    ("GET", T + "/devices/{object_id}/usage/series"): Spec("usage", Action.READ, "device"),
+    ("GET", T + "/sites/{object_id}/usage/series"): Spec(
+        "usage", Action.READ, "site", also=frozenset({404}), notes="an employee owns no site: 404"
+    ),
+    ("GET", "/pops/{pop_id}/usage/series"): Spec(
+        "pops", Action.READ, notes="also needs usage read, which every role reading PoPs has"
+    ),
     ("GET", T + "/sites/{site_id}/paths"): Spec("sites", Action.READ, "site"),
     ("GET", T + "/sites/{site_id}/wireguard.conf"): Spec(
         "sites",

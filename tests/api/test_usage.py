@@ -216,11 +216,12 @@ def test_concurrent_retries_store_once(world: World, runtime: Runtime) -> None:
 
 @both_stores
 def test_unique_key_backstop_answers_duplicate(world: World, runtime: Runtime) -> None:
-    """A row of the seq already there (whatever the seq column says): duplicate, not 409."""
+    """A row of the seq (and its period: the key holds period_end, the partition key on
+    PostgreSQL) already there, whatever the seq column says: duplicate, not 409."""
     _pop, gw = serving_gateway(world)
     (dev,) = state(world, gw).tenants[0].peers
     key = dev.public_key
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - timedelta(minutes=1)
     with runtime.db.session() as session:
         gateway_id = session.scalars(select(Gateway.id)).one()
         session.add(
@@ -233,13 +234,13 @@ def test_unique_key_backstop_answers_duplicate(world: World, runtime: Runtime) -
                 peer_ref=dev.ref,
                 rx_bytes=1,
                 tx_bytes=1,
-                period_start=now,
+                period_start=now - timedelta(seconds=30),
                 period_end=now,
             )
         )
         session.commit()
     resp = world.client.post(
-        REPORTS, json=report(5, [peer(world.a.id, dev.ref, 7, 7, key=key)]), headers=gw
+        REPORTS, json=report(5, [peer(world.a.id, dev.ref, 7, 7, key=key)], now), headers=gw
     )
     assert resp.status_code == 200, resp.text
     assert resp.json()["duplicate"] is True

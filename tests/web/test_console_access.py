@@ -232,6 +232,11 @@ PAGES: dict[tuple[str, str], Page] = {
     # --- end of me ---
     # --- network: sites, access policy, usage (tongdao.web.pages.network) ---
     **NETWORK_PAGES,
+    # --- usage over time (tongdao.web.pages.ledger): every role reads usage (an employee
+    # their own devices'; operator staff pick a tenant) ---
+    ("GET", "/console/usage-trend"): Page(ALL),
+    ("GET", "/console/usage-trend.csv"): Page(ALL),
+    # --- end of usage over time ---
     # --- operator admin's pages (area: operator; helpers at the end of this file) ---
     ("GET", "/console/operator"): Page(OPERATORS),
     ("GET", "/console/operator/pops"): Page(OPERATORS),

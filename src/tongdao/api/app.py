@@ -89,6 +89,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.auth.reset_routes import router as reset_router
     from tongdao.auth.routes import router as auth_router
     from tongdao.billing.routes import router as billing_router
+    from tongdao.gateway.ledger_routes import router as ledger_router
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
     from tongdao.jobs.scheduler import Scheduler
@@ -167,6 +168,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         audit_router,
         gateway_router,
         usage_router,
+        ledger_router,
         reset_router,
         mail_router,
         billing_router,

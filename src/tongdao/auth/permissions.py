@@ -159,6 +159,14 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: RU,
     },
     "quota_events": {**_OP_READ, Role.OPERATOR_ADMIN: R, Role.TENANT_ADMIN: R},
+    # The usage ledger's series (tongdao.gateway.ledger_routes): operator staff all, a tenant
+    # admin their tenant, an employee their own devices.
+    "usage": {
+        Role.OPERATOR_ADMIN: R,
+        **_OP_READ,
+        Role.TENANT_ADMIN: R,
+        Role.EMPLOYEE: R,
+    },
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,
@@ -177,6 +185,7 @@ OWN_ONLY: frozenset[tuple[Role, str]] = frozenset(
         (Role.EMPLOYEE, "users"),
         (Role.EMPLOYEE, "personal_data"),
         (Role.EMPLOYEE, "consents"),
+        (Role.EMPLOYEE, "usage"),
     }
 )
 

@@ -38,8 +38,8 @@ class LineKind(StrEnum):
     BASE = "base"
     SEATS = "seats"
     SITES = "sites"
-    TRAFFIC = "traffic"  # usage ledger (later): GB over the included traffic
-    CROSS_BORDER = "cross_border"  # usage ledger (later): cross-border GB
+    TRAFFIC = "traffic"  # usage ledger: domestic GB over the included traffic
+    CROSS_BORDER = "cross_border"  # usage ledger: cross-border GB
 
 
 class Plan(TimestampedModel):
@@ -142,8 +142,8 @@ class Invoice(TimestampedModel):
 class InvoiceLine(TimestampedModel):
     """One line: quantity × unit price over the days it covers, prorated; VAT per line.
 
-    ``usage_key`` names what the quantity was counted from: ``store:users`` / ``store:sites``
-    today, a usage-ledger key (e.g. ``ledger:domestic:2026-11``) once the ledger exists.
+    ``usage_key`` names what the quantity was counted from: ``store:users`` / ``store:sites``,
+    or the usage ledger's days (``ledger:domestic:20261101-20261201``, ``ledger:cross_border:...``).
     """
 
     __tablename__ = "billing_invoice_lines"

@@ -18,7 +18,8 @@ again makes the rest and changes nothing else.
 plan segment and not erased before its start. Seats (per active user): distinct owners of
 devices with a WireGuard handshake in the segment, from the gateways' usage records. Sites:
 the tenant's sites created before the segment's end. Traffic and cross-border lines come from
-the usage ledger once it exists (``LineKind.TRAFFIC`` / ``CROSS_BORDER``, ``usage_key``).
+the usage ledger's bytes of the segment's Asia/Shanghai days (:func:`price_traffic`;
+``usage_key`` ``ledger:domestic:<days>`` / ``ledger:cross_border:<days>``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
@@ -61,6 +62,7 @@ from tongdao.billing.schemas import (
     SubscriptionCreate,
 )
 from tongdao.errors import Conflict, ValidationError
+from tongdao.gateway.ledger import tenant_bytes
 from tongdao.gateway.models import UsageRecord
 from tongdao.network.models import Device, Site
 from tongdao.operator.models import OperatorProfile
@@ -253,6 +255,54 @@ def price_segment(month: date, seg: Segment, seats: int, sites: int) -> list[Lin
     return out
 
 
+GB = Decimal(10**9)  # traffic is billed in decimal gigabytes
+GB_PLACES = Decimal("0.000001")  # a line's quantity: GB to six places (the column's scale)
+
+
+def gigabytes(count: int) -> Decimal:
+    return (Decimal(count) / GB).quantize(GB_PLACES, rounding=ROUND_HALF_UP)
+
+
+def price_traffic(month: date, seg: Segment, used: dict[str, int]) -> list[LineDraft]:
+    """The traffic lines of one plan segment (pure), from the ledger's bytes of its days
+    (``used``: :func:`tongdao.gateway.ledger.tenant_bytes`).
+
+    * Traffic: the domestic bytes (rx + tx less their cross-border part) in GB (10^9 bytes)
+      over the plan's included traffic, prorated by day for a part of the month, at
+      ``traffic_price_per_gb``.
+    * Cross-border: the cross-border bytes (rx + tx) in GB at ``cross_border_price_per_gb``
+      (priced apart, not counted against the included traffic).
+
+    Amounts are quantity × unit price, rounded half up to the fen; VAT per line."""
+    plan = seg.plan
+    n = money.days_in_month(month)
+    days = (seg.end - seg.start).days
+    span = f"{seg.start.isoformat()}..{(seg.end - timedelta(days=1)).isoformat()}"
+    key_days = f"{seg.start:%Y%m%d}-{seg.end:%Y%m%d}"
+    cross = used["cross_border_rx_bytes"] + used["cross_border_tx_bytes"]
+    domestic = used["rx_bytes"] + used["tx_bytes"] - cross
+    included = (Decimal(plan.included_traffic_gb) * days / n).quantize(
+        GB_PLACES, rounding=ROUND_HALF_UP
+    )
+    over = max(gigabytes(domestic) - included, Decimal(0))
+    out = []
+    for kind, text, code, qty, price, key in (
+        (LineKind.TRAFFIC, f"{plan.name} traffic over {included} GB {span}", plan.traffic_tax_code,
+         over, plan.traffic_price_per_gb, f"ledger:domestic:{key_days}"),
+        (LineKind.CROSS_BORDER, f"{plan.name} cross-border traffic {span}",
+         plan.cross_border_tax_code, gigabytes(cross), plan.cross_border_price_per_gb,
+         f"ledger:cross_border:{key_days}"),
+    ):  # fmt: skip
+        if qty == 0 or price == 0:
+            continue
+        amount = money.fen(qty * price)
+        out.append(
+            LineDraft(kind, text, code, "GB", qty, price, seg.start, seg.end, amount,
+                      plan.vat_rate, money.line_vat(amount, plan.vat_rate), key)
+        )  # fmt: skip
+    return out
+
+
 # --- numbering ---------------------------------------------------------------------------------
 def take_number(session: Session, kind: InvoiceKind) -> str:
     """The next number of the kind's series, in the caller's transaction (see the module)."""
@@ -314,6 +364,10 @@ def bill_tenant(session: Session, tenant_id: uuid.UUID, month: date) -> Invoice 
         seats = count_seats(session, tenant_id, seg.plan.seat_basis, seg)
         sites = count_sites(session, tenant_id, seg)
         drafts.extend(price_segment(month, seg, seats, sites))
+        used = tenant_bytes(
+            session, tenant_id, money.day_start_utc(seg.start), money.day_start_utc(seg.end)
+        )
+        drafts.extend(price_traffic(month, seg, used))
     if not drafts:
         return None
     subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])

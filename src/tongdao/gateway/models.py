@@ -116,7 +116,11 @@ class UsageRecord(Base):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        UniqueConstraint("gateway_id", "seq", "peer_key"),
+        # period_end is in the key: on PostgreSQL the table is partitioned by it (a unique
+        # constraint must hold the partition key); every row of one report shares it.
+        UniqueConstraint(
+            "gateway_id", "seq", "peer_key", "period_end", name="uq_usage_records_seq"
+        ),
         Index("ix_usage_records_tenant_time", "tenant_id", "period_end"),
     )
 
@@ -131,6 +135,9 @@ class UsageRecord(Base):
     peer_ref: Mapped[str] = mapped_column(String(64))
     rx_bytes: Mapped[int] = mapped_column(BigInteger)
     tx_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The part of rx/tx carried over a registered cross-border link (0 when none).
+    cross_border_rx_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cross_border_tx_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_handshake: Mapped[datetime | None]
     endpoint: Mapped[str | None] = mapped_column(String(64))
     period_start: Mapped[datetime]
@@ -184,3 +191,44 @@ class UsageCredit(Base):
     credited_until: Mapped[datetime]
     period_start: Mapped[datetime]
     period_end: Mapped[datetime]
+
+
+class UsageHourly(Base):
+    """The usage ledger: bytes per Asia/Shanghai hour (stored as its UTC start; UTC+8 has
+    no DST, so hours align) × tenant × gateway × peer, written with the report
+    (:mod:`tongdao.gateway.ledger`). ``owner_id`` is the device's owner at report time
+    (None for sites and transit peers). Cross-border bytes are part of rx/tx.
+    On PostgreSQL partitioned by month of ``hour``."""
+
+    __tablename__ = "usage_hourly"
+    __table_args__ = (Index("ix_usage_hourly_owner_hour", "owner_id", "hour"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    peer_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    peer_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gateway_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    pop_id: Mapped[uuid.UUID | None]
+    owner_id: Mapped[uuid.UUID | None]
+    rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger)
+    cross_border_rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    cross_border_tx_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageTenantHourly(Base):
+    """The ledger summed per hour × tenant × gateway × peer kind: tenant, PoP and billing
+    figures read this (a month is hours × gateways rows, whatever the tenant's devices)."""
+
+    __tablename__ = "usage_tenant_hourly"
+    __table_args__ = (Index("ix_usage_tenant_hourly_pop_hour", "pop_id", "hour"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    gateway_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    peer_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    pop_id: Mapped[uuid.UUID | None]
+    rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger)
+    cross_border_rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    cross_border_tx_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -86,6 +86,8 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic import ValidationError as SchemaError
@@ -111,6 +113,7 @@ from tongdao.audit.sessions import Seen, track_report
 from tongdao.auth.permissions import Action
 from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
+from tongdao.gateway.ledger import roll_up
 from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
 from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
 from tongdao.gateway.routes import GatewayDep
@@ -177,14 +180,37 @@ class PeerUsage(Strict):
     peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
-    cross_border_rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of rx_bytes
-    cross_border_tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER)] = 0  # of tx_bytes
+    cross_border_rx_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_COUNTER,
+            description="the part of rx_bytes carried over a registered cross-border link",
+        ),
+    ] = 0
+    cross_border_tx_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_COUNTER,
+            description="the part of tx_bytes carried over a registered cross-border link",
+        ),
+    ] = 0
     last_handshake: Instant | None = None
     endpoint: Annotated[
         str | None,
         Field(max_length=64, description="the peer's public IPv4:port or [IPv6]:port"),
         AfterValidator(lambda v: None if v is None else ip_endpoint(v)),
     ] = None
+
+    @field_validator("cross_border_rx_bytes", "cross_border_tx_bytes")
+    @classmethod
+    def _within_total(cls, value: int, info: ValidationInfo) -> int:
+        whole = (info.field_name or "").removeprefix("cross_border_")
+        total = info.data.get(whole)
+        if isinstance(total, int) and value > total:
+            raise ValueError(f"must be at most {whole}")
+        return value
 
 
 class UsageReportIn(Strict):
@@ -289,6 +315,13 @@ def _rate_mbps(session: Session, gateway: Gateway) -> int:
         pop_id = session.scalar(select(Site.pop_id).where(Site.id == gateway.site_id))
     rate = session.scalar(select(Pop.max_rate_mbps).where(Pop.id == pop_id)) if pop_id else None
     return int(rate or DEFAULT_RATE_MBPS)
+
+
+def _pop_of(session: Session, gateway: Gateway) -> uuid.UUID | None:
+    """The gateway's PoP (a site connector: its site's PoP)."""
+    if gateway.pop_id is not None or gateway.site_id is None:
+        return gateway.pop_id
+    return session.scalar(select(Site.pop_id).where(Site.id == gateway.site_id))
 
 
 def _check_period(
@@ -611,6 +644,8 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             "peer_ref": str(peer.peer_ref),
             "rx_bytes": peer.rx_bytes,
             "tx_bytes": peer.tx_bytes,
+            "cross_border_rx_bytes": peer.cross_border_rx_bytes,
+            "cross_border_tx_bytes": peer.cross_border_tx_bytes,
             "last_handshake": peer.last_handshake,
             "endpoint": peer.endpoint,
             "period_start": report.period_start,
@@ -625,6 +660,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             session.execute(insert(UsageRecord), rows)
             _save_credits(session, gateway_id, screened)
+            roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
             check_report(ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], now)
         session.commit()
     except IntegrityError:

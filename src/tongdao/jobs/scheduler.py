@@ -9,6 +9,9 @@ Jobs:
   done, so later ticks and other replicas skip it. ``tongdao billing run`` runs the same job.
 * ``quotas.month``: from the first Asia/Shanghai day of a month on, lift past months' quota
   blocks (:mod:`tongdao.quotas.jobs`); ``tongdao quotas lift`` runs the same job.
+* ``usage.retention``: once per Asia/Shanghai day, old raw usage reports and ledger hours go
+  and monthly partitions are made ahead (:mod:`tongdao.gateway.retention`); ``tongdao usage
+  retention`` runs the same job.
 """
 
 from __future__ import annotations
@@ -81,8 +84,7 @@ class Scheduler:
         self.holder = lease.holder_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.jobs: list[Callable[[], object]] = [self.billing]
-        self.jobs.append(self.quotas)  # issue 13: lift past months' quota blocks
+        self.jobs: list[Callable[[], object]] = [self.billing, self.usage_retention, self.quotas]
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -100,6 +102,15 @@ class Scheduler:
         from tongdao.quotas.jobs import run_month_job
 
         return run_month_job(self.runtime, self.holder)
+
+    def usage_retention(self) -> object:
+        """Usage retention and partitions, once a day (tongdao.gateway.retention)."""
+        from tongdao.gateway import retention
+
+        try:
+            return retention.run_retention_job(self.runtime, self.runtime.clock(), self.holder)
+        except retention.LeaseHeld:
+            return None
 
     def tick(self) -> None:
         for job in self.jobs:

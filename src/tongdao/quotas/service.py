@@ -52,7 +52,7 @@ from sqlalchemy.orm import Session
 
 from tongdao.billing import money
 from tongdao.errors import ValidationError
-from tongdao.gateway.models import UsageRecord
+from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
 from tongdao.quotas.models import OverCap, QuotaEvent, TenantLimits, UserLimits
@@ -85,35 +85,27 @@ def _bounds(month: str) -> tuple[datetime, datetime]:
 
 
 # --- counting -------------------------------------------------------------------------------
-def _device_refs(session: Session, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[str]:
-    return [
-        str(d)
-        for d in session.scalars(
-            select(Device.id).where(Device.tenant_id == tenant_id, Device.user_id == user_id)
-        )
-    ]
-
-
 def month_to_date(
     session: Session, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, *, month: str
 ) -> int:
     """Bytes (received + sent) the gateways reported for the tenant, or one of its users, in
-    the Asia/Shanghai month ``YYYY-MM`` (by each record's period end)."""
+    the Asia/Shanghai month ``YYYY-MM``, from the usage ledger (:mod:`tongdao.gateway.ledger`):
+    the hours ``(h, h + 1 h]`` holding each report's period end, so a report counts in the
+    month its period ends, as it does on the invoice. The tenant's from its per-tenant hours
+    (devices and sites, not inter-PoP transit); a user's from the hours of the devices they
+    owned when each report was stored. The ledger is written in the report's transaction,
+    before :func:`check_report` reads it."""
     start, end = _bounds(month)
-    filters: list[Any] = [
-        UsageRecord.tenant_id == tenant_id,
-        UsageRecord.period_end > start,
-        UsageRecord.period_end <= end,
-    ]
+    table: Any
     if user_id is None:
-        filters.append(UsageRecord.peer_kind.in_(TENANT_KINDS))
+        table = UsageTenantHourly
+        filters: list[Any] = [table.peer_kind.in_(TENANT_KINDS)]
     else:
-        refs = _device_refs(session, tenant_id, user_id)
-        if not refs:
-            return 0
-        filters += [UsageRecord.peer_kind == "device", UsageRecord.peer_ref.in_(refs)]
+        table = UsageHourly
+        filters = [table.owner_id == user_id, table.peer_kind == "device"]
+    filters += [table.tenant_id == tenant_id, table.hour >= start, table.hour < end]
     row = session.execute(
-        select(*exact_sum(UsageRecord.rx_bytes), *exact_sum(UsageRecord.tx_bytes)).where(*filters)
+        select(*exact_sum(table.rx_bytes), *exact_sum(table.tx_bytes)).where(*filters)
     ).one()
     return joined(row[0], row[1]) + joined(row[2], row[3])
 

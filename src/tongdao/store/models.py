@@ -17,7 +17,9 @@ from tongdao.gateway.models import (
     Gateway,
     GatewayEnrolment,
     GatewayPeer,
+    UsageHourly,
     UsageRecord,
+    UsageTenantHourly,
 )
 from tongdao.ipam.models import IpamLock
 from tongdao.jobs.models import JobLease
@@ -76,7 +78,9 @@ __all__ = [
     "Subscription",
     "Tenant",
     "TenantLimits",
+    "UsageHourly",
     "UsageRecord",
+    "UsageTenantHourly",
     "User",
     "UserLimits",
 ]

@@ -4,7 +4,7 @@
 event not lifted is what the gateways enforce (tongdao.quotas).
 
 Revision ID: 0019_quotas
-Revises: 0017_billing
+Revises: 0018_usage_ledger
 Create Date: 2026-12-06 20:57:23.276785
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import tongdao.store.base
 
 revision: str = "0019_quotas"
-down_revision: str | None = "0017_billing"
+down_revision: str | None = "0018_usage_ledger"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,223 @@
+"""The usage ledger: hourly rollups of the gateways' reports, written with the report.
+
+**What is written.** For every report stored (:func:`tongdao.gateway.usage.store_report`), in
+the same transaction as its raw rows, the peers' bytes are added (upsert: insert, or add to
+the existing row) to
+
+* ``usage_hourly``: per hour × tenant × peer (``peer_kind`` device / site / pop,
+  ``peer_ref``) × gateway, with the gateway's PoP and the device's owner;
+* ``usage_tenant_hourly``: per hour × tenant × gateway × peer kind (the same bytes summed over
+  peers), which tenant, PoP and billing figures read.
+
+Each row holds ``rx_bytes`` / ``tx_bytes`` (received from / sent to the peer) and the parts of
+them carried over a registered cross-border link (``cross_border_rx_bytes`` /
+``cross_border_tx_bytes``, measured on the gateway and reported per peer); **domestic** is the
+total less the cross-border part.
+
+**Hours and periods.** A report covers a period (30 s normally); its bytes go wholly to the
+hour that holds the period's end, hours taken as ``(start, start + 1 h]`` as the raw records'
+windows are (``since < period_end <= until``). So a report whose period spans a midnight in
+Asia/Shanghai counts on the day its period ends (a period ending at 00:00:00 exactly still
+counts on the day before). Hours are stored as their UTC start: Asia/Shanghai is UTC+8 without
+daylight saving, so its hours are UTC hours, and its days and months are sums of whole hours
+(``[D 00:00+08, D+1 00:00+08)``). No UTC day is used anywhere in the ledger.
+
+**Attribution to a user.** A device's bytes go to the device's owner (``devices.user_id``) at
+the time the report is stored; on a later report of the same hour the row's owner is set to
+the owner then (devices do not change owners today; if they ever do, the hour of the change
+goes to the new one). Site and transit peers have no owner.
+
+**Daily and monthly figures are sums over hours**, not tables of their own: the per-tenant
+table has one row per hour, gateway and kind whatever the tenant's device count, so a tenant's
+month is at most 744 × gateways × 3 rows (``bench/ledger.py`` measures the month's query for a
+tenant of 10,000 devices), and a device's or user's month is 744 rows per device and gateway.
+Keeping them apart from tables of days and months means one write per peer per report, not
+three, and nothing to keep consistent.
+
+**Exactly once.** The rollup is written only when the report is stored (its seq moved the
+gateway's ``last_report_seq`` forward under the gateway's row lock), in the same transaction,
+so a replayed, duplicated or concurrent report adds nothing to the ledger as it adds no raw
+rows; rows the screening drops are not rolled up either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Table, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tongdao.gateway.models import UsageHourly, UsageTenantHourly
+from tongdao.gateway.periods import exact_sum, joined
+from tongdao.network.models import Device
+
+HOUR = timedelta(hours=1)
+BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
+_IN_BATCH = 500
+
+
+class PeerBytes(Protocol):
+    tenant_id: uuid.UUID
+    peer_kind: Any
+    peer_ref: uuid.UUID
+    rx_bytes: int
+    tx_bytes: int
+    cross_border_rx_bytes: int
+    cross_border_tx_bytes: int
+
+
+def hour_of(period_end: datetime) -> datetime:
+    """The start (UTC) of the hour ``(start, start + 1 h]`` that holds ``period_end``."""
+    end = period_end.astimezone(UTC) - timedelta(microseconds=1)
+    return end.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class _Sums:
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    cross_border_rx_bytes: int = 0
+    cross_border_tx_bytes: int = 0
+
+    def add(self, peer: PeerBytes) -> None:
+        self.rx_bytes += peer.rx_bytes
+        self.tx_bytes += peer.tx_bytes
+        self.cross_border_rx_bytes += peer.cross_border_rx_bytes
+        self.cross_border_tx_bytes += peer.cross_border_tx_bytes
+
+    def row(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in BYTES}
+
+
+def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+    """The owner of each device (id as text) today."""
+    ids = sorted({uuid.UUID(d) for d in device_ids})
+    out: dict[str, uuid.UUID] = {}
+    for i in range(0, len(ids), _IN_BATCH):
+        stmt = select(Device.id, Device.user_id).where(Device.id.in_(ids[i : i + _IN_BATCH]))
+        for device_id, user_id in session.execute(stmt):
+            if user_id is not None:
+                out[str(device_id)] = user_id
+    return out
+
+
+_PG_TYPES = {
+    "tenant_id": "uuid[]",
+    "peer_ref": "varchar[]",
+    "hour": "timestamptz[]",
+    "peer_kind": "varchar[]",
+    "gateway_id": "uuid[]",
+    "pop_id": "uuid[]",
+    "owner_id": "uuid[]",
+    **dict.fromkeys(BYTES, "bigint[]"),
+}
+
+
+def _upsert(
+    session: Session, model: type[Any], keys: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
+    if not rows:
+        return
+    table: Table = model.__table__
+    columns = list(rows[0])
+    updates = [f"{name} = {table.name}.{name} + excluded.{name}" for name in BYTES]
+    if "owner_id" in table.c:
+        updates.append("owner_id = excluded.owner_id")
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement whatever the row count: the columns as arrays, unnested. (executemany
+        # sends a statement per row; a multi-row VALUES costs SQLAlchemy more to compile than
+        # the database takes to run it.)
+        arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]})" for c in columns)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608  (names from the model)
+            f"SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
+        )
+        session.execute(text(sql), {c: [row[c] for row in rows] for c in columns})
+        return
+    stmt = sqlite_insert(table)
+    values: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in BYTES}
+    if "owner_id" in table.c:
+        values["owner_id"] = stmt.excluded.owner_id
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values), rows)
+
+
+def roll_up(
+    session: Session,
+    gateway_id: uuid.UUID,
+    pop_id: uuid.UUID | None,
+    peers: Sequence[PeerBytes],
+    period_end: datetime,
+) -> int:
+    """Add the stored peers' bytes to the hour of ``period_end`` (see the module); the
+    number of per-peer rows written. Runs in the caller's transaction."""
+    if not peers:
+        return 0
+    hour = hour_of(period_end)
+    per_peer: dict[tuple[uuid.UUID, str, str], _Sums] = {}
+    per_kind: dict[tuple[uuid.UUID, str], _Sums] = {}
+    for peer in peers:
+        kind = str(peer.peer_kind)
+        ref = str(peer.peer_ref)
+        per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
+        per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
+    owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
+    hourly = [
+        {
+            "tenant_id": tenant,
+            "peer_ref": ref,
+            "hour": hour,
+            "peer_kind": kind,
+            "gateway_id": gateway_id,
+            "pop_id": pop_id,
+            "owner_id": owner.get(ref) if kind == "device" else None,
+            **sums.row(),
+        }
+        for (tenant, ref, kind), sums in sorted(per_peer.items(), key=lambda kv: kv[0])
+    ]
+    tenants = [
+        {
+            "tenant_id": tenant,
+            "hour": hour,
+            "gateway_id": gateway_id,
+            "peer_kind": kind,
+            "pop_id": pop_id,
+            **sums.row(),
+        }
+        for (tenant, kind), sums in sorted(per_kind.items(), key=lambda kv: kv[0])
+    ]
+    _upsert(
+        session,
+        UsageHourly,
+        ("tenant_id", "peer_ref", "hour", "peer_kind", "gateway_id"),
+        hourly,
+    )
+    _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
+    return len(hourly)
+
+
+TENANT_KINDS = ("device", "site")
+
+
+def tenant_bytes(
+    session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> dict[str, int]:
+    """The tenant's bytes (its device and site peers; transit left out) in the hours
+    ``[start, end)``, per column of :data:`BYTES`: what billing charges from."""
+    t = UsageTenantHourly
+    aggregates = [agg for name in BYTES for agg in exact_sum(getattr(t, name))]
+    row = session.execute(
+        select(*aggregates).where(
+            t.tenant_id == tenant_id,
+            t.peer_kind.in_(TENANT_KINDS),
+            t.hour >= start,
+            t.hour < end,
+        )
+    ).one()
+    return {name: joined(row[2 * i], row[2 * i + 1]) for i, name in enumerate(BYTES)}
