@@ -22,7 +22,9 @@ from tests.support.smtp import SmtpServer
 from tests.support.world import World
 from tongdao.cli import app as cli
 from tongdao.gateway.desired import DesiredState, Peer
+from tongdao.gateway.ledger import roll_up
 from tongdao.gateway.models import Gateway, UsageRecord
+from tongdao.gateway.usage import PeerUsage
 from tongdao.jobs.scheduler import Scheduler
 from tongdao.quotas import service
 from tongdao.quotas.jobs import run_month_job
@@ -73,6 +75,24 @@ def events(runtime: Runtime) -> list[tuple[str, int]]:
 
 
 @both_stores
+def stored(session: Any, record: UsageRecord) -> None:
+    """``record`` as a stored report leaves it: its raw row and its bytes in the usage
+    ledger's hour (what the quota count reads)."""
+    session.add(record)
+    row = PeerUsage.model_validate(
+        {
+            "tenant_id": record.tenant_id,
+            "peer_key": record.peer_key,
+            "peer_kind": record.peer_kind,
+            "peer_ref": record.peer_ref,
+            "rx_bytes": record.rx_bytes,
+            "tx_bytes": record.tx_bytes,
+        },
+        strict=False,
+    )
+    roll_up(session, record.gateway_id, None, [row], record.period_end)
+
+
 def test_user_cap_fires_once_blocks_everywhere_and_a_raised_cap_lifts(
     world: World, runtime: Runtime, smtp: SmtpServer
 ) -> None:
@@ -198,9 +218,10 @@ def test_refusals_are_field_keyed_and_scoped(world: World) -> None:
 
 @both_stores
 def test_month_to_date_counts_the_shanghai_month(world: World, runtime: Runtime) -> None:
-    """A record counts in the Asia/Shanghai month of its period's end (a period ending at
+    """A report counts in the Asia/Shanghai month of its period's end (a period ending at
     midnight belongs to the month before, as ``since < period_end <= until`` everywhere):
-    16:00:01 UTC on 30 November is 00:00:01 on 1 December in Beijing."""
+    16:00:01 UTC on 30 November is 00:00:01 on 1 December in Beijing. The bytes are put in the
+    usage ledger as a stored report puts them (``stored``), which is what the count reads."""
     gid = only_gateway(world, runtime)
     dev = device(world)
     tenant = world.a.id
@@ -213,7 +234,8 @@ def test_month_to_date_counts_the_shanghai_month(world: World, runtime: Runtime)
             (datetime(2026, 12, 31, 15, 59, tzinfo=UTC), 100),
             (datetime(2026, 12, 31, 16, 1, tzinfo=UTC), 1000),  # January's
         ):
-            session.add(
+            stored(
+                session,
                 UsageRecord(
                     gateway_id=gid,
                     seq=int(rx),
@@ -225,7 +247,7 @@ def test_month_to_date_counts_the_shanghai_month(world: World, runtime: Runtime)
                     tx_bytes=rx,
                     period_start=end - timedelta(seconds=30),
                     period_end=end,
-                )
+                ),
             )
         session.flush()
         assert service.month_to_date(session, tenant, month="2026-11") == 22
@@ -249,7 +271,8 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
     with runtime.db.session() as session:
         ctx = Ctx(runtime=runtime, session=session)
         for seq, end in ((1, now - timedelta(minutes=1)),):
-            session.add(
+            stored(
+                session,
                 UsageRecord(
                     gateway_id=gid,
                     seq=seq,
@@ -261,7 +284,7 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
                     tx_bytes=0,
                     period_start=end - timedelta(seconds=30),
                     period_end=end,
-                )
+                ),
             )
         fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], now)
         assert sorted(e.level for e in fired) == [80, 100]
@@ -305,7 +328,8 @@ def test_overshoot_stays_within_the_bound(world: World, runtime: Runtime) -> Non
             now = start + timedelta(seconds=interval * tick)
             for pop in range(pops):
                 moved += per_report  # this PoP carried a full interval at the rate
-                session.add(
+                stored(
+                    session,
                     UsageRecord(
                         gateway_id=gid,
                         seq=tick * 10 + pop,
@@ -317,7 +341,7 @@ def test_overshoot_stays_within_the_bound(world: World, runtime: Runtime) -> Non
                         tx_bytes=0,
                         period_start=now - timedelta(seconds=interval),
                         period_end=now,
-                    )
+                    ),
                 )
                 fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], now)
                 if any(e.level == 100 for e in fired):
