@@ -4,6 +4,7 @@ from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
+from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument
 from tongdao.billing.models import (
     Invoice,
     InvoiceLine,
@@ -41,6 +42,8 @@ __all__ = [
     "AuditEvent",
     "ConfigVersion",
     "Consent",
+    "CrossBorderApplication",
+    "CrossBorderDocument",
     "Device",
     "Gateway",
     "GatewayEnrolment",
