@@ -33,6 +33,9 @@ class Peer(Frozen):
     allowed_ips: tuple[str, ...] = Field(description="CIDRs routed to this peer")
     endpoint: str | None = Field(default=None, description="host:port, for peers we dial")
     keepalive: int | None = None
+    # A peer PoP across the border: the tenant's approved cross-border bandwidth, enforced on
+    # the traffic to and from it (tongdao.agent.firewall); None: no limit of this kind.
+    rate_mbps: int | None = None
 
 
 class PolicyRule(Frozen):

@@ -4,7 +4,6 @@ from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
-from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument
 from tongdao.billing.models import (
     Invoice,
     InvoiceLine,
@@ -13,6 +12,7 @@ from tongdao.billing.models import (
     Plan,
     Subscription,
 )
+from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument
 from tongdao.gateway.models import (
     ConfigVersion,
     Gateway,
