@@ -327,7 +327,7 @@ def reachable_abroad(ctx: Ctx, tenant_id: uuid.UUID) -> set[uuid.UUID]:
 
 
 _STEPS: dict[str, str] = {
-    "none": "no cross-border application: a tenant admin applies (internal office use) first",
+    "none": "no cross-border application yet: a tenant admin must apply (internal office use)",
     "draft": "the application is a draft: upload the documents and submit it",
     "submitted": "the application is submitted and waits for the compliance officer's review",
     "under_review": "the application is under review (the carrier decides; this takes days)",

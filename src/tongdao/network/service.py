@@ -228,6 +228,10 @@ class LinkResource(Resource[Link]):
     def update(self, ctx: Ctx, obj: Link, data: Any) -> Link:
         changes = {k: v for k, v in _changes(data).items() if v is not None or k == "approval_ref"}
         ensure_unique(ctx, Link.name, changes.get("name"), own=obj.id, what="a link")
+        if changes.get("capacity_mbps", obj.capacity_mbps) < obj.capacity_mbps:
+            from tongdao.crossborder.service import check_link_capacity
+
+            check_link_capacity(ctx, obj, changes["capacity_mbps"])
         for key, value in changes.items():
             setattr(obj, key, value)
         _require_approval(ctx, obj)
