@@ -349,7 +349,9 @@ def test_uploads_are_checked_by_content_and_size(world: World) -> None:
     )
     assert elsewhere.status_code == 413
     # The document comes back byte for byte.
-    back = world.client.get(f"{path}/{stored['id']}", headers=admin)
+    back = world.client.get(
+        f"{API}/tenants/{world.a.id}/crossborder/documents/{stored['id']}", headers=admin
+    )
     assert back.status_code == 200 and back.content == large
     assert back.headers["x-content-sha256"] == stored["sha256"]
     # Nothing refused was stored.

@@ -16,14 +16,14 @@ from tongdao.crossborder import documents as docs
 from tongdao.crossborder import letter, service
 from tongdao.crossborder import schemas as s
 from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument, DocumentKind
-from tongdao.errors import NotFound
+from tongdao.errors import NotFound, ValidationError
 
 router = APIRouter(tags=["cross-border"])
 
 TenantId = Annotated[uuid.UUID, Path(description="the tenant's id")]
 AppId = Annotated[uuid.UUID, Path(description="the application's id")]
 DocId = Annotated[uuid.UUID, Path(description="the document's id")]
-UPLOAD_PATH = "/tenants/{tenant_id}/crossborder/applications/{app_id}/documents"
+UPLOAD_PATH = "/tenants/{tenant_id}/crossborder/applications/{object_id}/documents"
 
 
 def _operator_name(guard: GuardDep) -> str:
@@ -92,25 +92,25 @@ def create_application(
 
 
 @router.get(
-    "/tenants/{tenant_id}/crossborder/applications/{app_id}",
+    "/tenants/{tenant_id}/crossborder/applications/{object_id}",
     operation_id="get_crossborder_application",
 )
-def get_application(guard: GuardDep, tenant_id: TenantId, app_id: AppId) -> s.ApplicationPublic:
+def get_application(guard: GuardDep, tenant_id: TenantId, object_id: AppId) -> s.ApplicationPublic:
     guard.tenant(tenant_id)
-    app = service.get(guard.ctx, app_id, tenant_id)
+    app = service.get(guard.ctx, object_id, tenant_id)
     guard.require("crossborder", Action.READ)
     return service.public(guard.ctx.session, app)
 
 
 @router.patch(
-    "/tenants/{tenant_id}/crossborder/applications/{app_id}",
+    "/tenants/{tenant_id}/crossborder/applications/{object_id}",
     operation_id="update_crossborder_application",
 )
 def update_application(
-    guard: GuardDep, tenant_id: TenantId, app_id: AppId, body: s.ApplicationUpdate
+    guard: GuardDep, tenant_id: TenantId, object_id: AppId, body: s.ApplicationUpdate
 ) -> s.ApplicationPublic:
     tenant = guard.tenant(tenant_id)
-    app = service.get(guard.ctx, app_id, tenant_id)
+    app = service.get(guard.ctx, object_id, tenant_id)
     guard.require("crossborder", Action.UPDATE)
     service.update(guard.ctx, tenant, app, body)
     guard.ctx.session.flush()
@@ -120,14 +120,16 @@ def update_application(
 
 
 @router.post(
-    "/tenants/{tenant_id}/crossborder/applications/{app_id}/submit",
+    "/tenants/{tenant_id}/crossborder/applications/{object_id}/submit",
     operation_id="submit_crossborder_application",
 )
-def submit_application(guard: GuardDep, tenant_id: TenantId, app_id: AppId) -> s.ApplicationPublic:
+def submit_application(
+    guard: GuardDep, tenant_id: TenantId, object_id: AppId
+) -> s.ApplicationPublic:
     """Send the draft to the compliance officer (it needs a business licence and the signed,
     stamped commitment letter)."""
     guard.tenant(tenant_id)
-    app = service.get(guard.ctx, app_id, tenant_id)
+    app = service.get(guard.ctx, object_id, tenant_id)
     guard.require("crossborder", Action.UPDATE)
     service.submit(guard.ctx, app)
     guard.ctx.session.flush()
@@ -153,8 +155,11 @@ async def upload_document(
     request: Request,
     guard: GuardDep,
     tenant_id: TenantId,
-    app_id: AppId,
-    kind: Annotated[DocumentKind, Query(description="what the document is")],
+    object_id: AppId,
+    kind: Annotated[
+        str | None,
+        Query(max_length=32, description="business_licence, commitment_letter or other"),
+    ] = None,
     filename: Annotated[str | None, Query(max_length=200)] = None,
 ) -> s.DocumentPublic:
     """Upload one document as the request body (PDF, PNG or JPEG, at most 10 MiB; the type is
@@ -163,15 +168,23 @@ async def upload_document(
 
     def load() -> None:
         guard.tenant(tenant_id)
-        service.get(guard.ctx, app_id, tenant_id)
+        service.get(guard.ctx, object_id, tenant_id)
         guard.require("crossborder", Action.UPDATE)
 
-    await run_in_threadpool(load)
+    await run_in_threadpool(load)  # 404 / 403 before anything about the request itself
+    try:
+        document_kind = DocumentKind(kind or "")
+    except ValueError:
+        raise ValidationError(
+            {"kind": "one of " + ", ".join(k.value for k in DocumentKind)}
+        ) from None
     data = await docs.read_limited(request.stream(), request.headers.get("content-length"))
 
     def store() -> s.DocumentPublic:
-        app = service.get(guard.ctx, app_id, tenant_id)
-        doc = docs.add(guard.ctx, app, kind, filename, request.headers.get("content-type"), data)
+        app = service.get(guard.ctx, object_id, tenant_id)
+        doc = docs.add(
+            guard.ctx, app, document_kind, filename, request.headers.get("content-type"), data
+        )
         guard.ctx.session.flush()
         out = s.DocumentPublic.model_validate(doc)
         guard.ctx.session.commit()
@@ -182,17 +195,17 @@ async def upload_document(
 
 
 @router.get(
-    UPLOAD_PATH + "/{doc_id}",
+    "/tenants/{tenant_id}/crossborder/documents/{object_id}",
     operation_id="get_crossborder_document",
     responses={200: {"content": {t: {} for t in docs.ACCEPTED}}},
 )
-def get_document(guard: GuardDep, tenant_id: TenantId, app_id: AppId, doc_id: DocId) -> Response:
+def get_document(guard: GuardDep, tenant_id: TenantId, object_id: DocId) -> Response:
+    """A document as uploaded (its SHA-256 in ``X-Content-SHA256``)."""
     guard.tenant(tenant_id)
-    service.get(guard.ctx, app_id, tenant_id)
-    guard.require("crossborder", Action.READ)
-    doc = guard.ctx.session.get(CrossBorderDocument, doc_id)
-    if doc is None or doc.application_id != app_id:
+    doc = guard.ctx.session.get(CrossBorderDocument, object_id)
+    if doc is None or doc.tenant_id != tenant_id:
         raise NotFound("document not found")
+    guard.require("crossborder", Action.READ)
     ascii_name = doc.filename.encode("ascii", "replace").decode().replace("?", "_")
     return Response(
         doc.content,
@@ -238,30 +251,30 @@ def _decided(guard: GuardDep, app: CrossBorderApplication) -> s.ApplicationPubli
 
 
 @router.post(
-    "/crossborder/applications/{app_id}/review", operation_id="review_crossborder_application"
+    "/crossborder/applications/{object_id}/review", operation_id="review_crossborder_application"
 )
-def review(guard: GuardDep, app_id: AppId) -> s.ApplicationPublic:
+def review(guard: GuardDep, object_id: AppId) -> s.ApplicationPublic:
     """The compliance officer takes the application into review (and to the carrier)."""
-    app = service.get(guard.ctx, app_id)
+    app = service.get(guard.ctx, object_id)
     service.start_review(guard.ctx, app)
     return _decided(guard, app)
 
 
 @router.post(
-    "/crossborder/applications/{app_id}/approve", operation_id="approve_crossborder_application"
+    "/crossborder/applications/{object_id}/approve", operation_id="approve_crossborder_application"
 )
-def approve(guard: GuardDep, app_id: AppId, body: s.Approve) -> s.ApplicationPublic:
+def approve(guard: GuardDep, object_id: AppId, body: s.Approve) -> s.ApplicationPublic:
     """Record the carrier's approval: reference, link, bandwidth and validity. 409 naming the
     numbers when the link's capacity would be exceeded."""
-    app = service.get(guard.ctx, app_id)
+    app = service.get(guard.ctx, object_id)
     service.approve(guard.ctx, app, body)
     return _decided(guard, app)
 
 
 @router.post(
-    "/crossborder/applications/{app_id}/reject", operation_id="reject_crossborder_application"
+    "/crossborder/applications/{object_id}/reject", operation_id="reject_crossborder_application"
 )
-def reject(guard: GuardDep, app_id: AppId, body: s.Reject) -> s.ApplicationPublic:
-    app = service.get(guard.ctx, app_id)
+def reject(guard: GuardDep, object_id: AppId, body: s.Reject) -> s.ApplicationPublic:
+    app = service.get(guard.ctx, object_id)
     service.reject(guard.ctx, app, body)
     return _decided(guard, app)

@@ -154,6 +154,8 @@ def require_decider(ctx: Ctx) -> None:
     """403 naming the role: deciding is the compliance officer's alone."""
     principal = ctx.require_principal()
     if not principal.can("crossborder_decisions", _update()):
+        if "compliance_officer" in principal.roles:
+            raise PermissionDenied("this token is read-only; a decision needs a write token")
         raise PermissionDenied(
             "only a compliance officer (role compliance_officer) may review and decide "
             "cross-border applications"
