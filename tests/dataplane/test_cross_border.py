@@ -269,7 +269,15 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             time.sleep(2)
             assert not netns.ping(a.dev_ns, HQ_V4, tries=2)
 
-            crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
+            link = crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
+            # Each company's own authorisation on the link (rule crossborder.tenant_authorised;
+            # without it: tests/dataplane/test_crossborder_authorisation.py).
+            for co in companies:
+                assert co.site is not None
+                crossborder.authorise(
+                    co.admin, crossborder.http_uploader(co.admin.url, co.admin.headers), officer,
+                    co.tenant_id, [co.site["id"]], link["id"],
+                )  # fmt: skip
             for co in companies:
                 wait_until(
                     lambda ns=co.dev_ns: netns.ping(ns, HQ_V4, tries=1),

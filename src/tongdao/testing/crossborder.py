@@ -130,3 +130,49 @@ def approve(
         },
     )
     return approved
+
+
+def http_uploader(api_base: str, headers: dict[str, str]) -> Callable[[str, str, bytes, str], Any]:
+    """``upload`` for :func:`apply` over HTTP (``api_base`` ends in ``/api/v1``)."""
+    import httpx
+
+    def up(path: str, kind: str, content: bytes, content_type: str) -> Any:
+        resp = httpx.post(
+            api_base + path,
+            params={"kind": kind},
+            content=content,
+            headers={**headers, "Content-Type": content_type},
+            timeout=30,
+        )
+        if resp.status_code != 201:
+            raise RuntimeError(f"POST {path}: {resp.status_code} {resp.text}")
+        return resp.json()
+
+    return up
+
+
+def authorise(
+    tenant_admin: ApiCall,
+    upload: Callable[[str, str, bytes, str], Any],
+    officer: ApiCall,
+    tenant_id: str,
+    site_ids: list[str],
+    link_id: str,
+    mbps: int = 20,
+    days: int = 365,
+) -> dict[str, Any]:
+    """Apply and have the compliance officer approve, valid from today (Asia/Shanghai)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tongdao.billing.money import shanghai_today
+
+    app = apply(tenant_admin, upload, tenant_id, site_ids, mbps)
+    today = shanghai_today(datetime.now(UTC))
+    return approve(
+        officer,
+        app["id"],
+        link_id,
+        mbps,
+        today.isoformat(),
+        (today + timedelta(days=days)).isoformat(),
+    )
