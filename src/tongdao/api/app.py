@@ -239,6 +239,10 @@ def create_app(runtime: Runtime) -> FastAPI:
                 re.compile(r"/api/v1/tenants/[^/]+/crossborder/applications/[^/]+/documents"),
                 crossborder_documents.MAX_BYTES,
             ),
+            (
+                re.compile(r"/console/crossborder/[^/]+/documents"),
+                crossborder_documents.MAX_BYTES + 64 * 1024,
+            ),
         ),
     )
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals count too

@@ -12,7 +12,17 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import audit, billing, compliance, me, network, operator, people, session
+from tongdao.web.pages import (
+    audit,
+    billing,
+    compliance,
+    crossborder,
+    me,
+    network,
+    operator,
+    people,
+    session,
+)
 
 AREAS: list[ModuleType] = [
     session,
@@ -20,6 +30,7 @@ AREAS: list[ModuleType] = [
     compliance,
     people,
     network,
+    crossborder,
     billing,
     audit,
     me,
