@@ -35,7 +35,7 @@ from tongdao.gateway.desired import connector_interface_name, interface_name
 from tongdao.testing import crossborder, netns
 from tongdao.testing.keys import keypair
 
-from .test_cross_border import Api, signed_in
+from .test_cross_border import Api, route_anyway, signed_in
 
 pytestmark = pytest.mark.root
 
@@ -182,15 +182,7 @@ def test_the_path_abroad_opens_on_approval_and_closes_at_expiry(
             assert SITE_V4 not in conf  # no authorisation: the HQ is not routed
             ifname = topo.wg_ifname()
             client = netns.bring_up_client(dev_ns, ifname, conf, private)
-            # A client that routes the HQ into the tunnel anyway.
-            bj_key = next(
-                line.split("=", 1)[1].strip()
-                for line in conf.splitlines()
-                if line.startswith("PublicKey")
-            )
-            netns.run(["ip", "netns", "exec", dev_ns, "wg", "set", ifname, "peer", bj_key,
-                       "allowed-ips", ",".join([*client.allowed_ips, SITE_V4])])  # fmt: skip
-            netns.run(["ip", "-n", dev_ns, "route", "add", SITE_V4, "dev", ifname])
+            route_anyway(dev_ns, ifname, conf, client, [SITE_V4])  # routes it anyway
             site_url = f"/tenants/{tid}/sites/{site['id']}"
             wait_until(lambda: it("GET", site_url)["connector_public_key"] is not None, 30,
                        "the connector's key")  # fmt: skip

@@ -342,12 +342,17 @@ async def upload(request: Request, view: UserViewDep, app_id: str) -> Response:
         guard.require("crossborder", Action.UPDATE)
         if _operator(view):
             raise NotFound("cross-border application not found")
+        try:  # the CSRF token first (the form's first field, also in a cut-off body)
+            parts = _multipart(request, bytes(body))
+        except ValidationError:
+            parts = {}
+        token = parts.get("csrf_token", (None, None, b""))[2].decode(errors="replace")
+        check_csrf(view, Form([("csrf_token", token)]))
         try:
             if len(body) > MAX_UPLOAD_BODY:
                 raise docs.too_large()
-            parts = _multipart(request, bytes(body))
-            token = parts.get("csrf_token", (None, None, b""))[2].decode(errors="replace")
-            check_csrf(view, Form([("csrf_token", token)]))
+            if "file" not in parts:
+                raise ValidationError({"file": "choose a file to upload"})
             kind_text = parts.get("kind", (None, None, b""))[2].decode(errors="replace")
             try:
                 kind = DocumentKind(kind_text)
