@@ -12,6 +12,7 @@ from tongdao.crossborder.models import ApplicationState, DocumentKind
 from tongdao.schemas import (
     Description,
     Email,
+    MultiLine,
     Name,
     PublicModel,
     Reference,
@@ -70,7 +71,7 @@ class Approve(Strict):
 
 class Reject(Strict):
     reason: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), MultiLine
     ] = Field(description="why, for the tenant and the record")
 
 
