@@ -519,3 +519,25 @@ def test_documents_are_in_the_regulator_export(world: World) -> None:
     )
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(resp.content)).read("manifest.json"))
     assert manifest["documents"] == []
+
+
+def test_a_tenant_with_applications_keeps_them(world: World) -> None:
+    """Deleting a tenant (allowed before it is active) is refused while it has applications:
+    they and their documents are records to keep."""
+    admin = world.b.admin.headers
+    site = world.client.post(
+        f"{API}/tenants/{world.b.id}/sites",
+        json={"name": "hq", "country": "DE", "purpose": "hq", "prefixes": ["198.18.9.0/24"]},
+        headers=admin,
+    ).json()
+    call(world, admin)(
+        "POST",
+        f"/tenants/{world.b.id}/crossborder/applications",
+        json=crossborder.application_body([site["id"]]),
+    )
+    for user in call(world, world.admin.headers)("GET", f"/tenants/{world.b.id}/users")["data"]:
+        call(world, world.admin.headers)("DELETE", f"/tenants/{world.b.id}/users/{user['id']}")
+    call(world, world.admin.headers)("DELETE", f"/tenants/{world.b.id}/sites/{site['id']}")
+    resp = world.client.delete(f"{API}/tenants/{world.b.id}", headers=world.admin.headers)
+    assert resp.status_code == 409, resp.text
+    assert "cross-border applications" in resp.json()["error"]["message"]
