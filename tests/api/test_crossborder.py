@@ -541,3 +541,42 @@ def test_a_tenant_with_applications_keeps_them(world: World) -> None:
     resp = world.client.delete(f"{API}/tenants/{world.b.id}", headers=world.admin.headers)
     assert resp.status_code == 409, resp.text
     assert "cross-border applications" in resp.json()["error"]["message"]
+
+
+@both_stores
+def test_the_job_runs_from_the_scheduler_and_the_cli(
+    world: World, runtime: Runtime, tmp_path: Any, store_url: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from tests.store.test_billing_jobs import env_for
+    from tongdao.cli import app as cli_app
+    from tongdao.crossborder.models import CrossBorderApplication
+    from tongdao.jobs import lease
+    from tongdao.jobs.scheduler import Scheduler
+
+    net = Net(world)
+    app = apply_a(world, net)
+    assert approve(world, app["id"], net.link["id"], 20, days=20).status_code == 200
+    # The scheduler's tick runs the job: 20 days left, the 30-day warning goes out.
+    scheduler = Scheduler(runtime, 0)
+    scheduler.tick()
+    with runtime.db.session(write=False) as session:
+        row = session.get(CrossBorderApplication, uuid.UUID(app["id"]))
+        assert row is not None and row.warned_30_at is not None and row.state == "approved"
+    # Its validity ended yesterday (as if 21 days had passed): the CLI expires it.
+    with runtime.db.session() as session:
+        row = session.get(CrossBorderApplication, uuid.UUID(app["id"]))
+        assert row is not None
+        row.valid_from = row.valid_to = shanghai_today(runtime.clock()) - timedelta(days=1)
+        session.commit()
+    runner = CliRunner()
+    env = env_for(tmp_path, store_url)
+    assert lease.acquire(runtime.db, expiry.JOB, "replica-x", runtime.clock(), timedelta(minutes=5))
+    held = runner.invoke(cli_app, ["crossborder", "expire"], env=env)
+    assert held.exit_code == 3 and "lease" in held.output
+    lease.release(runtime.db, expiry.JOB, "replica-x", runtime.clock())
+    done = runner.invoke(cli_app, ["crossborder", "expire", "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["expired"] == [app["id"]]
+    assert net.bj_pop_peers() == []

@@ -232,6 +232,9 @@ def expire(
     except LeaseHeld:
         fail("the cross-border job is running elsewhere (its lease is held); try later", 3)
     finally:
+        if runtime.mailer is not None:  # the warnings it queued leave before the command ends
+            runtime.mailer.wait_idle(60)
+            runtime.mailer.stop()
         runtime.db.dispose()
     counts = {
         "opened": [str(i) for i in outcome.opened],
