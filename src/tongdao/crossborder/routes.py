@@ -166,22 +166,20 @@ async def upload_document(
     checked from the content)."""
     from starlette.concurrency import run_in_threadpool
 
-    def load() -> None:
-        guard.tenant(tenant_id)
-        service.get(guard.ctx, object_id, tenant_id)
-        guard.require("crossborder", Action.UPDATE)
-
-    await run_in_threadpool(load)  # 404 / 403 before anything about the request itself
-    try:
-        document_kind = DocumentKind(kind or "")
-    except ValueError:
-        raise ValidationError(
-            {"kind": "one of " + ", ".join(k.value for k in DocumentKind)}
-        ) from None
+    # The body is read before the store is touched: on SQLite a write request's first query
+    # takes the write lock, which a slow upload must not hold.
     data = await docs.read_limited(request.stream(), request.headers.get("content-length"))
 
     def store() -> s.DocumentPublic:
+        guard.tenant(tenant_id)
         app = service.get(guard.ctx, object_id, tenant_id)
+        guard.require("crossborder", Action.UPDATE)  # 404 / 403 before the request's own errors
+        try:
+            document_kind = DocumentKind(kind or "")
+        except ValueError:
+            raise ValidationError(
+                {"kind": "one of " + ", ".join(k.value for k in DocumentKind)}
+            ) from None
         doc = docs.add(
             guard.ctx, app, document_kind, filename, request.headers.get("content-type"), data
         )
