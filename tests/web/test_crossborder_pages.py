@@ -149,8 +149,11 @@ def test_refusals_show_next_to_their_fields(world: World) -> None:
         form(site["id"], internal_use_only="", bandwidth_mbps="0", term_end="2020-01-01"),
     )
     assert resp.status_code == 422
-    for name in ("internal_use_only", "bandwidth_mbps"):
-        assert re.search(rf'id="f-{name}-error">[^<]+<', resp.text), name
+    assert re.search(r'id="f-bandwidth_mbps-error">[^<]+<', resp.text)
+    # Without the undertaking (the rest valid): told why, next to the box.
+    resp = admin.post("/console/crossborder", form(site["id"], internal_use_only=""))
+    assert resp.status_code == 422
+    assert re.search(r'id="f-internal_use_only-error">[^<]*internal office use only', resp.text)
     assert 'value="Li Na"' in resp.text  # what was typed is kept
     with world.runtime.db.session(write=False) as session:
         assert session.scalar(select(CrossBorderApplication.id)) is None

@@ -30,8 +30,8 @@ class ApplicationCreate(Strict):
     """What a tenant admin applies with (a draft: documents are uploaded next, then it is
     submitted)."""
 
-    internal_use_only: Literal[True] = Field(
-        description="the undertaking: internal office use only, no telecom business"
+    internal_use_only: bool = Field(
+        description="the undertaking: internal office use only, no telecom business (must be true)"
     )
     site_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
     bandwidth_mbps: Mbps

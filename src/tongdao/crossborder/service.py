@@ -82,6 +82,13 @@ def _check_term(start: date, end: date) -> None:
 
 
 def create(ctx: Ctx, tenant: Tenant, data: s.ApplicationCreate) -> CrossBorderApplication:
+    if not data.internal_use_only:
+        raise ValidationError(
+            {
+                "internal_use_only": "the line is for internal office use only: give this "
+                "undertaking to apply"
+            }
+        )
     _check_term(data.term_start, data.term_end)
     app = CrossBorderApplication(
         tenant_id=tenant.id,
