@@ -168,7 +168,7 @@ class Demo:
         bj, fra = crossborder.create_pops(admin, base)
         for n in range(10):
             topo.track(interface_name(base + n))
-        crossborder.link_pops(admin, bj, fra, "CU-IPLC-DEMO", "工信部国际〔2026〕演示")
+        link = crossborder.link_pops(admin, bj, fra, "CU-IPLC-DEMO", "工信部国际〔2026〕演示")
         say("PoPs cn-bj-1 and de-fra-1, joined by the registered link bj-fra")
 
         tries: list[str] = []
@@ -255,6 +255,16 @@ class Demo:
             for decl in site["declarations"]:  # rule network.declared_only
                 officer("POST", f"/declarations/{decl['id']}/approve", json={"reason": "HQ LAN"})
             admin("PATCH", f"/tenants/{tid}/sites/{site['id']}", json={"state": "active"})
+            # The company's cross-border authorisation on the link: IT applies (documents
+            # uploaded), the compliance officer records the carrier's approval.
+            crossborder.authorise(
+                it,
+                crossborder.http_uploader(it.base, it.headers),
+                officer,
+                tid,
+                [site["id"]],
+                link["id"],
+            )
             topo.track(connector_interface_name(uuid.UUID(site["id"])))
             private, public = keypair()
             device = li(

@@ -62,6 +62,9 @@ TENANT_OBJECTS = frozenset(
         "connector",
         "invoice",
         "issued_invoice",
+        "crossborder_application",
+        "crossborder_draft",
+        "crossborder_document",
     }
 )
 
@@ -177,6 +180,13 @@ TARGETS: dict[str, Target] = {
     "shareholder": lambda bench, case: bench.new_shareholder(),
     "gateway": lambda bench, case: bench.new_gateway(),
     "connector": lambda bench, case: bench.new_connector(case.obj_label),
+    "crossborder_application": lambda bench, case: bench.new_crossborder_application(
+        case.obj_label
+    ),
+    "crossborder_draft": lambda bench, case: bench.new_crossborder_application(
+        case.obj_label, submitted=False
+    ),
+    "crossborder_document": lambda bench, case: bench.new_crossborder_document(case.obj_label),
 }
 
 
@@ -475,6 +485,65 @@ SPECS: dict[tuple[str, str], Spec] = {
         "prefix_allowance",
         lambda bench, case: bench.allowance_body(),
         lambda bench, case: {"reason": "renewed contract"},
+    ),
+    # --- cross-border service (tongdao.crossborder) -------------------------------------------
+    ("GET", "/crossborder/letter-template.pdf"): Spec("crossborder", Action.READ),
+    ("GET", T + "/crossborder/status"): Spec("crossborder", Action.READ),
+    ("GET", T + "/crossborder/applications"): Spec("crossborder", Action.READ),
+    ("POST", T + "/crossborder/applications"): Spec(
+        "crossborder",
+        Action.CREATE,
+        body=lambda bench, case: bench.crossborder_body(case.path_label),
+    ),
+    ("GET", T + "/crossborder/applications/{object_id}"): Spec(
+        "crossborder", Action.READ, "crossborder_application"
+    ),
+    ("PATCH", T + "/crossborder/applications/{object_id}"): Spec(
+        "crossborder",
+        Action.UPDATE,
+        "crossborder_draft",
+        body=lambda bench, case: {"headcount": 55},
+    ),
+    ("POST", T + "/crossborder/applications/{object_id}/submit"): Spec(
+        "crossborder",
+        Action.UPDATE,
+        "crossborder_draft",
+        also=frozenset({422}),
+        notes="a fresh draft has no documents: 422 naming them (tests/api/test_crossborder.py)",
+    ),
+    ("POST", T + "/crossborder/applications/{object_id}/documents"): Spec(
+        "crossborder",
+        Action.UPDATE,
+        "crossborder_draft",
+        also=frozenset({422}),
+        notes="the matrix sends JSON, not a document: 422 (uploads: tests/api/test_crossborder.py)",
+    ),
+    ("GET", T + "/crossborder/documents/{object_id}"): Spec(
+        "crossborder", Action.READ, "crossborder_document"
+    ),
+    ("GET", "/crossborder/applications"): Spec(
+        "crossborder", Action.READ, notes="a tenant admin lists their own tenant's"
+    ),
+    ("POST", "/crossborder/applications/{object_id}/review"): Spec(
+        "crossborder_decisions", Action.UPDATE, "crossborder_application"
+    ),
+    ("POST", "/crossborder/applications/{object_id}/approve"): Spec(
+        "crossborder_decisions",
+        Action.UPDATE,
+        "crossborder_application",
+        body=lambda bench, case: {
+            "approval_ref": "CU-XB-1",
+            "link_id": bench.crossborder_link(),
+            "approved_mbps": 10,
+            "valid_from": "2026-01-01",
+            "valid_to": "2099-12-31",
+        },
+    ),
+    ("POST", "/crossborder/applications/{object_id}/reject"): Spec(
+        "crossborder_decisions",
+        Action.UPDATE,
+        "crossborder_application",
+        body=lambda bench, case: {"reason": "the letter is not stamped"},
     ),
     # --- billing ---------------------------------------------------------------------------
     **_crud(

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import both_stores
+from tests.support.crossborder import authorise_abroad
 from tests.support.privacy import consent_abroad, publish_notice
 from tests.support.world import World
 from tongdao.gateway.changes import ChangeFeed, PgListener, current_version
@@ -252,6 +253,10 @@ def test_cross_border_peering_needs_a_registered_link(world: World) -> None:
         headers=world.admin.headers,
     )
     assert resp.status_code == 201
+    # The link alone carries no tenant: tenant A needs its authorisation (rule
+    # crossborder.tenant_authorised; tests/api/test_crossborder.py).
+    assert [p.kind for p in state(world, gw_bj).tenants[0].peers] == ["device"]
+    authorise_abroad(world, [site["id"]], resp.json()["id"])
     bj_peers = {p.kind: p for p in state(world, gw_bj).tenants[0].peers}
     assert "198.18.7.0/24" in bj_peers["pop"].allowed_ips
     assert bj_peers["pop"].endpoint == "203.0.113.20:51820"
@@ -439,7 +444,7 @@ def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
     (path,) = world.client.get(f"{base}/paths", headers=h).json()
     assert path["up"] is False
     assert "no registered cross-border link joins bj and fra" in path["reason"]
-    world.client.post(
+    link = world.client.post(
         "/api/v1/links",
         headers=world.admin.headers,
         json={
@@ -451,6 +456,10 @@ def test_site_paths_say_why_and_a_router_gets_its_config(world: World) -> None:
             "capacity_mbps": 10,
         },
     )
+    (path,) = world.client.get(f"{base}/paths", headers=h).json()
+    # The link is there, tenant A's authorisation to use it is not (yet).
+    assert (path["up"], path["crossborder_step"]) == (False, "none")
+    authorise_abroad(world, [site["id"]], link.json()["id"])
     (path,) = world.client.get(f"{base}/paths", headers=h).json()
     assert (path["up"], path["link"], path["approval_ref"]) == (
         True,

@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 
 from tests.api.test_gateway import activate, enrol, make_pop, state
 from tests.conftest import both_stores
+from tests.support.crossborder import authorise_abroad
 from tests.support.privacy import (
     NOTICE_VERSION,
     consent_abroad,
@@ -683,6 +684,8 @@ def _cross_border(world: World) -> dict[str, Any]:
         headers=adm,
     )
     assert resp.status_code == 201, resp.text
+    # Tenant A's authorisation to use the link (rule crossborder.tenant_authorised).
+    authorise_abroad(world, [site["id"]], resp.json()["id"])
     return {
         "bj": bj,
         "fra": fra,

@@ -69,6 +69,13 @@ def fuzz_world(world: World) -> dict[str, Any]:
         "/operator/shareholders/": [bench.new_shareholder()],
         "/operator/staff/": [bench.new_staff()],
         "/tokens/": [bench.token(world.admin.user_id)[0]],
+        # Cross-border: a draft and a submitted application of tenant A, and a document.
+        "/tenants/{tenant_id}/crossborder/applications/": [
+            bench.new_crossborder_application("a", submitted=False),
+            bench.new_crossborder_application("a"),
+        ],
+        "/crossborder/applications/": [bench.new_crossborder_application("a")],
+        "/tenants/{tenant_id}/crossborder/documents/": [bench.new_crossborder_document("a")],
     }
     return {"world": world, "bench": bench, "ids": ids}
 

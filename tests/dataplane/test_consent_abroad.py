@@ -139,7 +139,12 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
                     json={"name": "d2", "public_key": keys[1][1], "user_id": other["id"]},
                 ),
             ]
-            crossborder.link_pops(admin, bj, fra, "CU-IPLC-0002", "工信部国际〔2026〕13号")
+            link = crossborder.link_pops(admin, bj, fra, "CU-IPLC-0002", "工信部国际〔2026〕13号")
+            # The tenant's own authorisation on the link (rule crossborder.tenant_authorised).
+            crossborder.authorise(
+                it, crossborder.http_uploader(it.url, it.headers), officer, tid, [site["id"]],
+                link["id"],
+            )  # fmt: skip
 
             def start(token: str, ns: str, name: str) -> None:
                 agent = GatewayAgent(url, tmp_path / name, token=token, netns=ns, poll_wait=5)

@@ -87,6 +87,21 @@ def signed_in(url: str, actor: Actor) -> Api:
     return Api(url, replace(actor, token=resp.json()["token"]))
 
 
+def route_anyway(
+    ns: str, ifname: str, conf: str, client: netns.WgQuickConfig, prefixes: list[str]
+) -> None:
+    """Make a client route ``prefixes`` into its tunnel though its config does not list them
+    (as one edited by hand would): whether they pass is then the gateways' decision."""
+    key = next(
+        line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("PublicKey")
+    )
+    allowed = ",".join([*client.allowed_ips, *prefixes])
+    netns.run(["ip", "netns", "exec", ns, "wg", "set", ifname, "peer", key, "allowed-ips", allowed])
+    for prefix in prefixes:
+        family = "-6" if ":" in prefix else "-4"
+        netns.run(["ip", "-n", ns, family, "route", "add", prefix, "dev", ifname])
+
+
 @dataclass
 class Company:
     label: str
@@ -253,9 +268,13 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
                 conf = httpx.get(conf_url, headers=co.employee.headers, timeout=10).text
                 assert "cn-bj-1" in conf
                 assert "de-fra-1" not in conf  # a device in China never dials the overseas PoP
-                assert SITE_V4 in conf
+                # No cross-border authorisation yet: the HQ is not in the config (rule
+                # crossborder.tenant_authorised); the client routes it into the tunnel by hand.
+                assert SITE_V4 not in conf
                 assert UNAPPROVED_V4 not in conf  # declared, rejected: never routed
-                netns.bring_up_client(co.dev_ns, topo.wg_ifname(), conf, co.private_key)
+                ifname = topo.wg_ifname()
+                client = netns.bring_up_client(co.dev_ns, ifname, conf, co.private_key)
+                route_anyway(co.dev_ns, ifname, conf, client, [SITE_V4, SITE_V6])
                 site_url = f"/tenants/{co.tenant_id}/sites/{co.site['id']}"
                 wait_until(
                     lambda a=co.admin, u=site_url: a("GET", u)["connector_public_key"] is not None,
@@ -269,8 +288,22 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             time.sleep(2)
             assert not netns.ping(a.dev_ns, HQ_V4, tries=2)
 
-            crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
+            link = crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
+            # Each company's own authorisation on the link (rule crossborder.tenant_authorised;
+            # without it: tests/dataplane/test_crossborder_authorisation.py).
             for co in companies:
+                assert co.site is not None
+                crossborder.authorise(
+                    co.admin, crossborder.http_uploader(co.admin.url, co.admin.headers), officer,
+                    co.tenant_id, [co.site["id"]], link["id"],
+                )  # fmt: skip
+            for co in companies:
+                assert co.device is not None
+                conf_url = (
+                    f"{url}/api/v1/tenants/{co.tenant_id}/devices/{co.device['id']}/wireguard.conf"
+                )
+                conf = httpx.get(conf_url, headers=co.employee.headers, timeout=10).text
+                assert SITE_V4 in conf and UNAPPROVED_V4 not in conf
                 wait_until(
                     lambda ns=co.dev_ns: netns.ping(ns, HQ_V4, tries=1),
                     40,

@@ -52,6 +52,7 @@ class Bench:
         self.passwords: dict[uuid.UUID, str] = {}  # users whose password a case changed
         self.totp_enabled: set[uuid.UUID] = set()
         self.connector_sites: dict[str, str] = {}
+        self.cached: dict[str, str] = {}
 
         self.call("PUT", "/operator", {"legal_name": "Tongdao JV Ltd", "uscc": USCC_C})
         self.pop = self.new_pop("active")
@@ -162,6 +163,67 @@ class Bench:
 
     def new_staff(self) -> str:
         return str(self.call("POST", "/operator/staff", self.staff_body())["id"])
+
+    # --- cross-border applications (tongdao.crossborder) -----------------------------------
+    def crossborder_site(self, label: str) -> str:
+        """The tenant's HQ site abroad (one per tenant)."""
+        key = f"xb-site-{label}"
+        if key not in self.cached:
+            body = {**self.site_body(), "country": "DE", "purpose": "hq"}
+            site = self.call("POST", f"/tenants/{self.tenant(label).id}/sites", body)
+            self.cached[key] = self._track(label, site["id"])
+        return self.cached[key]
+
+    def crossborder_link(self) -> str:
+        """A registered link from a PoP in China to one abroad (one per bench)."""
+        if "xb-link" not in self.cached:
+            abroad = {**self.pop_body(), "region": "DE-FRA", "country": "DE"}
+            body = {
+                **self.link_body(),
+                "pop_b_id": self.call("POST", "/pops", abroad)["id"],
+                "capacity_mbps": 1_000_000,
+            }
+            self.cached["xb-link"] = str(self.call("POST", "/links", body)["id"])
+        return self.cached["xb-link"]
+
+    def crossborder_body(self, label: str) -> dict[str, Any]:
+        from tongdao.testing.crossborder import application_body
+
+        return application_body([self.crossborder_site(label)])
+
+    def new_crossborder_application(self, label: str, *, submitted: bool = True) -> str:
+        """A fresh application of the tenant: a draft, or submitted with its documents."""
+        from tongdao.testing import crossborder
+
+        tenant = self.tenant(label)
+        base = f"/tenants/{tenant.id}/crossborder/applications"
+        app = self.call("POST", base, self.crossborder_body(label), tenant.admin.headers)
+        self._track(label, app["id"])
+        if submitted:
+            for kind, content, ctype in (
+                ("business_licence", crossborder.sample_png(), "image/png"),
+                ("commitment_letter", crossborder.sample_pdf(), "application/pdf"),
+            ):
+                self.upload(label, app["id"], kind, content, ctype)
+            self.call("POST", f"{base}/{app['id']}/submit", None, tenant.admin.headers)
+        return str(app["id"])
+
+    def upload(self, label: str, app_id: str, kind: str, content: bytes, ctype: str) -> str:
+        tenant = self.tenant(label)
+        resp = self.client.post(
+            f"{API}/tenants/{tenant.id}/crossborder/applications/{app_id}/documents",
+            params={"kind": kind},
+            content=content,
+            headers={**tenant.admin.headers, "Content-Type": ctype},
+        )
+        assert resp.status_code == 201, resp.text
+        return self._track(label, str(resp.json()["id"]))
+
+    def new_crossborder_document(self, label: str) -> str:
+        from tongdao.testing.crossborder import sample_png
+
+        app_id = self.new_crossborder_application(label, submitted=False)
+        return self.upload(label, app_id, "other", sample_png(), "image/png")
 
     # --- gateways ---------------------------------------------------------------------------
     def enrolment_token(self) -> str:

@@ -120,6 +120,10 @@ MULTI_LINE = {
     ("PolicyUpdate", "description"),
     ("GroupCreate", "description"),
     ("GroupUpdate", "description"),
+    ("ApplicationCreate", "notes"),
+    ("ApplicationUpdate", "notes"),
+    ("Approve", "reason"),
+    ("Reject", "reason"),
 }
 
 

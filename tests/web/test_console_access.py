@@ -683,3 +683,84 @@ def _op_link(world: World) -> str:
 
 def _op_staff(world: World, action: str) -> str:
     return f"/console/operator/staff/{world.operators['auditor'].user_id}/{action}"
+
+
+# --- cross-border service (tongdao.web.pages.crossborder) ------------------------------------
+_XB_APPLICANT = frozenset({Role.TENANT_ADMIN})
+_XB_READERS = frozenset(
+    {Role.TENANT_ADMIN, Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR}
+)
+_XB_OFFICER = frozenset({Role.COMPLIANCE_OFFICER})
+
+
+def _xb_app(world: World, label: str) -> str:
+    """A draft application of tenant ``label`` with one document (API, once per world)."""
+    from tongdao.testing import crossborder
+
+    fixture = world.a if label == "a" else world.b
+    if "xb_app" not in fixture.data:
+        h = fixture.admin.headers
+        site = world.client.post(
+            f"/api/v1/tenants/{fixture.id}/sites",
+            json={"name": "xb-hq", "country": "DE", "purpose": "hq",
+                  "prefixes": ["198.18.77.0/24"]},
+            headers=h,
+        )  # fmt: skip
+        assert site.status_code == 201, site.text
+        base = f"/api/v1/tenants/{fixture.id}/crossborder/applications"
+        app = world.client.post(
+            base, json=crossborder.application_body([site.json()["id"]]), headers=h
+        )
+        assert app.status_code == 201, app.text
+        doc = world.client.post(
+            f"{base}/{app.json()['id']}/documents",
+            params={"kind": "other"},
+            content=crossborder.sample_png(),
+            headers={**h, "Content-Type": "image/png"},
+        )
+        assert doc.status_code == 201, doc.text
+        fixture.data["xb_app"] = app.json()["id"]
+        fixture.data["xb_doc"] = doc.json()["id"]
+    return str(fixture.data["xb_app"])
+
+
+def _xb(label: str, tail: str = "") -> Fill:
+    return lambda w: f"/console/crossborder/{_xb_app(w, label)}{tail}"
+
+
+def _xb_doc(label: str) -> Fill:
+    def fill(w: World) -> str:
+        _xb_app(w, label)
+        fixture = w.a if label == "a" else w.b
+        return f"/console/crossborder/documents/{fixture.data['xb_doc']}"
+
+    return fill
+
+
+PAGES.update(
+    {
+        ("GET", "/console/crossborder"): Page(_XB_APPLICANT),
+        ("POST", "/console/crossborder"): Page(_XB_APPLICANT, csrf=True),
+        ("GET", "/console/crossborder/letter.pdf"): Page(_XB_READERS, allowed_status=(200,)),
+        ("GET", "/console/crossborder/{app_id}"): Page(_XB_READERS, _xb("a"), _xb("b")),
+        ("POST", "/console/crossborder/{app_id}/documents"): Page(
+            _XB_APPLICANT, _xb("a", "/documents"), _xb("b", "/documents"), csrf=True
+        ),
+        ("POST", "/console/crossborder/{app_id}/submit"): Page(
+            _XB_APPLICANT, _xb("a", "/submit"), _xb("b", "/submit"), csrf=True
+        ),
+        ("GET", "/console/crossborder/documents/{doc_id}"): Page(
+            _XB_READERS, _xb_doc("a"), _xb_doc("b"), allowed_status=(200,)
+        ),
+        **{
+            ("POST", f"/console/crossborder/{{app_id}}/{verb}"): Page(
+                _XB_OFFICER, _xb("a", f"/{verb}"), _xb("b", f"/{verb}"), csrf=True
+            )
+            for verb in ("review", "approve", "reject")
+        },
+        ("GET", "/console/crossborder-queue"): Page(
+            frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR})
+        ),
+    }
+)
+# --- end of cross-border ----------------------------------------------------------------------

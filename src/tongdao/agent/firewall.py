@@ -484,9 +484,64 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
     cmds.append(_rule("forward", {"vmap": {"key": _meta("iifname"), "data": "@dispatch"}}))
     cmds.append(_rule("forward", _match(_meta("oifname"), "@ifaces", "!="), {"accept": None}))
     for t in ordered:
-        cmds += _tenant_rules(t.ifname)
+        cmds += with_crossborder_rates(t, _tenant_rules(t.ifname))
     cmds += compile_quota(ordered)
     return {"nftables": cmds}
+
+
+# --- cross-border rate per tenant (rule crossborder.tenant_authorised) -----------------------
+# A peer PoP across the border carries ``link_rate_mbps``: the tenant's approved cross-border
+# bandwidth. Traffic of the tenant's chain to the addresses behind that peer, and from them, is
+# held to that rate, each direction by its own token bucket; what goes over it is dropped.
+# These rules come right after the chain's first rule, before the accepts of established
+# flows, so every packet of the flows across the border is counted.
+CROSSBORDER_BURST_SECONDS: Final = 0.05
+"""The bucket holds this much of a second's worth at the rate (at least 64 KiB)."""
+
+
+def crossborder_rate_rules(tenant: TenantInterface) -> list[JSON]:
+    """Two rules per rate-limited peer of the tenant (to it, from it), in peer order."""
+    chain = tenant_chain(tenant.ifname)
+    rules: list[JSON] = []
+    for peer in tenant.peers:
+        if peer.link_rate_mbps is None or not peer.allowed_ips:
+            continue
+        rate = peer.link_rate_mbps * 125_000  # Mbit/s -> bytes/s
+        burst = max(65_536, int(rate * CROSSBORDER_BURST_SECONDS))
+        nets = _parse_networks(peer.allowed_ips, f"{tenant.ifname}: peer {peer.ref}")
+        for version, proto in ((4, "ip"), (6, "ip6")):
+            elems = [
+                {"prefix": {"addr": str(n.network_address), "len": n.prefixlen}}
+                for n in nets
+                if n.version == version
+            ]
+            if not elems:
+                continue
+            for field in ("daddr", "saddr"):
+                rules.append(
+                    _rule(
+                        chain,
+                        _match(_payload(proto, field), {"set": elems}),
+                        {
+                            "limit": {
+                                "rate": rate,
+                                "rate_unit": "bytes",
+                                "per": "second",
+                                "burst": burst,
+                                "burst_unit": "bytes",
+                                "inv": True,
+                            }
+                        },
+                        {"drop": None},
+                    )
+                )
+    return rules
+
+
+def with_crossborder_rates(tenant: TenantInterface, rules: list[JSON]) -> list[JSON]:
+    """The tenant chain's rules with the cross-border rate rules after its first one."""
+    extra = crossborder_rate_rules(tenant)
+    return [*rules[:1], *extra, *rules[1:]] if extra else rules
 
 
 def _element_commands(verb: str, expanded: dict[str, _Expanded]) -> list[JSON]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,17 +33,26 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, larger: tuple[tuple[re.Pattern[str], int], ...] = ()
+    ) -> None:
         self.app = app
         self.limit = limit
+        # Routes that take larger bodies (document uploads): a path pattern and its limit;
+        # the refusal names the field ``file``.
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, field = self.limit, None
+        for pattern, bigger in self.larger:
+            if pattern.fullmatch(scope.get("path", "")):
+                limit, field = bigger, "file"
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit, field)
             return
         seen = 0
         responded = False
@@ -52,7 +62,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLargeError
             return message
 
@@ -66,12 +76,14 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLargeError:
             if not responded:
-                await self._refuse(send)
+                await self._refuse(send, limit, field)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int, field: str | None) -> None:
         response = JSONResponse(
             errors.error_body(
-                "payload_too_large", f"request bodies are limited to {self.limit} bytes"
+                "payload_too_large",
+                f"request bodies are limited to {limit} bytes",
+                {field: f"larger than {limit} bytes"} if field else None,
             ),
             status_code=413,
         )
@@ -89,6 +101,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.auth.reset_routes import router as reset_router
     from tongdao.auth.routes import router as auth_router
     from tongdao.billing.routes import router as billing_router
+    from tongdao.crossborder import documents as crossborder_documents
+    from tongdao.crossborder.routes import router as crossborder_router
     from tongdao.gateway.ledger_routes import router as ledger_router
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
@@ -173,6 +187,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         mail_router,
         billing_router,
         quotas_router,
+        crossborder_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
@@ -220,7 +235,20 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(console_router)
     app.include_router(docs_router)
     app.include_router(password_page_router)
-    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=runtime.settings.max_body_bytes,
+        larger=(
+            (
+                re.compile(r"/api/v1/tenants/[^/]+/crossborder/applications/[^/]+/documents"),
+                crossborder_documents.MAX_BYTES,
+            ),
+            (
+                re.compile(r"/console/crossborder/[^/]+/documents"),
+                crossborder_documents.MAX_BYTES + 64 * 1024,
+            ),
+        ),
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals count too
     metrics.learn_routes(app.routes)
     return app

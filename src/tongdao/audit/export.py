@@ -269,6 +269,10 @@ def write_export(
             text.detach()
             buffered.flush()
             buffered.detach()
+        # Cross-border documents of the applications in scope (tongdao.crossborder.export).
+        from tongdao.crossborder.export import add_documents
+
+        documents = add_documents(session, archive, query, scope)
         manifest: dict[str, Any] = chain.plain(
             {
                 "format": query.format.value,
@@ -287,6 +291,7 @@ def write_export(
                         "rows": sum(counts.values()) + open_count,
                     }
                 ],
+                "documents": documents,
                 "chain": {
                     "first_seq": first_seq,
                     "last_seq": last_seq,

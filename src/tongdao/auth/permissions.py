@@ -167,6 +167,15 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: R,
         Role.EMPLOYEE: R,
     },
+    # Cross-border service (tongdao.crossborder): a tenant admin applies for their tenant
+    # (create, update a draft, upload, submit); the decision is the compliance officer's alone.
+    "crossborder": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: frozenset({Action.READ, Action.CREATE, Action.UPDATE}),
+    },
+    "crossborder_decisions": {Role.COMPLIANCE_OFFICER: RU},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from tongdao.cli import admin, audit, billing, gateway, quotas, resources, server, usage
+from tongdao.cli import (
+    admin,
+    audit,
+    billing,
+    crossborder,
+    gateway,
+    quotas,
+    resources,
+    server,
+    usage,
+)
 
 app = typer.Typer(
     name="tongdao",
@@ -17,6 +27,7 @@ app.command("server")(server.serve)
 app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
 app.add_typer(usage.app, name="usage")
+app.add_typer(crossborder.app, name="crossborder")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(quotas.app, name="quotas")
 app.add_typer(gateway.connector_app, name="connector")

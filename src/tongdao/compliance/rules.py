@@ -226,6 +226,12 @@ RULES: Mapping[str, Rule] = _rules(
         # Kong, Macao and Taiwan have their own codes, so they count as abroad here).
         MappingProxyType({"home_country": "CN"}),
     ),
+    Rule(
+        "crossborder.tenant_authorised",
+        "A tenant's traffic crosses the border only under its own approved, unexpired "
+        "cross-border authorisation (internal office use), within the link's capacity",
+        "MIIT 2017 notice (工信部信管函〔2017〕32号); carriers' cross-border service terms",
+    ),
     # --- logs ----------------------------------------------------------------------------------
     Rule(
         "logs.retention",

@@ -41,6 +41,9 @@ class Peer(Frozen):
     cross_border: bool = Field(
         default=False, description="a peer PoP across the border over a registered link"
     )
+    # A peer PoP across the border: the tenant's approved cross-border bandwidth, enforced on
+    # the traffic to and from it (tongdao.agent.firewall); None: no limit of this kind.
+    link_rate_mbps: int | None = Field(default=None, ge=1, le=100_000)
 
 
 class PolicyRule(Frozen):

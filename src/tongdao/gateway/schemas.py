@@ -78,3 +78,6 @@ class SitePath(BaseModel):
     reason: str
     link: str | None = None
     approval_ref: str | None = None
+    # Across the border: the tenant's step towards (or in) its cross-border authorisation on
+    # the link (none, draft, submitted, under_review, rejected, expired, approved, ...).
+    crossborder_step: str | None = None

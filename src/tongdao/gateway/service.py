@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
 from tongdao.audit.recorder import record
+from tongdao.crossborder import service as crossborder
 from tongdao.errors import (
     AuthenticationError,
     Conflict,
@@ -62,6 +63,7 @@ from tongdao.network.models import (
 )
 from tongdao.network.service import (
     HOME_COUNTRY,
+    crosses_border,
     device_homed_at,
     ensure_interface,
     no_link_reason,
@@ -369,16 +371,22 @@ class _PeerCache:
 _DEVICE_PEERS = _PeerCache()
 
 
-def _linked_pops(ctx: Ctx, pop: Pop) -> list[Pop]:
+def _linked_pops(ctx: Ctx, pop: Pop) -> list[tuple[Pop, uuid.UUID]]:
+    """The PoPs joined to this one by an active link, each with the link's id."""
     rows = ctx.session.scalars(
         select(Link).where(
             Link.state == LinkState.ACTIVE, or_(Link.pop_a_id == pop.id, Link.pop_b_id == pop.id)
         )
     )
-    others = [link.pop_b_id if link.pop_a_id == pop.id else link.pop_a_id for link in rows]
+    others = {link.pop_b_id if link.pop_a_id == pop.id else link.pop_a_id: link.id for link in rows}
     if not others:
         return []
-    return list(ctx.session.scalars(select(Pop).where(Pop.id.in_(others)).order_by(Pop.name)))
+    return [
+        (other, others[other.id])
+        for other in ctx.session.scalars(
+            select(Pop).where(Pop.id.in_(list(others))).order_by(Pop.name)
+        )
+    ]
 
 
 def _policy_rules(
@@ -457,6 +465,11 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
     consenting = {str(u) for u in abroad_consenting_users(ctx.session, (t.id for t in tenants))}
     # Quotas: two queries per compile; the limits of the (few) tenants that have any.
     limited = limited_tenants(ctx.session)
+    # Rule crossborder.tenant_authorised: a link across the border carries a tenant only
+    # under its approved, unexpired authorisation on that link, at the approved rate.
+    grants = crossborder.authorisations(
+        ctx.session, [t.id for t in tenants], crossborder.today(ctx)
+    )
     out: list[TenantInterface] = []
     for tenant in tenants:
         enforced = (
@@ -493,7 +506,10 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                         **_limit_fields(enforced.tenant if enforced else None),
                     )
                 )
-        for other in linked:
+        for other, link_id in linked:
+            grant = grants.get(tenant.id, {}).get(link_id)
+            if grant is None and crosses_border(pop.country, other.country):
+                continue
             remote = ctx.session.scalar(
                 select(PopTenantInterface).where(
                     PopTenantInterface.pop_id == other.id, PopTenantInterface.tenant_id == tenant.id
@@ -521,6 +537,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                     endpoint=_endpoint(other.endpoint_host, remote.listen_port),
                     keepalive=KEEPALIVE,
                     cross_border=here_ok != (other.country == HOME_COUNTRY),
+                    link_rate_mbps=grant.mbps if grant is not None else None,
                 )
             )
         pool4 = ipaddress.ip_network(tenant.ipv4_pool)
@@ -707,6 +724,24 @@ def site_paths(ctx: Ctx, site: Site) -> list[SitePath]:
                     to_pop=to.name,
                     up=False,
                     reason=no_link_reason(home, to),
+                )
+            )
+        elif (
+            crosses_border(home.country, to.country)
+            and not (cb := crossborder.status(ctx, site.tenant_id, link.id)).authorised
+        ):
+            # Rule crossborder.tenant_authorised: the link exists, the tenant's authorisation
+            # on it does not (yet, or any more): say which step is missing.
+            paths.append(
+                SitePath(
+                    from_pop=home.name,
+                    to_pop=to.name,
+                    up=False,
+                    reason=f"registered link {link.name} exists, but {cb.message} "
+                    f"(rule {crossborder.RULE})",
+                    link=link.name,
+                    approval_ref=link.approval_ref,
+                    crossborder_step=cb.step,
                 )
             )
         else:

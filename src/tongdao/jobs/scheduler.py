@@ -28,6 +28,7 @@ from tongdao.billing.service import RunOutcome, run_month
 from tongdao.jobs import lease
 
 if TYPE_CHECKING:
+    from tongdao.crossborder.expiry import ExpiryOutcome
     from tongdao.runtime import Runtime
 
 log = logging.getLogger("tongdao.jobs")
@@ -77,6 +78,19 @@ def due_billing_month(runtime: Runtime) -> date:
     return money.previous_month(money.shanghai_today(runtime.clock()).replace(day=1))
 
 
+def run_crossborder_job(runtime: Runtime, holder: str) -> ExpiryOutcome:
+    """The cross-border expiry job under its lease; raises :class:`LeaseHeld`."""
+    from tongdao.crossborder import expiry
+
+    db = runtime.db
+    if not lease.acquire(db, expiry.JOB, holder, runtime.clock(), LEASE_TTL):
+        raise LeaseHeld(expiry.JOB)
+    try:
+        return expiry.run(runtime)
+    finally:
+        lease.release(db, expiry.JOB, holder, runtime.clock(), done=runtime.clock().isoformat())
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime, interval: float) -> None:
         self.runtime = runtime
@@ -84,7 +98,12 @@ class Scheduler:
         self.holder = lease.holder_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.jobs: list[Callable[[], object]] = [self.billing, self.usage_retention, self.quotas]
+        self.jobs: list[Callable[[], object]] = [
+            self.billing,
+            self.usage_retention,
+            self.quotas,
+            self.crossborder,
+        ]
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -110,6 +129,12 @@ class Scheduler:
         try:
             return retention.run_retention_job(self.runtime, self.runtime.clock(), self.holder)
         except retention.LeaseHeld:
+            return None
+
+    def crossborder(self) -> object:
+        try:
+            return run_crossborder_job(self.runtime, self.holder)
+        except LeaseHeld:
             return None
 
     def tick(self) -> None:

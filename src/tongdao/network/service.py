@@ -228,6 +228,10 @@ class LinkResource(Resource[Link]):
     def update(self, ctx: Ctx, obj: Link, data: Any) -> Link:
         changes = {k: v for k, v in _changes(data).items() if v is not None or k == "approval_ref"}
         ensure_unique(ctx, Link.name, changes.get("name"), own=obj.id, what="a link")
+        if changes.get("capacity_mbps", obj.capacity_mbps) < obj.capacity_mbps:
+            from tongdao.crossborder.service import check_link_capacity
+
+            check_link_capacity(ctx, obj, changes["capacity_mbps"])
         for key, value in changes.items():
             setattr(obj, key, value)
         _require_approval(ctx, obj)
@@ -543,11 +547,23 @@ def device_served_at(device: HasHomePop, pop: Pop, *, abroad_consent: bool) -> b
 
 
 def routable_prefixes(ctx: Ctx, tenant: Tenant) -> list[str]:
-    """What a tenant's devices route into the tunnel: its overlay pools and active sites."""
+    """What a tenant's devices route into the tunnel: its overlay pools and active sites; a
+    site at a PoP abroad only under the tenant's cross-border authorisation for a link to it
+    (rule crossborder.tenant_authorised)."""
+    from tongdao.crossborder.service import reachable_abroad
+
     prefixes = [tenant.ipv4_pool, tenant.ipv6_pool]
-    for site_prefixes in ctx.session.scalars(
-        select(Site.prefixes).where(Site.tenant_id == tenant.id, Site.state == SiteState.ACTIVE)
+    abroad: set[uuid.UUID] | None = None
+    for site_prefixes, pop_country, pop_id in ctx.session.execute(
+        select(Site.prefixes, Pop.country, Pop.id)
+        .outerjoin(Pop, Pop.id == Site.pop_id)
+        .where(Site.tenant_id == tenant.id, Site.state == SiteState.ACTIVE)
     ):
+        if pop_country is not None and pop_country != HOME_COUNTRY:
+            if abroad is None:
+                abroad = reachable_abroad(ctx, tenant.id)
+            if pop_id not in abroad:
+                continue
         prefixes.extend(site_prefixes)
     return prefixes
 

@@ -12,6 +12,7 @@ from tongdao.billing.models import (
     Plan,
     Subscription,
 )
+from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument
 from tongdao.gateway.models import (
     ConfigVersion,
     Gateway,
@@ -44,6 +45,8 @@ __all__ = [
     "AuditEvent",
     "ConfigVersion",
     "Consent",
+    "CrossBorderApplication",
+    "CrossBorderDocument",
     "Device",
     "Gateway",
     "GatewayEnrolment",

@@ -196,6 +196,7 @@ class TenantResource(Resource[Tenant]):
 
     def delete(self, ctx: Ctx, obj: Tenant) -> None:
         from tongdao.access.models import Policy
+        from tongdao.crossborder.models import CrossBorderApplication
         from tongdao.network.models import Device, PrefixAllowance, Site
 
         if TenantState(obj.state) not in DELETABLE_STATES:
@@ -212,6 +213,7 @@ class TenantResource(Resource[Tenant]):
             (PrefixAllowance, "prefix allowances"),
             (Group, "groups"),
             (Policy, "policies"),
+            (CrossBorderApplication, "cross-border applications"),
         ):
             if ctx.session.scalar(select(exists().where(model.tenant_id == obj.id))):
                 raise Conflict(

@@ -46,6 +46,8 @@ ACTIONS: dict[str, str] = {
     "usage_rows_dropped": N_("Usage report rows dropped"),
     # Billing.
     "billing_invoice_made": N_("Invoice made by the monthly billing run"),
+    # Cross-border service.
+    "crossborder_expired": N_("Cross-border authorisation expired"),
 }
 
 OBJECT_KINDS: dict[str, str] = {
@@ -54,6 +56,8 @@ OBJECT_KINDS: dict[str, str] = {
     "billing_plan": N_("Billing plan"),
     "billing_subscription": N_("Billing subscription"),
     "consent": N_("Consent"),
+    "crossborder_application": N_("Cross-border application"),
+    "crossborder_document": N_("Cross-border document"),
     "data_key": N_("Data encryption key"),
     "device": N_("Device"),
     "gateway": N_("Gateway"),
