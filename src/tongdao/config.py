@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         description="how often `tongdao server` looks for scheduled work (the monthly billing "
         "run) under a lease in the store; 0 turns the scheduler off (another replica runs it)",
     )
+    retention_margin_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="days kept beyond rule logs.retention's six calendar months before audit "
+        "records may be purged or erased (tongdao.compliance.retention)",
+    )
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(
         default=5,

@@ -130,7 +130,8 @@ def purge(
     database_url: DatabaseUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete audit records older than --before (never younger than rule logs.retention) and
+    """Delete audit records older than --before (never younger than rule logs.retention: six
+    calendar months and TONGDAO_RETENTION_MARGIN_DAYS) and
     write a signed checkpoint. Works on the store directly."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -150,7 +151,13 @@ def purge(
     db: Database | None = None
     try:
         db = Database(settings.resolved_database_url)
-        result = purge_store(db, SigningKey.from_settings(settings), cutoff, now=utcnow())
+        result = purge_store(
+            db,
+            SigningKey.from_settings(settings),
+            cutoff,
+            now=utcnow(),
+            margin_days=settings.retention_margin_days,
+        )
     except DomainError as exc:
         fail(exc.message)
     except (SQLAlchemyError, OSError) as exc:
