@@ -255,6 +255,11 @@ SPECS: dict[tuple[str, str], Spec] = {
     # --- operator ----------------------------------------------------------------------------
     ("GET", "/operator"): Spec("operator", Action.READ),
     ("GET", "/operator/compliance"): Spec("operator", Action.READ),
+    # s20-compliance: the scheduled compliance check's settings and open breaches
+    ("GET", "/operator/compliance/watch"): Spec("operator", Action.READ),
+    ("PUT", "/operator/compliance/watch"): Spec(
+        "operator", Action.UPDATE, body=lambda bench, case: {"grace_days": 10}
+    ),
     ("GET", "/operator/mail"): Spec("mail", Action.READ),
     ("PUT", "/operator/mail"): Spec(
         "mail",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tongdao.cli import admin, audit, billing, gateway, resources, server
+from tongdao.cli import admin, audit, billing, compliance, gateway, resources, server
 
 app = typer.Typer(
     name="tongdao",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("server")(server.serve)
 app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
+app.add_typer(compliance.app, name="compliance")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(gateway.connector_app, name="connector")
 resources.register(app)

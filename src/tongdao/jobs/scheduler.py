@@ -79,7 +79,7 @@ class Scheduler:
         self.holder = lease.holder_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.jobs: list[Callable[[], object]] = [self.billing]
+        self.jobs: list[Callable[[], object]] = [self.billing, self.compliance]
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -92,6 +92,14 @@ class Scheduler:
                 outcome.month, len(outcome.created), outcome.existing,
             )  # fmt: skip
         return outcome
+
+    def compliance(self) -> object:
+        from tongdao.compliance import watch
+
+        try:
+            return watch.run_job(self.runtime, self.holder)
+        except watch.LeaseHeld:
+            return None
 
     def tick(self) -> None:
         for job in self.jobs:

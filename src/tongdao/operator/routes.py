@@ -7,6 +7,8 @@ from fastapi import APIRouter
 from tongdao.api.crud import mount
 from tongdao.api.deps import GuardDep
 from tongdao.auth.permissions import Action
+from tongdao.compliance import watch
+from tongdao.compliance.schemas import WatchSettings, WatchStatus
 from tongdao.operator import service
 from tongdao.operator.schemas import ComplianceStatus, OperatorPublic, OperatorUpdate
 from tongdao.operator.service import LicenceResource, ShareholderResource
@@ -38,6 +40,31 @@ def put_operator(guard: GuardDep, body: OperatorUpdate) -> OperatorPublic:
 def get_operator_compliance(guard: GuardDep) -> ComplianceStatus:
     guard.require("operator", Action.READ)
     return service.compliance_status(guard.ctx)
+
+
+@router.get(
+    "/operator/compliance/watch",
+    tags=["operator"],
+    operation_id="get_compliance_watch",
+    summary="The scheduled compliance check: grace period and open breaches with their countdown",
+)
+def get_compliance_watch(guard: GuardDep) -> WatchStatus:
+    guard.require("operator", Action.READ)
+    return watch.status(guard.ctx.session, guard.ctx.runtime.clock())
+
+
+@router.put(
+    "/operator/compliance/watch",
+    tags=["operator"],
+    operation_id="put_compliance_watch",
+    summary="Set the grace period (days, 1-30) before tenants are suspended for an unmet rule",
+)
+def put_compliance_watch(guard: GuardDep, body: WatchSettings) -> WatchStatus:
+    guard.require("operator", Action.UPDATE)
+    watch.put_settings(guard.ctx, body)
+    guard.ctx.session.flush()
+    guard.ctx.session.commit()
+    return watch.status(guard.ctx.session, guard.ctx.runtime.clock())
 
 
 mount(router, LicenceResource(), "/operator/licences", tags=["operator"])

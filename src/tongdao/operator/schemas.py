@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from tongdao.compliance import licensing
 from tongdao.compliance import provinces as pv
+from tongdao.compliance.schemas import WatchStatus
 from tongdao.schemas import (
     Email,
     LongName,
@@ -155,6 +156,10 @@ class ComplianceStatus(BaseModel):
     warnings: list[LicenceWarning]
     ownership: OwnershipSummary
     problems: list[RuleProblem]
+    watch: WatchStatus = Field(
+        description="the scheduled compliance check: rules found unmet for the service in "
+        "place, and the countdown to the suspension of the tenants they affect"
+    )
 
 
 class ShareholderCreate(Strict):

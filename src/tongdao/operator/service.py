@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from tongdao.api.crud import Resource
-from tongdao.compliance import licensing, rules
+from tongdao.compliance import licensing, rules, watch
 from tongdao.compliance import provinces as pv
 from tongdao.compliance.uscc import check_uscc
 from tongdao.errors import Conflict, NotFound, ValidationError
@@ -179,6 +179,7 @@ def compliance_status(ctx: Ctx) -> s.ComplianceStatus:
             foreign_cap=cap.text() if cap else None,
         ),
         problems=problems,
+        watch=watch.status(ctx.session, ctx.runtime.clock()),
     )
 
 

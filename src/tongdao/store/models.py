@@ -12,6 +12,7 @@ from tongdao.billing.models import (
     Plan,
     Subscription,
 )
+from tongdao.compliance.models import ComplianceBreach, ComplianceSuspension, ComplianceWatch
 from tongdao.gateway.models import (
     ConfigVersion,
     Gateway,
@@ -39,6 +40,9 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "ComplianceBreach",
+    "ComplianceSuspension",
+    "ComplianceWatch",
     "ConfigVersion",
     "Consent",
     "Device",
