@@ -12,12 +12,23 @@ from types import ModuleType
 from fastapi import APIRouter
 
 from tongdao.web.console import NavItem
-from tongdao.web.pages import audit, billing, compliance, me, network, operator, people, session
+from tongdao.web.pages import (
+    audit,
+    billing,
+    compliance,
+    compliance_watch,
+    me,
+    network,
+    operator,
+    people,
+    session,
+)
 
 AREAS: list[ModuleType] = [
     session,
     operator,
     compliance,
+    compliance_watch,
     people,
     network,
     billing,

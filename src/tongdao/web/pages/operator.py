@@ -68,6 +68,7 @@ from tongdao.web.console import (
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
+from tongdao.web.pages import compliance_watch
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 OPERATORS = frozenset(OPERATOR_ROLES)
@@ -308,6 +309,17 @@ def dashboard(view: UserViewDep) -> Response:
     status = None
     if view.can("operator"):
         status = compliance_status(view.ctx)
+        # The scheduled compliance check's breaches first, with their countdown.
+        for item in compliance_watch.breach_views(view, status.watch):
+            alerts.insert(
+                0,
+                Alert(
+                    "breach",
+                    compliance_watch.alert_text(view, item),
+                    f"{compliance_watch.DASHBOARD}#watch",
+                    view._("Open the compliance dashboard"),
+                ),
+            )
         for warning in status.warnings:
             alerts.append(
                 Alert(
