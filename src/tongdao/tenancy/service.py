@@ -18,6 +18,7 @@ from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import Role
 from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
+from tongdao.compliance.licensing import china_today
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.compliance.uscc import check_uscc
 from tongdao.crypto import DecryptionError, FieldCipher, mask
@@ -242,7 +243,7 @@ def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
             number_changed = old_number is not None
         else:
             number = number.strip().upper()
-            problem = id_number_problem(str(id_type), number)
+            problem = id_number_problem(str(id_type), number, china_today(ctx.runtime.clock()))
             if problem:
                 raise ValidationError({"id_number": problem})
             number_changed = (number, str(id_type)) != (old_number, before[2])
