@@ -260,6 +260,20 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("PUT", "/operator/compliance/watch"): Spec(
         "operator", Action.UPDATE, body=lambda bench, case: {"grace_days": 10}
     ),
+    ("PUT", "/operator/shareholders"): Spec(
+        "operator",
+        Action.UPDATE,
+        body=lambda bench, case: {
+            "shareholders": [
+                {
+                    "name": "Tongdao Holdings (Beijing) Co., Ltd.",
+                    "foreign": False,
+                    "stake_percent": "51",
+                },
+                {"name": "Overseas Telecom Ltd", "foreign": True, "stake_percent": "49"},
+            ]
+        },
+    ),
     ("GET", "/operator/mail"): Spec("mail", Action.READ),
     ("PUT", "/operator/mail"): Spec(
         "mail",

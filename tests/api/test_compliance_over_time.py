@@ -104,3 +104,77 @@ def test_beijing_with_an_expired_national_licence_and_a_valid_shanghai_one_names
         headers={**h, "Accept-Language": "zh-CN"},
     ).json()["error"]["message"]
     assert "没有有效的 B13 许可证覆盖北京市（11）的租户" in zh, zh
+
+
+REGISTER = f"{API}/operator/shareholders"
+
+
+def register(*holders: tuple[str, bool, str]) -> dict[str, Any]:
+    return {
+        "shareholders": [
+            {"name": name, "foreign": foreign, "stake_percent": stake}
+            for name, foreign, stake in holders
+        ]
+    }
+
+
+def test_the_shareholder_register_is_replaced_in_one_request(world: World) -> None:
+    h = officer(world)
+    before = {row["name"]: row for row in world.client.get(REGISTER, headers=h).json()["data"]}
+    # A transfer of 10% from the domestic holder to a new foreign one: one change.
+    resp = world.client.put(
+        REGISTER,
+        json=register(
+            ("Tongdao Holdings (Beijing) Co., Ltd.", False, "41"),
+            ("Overseas Telecom Ltd", True, "49"),
+            ("Second Overseas Fund", True, "10"),
+        ),
+        headers=h,
+    )
+    assert resp.status_code == 200, resp.text
+    after = {row["name"]: row for row in resp.json()}
+    assert after["Overseas Telecom Ltd"]["id"] == before["Overseas Telecom Ltd"]["id"]
+    status = world.client.get(f"{API}/operator/compliance", headers=h).json()
+    assert status["ownership"]["foreign_percent"] == "59.00"
+    assert [p["rule"] for p in status["problems"]] == ["ownership.foreign_cap"]
+    # Back under the cap, one holder removed, in one request again.
+    resp = world.client.put(
+        REGISTER,
+        json=register(
+            ("Tongdao Holdings (Beijing) Co., Ltd.", False, "51"),
+            ("Second Overseas Fund", True, "49"),
+        ),
+        headers=h,
+    )
+    assert resp.status_code == 200, resp.text
+    listed = world.client.get(REGISTER, headers=h).json()["data"]
+    assert sorted(row["name"] for row in listed) == [
+        "Second Overseas Fund",
+        "Tongdao Holdings (Beijing) Co., Ltd.",
+    ]
+    assert world.client.get(f"{API}/operator/compliance", headers=h).json()["problems"] == []
+
+
+def test_a_register_that_is_not_whole_is_refused_by_field_and_nothing_changes(
+    world: World,
+) -> None:
+    h = officer(world)
+    before = world.client.get(REGISTER, headers=h).json()["data"]
+    for body, field in (
+        (register(("A Co", False, "60"), ("B Ltd", True, "30")), "shareholders"),
+        (register(("A Co", False, "51"), ("a co ", True, "49")), "shareholders.1.name"),
+        (register(("A Co", False, "101")), "shareholders.0.stake_percent"),
+        ({"shareholders": []}, "shareholders"),
+        ({}, "shareholders"),
+    ):
+        resp = world.client.put(REGISTER, json=body, headers=h)
+        assert resp.status_code == 422, resp.text
+        assert field in resp.json()["error"]["fields"], resp.json()
+    assert world.client.get(REGISTER, headers=h).json()["data"] == before
+    for who in ("billing_clerk", "auditor"):
+        resp = world.client.put(
+            REGISTER,
+            json=register(("A Co", False, "100")),
+            headers=world.operators[who].headers,
+        )
+        assert resp.status_code == 403

@@ -10,7 +10,13 @@ from tongdao.auth.permissions import Action
 from tongdao.compliance import watch
 from tongdao.compliance.schemas import WatchSettings, WatchStatus
 from tongdao.operator import service
-from tongdao.operator.schemas import ComplianceStatus, OperatorPublic, OperatorUpdate
+from tongdao.operator.schemas import (
+    ComplianceStatus,
+    OperatorPublic,
+    OperatorUpdate,
+    ShareholderPublic,
+    ShareholderRegister,
+)
 from tongdao.operator.service import LicenceResource, ShareholderResource
 
 router = APIRouter()
@@ -65,6 +71,22 @@ def put_compliance_watch(guard: GuardDep, body: WatchSettings) -> WatchStatus:
     guard.ctx.session.flush()
     guard.ctx.session.commit()
     return watch.status(guard.ctx.session, guard.ctx.runtime.clock())
+
+
+@router.put(
+    "/operator/shareholders",
+    tags=["operator"],
+    operation_id="put_operator_shareholders",
+    summary="Replace the whole shareholder register in one change (stakes add up to 100%)",
+)
+def put_operator_shareholders(
+    guard: GuardDep, body: ShareholderRegister
+) -> list[ShareholderPublic]:
+    guard.require("operator", Action.UPDATE)
+    rows = service.replace_register(guard.ctx, body)
+    guard.ctx.session.flush()
+    guard.ctx.session.commit()
+    return [ShareholderPublic.model_validate(row) for row in rows]
 
 
 mount(router, LicenceResource(), "/operator/licences", tags=["operator"])

@@ -174,6 +174,12 @@ class ShareholderUpdate(Strict):
     stake_percent: Stake | None = None
 
 
+class ShareholderRegister(Strict):
+    """The whole shareholder register, replaced in one request (a transfer is one change)."""
+
+    shareholders: list[ShareholderCreate] = Field(min_length=1, max_length=100)
+
+
 class ShareholderPublic(PublicModel):
     name: str
     foreign: bool
