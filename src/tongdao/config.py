@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="how often `tongdao server` looks for scheduled work (the monthly billing "
         "run) under a lease in the store; 0 turns the scheduler off (another replica runs it)",
     )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="the append-only file the scheduler writes signed audit-chain head "
+        "checkpoints to (tongdao.audit.anchor); default <data dir>/audit-anchors.jsonl",
+    )
     retention_margin_days: int = Field(
         default=7,
         ge=0,

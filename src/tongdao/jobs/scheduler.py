@@ -79,7 +79,7 @@ class Scheduler:
         self.holder = lease.holder_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.jobs: list[Callable[[], object]] = [self.billing, self.compliance]
+        self.jobs: list[Callable[[], object]] = [self.billing, self.compliance, self.anchor]
 
     def billing(self) -> RunOutcome | None:
         try:
@@ -100,6 +100,17 @@ class Scheduler:
             return watch.run_job(self.runtime, self.holder)
         except watch.LeaseHeld:
             return None
+
+    def anchor(self) -> object:
+        from tongdao.audit import anchor
+
+        settings = self.runtime.settings
+        return anchor.write(
+            self.runtime.db,
+            anchor.AnchorKeys.from_settings(settings),
+            anchor.anchor_file(settings),
+            self.runtime.clock(),
+        )
 
     def tick(self) -> None:
         for job in self.jobs:
