@@ -93,8 +93,8 @@ def test_an_edited_or_foreign_anchor_line_is_not_trusted(runtime: Runtime, tmp_p
 
 def test_the_scheduler_anchors_and_the_cli_verifies_against_the_file(
     world: World,
-    run: Cli,
-    tmp_path: Path,  # noqa: F811
+    run: Cli,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     runtime = world.runtime
     path = anchor.anchor_file(runtime.settings)
