@@ -178,3 +178,99 @@ def test_a_register_that_is_not_whole_is_refused_by_field_and_nothing_changes(
             headers=world.operators[who].headers,
         )
         assert resp.status_code == 403
+
+
+def _changes_of(world: World, object_id: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from tongdao.audit.models import AuditEvent
+
+    with world.runtime.db.session(write=False) as session:
+        return list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.object_id == object_id, AuditEvent.kind == "change")
+                .order_by(AuditEvent.seq)
+            )
+        )
+
+
+def _no_placeholder(image: dict[str, Any] | None) -> None:
+    """No SQLAlchemy marker (NO_VALUE / NEVER_SET, enums written as small integers) in an
+    after- or before-image: every value is what the column holds, or a redaction marker."""
+    assert image is not None
+    for key, value in image.items():
+        assert not (isinstance(value, int) and not isinstance(value, bool) and value in (1, 2, 3, 4)
+                    and key not in {"stake_percent", "id_number_length"}), (key, value)  # fmt: skip
+
+
+def test_update_and_erasure_images_hold_true_values(world: World) -> None:
+    """Stop 19 fixed creation records; an update's before/after and an erasure's change record
+    show the stored values too (an unset column: null; a secret: the redaction marker)."""
+    from tests.support.privacy import identity_body
+
+    admin = world.a.admin.headers
+    resp = world.client.post(
+        f"{API}/tenants/{world.a.id}/users",
+        json={"email": "leaver@a.example", "display_name": "Leaver"},
+        headers=admin,
+    )
+    assert resp.status_code == 201, resp.text
+    uid = resp.json()["id"]
+    url = f"{API}/tenants/{world.a.id}/users/{uid}"
+    resp = world.client.patch(url, json={"display_name": "Leaver Two"}, headers=admin)
+    assert resp.status_code == 200, resp.text
+    body = identity_body()
+    resp = world.client.patch(url, json=body, headers=admin)
+    assert resp.status_code == 200, resp.text
+    resp = world.client.post(f"{url}/personal-data/erase", headers=officer(world))
+    assert resp.status_code == 200, resp.text
+    create, rename, identity, *erasure = _changes_of(world, uid)
+    assert rename.before == {"display_name": "Leaver"}
+    assert rename.after == {"display_name": "Leaver Two"}
+    assert identity.before is not None and identity.before["id_type"] is None
+    assert identity.after is not None and identity.after["id_type"] == "prc_resident_id"
+    assert body["id_number"] not in str(identity.after)  # sealed: a marker, not the number
+    assert erasure, "the erasure is a change of the user record"
+    last = erasure[-1]
+    assert last.after is not None and last.after.get("id_type", "unset") in (None, "unset")
+    assert last.after.get("state") == "disabled"
+    for event in (create, rename, identity, *erasure):
+        if event.after is not None:
+            _no_placeholder(event.after)
+        if event.before is not None:
+            _no_placeholder(event.before)
+
+
+def test_the_regulator_export_can_leave_out_machine_telemetry(world: World) -> None:
+    """Gateway acknowledgements, polls and connection sessions are told apart from people's
+    actions in the export as in the audit page (machine=false / true), chain intact."""
+    from tests.api.test_audit_log import EXPORT, connect, jsonl, unzip
+    from tongdao.audit.reading import is_machine
+
+    connect(world)  # a gateway's enrolment, polls, acknowledgements and an open session
+    auditor = world.operators["auditor"].headers
+    everything = jsonl(
+        unzip(world.client.get(EXPORT, params={"format": "jsonl"}, headers=auditor))[1]
+    )
+    manifest, files = unzip(
+        world.client.get(EXPORT, params={"format": "jsonl", "machine": "false"}, headers=auditor)
+    )
+    people = jsonl(files)
+    assert manifest["filters"]["machine"] is False and manifest["open_sessions"] == 0
+    assert people and not any(is_machine(r["actor"], r["kind"]) for r in people)
+    machines = jsonl(
+        unzip(
+            world.client.get(EXPORT, params={"format": "jsonl", "machine": "true"}, headers=auditor)
+        )[1]
+    )
+    assert machines and all(is_machine(r["actor"], r["kind"]) for r in machines if r["seq"])
+    # Each export is audited (a person's action), so compare by seq: disjoint, and together
+    # they hold everything the first export held.
+    people_seqs = {r["seq"] for r in people}
+    machine_seqs = {r["seq"] for r in machines if r["seq"]}
+    assert not people_seqs & machine_seqs
+    assert {r["seq"] for r in everything if r["seq"]} <= people_seqs | machine_seqs
+    assert any(r["actor"].startswith("gateway:") for r in machines)
+    verified = world.client.get(f"{API}/audit/verify", headers=auditor).json()
+    assert verified["ok"] is True
