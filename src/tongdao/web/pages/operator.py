@@ -49,6 +49,7 @@ from tongdao.tenancy import schemas as ten
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 from tongdao.tenancy.service import (
     TENANT_TRANSITIONS,
+    VETTING_STATES,
     StaffResource,
     TenantResource,
     UserResource,
@@ -1111,6 +1112,9 @@ def _tenant_page(
             TenantState.TERMINATED,
         ]
     )
+    if view.principal is None or Role.COMPLIANCE_OFFICER not in view.principal.roles:
+        # Vetting (review, approval, rejection) is the compliance officer's (its queue).
+        moves = [m for m in moves if m not in VETTING_STATES]
     return render(
         view,
         "operator/tenant.html",
