@@ -274,3 +274,45 @@ def test_the_regulator_export_can_leave_out_machine_telemetry(world: World) -> N
     assert any(r["actor"].startswith("gateway:") for r in machines)
     verified = world.client.get(f"{API}/audit/verify", headers=auditor).json()
     assert verified["ok"] is True
+
+
+def test_vetting_is_the_compliance_officers_and_a_403_names_who_may(world: World) -> None:
+    tenant = f"{API}/tenants/{world.b.id}"
+    for body in ({"state": "under_review"}, {"state": "rejected", "state_reason": "no"}):
+        resp = world.client.patch(tenant, json=body, headers=world.admin.headers)
+        assert resp.status_code == 403, resp.text
+        error = resp.json()["error"]
+        assert "it is for: compliance_officer" in error["message"]
+        assert error["fields"] == {"state": "decided by the compliance officer"}
+    flawed = world.client.post(
+        f"{API}/tenants",
+        json={"name_en": "Fuzhou Co", "uscc": "91350100M000100Y44"},
+        headers=world.admin.headers,
+    ).json()
+    resp = world.client.patch(
+        f"{API}/tenants/{flawed['id']}", json={"uscc_verified": True}, headers=world.admin.headers
+    )
+    assert resp.status_code == 403 and "uscc_verified" in resp.json()["error"]["fields"]
+    for state in ("under_review", "approved"):
+        resp = world.client.patch(tenant, json={"state": state}, headers=officer(world))
+        assert resp.status_code == 200, resp.text
+    # Running the service stays the operator admin's too.
+    resp = world.client.patch(tenant, json={"state": "active"}, headers=world.admin.headers)
+    assert resp.status_code == 200, resp.text
+    # Any other refusal by the permissions table names the roles that may, in both languages.
+    resp = world.client.put(
+        f"{API}/operator/compliance/watch",
+        json={"grace_days": 3},
+        headers=world.operators["auditor"].headers,
+    )
+    assert resp.status_code == 403
+    assert resp.json()["error"]["message"] == (
+        "your roles do not allow update on operator; it is for: operator_admin, compliance_officer"
+    )
+    zh = world.client.get(
+        f"{API}/audit/verify", headers={**world.a.admin.headers, "Accept-Language": "zh-CN"}
+    ).json()["error"]["message"]
+    assert zh == (
+        "您的角色不允许对 audit_chain 执行 read；可执行该操作的角色：operator_admin, "
+        "compliance_officer, auditor"
+    )
