@@ -260,6 +260,21 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("PUT", "/operator/compliance/watch"): Spec(
         "operator", Action.UPDATE, body=lambda bench, case: {"grace_days": 10}
     ),
+    **_crud(
+        "/operator/licences",
+        "operator",
+        "licence",
+        lambda bench, case: bench.licence_body(),
+        lambda bench, case: {"issuing_authority": "MIIT (renewed)"},
+    ),
+    **_crud(
+        "/operator/shareholders",
+        "operator",
+        "shareholder",
+        lambda bench, case: bench.shareholder_body(),
+        lambda bench, case: {"stake_percent": 0.25},
+    ),
+    # s20-compliance: the whole register in one change (after the others: it fills it to 100%)
     ("PUT", "/operator/shareholders"): Spec(
         "operator",
         Action.UPDATE,
@@ -291,20 +306,6 @@ SPECS: dict[tuple[str, str], Spec] = {
         "operator",
         Action.UPDATE,
         body=lambda bench, case: {"legal_name": "Tongdao JV Ltd", "uscc": "91350100M000100Y43"},
-    ),
-    **_crud(
-        "/operator/licences",
-        "operator",
-        "licence",
-        lambda bench, case: bench.licence_body(),
-        lambda bench, case: {"issuing_authority": "MIIT (renewed)"},
-    ),
-    **_crud(
-        "/operator/shareholders",
-        "operator",
-        "shareholder",
-        lambda bench, case: bench.shareholder_body(),
-        lambda bench, case: {"stake_percent": 0.25},
     ),
     **_crud(
         "/operator/staff",
