@@ -232,3 +232,50 @@ def test_the_scheduler_runs_the_check_under_its_lease(world: World, runtime: Run
     lease.release(runtime.db, watch.JOB, "someone-else", t0)
     scheduler.tick()
     assert len(events(runtime, "compliance_breach")) == 1
+
+
+def test_a_province_left_uncovered_suspends_only_its_tenants(
+    world: World, runtime: Runtime
+) -> None:
+    """The national licence lapses while a Guangdong one stays valid: only the Beijing tenant
+    (A) is affected, named by rule licence.region_covered; the Shenzhen one (B) runs on."""
+    officer = world.operators["compliance_officer"].headers
+    activate(world, world.a.id)
+    activate(world, world.b.id)
+    today = date.today()
+    resp = world.client.post(
+        f"{API}/operator/licences",
+        json={
+            "number": "粤B1-20250001",
+            "service_codes": ["B13"],
+            "issuing_authority": "广东省通信管理局",
+            "provinces": ["44"],
+            "valid_from": (today - timedelta(days=30)).isoformat(),
+            "valid_to": date(today.year + 3, 1, 1).isoformat(),
+        },
+        headers=officer,
+    )
+    assert resp.status_code == 201, resp.text
+    national = next(
+        lic
+        for lic in world.client.get(f"{API}/operator/licences", headers=officer).json()["data"]
+        if lic["provinces"] == ["*"]
+    )
+    t0 = now()
+    assert watch.check(runtime, t0).open == []
+    ended = today - timedelta(days=1)
+    resp = world.client.patch(
+        f"{API}/operator/licences/{national['id']}",
+        json={"valid_to": ended.isoformat()},
+        headers=officer,
+    )
+    assert resp.status_code == 200, resp.text
+    outcome = watch.check(runtime, t0)
+    assert outcome.opened == ["province:11"]
+    with runtime.db.session(write=False) as session:
+        status = watch.status(session, t0)
+    assert status.breaches[0].rule == "licence.region_covered"
+    assert "Beijing (11)" in status.breaches[0].detail
+    outcome = watch.check(runtime, t0 + timedelta(days=7))
+    assert outcome.suspended == [world.a.id]
+    assert tenant(world, world.b.id)["state"] == "active"
