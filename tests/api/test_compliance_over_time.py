@@ -171,6 +171,12 @@ def test_a_register_that_is_not_whole_is_refused_by_field_and_nothing_changes(
         assert resp.status_code == 422, resp.text
         assert field in resp.json()["error"]["fields"], resp.json()
     assert world.client.get(REGISTER, headers=h).json()["data"] == before
+    zh = world.client.put(
+        REGISTER,
+        json=register(("A Co", False, "60"), ("B Ltd", True, "30")),
+        headers={**h, "Accept-Language": "zh-CN"},
+    ).json()["error"]["fields"]
+    assert zh["shareholders"] == "持股比例合计为 90.00%，而不是 100%"
     for who in ("billing_clerk", "auditor"):
         resp = world.client.put(
             REGISTER,
