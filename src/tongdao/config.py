@@ -88,6 +88,18 @@ class Settings(BaseSettings):
         description="whole Asia/Shanghai months of the hourly usage ledger kept before the "
         "current one (at least 13: a year of invoices can be checked and corrected against it)",
     )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="the append-only file the scheduler writes signed audit-chain head "
+        "checkpoints to (tongdao.audit.anchor); default <data dir>/audit-anchors.jsonl",
+    )
+    retention_margin_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="days kept beyond rule logs.retention's six calendar months before audit "
+        "records may be purged or erased (tongdao.compliance.retention)",
+    )
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     login_max_failures: int = Field(
         default=5,

@@ -184,8 +184,8 @@ class Demo:
                     **licensed.FOREIGN_INVESTED,  # customers are foreign-invested enterprises
                 },
             )
-            for state in ("under_review", "approved", "active"):
-                admin("PATCH", f"/tenants/{tenant['id']}", json={"state": state})
+            for state in ("under_review", "approved", "active"):  # vetting: the officer's
+                officer("PATCH", f"/tenants/{tenant['id']}", json={"state": state})
             tid = tenant["id"]
             users = {}
             for k, (email, roles) in enumerate(

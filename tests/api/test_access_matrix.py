@@ -265,6 +265,40 @@ SPECS: dict[tuple[str, str], Spec] = {
     # --- operator ----------------------------------------------------------------------------
     ("GET", "/operator"): Spec("operator", Action.READ),
     ("GET", "/operator/compliance"): Spec("operator", Action.READ),
+    # s20-compliance: the scheduled compliance check's settings and open breaches
+    ("GET", "/operator/compliance/watch"): Spec("operator", Action.READ),
+    ("PUT", "/operator/compliance/watch"): Spec(
+        "operator", Action.UPDATE, body=lambda bench, case: {"grace_days": 10}
+    ),
+    **_crud(
+        "/operator/licences",
+        "operator",
+        "licence",
+        lambda bench, case: bench.licence_body(),
+        lambda bench, case: {"issuing_authority": "MIIT (renewed)"},
+    ),
+    **_crud(
+        "/operator/shareholders",
+        "operator",
+        "shareholder",
+        lambda bench, case: bench.shareholder_body(),
+        lambda bench, case: {"stake_percent": 0.25},
+    ),
+    # s20-compliance: the whole register in one change (after the others: it fills it to 100%)
+    ("PUT", "/operator/shareholders"): Spec(
+        "operator",
+        Action.UPDATE,
+        body=lambda bench, case: {
+            "shareholders": [
+                {
+                    "name": "Tongdao Holdings (Beijing) Co., Ltd.",
+                    "foreign": False,
+                    "stake_percent": "51",
+                },
+                {"name": "Overseas Telecom Ltd", "foreign": True, "stake_percent": "49"},
+            ]
+        },
+    ),
     ("GET", "/operator/mail"): Spec("mail", Action.READ),
     ("PUT", "/operator/mail"): Spec(
         "mail",
@@ -282,20 +316,6 @@ SPECS: dict[tuple[str, str], Spec] = {
         "operator",
         Action.UPDATE,
         body=lambda bench, case: {"legal_name": "Tongdao JV Ltd", "uscc": "91350100M000100Y43"},
-    ),
-    **_crud(
-        "/operator/licences",
-        "operator",
-        "licence",
-        lambda bench, case: bench.licence_body(),
-        lambda bench, case: {"issuing_authority": "MIIT (renewed)"},
-    ),
-    **_crud(
-        "/operator/shareholders",
-        "operator",
-        "shareholder",
-        lambda bench, case: bench.shareholder_body(),
-        lambda bench, case: {"stake_percent": 0.25},
     ),
     **_crud(
         "/operator/staff",

@@ -24,9 +24,10 @@ from tongdao.testing.postgres import PostgresCluster
 
 
 def activate(world: World, tenant_id: uuid.UUID) -> None:
+    officer = world.operators["compliance_officer"].headers  # vetting is the officer's
     for state in ("under_review", "approved", "active"):
         resp = world.client.patch(
-            f"/api/v1/tenants/{tenant_id}", json={"state": state}, headers=world.admin.headers
+            f"/api/v1/tenants/{tenant_id}", json={"state": state}, headers=officer
         )
         assert resp.status_code == 200, resp.text
 

@@ -898,7 +898,7 @@ def test_erasure_pseudonymises_and_keeps_what_retention_requires(world: World) -
             "logs.retention",
             "Cybersecurity Law art. 21",
         )
-        assert "180 days" in error["message"]
+        assert "6 calendar months and a margin of 7 days" in error["message"]
     # Nobody erases themselves while signed in.
     resp = c.post(user_url(world, uid) + "/personal-data/erase", headers=leaver.headers)
     assert resp.status_code == 403  # an employee may read their data, not erase it
@@ -914,7 +914,7 @@ def test_erasure_pseudonymises_and_keeps_what_retention_requires(world: World) -
     assert report["sessions_ended"] >= 1
     assert report["connection_records_kept"] == 1
     assert report["endpoints_blanked"] == 1
-    assert report["retention"]["min_days"] == 180
+    assert (report["retention"]["months"], report["retention"]["margin_days"]) == (6, 7)
 
     user = c.get(user_url(world, uid), headers=world.a.admin.headers).json()
     assert user["email"].endswith("@erased.invalid") and user["display_name"] == "erased user"
@@ -939,13 +939,14 @@ def test_erasure_pseudonymises_and_keeps_what_retention_requires(world: World) -
     assert again.status_code == 200
     assert again.json()["devices_revoked"] == 0
     assert again.json()["connection_records_kept"] == 1
-    # Past retention, deleting is allowed again.
+    # Past retention (six calendar months, at most 184 days, and the 7-day margin), deleting
+    # is allowed again.
     with world.runtime.db.session() as session:
         session.execute(
             text("UPDATE usage_records SET period_end = :t"),
-            {"t": (datetime.now(UTC) - timedelta(days=181)).replace(tzinfo=None)}
+            {"t": (datetime.now(UTC) - timedelta(days=192)).replace(tzinfo=None)}
             if world.runtime.db.is_sqlite
-            else {"t": datetime.now(UTC) - timedelta(days=181)},
+            else {"t": datetime.now(UTC) - timedelta(days=192)},
         )
         session.commit()
     assert c.delete(device_url(world, dev), headers=world.a.admin.headers).status_code == 204

@@ -39,6 +39,7 @@ T = {
     "create_tenant": ("Create the tenant", "创建租户"),
     "start_review": ("Start review", "开始审核"),
     "under_review": ("under review", "审核中"),
+    "applied": ("applied", "已申请"),
     "search": ("Search", "搜索"),
     "online": ("online", "在线"),
     "auditor": ("auditor", "审计员"),
@@ -196,8 +197,9 @@ def test_the_operator_admins_journey(
     page.locator("#f-foreign_invested_evidence").fill("FIE-2026-1")
     page.get_by_role("button", name=_t("create_tenant", zh)).click()
     expect(page).to_have_url(re.compile(r"/console/operator/tenants/[0-9a-f-]+\?done=created$"))
-    page.get_by_role("button", name=_t("start_review", zh)).click()
-    expect(page.locator(".facts").first).to_contain_text(_t("under_review", zh))
+    # Vetting is the compliance officer's (separation of duties): no review button here.
+    expect(page.get_by_role("button", name=_t("start_review", zh))).to_have_count(0)
+    expect(page.locator(".facts").first).to_contain_text(_t("applied", zh))
     shoot(page, f"operator-tenant-{language}")
     main.get_by_role("link", name=_t("tenants", zh), exact=True).first.click()
     page.locator("#f-q").focus()

@@ -256,6 +256,7 @@ def lab(world: World, app: FastAPI, tmp_path: Path) -> Iterator[Lab]:
         for n in range(10):
             topo.track(f"wgt{port_min + n}")
         admin = world.admin.headers
+        officer = world.operators["compliance_officer"].headers  # vetting is the officer's
         pop = httpx.post(
             server.url + "/api/v1/pops",
             headers=admin,
@@ -274,7 +275,7 @@ def lab(world: World, app: FastAPI, tmp_path: Path) -> Iterator[Lab]:
                 resp = httpx.patch(
                     f"{server.url}/api/v1/tenants/{tenant}",
                     json={"state": state},
-                    headers=admin,
+                    headers=officer,
                     timeout=30,
                 )
                 assert resp.status_code == 200, resp.text

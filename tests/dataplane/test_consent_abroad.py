@@ -80,8 +80,8 @@ def test_traffic_of_a_user_without_consent_stays_in_china(
             bj, fra = crossborder.create_pops(admin, base)
             for n in range(10):
                 topo.track(interface_name(base + n))
-            for state in ("under_review", "approved", "active"):
-                admin("PATCH", f"/tenants/{tid}", json={"state": state})
+            for state in ("under_review", "approved", "active"):  # the officer vets
+                officer("PATCH", f"/tenants/{tid}", json={"state": state})
 
             # Two verified users in one group; only the employee consents to transfer abroad.
             other = it(

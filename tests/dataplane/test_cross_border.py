@@ -200,8 +200,8 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             for co in companies:
                 assert co.site is not None
                 conn_ns = co.site["conn_ns"]
-                for state in ("under_review", "approved", "active"):
-                    admin("PATCH", f"/tenants/{co.tenant_id}", json={"state": state})
+                for state in ("under_review", "approved", "active"):  # the officer vets
+                    officer("PATCH", f"/tenants/{co.tenant_id}", json={"state": state})
                 site = co.admin(
                     "POST",
                     f"/tenants/{co.tenant_id}/sites",

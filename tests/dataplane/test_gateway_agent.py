@@ -169,7 +169,7 @@ def lab(world: World, app: FastAPI, tmp_path: Path) -> Iterator[Lab]:
             httpx.patch(
                 f"{url}/api/v1/tenants/{world.a.id}",
                 json={"state": state},
-                headers=admin,
+                headers=world.operators["compliance_officer"].headers,  # vetting is the officer's
                 timeout=30,
             )
         token = httpx.post(

@@ -225,7 +225,7 @@ def r(
             resp = httpx.patch(
                 f"{url1}/api/v1/tenants/{world.a.id}",
                 json={"state": state},
-                headers=admin,
+                headers=world.operators["compliance_officer"].headers,  # vetting is the officer's
                 timeout=30,
             )
             assert resp.status_code == 200, resp.text

@@ -18,7 +18,7 @@ from tongdao.audit import chain
 from tongdao.audit.chain import ChainReport, SigningKey, record_hash, verify_chain
 from tongdao.audit.models import AUDIT_EVENTS, CHAIN_HEAD, AuditEvent
 from tongdao.audit.recorder import Actor, record, set_actor
-from tongdao.audit.retention import erase_personal, purge, retention_cutoff, retention_days
+from tongdao.audit.retention import erase_personal, purge, retention_cutoff
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict
 from tongdao.network.models import Pop
@@ -237,9 +237,46 @@ def test_a_row_inserted_outside_the_chain_is_named(runtime: Runtime) -> None:
 
 
 # --- retention: purge behind a signed checkpoint ---------------------------------------------
-def test_retention_is_read_from_the_rule() -> None:
-    assert retention_days() == rule("logs.retention").param("min_days")
-    assert retention_cutoff(NOW) == NOW - timedelta(days=retention_days())
+def test_retention_is_six_calendar_months_and_the_margin() -> None:
+    assert rule("logs.retention").param("months") == 6
+    # 2026-11-22 20:00 in Shanghai: six months back is 2026-05-22, then the margin.
+    assert retention_cutoff(NOW, 0) == datetime(2026, 5, 22, 12, 0, tzinfo=UTC)
+    assert retention_cutoff(NOW, 7) == datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
+
+
+# 31 August (Shanghai) back six months is the last day of February, not the 180 days that
+# would end on 3 or 4 March and purge records younger than six months.
+@pytest.mark.parametrize(
+    ("now", "six_months_back"),
+    [
+        (datetime(2026, 8, 31, 4, 0, tzinfo=UTC), datetime(2026, 2, 28, 4, 0, tzinfo=UTC)),
+        (datetime(2028, 8, 31, 4, 0, tzinfo=UTC), datetime(2028, 2, 29, 4, 0, tzinfo=UTC)),
+        # 31 August 23:30 in Shanghai is still 31 August there (15:30 UTC)
+        (datetime(2026, 8, 31, 15, 30, tzinfo=UTC), datetime(2026, 2, 28, 15, 30, tzinfo=UTC)),
+        # 1 September 01:00 in Shanghai is 31 August 17:00 UTC: Shanghai's calendar decides
+        (datetime(2026, 8, 31, 17, 0, tzinfo=UTC), datetime(2026, 2, 28, 17, 0, tzinfo=UTC)),
+        (datetime(2027, 3, 31, 4, 0, tzinfo=UTC), datetime(2026, 9, 30, 4, 0, tzinfo=UTC)),
+    ],
+)
+def test_purge_at_month_ends_keeps_six_calendar_months(
+    runtime: Runtime, now: datetime, six_months_back: datetime
+) -> None:
+    margin = 3
+    cutoff = six_months_back - timedelta(days=margin)
+    assert retention_cutoff(now, margin) == cutoff
+    # A record from a day after the 180-day cut would allow is still inside six months.
+    assert now - timedelta(days=180) > cutoff
+    runtime.clock = lambda: now
+    write(runtime, 2, at=cutoff - timedelta(days=1))
+    write(runtime, 1, at=cutoff + timedelta(hours=1))
+    with pytest.raises(ComplianceRefusal) as refused:
+        purge(runtime.db, key(runtime), now - timedelta(days=180), now=now, margin_days=margin)
+    assert refused.value.rule.id == "logs.retention"
+    assert "6 calendar months and a margin of 3 days" in refused.value.message
+    assert len(rows(runtime)) == 3
+    report = purge(runtime.db, key(runtime), cutoff, now=now, margin_days=margin)
+    assert report.purged == 2
+    assert verify(runtime).problem is None
 
 
 def test_purge_refuses_records_younger_than_the_retention(runtime: Runtime) -> None:

@@ -8,6 +8,7 @@ import itertools
 import string
 from datetime import date
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +187,30 @@ def test_the_rule_names_the_roles_the_permission_table_lets_verify() -> None:
     granted = {r.value for r in Role if allowed(frozenset({r}), "identity", Action.UPDATE)}
     assert granted == verifiers
     assert "identity" in PERMISSIONS
+
+
+# --- every impossible birth date (issue 14) ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("birth", "why"),
+    [
+        ("19900230", "is not a date"),  # 30 February
+        ("19901301", "is not a date"),  # month 13
+        ("19900001", "is not a date"),  # month 00
+        ("19900100", "is not a date"),  # day 00
+        ("19000229", "is not a date"),  # 1900 was not a leap year
+        ("20261207", "(2026-12-07) is in the future"),
+        ("30000101", "(3000-01-01) is in the future"),
+        ("18991231", "(1899-12-31) is before 1900"),
+        ("08880101", "(0888-01-01) is before 1900"),
+    ],
+)
+def test_a_birth_date_that_cannot_be_is_refused_whatever_makes_it_so(birth: str, why: str) -> None:
+    first17 = f"110105{birth}123"
+    number = first17 + resident_id_check_digit(first17)
+    problem = id_number_problem("prc_resident_id", number, date(2026, 12, 6))
+    assert problem is not None and problem.endswith(why), problem
+    # The day itself and a leap day are fine.
+    for fine in ("20261206", "20000229", "19000101"):
+        first17 = f"110105{fine}123"
+        ok = first17 + resident_id_check_digit(first17)
+        assert id_number_problem("prc_resident_id", ok, date(2026, 12, 6)) is None

@@ -269,14 +269,32 @@ def test_region_must_be_covered() -> None:
     assert refused([Lic()], unknown) is None  # nationwide covers all of China
 
 
-def test_a_lapsed_licence_for_the_region_names_validity() -> None:
+def test_a_lapsed_licence_for_the_region_names_the_region_unmet_and_the_lapsed_licence() -> None:
     beijing_now = Lic(number="京B1-20180001", provinces=("11",))
     guangdong_lapsed = Lic(
         number="粤B1-20150001", provinces=("44",), valid_from=date(2020, 1, 1), valid_to=TODAY
     )
     assert refused([beijing_now, guangdong_lapsed], SHENZHEN) is None  # last valid day
     lapsed = replace(guangdong_lapsed, valid_to=TODAY - timedelta(days=1))
-    assert refused([beijing_now, lapsed], SHENZHEN) == "licence.validity"
+    # Valid licences exist: the rule unmet is that none covers Guangdong (issue 14).
+    assert refused([beijing_now, lapsed], SHENZHEN) == "licence.region_covered"
+
+
+def test_an_expired_national_licence_and_a_valid_shanghai_one_refuse_beijing_by_region() -> None:
+    national = Lic(
+        number="B1-20190001", provinces=("*",), valid_from=date(2020, 1, 1), valid_to=TODAY
+    )
+    shanghai = Lic(number="沪B1-20200001", provinces=("31",))
+    assert refused([national, shanghai], BEIJING) is None  # the national one's last day
+    expired = replace(national, valid_to=TODAY - timedelta(days=1))
+    found = licensing.coverage_refusal([expired, shanghai], TODAY, BEIJING)
+    assert found is not None and found.rule_id == "licence.region_covered"
+    assert found.detail.startswith("no valid B13 licence covers tenant 'Acme' in Beijing (11)")
+    assert f"B1-20190001 that covers it expired on {expired.valid_to.isoformat()}" in found.detail
+    assert "the valid ones cover Shanghai (31)" in found.detail
+    # With no valid licence at all, the expiry itself is what is unmet.
+    alone = licensing.coverage_refusal([expired], TODAY, BEIJING)
+    assert alone is not None and alone.rule_id == "licence.validity"
 
 
 def test_places() -> None:

@@ -33,13 +33,13 @@ def test_an_exact_message_and_a_template_with_values() -> None:
 def test_a_compliance_refusal_translates_its_detail_and_its_rule() -> None:
     refusal = ComplianceRefusal(
         "logs.retention",
-        "records younger than 180 days cannot be purged: the date must be on or before "
-        "2026-06-09T00:00:00+00:00",
+        "records younger than 6 calendar months and a margin of 7 days cannot be purged: the "
+        "date must be on or before 2026-06-09T00:00:00+00:00",
     )
     text, _fields = translate_exception(refusal, "zh_CN")
     rule = RULES["logs.retention"]
     assert text == (
-        "不足 180 天的记录不能清理：日期须在 2026-06-09T00:00:00+00:00 或更早"
+        "未满 6 个自然月加 7 天余量的记录不能清理：日期须在 2026-06-09T00:00:00+00:00 或更早"
         "（规则 logs.retention：网络日志至少留存 6 个月；不足 6 个月的不能清理；"
         f"依据：{rule.source}）"
     )

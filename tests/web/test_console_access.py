@@ -408,6 +408,11 @@ PAGES.update(_compliance_pages())
 # --- end of compliance and audit -----------------------------------------------------------
 
 
+# --- s20-compliance: the scheduled compliance check's grace period ------------------------
+PAGES[("POST", "/console/compliance/watch")] = Page(_KEEPERS, csrf=True)
+# --- end of s20-compliance ------------------------------------------------------------------
+
+
 # --- s18-notice: privacy notices (compliance area) -----------------------------------------
 def _published_notice(world: World) -> str:
     """A published privacy notice (through the API, once per world)."""

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tongdao.audit.recorder import Actor, set_actor
-from tongdao.auth.permissions import Action
+from tongdao.auth.permissions import Action, roles_allowed
 from tongdao.auth.principal import Principal
 from tongdao.auth.service import authenticate_token
 from tongdao.errors import AuthenticationError, NotFound, PermissionDenied
@@ -158,13 +158,14 @@ class Guard:
 
     def require(self, resource: str, action: Action) -> None:
         if not self.principal.can(resource, action):
-            raise PermissionDenied(
-                f"your roles do not allow {action.value} on {resource}"
-                + (
-                    ""
-                    if action is Action.READ or "write" in self.principal.scopes
-                    else " (this token is read-only)"
+            if action is not Action.READ and "write" not in self.principal.scopes:
+                raise PermissionDenied(
+                    f"your roles do not allow {action.value} on {resource} (this token is "
+                    "read-only)"
                 )
+            roles = ", ".join(roles_allowed(resource, action)) or "no role"
+            raise PermissionDenied(
+                f"your roles do not allow {action.value} on {resource}; it is for: {roles}"
             )
 
     def restrict(

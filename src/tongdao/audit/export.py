@@ -92,6 +92,12 @@ class ExportQuery(BaseModel):
     source_ip: str | None = Field(default=None, max_length=64, description="an IP address")
     since: UtcDateTime | None = Field(default=None, description="from (inclusive); naive is UTC")
     until: UtcDateTime | None = Field(default=None, description="to (exclusive); naive is UTC")
+    machine: bool | None = Field(
+        default=None,
+        description="false: people's actions only, without what gateways and connectors "
+        "record (acknowledgements, polls, usage warnings, connection sessions); true: those "
+        "only; unset: everything",
+    )
 
     @field_validator("source_ip")
     @classmethod
@@ -114,6 +120,7 @@ class ExportQuery(BaseModel):
             "source_ip": self.source_ip,
             "since": chain.plain(self.since),
             "until": chain.plain(self.until),
+            "machine": self.machine,
         }
 
 
@@ -129,6 +136,10 @@ def _records(query: ExportQuery, scope: uuid.UUID | None) -> Select[Any]:
         stmt = stmt.where(or_(t.c.user_id == query.user_id, t.c.actor_id == query.user_id))
     if query.source_ip is not None:
         stmt = stmt.where(t.c.source_ip == query.source_ip)
+    if query.machine is not None:
+        from tongdao.audit.reading import machine_clause, people_clause  # (reading uses us)
+
+        stmt = stmt.where(machine_clause() if query.machine else people_clause())
     is_session = t.c.kind == "session"
     if query.since is not None:
         stmt = stmt.where(
@@ -262,7 +273,9 @@ def write_export(
                     emit(m)
             finally:
                 result.close()
-            for open_row in _open_sessions(session, query, scope):
+            # Connections still open are machine records (the gateways' reports).
+            live = [] if query.machine is False else _open_sessions(session, query, scope)
+            for open_row in live:
                 open_count += 1
                 emit(open_row)
             text.flush()

@@ -43,6 +43,18 @@ def machine_clause() -> Any:
     )
 
 
+def people_clause() -> Any:
+    """The other records: people's actions (a record with no actor is a person's unless its
+    kind says otherwise)."""
+    return and_(
+        or_(
+            AuditEvent.actor.is_(None),
+            ~AuditEvent.actor.startswith(MACHINE_ACTOR_PREFIX, autoescape=True),
+        ),
+        AuditEvent.kind.not_in(sorted(MACHINE_KINDS)),
+    )
+
+
 def is_machine(actor: str | None, kind: str) -> bool:
     return (actor or "").startswith(MACHINE_ACTOR_PREFIX) or kind in MACHINE_KINDS
 
@@ -64,16 +76,7 @@ def events_query(guard: Guard, filters: AuditFilters) -> Select[Any]:
     if filters.until is not None:
         stmt = stmt.where(AuditEvent.occurred_at < filters.until)
     if filters.machine is not None:
-        machine = machine_clause()
-        # A record with no actor is a person's unless its kind says otherwise.
-        people = and_(
-            or_(
-                AuditEvent.actor.is_(None),
-                ~AuditEvent.actor.startswith(MACHINE_ACTOR_PREFIX, autoescape=True),
-            ),
-            AuditEvent.kind.not_in(sorted(MACHINE_KINDS)),
-        )
-        stmt = stmt.where(machine if filters.machine else people)
+        stmt = stmt.where(machine_clause() if filters.machine else people_clause())
     return stmt
 
 

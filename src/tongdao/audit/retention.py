@@ -1,8 +1,9 @@
 """Retention of the audit log: purging old records behind a signed checkpoint, and erasing
 personal fields of old records without breaking the chain.
 
-Both obey rule ``logs.retention`` (:mod:`tongdao.compliance.rules`): nothing younger than its
-``min_days`` is purged or erased, the refusal names the rule (HTTP 409 / CLI exit 1).
+Both obey rule ``logs.retention`` (:mod:`tongdao.compliance.retention`): nothing younger than
+six calendar months and the operator's margin is purged or erased, the refusal names the rule
+(HTTP 409 / CLI exit 1).
 
 **Purge** (:func:`purge`, ``tongdao audit purge --before DATE``) first verifies the chain
 (purging a broken chain would destroy the evidence, so it refuses), then, under the chain
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,27 +31,25 @@ from sqlalchemy.orm import Session
 from tongdao.audit import chain
 from tongdao.audit.models import AUDIT_EVENTS, CHAIN_HEAD
 from tongdao.audit.recorder import Actor, record, set_actor
-from tongdao.compliance.rules import ComplianceRefusal, rule
+from tongdao.compliance import retention as rp
+from tongdao.compliance.rules import ComplianceRefusal
 from tongdao.errors import Conflict
 from tongdao.store.engine import Database
 
 
-def retention_days() -> int:
-    return int(rule("logs.retention").param("min_days"))
-
-
-def retention_cutoff(now: datetime) -> datetime:
+def retention_cutoff(now: datetime, margin_days: int = rp.DEFAULT_MARGIN_DAYS) -> datetime:
     """Records that occurred before this may be purged or erased; younger ones may not."""
-    return now - timedelta(days=retention_days())
+    return rp.retention_cutoff(now, margin_days)
 
 
-def _refuse_young(before: datetime, now: datetime, what: str) -> None:
-    cutoff = retention_cutoff(now)
+def _refuse_young(before: datetime, now: datetime, what: str, margin_days: int) -> None:
+    cutoff = retention_cutoff(now, margin_days)
     if before > cutoff:
+        period = rp.describe(margin_days)
         raise ComplianceRefusal(
             "logs.retention",
-            f"records younger than {retention_days()} days cannot be {what}: the date must be "
-            f"on or before {cutoff.isoformat(timespec='seconds')}",
+            f"records younger than {period} cannot be {what}: the date "
+            f"must be on or before {cutoff.isoformat(timespec='seconds')}",
             {"before": f"must be on or before {cutoff.isoformat(timespec='seconds')}"},
         )
 
@@ -63,9 +62,16 @@ class PurgeReport(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict, description="purged records per kind")
 
 
-def purge(db: Database, key: chain.SigningKey, before: datetime, *, now: datetime) -> PurgeReport:
+def purge(
+    db: Database,
+    key: chain.SigningKey,
+    before: datetime,
+    *,
+    now: datetime,
+    margin_days: int = rp.DEFAULT_MARGIN_DAYS,
+) -> PurgeReport:
     """Delete the chain's prefix that occurred before ``before`` and sign a checkpoint."""
-    _refuse_young(before, now, "purged")
+    _refuse_young(before, now, "purged", margin_days)
     report = chain.verify_chain(db, key)
     if report.problem is not None:
         raise Conflict(
@@ -119,7 +125,8 @@ def purge(db: Database, key: chain.SigningKey, before: datetime, *, now: datetim
                 "counts": dict(sorted(counts.items())),
                 "oldest": oldest,
                 "newest": newest,
-                "retention_days": retention_days(),
+                "retention_months": rp.months(),
+                "margin_days": margin_days,
                 "key_id": key.key_id,
                 "signed_at": now,
             }
@@ -150,6 +157,7 @@ def erase_personal(
     now: datetime,
     before: datetime | None = None,
     tenant_id: uuid.UUID | None = None,
+    margin_days: int = rp.DEFAULT_MARGIN_DAYS,
 ) -> int:
     """Blank the personal fields of the user's audit records older than ``before`` (default
     and latest: the retention cutoff), in the caller's transaction; returns how many records.
@@ -159,8 +167,8 @@ def erase_personal(
     records are left alone. A chained ``erase`` record names the user, so verification
     accepts the blanks (see :mod:`tongdao.audit.chain`).
     """
-    cutoff = retention_cutoff(now) if before is None else before
-    _refuse_young(cutoff, now, "erased")
+    cutoff = retention_cutoff(now, margin_days) if before is None else before
+    _refuse_young(cutoff, now, "erased", margin_days)
     t = AUDIT_EVENTS
     rows = session.execute(
         select(t.c.id, t.c.user_id, t.c.pi_salts).where(

@@ -204,6 +204,12 @@ def allowed(roles: frozenset[Role], resource: str, action: Action) -> bool:
     return any(action in grants.get(role, frozenset()) for role in roles)
 
 
+def roles_allowed(resource: str, action: Action) -> list[Role]:
+    """The roles that may do ``action`` on ``resource`` (a 403 names them)."""
+    grants = PERMISSIONS[resource]
+    return [role for role in Role if action in grants.get(role, frozenset())]
+
+
 def own_only(roles: frozenset[Role], resource: str, action: Action) -> bool:
     """True when every role that grants the action grants it for own objects only."""
     grants = PERMISSIONS[resource]

@@ -8,6 +8,7 @@ from tongdao.cli import (
     admin,
     audit,
     billing,
+    compliance,
     crossborder,
     gateway,
     quotas,
@@ -28,6 +29,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
 app.add_typer(usage.app, name="usage")
 app.add_typer(crossborder.app, name="crossborder")
+app.add_typer(compliance.app, name="compliance")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(quotas.app, name="quotas")
 app.add_typer(gateway.connector_app, name="connector")

@@ -88,6 +88,22 @@ def verify(
         bool,
         typer.Option("--local", help="read the store directly instead of asking the server"),
     ] = False,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="also check the chain against this file of signed head checkpoints "
+            "(implies --local): truncation and rewriting after an anchor are caught",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--public-key",
+            help="an anchor signing key to trust besides those derived from the data keys "
+            "(base64 Ed25519 public key; repeatable)",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
     as_json: JsonOpt = False,
@@ -95,7 +111,10 @@ def verify(
     token: TokenOpt = None,
 ) -> None:
     """Walk the audit log's hash chain; exit 1 naming the first edited, deleted or moved
-    record."""
+    record (or, with --anchor, the first anchored record no longer there)."""
+    if anchor is not None:
+        _verify_anchor(anchor, public_key or [], data_dir, database_url, as_json)
+        return
     if not local:
         report = Client.resolve(server, token).json("GET", "/audit/verify")
         _print_report(report, as_json)
@@ -118,6 +137,80 @@ def verify(
     _print_report(result.model_dump(mode="json"), as_json)
 
 
+def _verify_anchor(
+    path: Path,
+    public_keys: list[str],
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tongdao.audit import anchor as anchoring
+    from tongdao.audit.chain import SigningKey, verify_chain
+    from tongdao.store.engine import Database
+
+    if not path.is_file():
+        fail(f"--anchor: {path} is not a file", EXIT_USAGE)
+    try:
+        given = [anchoring.public_key_of(text) for text in public_keys]
+    except ValueError:
+        fail("--public-key: not a base64 Ed25519 public key", EXIT_USAGE)
+    settings = settings_from(data_dir, database_url)
+    db: Database | None = None
+    try:
+        db = Database(settings.resolved_database_url)
+        chain_report = verify_chain(db, SigningKey.from_settings(settings))
+        anchored = anchoring.check(
+            db, anchoring.AnchorKeys.from_settings(settings), path, public_keys=given
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot read the store (is it migrated?): {getattr(exc, 'orig', None) or exc}")
+    finally:
+        if db is not None:
+            db.dispose()
+    report = chain_report.model_dump(mode="json")
+    report["anchor"] = anchored.model_dump(mode="json")
+    if not anchored.ok and report.get("ok"):
+        report["ok"] = False
+        report["problem"] = {"kind": "anchor", "message": anchored.problem}
+    _print_report(report, as_json)
+    if not as_json:
+        typer.echo(
+            f"anchors OK: {anchored.anchors} signed checkpoints, the newest at seq "
+            f"{anchored.newest_seq}"
+        )
+
+
+def anchor_now(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="default TONGDAO_AUDIT_ANCHOR_FILE or <data dir>/audit-anchors.jsonl"
+        ),
+    ] = None,
+) -> None:
+    """Append the audit chain's head, signed (Ed25519), to the anchor file now (what the
+    server's scheduler does every tick)."""
+    from tongdao.audit import anchor as anchoring
+    from tongdao.clock import utcnow
+    from tongdao.store.engine import Database
+
+    settings = settings_from(data_dir, database_url)
+    path = file or anchoring.anchor_file(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        entry = anchoring.write(db, anchoring.AnchorKeys.from_settings(settings), path, utcnow())
+    finally:
+        db.dispose()
+    if entry is None:
+        typer.echo(f"{path}: the head is anchored already")
+    else:
+        typer.echo(f"{path}: anchored seq {entry['seq']} hash {entry['hash']}")
+
+
 def purge(
     before: Annotated[
         str,
@@ -130,7 +223,8 @@ def purge(
     database_url: DatabaseUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete audit records older than --before (never younger than rule logs.retention) and
+    """Delete audit records older than --before (never younger than rule logs.retention: six
+    calendar months and TONGDAO_RETENTION_MARGIN_DAYS) and
     write a signed checkpoint. Works on the store directly."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -150,7 +244,13 @@ def purge(
     db: Database | None = None
     try:
         db = Database(settings.resolved_database_url)
-        result = purge_store(db, SigningKey.from_settings(settings), cutoff, now=utcnow())
+        result = purge_store(
+            db,
+            SigningKey.from_settings(settings),
+            cutoff,
+            now=utcnow(),
+            margin_days=settings.retention_margin_days,
+        )
     except DomainError as exc:
         fail(exc.message)
     except (SQLAlchemyError, OSError) as exc:
@@ -268,6 +368,7 @@ def register(audit_app: typer.Typer) -> None:
     """Add these commands to the ``tongdao audit`` group."""
     audit_app.command("verify")(verify)
     audit_app.command("purge")(purge)
+    audit_app.command("anchor")(anchor_now)
     audit_app.command("export")(export)
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 from tongdao.compliance import licensing
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.runtime import Ctx
+from tongdao.web.i18n import N_
 
 
 class TenantFacts(Protocol):
@@ -71,6 +72,34 @@ def kyc_refusal(tenant: TenantFacts) -> tuple[licensing.Refusal, str] | None:
                 "foreign_invested_evidence",
             )
     return None
+
+
+USCC_TO_VERIFY = N_(
+    "a compliance officer verifies the USCC with the registration authority (rule kyc.uscc)"
+)
+BEIJING_FIE = N_(
+    "a customer registered in Beijing must be a foreign-invested enterprise "
+    "(rule kyc.foreign_invested_beijing)"
+)
+BEIJING_EVIDENCE = N_(
+    "record the evidence of foreign-invested status, e.g. the foreign investment information "
+    "report receipt (rule kyc.foreign_invested_beijing)"
+)
+
+
+def vetting_missing(tenant: TenantFacts) -> dict[str, str]:
+    """Every KYC item the tenant still lacks, by field (a Beijing customer is told at creation
+    that it must be a foreign-invested enterprise and show the evidence)."""
+    missing: dict[str, str] = {}
+    if not tenant.uscc_checksum_ok and tenant.uscc_verified_at is None:
+        missing["uscc_verified"] = USCC_TO_VERIFY
+    prefix = str(rule("kyc.foreign_invested_beijing").param("division_prefix"))
+    if tenant.division_code.startswith(prefix):
+        if not tenant.foreign_invested:
+            missing["foreign_invested"] = BEIJING_FIE
+        if not tenant.foreign_invested_evidence.strip():
+            missing["foreign_invested_evidence"] = BEIJING_EVIDENCE
+    return missing
 
 
 def require_vetted(ctx: Ctx, tenant: TenantFacts, *, field: str = "state") -> None:

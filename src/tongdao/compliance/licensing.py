@@ -305,9 +305,26 @@ def coverage_refusal(licences: Iterable[LicenceFacts], today: date, place: Place
         )
     if any(covers(lic, place.province) for lic in current):
         return None
+    # Valid licences exist but none covers the place: that is the rule unmet (region), even
+    # when a lapsed licence used to cover it (named as the reason).
+    where = pv.label(place.province)
     lapsed_here = [lic for lic in lapsed if covers(lic, place.province)]
     if lapsed_here:
-        return validity(lapsed_here)
+        gone = max(lapsed_here, key=lambda c: c.valid_to)
+        number, covered = gone.number, _coverage_text(current)
+        if licence_state(gone, today) == "expired":
+            until = gone.valid_to.isoformat()
+            return Refusal(
+                "licence.region_covered",
+                f"no valid {code} licence covers {place.label} in {where}: licence {number} "
+                f"that covers it expired on {until}; the valid ones cover {covered}",
+            )
+        since = gone.valid_from.isoformat()
+        return Refusal(
+            "licence.region_covered",
+            f"no valid {code} licence covers {place.label} in {where}: licence {number} "
+            f"that covers it is valid only from {since}; the valid ones cover {covered}",
+        )
     return Refusal(
         "licence.region_covered",
         f"{place.label} is in {pv.label(place.province)}; the valid {code} licences cover "

@@ -18,7 +18,7 @@ from typing import Any
 
 from tongdao.errors import Conflict
 
-VERSION = "2026-12-06.1"
+VERSION = "2026-12-06.2"
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,9 @@ RULES: Mapping[str, Rule] = _rules(
         "logs.retention",
         "Network logs are kept at least 6 months; nothing younger can be purged",
         "Cybersecurity Law art. 21 (art. 23 after the 2026 amendment)",
-        MappingProxyType({"min_days": 180}),
+        # Six calendar months (not 180 days: six months can be 184), see
+        # tongdao.compliance.retention; the operator adds a margin (TONGDAO_RETENTION_MARGIN_DAYS).
+        MappingProxyType({"months": 6}),
     ),
 )
 

@@ -103,6 +103,8 @@ class Scheduler:
             self.usage_retention,
             self.quotas,
             self.crossborder,
+            self.compliance,
+            self.anchor,
         ]
 
     def billing(self) -> RunOutcome | None:
@@ -136,6 +138,25 @@ class Scheduler:
             return run_crossborder_job(self.runtime, self.holder)
         except LeaseHeld:
             return None
+
+    def compliance(self) -> object:
+        from tongdao.compliance import watch
+
+        try:
+            return watch.run_job(self.runtime, self.holder)
+        except watch.LeaseHeld:
+            return None
+
+    def anchor(self) -> object:
+        from tongdao.audit import anchor
+
+        settings = self.runtime.settings
+        return anchor.write(
+            self.runtime.db,
+            anchor.AnchorKeys.from_settings(settings),
+            anchor.anchor_file(settings),
+            self.runtime.clock(),
+        )
 
     def tick(self) -> None:
         for job in self.jobs:

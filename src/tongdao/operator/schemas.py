@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from tongdao.compliance import licensing
 from tongdao.compliance import provinces as pv
+from tongdao.compliance.schemas import WatchStatus
 from tongdao.schemas import (
     Email,
     LongName,
@@ -155,6 +156,10 @@ class ComplianceStatus(BaseModel):
     warnings: list[LicenceWarning]
     ownership: OwnershipSummary
     problems: list[RuleProblem]
+    watch: WatchStatus = Field(
+        description="the scheduled compliance check: rules found unmet for the service in "
+        "place, and the countdown to the suspension of the tenants they affect"
+    )
 
 
 class ShareholderCreate(Strict):
@@ -167,6 +172,12 @@ class ShareholderUpdate(Strict):
     name: LongName | None = None
     foreign: bool | None = None
     stake_percent: Stake | None = None
+
+
+class ShareholderRegister(Strict):
+    """The whole shareholder register, replaced in one request (a transfer is one change)."""
+
+    shareholders: list[ShareholderCreate] = Field(min_length=1, max_length=100)
 
 
 class ShareholderPublic(PublicModel):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from tongdao.api.crud import Resource
-from tongdao.compliance import licensing, rules
+from tongdao.compliance import licensing, rules, watch
 from tongdao.compliance import provinces as pv
 from tongdao.compliance.uscc import check_uscc
 from tongdao.errors import Conflict, NotFound, ValidationError
@@ -179,6 +180,7 @@ def compliance_status(ctx: Ctx) -> s.ComplianceStatus:
             foreign_cap=cap.text() if cap else None,
         ),
         problems=problems,
+        watch=watch.status(ctx.session, ctx.runtime.clock()),
     )
 
 
@@ -245,3 +247,43 @@ class ShareholderResource(Resource[Shareholder]):
         for key, value in changes.items():
             setattr(obj, key, value)
         return obj
+
+
+def replace_register(ctx: Ctx, data: s.ShareholderRegister) -> list[Shareholder]:
+    """Replace the whole shareholder register, validated as a whole, in the caller's
+    transaction: a transfer from one holder to another is one change and the register is
+    never invalid in between. Holders are matched by name (kept rows keep their id and their
+    audit trail show the stake moving); others are added or removed. Refused (422, by field
+    ``shareholders.<i>.<field>``): a name twice, or stakes not adding up to 100%. The foreign
+    stake is recorded as it is: over the cap, activations are refused and the scheduled
+    compliance check starts its grace period (tongdao.compliance.watch)."""
+    need = Decimal(rules.rule("ownership.foreign_cap").param("total_percent"))
+    errors: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for i, holder in enumerate(data.shareholders):
+        key = holder.name.strip().casefold()
+        if key in seen:
+            errors[f"shareholders.{i}.name"] = f"listed twice (also shareholder {seen[key] + 1})"
+        seen.setdefault(key, i)
+    total = sum((h.stake_percent for h in data.shareholders), Decimal(0))
+    if total != need:
+        errors["shareholders"] = f"the stakes add up to {total}%, not {need}%"
+    if errors:
+        raise ValidationError(errors)
+    current = {h.name.strip().casefold(): h for h in ctx.session.scalars(select(Shareholder))}
+    kept: list[Shareholder] = []
+    for holder in data.shareholders:
+        row = current.pop(holder.name.strip().casefold(), None)
+        if row is None:
+            row = Shareholder(**holder.model_dump())
+            ctx.session.add(row)
+        else:
+            row.name, row.foreign, row.stake_percent = (
+                holder.name,
+                holder.foreign,
+                holder.stake_percent,
+            )
+        kept.append(row)
+    for gone in current.values():
+        ctx.session.delete(gone)
+    return kept

@@ -137,7 +137,8 @@ class ConnectionDay(BaseModel):
 
 class RetentionNote(BaseModel):
     rule: str
-    min_days: int
+    months: int = Field(description="calendar months the law keeps logs (rule logs.retention)")
+    margin_days: int = Field(description="days the operator keeps them beyond that")
     text: str
 
 

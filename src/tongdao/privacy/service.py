@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, func, select, update
@@ -29,6 +29,7 @@ from tongdao.api.crud import ensure_unique
 from tongdao.audit.recorder import actor_of, record, set_actor
 from tongdao.audit.retention import erase_personal
 from tongdao.auth.models import ApiToken
+from tongdao.compliance import retention as rp
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
@@ -260,13 +261,13 @@ def revoke_transfer_abroad(ctx: Ctx, user: User) -> int:
 
 
 # --- retention -------------------------------------------------------------------------------
-def retention_note() -> s.RetentionNote:
+def retention_note(margin_days: int = rp.DEFAULT_MARGIN_DAYS) -> s.RetentionNote:
     r = rule("logs.retention")
-    return s.RetentionNote(rule=r.id, min_days=int(r.param("min_days")), text=r.text)
+    return s.RetentionNote(rule=r.id, months=rp.months(), margin_days=margin_days, text=r.text)
 
 
-def retention_cutoff(now: datetime) -> datetime:
-    return now - timedelta(days=int(rule("logs.retention").param("min_days")))
+def retention_cutoff(now: datetime, margin_days: int = rp.DEFAULT_MARGIN_DAYS) -> datetime:
+    return rp.retention_cutoff(now, margin_days)
 
 
 def _device_records(tenant_id: uuid.UUID, device_ids: Sequence[uuid.UUID]) -> list[Any]:
@@ -278,7 +279,11 @@ def _device_records(tenant_id: uuid.UUID, device_ids: Sequence[uuid.UUID]) -> li
 
 
 def records_in_retention(
-    session: Session, tenant_id: uuid.UUID, device_ids: Sequence[uuid.UUID], now: datetime
+    session: Session,
+    tenant_id: uuid.UUID,
+    device_ids: Sequence[uuid.UUID],
+    now: datetime,
+    margin_days: int = rp.DEFAULT_MARGIN_DAYS,
 ) -> tuple[int, datetime | None]:
     """How many connection records of these devices the retention rule still holds, and the
     end of the youngest one's period."""
@@ -287,7 +292,7 @@ def records_in_retention(
     count, youngest = session.execute(
         select(func.count(), func.max(UsageRecord.period_end)).where(
             *_device_records(tenant_id, device_ids),
-            UsageRecord.period_end >= retention_cutoff(now),
+            UsageRecord.period_end >= retention_cutoff(now, margin_days),
         )
     ).one()
     return int(count), as_utc(youngest)
@@ -297,12 +302,15 @@ def refuse_deleting_logged_devices(
     ctx: Ctx, tenant_id: uuid.UUID, device_ids: Sequence[uuid.UUID], instead: str
 ) -> None:
     """Refuse a delete that would orphan connection records still within retention."""
-    count, _youngest = records_in_retention(ctx.session, tenant_id, device_ids, ctx.runtime.clock())
+    margin = ctx.runtime.settings.retention_margin_days
+    count, _youngest = records_in_retention(
+        ctx.session, tenant_id, device_ids, ctx.runtime.clock(), margin
+    )
     if count:
-        days = rule("logs.retention").param("min_days")
+        period = rp.describe(margin)
         raise ComplianceRefusal(
             "logs.retention",
-            f"{count} connection record(s) of the last {days} days belong to "
+            f"{count} connection record(s) of the last {period} belong to "
             f"{'this device' if len(device_ids) == 1 else 'these devices'} and must be kept "
             f"with their owner; {instead}",
         )
@@ -389,7 +397,7 @@ def export_personal_data(ctx: Ctx, user: User) -> s.PersonalDataExport:
         devices=[s.DeviceExport.model_validate(d, from_attributes=True) for d in devices],
         consents=list_consents(session, user),
         connection_days=_connection_days(session, user.tenant_id, device_ids),
-        retention=retention_note(),
+        retention=retention_note(ctx.runtime.settings.retention_margin_days),
     )
     # The request's own transaction only reads; the record of the export commits on its own,
     # before anything is returned.
@@ -425,6 +433,7 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
         )
     session = ctx.session
     now = ctx.runtime.clock()
+    margin = ctx.runtime.settings.retention_margin_days
     device_ids = list(session.scalars(select(Device.id).where(Device.user_id == user.id)))
     already = user.erased_at is not None
     revoked_devices = revoked_consents = sessions = blanked = 0
@@ -462,7 +471,7 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
                 update(UsageRecord)
                 .where(
                     *_device_records(user.tenant_id, device_ids),
-                    UsageRecord.period_end < retention_cutoff(now),
+                    UsageRecord.period_end < retention_cutoff(now, margin),
                     UsageRecord.endpoint.is_not(None),
                 )
                 .values(endpoint=None)
@@ -478,7 +487,7 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
             update(Consent)
             .where(
                 Consent.user_id == user.id,
-                Consent.given_at < retention_cutoff(now),
+                Consent.given_at < retention_cutoff(now, margin),
                 Consent.source_ip.is_not(None),
             )
             .values(source_ip=None)
@@ -489,9 +498,10 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
     # The audit log: records about the user, and who-fields of records they made, lose their
     # personal fields where older than the retention period (tamper-evidently, see
     # tongdao.audit.chain); younger ones are kept whole.
-    audit_blanked = erase_personal(session, user.id, now=now, tenant_id=user.tenant_id)
-    kept, youngest = records_in_retention(session, user.tenant_id, device_ids, now)
-    min_days = int(rule("logs.retention").param("min_days"))
+    audit_blanked = erase_personal(
+        session, user.id, now=now, tenant_id=user.tenant_id, margin_days=margin
+    )
+    kept, youngest = records_in_retention(session, user.tenant_id, device_ids, now, margin)
     report = s.ErasureReport(
         user_id=user.id,
         erased_at=user.erased_at or now,
@@ -499,11 +509,11 @@ def erase_personal_data(ctx: Ctx, user: User) -> s.ErasureReport:
         consents_revoked=revoked_consents,
         sessions_ended=sessions,
         connection_records_kept=kept,
-        kept_until=None if youngest is None else youngest + timedelta(days=min_days),
+        kept_until=None if youngest is None else rp.kept_until(youngest, margin),
         endpoints_blanked=blanked,
         consent_addresses_blanked=consents_blanked,
         audit_records_blanked=audit_blanked,
-        retention=retention_note(),
+        retention=retention_note(margin),
     )
     if not already or blanked or consents_blanked or audit_blanked:
         record(

@@ -12,6 +12,7 @@ from tongdao.billing.models import (
     Plan,
     Subscription,
 )
+from tongdao.compliance.models import ComplianceBreach, ComplianceSuspension, ComplianceWatch
 from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument
 from tongdao.gateway.models import (
     ConfigVersion,
@@ -43,6 +44,9 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "ComplianceBreach",
+    "ComplianceSuspension",
+    "ComplianceWatch",
     "ConfigVersion",
     "Consent",
     "CrossBorderApplication",

@@ -70,6 +70,14 @@ class Tenant(TimestampedModel):
     def needs_manual_verification(self) -> bool:
         return not self.uscc_checksum_ok and self.uscc_verified_at is None
 
+    @property
+    def vetting_missing(self) -> dict[str, str]:
+        """What customer vetting still needs, by field (told from creation on, not only when
+        approval is refused): see :func:`tongdao.compliance.kyc.vetting_missing`."""
+        from tongdao.compliance.kyc import vetting_missing
+
+        return vetting_missing(self)
+
 
 class User(TimestampedModel):
     """A person who logs in or owns devices: operator staff (no tenant) or a tenant's user."""

@@ -113,9 +113,17 @@ class TenantPublic(PublicModel):
         description="the USCC's check character fails and nobody has verified the code yet"
     )
     uscc_verified_at: datetime | None
+    uscc_verified_by: uuid.UUID | None = Field(
+        default=None, description="the compliance officer who verified the USCC by hand"
+    )
     foreign_invested: bool
     foreign_invested_evidence: str
     state_reason: str
+    vetting_missing: dict[str, str] = Field(
+        default_factory=dict,
+        description="what customer vetting still needs before approval, by field (empty: "
+        "nothing; the licences are checked at approval)",
+    )
 
 
 class TenantFilters(BaseModel):

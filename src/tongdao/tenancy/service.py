@@ -18,6 +18,7 @@ from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import Role
 from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
+from tongdao.compliance.licensing import china_today
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.compliance.uscc import check_uscc
 from tongdao.crypto import DecryptionError, FieldCipher, mask
@@ -41,6 +42,8 @@ TENANT_TRANSITIONS: dict[TenantState, frozenset[TenantState]] = {
     TenantState.SUSPENDED: frozenset({TenantState.ACTIVE}),
     TenantState.TERMINATED: frozenset(),
 }
+# Moves that are customer vetting: the compliance officer's alone (separation of duties).
+VETTING_STATES = frozenset({TenantState.UNDER_REVIEW, TenantState.APPROVED, TenantState.REJECTED})
 # Approving or activating a tenant runs the vetting and licence checks (tongdao.compliance.kyc).
 VETTED_STATES = frozenset({TenantState.APPROVED, TenantState.ACTIVE})
 # Only a tenant that never got past review can be deleted; the others keep their records.
@@ -149,7 +152,8 @@ class TenantResource(Resource[Tenant]):
             refused = sorted(set(changes) - TENANT_SELF_SERVICE)
             if refused:
                 raise PermissionDenied(
-                    "only the operator changes these fields",
+                    "only the operator changes these fields; they are for: operator_admin, "
+                    "compliance_officer",
                     dict.fromkeys(refused, "changed by the operator only"),
                 )
         new: TenantState | None = None
@@ -163,6 +167,17 @@ class TenantResource(Resource[Tenant]):
                 )
             if current is TenantState.TERMINATED:
                 raise ValidationError({"state": "a terminated tenant stays terminated"})
+        vetting = [key for key in ("uscc_verified",) if changes.get(key) is not None]
+        if new in VETTING_STATES:
+            vetting.append("state")
+        if vetting and Role.COMPLIANCE_OFFICER not in principal.roles:
+            # Separation of duties: the operator admin runs the service, the compliance
+            # officer vets the customer.
+            raise PermissionDenied(
+                "customer vetting (review, approval, rejection, manual USCC verification) is "
+                f"the compliance officer's decision; it is for: {Role.COMPLIANCE_OFFICER.value}",
+                dict.fromkeys(vetting, "decided by the compliance officer"),
+            )
         verified = changes.pop("uscc_verified", None)
         reason = changes.pop("state_reason", None)
         kyc_touched = verified is not None or any(k in changes for k in KYC_FIELDS)
@@ -244,7 +259,7 @@ def _apply_identity(ctx: Ctx, user: User, changes: dict[str, Any]) -> None:
             number_changed = old_number is not None
         else:
             number = number.strip().upper()
-            problem = id_number_problem(str(id_type), number)
+            problem = id_number_problem(str(id_type), number, china_today(ctx.runtime.clock()))
             if problem:
                 raise ValidationError({"id_number": problem})
             number_changed = (number, str(id_type)) != (old_number, before[2])

@@ -33,7 +33,13 @@ WEB = Path(__file__).parent
 SOURCE_ROOT = WEB.parent
 # Modules outside tongdao/web whose marked messages (``N_``, ``_``) people read: the labels of
 # fields and the mail sent to people.
-EXTRA_SOURCES: list[str] = ["words.py", "mail/texts.py"]
+EXTRA_SOURCES: list[str] = [
+    "words.py",
+    "mail/texts.py",
+    "compliance/watch.py",
+    "compliance/identity.py",
+    "compliance/kyc.py",
+]
 KEYWORDS = {
     "_": None,
     "N_": None,

@@ -66,6 +66,7 @@ from tongdao.web.console import (
     translate_message,
 )
 from tongdao.web.i18n import N_
+from tongdao.web.pages import compliance_watch
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 OFFICER = frozenset({Role.COMPLIANCE_OFFICER})
@@ -834,13 +835,28 @@ def edit_shareholder(view: UserViewDep, form: FormDep, holder_id: str) -> Respon
 
 
 @router.get("/console/compliance/dashboard")
-def dashboard(view: UserViewDep) -> Response:
+def dashboard(view: UserViewDep, done: Annotated[str, Query(max_length=30)] = "") -> Response:
     guard = _operator_reader(view)
+    return dashboard_page(view, guard, notice=done_notice(view, done, compliance_watch.NOTICES))
+
+
+def dashboard_page(
+    view: View,
+    guard: Guard,
+    *,
+    watch_errors: dict[str, str] | None = None,
+    watch_values: dict[str, Any] | None = None,
+    status: int = 200,
+    notice: str = "",
+) -> Response:
     status_now = operator.compliance_status(view.ctx)
     return render(
         view,
         "compliance/dashboard.html",
         {
+            # The scheduled check's breaches and grace period (pages.compliance_watch).
+            **compliance_watch.context(view, guard, errors=watch_errors, values=watch_values),
+            "notice": notice,
             "status": status_now,
             "covered": [province_name(view, code) for code in status_now.covered_provinces],
             "is_officer": guard.principal.can("declarations", Action.UPDATE),
@@ -851,6 +867,7 @@ def dashboard(view: UserViewDep) -> Response:
             else None,
             "can_publish": guard.principal.can("notices", Action.CREATE),
         },
+        status=status,
         title=view._("Compliance dashboard"),
     )
 

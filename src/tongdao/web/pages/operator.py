@@ -49,6 +49,7 @@ from tongdao.tenancy import schemas as ten
 from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 from tongdao.tenancy.service import (
     TENANT_TRANSITIONS,
+    VETTING_STATES,
     StaffResource,
     TenantResource,
     UserResource,
@@ -68,6 +69,7 @@ from tongdao.web.console import (
     translate_message,
 )
 from tongdao.web.i18n import N_, SHANGHAI
+from tongdao.web.pages import compliance_watch
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 OPERATORS = frozenset(OPERATOR_ROLES)
@@ -308,6 +310,17 @@ def dashboard(view: UserViewDep) -> Response:
     status = None
     if view.can("operator"):
         status = compliance_status(view.ctx)
+        # The scheduled compliance check's breaches first, with their countdown.
+        for item in compliance_watch.breach_views(view, status.watch):
+            alerts.insert(
+                0,
+                Alert(
+                    "breach",
+                    compliance_watch.alert_text(view, item),
+                    f"{compliance_watch.DASHBOARD}#watch",
+                    view._("Open the compliance dashboard"),
+                ),
+            )
         for warning in status.warnings:
             alerts.append(
                 Alert(
@@ -1099,6 +1112,9 @@ def _tenant_page(
             TenantState.TERMINATED,
         ]
     )
+    if view.principal is None or Role.COMPLIANCE_OFFICER not in view.principal.roles:
+        # Vetting (review, approval, rejection) is the compliance officer's (its queue).
+        moves = [m for m in moves if m not in VETTING_STATES]
     return render(
         view,
         "operator/tenant.html",
