@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+from tests.conftest import both_stores
 from tests.support.world import World, uscc_for
 from tongdao.compliance.licensing import china_today
 
@@ -16,6 +17,7 @@ def officer(world: World) -> dict[str, str]:
     return world.operators["compliance_officer"].headers
 
 
+@both_stores
 def test_a_beijing_tenant_is_told_at_creation_what_vetting_needs(world: World) -> None:
     resp = world.client.post(
         f"{API}/tenants",
@@ -47,6 +49,7 @@ def test_a_beijing_tenant_is_told_at_creation_what_vetting_needs(world: World) -
     assert fixed.status_code == 200 and fixed.json()["vetting_missing"] == {}
 
 
+@both_stores
 def test_who_verified_a_uscc_by_hand_is_recorded(world: World) -> None:
     flawed = "91350100M000100Y44"  # the check character of a known-valid code, changed
     resp = world.client.post(
@@ -64,6 +67,7 @@ def test_who_verified_a_uscc_by_hand_is_recorded(world: World) -> None:
     assert body["uscc_verified_at"] is not None and body["vetting_missing"] == {}
 
 
+@both_stores
 def test_beijing_with_an_expired_national_licence_and_a_valid_shanghai_one_names_the_region(
     world: World,
 ) -> None:
@@ -118,6 +122,7 @@ def register(*holders: tuple[str, bool, str]) -> dict[str, Any]:
     }
 
 
+@both_stores
 def test_the_shareholder_register_is_replaced_in_one_request(world: World) -> None:
     h = officer(world)
     before = {row["name"]: row for row in world.client.get(REGISTER, headers=h).json()["data"]}
@@ -155,6 +160,7 @@ def test_the_shareholder_register_is_replaced_in_one_request(world: World) -> No
     assert world.client.get(f"{API}/operator/compliance", headers=h).json()["problems"] == []
 
 
+@both_stores
 def test_a_register_that_is_not_whole_is_refused_by_field_and_nothing_changes(
     world: World,
 ) -> None:
@@ -210,6 +216,7 @@ def _no_placeholder(image: dict[str, Any] | None) -> None:
                     and key not in {"stake_percent", "id_number_length"}), (key, value)  # fmt: skip
 
 
+@both_stores
 def test_update_and_erasure_images_hold_true_values(world: World) -> None:
     """Stop 19 fixed creation records; an update's before/after and an erasure's change record
     show the stored values too (an unset column: null; a secret: the redaction marker)."""
@@ -248,6 +255,7 @@ def test_update_and_erasure_images_hold_true_values(world: World) -> None:
             _no_placeholder(event.before)
 
 
+@both_stores
 def test_the_regulator_export_can_leave_out_machine_telemetry(world: World) -> None:
     """Gateway acknowledgements, polls and connection sessions are told apart from people's
     actions in the export as in the audit page (machine=false / true), chain intact."""
@@ -282,6 +290,7 @@ def test_the_regulator_export_can_leave_out_machine_telemetry(world: World) -> N
     assert verified["ok"] is True
 
 
+@both_stores
 def test_vetting_is_the_compliance_officers_and_a_403_names_who_may(world: World) -> None:
     tenant = f"{API}/tenants/{world.b.id}"
     for body in ({"state": "under_review"}, {"state": "rejected", "state_reason": "no"}):

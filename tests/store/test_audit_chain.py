@@ -258,6 +258,7 @@ def test_retention_is_six_calendar_months_and_the_margin() -> None:
         (datetime(2027, 3, 31, 4, 0, tzinfo=UTC), datetime(2026, 9, 30, 4, 0, tzinfo=UTC)),
     ],
 )
+@both_stores
 def test_purge_at_month_ends_keeps_six_calendar_months(
     runtime: Runtime, now: datetime, six_months_back: datetime
 ) -> None:
