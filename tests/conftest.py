@@ -106,6 +106,9 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "data_key": TEST_DATA_KEY,
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8,
+        # No scheduler thread in the app under test: a test runs the jobs it is about itself
+        # (with its fake clock), and none runs behind another test's back.
+        "jobs_interval_seconds": 0,
     }
     return load_settings(**(fields | overrides))
 

@@ -6,6 +6,7 @@ those suspensions."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -279,3 +280,25 @@ def test_a_province_left_uncovered_suspends_only_its_tenants(
     outcome = watch.check(runtime, t0 + timedelta(days=7))
     assert outcome.suspended == [world.a.id]
     assert tenant(world, world.b.id)["state"] == "active"
+
+
+@both_stores
+def test_a_change_to_the_register_is_checked_at_once_not_at_the_next_tick(
+    world: World, runtime: Runtime
+) -> None:
+    """A server's scheduler (ticking hourly here, so no tick falls in the test) runs the check
+    as soon as a change to the shareholder register commits: the breach, its audit event and
+    its mail do not wait for the next tick."""
+    from tongdao.jobs.scheduler import Scheduler
+
+    activate(world, world.a.id)
+    scheduler = Scheduler(runtime, 3600).start()
+    try:
+        assert events(runtime, "compliance_breach") == []
+        foreign_majority(world)
+        deadline = time.monotonic() + 30
+        while not events(runtime, "compliance_breach") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [e.object_id for e in events(runtime, "compliance_breach")] != []
+    finally:
+        scheduler.stop()

@@ -11,14 +11,14 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from tests.conftest import TEST_DATA_KEY, both_stores
+from tests.conftest import TEST_DATA_KEY, both_stores, make_settings
 from tests.store.test_billing_store import invoices_of, numbers, series_value
 from tests.support.billing import add_plan, add_tenants, subscribe
+from tongdao.api.app import create_app
 from tongdao.billing import money
 from tongdao.billing.models import Invoice
 from tongdao.cli import app as cli_app
@@ -64,7 +64,11 @@ def test_two_replicas_schedulers_bill_the_month_once(settings: Settings, runtime
     assert {i.month for i in invoices_of(runtime)} == {"2026-12"}
 
 
-def test_the_server_starts_the_scheduler(app: FastAPI) -> None:
+def test_the_server_starts_the_scheduler(tmp_path: Path, store_url: str) -> None:
+    """The server's default: a scheduler ticking every 300 s (the tests' apps run none)."""
+    assert Settings.model_fields["jobs_interval_seconds"].default == 300.0
+    settings = make_settings(tmp_path, store_url, jobs_interval_seconds=300.0)
+    app = create_app(Runtime.from_settings(settings))
     with TestClient(app):
         scheduler = app.state.scheduler
         assert isinstance(scheduler, Scheduler) and scheduler.interval == 300.0

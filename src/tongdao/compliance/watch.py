@@ -24,19 +24,25 @@ an event naming the rule (``compliance_suspend``) besides the state change itsel
 no longer finds the breach it is resolved, and the suspensions it caused are lifted: a tenant
 goes back to ``active`` only if no other open breach holds it suspended. A tenant suspended for
 another reason (by a person) has no suspension of this job's and is never touched.
+
+**At once.** Besides its ticks, a server's scheduler runs the check as soon as a transaction
+that changed a licence or the shareholder register commits in that server
+(:func:`on_rules_changed`), so the alert does not wait for the next tick. A change made by
+another process on the same store (a CLI command) is seen at the next tick.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from tongdao.audit.recorder import Actor, record, set_actor
@@ -66,6 +72,50 @@ log = logging.getLogger("tongdao.compliance.watch")
 JOB = "compliance.watch"
 JOB_ACTOR = Actor(None, "job:compliance.watch")
 LEASE_TTL = timedelta(minutes=10)
+
+# --- at once: a committed change to what the check reads wakes the schedulers -----------------
+_WATCHED = (Licence, Shareholder)
+_TOUCHED = "tongdao.compliance.watch.touched"
+_listeners: list[Callable[[], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def on_rules_changed(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (from the committing thread; keep it short) after each commit that
+    changed a licence or a shareholder; returns the function that stops it."""
+    with _listeners_lock:
+        _listeners.append(callback)
+
+    def stop() -> None:
+        with _listeners_lock:
+            if callback in _listeners:
+                _listeners.remove(callback)
+
+    return stop
+
+
+@event.listens_for(Session, "before_flush")
+def _note_rule_changes(session: Session, _context: object, _instances: object) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(obj, _WATCHED) for obj in changed):
+        session.info[_TOUCHED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_on_commit(session: Session) -> None:
+    if session.in_nested_transaction() or not session.info.pop(_TOUCHED, False):
+        return
+    with _listeners_lock:
+        callbacks = list(_listeners)
+    for callback in callbacks:
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rule_changes(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_TOUCHED, None)
+
 
 ALERT_SUBJECT = N_("Tongdao: compliance rule %(rule)s is not met")
 ALERT_BODY = N_(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -97,6 +98,8 @@ class Scheduler:
         self.interval = interval
         self.holder = lease.holder_id()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set when the compliance check should run now
+        self._unsubscribe: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self.jobs: list[Callable[[], object]] = [
             self.billing,
@@ -160,22 +163,43 @@ class Scheduler:
 
     def tick(self) -> None:
         for job in self.jobs:
-            try:
-                job()
-            except Exception:  # a store outage: try again next tick
-                log.exception("scheduled job failed")
+            self._run_one(job)
 
     def start(self) -> Scheduler:
         if self.interval > 0 and self._thread is None:
+            from tongdao.compliance import watch
+
+            # A licence or the shareholder register changed here: check the rules now, not at
+            # the next tick (the alert is "at once").
+            self._unsubscribe = watch.on_rules_changed(self._wake.set)
             self._thread = threading.Thread(target=self._run, name="tongdao-jobs", daemon=True)
             self._thread.start()
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
+        due = time.monotonic() + self.interval
+        while not self._stop.is_set():
+            woken = self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            if woken:
+                self._wake.clear()
+                self._run_one(self.compliance)
+            if time.monotonic() >= due:
+                self.tick()
+                due = time.monotonic() + self.interval
+
+    def _run_one(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception:  # a store outage: try again next time
+            log.exception("scheduled job failed")
 
     def stop(self, timeout: float = 30.0) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
