@@ -48,6 +48,11 @@ ACTIONS: dict[str, str] = {
     "billing_invoice_made": N_("Invoice made by the monthly billing run"),
     # Cross-border service.
     "crossborder_expired": N_("Cross-border authorisation expired"),
+    # The scheduled compliance check (tongdao.compliance.watch).
+    "compliance_breach": N_("Compliance breach found by the scheduled check"),
+    "compliance_breach_resolved": N_("Compliance breach resolved"),
+    "compliance_suspend": N_("Tenant suspended at the end of a compliance grace period"),
+    "compliance_lift": N_("Compliance suspension lifted"),
 }
 
 OBJECT_KINDS: dict[str, str] = {
@@ -55,6 +60,9 @@ OBJECT_KINDS: dict[str, str] = {
     "audit_log": N_("Audit log"),
     "billing_plan": N_("Billing plan"),
     "billing_subscription": N_("Billing subscription"),
+    "compliance_breach": N_("Compliance breach"),
+    "compliance_suspension": N_("Suspension by the compliance check"),
+    "compliance_watch": N_("Compliance check settings"),
     "consent": N_("Consent"),
     "crossborder_application": N_("Cross-border application"),
     "crossborder_document": N_("Cross-border document"),
@@ -67,6 +75,9 @@ OBJECT_KINDS: dict[str, str] = {
     "invoice": N_("Invoice or credit note"),
     "invoice_line": N_("Invoice line"),
     "licence": N_("Licence"),
+    "quota_event": N_("Quota event (80% or 100% of a cap)"),
+    "tenant_limits": N_("Tenant's transfer caps and bandwidth limits"),
+    "user_limits": N_("User's transfer cap and bandwidth limit"),
     "link": N_("Network link"),
     "mail_settings": N_("Mail settings"),
     "operator": N_("Operator"),
