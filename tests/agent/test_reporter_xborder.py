@@ -65,3 +65,41 @@ def test_cross_border_deltas_survive_restarts_and_resets(bench: Bench) -> None:
     bench.engine.set(a, 19_000, 31_000)
     assert bench.tick(r)
     assert rows(bench)[a] == (1_000, 0, 200, 0)
+
+
+def test_engine_read_failure_keeps_the_cross_border_baseline(bench: Bench) -> None:
+    """A tick whose engine read fails keeps the interface's cross-border baseline as it keeps
+    the engine's: the next tick counts only what came since, not the whole counter again."""
+    from tongdao.agent.engine import EngineError
+
+    a = bench.keys[0]
+    counters: dict[tuple[str, str], tuple[int, int]] = {}
+    r = bench.reporter(cross_border=lambda: dict(counters))
+    bench.engine.set(a, 10_000, 20_000)
+    counters[(IFNAME, a)] = (4_000, 9_000)
+    assert bench.tick(r)
+    assert rows(bench)[a] == (10_000, 20_000, 4_000, 9_000)
+    bench.engine.error = EngineError("uapi socket busy")
+    bench.tick(r)  # nothing read for the interface this time
+    bench.engine.error = None
+    bench.engine.set(a, 11_000, 21_000)
+    counters[(IFNAME, a)] = (4_500, 9_500)
+    assert bench.tick(r)
+    assert rows(bench)[a] == (1_000, 1_000, 500, 500)
+
+
+def test_peer_missing_from_the_engine_once_keeps_its_cross_border_baseline(bench: Bench) -> None:
+    """A peer the engine does not list for one tick (its interface is being rebuilt) keeps
+    its cross-border baseline while its counter is still in the table."""
+    a = bench.keys[0]
+    counters: dict[tuple[str, str], tuple[int, int]] = {}
+    r = bench.reporter(cross_border=lambda: dict(counters))
+    bench.engine.set(a, 10_000, 20_000)
+    counters[(IFNAME, a)] = (4_000, 9_000)
+    assert bench.tick(r)
+    del bench.engine.counters[IFNAME]  # the interface is gone for a tick
+    bench.tick(r)
+    bench.engine.set(a, 1_000, 1_000)  # a new daemon counts from zero
+    counters[(IFNAME, a)] = (4_500, 9_500)  # the counter table outlived it
+    assert bench.tick(r)
+    assert rows(bench)[a] == (1_000, 1_000, 500, 500)

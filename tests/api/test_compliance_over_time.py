@@ -331,3 +331,41 @@ def test_vetting_is_the_compliance_officers_and_a_403_names_who_may(world: World
         "您的角色不允许对 audit_chain 执行 read；可执行该操作的角色：operator_admin, "
         "compliance_officer, auditor"
     )
+
+
+def test_the_operator_admin_cannot_take_the_compliance_officers_role(world: World) -> None:
+    """Separation of duties holds for the roles too: one account is never both operator admin
+    and compliance officer (the admin could otherwise give themselves the officer's role and
+    vet customers alone), neither by a change nor at creation."""
+    admin = world.admin
+    resp = world.client.patch(
+        f"{API}/operator/staff/{admin.user_id}",
+        json={"roles": ["operator_admin", "compliance_officer"]},
+        headers=admin.headers,
+    )
+    assert resp.status_code == 422, resp.text
+    assert "compliance_officer" in resp.json()["error"]["fields"]["roles"]
+    resp = world.client.post(
+        f"{API}/operator/staff",
+        json={
+            "email": "both@example.com",
+            "display_name": "Both",
+            "roles": ["compliance_officer", "operator_admin"],
+        },
+        headers=admin.headers,
+    )
+    assert resp.status_code == 422, resp.text
+    assert "roles" in resp.json()["error"]["fields"]
+    zh = world.client.patch(
+        f"{API}/operator/staff/{admin.user_id}",
+        json={"roles": ["operator_admin", "compliance_officer"]},
+        headers={**admin.headers, "Accept-Language": "zh-CN"},
+    )
+    assert zh.json()["error"]["fields"]["roles"] == (
+        "operator_admin 与 compliance_officer 职责分离：一个账户至多持有其中之一"
+    )
+    # The admin still vets nobody: the tenant's review stays the officer's.
+    resp = world.client.patch(
+        f"{API}/tenants/{world.b.id}", json={"state": "under_review"}, headers=admin.headers
+    )
+    assert resp.status_code == 403, resp.text

@@ -580,3 +580,43 @@ def test_the_job_runs_from_the_scheduler_and_the_cli(
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["expired"] == [app["id"]]
     assert net.bj_pop_peers() == []
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels in a few dozen bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_declaring_a_huge_size_is_a_field_error_not_a_500(world: World) -> None:
+    """Pillow refuses to open an image of more than twice its pixel limit with an exception of
+    its own (DecompressionBombError, not an OSError): the upload answers 422 on ``file``."""
+    net = Net(world, link=False)
+    admin = world.a.admin.headers
+    app = call(world, admin)(
+        "POST",
+        f"/tenants/{world.a.id}/crossborder/applications",
+        json=crossborder.application_body([net.site["id"]]),
+    )
+    path = f"{API}/tenants/{world.a.id}/crossborder/applications/{app['id']}/documents"
+    for side in (12_000, 20_000, 65_535):
+        resp = world.client.post(
+            path,
+            params={"kind": "other"},
+            content=_png_header_only(side, side),
+            headers={**admin, "Content-Type": "image/png"},
+        )
+        assert resp.status_code == 422, (side, resp.text)
+        assert resp.json()["error"]["fields"]["file"] == "the image has too many pixels"

@@ -585,3 +585,16 @@ def test_tenant_pages_are_for_operator_staff(world: World) -> None:
         f"/console/operator/tenants/{world.a.id}/state", {"state": "under_review"}
     )
     assert refused.status_code == 403
+
+
+def test_one_account_is_not_both_operator_admin_and_compliance_officer(world: World) -> None:
+    client = _admin(world)
+    refused = client.post(
+        f"/console/operator/staff/{world.admin.user_id}/roles",
+        {"roles": ["operator_admin", "compliance_officer"]},
+    )
+    assert refused.status_code == 422
+    assert "separate duties" in _error(refused.text, "roles")
+    assert _api(world, "GET", f"/operator/staff/{world.admin.user_id}")["roles"] == [
+        "operator_admin"
+    ]

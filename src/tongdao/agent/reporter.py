@@ -259,7 +259,14 @@ class Reporter:
                 log.warning("cross-border counters not read: %s", exc)
                 self.counters.sample_errors += 1
                 xb_now = None  # keep the baseline: no double count
-        xb_base: dict[str, list[int]] = dict(old_xb) if xb_now is None else {}
+        # The baselines carry over while their counter is still in the table: a peer or an
+        # interface the engine did not answer for this tick is counted from them next time
+        # (the counters outlive the engine's), not from zero again.
+        xb_base: dict[str, list[int]] = (
+            dict(old_xb)
+            if xb_now is None
+            else {k: v for k, v in old_xb.items() if tuple(k.split("|", 1)) in xb_now}
+        )
         for tenant in tenants:
             try:
                 device: DeviceState = self.engine.get(tenant.ifname)

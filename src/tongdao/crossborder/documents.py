@@ -90,6 +90,8 @@ def _check_image(data: bytes, fmt: str) -> None:
                 img.load()  # verify() does not decode a JPEG: a cut-off one fails here
     except ValidationError:
         raise
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: not an OSError
+        raise ValidationError({"file": "the image has too many pixels"}) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ValidationError({"file": f"the {fmt} image cannot be read (damaged)"}) from exc
 

@@ -653,6 +653,21 @@ class UserResource(Resource[User]):
         _delete_user(ctx, obj)
 
 
+# Separation of duties: the operator admin runs the service, the compliance officer vets the
+# customers; one account holding both would let the admin vet alone (or grant itself the role).
+EXCLUSIVE_ROLES = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER})
+
+
+def _separate_duties(roles: Iterable[Any]) -> None:
+    if {Role(str(r)) for r in roles} >= EXCLUSIVE_ROLES:
+        raise ValidationError(
+            {
+                "roles": "operator_admin and compliance_officer are separate duties: one "
+                "account holds at most one of them"
+            }
+        )
+
+
 class StaffResource(Resource[User]):
     """Operator staff: users with no tenant and operator roles."""
 
@@ -684,6 +699,7 @@ class StaffResource(Resource[User]):
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> User:
         assert isinstance(data, s.StaffCreate)
+        _separate_duties(data.roles)
         _email_free(ctx, data.email)
         user = User(
             tenant_id=None,
@@ -703,6 +719,7 @@ class StaffResource(Resource[User]):
             if changes.get(key) is not None:
                 setattr(obj, key, changes[key])
         if changes.get("roles") is not None:
+            _separate_duties(changes["roles"])
             obj.roles = sorted({str(r) for r in changes["roles"]})
         self._keep_an_admin(ctx, obj)
         return obj
