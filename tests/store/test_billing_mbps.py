@@ -19,6 +19,7 @@ from tests.conftest import both_stores
 from tests.support.billing import add_plan, plan_body, subscribe
 from tests.support.world import World
 from tongdao.billing import money
+from tongdao.billing.export import to_efapiao
 from tongdao.billing.models import Invoice, InvoiceLine, LineKind, Plan
 from tongdao.billing.service import (
     Committed,
@@ -112,6 +113,16 @@ def test_committed_mbps_line_prorates_approval_and_expiry(world: World, runtime:
     assert invoice.subtotal == sum((x.amount for x in lines), Decimal(0))
     assert invoice.vat == sum((x.vat for x in lines), Decimal(0))
     assert invoice.total == invoice.subtotal + invoice.vat
+    # The e-fapiao item: quantity × unit price is the line's amount, as the tax system checks.
+    with runtime.db.session(write=False) as session:
+        (item,) = [
+            x
+            for x in to_efapiao(session.get_one(Invoice, invoice.id))["items"]
+            if x["unit"] == "Mbit/s-month"
+        ]
+    assert (item["quantity"], item["amount"], item["tax"]) == ("13.333333", "333.33", "20.00")
+    assert money.fen(Decimal(item["quantity"]) * Decimal(item["unit_price"])) == line.amount
+    assert item["tax_classification_code"] == plan_body()["cross_border_tax_code"]
     # tenant B has no authorisation: no cross-border line at all
     _inv_b, lines_b = lines_of(runtime, world.b.id)
     assert lines_b and not [
