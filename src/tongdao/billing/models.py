@@ -22,6 +22,13 @@ class SeatBasis(StrEnum):
     ACTIVE = "active"  # users with a device handshake in the month
 
 
+class CrossBorderBasis(StrEnum):
+    """How a plan prices cross-border service (one basis per plan, never both)."""
+
+    GB = "gb"  # the usage ledger's cross-border GB at ``cross_border_price_per_gb``
+    MBPS = "mbps"  # committed Mbit/s per month at ``cross_border_price_per_mbps``
+
+
 class InvoiceState(StrEnum):
     DRAFT = "draft"
     ISSUED = "issued"
@@ -40,6 +47,7 @@ class LineKind(StrEnum):
     SITES = "sites"
     TRAFFIC = "traffic"  # usage ledger: domestic GB over the included traffic
     CROSS_BORDER = "cross_border"  # usage ledger: cross-border GB
+    CROSS_BORDER_MBPS = "committed_mbps"  # cross-border: approved Mbit/s of the authorisations
 
 
 class Plan(TimestampedModel):
@@ -57,6 +65,9 @@ class Plan(TimestampedModel):
     included_traffic_gb: Mapped[int] = mapped_column(default=0)
     traffic_price_per_gb: Mapped[Decimal] = mapped_column(Money)
     cross_border_price_per_gb: Mapped[Decimal] = mapped_column(Money)
+    cross_border_basis: Mapped[str] = mapped_column(String(8), default=CrossBorderBasis.GB)
+    # Per approved (committed) Mbit/s per month, excluding VAT; ``cross_border_tax_code``.
+    cross_border_price_per_mbps: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
     payment_terms_days: Mapped[int] = mapped_column(default=30)
     # 税收分类编码 (19 digits) per plan item, carried by every line of that item.
     base_tax_code: Mapped[str] = mapped_column(String(19))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from tongdao.billing.models import InvoiceKind, InvoiceState, SeatBasis
+from tongdao.billing.models import CrossBorderBasis, InvoiceKind, InvoiceState, SeatBasis
 
 Price = Annotated[Decimal, Field(ge=0, le=Decimal("99999999.99"), max_digits=10, decimal_places=2)]
 Amount = Annotated[
@@ -36,6 +36,14 @@ class PlanBase(BaseModel):
     included_traffic_gb: Annotated[int, Field(ge=0, le=10**9)] = 0
     traffic_price_per_gb: Price = Decimal("0.00")
     cross_border_price_per_gb: Price = Decimal("0.00")
+    cross_border_basis: CrossBorderBasis = Field(
+        default=CrossBorderBasis.GB,
+        description="gb: cross-border GB at cross_border_price_per_gb; mbps: the tenant's "
+        "approved cross-border Mbit/s at cross_border_price_per_mbps per month",
+    )
+    cross_border_price_per_mbps: Price = Field(
+        default=Decimal("0.00"), description="per approved Mbit/s per month, excluding VAT"
+    )
     payment_terms_days: Annotated[int, Field(ge=0, le=365)] = 30
 
 
@@ -60,6 +68,8 @@ class PlanUpdate(BaseModel):
     included_traffic_gb: Annotated[int, Field(ge=0, le=10**9)] | None = None
     traffic_price_per_gb: Price | None = None
     cross_border_price_per_gb: Price | None = None
+    cross_border_basis: CrossBorderBasis | None = None
+    cross_border_price_per_mbps: Price | None = None
     payment_terms_days: Annotated[int, Field(ge=0, le=365)] | None = None
     base_tax_code: TaxCode | None = None
     seat_tax_code: TaxCode | None = None

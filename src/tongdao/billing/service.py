@@ -19,7 +19,11 @@ plan segment and not erased before its start. Seats (per active user): distinct 
 devices with a WireGuard handshake in the segment, from the gateways' usage records. Sites:
 the tenant's sites created before the segment's end. Traffic and cross-border lines come from
 the usage ledger's bytes of the segment's Asia/Shanghai days (:func:`price_traffic`;
-``usage_key`` ``ledger:domestic:<days>`` / ``ledger:cross_border:<days>``).
+``usage_key`` ``ledger:domestic:<days>`` / ``ledger:cross_border:<days>``). A plan whose
+``cross_border_basis`` is ``mbps`` prices cross-border per committed Mbit/s instead of per GB:
+the Mbit/s approved on the tenant's cross-border authorisations (summed over links), each for
+the Asia/Shanghai days it was valid in the segment, prorated by day like the other lines
+(:func:`price_committed_mbps`; ``usage_key`` ``crossborder:mbps:<days>``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tongdao.audit.recorder import SYSTEM, Actor, record, set_actor
 from tongdao.auth.permissions import Action
 from tongdao.billing import money
 from tongdao.billing.models import (
+    CrossBorderBasis,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -61,6 +66,7 @@ from tongdao.billing.schemas import (
     PlanUpdate,
     SubscriptionCreate,
 )
+from tongdao.crossborder.models import ApplicationState, CrossBorderApplication
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.ledger import tenant_bytes
 from tongdao.gateway.models import UsageRecord
@@ -77,6 +83,24 @@ MUTABLE_AFTER_MADE |= {"issued_on", "due_on", "updated_at", "dedupe_key"}
 
 
 # --- plans -----------------------------------------------------------------------------------
+def check_cross_border_basis(basis: str, per_gb: Decimal, per_mbps: Decimal) -> None:
+    """A plan prices cross-border on one basis, explicitly: the other basis's price is 0.
+
+    Both bases carry ``cross_border_tax_code``: the taxable service (cross-border connectivity)
+    is the same whichever way it is measured, and a plan bills only one of them."""
+    if basis == CrossBorderBasis.GB and per_mbps != 0:
+        raise ValidationError(
+            {"cross_border_price_per_mbps": "the plan prices cross-border per GB "
+             "(cross_border_basis gb); set the basis to mbps or this price to 0"}
+        )  # fmt: skip
+    if basis == CrossBorderBasis.MBPS and per_gb != 0:
+        raise ValidationError(
+            {"cross_border_price_per_gb": "the plan prices cross-border per committed Mbit/s "
+             "(cross_border_basis mbps); set the basis to gb or this price to 0"}
+        )  # fmt: skip
+
+
+# --- plans (resource) ------------------------------------------------------------------------
 class PlanResource(Resource[Plan]):
     name = "billing_plans"
     label = "plan"
@@ -88,6 +112,11 @@ class PlanResource(Resource[Plan]):
     tenant_scoped = False
 
     def create(self, ctx: Ctx, tenant: Tenant | None, data: PlanCreate) -> Plan:
+        check_cross_border_basis(
+            data.cross_border_basis,
+            data.cross_border_price_per_gb,
+            data.cross_border_price_per_mbps,
+        )
         ensure_unique(ctx, Plan.name, data.name, what="plan")
         plan = Plan(**data.model_dump())
         ctx.session.add(plan)
@@ -98,6 +127,11 @@ class PlanResource(Resource[Plan]):
         nulls = [key for key, value in changes.items() if value is None]
         if nulls:
             raise ValidationError(dict.fromkeys(nulls, "may not be null"))
+        check_cross_border_basis(
+            changes.get("cross_border_basis", obj.cross_border_basis),
+            changes.get("cross_border_price_per_gb", obj.cross_border_price_per_gb),
+            changes.get("cross_border_price_per_mbps", obj.cross_border_price_per_mbps),
+        )
         for key, value in changes.items():
             setattr(obj, key, value)
         return obj
@@ -285,6 +319,8 @@ def price_traffic(month: date, seg: Segment, used: dict[str, int]) -> list[LineD
         GB_PLACES, rounding=ROUND_HALF_UP
     )
     over = max(gigabytes(domestic) - included, Decimal(0))
+    if plan.cross_border_basis != CrossBorderBasis.GB:
+        cross = 0  # priced per committed Mbit/s instead (:func:`price_committed_mbps`)
     out = []
     for kind, text, code, qty, price, key in (
         (LineKind.TRAFFIC, f"{plan.name} traffic over {included} GB {span}", plan.traffic_tax_code,
@@ -301,6 +337,90 @@ def price_traffic(month: date, seg: Segment, used: dict[str, int]) -> list[LineD
                       plan.vat_rate, money.line_vat(amount, plan.vat_rate), key)
         )  # fmt: skip
     return out
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Approved Mbit/s over the days ``[start, end)`` of one authorisation within a segment."""
+
+    mbps: int
+    start: date
+    end: date  # exclusive
+
+
+def committed_mbps(session: Session, tenant_id: uuid.UUID, seg: Segment) -> list[Committed]:
+    """The tenant's cross-border authorisations that were valid on some day of the segment,
+    cut to the segment: approved ones and expired ones (they were valid until ``valid_to``),
+    each from ``valid_from`` to ``valid_to`` (Asia/Shanghai days, both included)."""
+    rows = session.execute(
+        select(
+            CrossBorderApplication.approved_mbps,
+            CrossBorderApplication.valid_from,
+            CrossBorderApplication.valid_to,
+        )
+        .where(CrossBorderApplication.tenant_id == tenant_id)
+        .where(
+            CrossBorderApplication.state.in_([ApplicationState.APPROVED, ApplicationState.EXPIRED])
+        )
+        .where(CrossBorderApplication.valid_from < seg.end)
+        .where(CrossBorderApplication.valid_to >= seg.start)
+        .order_by(CrossBorderApplication.valid_from, CrossBorderApplication.id)
+    )
+    out = []
+    for mbps, valid_from, valid_to in rows:
+        if not mbps or valid_from is None or valid_to is None:
+            continue
+        out.append(
+            Committed(
+                int(mbps), max(valid_from, seg.start), min(valid_to + timedelta(days=1), seg.end)
+            )
+        )
+    return out
+
+
+MBPS_UNIT = "Mbit/s-month"
+
+
+def price_committed_mbps(month: date, seg: Segment, committed: list[Committed]) -> list[LineDraft]:
+    """The cross-border line of a plan priced per committed Mbit/s (pure).
+
+    The committed bandwidth of a tenant is the sum of the Mbit/s approved on its authorisations
+    (one per link, several links add up). Each authorisation counts for the Asia/Shanghai days
+    it was valid within the segment, prorated by day like the other lines: an authorisation of
+    ``m`` Mbit/s valid on days ``[a, b)`` of a month of ``n`` days costs
+    ``prorate(m × price, a, b, n)`` (:func:`tongdao.billing.money.prorate`), so approval or
+    expiry mid-month bills ``m × price × days / n`` and any split of the month sums to the
+    whole. The segment has one line: quantity Σ ``m × days / n`` in Mbit/s-months (six places,
+    the column's scale), unit price the plan's price per Mbit/s per month, amount the sum of
+    the prorated parts; VAT per line."""
+    plan = seg.plan
+    price = plan.cross_border_price_per_mbps
+    if price == 0 or not committed:
+        return []
+    n = money.days_in_month(month)
+    amount = money.ZERO
+    quantity = Decimal(0)
+    parts = []
+    for c in committed:
+        a, b = (c.start - month).days, (c.end - month).days
+        if b <= a:
+            continue
+        amount += money.prorate(Decimal(c.mbps) * price, a, b, n)
+        quantity += Decimal(c.mbps * (b - a)) / n
+        parts.append(f"{c.mbps} Mbit/s × {b - a}/{n} d")
+    if not parts:
+        return []
+    quantity = quantity.quantize(GB_PLACES, rounding=ROUND_HALF_UP)
+    span = f"{seg.start.isoformat()}..{(seg.end - timedelta(days=1)).isoformat()}"
+    text = f"{plan.name} cross-border committed bandwidth {span} ({', '.join(parts)})"
+    if len(text) > 200:
+        text = f"{plan.name} cross-border committed bandwidth {span}"
+    key = f"crossborder:mbps:{seg.start:%Y%m%d}-{seg.end:%Y%m%d}"
+    return [
+        LineDraft(LineKind.CROSS_BORDER_MBPS, text, plan.cross_border_tax_code, MBPS_UNIT,
+                  quantity, price, seg.start, seg.end, amount, plan.vat_rate,
+                  money.line_vat(amount, plan.vat_rate), key)
+    ]  # fmt: skip
 
 
 # --- numbering ---------------------------------------------------------------------------------
@@ -368,6 +488,8 @@ def bill_tenant(session: Session, tenant_id: uuid.UUID, month: date) -> Invoice 
             session, tenant_id, money.day_start_utc(seg.start), money.day_start_utc(seg.end)
         )
         drafts.extend(price_traffic(month, seg, used))
+        if seg.plan.cross_border_basis == CrossBorderBasis.MBPS:
+            drafts.extend(price_committed_mbps(month, seg, committed_mbps(session, tenant_id, seg)))
     if not drafts:
         return None
     subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])

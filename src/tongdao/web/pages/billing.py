@@ -33,6 +33,7 @@ from tongdao.auth.permissions import Action, Role
 from tongdao.billing import downloads, money, service
 from tongdao.billing import routes as api
 from tongdao.billing.models import (
+    CrossBorderBasis,
     Invoice,
     InvoiceKind,
     InvoiceState,
@@ -101,12 +102,18 @@ LINE_LABELS: dict[str, str] = {
     LineKind.SITES: N_("Sites"),
     LineKind.TRAFFIC: N_("Traffic over the included amount"),
     LineKind.CROSS_BORDER: N_("Cross-border traffic"),
+    LineKind.CROSS_BORDER_MBPS: N_("Cross-border committed bandwidth"),
 }
 UNIT_LABELS: dict[str, str] = {
     "month": N_("month"),
     "seat": N_("seat"),
     "site": N_("site"),
     "GB": N_("GB"),
+    "Mbit/s-month": N_("Mbit/s-month"),
+}
+CROSS_BORDER_BASIS_LABELS: dict[str, str] = {
+    CrossBorderBasis.GB: N_("per GB of cross-border traffic"),
+    CrossBorderBasis.MBPS: N_("per approved Mbit/s per month (the tenant's authorisations)"),
 }
 SEAT_BASIS_LABELS: dict[str, str] = {
     SeatBasis.ACCOUNT: N_("per user account in the month"),
@@ -123,6 +130,8 @@ PLAN_FIELDS = (
     "included_traffic_gb",
     "traffic_price_per_gb",
     "cross_border_price_per_gb",
+    "cross_border_basis",
+    "cross_border_price_per_mbps",
     "payment_terms_days",
     "base_tax_code",
     "seat_tax_code",
@@ -140,6 +149,8 @@ PLAN_DEFAULTS = {
     "included_traffic_gb": "0",
     "traffic_price_per_gb": "0.00",
     "cross_border_price_per_gb": "0.00",
+    "cross_border_basis": CrossBorderBasis.GB.value,
+    "cross_border_price_per_mbps": "0.00",
 }
 
 
@@ -190,6 +201,7 @@ def _labels(view: View) -> dict[str, Any]:
         "line_label": lambda v: label(LINE_LABELS, v),
         "unit_label": lambda v: label(UNIT_LABELS, v),
         "basis_label": lambda v: label(SEAT_BASIS_LABELS, v),
+        "xb_basis_label": lambda v: label(CROSS_BORDER_BASIS_LABELS, v),
         "rate": lambda v: f"{(Decimal(v) * 100).normalize():f}%",
         "qty": lambda v: f"{Decimal(v).normalize():f}",
         # A line's period ends before ``period_end`` (exclusive): its last day.
@@ -294,6 +306,7 @@ def _plans_page(
             "errors": errors or {},
             "notice": notice,
             "basis_options": _basis_options(view),
+            "xb_basis_options": _xb_basis_options(view),
         },
         status=status,
         title=view._("Plans"),
@@ -302,6 +315,11 @@ def _plans_page(
 
 def _basis_options(view: View) -> list[tuple[str, str]]:
     return [(str(b), view.locale.gettext(SEAT_BASIS_LABELS[b])) for b in SeatBasis]
+
+
+def _xb_basis_options(view: View) -> list[tuple[str, str]]:
+    gettext = view.locale.gettext
+    return [(str(b), gettext(CROSS_BORDER_BASIS_LABELS[b])) for b in CrossBorderBasis]
 
 
 @router.get(BASE + "/plans")
@@ -350,6 +368,7 @@ def _plan_page(
             "errors": errors or {},
             "notice": notice,
             "basis_options": _basis_options(view),
+            "xb_basis_options": _xb_basis_options(view),
         },
         status=status,
         title=view.locale.pick(plan.name, plan.name_zh),
