@@ -318,3 +318,46 @@ def test_series_permissions_and_bounds(world: World, runtime: Runtime) -> None:
     assert [(r["rx_bytes"], r["cross_border_tx_bytes"], r["domestic_tx_bytes"]) for r in rows] == [
         ("10", "2", "18")
     ]
+
+
+def _ledger_rows(runtime: Runtime) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with runtime.db.session(write=False) as session:
+        peers = sorted(
+            (h.hour, h.tenant_id, h.peer_ref, h.peer_kind, h.gateway_id, h.owner_id, h.pop_id,
+             h.rx_bytes, h.tx_bytes)
+            for h in session.scalars(select(UsageHourly))
+        )  # fmt: skip
+        kinds = sorted(
+            (h.hour, h.tenant_id, h.peer_kind, h.gateway_id, h.pop_id, h.rx_bytes, h.tx_bytes)
+            for h in session.scalars(select(UsageTenantHourly))
+        )  # fmt: skip
+    return peers, kinds
+
+
+@both_stores
+def test_an_upgrade_rolls_the_reports_already_stored_into_the_ledger(
+    world: World, runtime: Runtime, store_url: str
+) -> None:
+    """Reports stored before revision 0018 are not lost to the ledger: a store taken back to
+    0017 (no ledger) and upgraded again has, from its raw reports alone, the hours the
+    server wrote as the reports arrived (so the month of an upgrade bills and counts them)."""
+    from tongdao.store import migrate
+
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    state(world, gw)
+    enrolled_days_ago(runtime, 1)
+    start = datetime.now(UTC) - timedelta(minutes=75)
+    for seq, at in (
+        (1, start),
+        (2, start + timedelta(seconds=30)),
+        (3, start + timedelta(hours=1)),
+    ):
+        body = report_at(seq, at, [xpeer(world.a.id, dev, 1000 * seq, 10 * seq, 0, 0)])
+        assert world.client.post(REPORTS, json=body, headers=gw).json()["stored"] == 1
+    written = _ledger_rows(runtime)
+    assert len(written[0]) >= 2 and sum(row[-2] for row in written[0]) == 6000
+    runtime.db.dispose()
+    migrate.downgrade(store_url, "0017_billing")
+    migrate.upgrade(store_url)
+    assert _ledger_rows(runtime) == written

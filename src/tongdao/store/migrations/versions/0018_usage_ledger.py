@@ -5,7 +5,9 @@ dedupe key takes ``period_end`` (the partition key; every row of a report shares
 ``usage_hourly`` (per peer) and ``usage_tenant_hourly`` (per tenant, gateway and peer kind)
 hold the ledger. On PostgreSQL ``usage_records`` and ``usage_hourly`` are ``PARTITION BY
 RANGE`` by Asia/Shanghai month (tongdao.store.partitions): the existing records are copied
-into the partitioned table; SQLite keeps plain tables.
+into the partitioned table; SQLite keeps plain tables. The reports stored before this
+revision are rolled up into the ledger here, as the server rolls up new ones
+(tongdao.gateway.ledger), so the month of the upgrade bills and counts them too.
 
 Revision ID: 0018_usage_ledger
 Revises: 0017_billing
@@ -15,7 +17,8 @@ Create Date: 2026-12-06 21:00:00
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -134,6 +137,96 @@ def _records_postgresql(months: list[date]) -> None:
     ex("DROP TABLE usage_records_plain")
 
 
+def _backfill_ledger() -> None:
+    """Roll the reports already stored into the ledger, hour by hour in period order (memory
+    bounded by one hour's peers): each row's bytes to the hour ``(h, h + 1 h]`` holding its
+    period end, a device's to its owner now, with the gateway's PoP (a site connector: its
+    site's), as :func:`tongdao.gateway.ledger.roll_up` does for new reports."""
+    conn = op.get_bind()
+    uid = sa.Uuid()
+    tstz = tongdao.store.base.UTCDateTime(timezone=True)
+    records = sa.table(
+        "usage_records",
+        sa.column("tenant_id", uid),
+        sa.column("gateway_id", uid),
+        sa.column("peer_kind", sa.String()),
+        sa.column("peer_ref", sa.String()),
+        sa.column("rx_bytes", sa.BigInteger()),
+        sa.column("tx_bytes", sa.BigInteger()),
+        sa.column("period_end", tstz),
+    )
+    gateways = sa.table("gateways", sa.column("id", uid), sa.column("pop_id", uid),
+                        sa.column("site_id", uid))  # fmt: skip
+    sites = sa.table("sites", sa.column("id", uid), sa.column("pop_id", uid))
+    devices = sa.table("devices", sa.column("id", uid), sa.column("user_id", uid))
+    site_pop = dict(conn.execute(sa.select(sites.c.id, sites.c.pop_id)).all())
+    pop_of = {
+        g: (p if p is not None or s is None else site_pop.get(s))
+        for g, p, s in conn.execute(
+            sa.select(gateways.c.id, gateways.c.pop_id, gateways.c.site_id)
+        ).all()
+    }
+    owner = {str(d): u for d, u in conn.execute(sa.select(devices.c.id, devices.c.user_id))}
+    hourly = sa.table(
+        "usage_hourly",
+        *(sa.column(n, uid) for n in ("tenant_id", "gateway_id", "pop_id", "owner_id")),
+        sa.column("peer_ref", sa.String()),
+        sa.column("peer_kind", sa.String()),
+        sa.column("hour", tstz),
+        *(sa.column(n, sa.BigInteger()) for n in _BYTES),
+    )
+    per_tenant = sa.table(
+        "usage_tenant_hourly",
+        *(sa.column(n, uid) for n in ("tenant_id", "gateway_id", "pop_id")),
+        sa.column("peer_kind", sa.String()),
+        sa.column("hour", tstz),
+        *(sa.column(n, sa.BigInteger()) for n in _BYTES),
+    )
+    peers: dict[tuple[Any, ...], list[int]] = {}
+    kinds: dict[tuple[Any, ...], list[int]] = {}
+
+    def flush(hour: datetime | None) -> None:
+        if hour is None:
+            return
+        zeros = {"cross_border_rx_bytes": 0, "cross_border_tx_bytes": 0}
+        rows = [
+            {"tenant_id": t, "peer_ref": ref, "peer_kind": kind, "gateway_id": g,
+             "pop_id": pop_of.get(g), "owner_id": owner.get(ref) if kind == "device" else None,
+             "hour": hour, "rx_bytes": rx, "tx_bytes": tx, **zeros}
+            for (t, ref, kind, g), (rx, tx) in peers.items()
+        ]  # fmt: skip
+        for i in range(0, len(rows), 1000):
+            conn.execute(hourly.insert(), rows[i : i + 1000])
+        sums = [
+            {"tenant_id": t, "peer_kind": kind, "gateway_id": g, "pop_id": pop_of.get(g),
+             "hour": hour, "rx_bytes": rx, "tx_bytes": tx, **zeros}
+            for (t, kind, g), (rx, tx) in kinds.items()
+        ]  # fmt: skip
+        for i in range(0, len(sums), 1000):
+            conn.execute(per_tenant.insert(), sums[i : i + 1000])
+        peers.clear()
+        kinds.clear()
+
+    current: datetime | None = None
+    stmt = sa.select(
+        records.c.tenant_id, records.c.gateway_id, records.c.peer_kind, records.c.peer_ref,
+        records.c.rx_bytes, records.c.tx_bytes, records.c.period_end,
+    ).order_by(records.c.period_end)  # fmt: skip
+    for t, g, kind, ref, rx, tx, end in conn.execute(stmt.execution_options(yield_per=5000)):
+        last = end.astimezone(UTC) - timedelta(microseconds=1)
+        hour = last.replace(minute=0, second=0, microsecond=0)
+        if hour != current:
+            flush(current)
+            current = hour
+        peer = peers.setdefault((t, ref, kind, g), [0, 0])
+        peer[0] += rx
+        peer[1] += tx
+        total = kinds.setdefault((t, kind, g), [0, 0])
+        total[0] += rx
+        total[1] += tx
+    flush(current)
+
+
 def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     if pg:
@@ -144,6 +237,7 @@ def upgrade() -> None:
     else:
         _records_sqlite()
         _ledger_tables(pg=False)
+    _backfill_ledger()
 
 
 def downgrade() -> None:
