@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.api.test_gateway import activate, enrol, make_pop, state
 from tests.conftest import both_stores
+from tests.support.crossborder import authorise_abroad
 from tests.support.world import World
 from tongdao.compliance.rules import rule
 from tongdao.store import migrate
@@ -517,6 +518,11 @@ def test_cross_border_link_needs_its_approval_reference(world: World) -> None:
     approval = "工信部国际〔2026〕21号"
     resp = world.client.patch(item, json={"state": "active", "approval_ref": approval}, headers=h)
     assert resp.status_code == 200, resp.text
+    # The link is registered; the tenant still needs its own cross-border authorisation
+    # (rule crossborder.tenant_authorised), and /paths names the step that is missing.
+    (path,) = [p for p in world.client.get(paths_url, headers=h).json() if p["from_pop"] == "bj"]
+    assert path["up"] is False and path["crossborder_step"] == "none"
+    authorise_abroad(world, [site["id"]], made.json()["id"])
     (path,) = [p for p in world.client.get(paths_url, headers=h).json() if p["from_pop"] == "bj"]
     assert (path["up"], path["approval_ref"]) == (True, approval)
     # Clearing the approval of an active crossing is refused.
