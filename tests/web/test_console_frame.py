@@ -307,3 +307,10 @@ def test_a_bug_in_a_page_is_a_console_page_with_its_headers_and_the_traceback_in
     assert "internal detail 1234" not in answer.text
     assert "服务器出错" in answer.text
     assert "internal detail 1234" in caplog.text
+
+
+def test_no_console_page_is_in_the_api_schema(app: FastAPI) -> None:
+    """Console pages answer HTML for a browser session; the API's OpenAPI document (and the
+    schemathesis fuzzing that reads it) lists only the JSON API."""
+    paths = app.openapi()["paths"]
+    assert [p for p in paths if p.startswith("/console")] == []

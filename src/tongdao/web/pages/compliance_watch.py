@@ -32,7 +32,7 @@ from tongdao.web.console import (
 )
 from tongdao.web.i18n import N_
 
-router = APIRouter(route_class=ConsoleRoute)
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 DASHBOARD = "/console/compliance/dashboard"
 NOTICES = {"grace": N_("The grace period is saved; open deadlines follow it.")}
