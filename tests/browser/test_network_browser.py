@@ -168,7 +168,7 @@ def test_the_tenant_admins_sites_policy_and_usage_journey(
 
     # Usage of December (Asia/Shanghai) with its chart.
     usage_world(world, site)
-    page.get_by_role("navigation").get_by_role("link", name=t["usage"]).click()
+    page.get_by_role("navigation").get_by_role("link", name=t["usage"], exact=True).click()
     page.get_by_label(t["month"], exact=True).fill("2026-12")
     page.get_by_role("button", name=t["show"]).click()
     expect(page).to_have_url(f"{live}/console/usage?month=2026-12")
