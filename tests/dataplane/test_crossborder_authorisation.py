@@ -127,7 +127,7 @@ def test_the_path_abroad_opens_on_approval_and_closes_at_expiry(
             for n in range(10):
                 topo.track(interface_name(base + n))
             for state in ("under_review", "approved", "active"):
-                admin("PATCH", f"/tenants/{tid}", json={"state": state})
+                officer("PATCH", f"/tenants/{tid}", json={"state": state})  # the officer vets
             # The employee consents to transfer abroad (rule pi.notice_and_consent).
             admin("POST", "/privacy-notices", json=notice_body())
             own = signed_in(url, world.a.employee)
