@@ -385,8 +385,8 @@ def test_application_input_is_field_keyed(world: World) -> None:
     # A domestic site is not what cross-border service is for.
     home = world.client.post(
         f"{API}/tenants/{world.a.id}/sites",
-        json={"name": "office", "country": "CN", "purpose": "office", "prefixes": ["10.9.0.0/24"],
-              "pop_id": net.bj},
+        json={"name": "office", "country": "CN", "purpose": "office",
+              "prefixes": ["198.18.11.0/24"], "pop_id": net.bj},
         headers=admin,
     )  # fmt: skip
     assert home.status_code == 201, home.text
