@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from tongdao.audit.chain import canonical, snapshot
+from tongdao.audit.chain import canonical, latest_checkpoint, snapshot
 from tongdao.audit.models import AUDIT_EVENTS, CHAIN_HEAD
 from tongdao.config import Settings
 from tongdao.store.engine import Database
@@ -174,14 +174,9 @@ def check(
         head_seq, _head_hash = session.execute(
             select(CHAIN_HEAD.c.seq, CHAIN_HEAD.c.hash).where(CHAIN_HEAD.c.id == 1)
         ).one()
-        latest = session.execute(
-            select(t.c.after)
-            .where(t.c.kind == "checkpoint", t.c.seq.is_not(None))
-            .order_by(t.c.seq.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        purged = int(latest["through_seq"]) if isinstance(latest, dict) else 0
-        purged_hash = str(latest["through_hash"]) if isinstance(latest, dict) else None
+        latest = latest_checkpoint(session)
+        purged = int(latest["through_seq"]) if latest is not None else 0
+        purged_hash = str(latest["through_hash"]) if latest is not None else None
         seqs = [int(e["seq"]) for e in entries if isinstance(e.get("seq"), int)]
         stored = {
             int(row.seq): str(row.hash)

@@ -624,3 +624,16 @@ def chain_rows(
         )
         prev = digest
     return seq, prev
+
+
+def latest_checkpoint(session: Session) -> dict[str, Any] | None:
+    """The content (``after``) of the newest chained checkpoint: what the last purge left
+    (``through_seq``, ``through_hash``), or None when nothing was ever purged."""
+    t = AUDIT_EVENTS
+    after = session.execute(
+        select(t.c.after)
+        .where(t.c.kind == "checkpoint", t.c.seq.is_not(None))
+        .order_by(t.c.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return after if isinstance(after, dict) else None

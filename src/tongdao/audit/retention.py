@@ -87,13 +87,8 @@ def purge(
             .where(head_table.c.id == 1)
             .with_for_update()
         ).one()
-        latest = session.execute(
-            select(t.c.after)
-            .where(t.c.kind == "checkpoint", t.c.seq.is_not(None))
-            .order_by(t.c.seq.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        start = int(latest["through_seq"]) + 1 if isinstance(latest, dict) else 1
+        latest = chain.latest_checkpoint(session)
+        start = int(latest["through_seq"]) + 1 if latest is not None else 1
         first_young = session.scalar(
             select(func.min(t.c.seq)).where(t.c.seq.is_not(None), t.c.occurred_at >= before)
         )
