@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 PYTHON ?= python3
+# make test: xdist workers (the host-wide tests share one of them; see tests/conftest.py).
+TEST_WORKERS ?= 2
 # make run: where the server listens and keeps its data, from the environment (or make's
 # command line, e.g. `make run TONGDAO_PORT=9000`); the same variables tongdao server reads.
 TONGDAO_HOST ?= 127.0.0.1
@@ -45,7 +47,7 @@ check: install
 	$(VENV)/bin/python -m tongdao.store.check
 
 test: install check
-	TONGDAO_TEST_REQUIRE_ALL=1 $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	TONGDAO_TEST_REQUIRE_ALL=1 $(VENV)/bin/pytest -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not postgres and not browser and not root" $(PYTEST_ARGS)

@@ -53,6 +53,39 @@ def need(what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+# Tests that share the host's global resources run one after another on one xdist worker:
+# network namespaces and wireguard-go (its UAPI sockets in /var/run/wireguard are shared by
+# every namespace, so two tests' interfaces of the same name would collide), nftables on the
+# host, processes found by name, the virtualenv that ``make run`` installs into. Everything
+# else is spread over the workers (``make test`` runs ``-n 2``).
+SERIAL_GROUP = "host"
+SERIAL_PATHS = ("tests/agent/", "tests/dataplane/", "tests/e2e/", "tests/browser/test_journey.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    strays = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("root") is not None and not item.nodeid.startswith(SERIAL_PATHS)
+    ]
+    if strays:
+        raise pytest.UsageError(f"root tests outside SERIAL_PATHS (tests/conftest.py): {strays}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scopes by test, except that the host-wide tests are one scope (one worker, in
+    order). Written here rather than with ``xdist_group`` marks, which pytest 9.2's node ids
+    no longer carry to the scheduler."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostSerialScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SERIAL_GROUP if nodeid.startswith(SERIAL_PATHS) else nodeid
+
+    return HostSerialScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     if find_bindir() is None:
