@@ -189,6 +189,8 @@ def test_the_command_checks_and_rotates(world: World, store_url: str, tmp_path: 
         ("k0:not-base64!", "key 'k0'"),
         (f"k1:{KEY0}", "new id"),
     ],
+    # ids without the random keys: every xdist worker must collect the same test names
+    ids=["no-colon", "colon-in-id", "twice", "not-base64", "current-id"],
 )
 def test_previous_keys_are_checked(previous: str, problem: str) -> None:
     with pytest.raises(ConfigurationError, match=problem.replace("<", ".").replace(">", ".")):
