@@ -275,3 +275,14 @@ def test_a_tenant_a_person_suspended_stays_suspended_after_the_lift(
     resp = call(world, "POST", f"/tenants/{world.b.id}/billing/suspension", "billing_clerk",
                 {"reason": "unpaid"})  # fmt: skip
     assert resp.status_code == 409 and "tenant" in resp.json()["error"]["fields"]
+
+
+def test_the_cli_needs_a_reason() -> None:
+    from tongdao.cli import app as cli_app
+
+    runner = CliRunner()
+    for command in ("suspend-nonpayment", "lift-nonpayment"):
+        blank = runner.invoke(cli_app, ["tenants", command, str(uuid.uuid4()), "--reason", " "])
+        assert blank.exit_code == 2 and "--reason" in blank.output, blank.output
+        missing = runner.invoke(cli_app, ["tenants", command, str(uuid.uuid4())])
+        assert missing.exit_code == 2
