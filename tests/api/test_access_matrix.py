@@ -612,6 +612,22 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", T + "/payments"): Spec("payments", Action.READ),
     ("GET", T + "/balance"): Spec("invoices", Action.READ),
+    ("GET", T + "/billing/reminders"): Spec("invoices", Action.READ),
+    ("GET", T + "/billing/suspensions"): Spec("nonpayment_suspensions", Action.READ),
+    ("POST", T + "/billing/suspension"): Spec(
+        "nonpayment_suspensions",
+        Action.CREATE,
+        body=lambda bench, case: {"reason": "unpaid"},
+        also=frozenset({409}),
+        notes="409 without an overdue invoice (tests/api/test_dunning.py)",
+    ),
+    ("POST", T + "/billing/suspension/lift"): Spec(
+        "nonpayment_suspensions",
+        Action.UPDATE,
+        body=lambda bench, case: {"reason": "paid"},
+        also=frozenset({409}),
+        notes="409 without a suspension for non-payment (tests/api/test_dunning.py)",
+    ),
     # --- quotas (issue 13) -------------------------------------------------------------------
     ("GET", T + "/limits"): Spec("tenant_limits", Action.READ),
     ("PUT", T + "/limits"): Spec(

@@ -505,6 +505,18 @@ def _billing_pages() -> dict[tuple[str, str], Page]:
             other=lambda w: f"/console/billing/tenants/{w.b.id}/subscriptions",
             csrf=True,
         ),
+        ("POST", "/console/billing/tenants/{tenant_id}/suspension"): Page(
+            _CLERK,
+            own=lambda w: f"/console/billing/tenants/{w.a.id}/suspension",
+            other=lambda w: f"/console/billing/tenants/{w.b.id}/suspension",
+            csrf=True,
+        ),
+        ("POST", "/console/billing/tenants/{tenant_id}/suspension/lift"): Page(
+            _CLERK,
+            own=lambda w: f"/console/billing/tenants/{w.a.id}/suspension/lift",
+            other=lambda w: f"/console/billing/tenants/{w.b.id}/suspension/lift",
+            csrf=True,
+        ),
         ("GET", "/console/billing/run"): Page(_CLERK),
         ("POST", "/console/billing/run"): Page(_CLERK, csrf=True),
         ("GET", "/console/billing/invoices"): Page(_BILL_READERS),

@@ -144,6 +144,15 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.AUDITOR: R,
         Role.TENANT_ADMIN: R,
     },
+    # Suspension for non-payment (tongdao.billing.dunning): the billing clerk's decision
+    # (create: suspend, update: lift); the operator admin, compliance officer and auditor read,
+    # a tenant admin reads their own.
+    "nonpayment_suspensions": {
+        **_OP_READ,
+        Role.BILLING_CLERK: frozenset({Action.READ, Action.CREATE, Action.UPDATE}),
+        Role.OPERATOR_ADMIN: R,
+        Role.TENANT_ADMIN: R,
+    },
     # Quotas (tongdao.quotas): operator staff set a tenant's caps and bandwidth limits; its
     # admin reads them and sets per-user values within them; both read the 80%/100% events.
     "tenant_limits": {

@@ -194,3 +194,45 @@ class Payment(TimestampedModel):
     amount: Mapped[Decimal] = mapped_column(Money)
     received_on: Mapped[date]
     reference: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Reminder(TimestampedModel):
+    """A reminder sent for an overdue invoice at one step (days past its due date: 1, 7, 30);
+    one per invoice and step, so a rerun of the job sends nothing twice."""
+
+    __tablename__ = "billing_reminders"
+    __audit_type__ = "billing_reminder"
+    __table_args__ = (UniqueConstraint("invoice_id", "step"),)
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("billing_invoices.id", ondelete="RESTRICT"), index=True
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
+    step: Mapped[int]  # days past due: 1, 7 or 30
+    outstanding: Mapped[Decimal] = mapped_column(Money)  # what the mail named
+    sent_at: Mapped[datetime]
+    recipients: Mapped[int] = mapped_column(default=0)
+
+
+class NonPaymentSuspension(TimestampedModel):
+    """A tenant suspended for non-payment by a person (the billing clerk), with the reason,
+    until lifted by a person. ``was_active``: the tenant was in service when suspended, or
+    held only by the compliance watch (a lift puts it back in service only then, and only when
+    nothing else holds it)."""
+
+    __tablename__ = "billing_suspensions"
+    __audit_type__ = "billing_suspension"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
+    reason: Mapped[str] = mapped_column(String(500))
+    overdue_total: Mapped[Decimal] = mapped_column(Money)
+    was_active: Mapped[bool]
+    suspended_at: Mapped[datetime]
+    suspended_by: Mapped[str] = mapped_column(String(200), default="")
+    lifted_at: Mapped[datetime | None]
+    lifted_by: Mapped[str] = mapped_column(String(200), default="")
+    lift_reason: Mapped[str] = mapped_column(String(500), default="")

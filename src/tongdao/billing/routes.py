@@ -15,7 +15,7 @@ from tongdao.api.errors import ERROR_RESPONSES
 from tongdao.api.pagination import Page, PageParams, page_params, paginate
 from tongdao.audit.recorder import actor_of
 from tongdao.auth.permissions import Action
-from tongdao.billing import downloads, money, service
+from tongdao.billing import downloads, dunning, money, service
 from tongdao.billing.models import Invoice, Payment, Subscription
 from tongdao.billing.schemas import (
     Balance,
@@ -25,10 +25,12 @@ from tongdao.billing.schemas import (
     PaymentCreate,
     PaymentPublic,
     Reason,
+    ReminderPublic,
     RunRequest,
     RunResult,
     SubscriptionCreate,
     SubscriptionPublic,
+    SuspensionPublic,
 )
 from tongdao.tenancy.models import Tenant
 
@@ -271,3 +273,61 @@ def get_balance(guard: GuardDep, tenant_id: TenantId) -> Balance:
     guard.require("invoices", Action.READ)
     today = money.shanghai_today(guard.ctx.runtime.clock())
     return Balance(tenant_id=tenant.id, **service.balance(guard.ctx.session, tenant.id, today))
+
+
+# --- dunning: reminders and suspension for non-payment ----------------------------------------
+@router.get(T + "/billing/reminders", tags=["billing"], operation_id="list_reminders")
+def list_reminders(guard: GuardDep, tenant_id: TenantId) -> Page[ReminderPublic]:
+    """The payment reminders sent for the tenant's overdue invoices (newest first, 20)."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("invoices", Action.READ)
+    rows = dunning.reminders_of(guard.ctx.session, tenant.id)
+    return Page[ReminderPublic](
+        data=[ReminderPublic.model_validate(r) for r in rows], count=len(rows)
+    )
+
+
+def _suspension(row: object, tenant: Tenant) -> SuspensionPublic:
+    out = SuspensionPublic.model_validate(row)
+    out.tenant_state = tenant.state
+    return out
+
+
+@router.get(
+    T + "/billing/suspensions", tags=["billing"], operation_id="list_nonpayment_suspensions"
+)
+def list_suspensions(guard: GuardDep, tenant_id: TenantId) -> Page[SuspensionPublic]:
+    """The tenant's suspensions for non-payment, newest first (open: ``lifted_at`` null)."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("nonpayment_suspensions", Action.READ)
+    rows = dunning.suspensions_of(guard.ctx.session, tenant.id)
+    return Page[SuspensionPublic](data=[_suspension(r, tenant) for r in rows], count=len(rows))
+
+
+@router.post(
+    T + "/billing/suspension",
+    tags=["billing"],
+    operation_id="suspend_for_nonpayment",
+    status_code=status.HTTP_201_CREATED,
+)
+def suspend_for_nonpayment(guard: GuardDep, tenant_id: TenantId, body: Reason) -> SuspensionPublic:
+    """Suspend the tenant for non-payment (the billing clerk's decision, with a reason): 409
+    unless it has an overdue invoice. Its service stops on the gateways."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("nonpayment_suspensions", Action.CREATE)
+    row = dunning.suspend(guard.ctx, tenant, body.reason)
+    guard.ctx.session.commit()
+    return _suspension(row, tenant)
+
+
+@router.post(
+    T + "/billing/suspension/lift", tags=["billing"], operation_id="lift_nonpayment_suspension"
+)
+def lift_nonpayment(guard: GuardDep, tenant_id: TenantId, body: Reason) -> SuspensionPublic:
+    """Lift the tenant's suspension for non-payment, with a reason; it goes back in service
+    unless something else (the compliance watch, a person) holds it suspended."""
+    tenant = guard.tenant(tenant_id)
+    guard.require("nonpayment_suspensions", Action.UPDATE)
+    row = dunning.lift(guard.ctx, tenant, body.reason)
+    guard.ctx.session.commit()
+    return _suspension(row, tenant)

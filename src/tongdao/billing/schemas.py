@@ -222,3 +222,30 @@ class Balance(BaseModel):
     paid: Decimal
     balance: Decimal = Field(description="what the tenant owes (negative: in credit)")
     overdue: Decimal = Field(description="outstanding on invoices past their due date")
+
+
+class SuspensionPublic(BaseModel):
+    """A suspension for non-payment (the billing clerk's), open until ``lifted_at``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    reason: str
+    overdue_total: Decimal = Field(description="overdue amount (RMB, VAT incl.) when suspended")
+    suspended_at: datetime
+    suspended_by: str
+    lifted_at: datetime | None
+    lifted_by: str
+    lift_reason: str
+    tenant_state: str = Field(default="", description="the tenant's state after the action")
+
+
+class ReminderPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    invoice_id: uuid.UUID
+    step: int = Field(description="days past the due date: 1, 7 or 30")
+    outstanding: Decimal
+    sent_at: datetime
+    recipients: int

@@ -51,3 +51,35 @@ def run(
             + (f" ({outcome.created[0]}..{outcome.created[-1]})" if outcome.created else "")
             + f", {outcome.existing} tenants had theirs already"
         )
+
+
+@app.command("remind")
+def remind(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Send the payment reminders due now (1, 7 and 30 days past due, each once per invoice)
+    under the job's lease. Exit 3 when a server replica holds the lease."""
+    from tongdao.billing.dunning import LeaseHeld, run_reminders_job
+    from tongdao.jobs.lease import holder_id
+    from tongdao.runtime import Runtime
+
+    runtime = Runtime.from_settings(settings_from(data_dir, database_url))
+    try:
+        outcome = run_reminders_job(runtime, f"cli:{holder_id()}")
+    except LeaseHeld:
+        fail("the reminders job is running elsewhere (its lease is held); try again later", 3)
+    finally:
+        if runtime.mailer is not None:  # the reminders it queued leave before the command ends
+            runtime.mailer.wait_idle(60)
+            runtime.mailer.stop()
+        runtime.db.dispose()
+    if as_json:
+        typer.echo(json.dumps({"sent": outcome.sent, "skipped": outcome.skipped}))
+    else:
+        typer.echo(
+            f"{len(outcome.sent)} reminders sent"
+            + (f" ({', '.join(outcome.sent)})" if outcome.sent else "")
+            + f", {outcome.skipped} overdue invoices had theirs already"
+        )

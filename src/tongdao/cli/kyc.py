@@ -149,6 +149,53 @@ def compliance(as_json: JsonOpt = False, server: ServerOpt = None, token: TokenO
         typer.echo("problems: none")
 
 
+def _nonpayment(
+    tenant_id: str, action: str, reason: str, server: str | None, token: str | None
+) -> Any:
+    if not reason.strip():
+        fail("--reason: say why", EXIT_USAGE)
+    return Client.resolve(server, token).json(
+        "POST", f"/tenants/{seg(tenant_id)}/billing/{action}", body={"reason": reason}
+    )
+
+
+def suspend_nonpayment(
+    tenant_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="why (kept and audited)")],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Suspend a tenant for non-payment (the billing clerk's decision): refused unless it has
+    an overdue invoice. Its service stops on the gateways; its records stay."""
+    row = _nonpayment(tenant_id, "suspension", reason, server, token)
+    if as_json:
+        print_json(row)
+    else:
+        typer.echo(
+            f"tenant {tenant_id} suspended for non-payment (overdue ¥{row['overdue_total']}); "
+            f"state: {row['tenant_state']}"
+        )
+
+
+def lift_nonpayment(
+    tenant_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason", help="why (kept and audited)")],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Lift a tenant's suspension for non-payment; it goes back in service unless the
+    compliance watch (or a person) holds it suspended."""
+    row = _nonpayment(tenant_id, "suspension/lift", reason, server, token)
+    if as_json:
+        print_json(row)
+    else:
+        typer.echo(
+            f"tenant {tenant_id}: suspension for non-payment lifted; state: {row['tenant_state']}"
+        )
+
+
 def add_tenant_commands(tenants: typer.Typer) -> None:
     tenants.command("review")(review)
     tenants.command("approve")(approve)
@@ -157,6 +204,8 @@ def add_tenant_commands(tenants: typer.Typer) -> None:
     tenants.command("suspend")(suspend)
     tenants.command("terminate")(terminate)
     tenants.command("verify-uscc")(verify_uscc)
+    tenants.command("suspend-nonpayment")(suspend_nonpayment)
+    tenants.command("lift-nonpayment")(lift_nonpayment)
 
 
 def add_operator_commands(operator: typer.Typer) -> None:

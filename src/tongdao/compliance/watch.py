@@ -23,7 +23,8 @@ period ends (``grace_until`` = found + the operator's grace days, default 7, at 
 an event naming the rule (``compliance_suspend``) besides the state change itself. When a run
 no longer finds the breach it is resolved, and the suspensions it caused are lifted: a tenant
 goes back to ``active`` only if no other open breach holds it suspended. A tenant suspended for
-another reason (by a person) has no suspension of this job's and is never touched.
+another reason (by a person) has no suspension of this job's and is never touched; one that a
+suspension for non-payment also holds (:mod:`tongdao.billing.dunning`) stays suspended.
 
 **At once.** Besides its ticks, a server's scheduler runs the check as soon as a transaction
 that changed a licence or the shareholder register commits in that server
@@ -163,11 +164,22 @@ class Finding:
 
 
 def _held_by_watch(session: Session) -> set[uuid.UUID]:
-    return set(
+    """Suspended tenants the check still counts as in service: those it holds itself, and
+    those a suspension for non-payment holds that were in service then (its lift would put
+    them back: the check holds them too, so that the lift does not bypass a breach)."""
+    from tongdao.billing.models import NonPaymentSuspension
+
+    ours = set(
         session.scalars(
             select(ComplianceSuspension.tenant_id).where(ComplianceSuspension.lifted_at.is_(None))
         )
     )
+    unpaid = session.scalars(
+        select(NonPaymentSuspension.tenant_id).where(
+            NonPaymentSuspension.lifted_at.is_(None), NonPaymentSuspension.was_active.is_(True)
+        )
+    )
+    return ours | set(unpaid)
 
 
 def findings(session: Session, now: datetime) -> dict[str, Finding]:
@@ -332,6 +344,12 @@ def _resolve(ctx: Ctx, breach: ComplianceBreach, now: datetime) -> list[uuid.UUI
             )
             .limit(1)
         )
+        if others is None:
+            # A suspension for non-payment (a person's, tongdao.billing.dunning) holds it too.
+            from tongdao.billing.dunning import held_for_nonpayment
+
+            if held_for_nonpayment(session, suspension.tenant_id):
+                others = suspension.id
         tenant = session.get(Tenant, suspension.tenant_id)
         record(
             session,

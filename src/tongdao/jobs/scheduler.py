@@ -9,6 +9,8 @@ Jobs:
   done, so later ticks and other replicas skip it. ``tongdao billing run`` runs the same job.
 * ``quotas.month``: from the first Asia/Shanghai day of a month on, lift past months' quota
   blocks (:mod:`tongdao.quotas.jobs`); ``tongdao quotas lift`` runs the same job.
+* ``billing.reminders``: reminders for overdue invoices at 1, 7 and 30 days past due, each
+  once (:mod:`tongdao.billing.dunning`); ``tongdao billing remind`` runs the same job.
 * ``usage.retention``: once per Asia/Shanghai day, old raw usage reports and ledger hours go
   and monthly partitions are made ahead (:mod:`tongdao.gateway.retention`); ``tongdao usage
   retention`` runs the same job.
@@ -103,6 +105,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self.jobs: list[Callable[[], object]] = [
             self.billing,
+            self.reminders,
             self.usage_retention,
             self.quotas,
             self.crossborder,
@@ -121,6 +124,14 @@ class Scheduler:
                 outcome.month, len(outcome.created), outcome.existing,
             )  # fmt: skip
         return outcome
+
+    def reminders(self) -> object:
+        from tongdao.billing import dunning
+
+        try:
+            return dunning.run_reminders_job(self.runtime, self.holder)
+        except dunning.LeaseHeld:
+            return None
 
     def quotas(self) -> int | None:
         from tongdao.quotas.jobs import run_month_job

@@ -7,9 +7,11 @@ from tongdao.auth.models import ApiToken, LoginAttempt
 from tongdao.billing.models import (
     Invoice,
     InvoiceLine,
+    NonPaymentSuspension,
     NumberSeries,
     Payment,
     Plan,
+    Reminder,
     Subscription,
 )
 from tongdao.compliance.models import ComplianceBreach, ComplianceSuspension, ComplianceWatch
@@ -66,6 +68,7 @@ __all__ = [
     "LoginAttempt",
     "MailMessage",
     "MailSettings",
+    "NonPaymentSuspension",
     "NumberSeries",
     "OneTimeLink",
     "OpenConnection",
@@ -80,6 +83,7 @@ __all__ = [
     "PrefixDeclaration",
     "PrivacyNotice",
     "QuotaEvent",
+    "Reminder",
     "Shareholder",
     "Site",
     "Subscription",

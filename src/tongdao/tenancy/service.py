@@ -167,6 +167,15 @@ class TenantResource(Resource[Tenant]):
                 )
             if current is TenantState.TERMINATED:
                 raise ValidationError({"state": "a terminated tenant stays terminated"})
+            if new is TenantState.ACTIVE and current is TenantState.SUSPENDED:
+                from tongdao.billing.dunning import held_for_nonpayment
+
+                if held_for_nonpayment(ctx.session, obj.id):
+                    raise Conflict(
+                        "the tenant is suspended for non-payment; the billing clerk lifts that "
+                        "suspension (POST /tenants/{id}/billing/suspension/lift)",
+                        {"state": "suspended for non-payment: lifted by the billing clerk"},
+                    )
         vetting = [key for key in ("uscc_verified",) if changes.get(key) is not None]
         if new in VETTING_STATES:
             vetting.append("state")

@@ -46,6 +46,9 @@ ACTIONS: dict[str, str] = {
     "usage_rows_dropped": N_("Usage report rows dropped"),
     # Billing.
     "billing_invoice_made": N_("Invoice made by the monthly billing run"),
+    "billing_reminder_sent": N_("Payment reminder sent for an overdue invoice"),
+    "billing_suspend": N_("Tenant suspended for non-payment"),
+    "billing_lift": N_("Suspension for non-payment lifted"),
     # Cross-border service.
     "crossborder_expired": N_("Cross-border authorisation expired"),
     # The scheduled compliance check (tongdao.compliance.watch).
@@ -59,6 +62,8 @@ OBJECT_KINDS: dict[str, str] = {
     "api_token": N_("API token"),
     "audit_log": N_("Audit log"),
     "billing_plan": N_("Billing plan"),
+    "billing_reminder": N_("Payment reminder"),
+    "billing_suspension": N_("Suspension for non-payment"),
     "billing_subscription": N_("Billing subscription"),
     "compliance_breach": N_("Compliance breach"),
     "compliance_suspension": N_("Suspension by the compliance check"),

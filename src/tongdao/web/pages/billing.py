@@ -30,7 +30,7 @@ from tongdao.api.pagination import PageParams, paginate
 from tongdao.audit.models import AuditEvent
 from tongdao.audit.recorder import actor_of
 from tongdao.auth.permissions import Action, Role
-from tongdao.billing import downloads, money, service
+from tongdao.billing import downloads, dunning, money, service
 from tongdao.billing import routes as api
 from tongdao.billing.models import (
     CrossBorderBasis,
@@ -412,6 +412,8 @@ def update_plan(view: UserViewDep, plan_id: str, form: FormDep) -> Response:
 # --- a tenant's billing: subscriptions, balance, payments -------------------------------------
 TENANT_NOTICES = {
     "subscribed": N_("The subscription is saved. The month is prorated by day from its start."),
+    "suspended": N_("The tenant is suspended for non-payment; its service has stopped."),
+    "lifted": N_("The suspension for non-payment is lifted."),
 }
 
 
@@ -423,6 +425,7 @@ def _tenant_page(
     errors: Mapping[str, str] | None = None,
     status: int = 200,
     notice: str = "",
+    form: str = "",
 ) -> Response:
     view.require_principal()
     guard = Guard(view.ctx)
@@ -457,7 +460,10 @@ def _tenant_page(
         if can_pay
         else []
     )
-    numbers = _numbers(view, [p.invoice_id for p in payments])
+    reminders = dunning.reminders_of(session, tenant.id, limit=12)
+    can_suspensions = view.can("nonpayment_suspensions", Action.READ)
+    suspensions = dunning.suspensions_of(session, tenant.id)[:5] if can_suspensions else []
+    numbers = _numbers(view, [p.invoice_id for p in payments] + [r.invoice_id for r in reminders])
     return _render(
         view,
         "billing/tenant.html",
@@ -474,6 +480,12 @@ def _tenant_page(
             "payments": payments,
             "numbers": numbers,
             "can_subscribe": view.can("subscriptions", Action.CREATE),
+            "reminders": reminders,
+            "suspensions": suspensions,
+            "open_suspension": next((x for x in suspensions if x.lifted_at is None), None),
+            "can_suspend": view.can("nonpayment_suspensions", Action.CREATE),
+            "can_lift": view.can("nonpayment_suspensions", Action.UPDATE),
+            "form": form,
             # The plan picker starts on the plan of today (empty would end billing).
             "values": values
             or {
@@ -533,6 +545,43 @@ def create_subscription(view: UserViewDep, tenant_id: str, form: FormDep) -> Res
         return _tenant_page(view, tenant_id, values=values, errors=errors, status=422)
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/tenants/{tenant.id}?done=subscribed")
+
+
+def _nonpayment(view: View, tenant_id: str, form: Any, name: str) -> Response:
+    """Suspend (``suspend``) or lift (``lift``) for non-payment, as the API's routes do; a
+    refusal shows next to the reason on the action's own form."""
+    check_csrf(view, form)
+    view.require_principal()
+    guard = Guard(view.ctx)
+    tenant = guard.tenant(parse_uuid(tenant_id, "tenant"))
+    guard.require("nonpayment_suspensions", Action.CREATE if name == "suspend" else Action.UPDATE)
+    values = {"reason": form.text("reason")}
+    try:
+        reason = parse(Reason, values).reason
+        if name == "suspend":
+            dunning.suspend(view.ctx, tenant, reason)
+        else:
+            dunning.lift(view.ctx, tenant, reason)
+        view.ctx.session.flush()
+    except DomainError as exc:
+        view.ctx.session.rollback()
+        errors = _refusal(view, exc, ("reason",))
+        return _tenant_page(
+            view, tenant_id, values=values, errors=errors, status=exc.status_code, form=name
+        )
+    view.ctx.session.commit()
+    done = "suspended" if name == "suspend" else "lifted"
+    return redirect(view, f"{BASE}/tenants/{tenant.id}?done={done}")
+
+
+@router.post(BASE + "/tenants/{tenant_id}/suspension")
+def suspend_for_nonpayment(view: UserViewDep, tenant_id: str, form: FormDep) -> Response:
+    return _nonpayment(view, tenant_id, form, "suspend")
+
+
+@router.post(BASE + "/tenants/{tenant_id}/suspension/lift")
+def lift_nonpayment(view: UserViewDep, tenant_id: str, form: FormDep) -> Response:
+    return _nonpayment(view, tenant_id, form, "lift")
 
 
 # --- the monthly run ------------------------------------------------------------------------
