@@ -185,8 +185,10 @@ def test_the_only_licence_expiring_starts_the_grace_period(world: World, runtime
     assert watch.check(runtime, last + timedelta(days=8)).lifted == [world.a.id]
 
 
-@pytest.mark.parametrize("days", [0, 31, -1])
-def test_the_grace_period_is_one_to_thirty_days(world: World, days: int) -> None:
+@pytest.mark.parametrize("days", [0, 31, -1, True, False, "7", "1_0", 7.0, 7.5, None, [7]])
+def test_the_grace_period_is_one_to_thirty_days(world: World, days: object) -> None:
+    """A whole number from 1 to 30, given as a number: not a boolean or a string (true would
+    have been 1 day, "1_0" 10 days)."""
     h = world.operators["compliance_officer"].headers
     resp = world.client.put(
         f"{API}/operator/compliance/watch", json={"grace_days": days}, headers=h
