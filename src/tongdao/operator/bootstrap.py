@@ -3,18 +3,22 @@ first-run setup page, never again (further staff are made by an operator admin).
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 from sqlalchemy import func, select
 
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.passwords import policy_problem
-from tongdao.auth.permissions import Role
+from tongdao.auth.permissions import Role, holds_conflicting_duties
 from tongdao.auth.reset import set_password
 from tongdao.errors import Conflict, ValidationError
-from tongdao.runtime import Ctx
+from tongdao.runtime import Ctx, Runtime
 from tongdao.schemas import Email
 from tongdao.tenancy.models import User
+
+log = logging.getLogger("tongdao.operator.bootstrap")
 
 ADMIN_EXISTS = "an operator admin exists already; they create further staff"
 # pg_advisory_xact_lock key of the first admin's check-then-insert ("tongdao:first-admin").
@@ -68,3 +72,30 @@ def _serialize(ctx: Ctx) -> None:
     """
     if ctx.session.get_bind().dialect.name == "postgresql":
         ctx.session.execute(select(func.pg_advisory_xact_lock(FIRST_ADMIN_LOCK)))
+
+
+def conflicting_staff(ctx: Ctx) -> list[str]:
+    """E-mails of active staff accounts that hold both operator_admin and compliance_officer
+    (made before one account was refused both). They may not decide as the officer
+    (:data:`tongdao.auth.permissions.DUTY_CONFLICT`); the server warns of them at start-up so
+    that one of the two roles is removed. Nothing is changed here."""
+    staff = ctx.session.execute(
+        select(User.email, User.roles)
+        .where(User.tenant_id.is_(None), User.state == "active")
+        .order_by(User.email)
+    )
+    return [email for email, roles in staff if holds_conflicting_duties(roles or [])]
+
+
+def warn_conflicting_staff(runtime: Runtime) -> list[str]:
+    """Log a warning naming each account :func:`conflicting_staff` finds; the list."""
+    with runtime.db.session(write=False) as session:
+        found = conflicting_staff(Ctx(session=session, runtime=runtime))
+    for email in found:
+        log.warning(
+            "separation of duties: staff account %s holds both operator_admin and "
+            "compliance_officer; it may not make the compliance officer's decisions until one "
+            "of the two roles is removed",
+            email,
+        )
+    return found

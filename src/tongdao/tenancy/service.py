@@ -15,7 +15,7 @@ from tongdao.api.crud import Resource, ensure_unique
 from tongdao.audit.recorder import record
 from tongdao.auth import reset
 from tongdao.auth.models import ApiToken
-from tongdao.auth.permissions import Role
+from tongdao.auth.permissions import DUTY_CONFLICT, Role, holds_conflicting_duties
 from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
 from tongdao.compliance.licensing import china_today
@@ -177,6 +177,13 @@ class TenantResource(Resource[Tenant]):
                 "customer vetting (review, approval, rejection, manual USCC verification) is "
                 f"the compliance officer's decision; it is for: {Role.COMPLIANCE_OFFICER.value}",
                 dict.fromkeys(vetting, "decided by the compliance officer"),
+            )
+        if vetting and holds_conflicting_duties(principal.roles):
+            raise PermissionDenied(
+                DUTY_CONFLICT,
+                dict.fromkeys(
+                    vetting, "separate duties: operator_admin and compliance_officer on one account"
+                ),
             )
         verified = changes.pop("uscc_verified", None)
         reason = changes.pop("state_reason", None)
@@ -655,11 +662,8 @@ class UserResource(Resource[User]):
 
 # Separation of duties: the operator admin runs the service, the compliance officer vets the
 # customers; one account holding both would let the admin vet alone (or grant itself the role).
-EXCLUSIVE_ROLES = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER})
-
-
 def _separate_duties(roles: Iterable[Any]) -> None:
-    if {Role(str(r)) for r in roles} >= EXCLUSIVE_ROLES:
+    if holds_conflicting_duties(roles):
         raise ValidationError(
             {
                 "roles": "operator_admin and compliance_officer are separate duties: one "
