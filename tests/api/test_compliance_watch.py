@@ -185,8 +185,10 @@ def test_the_only_licence_expiring_starts_the_grace_period(world: World, runtime
     assert watch.check(runtime, last + timedelta(days=8)).lifted == [world.a.id]
 
 
-@pytest.mark.parametrize("days", [0, 31, -1])
-def test_the_grace_period_is_one_to_thirty_days(world: World, days: int) -> None:
+@pytest.mark.parametrize("days", [0, 31, -1, True, False, "7", "1_0", 7.0, 7.5, None, [7]])
+def test_the_grace_period_is_one_to_thirty_days(world: World, days: object) -> None:
+    """A whole number from 1 to 30, given as a number: not a boolean or a string (true would
+    have been 1 day, "1_0" 10 days)."""
     h = world.operators["compliance_officer"].headers
     resp = world.client.put(
         f"{API}/operator/compliance/watch", json={"grace_days": days}, headers=h
@@ -302,3 +304,148 @@ def test_a_change_to_the_register_is_checked_at_once_not_at_the_next_tick(
         assert [e.object_id for e in events(runtime, "compliance_breach")] != []
     finally:
         scheduler.stop()
+
+
+def gd_licence(world: World, valid_to: date) -> dict[str, Any]:
+    """A B13 licence covering Guangdong (44) only; tenant B is in Shenzhen, A in Beijing."""
+    today = date.today()
+    resp = world.client.post(
+        f"{API}/operator/licences",
+        json={
+            "number": "粤B1-20250001",
+            "service_codes": ["B13"],
+            "issuing_authority": "广东省通信管理局",
+            "provinces": ["44"],
+            "valid_from": (today - timedelta(days=30)).isoformat(),
+            "valid_to": valid_to.isoformat(),
+        },
+        headers=world.operators["compliance_officer"].headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def lapse(world: World, licence_id: str) -> None:
+    resp = world.client.patch(
+        f"{API}/operator/licences/{licence_id}",
+        json={"valid_to": (date.today() - timedelta(days=1)).isoformat()},
+        headers=world.operators["compliance_officer"].headers,
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def national(world: World) -> str:
+    h = world.operators["compliance_officer"].headers
+    data = world.client.get(f"{API}/operator/licences", headers=h).json()["data"]
+    return str(next(lic["id"] for lic in data if lic["provinces"] == ["*"]))
+
+
+@both_stores
+def test_a_breach_growing_worse_keeps_its_tenants_suspended(world: World, runtime: Runtime) -> None:
+    """Beijing is left uncovered and its tenant (A) suspended; then the Guangdong licence lapses
+    too, so no licence is valid at all. The province's breach gives way to the licence breach,
+    but A stays suspended (its hold moves to the new breach, no new grace period), while B, in
+    service until now, gets its grace period."""
+    activate(world, world.a.id)
+    activate(world, world.b.id)
+    gd = gd_licence(world, date(date.today().year + 3, 1, 1))
+    t0 = now()
+    lapse(world, national(world))
+    assert watch.check(runtime, t0).opened == ["province:11"]
+    assert watch.check(runtime, t0 + timedelta(days=7)).suspended == [world.a.id]
+
+    lapse(world, gd["id"])
+    outcome = watch.check(runtime, t0 + timedelta(days=8))
+    assert outcome.opened == ["licence"] and outcome.resolved == ["province:11"]
+    assert outcome.lifted == [] and outcome.suspended == []
+    a = tenant(world, world.a.id)
+    assert a["state"] == "suspended" and "licence.validity" in a["state_reason"]
+    assert tenant(world, world.b.id)["state"] == "active"  # B's grace period runs
+    with runtime.db.session(write=False) as session:
+        (breach,) = watch.status(session, t0 + timedelta(days=8)).breaches
+    assert breach.scope == "licence" and breach.suspended_tenants == 1
+    moved = events(runtime, "compliance_suspend")[-1]
+    assert moved.object_id == str(world.a.id) and moved.after is not None
+    assert moved.after["rule"] == "licence.validity" and moved.after["moved_from"]
+    (lift,) = events(runtime, "compliance_lift")
+    assert lift.after is not None and lift.after["still_held"] is True
+
+    # The new breach's grace period ends: B is suspended now; A was already.
+    outcome = watch.check(runtime, t0 + timedelta(days=15))
+    assert outcome.suspended == [world.b.id]
+    # A renewed national licence lifts both.
+    resp = world.client.patch(
+        f"{API}/operator/licences/{national(world)}",
+        json={"valid_to": date(date.today().year + 3, 1, 1).isoformat()},
+        headers=world.operators["compliance_officer"].headers,
+    )
+    assert resp.status_code == 200, resp.text
+    outcome = watch.check(runtime, t0 + timedelta(days=16))
+    assert outcome.resolved == ["licence"]
+    assert sorted(outcome.lifted) == sorted([world.a.id, world.b.id])
+    assert tenant(world, world.a.id)["state"] == "active"
+
+
+@both_stores
+def test_a_breach_narrowing_lifts_only_the_tenants_nothing_covers_any_more(
+    world: World, runtime: Runtime
+) -> None:
+    """No valid licence: A (Beijing) and B (Shenzhen) are suspended at the end of the grace
+    period. A licence covering Guangdong only is recorded: B goes back into service, A stays
+    suspended because nothing covers Beijing."""
+    activate(world, world.a.id)
+    activate(world, world.b.id)
+    t0 = now()
+    lapse(world, national(world))
+    assert watch.check(runtime, t0).opened == ["licence"]
+    outcome = watch.check(runtime, t0 + timedelta(days=7))
+    assert sorted(outcome.suspended) == sorted([world.a.id, world.b.id])
+
+    gd_licence(world, date(date.today().year + 3, 1, 1))
+    outcome = watch.check(runtime, t0 + timedelta(days=8))
+    assert outcome.resolved == ["licence"] and outcome.opened == ["province:11"]
+    assert outcome.lifted == [world.b.id]
+    a = tenant(world, world.a.id)
+    assert a["state"] == "suspended" and "licence.region_covered" in a["state_reason"]
+    assert tenant(world, world.b.id)["state"] == "active"
+    # No new grace period for A: the province's breach holds it from now on ...
+    with runtime.db.session(write=False) as session:
+        (breach,) = watch.status(session, t0 + timedelta(days=8)).breaches
+    assert breach.scope == "province:11" and breach.suspended_tenants == 1
+    # ... and its own grace period ending changes nothing for A.
+    assert watch.check(runtime, t0 + timedelta(days=15)).suspended == []
+    assert tenant(world, world.a.id)["state"] == "suspended"
+
+
+@both_stores
+def test_a_person_suspending_a_tenant_the_watch_holds_is_not_undone(
+    world: World, runtime: Runtime
+) -> None:
+    """The job suspends A; an operator admin suspends it again with a reason of their own. When
+    the rule is met again the job's hold ends, but A stays suspended with the person's reason."""
+    activate(world, world.a.id)
+    t0 = now()
+    foreign_majority(world)
+    watch.check(runtime, t0)
+    assert watch.check(runtime, t0 + timedelta(days=7)).suspended == [world.a.id]
+    resp = world.client.patch(
+        f"{API}/tenants/{world.a.id}",
+        json={"state": "suspended", "state_reason": "unpaid invoices; keep suspended"},
+        headers=world.admin.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    foreign_minority(world)
+    outcome = watch.check(runtime, t0 + timedelta(days=8))
+    assert outcome.resolved == ["ownership"] and outcome.lifted == []
+    a = tenant(world, world.a.id)
+    assert a["state"] == "suspended" and a["state_reason"] == "unpaid invoices; keep suspended"
+    (lift,) = events(runtime, "compliance_lift")
+    assert lift.after is not None and lift.after["still_held"] is False
+    with runtime.db.session(write=False) as session:
+        assert watch.status(session, t0 + timedelta(days=8)).breaches == []
+    # A later breach does not take it over either: it is not in service.
+    foreign_majority(world)
+    watch.check(runtime, t0 + timedelta(days=9))
+    assert watch.check(runtime, t0 + timedelta(days=16)).suspended == []
+    a = tenant(world, world.a.id)
+    assert a["state_reason"] == "unpaid invoices; keep suspended"

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from tests.cli.test_audit_cli import Cli, run  # noqa: F401  (the fixture)
@@ -116,3 +117,27 @@ def test_the_scheduler_anchors_and_the_cli_verifies_against_the_file(
     assert as_json["ok"] is False and as_json["anchor"]["head_seq"] == anchored["seq"] - 2
     missing = run("audit", "verify", "--anchor", str(tmp_path / "nope.jsonl"))
     assert missing.exit_code == 2 and "is not a file" in missing.stderr
+
+
+@pytest.mark.parametrize("bad", ["[1]", '"x"', "null", "7", "{not json"])
+def test_a_line_that_is_not_a_json_object_is_reported_not_a_crash(
+    world: World,
+    run: Cli,  # noqa: F811
+    bad: str,
+) -> None:
+    """A line of valid JSON that is not an object ([1], "x", null) is an unreadable line like
+    one that is not JSON: the check names it, the CLI exits 1 with a message, and the
+    scheduler's anchor job goes on appending."""
+    runtime = world.runtime
+    path = anchor.anchor_file(runtime.settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(bad + "\n")
+    Scheduler(runtime, 0).anchor()  # does not raise
+    lines = path.read_text().splitlines()
+    assert lines[0] == bad and json.loads(lines[-1])["seq"] > 0
+    report = anchor.check(runtime.db, keys(runtime), path)
+    assert report.problem == "anchor line 1 is not trusted: it is not a JSON object"
+    caught = run("audit", "verify", "--anchor", str(path))
+    assert caught.exit_code == 1, caught.output
+    assert "anchor line 1 is not trusted: it is not a JSON object" in caught.stderr
+    assert "Traceback" not in caught.output

@@ -561,3 +561,29 @@ def test_password_reset_and_mail_commands(
     relay = ok_json(result)
     assert isinstance(relay, dict) and relay["password_set"] is True
     assert "relay-pass-123" not in result.stdout
+
+
+def test_admin_bootstrap_the_first_compliance_officer(tmp_path: Path) -> None:
+    """The admin cannot give the officer's role: a fresh operator's first officer is made on
+    the store, once (refused while an active officer exists)."""
+    runner = CliRunner()
+    data_dir = ["--data-dir", str(tmp_path / "data")]
+    env = {"TONGDAO_ARGON2_TIME_COST": "1", "TONGDAO_ARGON2_MEMORY_KIB": "8"}
+    args = ["admin", "bootstrap", "--password-stdin", "--json", *data_dir]
+    admin = runner.invoke(cli_app, [*args, "--email", "root@example.com"], input=PASSWORD, env=env)
+    assert admin.exit_code == 0, admin.output
+    officer_args = [*args, "--role", "compliance_officer", "--email", "officer@example.com"]
+    first = runner.invoke(cli_app, officer_args, input=PASSWORD, env=env)
+    assert first.exit_code == 0, first.output
+    made = json.loads(first.stdout)
+    assert made["email"] == "officer@example.com" and made["roles"] == ["compliance_officer"]
+    again = runner.invoke(
+        cli_app, [*officer_args[:-1], "other@example.com"], input=PASSWORD, env=env
+    )
+    assert again.exit_code == 3
+    assert again.stderr.startswith("error: an active compliance officer exists already")
+    wrong = runner.invoke(
+        cli_app, [*args, "--role", "auditor", "--email", "a@example.com"], input=PASSWORD, env=env
+    )
+    assert wrong.exit_code == 1 and "--role" in wrong.stderr
+    assert "Traceback" not in again.output + wrong.output

@@ -66,6 +66,10 @@ def test_the_grace_period_form_saves_and_refuses_next_to_the_field(world: World)
     assert refused.status_code == 422
     assert "30" in field_error(refused.text, "grace_days")
     assert 'value="31"' in refused.text
+    for text in ("1_0", "true", "7.5", "x"):  # a whole number only, not read loosely
+        refused = officer.post("/console/compliance/watch", {"grace_days": text})
+        assert refused.status_code == 422, text
+        assert "integer" in field_error(refused.text, "grace_days"), text
     got = world.client.get(f"{API}/operator/compliance/watch", headers=world.admin.headers)
     assert got.json()["grace_days"] == 7
     done = officer.post("/console/compliance/watch", {"grace_days": "14"}, follow_redirects=False)

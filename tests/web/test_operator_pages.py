@@ -598,3 +598,11 @@ def test_one_account_is_not_both_operator_admin_and_compliance_officer(world: Wo
     assert _api(world, "GET", f"/operator/staff/{world.admin.user_id}")["roles"] == [
         "operator_admin"
     ]
+    # Nor does the admin make another account an officer: refused next to the roles.
+    auditor = world.operators["auditor"].user_id
+    refused = client.post(
+        f"/console/operator/staff/{auditor}/roles", {"roles": ["compliance_officer"]}
+    )
+    assert refused.status_code == 403
+    assert "given and taken by a compliance officer" in _error(refused.text, "roles")
+    assert _api(world, "GET", f"/operator/staff/{auditor}")["roles"] == ["auditor"]

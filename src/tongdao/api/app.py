@@ -110,6 +110,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.mail.routes import router as mail_router
     from tongdao.mail.sender import mailer_of
     from tongdao.network.routes import router as network_router
+    from tongdao.operator.bootstrap import warn_conflicting_staff
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.quotas.routes import router as quotas_router
@@ -137,6 +138,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             app.state.first_run.announce(runtime)
         except Exception as exc:  # a store not reachable yet: the setup page retries
             log.warning("could not check for a first operator admin: %s", exc)
+        try:
+            warn_conflicting_staff(runtime)  # one account as admin and officer: say so
+        except Exception as exc:
+            log.warning("could not check staff for separate duties: %s", exc)
         mailer = mailer_of(runtime)
         mailer.wake()  # deliver what was queued before a restart
         # Scheduled work (the monthly billing run) under leases in the store.

@@ -99,6 +99,8 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except ValueError:
+            entry = None
+        if not isinstance(entry, dict):  # not JSON, or JSON but not an object: [1], "x", null
             entry = {"unreadable": True}
         entry["line"] = number
         out.append(entry)
@@ -140,7 +142,7 @@ def _signature_problem(
     entry: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]
 ) -> str | None:
     if entry.get("unreadable"):
-        return "it is not JSON"
+        return "it is not a JSON object"
     key = trusted.get(str(entry.get("key_id")))
     if key is None:
         return f"it is signed with key {entry.get('key_id')!r}, which is not a trusted key"

@@ -6,6 +6,7 @@ Operator roles act across tenants; tenant roles act inside their own tenant. Som
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -224,3 +225,19 @@ def own_only(roles: frozenset[Role], resource: str, action: Action) -> bool:
     grants = PERMISSIONS[resource]
     granting = [role for role in roles if action in grants.get(role, frozenset())]
     return bool(granting) and all((role, resource) in OWN_ONLY for role in granting)
+
+
+# Separation of duties: the operator admin runs the service, the compliance officer vets the
+# customers and decides cross-border applications. One account never holds both (creating or
+# changing staff refuses it); an account that holds both from before that rule existed may not
+# decide anything the officer decides until one of the two roles is removed.
+EXCLUSIVE_ROLES = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER})
+DUTY_CONFLICT = (
+    "this account holds both operator_admin and compliance_officer, which are separate duties: "
+    "it may not make the compliance officer's decisions until one of the two roles is removed"
+)
+
+
+def holds_conflicting_duties(roles: Iterable[str]) -> bool:
+    """Whether ``roles`` (role names or :class:`Role`) hold both separate duties."""
+    return {str(r) for r in roles} >= {str(r) for r in EXCLUSIVE_ROLES}

@@ -18,7 +18,14 @@ app = typer.Typer(
 @app.command()
 def bootstrap(
     email: Annotated[str, typer.Option(help="the first operator admin's email")],
-    display_name: Annotated[str, typer.Option(help="their name")] = "Operator admin",
+    display_name: Annotated[str | None, typer.Option(help="their name")] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="operator_admin (refused once one exists) or compliance_officer (refused "
+            "while an active one exists: the operator admin cannot give that role)"
+        ),
+    ] = "operator_admin",
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the password from standard input")
     ] = False,
@@ -26,12 +33,19 @@ def bootstrap(
     database_url: DatabaseUrlOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Create the first operator admin. Refused once an operator admin exists."""
+    """Create the first operator admin (or, with --role compliance_officer, the first
+    compliance officer). Refused once one exists."""
     from tongdao.errors import Conflict, ValidationError
-    from tongdao.operator.bootstrap import create_first_admin
+    from tongdao.operator.bootstrap import create_first_admin, create_first_officer
     from tongdao.runtime import Ctx, Runtime
     from tongdao.store import migrate
 
+    makers = {"operator_admin": create_first_admin, "compliance_officer": create_first_officer}
+    if role not in makers:
+        fail(f"--role: {role!r} is not operator_admin or compliance_officer")
+    make = makers[role]
+    label = role.replace("_", " ")
+    name = display_name if display_name is not None else label.capitalize()
     settings = settings_from(data_dir, database_url)
     password = read_secret("Password", password_stdin)
     try:
@@ -43,9 +57,7 @@ def bootstrap(
         with runtime.db.session() as session:
             ctx = Ctx(session=session, runtime=runtime)
             try:
-                user = create_first_admin(
-                    ctx, email, display_name, password, actor="cli:admin bootstrap"
-                )
+                user = make(ctx, email, name, password, actor="cli:admin bootstrap")
             except Conflict as exc:
                 fail(exc.message, 3)
             except ValidationError as exc:
@@ -57,7 +69,7 @@ def bootstrap(
                     json.dumps({"id": str(user.id), "email": user.email, "roles": user.roles})
                 )
             else:
-                typer.echo(f"created operator admin {user.email} ({user.id})")
+                typer.echo(f"created {label} {user.email} ({user.id})")
     finally:
         runtime.db.dispose()
 

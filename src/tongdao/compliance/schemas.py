@@ -13,6 +13,7 @@ from tongdao.schemas import Strict
 
 class WatchSettings(Strict):
     grace_days: int = Field(
+        strict=True,  # a whole number: not true, "7" or "1_0"
         ge=1,
         le=MAX_GRACE_DAYS,
         description="days running service continues after a rule is found unmet before the "

@@ -21,10 +21,15 @@ activations are refused meanwhile, as always. Running service continues until th
 period ends (``grace_until`` = found + the operator's grace days, default 7, at most 30;
 ``PUT /operator/compliance/watch``); then the affected tenants are suspended, each audited with
 an event naming the rule (``compliance_suspend``) besides the state change itself. When a run
-no longer finds the breach it is resolved, and the suspensions it caused are lifted: a tenant
-goes back to ``active`` only if no other open breach holds it suspended. A tenant suspended for
-another reason (by a person) has no suspension of this job's and is never touched; one that a
-suspension for non-payment also holds (:mod:`tongdao.billing.dunning`) stays suspended.
+no longer finds the breach it is resolved. A suspension of the job's lasts while a current
+finding still covers the tenant: when the situation changes shape (the national licence breach
+gives way to one province's, or a province's to no valid licence at all) the hold moves to the
+current breach, from then on and with no new grace period; a tenant goes back to ``active`` only
+when nothing current covers it. A tenant suspended for another reason (by a person) has no
+suspension of this job's and is never touched; one that a person (or another part of the
+service) suspended again, with a reason of its own, on top of the job's is not reactivated by
+the job either: its hold just ends (the job reactivates only while the reason is its own), nor
+is one that a suspension for non-payment also holds (:mod:`tongdao.billing.dunning`).
 
 **At once.** Besides its ticks, a server's scheduler runs the check as soon as a transaction
 that changed a licence or the shareholder register commits in that server
@@ -273,6 +278,27 @@ def _alert(ctx: Ctx, breach: ComplianceBreach, finding: Finding) -> None:
         mail.queue(ctx, officer.email, subject, body)
 
 
+SUSPEND_REASON = "suspended automatically: rule "
+
+
+def _reason(breach: ComplianceBreach) -> str:
+    """The state reason the job writes on a tenant it suspends (and only it)."""
+    return (
+        f"{SUSPEND_REASON}{breach.rule_id} unmet since "
+        f"{breach.detected_at.isoformat(timespec='seconds')} and the grace period "
+        f"ended ({breach.detail})"
+    )[:500]
+
+
+def _is_own(tenant: Tenant) -> bool:
+    """Whether the tenant's suspension is still the job's: the reason is the one it wrote. A
+    person (or another part of the service) who suspended it again with a reason of their own
+    has taken it over, and the job does not undo that."""
+    return tenant.state == TenantState.SUSPENDED and (tenant.state_reason or "").startswith(
+        SUSPEND_REASON
+    )
+
+
 def _suspend(
     ctx: Ctx, breach: ComplianceBreach, tenant_ids: Sequence[uuid.UUID], now: datetime
 ) -> list[uuid.UUID]:
@@ -299,11 +325,7 @@ def _suspend(
         )
         if tenant.state == TenantState.ACTIVE:
             tenant.state = TenantState.SUSPENDED
-            tenant.state_reason = (
-                f"suspended automatically: rule {breach.rule_id} unmet since "
-                f"{breach.detected_at.isoformat(timespec='seconds')} and the grace period "
-                f"ended ({breach.detail})"
-            )[:500]
+            tenant.state_reason = _reason(breach)
             suspended.append(tid)
         record(
             session,
@@ -317,57 +339,104 @@ def _suspend(
     return suspended
 
 
-def _resolve(ctx: Ctx, breach: ComplianceBreach, now: datetime) -> list[uuid.UUID]:
-    session = ctx.session
+def _resolve(ctx: Ctx, breach: ComplianceBreach, now: datetime) -> None:
     breach.resolved_at = now
     record(
-        session,
+        ctx.session,
         "compliance_breach_resolved",
         "compliance_breach",
         breach.id,
         kind="event",
         after={"scope": breach.scope, "rule": breach.rule_id},
     )
-    lifted = []
-    for suspension in session.scalars(
-        select(ComplianceSuspension).where(
-            ComplianceSuspension.breach_id == breach.id, ComplianceSuspension.lifted_at.is_(None)
-        )
-    ):
-        suspension.lifted_at = now
-        session.flush()
-        others = session.scalar(
-            select(ComplianceSuspension.id)
-            .where(
-                ComplianceSuspension.tenant_id == suspension.tenant_id,
-                ComplianceSuspension.lifted_at.is_(None),
-            )
-            .limit(1)
-        )
-        if others is None:
-            # A suspension for non-payment (a person's, tongdao.billing.dunning) holds it too.
-            from tongdao.billing.dunning import held_for_nonpayment
 
-            if held_for_nonpayment(session, suspension.tenant_id):
-                others = suspension.id
-        tenant = session.get(Tenant, suspension.tenant_id)
-        record(
-            session,
-            "compliance_lift",
-            "tenant",
-            suspension.tenant_id,
-            tenant_id=suspension.tenant_id,
-            kind="event",
-            after={
-                "rule": breach.rule_id,
-                "breach_id": breach.id,
-                "still_held": others is not None,
-            },
-        )
-        if tenant is not None and tenant.state == TenantState.SUSPENDED and others is None:
+
+def _release(
+    ctx: Ctx, found: dict[str, Finding], current: dict[str, ComplianceBreach], now: datetime
+) -> list[uuid.UUID]:
+    """Lift each of the job's suspensions that no current finding supports any more, and
+    reactivate a tenant once nothing current covers it.
+
+    A suspension is supported while its breach is still found and still covers the tenant.
+    When the situation changes shape (the national licence breach gives way to one province's,
+    or one province's to no valid licence at all), a tenant that a current finding still covers
+    stays suspended: its hold moves to that finding's breach (from now, without a new grace
+    period). A tenant is reactivated only when no current finding covers it and its suspension
+    is still the job's own (:func:`_is_own`); otherwise the job's hold just ends."""
+    session = ctx.session
+    covering: dict[uuid.UUID, list[ComplianceBreach]] = defaultdict(list)
+    for scope, finding in found.items():
+        for tid in finding.tenant_ids:
+            covering[tid].append(current[scope])
+    held: dict[uuid.UUID, list[ComplianceSuspension]] = defaultdict(list)
+    for suspension in session.scalars(
+        select(ComplianceSuspension)
+        .where(ComplianceSuspension.lifted_at.is_(None))
+        .order_by(ComplianceSuspension.tenant_id, ComplianceSuspension.suspended_at)
+    ):
+        held[suspension.tenant_id].append(suspension)
+    breaches = {b.id: b for b in session.scalars(select(ComplianceBreach))}
+    lifted = []
+    for tid in sorted(held):
+        covers = {b.id for b in covering.get(tid, [])}
+        supported = [s for s in held[tid] if s.breach_id in covers]
+        unsupported = [s for s in held[tid] if s.breach_id not in covers]
+        if not unsupported:
+            continue
+        tenant = session.get(Tenant, tid)
+        moved_to: ComplianceBreach | None = None
+        if not supported and covering.get(tid):
+            # Still covered by a finding whose breach does not hold it yet: the hold moves.
+            enforced = [b for b in covering[tid] if b.suspended_at is not None]
+            moved_to = (enforced or covering[tid])[0]
+            session.add(
+                ComplianceSuspension(
+                    tenant_id=tid, breach_id=moved_to.id, rule_id=moved_to.rule_id, suspended_at=now
+                )
+            )
+            record(
+                session,
+                "compliance_suspend",
+                "tenant",
+                tid,
+                tenant_id=tid,
+                kind="event",
+                after={
+                    "rule": moved_to.rule_id,
+                    "breach_id": moved_to.id,
+                    "detail": moved_to.detail,
+                    "moved_from": [str(s.breach_id) for s in unsupported],
+                },
+            )
+            if tenant is not None and _is_own(tenant):
+                tenant.state_reason = _reason(moved_to)
+        still_held = bool(supported) or moved_to is not None
+        for suspension in unsupported:
+            suspension.lifted_at = now
+            old = breaches.get(suspension.breach_id)
+            record(
+                session,
+                "compliance_lift",
+                "tenant",
+                tid,
+                tenant_id=tid,
+                kind="event",
+                after={
+                    "rule": old.rule_id if old is not None else suspension.rule_id,
+                    "breach_id": suspension.breach_id,
+                    "still_held": still_held,
+                    "moved_to": moved_to.id if moved_to is not None else None,
+                },
+            )
+        if still_held or tenant is None or tenant.state != TenantState.SUSPENDED:
+            continue
+        # A suspension for non-payment (a person's, tongdao.billing.dunning) holds it too.
+        from tongdao.billing.dunning import held_for_nonpayment
+
+        if _is_own(tenant) and not held_for_nonpayment(session, tid):
             tenant.state = TenantState.ACTIVE
             tenant.state_reason = ""
-            lifted.append(tenant.id)
+            lifted.append(tid)
     return lifted
 
 
@@ -386,6 +455,7 @@ def check(runtime: Runtime, now: datetime | None = None) -> WatchOutcome:
                 select(ComplianceBreach).where(ComplianceBreach.resolved_at.is_(None))
             )
         }
+        current: dict[str, ComplianceBreach] = {}
         for scope, finding in found.items():
             breach = breaches.get(scope)
             if breach is None:
@@ -402,14 +472,17 @@ def check(runtime: Runtime, now: datetime | None = None) -> WatchOutcome:
                 outcome.opened.append(scope)
             elif (breach.rule_id, breach.detail) != (finding.rule_id, finding.detail):
                 breach.rule_id, breach.detail = finding.rule_id, finding.detail
+            current[scope] = breach
             if breach.suspended_at is None and now >= breach.grace_until:
                 breach.suspended_at = now
             if breach.suspended_at is not None:
                 outcome.suspended += _suspend(ctx, breach, finding.tenant_ids, now)
             outcome.open.append(scope)
+        session.flush()
+        outcome.lifted += _release(ctx, found, current, now)
         for scope, breach in breaches.items():
             if scope not in found:
-                outcome.lifted += _resolve(ctx, breach, now)
+                _resolve(ctx, breach, now)
                 outcome.resolved.append(scope)
         session.commit()
     return outcome

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tongdao.auth.permissions import DUTY_CONFLICT, holds_conflicting_duties
 from tongdao.billing.money import shanghai_today
 from tongdao.compliance.rules import ComplianceRefusal
 from tongdao.crossborder import schemas as s
@@ -167,6 +168,8 @@ def require_decider(ctx: Ctx) -> None:
             "only a compliance officer (role compliance_officer) may review and decide "
             "cross-border applications"
         )
+    if holds_conflicting_duties(principal.roles):
+        raise PermissionDenied(DUTY_CONFLICT)
 
 
 def _update() -> Any:

@@ -15,7 +15,7 @@ from tongdao.api.crud import Resource, ensure_unique
 from tongdao.audit.recorder import record
 from tongdao.auth import reset
 from tongdao.auth.models import ApiToken
-from tongdao.auth.permissions import Role
+from tongdao.auth.permissions import DUTY_CONFLICT, Role, holds_conflicting_duties
 from tongdao.compliance import kyc
 from tongdao.compliance.identity import id_number_problem
 from tongdao.compliance.licensing import china_today
@@ -186,6 +186,13 @@ class TenantResource(Resource[Tenant]):
                 "customer vetting (review, approval, rejection, manual USCC verification) is "
                 f"the compliance officer's decision; it is for: {Role.COMPLIANCE_OFFICER.value}",
                 dict.fromkeys(vetting, "decided by the compliance officer"),
+            )
+        if vetting and holds_conflicting_duties(principal.roles):
+            raise PermissionDenied(
+                DUTY_CONFLICT,
+                dict.fromkeys(
+                    vetting, "separate duties: operator_admin and compliance_officer on one account"
+                ),
             )
         verified = changes.pop("uscc_verified", None)
         reason = changes.pop("state_reason", None)
@@ -664,11 +671,25 @@ class UserResource(Resource[User]):
 
 # Separation of duties: the operator admin runs the service, the compliance officer vets the
 # customers; one account holding both would let the admin vet alone (or grant itself the role).
-EXCLUSIVE_ROLES = frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER})
+def _officer_role_by_officer(ctx: Ctx, before: Iterable[Any], after: Iterable[Any]) -> None:
+    """Giving or taking the compliance_officer role is an officer's act: the operator admin
+    could otherwise make a second account an officer (or replace the real one) and vet alone.
+    The first officer of a fresh operator comes from ``tongdao admin bootstrap --role
+    compliance_officer``."""
+    officer = Role.COMPLIANCE_OFFICER.value
+    if (officer in {str(r) for r in before}) == (officer in {str(r) for r in after}):
+        return
+    roles = ctx.require_principal().roles
+    if Role.COMPLIANCE_OFFICER not in roles or holds_conflicting_duties(roles):
+        raise PermissionDenied(
+            "only a compliance officer gives or takes the compliance_officer role (separation "
+            "of duties); it is for: compliance_officer",
+            {"roles": "the compliance_officer role is given and taken by a compliance officer"},
+        )
 
 
 def _separate_duties(roles: Iterable[Any]) -> None:
-    if {Role(str(r)) for r in roles} >= EXCLUSIVE_ROLES:
+    if holds_conflicting_duties(roles):
         raise ValidationError(
             {
                 "roles": "operator_admin and compliance_officer are separate duties: one "
@@ -709,6 +730,7 @@ class StaffResource(Resource[User]):
     def create(self, ctx: Ctx, tenant: Tenant | None, data: Any) -> User:
         assert isinstance(data, s.StaffCreate)
         _separate_duties(data.roles)
+        _officer_role_by_officer(ctx, [], data.roles)
         _email_free(ctx, data.email)
         user = User(
             tenant_id=None,
@@ -729,11 +751,13 @@ class StaffResource(Resource[User]):
                 setattr(obj, key, changes[key])
         if changes.get("roles") is not None:
             _separate_duties(changes["roles"])
+            _officer_role_by_officer(ctx, obj.roles or [], changes["roles"])
             obj.roles = sorted({str(r) for r in changes["roles"]})
         self._keep_an_admin(ctx, obj)
         return obj
 
     def delete(self, ctx: Ctx, obj: User) -> None:
+        _officer_role_by_officer(ctx, obj.roles or [], [])
         obj.roles = []
         self._keep_an_admin(ctx, obj)
         _delete_user(ctx, obj)

@@ -8,6 +8,7 @@ under the guard's ``operator`` grants.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +119,10 @@ def save_grace(view: UserViewDep, form: FormDep) -> Response:
     guard.require("operator", Action.UPDATE)
     values = {"grace_days": form.text("grace_days")}
     try:
-        body = parse(WatchSettings, {"grace_days": values["grace_days"] or None})
+        # The API takes a JSON number only; the form's text is a number when it is digits.
+        text = values["grace_days"].strip()
+        given: int | str | None = int(text) if re.fullmatch(r"[0-9]{1,6}", text) else text
+        body = parse(WatchSettings, {"grace_days": given or None})
         watch.put_settings(view.ctx, body)
         view.ctx.session.flush()
     except ValidationError as exc:
