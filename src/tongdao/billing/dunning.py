@@ -54,6 +54,8 @@ JOB = "billing.reminders"
 JOB_ACTOR = Actor(None, f"job:{JOB}")
 LEASE_TTL = timedelta(minutes=10)
 STEPS = (1, 7, 30)  # days past the due date
+# The state reason a suspension for non-payment writes on the tenant (and only it).
+NONPAYMENT_REASON = "suspended for non-payment: "
 
 
 class LeaseHeld(Exception):
@@ -215,20 +217,22 @@ def overdue_total(session: Session, tenant_id: uuid.UUID, today: date) -> Decima
     return money.fen(Decimal(total or 0))
 
 
-def _held_by_compliance(session: Session, tenant_id: uuid.UUID) -> bool:
-    from tongdao.compliance.models import ComplianceSuspension
+def _compliance_hold(session: Session, tenant_id: uuid.UUID) -> str | None:
+    """The state reason of the compliance watch's hold on the tenant, if it holds it."""
+    from tongdao.compliance.models import ComplianceBreach, ComplianceSuspension
+    from tongdao.compliance.watch import state_reason
 
-    return (
-        session.scalar(
-            select(ComplianceSuspension.id)
-            .where(
-                ComplianceSuspension.tenant_id == tenant_id,
-                ComplianceSuspension.lifted_at.is_(None),
-            )
-            .limit(1)
+    breach = session.scalar(
+        select(ComplianceBreach)
+        .join(ComplianceSuspension, ComplianceSuspension.breach_id == ComplianceBreach.id)
+        .where(
+            ComplianceSuspension.tenant_id == tenant_id,
+            ComplianceSuspension.lifted_at.is_(None),
         )
-        is not None
+        .order_by(ComplianceSuspension.suspended_at)
+        .limit(1)
     )
+    return None if breach is None else state_reason(breach)
 
 
 def suspend(ctx: Ctx, tenant: Tenant, reason: str) -> NonPaymentSuspension:
@@ -253,7 +257,9 @@ def suspend(ctx: Ctx, tenant: Tenant, reason: str) -> NonPaymentSuspension:
         )
     # In service, or suspended only by the compliance watch (which lifts its own): a lift may
     # resume it. A tenant a person suspended for another reason stays suspended after a lift.
-    was_active = tenant.state == TenantState.ACTIVE or _held_by_compliance(session, tenant.id)
+    was_active = (
+        tenant.state == TenantState.ACTIVE or _compliance_hold(session, tenant.id) is not None
+    )
     resumes_now = tenant.state == TenantState.ACTIVE
     row = NonPaymentSuspension(
         tenant_id=tenant.id,
@@ -266,7 +272,7 @@ def suspend(ctx: Ctx, tenant: Tenant, reason: str) -> NonPaymentSuspension:
     session.add(row)
     if resumes_now:
         tenant.state = TenantState.SUSPENDED
-        tenant.state_reason = f"suspended for non-payment: {reason}"[:500]
+        tenant.state_reason = f"{NONPAYMENT_REASON}{reason}"[:500]
     session.flush()
     record(
         session, "billing_suspend", "tenant", tenant.id, tenant_id=tenant.id,
@@ -288,11 +294,16 @@ def lift(ctx: Ctx, tenant: Tenant, reason: str) -> NonPaymentSuspension:
     row.lifted_at = ctx.runtime.clock()
     row.lifted_by = actor_of(session).label
     row.lift_reason = reason
-    still_held = _held_by_compliance(session, tenant.id)
+    hold = _compliance_hold(session, tenant.id)
+    still_held = hold is not None
     resumed = row.was_active and not still_held and tenant.state == TenantState.SUSPENDED
     if resumed:
         tenant.state = TenantState.ACTIVE
         tenant.state_reason = ""
+    elif hold is not None and tenant.state_reason.startswith(NONPAYMENT_REASON):
+        # The watch's hold remains: the suspension is the watch's own again, which it lifts
+        # when the rule is met (tongdao.compliance.watch reactivates only its own reason).
+        tenant.state_reason = hold
     session.flush()
     record(
         session, "billing_lift", "tenant", tenant.id, tenant_id=tenant.id,

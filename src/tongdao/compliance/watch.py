@@ -281,7 +281,7 @@ def _alert(ctx: Ctx, breach: ComplianceBreach, finding: Finding) -> None:
 SUSPEND_REASON = "suspended automatically: rule "
 
 
-def _reason(breach: ComplianceBreach) -> str:
+def state_reason(breach: ComplianceBreach) -> str:
     """The state reason the job writes on a tenant it suspends (and only it)."""
     return (
         f"{SUSPEND_REASON}{breach.rule_id} unmet since "
@@ -325,7 +325,7 @@ def _suspend(
         )
         if tenant.state == TenantState.ACTIVE:
             tenant.state = TenantState.SUSPENDED
-            tenant.state_reason = _reason(breach)
+            tenant.state_reason = state_reason(breach)
             suspended.append(tid)
         record(
             session,
@@ -409,7 +409,7 @@ def _release(
                 },
             )
             if tenant is not None and _is_own(tenant):
-                tenant.state_reason = _reason(moved_to)
+                tenant.state_reason = state_reason(moved_to)
         still_held = bool(supported) or moved_to is not None
         for suspension in unsupported:
             suspension.lifted_at = now
