@@ -144,7 +144,7 @@ def run_reminders(
             if step is None:
                 outcome.skipped += 1
                 continue
-            outstanding = service.outstanding(session, invoice)
+            outstanding = service.outstanding_of(session, invoice)
             ctx = Ctx(session=session, runtime=runtime)
             subject, body = reminder_mail(invoice, step, outstanding)
             addresses = tenant_admins(session, invoice.tenant_id)

@@ -117,7 +117,8 @@ class SubscriptionPublic(BaseModel):
 class InvoiceLinePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    position: int
+    id: uuid.UUID = Field(description="what a credit note's ``lines[].line_id`` names")
+    position: int = Field(description="on a credit note: the corrected invoice's line")
     kind: str
     description: str
     tax_code: str

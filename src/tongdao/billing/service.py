@@ -698,7 +698,7 @@ def credited_total(session: Session, invoice_id: uuid.UUID) -> Decimal:
     return money.fen(-Decimal(total or 0))
 
 
-def outstanding(session: Session, invoice: Invoice) -> Decimal:
+def outstanding_of(session: Session, invoice: Invoice) -> Decimal:
     """What is still owed on an issued invoice: total − credits − payments (never below 0)."""
     if invoice.kind != InvoiceKind.INVOICE or invoice.state != InvoiceState.ISSUED:
         return money.ZERO
@@ -728,20 +728,20 @@ def plan_credit(
         if (req.amount is None) == (req.quantity is None):
             raise ValidationError({key: "give amount_excl_vat or quantity, not both"})
         had = credited.get(line.position, Credited())
+        position = line.position
         left_amount, left_vat = line.amount - had.amount, line.vat - had.vat
         left_qty = line.quantity - had.quantity
         if req.quantity is not None:
             field = f"{key}.quantity"
-            qty = req.quantity
+            qty = req.quantity.quantize(GB_PLACES, rounding=ROUND_HALF_UP)
             if qty <= 0:
                 raise ValidationError({field: "must be greater than 0"})
             if qty > left_qty:
+                left = f"{left_qty.normalize():f}"
                 raise Conflict(
-                    f"line {line.position} has {left_qty.normalize():f} {line.unit} "
-                    "left to credit",
-                    {field: f"more than the {left_qty.normalize():f} left to credit on line "
-                            f"{line.position}"},
-                )  # fmt: skip
+                    f"line {position} has {left} {line.unit} left to credit",
+                    {field: f"more than the {left} left to credit on line {position}"},
+                )
             amount = (
                 line.amount
                 if qty == line.quantity
@@ -766,10 +766,9 @@ def plan_credit(
             )
         if amount > left_amount:
             raise Conflict(
-                f"line {line.position} has ¥{left_amount} left to credit",
-                {field: f"more than the ¥{left_amount} left to credit on line "
-                        f"{line.position}"},
-            )  # fmt: skip
+                f"line {position} has ¥{left_amount} left to credit",
+                {field: f"more than the ¥{left_amount} left to credit on line {position}"},
+            )
         vat = money.credit_vat(amount, line.vat_rate, left_amount, left_vat)
         out.append(CreditLine(line, amount, vat, qty))
     return out
@@ -784,13 +783,14 @@ def credit_note(
     credit what remains line by line); with them, the chosen lines by an amount or quantity,
     never more than what earlier credit notes left on a line. VAT per line
     (:func:`tongdao.billing.money.credit_vat`); the totals are the sums of the lines."""
-    if invoice.kind != InvoiceKind.INVOICE or invoice.state not in (
+    state = invoice.state
+    if invoice.kind != InvoiceKind.INVOICE or state not in (
         InvoiceState.ISSUED,
         InvoiceState.PAID,
     ):
         raise Conflict(
             "credit notes correct issued or paid invoices; void a draft instead",
-            {"state": f"the invoice is {invoice.state}"},
+            {"state": f"the invoice is {state}"},
         )
     session = ctx.session
     number = take_number(session, InvoiceKind.CREDIT_NOTE)  # locks the series: see the module
@@ -864,14 +864,14 @@ def record_payment(
         raise Conflict(
             f"payments are recorded against issued invoices; this one is {invoice.state}"
         )
-    owed = outstanding(ctx.session, invoice)
-    if owed <= 0:
+    outstanding = outstanding_of(ctx.session, invoice)
+    if outstanding <= 0:
         raise Conflict(
             "credit notes and payments cover this invoice; it takes no more payments",
             {"amount": "nothing is outstanding"},
         )
-    if amount > owed:
-        raise ValidationError({"amount": f"more than the ¥{owed} outstanding"})
+    if amount > outstanding:
+        raise ValidationError({"amount": f"more than the ¥{outstanding} outstanding"})
     payment = Payment(
         invoice_id=invoice.id,
         tenant_id=invoice.tenant_id,
@@ -881,7 +881,7 @@ def record_payment(
     )
     ctx.session.add(payment)
     invoice.amount_paid = invoice.amount_paid + amount
-    if amount == owed:
+    if amount == outstanding:
         invoice.state = InvoiceState.PAID
     return payment
 

@@ -783,7 +783,7 @@ def _invoice_page(
             "payments": payments,
             "history": [_history_row(view, e) for e in history],
             # What the tenant still owes on it: total − credit notes − payments.
-            "outstanding": service.outstanding(session, invoice),
+            "outstanding": service.outstanding_of(session, invoice),
             "can_update": can_update,
             "can_pay": view.can("payments", Action.CREATE),
             "base": f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}",
