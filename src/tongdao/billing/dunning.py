@@ -1,15 +1,17 @@
 """Dunning: reminders for overdue invoices, and suspension for non-payment.
 
 **Reminders** (the scheduled job ``billing.reminders``, under its lease; ``tongdao billing
-remind`` runs it once on the store). An issued invoice past its due date that no credit note
-corrects (:func:`tongdao.billing.service.overdue_query`) gets a reminder at 1, 7 and 30
+remind`` runs it once on the store). An issued invoice past its due date with something still
+outstanding after credit notes (whole or partial) and payments
+(:func:`tongdao.billing.service.overdue_query`) gets a reminder at 1, 7 and 30
 Asia/Shanghai days past due, each step once: a row of ``billing_reminders`` (unique per invoice
 and step) records it in the transaction that queues the mails, so a rerun sends nothing twice.
 An invoice first found further past due gets only the latest step it reached (a job that did
 not run for a week sends the 7-day reminder, not the 1-day one as well). The mail (English and
 Chinese in one message) goes to the tenant's active admins and names the invoice number, the
-amount still outstanding (after partial payments) in RMB and the due date; the tenant's billing
-page lists the reminders sent. Paid, void and credited invoices are not overdue: no reminder.
+amount still outstanding (total − credit notes − payments) in RMB and the due date; the
+tenant's billing page lists the reminders sent. Paid, void and wholly credited invoices are not
+overdue: no reminder.
 
 **Suspension for non-payment** is a person's decision, never automatic: the billing clerk
 (``nonpayment_suspensions``: create to suspend, update to lift) suspends a tenant that has an
@@ -36,9 +38,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tongdao.audit.recorder import Actor, actor_of, record, set_actor
-from tongdao.billing import money
+from tongdao.billing import money, service
 from tongdao.billing.models import Invoice, NonPaymentSuspension, Reminder
-from tongdao.billing.service import overdue_query
+from tongdao.billing.service import outstanding_sql, overdue_query
 from tongdao.errors import Conflict
 from tongdao.jobs import lease
 from tongdao.mail import service as mail
@@ -144,7 +146,7 @@ def run_reminders(
             if step is None:
                 outcome.skipped += 1
                 continue
-            outstanding = money.fen(invoice.total - invoice.amount_paid)
+            outstanding = service.outstanding_of(session, invoice)
             ctx = Ctx(session=session, runtime=runtime)
             subject, body = reminder_mail(invoice, step, outstanding)
             addresses = tenant_admins(session, invoice.tenant_id)
@@ -209,7 +211,7 @@ def held_for_nonpayment(session: Session, tenant_id: uuid.UUID) -> bool:
 
 def overdue_total(session: Session, tenant_id: uuid.UUID, today: date) -> Decimal:
     total = session.scalar(
-        select(func.coalesce(func.sum(Invoice.total - Invoice.amount_paid), 0)).where(
+        select(func.coalesce(func.sum(outstanding_sql()), 0)).where(
             Invoice.id.in_(overdue_query(today).with_only_columns(Invoice.id)),
             Invoice.tenant_id == tenant_id,
         )

@@ -15,10 +15,14 @@ The e-fapiao JSON (``tongdao.efapiao/1``)::
       "seller": {"name", "tax_id", "address_phone"},
       "buyer":  {"name", "tax_id", "address_phone", "bank", "account"},
       "items": [{"name", "tax_classification_code", "unit", "quantity", "unit_price",
-                 "amount", "tax_rate", "tax"}],
+                 "amount", "tax_rate", "tax", "original_line"}],
       "total_amount": "...",  "total_tax": "...",  "total_with_tax": "...",
       "currency": "CNY"
     }
+
+A credit note's items are negative (amount, tax and quantity); each names by
+``original_line`` the position of the original invoice's line it corrects (null on an invoice).
+A partial credit note carries only the lines it credits, by the amounts it credits.
 
 Amounts are decimal strings in yuan. ``unit_price`` is the amount divided by the quantity (to 8
 places), so that quantity × unit price gives the prorated amount as the tax system checks it.
@@ -40,23 +44,28 @@ ORDINARY = "82"
 UNIT_PRICE_PLACES = Decimal("0.00000001")
 
 
-def to_csv(invoice: Invoice) -> str:
+def to_csv(invoice: Invoice, original: Invoice | None = None) -> str:
+    """The invoice as CSV; a credit note names the invoice it corrects (``corrects``) and, per
+    line, the original's line (``corrects_line``, its position there)."""
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["number", "kind", "month", "state", "buyer", "buyer_tax_id", "fapiao_number"])
+    w.writerow(["number", "kind", "month", "state", "buyer", "buyer_tax_id", "fapiao_number",
+                "corrects"])  # fmt: skip
     w.writerow(
         [cell(v) for v in (invoice.number, invoice.kind, invoice.month, invoice.state,
-                           invoice.buyer_name, invoice.buyer_tax_id, invoice.fapiao_number)]
+                           invoice.buyer_name, invoice.buyer_tax_id, invoice.fapiao_number,
+                           original.number if original else "")]
     )  # fmt: skip
     w.writerow([])
     w.writerow(["position", "description", "tax_code", "unit", "quantity", "unit_price",
-                "period_start", "period_end", "amount", "vat_rate", "vat"])  # fmt: skip
+                "period_start", "period_end", "amount", "vat_rate", "vat",
+                "corrects_line"])  # fmt: skip
     for line in invoice.lines:
         w.writerow(
             [cell(v) for v in (line.position, line.description, line.tax_code, line.unit,
                                line.quantity, line.unit_price, line.period_start.isoformat(),
                                line.period_end.isoformat(), line.amount, line.vat_rate,
-                               line.vat)]
+                               line.vat, line.position if original else "")]
         )  # fmt: skip
     w.writerow([])
     w.writerow(["subtotal", "vat", "total"])
@@ -102,6 +111,7 @@ def to_efapiao(invoice: Invoice, original: Invoice | None = None) -> dict[str, A
                 "amount": str(line.amount),
                 "tax_rate": str(line.vat_rate.normalize()),
                 "tax": str(line.vat),
+                "original_line": line.position if original is not None else None,
             }
             for line in invoice.lines
         ],

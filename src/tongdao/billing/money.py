@@ -86,3 +86,18 @@ def day_start_utc(day: date) -> datetime:
 
 def shanghai_today(now: datetime) -> date:
     return now.astimezone(SHANGHAI).date()
+
+
+def credit_vat(
+    amount: Decimal, rate: Decimal, remaining_amount: Decimal, remaining_vat: Decimal
+) -> Decimal:
+    """The VAT of a credit-note line taking ``amount`` off an invoice line of which
+    ``remaining_amount`` (excl. VAT) and ``remaining_vat`` are still uncredited.
+
+    The line rule: ``amount × rate`` half up to the fen, never more than the VAT still
+    uncredited; a credit taking all that remains of the line takes all its remaining VAT. A
+    line credited in parts therefore credits exactly its own VAT, and the credits of an invoice
+    plus what remains of it add up to its total to the fen."""
+    if amount == remaining_amount:
+        return remaining_vat
+    return min(line_vat(amount, rate), remaining_vat)

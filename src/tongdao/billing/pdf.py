@@ -25,7 +25,9 @@ def yuan(value: object) -> str:
     return f"¥{value:,}" if not str(value).startswith("-") else f"-¥{str(value)[1:]}"
 
 
-def to_pdf(invoice: Invoice, *, font: Path = CJK_FONT) -> bytes:
+def to_pdf(invoice: Invoice, original: Invoice | None = None, *, font: Path = CJK_FONT) -> bytes:
+    """The invoice as PDF; a credit note (negative amounts) names the invoice it corrects and,
+    on each line, the original's line it credits."""
     if not font.is_file():
         raise Unavailable(f"the CJK font {font} is not installed (fonts-wqy-microhei)", 3600)
     pdf = FPDF(format="A4")
@@ -48,6 +50,11 @@ def to_pdf(invoice: Invoice, *, font: Path = CJK_FONT) -> bytes:
         ("开具日期 Issued", invoice.issued_on.isoformat() if invoice.issued_on else "-"),
         ("到期日 Due", invoice.due_on.isoformat() if invoice.due_on else "-"),
         ("发票号码 Fapiao", invoice.fapiao_number or "-"),
+        *(
+            [("原发票 Corrects", f"{original.number}  {original.fapiao_number or ''}".strip())]
+            if original is not None
+            else []
+        ),
         ("销售方 Seller", f"{invoice.seller_name}  {invoice.seller_tax_id}"),
         ("购买方 Buyer", invoice.buyer_name),
         ("纳税人识别号 Tax ID", invoice.buyer_tax_id),
@@ -63,9 +70,11 @@ def to_pdf(invoice: Invoice, *, font: Path = CJK_FONT) -> bytes:
         pdf.cell(width, 7, head, border=1)
     pdf.ln()
     for item in invoice.lines:
-        pdf.multi_cell(
-            0, 6, f"{item.position}. {item.description}", new_x=XPos.LMARGIN, new_y=YPos.NEXT
-        )
+        text = f"{item.position}. {item.description}"
+        if original is not None:
+            n = item.position
+            text += f"  (冲原发票第{n}行 corrects line {n} of {original.number})"
+        pdf.multi_cell(0, 6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         cells = (
             item.tax_code,
             f"{item.quantity.normalize()} {item.unit}",

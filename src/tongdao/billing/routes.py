@@ -19,6 +19,7 @@ from tongdao.billing import downloads, dunning, money, service
 from tongdao.billing.models import Invoice, Payment, Subscription
 from tongdao.billing.schemas import (
     Balance,
+    CreditNoteCreate,
     FapiaoRecord,
     InvoiceFilters,
     InvoicePublic,
@@ -216,11 +217,24 @@ def record_fapiao(
     status_code=status.HTTP_201_CREATED,
 )
 def create_credit_note(
-    guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId, body: Reason
+    guard: GuardDep, tenant_id: TenantId, object_id: InvoiceId, body: CreditNoteCreate
 ) -> InvoicePublic:
-    """A credit note (红字) reversing the invoice, in the credit notes' own series."""
+    """A credit note (红字) in the credit notes' own gapless series, naming the invoice.
+
+    Without ``lines``: reverses the whole invoice (409 on ``lines`` once anything was
+    credited). With ``lines: [{line_id, amount_excl_vat | quantity}]``: credits those lines
+    by that amount excluding VAT or that quantity (its share of the line's amount, half up to
+    the fen); VAT per line, totals the sums of the lines. Refusals name the field: a line not
+    on this invoice or named twice, a zero or negative amount 422 (``lines.<i>.…``); more
+    than earlier credit notes left on a line 409 (``lines.<i>.amount_excl_vat`` or
+    ``.quantity``); a draft or void invoice 409 (``state``)."""
     invoice = _invoice(guard, tenant_id, object_id, Action.UPDATE)[1]
-    return _commit(guard, service.credit_note(guard.ctx, invoice, body.reason))
+    requests = (
+        None
+        if body.lines is None
+        else [service.CreditRequest(x.line_id, x.amount_excl_vat, x.quantity) for x in body.lines]
+    )
+    return _commit(guard, service.credit_note(guard.ctx, invoice, body.reason, requests))
 
 
 # --- payments ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from tongdao.billing.models import CrossBorderBasis, InvoiceKind, InvoiceState, SeatBasis
 
@@ -117,7 +117,8 @@ class SubscriptionPublic(BaseModel):
 class InvoiceLinePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    position: int
+    id: uuid.UUID = Field(description="what a credit note's ``lines[].line_id`` names")
+    position: int = Field(description="on a credit note: the corrected invoice's line")
     kind: str
     description: str
     tax_code: str
@@ -186,6 +187,38 @@ class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+
+
+class CreditLineRequest(BaseModel):
+    """Credit part of one line of the invoice: an amount excluding VAT, or a quantity (its
+    share of the line's amount, half up to the fen). VAT follows per line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line_id: uuid.UUID = Field(description="a line of the invoice being corrected")
+    amount_excl_vat: Amount | None = Field(
+        default=None, description="yuan excluding VAT, at most what is left on the line"
+    )
+    quantity: (
+        Annotated[Decimal, Field(gt=0, le=Decimal("999999999999"), decimal_places=6)] | None
+    ) = Field(default=None, description="at most the line's quantity left to credit")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CreditLineRequest:
+        if (self.amount_excl_vat is None) == (self.quantity is None):
+            raise ValueError("give amount_excl_vat or quantity, not both")
+        return self
+
+
+class CreditNoteCreate(BaseModel):
+    """A credit note (红字). Without ``lines`` it reverses the whole invoice (refused, 409 on
+    ``lines``, once anything was credited); with them it credits those lines by the amount or
+    quantity given, never more than earlier credit notes left on a line (409 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+    lines: Annotated[list[CreditLineRequest], Field(min_length=1, max_length=200)] | None = None
 
 
 class FapiaoRecord(BaseModel):

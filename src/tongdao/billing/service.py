@@ -616,6 +616,8 @@ def void(ctx: Ctx, invoice: Invoice, reason: str) -> Invoice:
         raise Conflict("payments are recorded against this invoice; issue a credit note")
     if invoice.fapiao_number:
         raise Conflict("a fapiao was issued for this invoice; issue a credit note (红字)")
+    if credit_notes_of(ctx.session, invoice.id):
+        raise Conflict("credit notes correct this invoice; it cannot be voided")
     invoice.state = InvoiceState.VOID
     # The void invoice keeps its number; the tenant's month is free for a new invoice.
     invoice.dedupe_key = f"void:{invoice.number}"
@@ -635,45 +637,204 @@ def record_fapiao(ctx: Ctx, invoice: Invoice, number: str) -> Invoice:
     return invoice
 
 
-def credit_note(ctx: Ctx, invoice: Invoice, reason: str) -> Invoice:
-    """A credit note (红字) reversing the whole invoice, numbered in its own series."""
-    if invoice.kind != InvoiceKind.INVOICE or invoice.state not in (
+@dataclass(frozen=True)
+class CreditRequest:
+    """Credit part of one line: an amount excluding VAT, or a quantity (its share of the
+    line's amount, half up to the fen)."""
+
+    line_id: uuid.UUID
+    amount: Decimal | None = None
+    quantity: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Credited:
+    """What credit notes took off one invoice line so far (positive)."""
+
+    amount: Decimal = money.ZERO
+    vat: Decimal = money.ZERO
+    quantity: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class CreditLine:
+    line: InvoiceLine
+    amount: Decimal
+    vat: Decimal
+    quantity: Decimal
+
+
+def credit_notes_of(session: Session, invoice_id: uuid.UUID) -> list[Invoice]:
+    """The credit notes correcting the invoice, in number order."""
+    return list(
+        session.scalars(
+            select(Invoice)
+            .where(Invoice.corrects_id == invoice_id, Invoice.kind == InvoiceKind.CREDIT_NOTE)
+            .order_by(Invoice.number)
+        )
+    )
+
+
+def credited_lines(session: Session, invoice: Invoice) -> dict[int, Credited]:
+    """Per line position of the invoice, what its credit notes took off (a credit note's line
+    names the invoice line it corrects by that line's position)."""
+    out: dict[int, Credited] = {}
+    for note in credit_notes_of(session, invoice.id):
+        for line in note.lines:
+            had = out.get(line.position, Credited())
+            out[line.position] = Credited(
+                had.amount - line.amount, had.vat - line.vat, had.quantity - line.quantity
+            )
+    return out
+
+
+def credited_total(session: Session, invoice_id: uuid.UUID) -> Decimal:
+    """What credit notes took off the invoice, VAT included (positive)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Invoice.total), 0)).where(
+            Invoice.corrects_id == invoice_id, Invoice.kind == InvoiceKind.CREDIT_NOTE
+        )
+    )
+    return money.fen(-Decimal(total or 0))
+
+
+def outstanding_of(session: Session, invoice: Invoice) -> Decimal:
+    """What is still owed on an issued invoice: total − credits − payments (never below 0)."""
+    if invoice.kind != InvoiceKind.INVOICE or invoice.state != InvoiceState.ISSUED:
+        return money.ZERO
+    left = invoice.total - credited_total(session, invoice.id) - invoice.amount_paid
+    return max(money.fen(left), money.ZERO)
+
+
+def plan_credit(
+    lines: Sequence[InvoiceLine], credited: dict[int, Credited], requests: Sequence[CreditRequest]
+) -> list[CreditLine]:
+    """The credit-note lines for ``requests`` (pure): field-keyed refusals for a line not on
+    the invoice (422), a zero or negative amount or quantity (422), and for more than is still
+    creditable on a line after earlier credit notes (409, naming the line)."""
+    if not requests:
+        raise ValidationError({"lines": "name at least one line to credit"})
+    by_id = {line.id: line for line in lines}
+    seen: set[uuid.UUID] = set()
+    out: list[CreditLine] = []
+    for i, req in enumerate(requests):
+        key = f"lines.{i}"
+        line = by_id.get(req.line_id)
+        if line is None:
+            raise ValidationError({f"{key}.line_id": "not a line of this invoice"})
+        if line.id in seen:
+            raise ValidationError({f"{key}.line_id": "the line is named twice"})
+        seen.add(line.id)
+        if (req.amount is None) == (req.quantity is None):
+            raise ValidationError({key: "give amount_excl_vat or quantity, not both"})
+        had = credited.get(line.position, Credited())
+        position = line.position
+        left_amount, left_vat = line.amount - had.amount, line.vat - had.vat
+        left_qty = line.quantity - had.quantity
+        if req.quantity is not None:
+            field = f"{key}.quantity"
+            qty = req.quantity.quantize(GB_PLACES, rounding=ROUND_HALF_UP)
+            if qty <= 0:
+                raise ValidationError({field: "must be greater than 0"})
+            if qty > left_qty:
+                left = f"{left_qty.normalize():f}"
+                raise Conflict(
+                    f"line {position} has {left} {line.unit} left to credit",
+                    {field: f"more than the {left} left to credit on line {position}"},
+                )
+            amount = (
+                line.amount
+                if qty == line.quantity
+                else money.fen(line.amount * qty / line.quantity)
+            )
+            if amount <= 0:
+                raise ValidationError({field: "too small: it credits less than one fen"})
+        else:
+            field = f"{key}.amount_excl_vat"
+            amount = money.fen(req.amount or money.ZERO)
+            if amount <= 0:
+                raise ValidationError({field: "must be greater than 0"})
+            qty = (
+                line.quantity
+                if amount == line.amount or line.amount == 0
+                else min(
+                    (line.quantity * amount / line.amount).quantize(
+                        GB_PLACES, rounding=ROUND_HALF_UP
+                    ),
+                    left_qty,
+                )
+            )
+        if amount > left_amount:
+            raise Conflict(
+                f"line {position} has ¥{left_amount} left to credit",
+                {field: f"more than the ¥{left_amount} left to credit on line {position}"},
+            )
+        vat = money.credit_vat(amount, line.vat_rate, left_amount, left_vat)
+        out.append(CreditLine(line, amount, vat, qty))
+    return out
+
+
+def credit_note(
+    ctx: Ctx, invoice: Invoice, reason: str, requests: Sequence[CreditRequest] | None = None
+) -> Invoice:
+    """A credit note (红字) in its own gapless series, naming the invoice it corrects.
+
+    Without ``requests`` it reverses the whole invoice (refused once anything was credited:
+    credit what remains line by line); with them, the chosen lines by an amount or quantity,
+    never more than what earlier credit notes left on a line. VAT per line
+    (:func:`tongdao.billing.money.credit_vat`); the totals are the sums of the lines."""
+    state = invoice.state
+    if invoice.kind != InvoiceKind.INVOICE or state not in (
         InvoiceState.ISSUED,
         InvoiceState.PAID,
     ):
-        raise Conflict("credit notes correct issued or paid invoices; void a draft instead")
-    key = f"credit_note:{invoice.id}"
+        raise Conflict(
+            "credit notes correct issued or paid invoices; void a draft instead",
+            {"state": f"the invoice is {state}"},
+        )
     session = ctx.session
-    number = take_number(session, InvoiceKind.CREDIT_NOTE)
-    if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
-        raise Conflict("this invoice has a credit note already")
+    number = take_number(session, InvoiceKind.CREDIT_NOTE)  # locks the series: see the module
+    credited = credited_lines(session, invoice)
+    if requests is None:
+        if any(c.amount or c.vat for c in credited.values()):
+            taken = credited_total(session, invoice.id)
+            raise Conflict(
+                "this invoice has a credit note already",
+                {"lines": f"¥{taken} of this invoice is credited already; credit what "
+                          "remains line by line"},
+            )  # fmt: skip
+        plan = [CreditLine(line, line.amount, line.vat, line.quantity) for line in invoice.lines]
+    else:
+        plan = plan_credit(invoice.lines, credited, requests)
     today = money.shanghai_today(ctx.runtime.clock())
+    subtotal, vat, total = money.totals([(-c.amount, -c.vat) for c in plan])
     note = Invoice(
         tenant_id=invoice.tenant_id,
         kind=InvoiceKind.CREDIT_NOTE,
         number=number,
-        dedupe_key=key,
+        dedupe_key=f"credit_note:{number}",
         month=invoice.month,
         state=InvoiceState.ISSUED,
         corrects_id=invoice.id,
         reason=reason,
-        subtotal=-invoice.subtotal,
-        vat=-invoice.vat,
-        total=-invoice.total,
+        subtotal=subtotal,
+        vat=vat,
+        total=total,
         amount_paid=money.ZERO,
         payment_terms_days=0,
         issued_on=today,
         due_on=today,
         **{k: getattr(invoice, k) for k in _COPIED},
     )
-    for line in invoice.lines:
+    for c in sorted(plan, key=lambda c: c.line.position):
+        line = c.line
         note.lines.append(
             InvoiceLine(
                 tenant_id=line.tenant_id, position=line.position, kind=line.kind,
                 description=line.description, tax_code=line.tax_code, unit=line.unit,
-                quantity=-line.quantity, unit_price=line.unit_price,
+                quantity=-c.quantity, unit_price=line.unit_price,
                 period_start=line.period_start, period_end=line.period_end,
-                amount=-line.amount, vat_rate=line.vat_rate, vat=-line.vat,
+                amount=-c.amount, vat_rate=line.vat_rate, vat=-c.vat,
                 usage_key=line.usage_key,
             )
         )  # fmt: skip
@@ -703,9 +864,12 @@ def record_payment(
         raise Conflict(
             f"payments are recorded against issued invoices; this one is {invoice.state}"
         )
-    if ctx.session.scalar(select(Invoice.id).where(Invoice.corrects_id == invoice.id)):
-        raise Conflict("this invoice has a credit note; it takes no more payments")
-    outstanding = invoice.total - invoice.amount_paid
+    outstanding = outstanding_of(ctx.session, invoice)
+    if outstanding <= 0:
+        raise Conflict(
+            "credit notes and payments cover this invoice; it takes no more payments",
+            {"amount": "nothing is outstanding"},
+        )
     if amount > outstanding:
         raise ValidationError({"amount": f"more than the ¥{outstanding} outstanding"})
     payment = Payment(
@@ -717,23 +881,41 @@ def record_payment(
     )
     ctx.session.add(payment)
     invoice.amount_paid = invoice.amount_paid + amount
-    if invoice.amount_paid == invoice.total:
+    if amount == outstanding:
         invoice.state = InvoiceState.PAID
     return payment
 
 
-def overdue_query(today: date) -> Select[Any]:
-    """Issued invoices past their due date that no credit note has reversed."""
+def credited_sum() -> Any:
+    """SQL: what credit notes took off the outer query's invoice (correlated, positive)."""
     credit = aliased(Invoice)
+    return (
+        select(func.coalesce(-func.sum(credit.total), 0))
+        .where(credit.corrects_id == Invoice.id, credit.kind == InvoiceKind.CREDIT_NOTE)
+        .scalar_subquery()
+    )
+
+
+def outstanding_sql() -> Any:
+    """SQL: an invoice's outstanding amount, total − credits − payments."""
+    return Invoice.total - credited_sum() - Invoice.amount_paid
+
+
+def overdue_query(today: date) -> Select[Any]:
+    """Issued invoices past their due date with something outstanding after credit notes
+    (whole or partial) and payments."""
     return (
         select(Invoice)
         .where(Invoice.kind == InvoiceKind.INVOICE, Invoice.state == InvoiceState.ISSUED)
         .where(Invoice.due_on < today)
-        .where(~select(credit.id).where(credit.corrects_id == Invoice.id).exists())
+        .where(outstanding_sql() > 0)
     )
 
 
 def balance(session: Session, tenant_id: uuid.UUID, today: date) -> dict[str, Decimal]:
+    """Invoiced: issued and paid invoices less their credit notes (whole or partial); balance:
+    that less payments; overdue: the outstanding (total − credits − payments) of invoices past
+    their due date."""
     billed = session.scalar(
         select(func.coalesce(func.sum(Invoice.total), 0)).where(
             Invoice.tenant_id == tenant_id,
@@ -744,7 +926,7 @@ def balance(session: Session, tenant_id: uuid.UUID, today: date) -> dict[str, De
         select(func.coalesce(func.sum(Payment.amount), 0)).where(Payment.tenant_id == tenant_id)
     )
     overdue = session.scalar(
-        select(func.coalesce(func.sum(Invoice.total - Invoice.amount_paid), 0)).where(
+        select(func.coalesce(func.sum(outstanding_sql()), 0)).where(
             Invoice.id.in_(overdue_query(today).with_only_columns(Invoice.id)),
             Invoice.tenant_id == tenant_id,
         )

@@ -44,6 +44,7 @@ from tongdao.billing.models import (
     Subscription,
 )
 from tongdao.billing.schemas import (
+    CreditLineRequest,
     FapiaoRecord,
     InvoiceFilters,
     PaymentCreate,
@@ -737,7 +738,16 @@ def _invoice_page(
     invoice = _load(view, tenant_id, invoice_id, Action.READ)[1]
     session = view.ctx.session
     corrects = session.get(Invoice, invoice.corrects_id) if invoice.corrects_id else None
-    corrected_by = session.scalar(select(Invoice).where(Invoice.corrects_id == invoice.id))
+    credit_notes = service.credit_notes_of(session, invoice.id)
+    credited = service.credited_lines(session, invoice)
+    creditable: list[dict[str, Any]] = [
+        {
+            "line": line,
+            "field": f"credit_{line.position}",
+            "left": line.amount - credited.get(line.position, service.Credited()).amount,
+        }
+        for line in invoice.lines
+    ]
     payments = (
         list(
             session.scalars(
@@ -766,15 +776,14 @@ def _invoice_page(
             "invoice": invoice,
             "tenant_name": view.locale.pick(*_names_of(view, invoice.tenant_id)),
             "corrects": corrects,
-            "corrected_by": corrected_by,
+            "credit_notes": credit_notes,
+            "creditable": creditable,
+            "can_credit": any(row["left"] > 0 for row in creditable),
+            "credited_total": service.credited_total(session, invoice.id),
             "payments": payments,
             "history": [_history_row(view, e) for e in history],
-            # What the tenant still owes on it: nothing on a draft, a void or a credited one.
-            "outstanding": (
-                invoice.total - invoice.amount_paid
-                if invoice.state == InvoiceState.ISSUED and corrected_by is None
-                else Decimal("0.00")
-            ),
+            # What the tenant still owes on it: total − credit notes − payments.
+            "outstanding": service.outstanding_of(session, invoice),
             "can_update": can_update,
             "can_pay": view.can("payments", Action.CREATE),
             "base": f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}",
@@ -832,6 +841,10 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
     check_csrf(view, form)
     invoice = _load(view, tenant_id, invoice_id, Action.UPDATE)[1]
     values = {key: form.text(key) for key in ACTION_FIELDS}
+    if name == "credit":
+        values.update(
+            {f"credit_{x.position}": form.text(f"credit_{x.position}") for x in invoice.lines}
+        )
     try:
         if name == "issue":
             service.issue(view.ctx, invoice)
@@ -842,11 +855,11 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
             service.record_fapiao(view.ctx, invoice, number.fapiao_number)
         else:
             reason = parse(Reason, {"reason": values["reason"]}).reason
-            service.credit_note(view.ctx, invoice, reason)
+            service.credit_note(view.ctx, invoice, reason, _credit_requests(invoice, values))
         view.ctx.session.flush()
     except DomainError as exc:
         view.ctx.session.rollback()
-        errors = _refusal(view, exc, ACTION_FIELDS)
+        errors = _refusal(view, _credit_fields(invoice, values, exc), [*ACTION_FIELDS, *values])
         return _invoice_page(
             view,
             tenant_id,
@@ -858,6 +871,47 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
         )
     view.ctx.session.commit()
     return redirect(view, f"{BASE}/tenants/{invoice.tenant_id}/invoices/{invoice.id}?done={done}")
+
+
+def _credit_requests(invoice: Invoice, values: Mapping[str, str]) -> list[Any] | None:
+    """The console's credit form: an amount (yuan, excl. VAT) per line, each checked as the
+    API's body checks it (a refusal next to that line's field); none given: the whole
+    invoice."""
+    requests = []
+    for line in invoice.lines:
+        text = values.get(f"credit_{line.position}", "")
+        if not text:
+            continue
+        try:
+            body = parse(CreditLineRequest, {"line_id": line.id, "amount_excl_vat": text})
+        except ValidationError as exc:
+            message = next(iter(exc.fields.values()), "invalid")
+            raise ValidationError({f"credit_{line.position}": message}) from exc
+        requests.append(service.CreditRequest(line.id, body.amount_excl_vat))
+    return requests or None
+
+
+def _credit_fields(invoice: Invoice, values: Mapping[str, str], exc: DomainError) -> DomainError:
+    """A service refusal about ``lines.<i>`` of the request, keyed by that line's form field."""
+    if not any(key.startswith("lines.") for key in exc.fields):
+        return exc
+    given = [
+        f"credit_{line.position}" for line in invoice.lines if values.get(f"credit_{line.position}")
+    ]
+    fields: dict[str, str] = {}
+    for key, text in exc.fields.items():
+        parts = key.split(".")
+        if (
+            parts[0] == "lines"
+            and len(parts) > 1
+            and parts[1].isdigit()
+            and int(parts[1]) < len(given)
+        ):
+            fields[given[int(parts[1])]] = text
+        else:
+            fields[key] = text
+    exc.fields = fields
+    return exc
 
 
 @router.post(BASE + "/tenants/{tenant_id}/invoices/{invoice_id}/issue")
