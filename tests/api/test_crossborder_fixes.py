@@ -8,9 +8,12 @@ its body is read."""
 from __future__ import annotations
 
 import io
+import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -22,7 +25,7 @@ from tests.support.world import World
 from tongdao.audit.models import AuditEvent
 from tongdao.billing.money import shanghai_today
 from tongdao.crossborder.documents import MAX_PIXELS
-from tongdao.crossborder.service import MAX_DOCUMENTS, MAX_OPEN
+from tongdao.crossborder.service import MAX_DOCUMENTS, MAX_OPEN, lock_link
 from tongdao.testing import crossborder
 from tongdao.testing.keys import public_key
 
@@ -365,3 +368,36 @@ def test_an_upload_is_authorised_before_its_body_is_read(world: World) -> None:
     )
     assert resp.status_code == 404, resp.text
     assert read["chunks"] <= 1
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_approving_waits_for_the_links_row_lock(world: World) -> None:
+    """Two decisions on one link do not read the same committed sum: approve (and a capacity
+    change) lock the link's row first, so while another transaction holds it, they wait."""
+    net = Net(world, capacity=100)
+    app = apply_a(world, net, mbps=60)
+    done: dict[str, Any] = {}
+
+    def decide() -> None:
+        done["resp"] = approve(world, app["id"], net.link["id"], 60)
+
+    def lower() -> None:
+        done["lower"] = world.client.patch(
+            f"{API}/links/{net.link['id']}",
+            json={"capacity_mbps": 50},
+            headers=world.admin.headers,
+        )
+
+    for work, key in ((decide, "resp"), (lower, "lower")):
+        with world.runtime.db.session() as session:
+            assert lock_link(session, uuid.UUID(net.link["id"])) is not None
+            worker = threading.Thread(target=work)
+            worker.start()
+            worker.join(timeout=2)
+            assert worker.is_alive(), f"{key} did not wait for the link's lock"
+            session.rollback()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+    assert done["resp"].status_code == 200, done["resp"].text
+    # Lowering under the approved 60 Mbit/s, decided after the lock, is refused.
+    assert done["lower"].status_code == 409, done["lower"].text
