@@ -64,6 +64,7 @@ TENANT_OBJECTS = frozenset(
         "issued_invoice",
         "crossborder_application",
         "crossborder_draft",
+        "crossborder_approved",
         "crossborder_document",
     }
 )
@@ -185,6 +186,9 @@ TARGETS: dict[str, Target] = {
     ),
     "crossborder_draft": lambda bench, case: bench.new_crossborder_application(
         case.obj_label, submitted=False
+    ),
+    "crossborder_approved": lambda bench, case: bench.new_crossborder_application(
+        case.obj_label, approved=True
     ),
     "crossborder_document": lambda bench, case: bench.new_crossborder_document(case.obj_label),
 }
@@ -551,19 +555,19 @@ SPECS: dict[tuple[str, str], Spec] = {
         "crossborder_decisions",
         Action.UPDATE,
         "crossborder_application",
-        body=lambda bench, case: {
-            "approval_ref": "CU-XB-1",
-            "link_id": bench.crossborder_link(),
-            "approved_mbps": 10,
-            "valid_from": "2026-01-01",
-            "valid_to": "2099-12-31",
-        },
+        body=lambda bench, case: bench.crossborder_approval(),
     ),
     ("POST", "/crossborder/applications/{object_id}/reject"): Spec(
         "crossborder_decisions",
         Action.UPDATE,
         "crossborder_application",
         body=lambda bench, case: {"reason": "the letter is not stamped"},
+    ),
+    ("POST", "/crossborder/applications/{object_id}/revoke"): Spec(
+        "crossborder_decisions",
+        Action.UPDATE,
+        "crossborder_approved",
+        body=lambda bench, case: {"reason": "the carrier withdrew its approval"},
     ),
     # --- billing ---------------------------------------------------------------------------
     **_crud(

@@ -191,11 +191,29 @@ class Bench:
 
         return application_body([self.crossborder_site(label)])
 
-    def new_crossborder_application(self, label: str, *, submitted: bool = True) -> str:
+    def crossborder_approval(self) -> dict[str, Any]:
+        """The compliance officer's approval body: valid from today for a year."""
+        from datetime import timedelta
+
+        from tongdao.billing.money import shanghai_today
+
+        today = shanghai_today(self.world.runtime.clock())
+        return {
+            "approval_ref": "CU-XB-1",
+            "link_id": self.crossborder_link(),
+            "approved_mbps": 10,
+            "valid_from": today.isoformat(),
+            "valid_to": (today + timedelta(days=365)).isoformat(),
+        }
+
+    def new_crossborder_application(
+        self, label: str, *, submitted: bool = True, approved: bool = False
+    ) -> str:
         """A fresh application of the tenant: a draft, or submitted with its documents."""
         from tongdao.testing import crossborder
 
         tenant = self.tenant(label)
+        self._make_room_for_an_application(tenant.id)
         base = f"/tenants/{tenant.id}/crossborder/applications"
         app = self.call("POST", base, self.crossborder_body(label), tenant.admin.headers)
         self._track(label, app["id"])
@@ -206,7 +224,30 @@ class Bench:
             ):
                 self.upload(label, app["id"], kind, content, ctype)
             self.call("POST", f"{base}/{app['id']}/submit", None, tenant.admin.headers)
+        if approved:
+            officer = self.world.operators["compliance_officer"].headers
+            path = f"/crossborder/applications/{app['id']}/approve"
+            self.call("POST", path, self.crossborder_approval(), officer)
         return str(app["id"])
+
+    def _make_room_for_an_application(self, tenant_id: Any) -> None:
+        """A tenant has at most a few open applications; the bench makes one per case, so the
+        earlier cases' open ones are closed first (in the store: there is no such action)."""
+        from sqlalchemy import update
+
+        from tongdao.crossborder.models import CrossBorderApplication
+        from tongdao.crossborder.service import OPEN_STATES
+
+        with self.world.runtime.db.session() as session:
+            session.execute(
+                update(CrossBorderApplication)
+                .where(
+                    CrossBorderApplication.tenant_id == tenant_id,
+                    CrossBorderApplication.state.in_([st.value for st in OPEN_STATES]),
+                )
+                .values(state="rejected", reason="closed by the test bench")
+            )
+            session.commit()
 
     def upload(self, label: str, app_id: str, kind: str, content: bytes, ctype: str) -> str:
         tenant = self.tenant(label)

@@ -773,7 +773,7 @@ PAGES.update(
             ("POST", f"/console/crossborder/{{app_id}}/{verb}"): Page(
                 _XB_OFFICER, _xb("a", f"/{verb}"), _xb("b", f"/{verb}"), csrf=True
             )
-            for verb in ("review", "approve", "reject")
+            for verb in ("review", "approve", "reject", "revoke")
         },
         ("GET", "/console/crossborder-queue"): Page(
             frozenset({Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR})

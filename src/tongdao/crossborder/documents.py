@@ -14,15 +14,20 @@ import re
 import warnings
 from collections.abc import AsyncIterator
 
+from sqlalchemy.orm import Session
+
 from tongdao.crossborder.models import CrossBorderApplication, CrossBorderDocument, DocumentKind
-from tongdao.errors import PayloadTooLarge, ValidationError
+from tongdao.errors import Conflict, PayloadTooLarge, ValidationError
 from tongdao.runtime import Ctx
 
 MAX_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 80_000_000  # a scanned A4 page at 600 dpi is about 35 million
+# A scanned A4 page at 300 dpi is 2480 x 3508, about 8.7 million pixels; at most 12 million
+# (an RGBA image that size decodes to under 50 MB).
+MAX_PIXELS = 12_000_000
 PDF, PNG, JPEG = "application/pdf", "image/png", "image/jpeg"
 ACCEPTED = (PDF, PNG, JPEG)
 _MAGIC = ((b"%PDF-", PDF), (b"\x89PNG\r\n\x1a\n", PNG), (b"\xff\xd8\xff", JPEG))
+TOO_MANY_PIXELS = "the image has too many pixels"
 _NAME = re.compile(r"[^\w.\-() \u4e00-\u9fff]+")
 
 
@@ -84,14 +89,14 @@ def _check_image(data: bytes, fmt: str) -> None:
                 if img.format != fmt:
                     raise ValidationError({"file": f"not a valid {fmt} image"})
                 if img.width * img.height > MAX_PIXELS:
-                    raise ValidationError({"file": "the image has too many pixels"})
+                    raise ValidationError({"file": TOO_MANY_PIXELS})
                 img.verify()
             with Image.open(io.BytesIO(data)) as img:
                 img.load()  # verify() does not decode a JPEG: a cut-off one fails here
     except ValidationError:
         raise
     except Image.DecompressionBombError as exc:  # over twice Pillow's limit: not an OSError
-        raise ValidationError({"file": "the image has too many pixels"}) from exc
+        raise ValidationError({"file": TOO_MANY_PIXELS}) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ValidationError({"file": f"the {fmt} image cannot be read (damaged)"}) from exc
 
@@ -108,6 +113,29 @@ def clean_filename(name: str | None, kind: str) -> str:
     return base
 
 
+def check_open(session: Session, app: CrossBorderApplication) -> None:
+    """409 (``file``) unless the application is a draft with room for one more document."""
+    from sqlalchemy import func, select
+
+    from tongdao.crossborder.service import MAX_DOCUMENTS, UPLOAD_STATES
+
+    if app.state not in UPLOAD_STATES:
+        raise Conflict(
+            f"the application is {app.state}; documents are added to a draft only",
+            {"file": "documents are added to a draft only"},
+        )
+    have = session.scalar(
+        select(func.count())
+        .select_from(CrossBorderDocument)
+        .where(CrossBorderDocument.application_id == app.id)
+    )
+    if (have or 0) >= MAX_DOCUMENTS:
+        raise Conflict(
+            f"the application has {have} documents; at most {MAX_DOCUMENTS}",
+            {"file": f"at most {MAX_DOCUMENTS} documents per application"},
+        )
+
+
 def add(
     ctx: Ctx,
     app: CrossBorderApplication,
@@ -116,11 +144,7 @@ def add(
     declared_type: str | None,
     data: bytes,
 ) -> CrossBorderDocument:
-    from tongdao.crossborder.service import UPLOAD_STATES
-    from tongdao.errors import Conflict
-
-    if app.state not in UPLOAD_STATES:
-        raise Conflict(f"the application is {app.state}; documents can no longer be added")
+    check_open(ctx.session, app)
     if len(data) > MAX_BYTES:
         raise too_large()
     actual = sniff(data)

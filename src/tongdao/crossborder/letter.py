@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from sqlalchemy.orm import Session
 
 from tongdao.billing.pdf import CJK_FONT, CJK_FONT_INDEX
 from tongdao.errors import Unavailable
@@ -92,3 +93,15 @@ def template_pdf(operator: str = "the operator / 运营商", *, font: Path = CJK
         pdf.cell(85, 9, label)
         pdf.cell(0, 9, "_" * 40, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     return bytes(pdf.output())
+
+
+def operator_name(session: Session) -> str:
+    """The operator's legal names (Chinese and English) as the letter names them."""
+    from sqlalchemy import select
+
+    from tongdao.operator.models import OperatorProfile
+
+    profile = session.scalar(select(OperatorProfile))
+    if profile is None:
+        return "the operator / 运营商"
+    return f"{profile.legal_name_zh} {profile.legal_name}".strip()

@@ -4,9 +4,11 @@ compliance officer records on it (the carrier's approval: reference, bandwidth, 
 One row is the whole life of an application: ``draft`` (being filled in, documents uploaded)
 → ``submitted`` → ``under_review`` → ``approved`` (an authorisation on one registered link)
 or ``rejected``; an approval whose validity has ended becomes ``expired`` (the scheduled job,
-:mod:`tongdao.crossborder.expiry`). The row is a data-plane model: every change of its state
-recompiles the gateways' desired state, which carries a tenant across the border only under an
-approved, unexpired authorisation.
+:mod:`tongdao.crossborder.expiry`); the compliance officer may revoke an approval
+(``revoked``), and terminating the tenant revokes its approvals and rejects its open
+applications. The row is a data-plane model: every change of its state recompiles the
+gateways' desired state, which carries a tenant across the border only under an approved,
+unexpired authorisation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ApplicationState(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 class DocumentKind(StrEnum):

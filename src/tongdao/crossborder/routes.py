@@ -26,15 +26,6 @@ DocId = Annotated[uuid.UUID, Path(description="the document's id")]
 UPLOAD_PATH = "/tenants/{tenant_id}/crossborder/applications/{object_id}/documents"
 
 
-def _operator_name(guard: GuardDep) -> str:
-    from tongdao.operator.models import OperatorProfile
-
-    profile = guard.ctx.session.scalar(select(OperatorProfile))
-    if profile is None:
-        return "the operator / 运营商"
-    return f"{profile.legal_name_zh} {profile.legal_name}".strip()
-
-
 @router.get(
     "/crossborder/letter-template.pdf",
     operation_id="get_crossborder_letter_template",
@@ -44,7 +35,7 @@ def letter_template(guard: GuardDep) -> Response:
     """The operator's commitment letter (bilingual) to print, sign, stamp and upload."""
     guard.require("crossborder", Action.READ)
     return Response(
-        letter.template_pdf(_operator_name(guard)),
+        letter.template_pdf(letter.operator_name(guard.ctx.session)),
         media_type="application/pdf",
         headers={"Content-Disposition": 'attachment; filename="commitment-letter.pdf"'},
     )
@@ -166,14 +157,23 @@ async def upload_document(
     checked from the content)."""
     from starlette.concurrency import run_in_threadpool
 
-    # The body is read before the store is touched: on SQLite a write request's first query
-    # takes the write lock, which a slow upload must not hold.
+    def allowed() -> None:
+        guard.tenant(tenant_id)
+        app = service.get(guard.ctx, object_id, tenant_id)
+        guard.require("crossborder", Action.UPDATE)  # 404 / 403 before the request's own errors
+        docs.check_open(guard.ctx.session, app)
+        guard.ctx.session.rollback()  # only reads: no lock is held while the body streams in
+
+    # Who may upload is checked before the body is read (nobody else makes the server buffer
+    # 10 MiB); the body is read before the store is written: on SQLite a write request's first
+    # write takes the write lock, which a slow upload must not hold.
+    await run_in_threadpool(allowed)
     data = await docs.read_limited(request.stream(), request.headers.get("content-length"))
 
     def store() -> s.DocumentPublic:
         guard.tenant(tenant_id)
         app = service.get(guard.ctx, object_id, tenant_id)
-        guard.require("crossborder", Action.UPDATE)  # 404 / 403 before the request's own errors
+        guard.require("crossborder", Action.UPDATE)
         try:
             document_kind = DocumentKind(kind or "")
         except ValueError:
@@ -275,4 +275,15 @@ def approve(guard: GuardDep, object_id: AppId, body: s.Approve) -> s.Application
 def reject(guard: GuardDep, object_id: AppId, body: s.Reject) -> s.ApplicationPublic:
     app = service.get(guard.ctx, object_id)
     service.reject(guard.ctx, app, body)
+    return _decided(guard, app)
+
+
+@router.post(
+    "/crossborder/applications/{object_id}/revoke", operation_id="revoke_crossborder_application"
+)
+def revoke(guard: GuardDep, object_id: AppId, body: s.Revoke) -> s.ApplicationPublic:
+    """The compliance officer revokes an approval (with the reason): its bandwidth on the link
+    is free again and the tenant's path abroad closes."""
+    app = service.get(guard.ctx, object_id)
+    service.revoke(guard.ctx, app, body)
     return _decided(guard, app)

@@ -23,7 +23,8 @@ from tongdao.schemas import OneLine as _OneLine
 Phone = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=5, max_length=32), _OneLine
 ]
-Mbps = Annotated[int, Field(ge=1, le=1_000_000, description="Mbit/s")]
+Mbps = Annotated[int, Field(strict=True, ge=1, le=1_000_000, description="Mbit/s")]
+Headcount = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
 class ApplicationCreate(Strict):
@@ -35,7 +36,7 @@ class ApplicationCreate(Strict):
     )
     site_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
     bandwidth_mbps: Mbps
-    headcount: Annotated[int, Field(ge=1, le=1_000_000)]
+    headcount: Headcount
     manager_name: Name
     manager_phone: Phone
     manager_email: Email
@@ -49,7 +50,7 @@ class ApplicationUpdate(Strict):
 
     site_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=50)
     bandwidth_mbps: Mbps | None = None
-    headcount: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    headcount: Headcount | None = None
     manager_name: Name | None = None
     manager_phone: Phone | None = None
     manager_email: Email | None = None
@@ -73,6 +74,12 @@ class Reject(Strict):
     reason: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), MultiLine
     ] = Field(description="why, for the tenant and the record")
+
+
+class Revoke(Strict):
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), MultiLine
+    ] = Field(description="why the authorisation is revoked, for the tenant and the record")
 
 
 class DocumentPublic(PublicModel):
@@ -132,6 +139,8 @@ class CrossBorderStatus(BaseModel):
         "under_review",
         "rejected",
         "expired",
+        "revoked",
+        "link_unavailable",
         "approved",
         "not_yet_valid",
     ]

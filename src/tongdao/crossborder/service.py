@@ -44,7 +44,12 @@ from tongdao.tenancy.models import Tenant
 RULE = "crossborder.tenant_authorised"
 DECIDER = "compliance_officer"
 OPEN_STATES = (ApplicationState.DRAFT, ApplicationState.SUBMITTED, ApplicationState.UNDER_REVIEW)
-UPLOAD_STATES = OPEN_STATES
+# Documents are part of what is submitted: once submitted, the file the officer reviews is fixed.
+UPLOAD_STATES = (ApplicationState.DRAFT,)
+MAX_DOCUMENTS = 20  # per application
+MAX_OPEN = 3  # open applications (draft, submitted, under review) per tenant
+MAX_VALIDITY_DAYS = 5 * 366  # an approval's validity: at most about five years
+TERMINATED_REASON = "the tenant was terminated"
 
 
 def _home() -> str:
@@ -91,6 +96,20 @@ def create(ctx: Ctx, tenant: Tenant, data: s.ApplicationCreate) -> CrossBorderAp
             }
         )
     _check_term(data.term_start, data.term_end)
+    open_now = ctx.session.scalar(
+        select(func.count())
+        .select_from(CrossBorderApplication)
+        .where(
+            CrossBorderApplication.tenant_id == tenant.id,
+            CrossBorderApplication.state.in_([st.value for st in OPEN_STATES]),
+        )
+    )
+    if (open_now or 0) >= MAX_OPEN:
+        raise Conflict(
+            f"the tenant has {open_now} open applications (draft, submitted or under review); "
+            f"at most {MAX_OPEN}: change a draft and submit it, or wait for a decision",
+            {"applications": f"at most {MAX_OPEN} open applications"},
+        )
     app = CrossBorderApplication(
         tenant_id=tenant.id,
         state=ApplicationState.DRAFT,
@@ -190,14 +209,31 @@ def _committed_on(
     session: Session, link_id: uuid.UUID, on: date, *, besides: uuid.UUID | None = None
 ) -> int:
     """Approved Mbit/s of the authorisations live on the link on and after ``on``."""
+    from tongdao.tenancy.models import TenantState
+
     stmt = select(func.coalesce(func.sum(CrossBorderApplication.approved_mbps), 0)).where(
         CrossBorderApplication.link_id == link_id,
+        CrossBorderApplication.tenant_id.in_(
+            select(Tenant.id).where(Tenant.state != TenantState.TERMINATED)
+        ),
         CrossBorderApplication.state == ApplicationState.APPROVED,
         CrossBorderApplication.valid_to >= on,
     )
     if besides is not None:
         stmt = stmt.where(CrossBorderApplication.id != besides)
     return int(session.scalar(stmt) or 0)
+
+
+def lock_link(session: Session, link_id: uuid.UUID) -> Link | None:
+    """The link, its row locked until the transaction ends (PostgreSQL ``FOR UPDATE``; SQLite
+    serialises writers anyway): two approvals, or an approval and a capacity change, on one
+    link never both pass the capacity check on the same sum."""
+    return session.scalar(
+        select(Link)
+        .where(Link.id == link_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def check_capacity(ctx: Ctx, link: Link, adding: int, *, besides: uuid.UUID | None = None) -> None:
@@ -215,6 +251,7 @@ def check_capacity(ctx: Ctx, link: Link, adding: int, *, besides: uuid.UUID | No
 
 def check_link_capacity(ctx: Ctx, link: Link, capacity_mbps: int) -> None:
     """A link's capacity is never lowered under what is approved on it."""
+    lock_link(ctx.session, link.id)
     committed = _committed_on(ctx.session, link.id, today(ctx))
     if capacity_mbps < committed:
         raise ComplianceRefusal(
@@ -229,11 +266,8 @@ def approve(ctx: Ctx, app: CrossBorderApplication, data: s.Approve) -> CrossBord
     require_decider(ctx)
     if app.state not in (ApplicationState.SUBMITTED, ApplicationState.UNDER_REVIEW):
         raise Conflict(f"the application is {app.state}; it cannot be approved")
-    if data.valid_to < data.valid_from:
-        raise ValidationError({"valid_to": "must not be before valid_from"})
-    if data.valid_to < today(ctx):
-        raise ValidationError({"valid_to": "the validity has already ended"})
-    link = ctx.session.get(Link, data.link_id)
+    _check_validity(ctx, app, data)
+    link = lock_link(ctx.session, data.link_id)
     if link is None:
         raise ValidationError({"link_id": "no such link"})
     from tongdao.network.service import crosses_border
@@ -254,6 +288,121 @@ def approve(ctx: Ctx, app: CrossBorderApplication, data: s.Approve) -> CrossBord
     if data.valid_from <= today(ctx):
         app.opened_at = ctx.runtime.clock()
     return app
+
+
+def _check_validity(ctx: Ctx, app: CrossBorderApplication, data: s.Approve) -> None:
+    """The validity starts about today (yesterday at the earliest, a year ahead at the latest)
+    and ends after it starts, within the term the tenant applied for."""
+    from datetime import timedelta
+
+    now = today(ctx)
+    earliest, latest = now - timedelta(days=1), now + timedelta(days=365)
+    if not earliest <= data.valid_from <= latest:
+        raise ValidationError(
+            {"valid_from": f"must be between {earliest.isoformat()} and {latest.isoformat()}"}
+        )
+    if data.valid_to < data.valid_from:
+        raise ValidationError({"valid_to": "must not be before valid_from"})
+    if data.valid_to < now:
+        raise ValidationError({"valid_to": "the validity has already ended"})
+    if data.valid_to > app.term_end:
+        raise ValidationError(
+            {"valid_to": f"must not be after the term applied for ({app.term_end.isoformat()})"}
+        )
+    if (data.valid_to - data.valid_from).days > MAX_VALIDITY_DAYS:
+        raise ValidationError({"valid_to": "a validity is at most five years"})
+
+
+def revoke(ctx: Ctx, app: CrossBorderApplication, data: s.Revoke) -> CrossBorderApplication:
+    """The compliance officer withdraws an approval (the carrier's approval ended, the tenant
+    broke the undertaking): the bandwidth is free again and the path closes."""
+    require_decider(ctx)
+    if app.state != ApplicationState.APPROVED:
+        raise Conflict(
+            f"the application is {app.state}; only an approved one can be revoked",
+            {"state": "only an approved application can be revoked"},
+        )
+    _end(ctx, app, ApplicationState.REVOKED, data.reason)
+    return app
+
+
+def _end(ctx: Ctx, app: CrossBorderApplication, state: ApplicationState, reason: str) -> None:
+    app.state = state
+    app.reason = reason
+    app.decided_by = ctx.user_id
+    app.decided_at = ctx.runtime.clock()
+
+
+def end_for_tenant(ctx: Ctx, tenant: Tenant) -> list[CrossBorderApplication]:
+    """A terminated tenant keeps no authorisation and no open application: approvals are
+    revoked, open ones rejected, each a row change the audit records."""
+    ended: list[CrossBorderApplication] = []
+    for app in ctx.session.scalars(
+        select(CrossBorderApplication)
+        .where(
+            CrossBorderApplication.tenant_id == tenant.id,
+            CrossBorderApplication.state.in_(
+                [ApplicationState.APPROVED.value, *(st.value for st in OPEN_STATES)]
+            ),
+        )
+        .order_by(CrossBorderApplication.id)
+    ):
+        state = (
+            ApplicationState.REVOKED
+            if app.state == ApplicationState.APPROVED
+            else ApplicationState.REJECTED
+        )
+        _end(ctx, app, state, TERMINATED_REASON)
+        ended.append(app)
+    return ended
+
+
+def live_on_link(session: Session, link_id: uuid.UUID, on: date) -> list[CrossBorderApplication]:
+    """The approvals on the link whose validity has not ended."""
+    return list(
+        session.scalars(
+            select(CrossBorderApplication)
+            .where(
+                CrossBorderApplication.link_id == link_id,
+                CrossBorderApplication.state == ApplicationState.APPROVED,
+                CrossBorderApplication.valid_to >= on,
+            )
+            .order_by(CrossBorderApplication.id)
+        )
+    )
+
+
+def refuse_link_change(ctx: Ctx, link: Link, *, deleting: bool) -> None:
+    """409 naming the live approvals on a link about to be deleted or disabled: the compliance
+    officer revokes them first (the tenants' paths would close without a decision on record)."""
+    live = live_on_link(ctx.session, link.id, today(ctx))
+    if not live:
+        return
+    names = {
+        t.id: t.name_en
+        for t in ctx.session.scalars(
+            select(Tenant).where(Tenant.id.in_({a.tenant_id for a in live}))
+        )
+    }
+    listed = "; ".join(
+        f"{names.get(a.tenant_id, a.tenant_id)} ({a.approved_mbps} Mbit/s until {a.valid_to}, "
+        f"application {a.id})"
+        for a in live
+    )
+    fields = {f"applications.{a.id}": f"approved until {a.valid_to}" for a in live}
+    if deleting:
+        fields["link"] = "live cross-border authorisations are on this link"
+        raise Conflict(
+            f"link {link.name!r} carries live cross-border authorisations: {listed}; the "
+            "compliance officer revokes them before the link is deleted",
+            fields,
+        )
+    fields["state"] = "live cross-border authorisations are on this link"
+    raise Conflict(
+        f"link {link.name!r} carries live cross-border authorisations: {listed}; the "
+        "compliance officer revokes them before the link is disabled",
+        fields,
+    )
 
 
 def reject(ctx: Ctx, app: CrossBorderApplication, data: s.Reject) -> CrossBorderApplication:
@@ -345,9 +494,17 @@ _STEPS: dict[str, str] = {
     "under_review": "the application is under review (the carrier decides; this takes days)",
     "rejected": "the application was rejected: {reason}",
     "expired": "the cross-border authorisation expired on {valid_to}; apply again",
+    "revoked": "the cross-border authorisation was revoked: {reason}",
+    "link_unavailable": "the link of the cross-border authorisation is not active; the path "
+    "abroad is closed until it is",
     "not_yet_valid": "the cross-border authorisation is valid from {valid_from}",
     "approved": "authorised ({approved_mbps} Mbit/s) until {valid_to}",
 }
+
+
+def _link_active(session: Session, link_id: uuid.UUID) -> bool:
+    link = session.get(Link, link_id)
+    return link is not None and link.state == LinkState.ACTIVE
 
 
 def status(ctx: Ctx, tenant_id: uuid.UUID, link_id: uuid.UUID | None = None) -> s.CrossBorderStatus:
@@ -365,7 +522,9 @@ def status(ctx: Ctx, tenant_id: uuid.UUID, link_id: uuid.UUID | None = None) -> 
     rank = {
         "draft": 2,
         "rejected": 1,
+        "revoked": 1,
         "expired": 3,
+        "link_unavailable": 3,
         "submitted": 4,
         "under_review": 5,
         "not_yet_valid": 6,
@@ -381,7 +540,12 @@ def status(ctx: Ctx, tenant_id: uuid.UUID, link_id: uuid.UUID | None = None) -> 
                 step = "expired"
             elif app.valid_from > now:
                 step = "not_yet_valid"
-        elif app.state == ApplicationState.EXPIRED and link_id not in (None, app.link_id):
+            elif app.link_id is None or not _link_active(ctx.session, app.link_id):
+                step = "link_unavailable"
+        elif app.state in (
+            ApplicationState.EXPIRED,
+            ApplicationState.REVOKED,
+        ) and link_id not in (None, app.link_id):
             continue
         if rank[step] > best[0]:
             best = (rank[step], step, app)

@@ -487,10 +487,16 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             )
         )
         here_ok = pop.country == HOME_COUNTRY
+        # Rule crossborder.tenant_authorised at a PoP abroad: a device homed there meets the
+        # tenant's sites abroad, so it is carried only under the tenant's live authorisation
+        # on a link to this PoP (and with its owner's consent to transfer abroad).
+        served_abroad = here_ok or any(
+            link_id in grants.get(tenant.id, {}) for _other, link_id in linked
+        )
         peers = [
             _DEVICE_PEERS.peer(d)
             for d in devices
-            if device_homed_at(d, pop) and (here_ok or d.user_id in consenting)
+            if device_homed_at(d, pop) and (here_ok or (served_abroad and d.user_id in consenting))
         ]
         peers = _limited(enforced, devices, peers)
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]

@@ -232,10 +232,28 @@ class LinkResource(Resource[Link]):
             from tongdao.crossborder.service import check_link_capacity
 
             check_link_capacity(ctx, obj, changes["capacity_mbps"])
+        if changes.get("state", obj.state) != LinkState.ACTIVE and obj.state == LinkState.ACTIVE:
+            from tongdao.crossborder.service import refuse_link_change
+
+            refuse_link_change(ctx, obj, deleting=False)
         for key, value in changes.items():
             setattr(obj, key, value)
         _require_approval(ctx, obj)
         return obj
+
+    def delete(self, ctx: Ctx, obj: Link) -> None:
+        from tongdao.crossborder.models import CrossBorderApplication
+        from tongdao.crossborder.service import refuse_link_change
+
+        refuse_link_change(ctx, obj, deleting=True)
+        # The ended authorisations on the link lose it (an audited row change each, not the
+        # foreign key's silent SET NULL).
+        for app in ctx.session.scalars(
+            select(CrossBorderApplication).where(CrossBorderApplication.link_id == obj.id)
+        ):
+            app.link_id = None
+        ctx.session.flush()
+        ctx.session.delete(obj)
 
 
 CROSS_BORDER = "crossborder.registered_link"

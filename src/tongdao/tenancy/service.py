@@ -214,6 +214,10 @@ class TenantResource(Resource[Tenant]):
             obj.state_reason = reason or ""
             if new in VETTED_STATES:
                 kyc.require_vetted(ctx, obj)
+            if new is TenantState.TERMINATED:
+                from tongdao.crossborder.service import end_for_tenant
+
+                end_for_tenant(ctx, obj)
         else:
             if reason is not None:
                 obj.state_reason = reason

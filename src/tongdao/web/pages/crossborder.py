@@ -70,6 +70,7 @@ NOTICES = {
     "review": N_("The application is under review."),
     "approved": N_("The authorisation is recorded: the tenant's path abroad is open."),
     "rejected": N_("The application is rejected."),
+    "revoked": N_("The authorisation is revoked: the tenant's path abroad is closed."),
 }
 KIND_LABELS = {
     DocumentKind.BUSINESS_LICENCE.value: N_("Business licence (stamped)"),
@@ -83,11 +84,33 @@ STEP_LABELS = {
     "under_review": N_("Under review: the carrier decides; this takes some working days."),
     "rejected": N_("Rejected: see the reason on the application and apply again."),
     "expired": N_("Expired: the path abroad is closed. Apply again."),
+    "revoked": N_("Revoked: see the reason on the application. The path abroad is closed."),
+    "link_unavailable": N_(
+        "Approved, but the link it is on is not active: the path abroad is closed until it is."
+    ),
     "not_yet_valid": N_("Approved: the authorisation is valid from its first day."),
     "approved": N_("Authorised: your path abroad is open."),
 }
-QUEUE_STATES = ("submitted", "under_review", "approved", "rejected", "expired", "draft")
+QUEUE_STATES = (
+    "submitted",
+    "under_review",
+    "approved",
+    "rejected",
+    "expired",
+    "revoked",
+    "draft",
+)
 MAX_UPLOAD_BODY = docs.MAX_BYTES + 64 * 1024  # the file and the form's other fields
+
+
+def _numbers(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A form's whole numbers as numbers (the schemas take strict integers); anything else
+    stays text and is refused, keyed, by the schema."""
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
+            data[key] = int(value.strip())
+    return data
 
 
 def _operator(view: View) -> bool:
@@ -218,6 +241,7 @@ def create(view: UserViewDep, form: FormDep) -> Response:
     data["internal_use_only"] = values["internal_use_only"] == "yes"
     data.setdefault("site_ids", [])
     try:
+        _numbers(data, "bandwidth_mbps", "headcount")
         app = service.create(view.ctx, tenant, parse(s.ApplicationCreate, data))
         view.ctx.session.flush()
     except (ValidationError, Conflict) as exc:
@@ -231,7 +255,7 @@ def create(view: UserViewDep, form: FormDep) -> Response:
 def letter_pdf(view: UserViewDep) -> Response:
     Guard(view.ctx).require("crossborder", Action.READ)
     return Response(
-        letter.template_pdf(),
+        letter.template_pdf(letter.operator_name(view.ctx.session)),
         media_type="application/pdf",
         headers={"Content-Disposition": 'attachment; filename="commitment-letter.pdf"'},
     )
@@ -331,6 +355,15 @@ def _multipart(request: Request, body: bytes) -> dict[str, tuple[str | None, str
 async def upload(request: Request, view: UserViewDep, app_id: str) -> Response:
     from starlette.concurrency import run_in_threadpool
 
+    def allowed() -> None:
+        guard, _app = _load(view, app_id)
+        guard.require("crossborder", Action.UPDATE)
+        if _operator(view):
+            raise NotFound("cross-border application not found")
+        view.ctx.session.rollback()  # only reads: nothing is held while the body streams in
+
+    # Who may upload is checked before the body is read: nobody else makes the server buffer it.
+    await run_in_threadpool(allowed)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -406,8 +439,13 @@ def _post_action(view: View, app_id: str, form: Form, action: str) -> Response:
                 k: form.text(k)
                 for k in ("approval_ref", "link_id", "approved_mbps", "valid_from", "valid_to")
             }
-            service.approve(view.ctx, app, parse(s.Approve, {k: v for k, v in data.items() if v}))
+            data = _numbers({k: v for k, v in data.items() if v}, "approved_mbps")
+            service.approve(view.ctx, app, parse(s.Approve, data))
             done = "approved"
+        elif action == "revoke":
+            service.require_decider(view.ctx)
+            service.revoke(view.ctx, app, parse(s.Revoke, {"reason": form.text("reason")}))
+            done = "revoked"
         else:
             service.require_decider(view.ctx)
             service.reject(view.ctx, app, parse(s.Reject, {"reason": form.text("reason")}))
@@ -440,6 +478,11 @@ def approve(view: UserViewDep, app_id: str, form: FormDep) -> Response:
 @router.post("/console/crossborder/{app_id}/reject")
 def reject(view: UserViewDep, app_id: str, form: FormDep) -> Response:
     return _post_action(view, app_id, form, "reject")
+
+
+@router.post("/console/crossborder/{app_id}/revoke")
+def revoke(view: UserViewDep, app_id: str, form: FormDep) -> Response:
+    return _post_action(view, app_id, form, "revoke")
 
 
 # --- the compliance officer's queue ------------------------------------------------------------
