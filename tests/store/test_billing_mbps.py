@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +45,7 @@ def authorisation(
     mbps: int,
     valid: tuple[date, date],
     state: ApplicationState = ApplicationState.APPROVED,
+    decided_at: datetime | None = None,
 ) -> None:
     with runtime.db.session() as session:
         session.add(
@@ -54,6 +55,7 @@ def authorisation(
                 manager_phone="+8613800000000", manager_email="it@example.com",
                 term_start=valid[0], term_end=valid[1], approval_ref=f"CU-{mbps}",
                 approved_mbps=mbps, valid_from=valid[0], valid_to=valid[1],
+                decided_at=decided_at,
             )
         )  # fmt: skip
         session.commit()
@@ -129,6 +131,30 @@ def test_committed_mbps_line_prorates_approval_and_expiry(world: World, runtime:
         x for x in lines_b if x.kind in (LineKind.CROSS_BORDER_MBPS, LineKind.CROSS_BORDER)
     ]
     assert run_month(runtime.db, NOVEMBER).created == []
+
+
+@both_stores
+def test_a_revoked_authorisation_is_billed_until_the_day_it_was_revoked(
+    world: World, runtime: Runtime
+) -> None:
+    plan = add_plan(runtime, **MBPS_PLAN)
+    subscribe(runtime, world.a.id, plan, date(2026, 10, 1))
+    # revoked at 01:30 on 11 November Asia/Shanghai (17:30 UTC the day before): 1..11 November
+    revoked = datetime(2026, 11, 10, 17, 30, tzinfo=UTC)
+    authorisation(
+        runtime, world.a.id, 30, (date(2026, 10, 1), date(2027, 3, 31)),
+        ApplicationState.REVOKED, decided_at=revoked,
+    )  # fmt: skip
+    # revoked before the month began: nothing in November
+    authorisation(
+        runtime, world.a.id, 40, (date(2026, 9, 1), date(2027, 3, 31)),
+        ApplicationState.REVOKED, decided_at=datetime(2026, 10, 20, 4, 0, tzinfo=UTC),
+    )  # fmt: skip
+    run_month(runtime.db, NOVEMBER)
+    _invoice, lines = lines_of(runtime, world.a.id)
+    (line,) = [x for x in lines if x.kind == LineKind.CROSS_BORDER_MBPS]
+    assert line.amount == money.fen(30 * Decimal("25.00") * 11 / 30) == Decimal("275.00")
+    assert "30 Mbit/s × 11/30 d" in line.description and "40 Mbit/s" not in line.description
 
 
 @both_stores

@@ -70,6 +70,7 @@ from tongdao.crossborder.models import ApplicationState, CrossBorderApplication
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.ledger import tenant_bytes
 from tongdao.gateway.models import UsageRecord
+from tongdao.gateway.periods import as_utc
 from tongdao.network.models import Device, Site
 from tongdao.operator.models import OperatorProfile
 from tongdao.runtime import Ctx
@@ -351,31 +352,48 @@ class Committed:
 def committed_mbps(session: Session, tenant_id: uuid.UUID, seg: Segment) -> list[Committed]:
     """The tenant's cross-border authorisations that were valid on some day of the segment,
     cut to the segment: approved ones and expired ones (they were valid until ``valid_to``),
-    each from ``valid_from`` to ``valid_to`` (Asia/Shanghai days, both included)."""
+    each from ``valid_from`` to ``valid_to`` (Asia/Shanghai days, both included); revoked ones
+    until the day they were revoked (included), as they were valid until then."""
     rows = session.execute(
         select(
             CrossBorderApplication.approved_mbps,
             CrossBorderApplication.valid_from,
             CrossBorderApplication.valid_to,
+            CrossBorderApplication.state,
+            CrossBorderApplication.decided_at,
         )
         .where(CrossBorderApplication.tenant_id == tenant_id)
         .where(
-            CrossBorderApplication.state.in_([ApplicationState.APPROVED, ApplicationState.EXPIRED])
+            CrossBorderApplication.state.in_(
+                [ApplicationState.APPROVED, ApplicationState.EXPIRED, ApplicationState.REVOKED]
+            )
         )
         .where(CrossBorderApplication.valid_from < seg.end)
         .where(CrossBorderApplication.valid_to >= seg.start)
         .order_by(CrossBorderApplication.valid_from, CrossBorderApplication.id)
     )
     out = []
-    for mbps, valid_from, valid_to in rows:
+    for mbps, valid_from, valid_to, state, decided_at in rows:
         if not mbps or valid_from is None or valid_to is None:
             continue
+        if state == ApplicationState.REVOKED:
+            if decided_at is None:
+                continue
+            valid_to = min(valid_to, money.shanghai_today(_aware(decided_at)))
+            if valid_to < max(valid_from, seg.start):
+                continue
         out.append(
             Committed(
                 int(mbps), max(valid_from, seg.start), min(valid_to + timedelta(days=1), seg.end)
             )
         )
     return out
+
+
+def _aware(value: datetime) -> datetime:
+    utc = as_utc(value)
+    assert utc is not None
+    return utc
 
 
 MBPS_UNIT = "Mbit/s-month"
