@@ -68,7 +68,6 @@ from bench.machine import CpuWatch, machine_info
 from bench.server import SERVICE_HEADER, ServerProcess, bench_settings
 from bench.stats import summarize
 from tongdao.gateway.desired import connector_interface_name, interface_name
-from tongdao.testing import outbox
 
 TOOLS = ("wireguard-go", "wg", "nft", "ip", "iperf3", "ping")
 BUDGETS = {
@@ -228,6 +227,9 @@ class Store:
     url: str
     data_dir: Path
     admin_headers: dict[str, str]
+    # a compliance officer's token: declared networks are theirs to approve (not the NOC's),
+    # and the admin cannot give that role (separate duties), so the officer is made here too
+    officer_headers: dict[str, str]
     tenant: store.BenchTenant
     device_ids: list[str]
     # the tenant admin's signed-in session: a consent of one's own is given in a session,
@@ -269,6 +271,18 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
             session.flush()
             _t, admin_secret = issue_token(
                 ctx, admin, kind="api", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
+            )
+            officer = User(
+                tenant_id=None,
+                email="compliance@operator.bench.example",
+                display_name="compliance",
+                roles=["compliance_officer"],
+                password_hash=None,
+            )
+            session.add(officer)
+            session.flush()
+            _t, officer_secret = issue_token(
+                ctx, officer, kind="api", name="bench", scopes=ALL_SCOPES, ttl=timedelta(days=1)
             )
             tenant = TenantResource().create(
                 ctx,
@@ -319,6 +333,7 @@ def make_store(data_dir: Path, devices: int, seed: int, *, pool_prefixlen: int =
         url,
         data_dir,
         {"Authorization": f"Bearer {admin_secret}"},
+        {"Authorization": f"Bearer {officer_secret}"},
         bench_tenant,
         ids,
         {"Authorization": f"Bearer {session_secret}"},
@@ -339,30 +354,6 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
-
-
-def compliance_officer(admin: Api, base_url: str, outbox_dir: Path) -> Api:
-    """A compliance officer's API: declared networks are theirs to approve (not the NOC's).
-
-    They choose their password through the invitation mailed to them (the bench server has no
-    SMTP relay: the mail is in its outbox directory)."""
-    email = f"compliance-{secrets.token_hex(4)}@operator.bench.example"
-    password = secrets.token_urlsafe(24)
-    admin(
-        "POST",
-        "/operator/staff",
-        json={
-            "email": email,
-            "display_name": "compliance",
-            "roles": ["compliance_officer"],
-        },
-    )
-    outbox.choose_password(base_url, outbox_dir, email, password)
-    with httpx.Client(base_url=base_url + "/api/v1", timeout=60) as http:
-        login = http.post("/auth/login", json={"email": email, "password": password})
-        if login.status_code != 200:
-            raise RuntimeError(f"compliance officer login: HTTP {login.status_code}: {login.text}")
-    return Api(base_url, {"Authorization": f"Bearer {login.json()['token']}"})
 
 
 def approve(officer: Api, *sites: dict[str, Any]) -> None:
@@ -1066,7 +1057,7 @@ def build_managed(
                 "prefixes": ["198.19.0.0/16"],
             },
         )
-        officer = compliance_officer(admin, server.base_url, server.data_dir / "outbox")
+        officer = Api(server.base_url, st.officer_headers)
         try:
             approve(officer, site, filler)
         finally:
