@@ -6,8 +6,9 @@ on loopback) and two network namespaces joined by a veth wire (the PoP ``198.51.
 client ``198.51.100.2``). Every step is done in the browser, by the persona whose job it is:
 
 1. first run: the setup page, with the one-time code the server printed in its log;
-2. the operator admin sets the outgoing mail (the SMTP relay) and invites a compliance
-   officer, who opens the mailed link and chooses a password;
+2. the operator admin sets the outgoing mail (the SMTP relay) and is refused giving the
+   compliance officer role (separate duties); the first officer is made with ``tongdao admin
+   bootstrap --role compliance_officer`` on the server's host, as the README says, and signs in;
 3. the compliance officer records the licence and the shareholders;
 4. the operator admin creates a PoP and issues an enrolment token; the command shown on the
    page is run as shown (only ``--netns`` and a temporary ``--state-dir`` added) and the
@@ -56,7 +57,7 @@ import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
-from tests.conftest import make_settings, need
+from tests.conftest import TEST_DATA_KEY, make_settings, need
 from tests.support.browser import DESKTOP, PHONE, artefacts, shoot, watch
 from tests.support.privacy import resident_id
 from tests.support.smtp import SmtpServer
@@ -392,10 +393,21 @@ def test_the_whole_journey_in_a_real_browser(
     page.locator("#f-display_name").fill("合规李" if zh else "Officer Li")
     page.get_by_label(admin.t("compliance officer"), exact=True).check()
     admin.click("Send the invitation")
-    admin.notice()
+    # Separate duties: the admin cannot give the officer role (refused next to the roles);
+    # the first officer is made on the server's host, as the README's quick start does.
+    expect(page.locator("#f-roles-error, [role=alert]").first).to_be_visible()
+    admin.shoot("staff-officer-refused")
+    made = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "tongdao"), "admin", "bootstrap",
+         "--role", "compliance_officer", "--email", "officer@operator.example",
+         "--display-name", "合规李" if zh else "Officer Li", "--password-stdin",
+         "--database-url", server.runtime.settings.database_url,
+         "--data-dir", str(server.runtime.settings.data_dir)],
+        input=PASSWORD + "\n", text=True, capture_output=True, timeout=60,
+        env=dict(os.environ, TONGDAO_DATA_KEY=TEST_DATA_KEY),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
     officer = person("compliance officer")
-    officer.choose_password(smtp.wait_for("officer@operator.example", timeout=30).link)
-    officer.shoot("password-set")
     officer.sign_in("officer@operator.example")
 
     # 3. The licence and the shareholder register.
