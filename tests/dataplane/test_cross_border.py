@@ -291,12 +291,13 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             link = crossborder.link_pops(admin, bj, fra, "CU-IPLC-0001", "工信部国际〔2026〕12号")
             # Each company's own authorisation on the link (rule crossborder.tenant_authorised;
             # without it: tests/dataplane/test_crossborder_authorisation.py).
+            granted = []
             for co in companies:
                 assert co.site is not None
-                crossborder.authorise(
+                granted.append(crossborder.authorise(
                     co.admin, crossborder.http_uploader(co.admin.url, co.admin.headers), officer,
                     co.tenant_id, [co.site["id"]], link["id"],
-                )  # fmt: skip
+                ))  # fmt: skip
             for co in companies:
                 assert co.device is not None
                 conf_url = (
@@ -317,7 +318,14 @@ def test_devices_reach_their_own_hq_only_over_a_registered_link(
             assert not netns.ping(b.dev_ns, a.device["ipv4"], tries=2)
             assert not netns.ping(a.dev_ns, b.device["ipv4"], tries=2)
 
-            # Removing the link takes the cross-border route down again.
+            # Removing the link takes the cross-border route down again: the officer revokes
+            # the authorisations on it first (a link with live ones is not deleted).
+            for app in granted:
+                officer(
+                    "POST",
+                    f"/crossborder/applications/{app['id']}/revoke",
+                    json={"reason": "the carrier withdraws the link"},
+                )
             link = admin("GET", "/links")["data"][0]
             admin("DELETE", f"/links/{link['id']}")
             wait_until(lambda: not netns.ping(a.dev_ns, HQ_V4, tries=1), 40, "the route to go")

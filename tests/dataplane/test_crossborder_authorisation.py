@@ -196,7 +196,9 @@ def test_the_path_abroad_opens_on_approval_and_closes_at_expiry(
                 it, crossborder.http_uploader(it.url, it.headers), tid, [site["id"]], 20
             )
             today = shanghai_today(world.runtime.clock())
-            first_day = (today - timedelta(days=30)).isoformat()
+            first_day = (
+                today - timedelta(days=1)
+            ).isoformat()  # the earliest an approval may start
             crossborder.approve(
                 officer, application["id"], link["id"], 20, first_day, today.isoformat()
             )
