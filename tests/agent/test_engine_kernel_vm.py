@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import need
 from tongdao.testing import vm
 
-pytestmark = pytest.mark.root
+# Boots a VM under software emulation: minutes on a loaded machine.
+pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST = ROOT / "tests" / "agent" / "kernel_guest.py"
