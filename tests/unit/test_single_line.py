@@ -124,6 +124,7 @@ MULTI_LINE = {
     ("ApplicationUpdate", "notes"),
     ("Approve", "reason"),
     ("Reject", "reason"),
+    ("Revoke", "reason"),
 }
 
 
