@@ -375,7 +375,6 @@ def _release(
         .order_by(ComplianceSuspension.tenant_id, ComplianceSuspension.suspended_at)
     ):
         held[suspension.tenant_id].append(suspension)
-    breaches = {b.id: b for b in session.scalars(select(ComplianceBreach))}
     lifted = []
     for tid in sorted(held):
         covers = {b.id for b in covering.get(tid, [])}
@@ -413,7 +412,6 @@ def _release(
         still_held = bool(supported) or moved_to is not None
         for suspension in unsupported:
             suspension.lifted_at = now
-            old = breaches.get(suspension.breach_id)
             record(
                 session,
                 "compliance_lift",
@@ -422,7 +420,7 @@ def _release(
                 tenant_id=tid,
                 kind="event",
                 after={
-                    "rule": old.rule_id if old is not None else suspension.rule_id,
+                    "rule": suspension.rule_id,  # the breach's, copied when it suspended
                     "breach_id": suspension.breach_id,
                     "still_held": still_held,
                     "moved_to": moved_to.id if moved_to is not None else None,
