@@ -22,7 +22,7 @@ from tests.support.world import World
 from tongdao import spreadsheet
 from tongdao.audit.chain import field_digest
 from tongdao.audit.models import AUDIT_EVENTS, AuditEvent, OpenConnection
-from tongdao.audit.sessions import close_stale
+from tongdao.audit.sessions import STALE, close_stale
 from tongdao.compliance.rules import VERSION
 from tongdao.runtime import Runtime
 from tongdao.spreadsheet import unescape
@@ -112,7 +112,9 @@ def test_a_gateway_that_stops_reporting_has_its_sessions_closed(
     body = report(1, [peer(world.a.id, dev["id"], 1, 1, key=dev["public_key"])], ended)
     assert world.client.post(REPORTS, json=body, headers=gw).json()["accepted"]
     with runtime.db.session() as session:
-        assert close_stale(session, datetime.now(UTC)) == 1
+        # Not while the gateway's last report is recent; once it has been quiet for STALE.
+        assert close_stale(session, datetime.now(UTC)) == 0
+        assert close_stale(session, datetime.now(UTC) + STALE + timedelta(minutes=1)) == 1
         session.commit()
     [rec] = sessions(runtime)
     assert str(rec.pop_id) == pop and rec.device_id == uuid.UUID(dev["id"])

@@ -29,14 +29,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.orm import Session
 
 from tongdao.audit.models import OPEN_CONNECTIONS
 from tongdao.audit.recorder import Actor, record
+from tongdao.gateway.models import Gateway
 from tongdao.network.models import Device
+from tongdao.store.bulk import in_values, insert_rows, update_rows
 
 SESSION_KINDS = ("device", "site")
 INACTIVITY = timedelta(minutes=5)
@@ -44,6 +46,9 @@ STALE = timedelta(minutes=15)
 HANDSHAKE_SLACK = timedelta(minutes=3)
 SWEEP_BATCH = 1000
 MAX_BYTES = 2**63 - 1  # BIGINT
+
+_GATEWAYS = cast(Table, Gateway.__table__)
+_DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
 
 
 @dataclass(frozen=True)
@@ -183,10 +188,12 @@ def _owners(session: Session, conns: Sequence[Conn]) -> None:
             continue
     if not ids:
         return
-    rows = session.execute(select(Device.id, Device.user_id).where(Device.id.in_(list(ids))))
-    for device_id, user_id in rows:
-        for conn in ids.get(device_id, ()):
-            conn.device_id, conn.user_id = device_id, user_id
+    for condition in in_values(session, _DEVICES.c.id, list(ids)):
+        for device_id, user_id in session.execute(
+            select(_DEVICES.c.id, _DEVICES.c.user_id).where(condition)
+        ):
+            for conn in ids.get(device_id, ()):
+                conn.device_id, conn.user_id = device_id, user_id
 
 
 def _close(session: Session, conn: Conn, gateway_id: uuid.UUID, pop_id: uuid.UUID | None) -> None:
@@ -222,9 +229,11 @@ def track_report(
     end: datetime,
     now: datetime,
 ) -> Plan:
-    """Apply one report of a gateway to its sessions, in the report's transaction."""
+    """Apply one report of a gateway to its sessions, in the report's transaction, which
+    holds the gateway's row lock."""
     t = OPEN_CONNECTIONS
-    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id).with_for_update())
+    # No FOR UPDATE: the caller holds the gateway's row lock (see close_stale).
+    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id))
     current = {row.peer_key: _conn(row) for row in rows}
     result = plan(current, seen, start, end)
     _owners(session, result.opened)
@@ -232,68 +241,80 @@ def track_report(
         session.execute(delete(t).where(t.c.id.in_([c.id for c in result.closed])))
         for conn in result.closed:
             _close(session, conn, gateway_id, pop_id)
-    if result.changed:
-        session.execute(
-            update(t)
-            .where(t.c.id == bindparam("b_id"))
-            .values(
-                rx_bytes=bindparam("b_rx"),
-                tx_bytes=bindparam("b_tx"),
-                endpoint=bindparam("b_endpoint"),
-                last_active_at=bindparam("b_active"),
-            ),
-            [
-                {
-                    "b_id": c.id,
-                    "b_rx": c.rx_bytes,
-                    "b_tx": c.tx_bytes,
-                    "b_endpoint": c.endpoint,
-                    "b_active": c.last_active_at,
-                }
-                for c in result.changed
-            ],
-        )
-    if result.opened:
-        session.execute(
-            insert(t),
-            [
-                {
-                    "gateway_id": gateway_id,
-                    "pop_id": pop_id,
-                    "tenant_id": c.tenant_id,
-                    "peer_key": c.peer_key,
-                    "peer_kind": c.peer_kind,
-                    "peer_ref": c.peer_ref,
-                    "device_id": c.device_id,
-                    "user_id": c.user_id,
-                    "endpoint": c.endpoint,
-                    "started_at": c.started_at,
-                    "last_active_at": c.last_active_at,
-                    "rx_bytes": c.rx_bytes,
-                    "tx_bytes": c.tx_bytes,
-                }
-                for c in result.opened
-            ],
-        )
+    update_rows(
+        session,
+        t,
+        ("id",),
+        [
+            {
+                "id": c.id,
+                "rx_bytes": c.rx_bytes,
+                "tx_bytes": c.tx_bytes,
+                "endpoint": c.endpoint,
+                "last_active_at": c.last_active_at,
+            }
+            for c in result.changed
+        ],
+    )
+    insert_rows(
+        session,
+        t,
+        [
+            {
+                "gateway_id": gateway_id,
+                "pop_id": pop_id,
+                "tenant_id": c.tenant_id,
+                "peer_key": c.peer_key,
+                "peer_kind": c.peer_kind,
+                "peer_ref": c.peer_ref,
+                "device_id": c.device_id,
+                "user_id": c.user_id,
+                "endpoint": c.endpoint,
+                "started_at": c.started_at,
+                "last_active_at": c.last_active_at,
+                "rx_bytes": c.rx_bytes,
+                "tx_bytes": c.tx_bytes,
+            }
+            for c in result.opened
+        ],
+    )
     close_stale(session, now, exclude=gateway_id)
     return result
 
 
 def close_stale(session: Session, now: datetime, *, exclude: uuid.UUID | None = None) -> int:
-    """End the sessions of gateways that stopped reporting (at most :data:`SWEEP_BATCH`)."""
+    """End the sessions of gateways that stopped reporting: those whose last report arrived
+    more than :data:`STALE` ago by the server's clock (at most :data:`SWEEP_BATCH` sessions).
+
+    A gateway's open sessions are written only under its row's lock (:func:`track_report`
+    runs in the report's transaction, which took it first), so the sweep locks the quiet
+    gateways' rows too, skipping those locked by a report in progress: no ``FOR UPDATE`` on
+    each session row, and no index on their ``last_active_at`` that every report's update
+    would have to maintain."""
     t = OPEN_CONNECTIONS
-    stmt = select(t).where(t.c.last_active_at < now - STALE)
-    if exclude is not None:
-        stmt = stmt.where(t.c.gateway_id != exclude)
-    stale = session.execute(
-        stmt.order_by(t.c.last_active_at).limit(SWEEP_BATCH).with_for_update(skip_locked=True)
-    ).all()
-    if not stale:
-        return 0
-    gone = set(
-        session.scalars(delete(t).where(t.c.id.in_([row.id for row in stale])).returning(t.c.id))
+    g = _GATEWAYS
+    quiet = (
+        select(g.c.id)
+        .where(
+            g.c.last_seen_at < now - STALE,
+            exists().where(t.c.gateway_id == g.c.id),
+        )
+        .order_by(g.c.last_seen_at)
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
     )
+    if exclude is not None:
+        quiet = quiet.where(g.c.id != exclude)
+    gateways = list(session.scalars(quiet))
+    if not gateways:
+        return 0
+    stale = session.execute(
+        select(t)
+        .where(t.c.gateway_id.in_(gateways))
+        .order_by(t.c.last_active_at, t.c.id)
+        .limit(SWEEP_BATCH)
+    ).all()
+    session.execute(delete(t).where(t.c.id.in_([row.id for row in stale])))
     for row in stale:
-        if row.id in gone:
-            _close(session, _conn(row), row.gateway_id, row.pop_id)
-    return len(gone)
+        _close(session, _conn(row), row.gateway_id, row.pop_id)
+    return len(stale)
