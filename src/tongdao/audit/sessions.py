@@ -38,7 +38,7 @@ from tongdao.audit.models import OPEN_CONNECTIONS
 from tongdao.audit.recorder import Actor, record
 from tongdao.gateway.models import Gateway
 from tongdao.network.models import Device
-from tongdao.store.bulk import in_values, insert_rows, update_rows
+from tongdao.store.bulk import Columns, in_values, insert_rows, update_rows
 
 SESSION_KINDS = ("device", "site")
 INACTIVITY = timedelta(minutes=5)
@@ -233,7 +233,7 @@ def track_report(
     holds the gateway's row lock."""
     t = OPEN_CONNECTIONS
     # No FOR UPDATE: the caller holds the gateway's row lock (see close_stale).
-    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id))
+    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id)).all()
     current = {row.peer_key: _conn(row) for row in rows}
     result = plan(current, seen, start, end)
     _owners(session, result.opened)
@@ -241,42 +241,41 @@ def track_report(
         session.execute(delete(t).where(t.c.id.in_([c.id for c in result.closed])))
         for conn in result.closed:
             _close(session, conn, gateway_id, pop_id)
+    changed = result.changed
     update_rows(
         session,
         t,
         ("id",),
-        [
+        Columns(
             {
-                "id": c.id,
-                "rx_bytes": c.rx_bytes,
-                "tx_bytes": c.tx_bytes,
-                "endpoint": c.endpoint,
-                "last_active_at": c.last_active_at,
+                "id": [c.id for c in changed],
+                "rx_bytes": [c.rx_bytes for c in changed],
+                "tx_bytes": [c.tx_bytes for c in changed],
+                "endpoint": [c.endpoint for c in changed],
+                "last_active_at": [c.last_active_at for c in changed],
             }
-            for c in result.changed
-        ],
+        ),
     )
+    opened = result.opened
     insert_rows(
         session,
         t,
-        [
+        Columns(
             {
-                "gateway_id": gateway_id,
-                "pop_id": pop_id,
-                "tenant_id": c.tenant_id,
-                "peer_key": c.peer_key,
-                "peer_kind": c.peer_kind,
-                "peer_ref": c.peer_ref,
-                "device_id": c.device_id,
-                "user_id": c.user_id,
-                "endpoint": c.endpoint,
-                "started_at": c.started_at,
-                "last_active_at": c.last_active_at,
-                "rx_bytes": c.rx_bytes,
-                "tx_bytes": c.tx_bytes,
-            }
-            for c in result.opened
-        ],
+                "tenant_id": [c.tenant_id for c in opened],
+                "peer_key": [c.peer_key for c in opened],
+                "peer_kind": [c.peer_kind for c in opened],
+                "peer_ref": [c.peer_ref for c in opened],
+                "device_id": [c.device_id for c in opened],
+                "user_id": [c.user_id for c in opened],
+                "endpoint": [c.endpoint for c in opened],
+                "started_at": [c.started_at for c in opened],
+                "last_active_at": [c.last_active_at for c in opened],
+                "rx_bytes": [c.rx_bytes for c in opened],
+                "tx_bytes": [c.tx_bytes for c in opened],
+            },
+            same={"gateway_id": gateway_id, "pop_id": pop_id},
+        ),
     )
     close_stale(session, now, exclude=gateway_id)
     return result

@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
-from tongdao.store.bulk import in_values, upsert_rows
+from tongdao.store.bulk import Columns, in_values, upsert_rows
 
 HOUR = timedelta(hours=1)
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
@@ -108,9 +108,7 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
     return out
 
 
-def _upsert(
-    session: Session, model: type[Any], keys: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
+def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
     """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
     replace = ("owner_id",) if "owner_id" in model.__table__.c else ()
     upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
@@ -136,30 +134,30 @@ def roll_up(
         per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
         per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
     owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
-    hourly = [
+    same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
+    peer_keys = sorted(per_peer)
+    peer_sums = [per_peer[k] for k in peer_keys]
+    hourly = Columns(
         {
-            "tenant_id": tenant,
-            "peer_ref": ref,
-            "hour": hour,
-            "peer_kind": kind,
-            "gateway_id": gateway_id,
-            "pop_id": pop_id,
-            "owner_id": owner.get(ref) if kind == "device" else None,
-            **sums.row(),
-        }
-        for (tenant, ref, kind), sums in sorted(per_peer.items(), key=lambda kv: kv[0])
-    ]
-    tenants = [
+            "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
+            "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
+            "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
+            "owner_id": [
+                owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
+            ],
+            **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
+        },
+        same=same,
+    )
+    kind_keys = sorted(per_kind)
+    tenants = Columns(
         {
-            "tenant_id": tenant,
-            "hour": hour,
-            "gateway_id": gateway_id,
-            "peer_kind": kind,
-            "pop_id": pop_id,
-            **sums.row(),
-        }
-        for (tenant, kind), sums in sorted(per_kind.items(), key=lambda kv: kv[0])
-    ]
+            "tenant_id": [tenant for tenant, _kind in kind_keys],
+            "peer_kind": [kind for _tenant, kind in kind_keys],
+            **{name: [getattr(per_kind[k], name) for k in kind_keys] for name in BYTES},
+        },
+        same=same,
+    )
     _upsert(
         session,
         UsageHourly,

@@ -120,7 +120,7 @@ from tongdao.network.service import get_pop
 from tongdao.quotas.service import check_report
 from tongdao.runtime import Ctx
 from tongdao.schemas import Strict, UtcDateTime
-from tongdao.store.bulk import insert_rows, upsert_rows
+from tongdao.store.bulk import Columns, insert_rows, upsert_rows
 from tongdao.store.rows import rows_updated
 from tongdao.validation import wireguard_key
 
@@ -508,21 +508,23 @@ def _screen(
 
 def _save_credits(session: Session, gateway_id: uuid.UUID, screened: Screened) -> None:
     """The kept rows' new credits, inserted or overwritten (one statement on PostgreSQL)."""
+    credits = screened.credits
+    if not credits:
+        return
     upsert_rows(
         session,
         UsageCredit,
         ("gateway_id", "tenant_id", "peer_key"),
-        [
+        Columns(
             {
-                "gateway_id": gateway_id,
-                "tenant_id": tenant,
-                "peer_key": key,
-                "credited_until": until,
-                "period_start": start,
-                "period_end": end,
-            }
-            for (tenant, key), (until, start, end) in screened.credits.items()
-        ],
+                "tenant_id": [tenant for tenant, _key in credits],
+                "peer_key": [key for _tenant, key in credits],
+                "credited_until": [c[0] for c in credits.values()],
+                "period_start": [c[1] for c in credits.values()],
+                "period_end": [c[2] for c in credits.values()],
+            },
+            same={"gateway_id": gateway_id},
+        ),
         replace=("credited_until", "period_start", "period_end"),
     )
 
@@ -664,25 +666,26 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         track_report(
             session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
         )
-    rows = [
+    rows = Columns(
         {
+            "tenant_id": [p.tenant_id for p in peers],
+            "peer_key": [p.peer_key for p in peers],
+            "peer_kind": [p.peer_kind for p in peers],
+            "peer_ref": [str(p.peer_ref) for p in peers],
+            "rx_bytes": [p.rx_bytes for p in peers],
+            "tx_bytes": [p.tx_bytes for p in peers],
+            "cross_border_rx_bytes": [p.cross_border_rx_bytes for p in peers],
+            "cross_border_tx_bytes": [p.cross_border_tx_bytes for p in peers],
+            "last_handshake": [p.last_handshake for p in peers],
+            "endpoint": [p.endpoint for p in peers],
+        },
+        same={
             "gateway_id": gateway_id,
             "seq": report.seq,
-            "tenant_id": peer.tenant_id,
-            "peer_key": peer.peer_key,
-            "peer_kind": peer.peer_kind,
-            "peer_ref": str(peer.peer_ref),
-            "rx_bytes": peer.rx_bytes,
-            "tx_bytes": peer.tx_bytes,
-            "cross_border_rx_bytes": peer.cross_border_rx_bytes,
-            "cross_border_tx_bytes": peer.cross_border_tx_bytes,
-            "last_handshake": peer.last_handshake,
-            "endpoint": peer.endpoint,
             "period_start": report.period_start,
             "period_end": report.period_end,
-        }
-        for peer in peers
-    ]
+        },
+    )
     if warning is not None:
         since = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
         _warn(ctx, gateway, report.seq, warning, screened.examples, since)
@@ -704,7 +707,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     return ReportAnswer(
         accepted=True,
         duplicate=False,
-        stored=len(rows),
+        stored=len(peers),
         last_seq=report.seq,
         dropped=sum(dropped.values()),
         dropped_reasons={r: dropped[r] for r in REASONS if dropped[r]},

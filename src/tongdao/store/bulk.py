@@ -15,6 +15,7 @@ Values go to PostgreSQL without SQLAlchemy's type processing: datetimes must be 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,7 @@ from tongdao.store.base import Base
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 IN_BATCH = 500  # values per IN (...) on SQLite (its bound-parameter limit is far above)
 
-__all__ = ["in_values", "insert_rows", "is_postgresql", "update_rows", "upsert_rows"]
+__all__ = ["Columns", "in_values", "insert_rows", "is_postgresql", "update_rows", "upsert_rows"]
 
 
 def is_postgresql(session: Session) -> bool:
@@ -52,14 +53,56 @@ _SEP = "\x1f"  # ASCII unit separator: between the elements of a column sent as 
 _NULL = "\x1e"  # ASCII record separator: an element that is NULL
 
 
-def _arrays(table: Table, columns: Sequence[str]) -> str:
-    return ", ".join(
+@dataclass(frozen=True)
+class Columns:
+    """Rows given column by column: ``values`` holds a list per column (all as long), ``same``
+    a value every row shares (sent once, not once a row)."""
+
+    values: Mapping[str, Sequence[Any]]
+    same: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values()))) if self.values else 0
+
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, Any]] | Columns) -> Columns:
+        if isinstance(rows, Columns):
+            return rows
+        names = list(rows[0]) if rows else []
+        return cls({c: [row[c] for row in rows] for c in names})
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.same, *self.values]
+
+    def rows(self) -> list[dict[str, Any]]:
+        names = list(self.values)
+        return [
+            {**self.same, **dict(zip(names, row, strict=True))}
+            for row in zip(*(self.values[c] for c in names), strict=True)
+        ]
+
+
+Rows = Sequence[Mapping[str, Any]] | Columns
+
+
+def _select(table: Table, cols: Columns) -> str:
+    """``SELECT <same values>, u.* FROM unnest(<columns>) AS u(<names>)``, for PostgreSQL.
+    Every name is the table's own column (the callers' code names them; never input)."""
+    unknown = [c for c in cols.names if c not in table.c]
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {unknown}")
+    same = [f"CAST(:s_{c} AS {table.c[c].type.compile(dialect=_PG)})" for c in cols.same]
+    arrays = ", ".join(
         f"CAST(string_to_array(CAST(:a_{c} AS text), :sep, :null) AS {_array_type(table, c)})"
-        for c in columns
+        for c in cols.values
+    )
+    return (
+        f"SELECT {', '.join([*same, 'u.*'])} FROM unnest({arrays}) AS u({', '.join(cols.values)})"  # noqa: S608
     )
 
 
-def _column_text(values: list[Any]) -> str | None:
+def _column_text(values: Sequence[Any]) -> str | None:
     """The column as one text for ``string_to_array`` (psycopg quotes a list's elements one
     by one with a regular expression: most of a 2,000-row statement's cost), or None when a
     value holds a separator (or is the single empty string) and the text would be wrong."""
@@ -83,61 +126,42 @@ def _column_text(values: list[Any]) -> str | None:
     return joined
 
 
-def _params(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Each column as one text; if a value could not travel so, the statement takes the rows
-    as arrays instead (see :func:`_sql_params`)."""
-    out: dict[str, Any] = {"sep": _SEP, "null": _NULL}
-    for c in columns:
-        joined = _column_text([row[c] for row in rows])
+def _execute(session: Session, sql: str, cols: Columns) -> None:
+    """Run ``sql`` (written with :func:`_select`) with each varying column as one text, or,
+    when a value cannot travel as text, with the same statement taking plain arrays."""
+    params: dict[str, Any] = {f"s_{c}": v for c, v in cols.same.items()}
+    texts: dict[str, Any] = {"sep": _SEP, "null": _NULL}
+    for c, values in cols.values.items():
+        joined = _column_text(values)
         if joined is None:
-            raise _NotAsText
-        out[f"a_{c}"] = joined
-    return out
-
-
-class _NotAsText(Exception):
-    pass
-
-
-def _execute(
-    session: Session, sql: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Run ``sql`` (written with :func:`_arrays`) with the rows' columns as texts, or, when a
-    value cannot travel as text, with the same statement taking plain arrays."""
-    try:
-        params = _params(columns, rows)
-    except _NotAsText:
-        plain = sql
-        for c in columns:
-            plain = plain.replace(f"string_to_array(CAST(:a_{c} AS text), :sep, :null)", f":a_{c}")
-        session.execute(text(plain), {f"a_{c}": [row[c] for row in rows] for c in columns})
+            break
+        texts[f"a_{c}"] = joined
+    else:
+        session.execute(text(sql), {**params, **texts})
         return
+    for c in cols.values:
+        sql = sql.replace(f"string_to_array(CAST(:a_{c} AS text), :sep, :null)", f":a_{c}")
+        params[f"a_{c}"] = list(cols.values[c])
     session.execute(text(sql), params)
 
 
-def insert_rows(
-    session: Session, model: type[Base] | Table, rows: Sequence[Mapping[str, Any]]
-) -> None:
+def insert_rows(session: Session, model: type[Base] | Table, rows: Rows) -> None:
     """``INSERT`` the rows (all with the same keys) in one statement."""
     if not rows:
         return
-    table = _table(model)
-    columns = list(rows[0])
+    table, cols = _table(model), Columns.of(rows)
     if is_postgresql(session):
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from the model)
-            f"SELECT * FROM unnest({_arrays(table, columns)})"
-        )
-        _execute(session, sql, columns, rows)
+        sql = f"INSERT INTO {table.name} ({', '.join(cols.names)}) {_select(table, cols)}"
+        _execute(session, sql, cols)
         return
-    session.execute(insert(table), list(rows))
+    session.execute(insert(table), cols.rows())
 
 
 def upsert_rows(
     session: Session,
     model: type[Base] | Table,
     keys: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Rows,
     *,
     add: Iterable[str] = (),
     replace: Iterable[str] = (),
@@ -146,52 +170,48 @@ def upsert_rows(
     what is there and overwrite the ``replace`` columns; one statement on PostgreSQL."""
     if not rows:
         return
-    table = _table(model)
-    columns = list(rows[0])
+    table, cols = _table(model), Columns.of(rows)
     add, replace = list(add), list(replace)
     if is_postgresql(session):
         updates = [f"{c} = {table.name}.{c} + excluded.{c}" for c in add]
         updates += [f"{c} = excluded.{c}" for c in replace]
         sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from the model)
-            f"SELECT * FROM unnest({_arrays(table, columns)}) "
+            f"INSERT INTO {table.name} ({', '.join(cols.names)}) {_select(table, cols)} "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
         )
-        _execute(session, sql, columns, rows)
+        _execute(session, sql, cols)
         return
     stmt = sqlite_insert(table)
     values: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in add}
     values.update({c: stmt.excluded[c] for c in replace})
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values), list(rows))
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values), cols.rows())
 
 
 def update_rows(
-    session: Session,
-    model: type[Base] | Table,
-    keys: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    session: Session, model: type[Base] | Table, keys: Sequence[str], rows: Rows
 ) -> None:
     """``UPDATE`` each row found by its ``keys`` columns, setting its other columns."""
     if not rows:
         return
-    table = _table(model)
-    columns = list(rows[0])
+    table, cols = _table(model), Columns.of(rows)
+    assert not cols.same, "update_rows takes varying columns only"
+    columns = list(cols.values)
     values = [c for c in columns if c not in keys]
     if is_postgresql(session):
-        sets = ", ".join(f"{c} = u.{c}" for c in values)
-        match = " AND ".join(f"{table.name}.{c} = u.{c}" for c in keys)
+        sets = ", ".join(f"{c} = v.{c}" for c in values)
+        match = " AND ".join(f"{table.name}.{c} = v.{c}" for c in keys)
         sql = (
             f"UPDATE {table.name} SET {sets} "  # noqa: S608 (names from the model)
-            f"FROM unnest({_arrays(table, columns)}) AS u({', '.join(columns)}) WHERE {match}"
+            f"FROM ({_select(table, cols)}) AS v WHERE {match}"
         )
-        _execute(session, sql, columns, rows)
+        _execute(session, sql, cols)
         return
     stmt = (
         table.update()
         .where(*(table.c[c] == bindparam(f"k_{c}") for c in keys))
         .values({c: bindparam(f"k_{c}") for c in values})
     )
-    session.execute(stmt, [{f"k_{c}": row[c] for c in columns} for row in rows])
+    session.execute(stmt, [{f"k_{c}": row[c] for c in columns} for row in cols.rows()])
 
 
 def in_values(
