@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.conftest import both_stores
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.world import PASSWORD, World, make_user
+from tests.support.world import PASSWORD, World
 from tongdao.audit.models import AuditEvent
 from tongdao.runtime import Runtime
 
@@ -122,7 +122,11 @@ def test_registration_refusals(runtime: Runtime, world: World) -> None:
     headers = _session(client, "employee@a.example")
     key = SoftAuthenticator(origin=origin)
     # No options asked: nothing to answer.
-    body = {"name": "K", "credential": key.create({"challenge": "AAAA"}), "current_password": PASSWORD}
+    body = {
+        "name": "K",
+        "credential": key.create({"challenge": "AAAA"}),
+        "current_password": PASSWORD,
+    }
     resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
     assert resp.status_code == 422 and "credential" in resp.json()["error"]["fields"], resp.text
     # Wrong password.
