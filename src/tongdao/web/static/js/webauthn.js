@@ -2,8 +2,9 @@
 // Our own module, no library: the server (py_webauthn) makes the options and checks the
 // answers; this file only hands the options to navigator.credentials and puts the answer,
 // as JSON with base64url fields, into the form's hidden "credential" field, then submits the
-// form as a plain post. The options come in a <script type="application/json"> block (data,
-// not script: the console's CSP allows no inline script).
+// form as a plain post. The sign-in step's options come in the form's data-options attribute
+// (data, not script: the console's CSP allows no inline script); a registration asks for
+// its options when the person submits (they are bound to the session and short-lived).
 
 const b64urlToBytes = (text) => {
   const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
@@ -80,9 +81,8 @@ function say(form, text) {
 }
 
 async function optionsFor(form) {
-  const inline = form.dataset.optionsId && document.getElementById(form.dataset.optionsId);
-  if (inline) {
-    return JSON.parse(inline.textContent);
+  if (form.dataset.options) {
+    return JSON.parse(form.dataset.options);
   }
   const body = new URLSearchParams({ csrf_token: form.elements.csrf_token.value });
   const reply = await fetch(form.dataset.optionsUrl, {
