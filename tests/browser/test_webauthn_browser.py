@@ -135,7 +135,7 @@ def test_pages_in_chinese(browser: Browser, live: str, world: World) -> None:
     page.get_by_role("button", name="添加密钥").click()
     expect(page.get_by_role("cell", name="笔记本电脑", exact=True)).to_be_visible()
     shoot(page, "webauthn-keys-zh")
-    page.goto(f"{live}/console/operator/second-factor")
+    page.goto(f"{live}/console/second-factors")
     expect(page.get_by_role("heading", name="员工的第二因素")).to_be_visible()
     shoot(page, "webauthn-staff-rule-zh")
     page.get_by_role("button", name="退出登录").click()

@@ -212,13 +212,11 @@ PAGES: dict[tuple[str, str], Page] = {
         ALL, own=lambda w: f"/console/account/keys/{uuid.uuid4()}/remove", csrf=True
     ),
     ("POST", "/console/sign-in/key"): Page(PUBLIC, csrf=True, public_post=True),
-    ("GET", "/console/operator/second-factor"): Page(OPERATORS),
-    ("POST", "/console/operator/second-factor"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
-    ("POST", "/console/operator/second-factor/staff/{staff_id}/reset"): Page(
+    ("GET", "/console/second-factors"): Page(OPERATORS),
+    ("POST", "/console/second-factors"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("POST", "/console/second-factors/staff/{staff_id}/reset"): Page(
         frozenset({Role.OPERATOR_ADMIN}),
-        own=lambda w: (
-            f"/console/operator/second-factor/staff/{w.operators['auditor'].user_id}/reset"
-        ),
+        own=lambda w: f"/console/second-factors/staff/{w.operators['auditor'].user_id}/reset",
         csrf=True,
     ),
     ("GET", "/console/my/devices"): Page(TENANT_PEOPLE),

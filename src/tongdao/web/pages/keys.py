@@ -8,7 +8,7 @@ Your security keys (``/console/account/keys``, everyone signed in)
 The key's step of signing in (``POST /console/sign-in/key``)
     After a right password, an account with a key gets a page that asks the key; the pending
     sign-in is a cookie bound to a one-time challenge.
-Second factors for staff (``/console/operator/second-factor``, operator staff)
+Second factors for staff (``/console/second-factors``, operator staff)
     The operator's rule (the operator admin turns it on and off) and each staff member's
     factors, with a reset for a colleague who lost their key (the operator admin; not
     their own).
@@ -50,7 +50,7 @@ from tongdao.web.console import (
 from tongdao.web.i18n import N_
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-NAV = [NavItem("/console/operator/second-factor", N_("Second factors"), OPERATOR_ROLES)]
+NAV = [NavItem("/console/second-factors", N_("Second factors"), OPERATOR_ROLES)]
 PENDING_COOKIE = "tongdao_pending_sign_in"
 KEY_NOTICES = {
     "added": N_("The security key is added: signing in asks for it from now on."),
@@ -269,12 +269,12 @@ def _policy_page(
     )
 
 
-@router.get("/console/operator/second-factor")
+@router.get("/console/second-factors")
 def policy_page(view: UserViewDep, done: Annotated[str, Query(max_length=20)] = "") -> Response:
     return _policy_page(view, notice=done_notice(view, done, POLICY_NOTICES))
 
 
-@router.post("/console/operator/second-factor")
+@router.post("/console/second-factors")
 def change_policy(view: UserViewDep, form: FormDep) -> Response:
     check_csrf(view, form)
     Guard(view.ctx).require("second_factor_policy", Action.UPDATE)
@@ -286,10 +286,10 @@ def change_policy(view: UserViewDep, form: FormDep) -> Response:
         errors = {"form": translate_message(view.locale, exc.message)}
         return _policy_page(view, errors=errors, status=409)
     view.ctx.session.commit()
-    return redirect(view, f"/console/operator/second-factor?done={'on' if required else 'off'}")
+    return redirect(view, f"/console/second-factors?done={'on' if required else 'off'}")
 
 
-@router.post("/console/operator/second-factor/staff/{staff_id}/reset")
+@router.post("/console/second-factors/staff/{staff_id}/reset")
 def reset_staff(view: UserViewDep, form: FormDep, staff_id: str) -> Response:
     """A colleague lost their key: their keys and TOTP are removed and they are signed out
     everywhere (the operator admin; not their own)."""
@@ -306,7 +306,7 @@ def reset_staff(view: UserViewDep, form: FormDep, staff_id: str) -> Response:
         errors = {"form": translate_message(view.locale, exc.message)}
         return _policy_page(view, errors=errors, status=403)
     view.ctx.session.commit()
-    return redirect(view, "/console/operator/second-factor?done=reset")
+    return redirect(view, "/console/second-factors?done=reset")
 
 
 __all__ = ["NAV", "router"]
