@@ -91,6 +91,9 @@ def test_passkey_registered_and_signed_in_with(browser: Browser, live: str, worl
     stored = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
     assert len(stored["credentials"]) == 1 and stored["credentials"][0]["isResidentCredential"]
     shoot(page, "webauthn-keys-en")
+    page.goto(f"{live}/console/second-factors")
+    expect(page.get_by_role("heading", name="Second factors for staff")).to_be_visible()
+    shoot(page, "webauthn-staff-rule-en")
 
     # Signing in again: the password, then the key.
     page.get_by_role("button", name="Sign out").click()
