@@ -203,3 +203,57 @@ def test_staff_rule(runtime: Runtime, world: World) -> None:
         types = set(session.scalars(select(AuditEvent.object_type)))
     assert {"second_factors_reset", "login"} <= actions
     assert {"second_factor_policy", "webauthn_credential"} <= types
+
+
+MALFORMED: list[dict[str, Any]] = [
+    {},
+    {"rawId": 5},
+    {"rawId": "AAAA"},
+    {"rawId": "AAAA", "id": "AAAA", "type": "public-key", "response": 5},
+    {"rawId": "AAAA", "id": "AAAA", "type": "public-key", "response": {"clientDataJSON": "!!"}},
+    {
+        "rawId": "AAAA",
+        "id": "AAAA",
+        "type": "public-key",
+        "response": {"clientDataJSON": "e30", "attestationObject": "oA", "authenticatorData": "A"},
+    },
+]
+
+
+def test_malformed_answers_are_refused_not_failed(runtime: Runtime, world: World) -> None:
+    """Whatever a client sends as the key's answer: a 4xx, never a 500."""
+    # Each refused answer counts as a failed sign-in; the throttle is not what is tested here.
+    runtime.settings.login_max_failures = 100
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    email = "auditor@operator.example"
+    headers = _session(client, email)
+    key = SoftAuthenticator(origin=origin)
+    for bad in MALFORMED:
+        client.post(f"{API}/auth/webauthn/registration-options", headers=headers)
+        body = {"name": "K", "credential": bad, "current_password": PASSWORD}
+        resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+        assert resp.status_code == 422, (bad, resp.text)
+    _register(client, headers, key)
+    for bad in [
+        *MALFORMED,
+        {**key.get({"challenge": "AAAA"}), "rawId": key.get({"challenge": "A"})["rawId"]},
+    ]:
+        pending = _pending(client, email)
+        resp = _finish(client, pending["pending"], bad)
+        assert resp.status_code in (401, 422), (bad, resp.text)
+    resp = _finish(client, "tdw_" + "x" * 40, key.get({"challenge": "AAAA"}))
+    assert resp.status_code == 401
+    # A malformed answer spends the challenge too: the right answer after it is refused.
+    pending = _pending(client, email)
+    assert _finish(client, pending["pending"], {"rawId": "AAAA"}).status_code == 401
+    assert _finish(client, pending["pending"], key.get(pending["options"])).status_code == 401
+    # Same for a registration.
+    options = client.post(f"{API}/auth/webauthn/registration-options", headers=headers).json()
+    new_key = SoftAuthenticator(origin=origin)
+    body = {"name": "K2", "credential": {"rawId": "AAAA"}, "current_password": PASSWORD}
+    resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+    assert resp.status_code == 422
+    body = {"name": "K2", "credential": new_key.create(options), "current_password": PASSWORD}
+    resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+    assert resp.status_code == 422 and "expired or was already used" in resp.text

@@ -446,7 +446,7 @@ def finish_sign_in(
     that went back (possible clone)."""
     from tongdao.auth.service import SIGN_IN_FAILED, _check_throttle, _record_attempt, issue_token
 
-    text = _credential_json(credential)
+    text = credential if isinstance(credential, str) else json.dumps(credential)
     challenge = _take_challenge(ctx, SIGN_IN, _hash(pending_secret)) if pending_secret else None
     if challenge is None:
         ctx.session.commit()
@@ -462,14 +462,19 @@ def finish_sign_in(
     if user.state != UserState.ACTIVE:
         problem = "user is disabled"
     else:
-        row = ctx.session.scalar(
-            select(WebAuthnCredential).where(
-                WebAuthnCredential.user_id == user.id,
-                WebAuthnCredential.credential_id == _raw_id(text),
+        try:
+            raw_id = _raw_id(text)
+        except ValidationError:
+            problem = "security key answer is not well formed"
+        else:
+            row = ctx.session.scalar(
+                select(WebAuthnCredential).where(
+                    WebAuthnCredential.user_id == user.id,
+                    WebAuthnCredential.credential_id == raw_id,
+                )
             )
-        )
-        if row is None:
-            problem = "security key is not one of this account's"
+            if row is None:
+                problem = "security key is not one of this account's"
     if problem is None and row is not None:
         rp_id, origin = ctx.runtime.settings.webauthn_rp
         try:

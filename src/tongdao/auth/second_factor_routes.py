@@ -23,7 +23,7 @@ from tongdao.auth.second_factor_schemas import (
     WebAuthnSignIn,
 )
 from tongdao.auth.targets import staff_member, tenant_user
-from tongdao.errors import AuthenticationError, PermissionDenied
+from tongdao.errors import AuthenticationError, Conflict, PermissionDenied, ValidationError
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import User
 from tongdao.tenancy.schemas import UserPublic
@@ -101,7 +101,11 @@ def register_credential(ctx: CtxDep, body: WebAuthnRegister) -> WebAuthnCredenti
     _require_write(ctx)
     user = _me(ctx)
     service.reauthenticate(ctx, user, body.current_password)
-    row = second_factor.register(ctx, user, body.name, body.credential)
+    try:
+        row = second_factor.register(ctx, user, body.name, body.credential)
+    except (ValidationError, Conflict):
+        ctx.session.commit()  # the challenge is spent by any answer, right or wrong
+        raise
     ctx.session.commit()
     return WebAuthnCredentialPublic.model_validate(row)
 
