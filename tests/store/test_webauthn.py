@@ -5,9 +5,11 @@ that goes back (a cloned authenticator), an expired challenge; then the staff ru
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
+import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -189,6 +191,21 @@ def test_staff_rule(runtime: Runtime, world: World) -> None:
     keys = client.get(f"{API}/auth/webauthn/credentials", headers=enrol).json()["data"]
     resp = client.delete(f"{API}/auth/webauthn/credentials/{keys[0]['id']}", headers=enrol)
     assert resp.status_code == 409
+
+    # TOTP serves as well: enrolled from an enrolment-only session, then signed in with.
+    officer_email = "compliance_officer@operator.example"
+    officer = _session(client, officer_email)
+    assert client.get(f"{API}/tenants", headers=officer).status_code == 403
+    secret = client.post(f"{API}/auth/totp", headers=officer).json()["secret"]
+    body = {"code": pyotp.TOTP(secret).now(), "current_password": PASSWORD}
+    assert client.post(f"{API}/auth/totp/confirm", json=body, headers=officer).status_code == 204
+    assert client.get(f"{API}/tenants", headers=officer).status_code == 200
+    code = pyotp.TOTP(secret).at(time.time() + 30)  # the next step: a code is used once
+    login = {"email": officer_email, "password": PASSWORD, "totp_code": code}
+    resp = client.post(f"{API}/auth/login", json=login)
+    assert resp.status_code == 200, resp.text
+    totp_session = {"Authorization": f"Bearer {resp.json()['token']}"}
+    assert client.get(f"{API}/tenants", headers=totp_session).status_code == 200
 
     # A lost key: the admin resets a colleague (audited), never themselves.
     auditor_id = world.operators["auditor"].user_id
