@@ -7,7 +7,7 @@ drops the index on ``open_connections.last_active_at``, which every update had t
 (the sweep of quiet gateways now finds them by ``gateways.last_seen_at``).
 
 Revision ID: 0028_ingest_hot
-Revises: 0023_dunning
+Revises: 0026_webauthn
 Create Date: 2026-12-07 05:00:00.000000
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision: str = "0028_ingest_hot"
-down_revision: str | None = "0023_dunning"
+down_revision: str | None = "0026_webauthn"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
