@@ -25,9 +25,11 @@ function (:func:`plan`); :func:`track_report` applies it in the report's transac
 from __future__ import annotations
 
 import ipaddress
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -45,6 +47,7 @@ INACTIVITY = timedelta(minutes=5)
 STALE = timedelta(minutes=15)
 HANDSHAKE_SLACK = timedelta(minutes=3)
 SWEEP_BATCH = 1000
+_MARGIN = timedelta(minutes=1)  # for the servers' clocks when judging a copy (see track_report)
 MAX_BYTES = 2**63 - 1  # BIGINT
 
 _GATEWAYS = cast(Table, Gateway.__table__)
@@ -89,6 +92,61 @@ class Plan:
     changed: list[Conn] = field(default_factory=list)
     closed: list[Conn] = field(default_factory=list)
 
+    def after(self, before: Mapping[str, Conn]) -> dict[str, Conn]:
+        """The gateway's open sessions once the plan is applied."""
+        out = dict(before)
+        for conn in self.closed:
+            if out.get(conn.peer_key) is conn:
+                del out[conn.peer_key]
+        for conn in self.changed:
+            out[conn.peer_key] = conn
+        for conn in self.opened:
+            out[conn.peer_key] = conn
+        return out
+
+
+class _OpenCopies:
+    """Per gateway, its open sessions as of its last stored report (process-local): the
+    seq they were stored with and the sessions. Written only under the gateway's row lock,
+    by its reports (which move its seq) and by :func:`close_stale` (only once the gateway
+    has been quiet for :data:`STALE`), so a copy holds when the locked row has the seq and a
+    recent last report. Bounded by the sessions held."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[uuid.UUID, tuple[int, dict[str, Conn]]] = OrderedDict()
+        self._held = 0
+        self._limit = limit
+
+    def get(self, gateway_id: uuid.UUID, seq: int) -> dict[str, Conn] | None:
+        with self._lock:
+            entry = self._data.get(gateway_id)
+            if entry is None or entry[0] != seq:
+                return None
+            self._data.move_to_end(gateway_id)
+            return entry[1]
+
+    def put(self, gateway_id: uuid.UUID, seq: int, conns: dict[str, Conn]) -> None:
+        with self._lock:
+            old = self._data.pop(gateway_id, None)
+            if old is not None:
+                self._held -= len(old[1])
+            if len(conns) > self._limit:
+                return
+            self._data[gateway_id] = (seq, conns)
+            self._held += len(conns)
+            while self._held > self._limit:
+                _gone, (_s, dropped) = self._data.popitem(last=False)
+                self._held -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._held = 0
+
+
+OPEN_COPIES = _OpenCopies()
+
 
 def _started(handshake: datetime | None, start: datetime, end: datetime) -> datetime:
     if handshake is not None and start - HANDSHAKE_SLACK <= handshake <= end:
@@ -97,7 +155,8 @@ def _started(handshake: datetime | None, start: datetime, end: datetime) -> date
 
 
 def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: datetime) -> Plan:
-    """What a report over ``[start, end]`` does to a gateway's open sessions (pure)."""
+    """What a report over ``[start, end]`` does to a gateway's open sessions (pure: the
+    sessions given are not changed; ``changed`` holds new objects)."""
     out = Plan()
     shown: set[str] = set()
     for peer in seen:
@@ -129,12 +188,17 @@ def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: 
                 )
             )
             continue
-        # Saturating: a session's totals stay within the store's 64-bit columns.
-        cur.rx_bytes = min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES)
-        cur.tx_bytes = min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES)
-        cur.endpoint = cur.endpoint or peer.endpoint
-        cur.last_active_at = max(cur.last_active_at, end)
-        out.changed.append(cur)
+        # Saturating: a session's totals stay within the store's 64-bit columns. A new
+        # object: the planner leaves what it was given as it was (a process keeps a copy).
+        out.changed.append(
+            replace(
+                cur,
+                rx_bytes=min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES),
+                tx_bytes=min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES),
+                endpoint=cur.endpoint or peer.endpoint,
+                last_active_at=max(cur.last_active_at, end),
+            )
+        )
     for key, cur in open_.items():
         if key not in shown and end - cur.last_active_at > INACTIVITY:
             out.closed.append(cur)
@@ -228,27 +292,39 @@ def track_report(
     start: datetime,
     end: datetime,
     now: datetime,
-) -> Plan:
+    *,
+    seq: int | None = None,
+    last_seen_at: datetime | None = None,
+) -> tuple[Plan, dict[str, Conn]]:
     """Apply one report of a gateway to its sessions, in the report's transaction, which
-    holds the gateway's row lock."""
+    holds the gateway's row lock; the plan and the open sessions after it (for
+    :data:`OPEN_COPIES`, once committed). ``seq`` and ``last_seen_at`` are the locked row's:
+    with them, this process's copy is used when it holds (see :class:`_OpenCopies`)."""
     t = OPEN_CONNECTIONS
-    # No FOR UPDATE: the caller holds the gateway's row lock (see close_stale).
-    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id)).all()
-    current = {row.peer_key: _conn(row) for row in rows}
+    current: dict[str, Conn] | None = None
+    if seq is not None and last_seen_at is not None and last_seen_at >= now - STALE + _MARGIN:
+        current = OPEN_COPIES.get(gateway_id, seq)
+    if current is None:
+        # No FOR UPDATE: the caller holds the gateway's row lock (see close_stale).
+        rows = session.execute(select(t).where(t.c.gateway_id == gateway_id)).all()
+        current = {row.peer_key: _conn(row) for row in rows}
     result = plan(current, seen, start, end)
     _owners(session, result.opened)
     if result.closed:
-        session.execute(delete(t).where(t.c.id.in_([c.id for c in result.closed])))
+        # By (gateway, key): sessions opened since the copy was read have no id here.
+        for condition in in_values(session, t.c.peer_key, [c.peer_key for c in result.closed]):
+            session.execute(delete(t).where(t.c.gateway_id == gateway_id, condition))
         for conn in result.closed:
             _close(session, conn, gateway_id, pop_id)
     changed = result.changed
     update_rows(
         session,
         t,
-        ("id",),
+        ("gateway_id", "peer_key"),
         Columns(
             {
-                "id": [c.id for c in changed],
+                "gateway_id": [gateway_id] * len(changed),
+                "peer_key": [c.peer_key for c in changed],
                 "rx_bytes": [c.rx_bytes for c in changed],
                 "tx_bytes": [c.tx_bytes for c in changed],
                 "endpoint": [c.endpoint for c in changed],
@@ -278,7 +354,7 @@ def track_report(
         ),
     )
     close_stale(session, now, exclude=gateway_id)
-    return result
+    return result, result.after(current)
 
 
 def close_stale(session: Session, now: datetime, *, exclude: uuid.UUID | None = None) -> int:

@@ -106,7 +106,7 @@ from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES, error_body
 from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
-from tongdao.audit.sessions import Seen, track_report
+from tongdao.audit.sessions import OPEN_COPIES, Conn, Seen, track_report
 from tongdao.auth.permissions import Action
 from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
@@ -613,6 +613,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             Gateway.dropped_event_at,
             Gateway.dropped_held,
             Gateway.sent_version,
+            Gateway.last_seen_at,
         )
         .where(Gateway.id == gateway_id)
         .with_for_update()
@@ -649,6 +650,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
+    sessions_after: dict[str, Conn] | None = None
     if gateway.pop_id is not None:
         seen = [
             Seen(
@@ -663,8 +665,16 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             )
             for peer in peers
         ]
-        track_report(
-            session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
+        _plan, sessions_after = track_report(
+            session,
+            gateway_id,
+            gateway.pop_id,
+            seen,
+            report.period_start,
+            report.period_end,
+            now,
+            seq=seq,
+            last_seen_at=as_utc(last.last_seen_at),
         )
     rows = Columns(
         {
@@ -701,9 +711,12 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
-    if screened.before is not None:  # committed: the credits as of this seq, for the next
+    # Committed: this process's copies of the credits and open sessions as of this seq.
+    if screened.before is not None:
         screened.before.update(screened.credits)
         CREDITS.put(gateway_id, report.seq, screened.before)
+    if sessions_after is not None:
+        OPEN_COPIES.put(gateway_id, report.seq, sessions_after)
     return ReportAnswer(
         accepted=True,
         duplicate=False,
