@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
-from tongdao.store.bulk import Columns, in_values, upsert_rows
+from tongdao.store.bulk import Columns, in_values, is_postgresql, upsert_rows
 
 HOUR = timedelta(hours=1)
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
@@ -114,6 +114,13 @@ def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Colum
     upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
 
 
+# A device row's owner today (peer_ref is the device id as text; other kinds have none).
+_OWNER_SQL = (
+    "CASE WHEN u.peer_kind = 'device' THEN "
+    "(SELECT d.user_id FROM devices d WHERE d.id = CAST(u.peer_ref AS uuid)) END"
+)
+
+
 def roll_up(
     session: Session,
     gateway_id: uuid.UUID,
@@ -133,22 +140,23 @@ def roll_up(
         ref = str(peer.peer_ref)
         per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
         per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
-    owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
     same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
     peer_keys = sorted(per_peer)
     peer_sums = [per_peer[k] for k in peer_keys]
-    hourly = Columns(
-        {
-            "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
-            "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
-            "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
-            "owner_id": [
-                owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
-            ],
-            **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
-        },
-        same=same,
-    )
+    values: dict[str, list[Any]] = {
+        "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
+        "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
+        "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
+        **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
+    }
+    if is_postgresql(session):  # the owner looked up by the database, in the same statement
+        hourly = Columns(values, same=same, derived={"owner_id": _OWNER_SQL})
+    else:
+        owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
+        values["owner_id"] = [
+            owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
+        ]
+        hourly = Columns(values, same=same)
     kind_keys = sorted(per_kind)
     tenants = Columns(
         {

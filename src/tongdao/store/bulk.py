@@ -60,6 +60,9 @@ class Columns:
 
     values: Mapping[str, Sequence[Any]]
     same: Mapping[str, Any] = field(default_factory=dict)
+    # PostgreSQL only: columns computed by the database from the row, as SQL over ``u.<name>``
+    # (code, never input), e.g. a lookup the server would otherwise make a round trip for.
+    derived: Mapping[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.values.values()))) if self.values else 0
@@ -73,9 +76,10 @@ class Columns:
 
     @property
     def names(self) -> list[str]:
-        return [*self.same, *self.values]
+        return [*self.same, *self.values, *self.derived]
 
     def rows(self) -> list[dict[str, Any]]:
+        assert not self.derived, "derived columns are for PostgreSQL"
         names = list(self.values)
         return [
             {**self.same, **dict(zip(names, row, strict=True))}
@@ -97,9 +101,9 @@ def _select(table: Table, cols: Columns) -> str:
         f"CAST(string_to_array(CAST(:a_{c} AS text), :sep, :null) AS {_array_type(table, c)})"
         for c in cols.values
     )
-    return (
-        f"SELECT {', '.join([*same, 'u.*'])} FROM unnest({arrays}) AS u({', '.join(cols.values)})"  # noqa: S608
-    )
+    picked = ", ".join([*same, "u.*", *cols.derived.values()])
+    names = ", ".join(cols.values)
+    return f"SELECT {picked} FROM unnest({arrays}) AS u({names})"  # noqa: S608
 
 
 def _column_text(values: Sequence[Any]) -> str | None:
