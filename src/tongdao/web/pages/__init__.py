@@ -25,6 +25,7 @@ from tongdao.web.pages import (
     people,
     quotas,
     session,
+    sso,
 )
 
 AREAS: list[ModuleType] = [
@@ -38,6 +39,7 @@ AREAS: list[ModuleType] = [
     crossborder,
     billing,
     quotas,
+    sso,
     audit,
     me,
 ]
