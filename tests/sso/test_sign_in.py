@@ -219,7 +219,10 @@ def test_two_tenants_with_their_own_providers_never_see_each_others_users(
     with pytest.raises(SignInRefused):  # B's provider knows no such client
         at_provider(idp_b, url_b, intruder)
     # Each tenant's employee lands in their own tenant.
-    for idp, email, tenant in ((idp_a, "new@a.example", world.a), (idp_b, "new@b.example", world.b)):
+    for idp, email, tenant in (
+        (idp_a, "new@a.example", world.a),
+        (idp_b, "new@b.example", world.b),
+    ):
         response = sign_in(app, idp, idp.add_user(email))
         assert response.status_code == 303, response.text
         assert me(world, session_of(response))["tenant_id"] == str(tenant.id)

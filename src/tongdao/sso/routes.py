@@ -84,29 +84,29 @@ def claim_domain(guard: GuardDep, tenant_id: TenantId, body: DomainClaimIn) -> D
 
 
 @router.delete(
-    T + "/domains/{claim_id}",
+    T + "/domains/{object_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     operation_id="withdraw_sso_domain_claim",
 )
-def withdraw_domain_claim(guard: GuardDep, tenant_id: TenantId, claim_id: ClaimId) -> Response:
+def withdraw_domain_claim(guard: GuardDep, tenant_id: TenantId, object_id: ClaimId) -> Response:
     """Withdraw a claim (409 while the provider allows the domain). Audited."""
     tenant = guard.tenant(tenant_id)
-    claim = service.tenant_claim(guard.ctx, tenant.id, claim_id)
+    claim = service.tenant_claim(guard.ctx, tenant.id, object_id)
     guard.require("sso_domains", Action.DELETE)
     service.withdraw_claim(guard.ctx, claim)
     guard.ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(T + "/domains/{claim_id}/decision", operation_id="decide_sso_domain_claim")
+@router.post(T + "/domains/{object_id}/decision", operation_id="decide_sso_domain_claim")
 def decide_domain_claim(
-    guard: GuardDep, tenant_id: TenantId, claim_id: ClaimId, body: DomainDecisionIn
+    guard: GuardDep, tenant_id: TenantId, object_id: ClaimId, body: DomainDecisionIn
 ) -> DomainClaimPublic:
     """Approve or reject a pending claim (the compliance officer; a rejection says why). A
     domain approved for one tenant cannot be approved for another. Audited."""
     tenant = guard.tenant(tenant_id)
-    claim = service.tenant_claim(guard.ctx, tenant.id, claim_id)
+    claim = service.tenant_claim(guard.ctx, tenant.id, object_id)
     guard.require("sso_domain_decisions", Action.UPDATE)
     if holds_conflicting_duties(guard.principal.roles):
         raise PermissionDenied(DUTY_CONFLICT)
