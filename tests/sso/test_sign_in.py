@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.conftest import both_stores
-from tests.support.console import anonymous
 from tests.sso.support import API, at_provider, begin, connect, me, session_of, sign_in
+from tests.support.console import anonymous
 from tests.support.oidc_provider import IdTokenFault, OidcProvider, SignInRefused
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
@@ -211,13 +211,17 @@ def test_two_tenants_with_their_own_providers_never_see_each_others_users(
         headers=world.operators["compliance_officer"].headers,
     )
     assert resp.status_code == 409, resp.text
-    # B's provider vouches for an a.example address: it cannot sign in (to A or B).
-    intruder = idp_b.add_user("employee@a.example")
-    browser, url = begin(app, "employee@a.example")  # the form picks A's provider
+    # The form sends an a.example address to A's provider.
+    _browser, url = begin(app, "employee@a.example")
     assert url.startswith(idp_a.base_url)
-    url_b = url.replace(idp_a.base_url, idp_b.base_url)  # the intruder's provider instead
-    with pytest.raises(SignInRefused):  # B's provider knows no such client
-        at_provider(idp_b, url_b, intruder)
+    # B's provider vouches for an a.example address, through B's sign-in link: refused.
+    intruder = idp_b.add_user("employee@a.example")
+    browser = anonymous(app)
+    start = browser.get(f"/console/sign-in/sso?tenant={world.b.id}")
+    assert start.status_code == 303 and start.headers["location"].startswith(idp_b.base_url)
+    refused = browser.get(at_provider(idp_b, start.headers["location"], intruder))
+    assert refused.status_code == 401, refused.text
+    assert "a.example is not allowed" in _last_refusal(world)
     # Each tenant's employee lands in their own tenant.
     for idp, email, tenant in (
         (idp_a, "new@a.example", world.a),
