@@ -154,9 +154,13 @@ def _hash(value: str) -> str:
 
 
 def _scope(metadata: dict[str, Any], provider: SsoProvider) -> str:
+    """``openid email profile``, and ``groups`` when groups are read from the token: Okta
+    and most providers send the groups claim for that scope; Microsoft Entra ID sends it as
+    its app registration's token configuration says, and knows no such scope."""
     scopes = ["openid", "email", "profile"]
     supported = metadata.get("scopes_supported") or []
-    if provider.groups_claim and "groups" in supported:
+    entra = provider.email_trust == EmailTrust.ENTRA_EDOV
+    if provider.groups_claim and ("groups" in supported or not entra):
         scopes.append("groups")
     return " ".join(scopes)
 
