@@ -677,6 +677,24 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", T + "/quota-events"): Spec("quota_events", Action.READ),
     # --- single sign-on (issue 15) ----------------------------------------------------------
+    ("POST", "/auth/sso/begin"): Spec(
+        None,
+        anonymous=True,
+        body=lambda bench, case: {
+            "email": _email(case.actor),
+            "redirect_uri": "http://127.0.0.1:8400/callback",
+            "binding_challenge": "0" * 64,
+        },
+        also=frozenset({422}),
+        notes="422: no SSO for the address's domain (tests/sso/test_cli_sso.py)",
+    ),
+    ("POST", "/auth/sso/complete"): Spec(
+        None,
+        anonymous=True,
+        body=lambda bench, case: {"state": "forged", "code": "x", "binding_verifier": "x"},
+        also=frozenset({401}),
+        notes="401 without a live sign-in (tests/sso/test_cli_sso.py)",
+    ),
     ("GET", T + "/sso/provider"): Spec(
         "sso_providers", Action.READ, body=_with_sso_provider, notes="the body makes one"
     ),

@@ -88,6 +88,9 @@ class SsoLogin(TimestampedModel):
     nonce: Mapped[str] = mapped_column(String(100))
     verifier_sealed: Mapped[str] = mapped_column(String(300))
     redirect_uri: Mapped[str] = mapped_column(String(500))
+    # A command-line sign-in (RFC 8252): the loopback URI the console's callback hands the
+    # code on to; the CLI holds the secret whose hash is ``browser_hash``.
+    cli_redirect: Mapped[str | None] = mapped_column(String(200), default=None)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
@@ -171,14 +172,45 @@ class Started:
     browser_secret: str  # goes into the browser's cookie; only its hash is stored
 
 
-def begin(ctx: Ctx, provider: SsoProvider, redirect_uri: str) -> Started:
+def check_loopback(uri: str) -> str:
+    """A command-line client's redirect URI (RFC 8252 section 7.3): ``http`` to 127.0.0.1 or
+    [::1] with a port, no query, fragment or user; ValueError otherwise."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("must be http://127.0.0.1:<port>/<path>") from exc
+    if (
+        parts.scheme != "http"
+        or parts.hostname not in ("127.0.0.1", "::1")
+        or port is None
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+        or len(uri) > 200
+    ):
+        raise ValueError("must be http://127.0.0.1:<port>/<path>")
+    return uri
+
+
+def begin(
+    ctx: Ctx,
+    provider: SsoProvider,
+    redirect_uri: str,
+    *,
+    cli_redirect: str | None = None,
+    binding_challenge: str | None = None,
+) -> Started:
     """A new sign-in at ``provider``: the URL to send the browser to, and the browser's
-    secret that binds the sign-in to it."""
+    secret that binds the sign-in to it. A command-line client brings its own binding (the
+    SHA-256 of a secret it keeps, ``binding_challenge``) and its loopback ``cli_redirect``;
+    then no browser secret is made."""
     metadata = DISCOVERY.metadata(provider.issuer)
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(24)
     verifier = secrets.token_urlsafe(48)
-    browser = secrets.token_urlsafe(32)
+    browser = "" if binding_challenge else secrets.token_urlsafe(32)
     with OAuth2Client(
         client_id=provider.client_id,
         scope=_scope(metadata, provider),
@@ -193,7 +225,8 @@ def begin(ctx: Ctx, provider: SsoProvider, redirect_uri: str) -> Started:
         SsoLogin(
             provider_id=provider.id,
             state_hash=_hash(state),
-            browser_hash=_hash(browser),
+            browser_hash=binding_challenge.lower() if binding_challenge else _hash(browser),
+            cli_redirect=cli_redirect,
             nonce=nonce,
             verifier_sealed=ctx.runtime.cipher.seal(verifier, VERIFIER_PURPOSE),
             redirect_uri=redirect_uri,
@@ -202,6 +235,23 @@ def begin(ctx: Ctx, provider: SsoProvider, redirect_uri: str) -> Started:
     )
     ctx.session.flush()
     return Started(str(url), browser)
+
+
+def cli_hand_on(ctx: Ctx, state: str, code: str, error: str) -> str | None:
+    """For a command-line sign-in, where the console's callback sends the browser on: the
+    CLI's loopback URI with the provider's answer (the CLI finishes the sign-in itself, with
+    its secret); None for a console sign-in."""
+    target = ctx.session.scalar(
+        select(SsoLogin.cli_redirect).where(SsoLogin.state_hash == _hash(state))
+    )
+    if not target:
+        return None
+    query = {
+        "state": state,
+        **({"code": code} if code else {}),
+        **({"error": error} if error else {}),
+    }
+    return f"{target}?{urlencode(query)}"
 
 
 def _spend(ctx: Ctx, state: str, browser_secret: str) -> SsoLogin:

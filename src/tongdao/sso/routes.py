@@ -6,20 +6,26 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
-from tongdao.api.deps import GuardDep
+from tongdao.api.deps import AnonCtxDep, GuardDep
 from tongdao.api.pagination import Page
 from tongdao.auth.permissions import DUTY_CONFLICT, Action, holds_conflicting_duties
-from tongdao.errors import PermissionDenied
-from tongdao.sso import service
+from tongdao.auth.schemas import LoginResponse
+from tongdao.errors import PermissionDenied, ValidationError
+from tongdao.sso import oidc, service
 from tongdao.sso.schemas import (
     DomainClaimIn,
     DomainClaimPublic,
     DomainDecisionIn,
     ProviderIn,
     ProviderPublic,
+    SsoBegin,
+    SsoBegun,
+    SsoComplete,
 )
+from tongdao.tenancy.schemas import UserPublic
+from tongdao.tenancy.service import UserResource
 
 router = APIRouter(tags=["sso"])
 
@@ -113,3 +119,49 @@ def decide_domain_claim(
     service.decide_claim(guard.ctx, claim, body)
     guard.ctx.session.commit()
     return DomainClaimPublic.model_validate(claim)
+
+
+# --- signing in from the command line (RFC 8252 loopback redirect) ----------------------------
+
+
+@router.post("/auth/sso/begin", operation_id="begin_sso_login")
+def begin_sso_login(ctx: AnonCtxDep, body: SsoBegin) -> SsoBegun:
+    """Begin a single sign-on from a command-line client: the provider of the address's
+    domain, and the URL for the person to open. The provider sends the browser back to the
+    console, which hands the answer on to the client's loopback ``redirect_uri``; the client
+    finishes with ``POST /auth/sso/complete`` and the secret behind ``binding_challenge``."""
+    try:
+        loopback = oidc.check_loopback(body.redirect_uri)
+    except ValueError as exc:
+        raise ValidationError({"redirect_uri": str(exc)}) from exc
+    provider = service.provider_for_email(ctx, body.email)
+    if provider is None:
+        raise ValidationError({"email": "no single sign-on is set up for this address's domain"})
+    started = oidc.begin(
+        ctx,
+        provider,
+        service.redirect_uri(ctx),
+        cli_redirect=loopback,
+        binding_challenge=body.binding_challenge,
+    )
+    ctx.session.commit()
+    return SsoBegun(authorization_url=started.authorization_url, provider=provider.name)
+
+
+@router.post("/auth/sso/complete", operation_id="complete_sso_login")
+def complete_sso_login(ctx: AnonCtxDep, body: SsoComplete, request: Request) -> LoginResponse:
+    """Finish a command-line single sign-on with what the loopback address received and the
+    client's secret: a session token, or 401 (the audit log says why)."""
+    token, secret, user = oidc.complete(
+        ctx,
+        state=body.state,
+        code=body.code,
+        error=body.error,
+        browser_secret=body.binding_verifier,
+        source_ip=ctx.source_ip or "unknown",
+        user_agent=request.headers.get("user-agent"),
+    )
+    ctx.session.commit()
+    public = UserResource().to_public(ctx, user)
+    assert isinstance(public, UserPublic)
+    return LoginResponse(token=secret, expires_at=token.expires_at, user=public)

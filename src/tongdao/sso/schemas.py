@@ -105,6 +105,25 @@ class DomainClaimPublic(BaseModel):
     created_at: datetime
 
 
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
 class SsoBegin(Strict):
-    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320)] = ""
-    tenant_id: uuid.UUID | None = None
+    """A command-line sign-in (RFC 8252): the CLI listens on ``redirect_uri`` (loopback) and
+    keeps a secret whose SHA-256 (hex) is ``binding_challenge``."""
+
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
+    redirect_uri: Annotated[str, StringConstraints(max_length=200)]
+    binding_challenge: Hex64
+
+
+class SsoBegun(BaseModel):
+    authorization_url: str
+    provider: str
+
+
+class SsoComplete(Strict):
+    state: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    code: Annotated[str, StringConstraints(max_length=2000)] = ""
+    error: Annotated[str, StringConstraints(max_length=200)] = ""
+    binding_verifier: Annotated[str, StringConstraints(min_length=1, max_length=200)]

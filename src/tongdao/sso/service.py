@@ -188,6 +188,26 @@ def delete_provider(ctx: Ctx, tenant_id: uuid.UUID) -> None:
     ctx.session.flush()
 
 
+def provider_for_email(ctx: Ctx, email: str) -> SsoProvider | None:
+    """The provider of the tenant holding an approved claim to the address's domain, if it
+    is on and allows the domain."""
+    try:
+        domain = normalise_domain(email.rpartition("@")[2])
+    except ValueError:
+        return None
+    tenant_id = ctx.session.scalar(
+        select(SsoDomainClaim.tenant_id).where(
+            SsoDomainClaim.domain == domain, SsoDomainClaim.state == ClaimState.APPROVED
+        )
+    )
+    if tenant_id is None:
+        return None
+    provider = get_provider(ctx, tenant_id)
+    if provider is None or not provider.enabled or domain not in provider.allowed_domains:
+        return None
+    return provider
+
+
 # --- e-mail domain claims ---------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from tongdao.api.deps import Guard
 from tongdao.auth.permissions import DUTY_CONFLICT, Action, Role, holds_conflicting_duties
 from tongdao.errors import DomainError, PermissionDenied, ValidationError
 from tongdao.sso import oidc, service
-from tongdao.sso.models import ClaimState, EmailTrust, SsoDomainClaim, SsoProvider
+from tongdao.sso.models import ClaimState, EmailTrust, SsoProvider
 from tongdao.sso.schemas import DomainClaimIn, DomainDecisionIn, ProviderIn
 from tongdao.tenancy.models import Group, Tenant
 from tongdao.web.console import (
@@ -124,26 +124,6 @@ def _sso_page(
     )
 
 
-def _provider_for_email(view: View, email: str) -> SsoProvider | None:
-    """The provider of the tenant that holds an approved claim to the address's domain."""
-    domain = email.rpartition("@")[2].strip().lower()
-    try:
-        domain = service.normalise_domain(domain)
-    except ValueError:
-        return None
-    tenant_id = view.ctx.session.scalar(
-        select(SsoDomainClaim.tenant_id).where(
-            SsoDomainClaim.domain == domain, SsoDomainClaim.state == ClaimState.APPROVED
-        )
-    )
-    if tenant_id is None:
-        return None
-    provider = service.get_provider(view.ctx, tenant_id)
-    if provider is None or not provider.enabled or domain not in provider.allowed_domains:
-        return None
-    return provider
-
-
 def _begin(view: View, provider: SsoProvider) -> str:
     started = oidc.begin(view.ctx, provider, service.redirect_uri(view.ctx))
     view.ctx.session.commit()
@@ -186,7 +166,7 @@ def sso_begin(view: ViewDep, form: FormDep) -> Response:
     if not email or "@" not in email:
         errors = {"email": view._("enter the e-mail address of your account")}
         return _sso_page(view, email=email, errors=errors, status=422)
-    provider = _provider_for_email(view, email)
+    provider = service.provider_for_email(view.ctx, email)
     if provider is None:
         errors = {
             "email": view._(
@@ -208,7 +188,11 @@ def sso_callback(
     code: Annotated[str, Query(max_length=2000)] = "",
     error: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
-    """Where the provider sends the browser back: a session, or the refusal."""
+    """Where the provider sends the browser back: a session, or the refusal. A
+    command-line sign-in is handed on to the CLI's loopback address, which finishes it."""
+    hand_on = oidc.cli_hand_on(view.ctx, state, code, error) if state else None
+    if hand_on is not None:
+        return redirect(None, hand_on)
     try:
         _token, secret, user = oidc.complete(
             view.ctx,

@@ -130,6 +130,7 @@ def upgrade() -> None:
         sa.Column("nonce", sa.String(length=100), nullable=False),
         sa.Column("verifier_sealed", sa.String(length=300), nullable=False),
         sa.Column("redirect_uri", sa.String(length=500), nullable=False),
+        sa.Column("cli_redirect", sa.String(length=200), nullable=True),
         sa.Column("expires_at", tongdao.store.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", tongdao.store.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
