@@ -68,6 +68,7 @@ TENANT_OBJECTS = frozenset(
         "crossborder_draft",
         "crossborder_approved",
         "crossborder_document",
+        "sso_claim",
     }
 )
 
@@ -221,6 +222,38 @@ def _invoice(bench: Bench, case: Case, *, issued: bool = False) -> str:
         return bench._track(label, str(invoice.id))
 
 
+def _sso_claim(bench: Bench, case: Case) -> str:
+    """A pending e-mail domain claim of the case's tenant (made by its admin)."""
+    tenant = bench.tenant(case.obj_label)
+    data = bench.call(
+        "POST",
+        f"/tenants/{tenant.id}/sso/domains",
+        {"domain": f"d{bench.n()}.example", "evidence": "DNS TXT record tongdao=1"},
+        headers=tenant.admin.headers,
+    )
+    return bench._track(case.obj_label, data["id"])
+
+
+def _sso_provider_body(bench: Bench, case: Case) -> dict[str, Any]:
+    return {
+        "name": "Corporate IdP",
+        "issuer": "https://idp.example.com",
+        "client_id": "tongdao",
+        "client_secret": "s3cret-from-the-provider",
+    }
+
+
+def _with_sso_provider(bench: Bench, case: Case) -> None:
+    """Make sure the path's tenant has an identity provider (GET and DELETE need one)."""
+    tenant = bench.tenant(case.path_label)
+    bench.call(
+        "PUT",
+        f"/tenants/{tenant.id}/sso/provider",
+        _sso_provider_body(bench, case),
+        headers=tenant.admin.headers,
+    )
+
+
 TARGETS: dict[str, Target] = {
     "invoice": _invoice,
     "issued_invoice": lambda bench, case: _invoice(bench, case, issued=True),
@@ -228,6 +261,7 @@ TARGETS: dict[str, Target] = {
         "POST", "/billing/plans", plan_body(f"Plan {bench.n()}")
     )["id"],
     "tenant": _tenant,
+    "sso_claim": _sso_claim,
     "user": _user,
     "device": _device,
     "token": _token,
@@ -706,6 +740,48 @@ SPECS: dict[tuple[str, str], Spec] = {
         "user_limits", Action.UPDATE, "user", body=lambda bench, case: {"cap_mb": 10}
     ),
     ("GET", T + "/quota-events"): Spec("quota_events", Action.READ),
+    # --- single sign-on (issue 15) ----------------------------------------------------------
+    ("POST", "/auth/sso/begin"): Spec(
+        None,
+        anonymous=True,
+        body=lambda bench, case: {
+            "email": _email(case.actor),
+            "redirect_uri": "http://127.0.0.1:8400/callback",
+            "binding_challenge": "0" * 64,
+        },
+        also=frozenset({422}),
+        notes="422: no SSO for the address's domain (tests/sso/test_cli_sso.py)",
+    ),
+    ("POST", "/auth/sso/complete"): Spec(
+        None,
+        anonymous=True,
+        body=lambda bench, case: {"state": "forged", "code": "x", "binding_verifier": "x"},
+        also=frozenset({401}),
+        notes="401 without a live sign-in (tests/sso/test_cli_sso.py)",
+    ),
+    ("GET", T + "/sso/provider"): Spec(
+        "sso_providers", Action.READ, body=_with_sso_provider, notes="the body makes one"
+    ),
+    ("PUT", T + "/sso/provider"): Spec("sso_providers", Action.UPDATE, body=_sso_provider_body),
+    ("DELETE", T + "/sso/provider"): Spec(
+        "sso_providers", Action.DELETE, body=_with_sso_provider, notes="the body makes one"
+    ),
+    ("GET", T + "/sso/domains"): Spec("sso_domains", Action.READ),
+    ("POST", T + "/sso/domains"): Spec(
+        "sso_domains",
+        Action.CREATE,
+        body=lambda bench, case: {
+            "domain": f"c{bench.n()}.example",
+            "evidence": "DNS TXT record tongdao=1",
+        },
+    ),
+    ("DELETE", T + "/sso/domains/{object_id}"): Spec("sso_domains", Action.DELETE, "sso_claim"),
+    ("POST", T + "/sso/domains/{object_id}/decision"): Spec(
+        "sso_domain_decisions",
+        Action.UPDATE,
+        "sso_claim",
+        body=lambda bench, case: {"decision": "approve"},
+    ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
     ("GET", "/audit/verify"): Spec(
         "audit_chain", Action.READ, notes="the whole chain: operator roles that read the log"

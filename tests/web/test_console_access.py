@@ -591,6 +591,75 @@ PAGES.update(
 )
 # --- end of quotas ---------------------------------------------------------------------------
 
+# --- single sign-on: the provider, domain claims, signing in (tongdao.web.pages.sso) ---------
+_SSO_READERS = frozenset(
+    {Role.OPERATOR_ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR, Role.TENANT_ADMIN}
+)
+_SSO_ADMIN = frozenset({Role.TENANT_ADMIN})
+_ST = "/console/sso/tenants/{tenant_id}"
+
+
+def _sso_claim(world: World, tenant: str) -> str:
+    """A pending e-mail domain claim of the tenant (made through the API once per world)."""
+    fixture = world.a if tenant == "a" else world.b
+    if "sso_claim" not in fixture.data:
+        made = world.client.post(
+            f"/api/v1/tenants/{fixture.id}/sso/domains",
+            json={"domain": f"{tenant}.example", "evidence": "DNS TXT record tongdao=1"},
+            headers=fixture.admin.headers,
+        )
+        assert made.status_code == 201, made.text
+        fixture.data["sso_claim"] = made.json()["id"]
+    return f"/console/sso/tenants/{fixture.id}/domains/{fixture.data['sso_claim']}"
+
+
+PAGES.update(
+    {
+        ("GET", "/console/sign-in/sso"): Page(PUBLIC),
+        ("POST", "/console/sign-in/sso"): Page(PUBLIC, csrf=True, public_post=True),
+        ("GET", "/console/sso/callback"): Page(
+            PUBLIC, allowed_status=(401,), notes="without a live sign-in: refused (401 page)"
+        ),
+        ("GET", "/console/sso"): Page(_SSO_READERS),
+        ("GET", _ST): Page(
+            _SSO_READERS,
+            own=lambda w: f"/console/sso/tenants/{w.a.id}",
+            other=lambda w: f"/console/sso/tenants/{w.b.id}",
+        ),
+        ("POST", _ST): Page(
+            _SSO_ADMIN,
+            own=lambda w: f"/console/sso/tenants/{w.a.id}",
+            other=lambda w: f"/console/sso/tenants/{w.b.id}",
+            csrf=True,
+        ),
+        ("POST", _ST + "/provider/delete"): Page(
+            _SSO_ADMIN,
+            own=lambda w: f"/console/sso/tenants/{w.a.id}/provider/delete",
+            other=lambda w: f"/console/sso/tenants/{w.b.id}/provider/delete",
+            csrf=True,
+        ),
+        ("POST", _ST + "/domains"): Page(
+            _SSO_ADMIN,
+            own=lambda w: f"/console/sso/tenants/{w.a.id}/domains",
+            other=lambda w: f"/console/sso/tenants/{w.b.id}/domains",
+            csrf=True,
+        ),
+        ("POST", _ST + "/domains/{claim_id}/withdraw"): Page(
+            _SSO_ADMIN,
+            own=lambda w: _sso_claim(w, "a") + "/withdraw",
+            other=lambda w: _sso_claim(w, "b") + "/withdraw",
+            csrf=True,
+        ),
+        ("POST", _ST + "/domains/{claim_id}/decision"): Page(
+            frozenset({Role.COMPLIANCE_OFFICER}),
+            own=lambda w: _sso_claim(w, "a") + "/decision",
+            other=lambda w: _sso_claim(w, "b") + "/decision",
+            csrf=True,
+        ),
+    }
+)
+# --- end of single sign-on -------------------------------------------------------------------
+
 
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:

@@ -115,6 +115,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.quotas.routes import router as quotas_router
+    from tongdao.sso.routes import router as sso_router
     from tongdao.tenancy.routes import router as tenancy_router
     from tongdao.web.docs import router as docs_router
     from tongdao.web.first_run import FirstRun
@@ -195,6 +196,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         billing_router,
         quotas_router,
         crossborder_router,
+        sso_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 

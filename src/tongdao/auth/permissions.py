@@ -189,6 +189,22 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: frozenset({Action.READ, Action.CREATE, Action.UPDATE}),
     },
     "crossborder_decisions": {Role.COMPLIANCE_OFFICER: RU},
+    # Customers' own OpenID Providers (tongdao.sso): the tenant admin sets their tenant's and
+    # claims e-mail domains for it; the compliance officer decides the claims (evidence of
+    # ownership, like the customer's other papers); operator staff read.
+    "sso_providers": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: ALL,
+    },
+    "sso_domains": {
+        Role.OPERATOR_ADMIN: R,
+        Role.COMPLIANCE_OFFICER: R,
+        Role.AUDITOR: R,
+        Role.TENANT_ADMIN: _RCD,
+    },
+    "sso_domain_decisions": {Role.COMPLIANCE_OFFICER: RU},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

@@ -440,10 +440,25 @@ def login(
     ] = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
+    sso: Annotated[
+        bool,
+        typer.Option(
+            "--sso",
+            help="sign in through your company's identity provider: prints a URL to open "
+            "(loopback redirect, RFC 8252)",
+        ),
+    ] = False,
 ) -> None:
-    """Log in with email and password; saves the server and a session token."""
+    """Log in with email and password (or --sso); saves the server and a session token."""
     url = Client.resolve(server, None).server
     client = Client(url)
+    if sso:
+        if password_stdin or totp:
+            fail("--sso takes no password or TOTP code: your identity provider asks", EXIT_USAGE)
+        from tongdao.cli.sso import sso_login
+
+        _logged_in(url, sso_login(client, email), email, as_json)
+        return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -454,6 +469,10 @@ def login(
         typer.echo(f"warning: sending your password to {url} without TLS", err=True)
     body = {"email": email, "password": password, "totp_code": totp}
     answer = client.json("POST", "/auth/login", body=body)
+    _logged_in(url, answer, email, as_json)
+
+
+def _logged_in(url: str, answer: dict[str, Any], email: str, as_json: bool) -> None:
     user = answer.get("user") or {}
     path = save_credentials(
         {

@@ -41,6 +41,7 @@ from tongdao.network.models import (
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
 from tongdao.privacy.models import Consent, PrivacyNotice
 from tongdao.quotas.models import QuotaEvent, TenantLimits, UserLimits
+from tongdao.sso.models import SsoDomainClaim, SsoIdentity, SsoLogin, SsoProvider
 from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 
 __all__ = [
@@ -88,6 +89,10 @@ __all__ = [
     "SecondFactorPolicy",
     "Shareholder",
     "Site",
+    "SsoDomainClaim",
+    "SsoIdentity",
+    "SsoLogin",
+    "SsoProvider",
     "Subscription",
     "Tenant",
     "TenantLimits",

@@ -26,6 +26,7 @@ from tongdao.web.pages import (
     people,
     quotas,
     session,
+    sso,
 )
 
 AREAS: list[ModuleType] = [
@@ -39,6 +40,7 @@ AREAS: list[ModuleType] = [
     crossborder,
     billing,
     quotas,
+    sso,
     audit,
     me,
     keys,

@@ -31,6 +31,7 @@ ACTIONS: dict[str, str] = {
     "password_reset_requested": N_("Password reset requested"),
     "password_set_by_link": N_("Password set through an e-mailed link"),
     "second_factors_reset": N_("Second factors reset by an administrator"),
+    "sso_user_created": N_("User created at first single sign-on"),
     # Real-name identity.
     "verify_identity": N_("Identity verified"),
     "withdraw_identity_verification": N_("Identity verification withdrawn"),
@@ -98,6 +99,9 @@ OBJECT_KINDS: dict[str, str] = {
     "privacy_notice": N_("Privacy notice"),
     "shareholder": N_("Shareholder"),
     "site": N_("Site"),
+    "sso_domain_claim": N_("E-mail domain claim"),
+    "sso_identity": N_("Identity at the tenant's identity provider"),
+    "sso_provider": N_("Identity provider (single sign-on)"),
     "tenant": N_("Tenant"),
     "user": N_("User"),
 }
