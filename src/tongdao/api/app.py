@@ -114,6 +114,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.quotas.routes import router as quotas_router
+    from tongdao.scim.routes import install as scim_install
+    from tongdao.scim.token_routes import router as scim_tokens_router
     from tongdao.tenancy.routes import router as tenancy_router
     from tongdao.web.docs import router as docs_router
     from tongdao.web.first_run import FirstRun
@@ -193,6 +195,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         billing_router,
         quotas_router,
         crossborder_router,
+        scim_tokens_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
@@ -239,6 +242,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for console_router in CONSOLE_ROUTERS:
         app.include_router(console_router)
     app.include_router(docs_router)
+    scim_install(app)
     app.include_router(password_page_router)
     app.add_middleware(
         BodyLimit,

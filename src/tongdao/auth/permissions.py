@@ -186,6 +186,9 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: frozenset({Action.READ, Action.CREATE, Action.UPDATE}),
     },
     "crossborder_decisions": {Role.COMPLIANCE_OFFICER: RU},
+    # SCIM provisioning tokens (tongdao.scim): the tenant admin makes, lists and revokes them;
+    # operator staff who read the tenant see that they exist (never a secret).
+    "scim_tokens": {**_OP_READ, Role.OPERATOR_ADMIN: R, Role.TENANT_ADMIN: _RCD},
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

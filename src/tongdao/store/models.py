@@ -27,6 +27,7 @@ from tongdao.gateway.models import (
 )
 from tongdao.ipam.models import IpamLock
 from tongdao.jobs.models import JobLease
+from tongdao.lifetime.models import DeviceLifetime, LastSignIn, LifetimeHold
 from tongdao.mail.models import MailMessage, MailSettings
 from tongdao.network.models import (
     Device,
@@ -40,6 +41,7 @@ from tongdao.network.models import (
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
 from tongdao.privacy.models import Consent, PrivacyNotice
 from tongdao.quotas.models import QuotaEvent, TenantLimits, UserLimits
+from tongdao.scim.models import ScimGroup, ScimToken, ScimUser
 from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "CrossBorderApplication",
     "CrossBorderDocument",
     "Device",
+    "DeviceLifetime",
     "Gateway",
     "GatewayEnrolment",
     "GatewayPeer",
@@ -63,7 +66,9 @@ __all__ = [
     "InvoiceLine",
     "IpamLock",
     "JobLease",
+    "LastSignIn",
     "Licence",
+    "LifetimeHold",
     "Link",
     "LoginAttempt",
     "MailMessage",
@@ -84,6 +89,9 @@ __all__ = [
     "PrivacyNotice",
     "QuotaEvent",
     "Reminder",
+    "ScimGroup",
+    "ScimToken",
+    "ScimUser",
     "Shareholder",
     "Site",
     "Subscription",
