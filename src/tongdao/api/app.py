@@ -107,6 +107,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
     from tongdao.jobs.scheduler import Scheduler
+    from tongdao.lifetime.routes import router as lifetime_router
     from tongdao.mail.routes import router as mail_router
     from tongdao.mail.sender import mailer_of
     from tongdao.network.routes import router as network_router
@@ -196,6 +197,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         quotas_router,
         crossborder_router,
         scim_tokens_router,
+        lifetime_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 

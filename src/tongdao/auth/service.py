@@ -319,6 +319,9 @@ def login(
         user_agent=user_agent,
     )
     record(ctx.session, "login", "user", user.id, tenant_id=user.tenant_id, actor=actor)
+    from tongdao.lifetime.service import signed_in
+
+    signed_in(ctx, user)  # device lifetime: the clock starts again, held devices come back
     return token, secret, user
 
 

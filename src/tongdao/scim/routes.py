@@ -120,7 +120,7 @@ def _page(
     start = max(start_index, 1)
     size = MAX_RESULTS if count is None else min(max(count, 0), MAX_RESULTS)
     chosen = items[start - 1 : start - 1 + size]
-    listing = ListResponse[model](  # type: ignore[valid-type]
+    listing = ListResponse[model](
         total_results=len(items), start_index=start, items_per_page=len(chosen), resources=chosen
     )
     body = listing.model_dump(
@@ -194,7 +194,7 @@ def replace_user(scope: ScopeDep, user_id: str, body: JsonBody) -> Response:
 @router.patch("/Users/{user_id}")
 def patch_user(scope: ScopeDep, user_id: str, body: JsonBody) -> Response:
     current = service.read_user(scope.ctx, scope.tenant.id, user_id, scope.base)
-    operation = _parse(PatchOp[ScimUserResource], body, Context.RESOURCE_PATCH_REQUEST)
+    operation = _parse(PatchOp[ScimUserResource[Any]], body, Context.RESOURCE_PATCH_REQUEST)
     _apply_patch(operation, current)
     user = service.replace_user(
         scope.ctx, scope.tenant, user_id, current, scope.base, how="scim_patch"

@@ -163,7 +163,7 @@ def deprovision(ctx: Ctx, user: User, *, how: str) -> Deprovisioned:
 
 
 # --- users -------------------------------------------------------------------------------------
-def _email_of(resource: ScimUserResource) -> str:
+def _email_of(resource: ScimUserResource[Any]) -> str:
     emails = resource.emails or []
     chosen = next((e for e in emails if e.primary), emails[0] if emails else None)
     value = chosen.value if chosen is not None and chosen.value else resource.user_name
@@ -176,7 +176,7 @@ def _email_of(resource: ScimUserResource) -> str:
     return str(checked.email)
 
 
-def _display_name_of(resource: ScimUserResource) -> str:
+def _display_name_of(resource: ScimUserResource[Any]) -> str:
     name = resource.name
     candidates = [
         resource.display_name,
@@ -194,7 +194,7 @@ def _display_name_of(resource: ScimUserResource) -> str:
     return text
 
 
-def _attributes_of(resource: ScimUserResource) -> dict[str, Any]:
+def _attributes_of(resource: ScimUserResource[Any]) -> dict[str, Any]:
     dumped = resource.model_dump(scim_ctx=Context.DEFAULT)
     return {
         k: dumped[k]
@@ -233,7 +233,7 @@ def _groups_of(ctx: Ctx, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[
 
 def user_resource(
     user: User, link: ScimUser | None, groups: Sequence[Group], base: str
-) -> ScimUserResource:
+) -> ScimUserResource[Any]:
     attributes = link.attributes if link is not None else {}
     emails = [Email.model_validate(e) for e in attributes.get("emails") or []]
     if not any((e.value or "").lower() == user.email for e in emails):
@@ -264,7 +264,7 @@ def user_resource(
 
 def list_users(
     ctx: Ctx, tenant_id: uuid.UUID, base: str, scim_filter: str | None
-) -> list[ScimUserResource]:
+) -> list[ScimUserResource[Any]]:
     rows = _visible_users(ctx, tenant_id)
     groups = _groups_of(ctx, (u.id for u, _ in rows))
     out = [user_resource(u, link, groups.get(u.id, []), base) for u, link in rows]
@@ -275,7 +275,7 @@ def _filtered(model: Any, items: list[Any], scim_filter: str | None) -> list[Any
     if not scim_filter:
         return items
     try:
-        parsed = ScimFilter[model](scim_filter)  # type: ignore[valid-type]
+        parsed = ScimFilter[model](scim_filter)
         return [item for item in items if parsed.match(item)]
     except (ValueError, PydanticError) as exc:
         raise ScimError(400, f"filter: {exc}", "invalidFilter") from exc
@@ -295,7 +295,7 @@ def get_user(ctx: Ctx, tenant_id: uuid.UUID, user_id: str) -> tuple[User, ScimUs
     return user, link
 
 
-def read_user(ctx: Ctx, tenant_id: uuid.UUID, user_id: str, base: str) -> ScimUserResource:
+def read_user(ctx: Ctx, tenant_id: uuid.UUID, user_id: str, base: str) -> ScimUserResource[Any]:
     user, link = get_user(ctx, tenant_id, user_id)
     return user_resource(user, link, _groups_of(ctx, [user.id]).get(user.id, []), base)
 
@@ -319,8 +319,8 @@ def _email_free(ctx: Ctx, email: str, own: uuid.UUID | None = None) -> None:
 
 
 def create_user(
-    ctx: Ctx, tenant: Tenant, resource: ScimUserResource, base: str
-) -> ScimUserResource:
+    ctx: Ctx, tenant: Tenant, resource: ScimUserResource[Any], base: str
+) -> ScimUserResource[Any]:
     if not resource.user_name or not resource.user_name.strip():
         raise ScimError(400, "userName is required", "invalidValue")
     user_name = resource.user_name.strip()
@@ -358,8 +358,8 @@ def _external_id(value: str | None) -> str | None:
 
 
 def replace_user(
-    ctx: Ctx, tenant: Tenant, user_id: str, resource: ScimUserResource, base: str, *, how: str
-) -> ScimUserResource:
+    ctx: Ctx, tenant: Tenant, user_id: str, resource: ScimUserResource[Any], base: str, *, how: str
+) -> ScimUserResource[Any]:
     """PUT, and the end of a PATCH (the patched resource is stored the same way)."""
     user, link = get_user(ctx, tenant.id, user_id)
     if not resource.user_name or not resource.user_name.strip():
