@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lark.exceptions import LarkError
 from pydantic import ValidationError as PydanticError
 from scim2_models import (
     Context,
@@ -34,6 +35,7 @@ from scim2_models import (
     GroupMembership,
     Meta,
     Name,
+    SCIMException,
     ScimFilter,
 )
 from scim2_models import Group as ScimGroupResource
@@ -277,8 +279,12 @@ def _filtered(model: Any, items: list[Any], scim_filter: str | None) -> list[Any
     try:
         parsed = ScimFilter[model](scim_filter)
         return [item for item in items if parsed.match(item)]
-    except (ValueError, PydanticError) as exc:
-        raise ScimError(400, f"filter: {exc}", "invalidFilter") from exc
+    except SCIMException as exc:
+        raise ScimError(400, f"filter: {exc.detail or exc}", "invalidFilter") from exc
+    except (ValueError, PydanticError, LarkError) as exc:
+        # The parser's message names the position; its list of expected tokens is noise.
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ScimError(400, f"filter: {first}", "invalidFilter") from exc
 
 
 def get_user(ctx: Ctx, tenant_id: uuid.UUID, user_id: str) -> tuple[User, ScimUser | None]:
