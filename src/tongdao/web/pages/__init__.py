@@ -18,6 +18,7 @@ from tongdao.web.pages import (
     compliance,
     compliance_watch,
     crossborder,
+    identity,
     ledger,
     me,
     network,
@@ -38,6 +39,7 @@ AREAS: list[ModuleType] = [
     crossborder,
     billing,
     quotas,
+    identity,
     audit,
     me,
 ]
