@@ -26,8 +26,8 @@ def scim_url(request: Request) -> str:
 @router.get("/tenants/{tenant_id}/scim-tokens", tags=["scim"], operation_id="list_scim_tokens")
 def list_tokens(guard: GuardDep, tenant_id: TenantId) -> Page[ScimTokenPublic]:
     """The tenant's SCIM tokens, newest first (live and revoked; never a secret)."""
-    guard.require("scim_tokens", Action.READ)
     tenant = guard.tenant(tenant_id)
+    guard.require("scim_tokens", Action.READ)
     rows = [ScimTokenPublic.model_validate(t) for t in service.tokens(guard.ctx, tenant.id)]
     return Page(data=rows, count=len(rows))
 
@@ -42,8 +42,8 @@ def create_token(
     guard: GuardDep, tenant_id: TenantId, body: ScimTokenCreate, request: Request
 ) -> ScimTokenCreated:
     """A new SCIM token: the secret is in this answer only (it is stored hashed)."""
-    guard.require("scim_tokens", Action.CREATE)
     tenant = guard.tenant(tenant_id)
+    guard.require("scim_tokens", Action.CREATE)
     token, secret = service.create_token(guard.ctx, tenant, body.name)
     public = ScimTokenPublic.model_validate(token)
     guard.ctx.session.commit()
@@ -59,8 +59,8 @@ def create_token(
 )
 def revoke_token(guard: GuardDep, tenant_id: TenantId, token_id: TokenId) -> Response:
     """Revoke a SCIM token; the identity provider is refused from now on."""
-    guard.require("scim_tokens", Action.DELETE)
     tenant = guard.tenant(tenant_id)
+    guard.require("scim_tokens", Action.DELETE)
     token = service.get_token(guard.ctx, tenant.id, token_id)
     service.revoke_token(guard.ctx, token)
     guard.ctx.session.commit()

@@ -107,11 +107,12 @@ def _page(
         if holds
         else {}
     )
-    emails = dict(
-        view.ctx.session.execute(
+    emails = {
+        row.id: row.email
+        for row in view.ctx.session.execute(
             select(User.id, User.email).where(User.tenant_id == tenant.id)
-        ).tuples()
-    )
+        )
+    }
     shown = values or {"days": str(setting.days) if setting else ""}
     return render(
         view,
