@@ -47,7 +47,7 @@ from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Action, Role, allowed
 from tongdao.auth.webauthn_models import WebAuthnCredential
 from tongdao.runtime import Ctx
-from tongdao.tenancy.models import User
+from tongdao.tenancy.models import Tenant, User
 from tongdao.testing.keys import public_key
 
 READ_ONLY = frozenset({"read"})
@@ -69,6 +69,7 @@ TENANT_OBJECTS = frozenset(
         "crossborder_approved",
         "crossborder_document",
         "sso_claim",
+        "scim_token",
     }
 )
 
@@ -254,7 +255,24 @@ def _with_sso_provider(bench: Bench, case: Case) -> None:
     )
 
 
+def _scim_token(bench: Bench, case: Case) -> str:
+    """A fresh SCIM token of the case's object tenant."""
+    from tongdao.scim import service as scim
+
+    label = case.obj_label
+    runtime = bench.world.runtime
+    with runtime.db.session() as session:
+        tenant = session.get(Tenant, bench.tenant(label).id)
+        assert tenant is not None
+        token, _secret = scim.create_token(
+            Ctx(session=session, runtime=runtime), tenant, f"idp {bench.n()}"
+        )
+        session.commit()
+        return bench._track(label, str(token.id))
+
+
 TARGETS: dict[str, Target] = {
+    "scim_token": _scim_token,
     "invoice": _invoice,
     "issued_invoice": lambda bench, case: _invoice(bench, case, issued=True),
     "plan": lambda bench, case: bench.call(
@@ -781,6 +799,16 @@ SPECS: dict[tuple[str, str], Spec] = {
         Action.UPDATE,
         "sso_claim",
         body=lambda bench, case: {"decision": "approve"},
+    ),
+    # --- SCIM tokens and device lifetime (issue 15) ----------------------------------------
+    ("GET", T + "/scim-tokens"): Spec("scim_tokens", Action.READ),
+    ("POST", T + "/scim-tokens"): Spec(
+        "scim_tokens", Action.CREATE, body=lambda bench, case: {"name": f"idp {bench.n()}"}
+    ),
+    ("DELETE", T + "/scim-tokens/{token_id}"): Spec("scim_tokens", Action.DELETE, "scim_token"),
+    ("GET", T + "/device-lifetime"): Spec("device_lifetime", Action.READ),
+    ("PUT", T + "/device-lifetime"): Spec(
+        "device_lifetime", Action.UPDATE, body=lambda bench, case: {"days": 30}
     ),
     ("GET", "/audit/events"): Spec("audit", Action.READ),
     ("GET", "/audit/verify"): Spec(

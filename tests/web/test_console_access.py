@@ -661,6 +661,59 @@ PAGES.update(
 # --- end of single sign-on -------------------------------------------------------------------
 
 
+# --- identity: SCIM tokens, device lifetime (tongdao.web.pages.identity) ---------------------
+_ID_READERS = OPERATORS | {Role.TENANT_ADMIN}
+_ID_ADMIN = frozenset({Role.TENANT_ADMIN})
+_IT = "/console/identity/tenants/{tenant_id}"
+
+
+def _scim_token(world: World, tenant: str) -> str:
+    """A SCIM token of the tenant, made through the API once per world."""
+    fixture = world.a if tenant == "a" else world.b
+    if "scim_token" not in fixture.data:
+        resp = world.client.post(
+            f"/api/v1/tenants/{fixture.id}/scim-tokens",
+            json={"name": "Okta"},
+            headers=fixture.admin.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        fixture.data["scim_token"] = resp.json()["token"]["id"]
+    return f"/console/identity/tenants/{fixture.id}/scim-tokens/{fixture.data['scim_token']}"
+
+
+PAGES.update(
+    {
+        ("GET", "/console/identity"): Page(_ID_READERS),
+        ("GET", _IT): Page(
+            _ID_READERS,
+            own=lambda w: f"/console/identity/tenants/{w.a.id}",
+            other=lambda w: f"/console/identity/tenants/{w.b.id}",
+        ),
+        ("POST", _IT + "/scim-tokens"): Page(
+            _ID_ADMIN,
+            own=lambda w: f"/console/identity/tenants/{w.a.id}/scim-tokens",
+            other=lambda w: f"/console/identity/tenants/{w.b.id}/scim-tokens",
+            csrf=True,
+            allowed_status=(200, 303, 422),
+            notes="the secret is shown in the answer; an empty name is 422",
+        ),
+        ("POST", _IT + "/scim-tokens/{token_id}/revoke"): Page(
+            _ID_ADMIN,
+            own=lambda w: _scim_token(w, "a") + "/revoke",
+            other=lambda w: _scim_token(w, "b") + "/revoke",
+            csrf=True,
+        ),
+        ("POST", _IT + "/device-lifetime"): Page(
+            _ID_ADMIN,
+            own=lambda w: f"/console/identity/tenants/{w.a.id}/device-lifetime",
+            other=lambda w: f"/console/identity/tenants/{w.b.id}/device-lifetime",
+            csrf=True,
+        ),
+    }
+)
+# --- end of identity -------------------------------------------------------------------------
+
+
 def console_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     try:
         from fastapi.routing import iter_route_contexts

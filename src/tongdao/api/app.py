@@ -108,6 +108,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.gateway.routes import router as gateway_router
     from tongdao.gateway.usage import router as usage_router
     from tongdao.jobs.scheduler import Scheduler
+    from tongdao.lifetime.routes import router as lifetime_router
     from tongdao.mail.routes import router as mail_router
     from tongdao.mail.sender import mailer_of
     from tongdao.network.routes import router as network_router
@@ -115,6 +116,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.operator.routes import router as operator_router
     from tongdao.privacy.routes import router as privacy_router
     from tongdao.quotas.routes import router as quotas_router
+    from tongdao.scim.routes import install as scim_install
+    from tongdao.scim.token_routes import router as scim_tokens_router
     from tongdao.sso.routes import router as sso_router
     from tongdao.tenancy.routes import router as tenancy_router
     from tongdao.web.docs import router as docs_router
@@ -197,6 +200,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         quotas_router,
         crossborder_router,
         sso_router,
+        scim_tokens_router,
+        lifetime_router,
     ):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
@@ -243,6 +248,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for console_router in CONSOLE_ROUTERS:
         app.include_router(console_router)
     app.include_router(docs_router)
+    scim_install(app)
     app.include_router(password_page_router)
     app.add_middleware(
         BodyLimit,

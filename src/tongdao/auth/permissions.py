@@ -205,6 +205,17 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.TENANT_ADMIN: _RCD,
     },
     "sso_domain_decisions": {Role.COMPLIANCE_OFFICER: RU},
+    # SCIM provisioning tokens (tongdao.scim): the tenant admin makes, lists and revokes them;
+    # operator staff who read the tenant see that they exist (never a secret).
+    "scim_tokens": {**_OP_READ, Role.OPERATOR_ADMIN: R, Role.TENANT_ADMIN: _RCD},
+    # A tenant's device lifetime (tongdao.lifetime): its admin sets it; everyone in the
+    # tenant and operator staff who read it see it.
+    "device_lifetime": {
+        **_OP_READ,
+        Role.OPERATOR_ADMIN: R,
+        Role.TENANT_ADMIN: RU,
+        Role.EMPLOYEE: R,
+    },
     # Privacy notices: published by the operator, read by everyone who signs in.
     "notices": {
         Role.OPERATOR_ADMIN: _RC,

@@ -531,4 +531,7 @@ def finish_sign_in(
         after={"second_factor": WEBAUTHN},
         actor=actor,
     )
+    from tongdao.lifetime.service import signed_in
+
+    signed_in(ctx, user)  # device lifetime: the clock starts again, held devices come back
     return token, secret, user

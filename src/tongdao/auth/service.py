@@ -361,6 +361,9 @@ def login(
         after={"second_factor": factor} if factor else None,
         actor=actor,
     )
+    from tongdao.lifetime.service import signed_in
+
+    signed_in(ctx, user)  # device lifetime: the clock starts again, held devices come back
     return token, secret, user
 
 

@@ -801,6 +801,7 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to the ``tongdao`` app."""
     from tongdao.cli import (
         kyc,  # vetting and licence commands, built on this module
+        lifetime,  # device lifetime
         mail,  # password resets, the SMTP relay
         privacy,  # identity, consents, personal data, notices
         quotas_client,  # transfer caps and bandwidth limits
@@ -820,6 +821,7 @@ def register(app: typer.Typer) -> None:
         sub = crud_app(spec)
         if spec.name == "devices":
             sub.command("config")(device_config)
+            lifetime.add_device_commands(sub)  # expire
         if spec.name == "users":
             privacy.add_user_commands(sub)  # identity, consents, export, erase
             sub.command("unlock-sign-in")(unlock_sign_in)
@@ -828,6 +830,7 @@ def register(app: typer.Typer) -> None:
         if spec.name == "tenants":
             kyc.add_tenant_commands(sub)
             quotas_client.add_tenant_commands(sub)  # limits, quota-events
+            lifetime.add_tenant_commands(sub)  # device-lifetime
         app.add_typer(sub, name=spec.name)
     app.add_typer(declarations_app, name="declarations")
     app.add_typer(privacy.notices_app, name="notices")

@@ -11,6 +11,9 @@ Jobs:
   blocks (:mod:`tongdao.quotas.jobs`); ``tongdao quotas lift`` runs the same job.
 * ``billing.reminders``: reminders for overdue invoices at 1, 7 and 30 days past due, each
   once (:mod:`tongdao.billing.dunning`); ``tongdao billing remind`` runs the same job.
+* ``devices.lifetime``: devices whose user has not signed in for the tenant's device lifetime
+  leave the gateways (:mod:`tongdao.lifetime.service`); ``tongdao devices expire`` runs the
+  same job.
 * ``usage.retention``: once per Asia/Shanghai day, old raw usage reports and ledger hours go
   and monthly partitions are made ahead (:mod:`tongdao.gateway.retention`); ``tongdao usage
   retention`` runs the same job.
@@ -109,6 +112,7 @@ class Scheduler:
             self.usage_retention,
             self.quotas,
             self.crossborder,
+            self.device_lifetime,
             self.compliance,
             self.anchor,
         ]
@@ -151,6 +155,14 @@ class Scheduler:
         try:
             return run_crossborder_job(self.runtime, self.holder)
         except LeaseHeld:
+            return None
+
+    def device_lifetime(self) -> object:
+        from tongdao.lifetime import service as lifetime
+
+        try:
+            return lifetime.run_job(self.runtime, self.holder)
+        except lifetime.LeaseHeld:
             return None
 
     def compliance(self) -> object:

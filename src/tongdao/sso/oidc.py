@@ -529,6 +529,9 @@ def complete(
         after={"method": "sso", "issuer": claims["iss"], "subject": claims["sub"]},
         actor=actor,
     )
+    from tongdao.lifetime.service import signed_in
+
+    signed_in(ctx, user)  # device lifetime: the clock starts again, held devices come back
     return session_token, secret, user
 
 

@@ -28,6 +28,7 @@ from tongdao.gateway.models import (
 )
 from tongdao.ipam.models import IpamLock
 from tongdao.jobs.models import JobLease
+from tongdao.lifetime.models import DeviceLifetime, LastSignIn, LifetimeHold
 from tongdao.mail.models import MailMessage, MailSettings
 from tongdao.network.models import (
     Device,
@@ -41,6 +42,7 @@ from tongdao.network.models import (
 from tongdao.operator.models import Licence, OperatorProfile, Shareholder
 from tongdao.privacy.models import Consent, PrivacyNotice
 from tongdao.quotas.models import QuotaEvent, TenantLimits, UserLimits
+from tongdao.scim.models import ScimGroup, ScimToken, ScimUser
 from tongdao.sso.models import SsoDomainClaim, SsoIdentity, SsoLogin, SsoProvider
 from tongdao.tenancy.models import Group, GroupMember, Tenant, User
 
@@ -56,6 +58,7 @@ __all__ = [
     "CrossBorderApplication",
     "CrossBorderDocument",
     "Device",
+    "DeviceLifetime",
     "Gateway",
     "GatewayEnrolment",
     "GatewayPeer",
@@ -65,7 +68,9 @@ __all__ = [
     "InvoiceLine",
     "IpamLock",
     "JobLease",
+    "LastSignIn",
     "Licence",
+    "LifetimeHold",
     "Link",
     "LoginAttempt",
     "MailMessage",
@@ -86,6 +91,9 @@ __all__ = [
     "PrivacyNotice",
     "QuotaEvent",
     "Reminder",
+    "ScimGroup",
+    "ScimToken",
+    "ScimUser",
     "SecondFactorPolicy",
     "Shareholder",
     "Site",

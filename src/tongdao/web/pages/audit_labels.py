@@ -58,6 +58,10 @@ ACTIONS: dict[str, str] = {
     "compliance_breach_resolved": N_("Compliance breach resolved"),
     "compliance_suspend": N_("Tenant suspended at the end of a compliance grace period"),
     "compliance_lift": N_("Compliance suspension lifted"),
+    # Provisioning from the tenant's identity provider (tongdao.scim) and device lifetime.
+    "scim_deprovisioned": N_("Leaver deprovisioned through SCIM (signed out, devices revoked)"),
+    "device_lifetime_expired": N_("Device disabled: its user did not sign in within the lifetime"),
+    "device_lifetime_restored": N_("Device enabled again: its user signed in"),
 }
 
 OBJECT_KINDS: dict[str, str] = {
@@ -86,6 +90,11 @@ OBJECT_KINDS: dict[str, str] = {
     "licence": N_("Licence"),
     "quota_event": N_("Quota event (80% or 100% of a cap)"),
     "tenant_limits": N_("Tenant's transfer caps and bandwidth limits"),
+    "scim_token": N_("SCIM provisioning token"),
+    "scim_user": N_("User as provisioned through SCIM"),
+    "scim_group": N_("Group as provisioned through SCIM"),
+    "device_lifetime": N_("Device lifetime setting"),
+    "device_lifetime_hold": N_("Device held off the gateways by the device lifetime"),
     "user_limits": N_("User's transfer cap and bandwidth limit"),
     "link": N_("Network link"),
     "mail_settings": N_("Mail settings"),

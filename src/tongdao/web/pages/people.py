@@ -39,6 +39,7 @@ from tongdao.auth.targets import tenant_user
 from tongdao.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
 from tongdao.gateway.usage import tenant_usage
+from tongdao.lifetime.service import held as lifetime_held
 from tongdao.network.models import Device, DeviceState, Pop
 from tongdao.network.schemas import DeviceFilters, DeviceUpdate
 from tongdao.network.service import DeviceResource
@@ -840,6 +841,7 @@ def _device_page(
             "owner": session.get(User, device.user_id),
             "pop": pop,
             "presence": presence(guard, [device])[device.id],
+            "lifetime_hold": lifetime_held(view.ctx, [device.id]).get(device.id),
             "tenant_name": _tenant_names(view, {device.tenant_id})[device.tenant_id],
             "can_revoke": guard.principal.can("devices", Action.UPDATE)
             and device.state != DeviceState.REVOKED,
