@@ -12,8 +12,8 @@ public endpoint (source IP:port). For the peers that are people's devices and te
 * it **ends** at the end of the last period that showed the peer, once the peer was absent
   for :data:`INACTIVITY` (judged on the gateway's own report periods), when the peer shows up
   from another endpoint (roaming: a new session starts) or for another device / tenant, and,
-  for a gateway that stopped reporting altogether, when any other report arrives more than
-  :data:`STALE` after the session's last activity.
+  for a gateway that stopped reporting altogether, when another gateway's report arrives more
+  than :data:`STALE` after that gateway's last report (by the server's clock).
 
 Open sessions are control-plane state (``open_connections``, not chained); an ended session
 becomes one chained audit record of kind ``session`` (action ``connection``): tenant, user
