@@ -168,7 +168,7 @@ def test_tenant_cap_throttles_sites_and_devices_and_rates_are_per_user(
         headers=world.a.admin.headers,
     )
     assert mine.status_code == 201, mine.text
-    body = {"tenant_cap_mb": 2, "user_rate_mbps": 50, "over_cap": "throttle", "throttle_mbps": 2}
+    body = {"tenant_cap_mb": 2, "user_rate_mbps": 50, "over_cap": "throttle", "throttle_mbps": 20}
     assert limits(world, body).status_code == 200
     # The admin holds one user to less (within the tenant's 50).
     resp = user_limits(world, world.a.employee.user_id, {"rate_mbps": 10})
@@ -185,9 +185,14 @@ def test_tenant_cap_throttles_sites_and_devices_and_rates_are_per_user(
     assert world.client.post(REPORTS, json=body, headers=gw).json()["stored"] == 1
     assert events(runtime) == [("tenant", 80), ("tenant", 100)]
     desired = state(world, gw)
-    for ref in (dev["id"], mine.json()["id"]):
-        held = device_peer(desired, ref)
-        assert (held.blocked, held.rate_mbps, held.limit_group) == (False, 2, "tenant")
+    # Throttled, and each user keeps the stricter of their own limit and the throttle: the
+    # employee's 10 still holds under the tenant's 20 (both policers apply), and the admin's
+    # 50 gives way to the 20 all the tenant's peers share.
+    held = device_peer(desired, dev["id"])
+    assert (held.blocked, held.rate_mbps, held.limit_group) == (False, 10, str(first.limit_group))
+    assert held.tenant_rate_mbps == 20
+    held = device_peer(desired, mine.json()["id"])
+    assert (held.blocked, held.rate_mbps, held.tenant_rate_mbps) == (False, 50, 20)
     view = world.client.get(f"{API}/tenants/{world.a.id}/limits", headers=world.a.admin.headers)
     assert view.json()["enforced"] is True and view.json()["used_bytes"] == 2_500_000
     # Metrics: counted, no tenant or person in a label.
