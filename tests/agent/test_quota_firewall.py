@@ -107,9 +107,7 @@ def test_a_throttled_tenant_adds_a_shared_policer_on_top_of_each_users_own() -> 
     shared = {e[0]["concat"][1]["prefix"]["addr"]: e[1] for e in elements["quota_t_dn6"]}
     assert shared == {"fd00:1::2": "t0_dn", "fd00:1::3": "t0_dn", "fd00:1::4": "t0_dn"}
     # Both policers are on the packet path: the user's first, then the tenant's.
-    rules = [
-        json.dumps(i["add"]["rule"]) for i in batch["nftables"] if "rule" in i.get("add", {})
-    ]
+    rules = [json.dumps(i["add"]["rule"]) for i in batch["nftables"] if "rule" in i.get("add", {})]
     quota = [r for r in rules if f'"chain": "{fw.QUOTA_CHAIN}"' in r]
     maps = [m for r in quota for m in ("@quota_up4", "@quota_t_up4") if f'"{m}"' in r]
     assert maps == ["@quota_up4", "@quota_t_up4"]

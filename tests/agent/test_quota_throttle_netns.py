@@ -47,7 +47,9 @@ def test_the_kernel_holds_a_user_limit_and_the_tenant_throttle_both(netns: str) 
         ]
     )
     fw.apply_ruleset(batch, netns=netns)
-    listed: dict[str, Any] = json.loads(sh("ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset"))
+    listed: dict[str, Any] = json.loads(
+        sh("ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset")
+    )
     items = listed["nftables"]
     limits = {i["limit"]["name"]: i["limit"] for i in items if "limit" in i}
     assert limits["q0_up"]["rate"] == 10 * 125_000 and limits["q0_up"]["inv"] is True

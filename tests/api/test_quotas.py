@@ -291,7 +291,7 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
                     period_end=end,
                 ),
             )
-        fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], now)
+        fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], end)
         assert sorted(e.level for e in fired) == [80, 100]
         session.commit()
     assert device_peer(state(world, gw), dev["id"]).blocked is True
@@ -311,6 +311,33 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
     assert "0 blocks" in out.output
     with runtime.db.session() as session:
         assert service.month_to_date(session, world.a.id, month=service.month_of(later)) == 0
+
+
+def test_a_late_report_counts_in_the_month_it_measured(world: World, runtime: Runtime) -> None:
+    """A report for 23:59 on 30 November (Beijing) that the server stores at 00:00:30 on
+    1 December: its bytes are November's in the ledger, so its cap event is November's too
+    (the server clock's month would find December empty and fire nothing)."""
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    assert limits(world, {"user_cap_mb": 2}).status_code == 200
+    state(world, gw)  # the gateway was sent the device's peer
+    arrived = datetime(2026, 11, 30, 16, 0, 30, tzinfo=UTC)  # 00:00:30 on 1 December
+    runtime.clock = lambda: arrived
+    with runtime.db.session() as session:  # enrolled an hour before
+        session.scalars(select(Gateway)).one().created_at = arrived - timedelta(hours=1)
+        session.commit()
+    end = datetime(2026, 11, 30, 15, 59, 30, tzinfo=UTC)  # 23:59:30 on 30 November
+    body = report(1, [peer(world.a.id, dev["id"], 2_500_000, 0, key=dev["public_key"])], end=end)
+    resp = world.client.post(REPORTS, json=body, headers=gw)
+    assert resp.status_code == 200 and resp.json()["stored"] == 1, resp.text
+    with runtime.db.session(write=False) as session:
+        rows = session.execute(
+            select(QuotaEvent.month, QuotaEvent.level).order_by(QuotaEvent.level)
+        )
+        assert [(str(m), int(lv)) for m, lv in rows] == [("2026-11", 80), ("2026-11", 100)]
+    assert service.report_month(end) == "2026-11"
+    assert service.report_month(datetime(2026, 11, 30, 16, 0, tzinfo=UTC)) == "2026-11"
+    assert service.report_month(datetime(2026, 11, 30, 16, 0, 1, tzinfo=UTC)) == "2026-12"
 
 
 def test_overshoot_stays_within_the_bound(world: World, runtime: Runtime) -> None:

@@ -661,7 +661,9 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             session.execute(insert(UsageRecord), rows)
             _save_credits(session, gateway_id, screened)
             roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
-            check_report(ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], now)
+            check_report(
+                ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], report.period_end
+            )
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 
 from tongdao.billing import money
 from tongdao.errors import ValidationError
+from tongdao.gateway.ledger import hour_of
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
@@ -247,11 +248,19 @@ def _evaluate(
             event.used_bytes, event.cap_bytes = used, cap
 
 
+def report_month(period_end: datetime) -> str:
+    """The Asia/Shanghai month a report counts in: that of the ledger hour holding its period's
+    end (:func:`tongdao.gateway.ledger.hour_of`), as :func:`month_to_date` counts it."""
+    return month_of(hour_of(period_end))
+
+
 def check_report(
-    ctx: Ctx, rows: Iterable[tuple[uuid.UUID, str, str]], now: datetime
+    ctx: Ctx, rows: Iterable[tuple[uuid.UUID, str, str]], period_end: datetime
 ) -> list[QuotaEvent]:
     """After a report's rows ``(tenant, peer kind, peer ref)`` were stored: write the events of
-    the caps they made reach 80% or 100% this month. Only tenants with limits cost a query."""
+    the caps they made reach 80% or 100% in the month of the report's period (not the server
+    clock's: a report for 23:59:30 on the last day that arrives after midnight counts in the
+    month it measured). Only tenants with limits cost a query."""
     by_tenant: dict[uuid.UUID, set[str]] = defaultdict(set)
     for tenant_id, kind, ref in rows:
         refs = by_tenant[tenant_id]
@@ -273,7 +282,7 @@ def check_report(
             .distinct()
         )
     )
-    month = month_of(now)
+    month = report_month(period_end)
     fired: list[QuotaEvent] = []
     for tenant_id in sorted(set(limited) | overridden):
         limits = limited.get(tenant_id)
