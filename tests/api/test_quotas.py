@@ -4,6 +4,7 @@ and the peers' limits in every serving PoP's desired state."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,8 +31,10 @@ from tongdao.quotas import service
 from tongdao.quotas.jobs import run_month_job
 from tongdao.quotas.models import QuotaEvent
 from tongdao.runtime import Ctx, Runtime
+from tongdao.tenancy.models import User
 
 API = "/api/v1"
+CJK = re.compile(r"[\u4e00-\u9fff]")
 MB = 1_000_000
 
 
@@ -97,6 +100,10 @@ def test_user_cap_fires_once_blocks_everywhere_and_a_raised_cap_lifts(
     world: World, runtime: Runtime, smtp: SmtpServer
 ) -> None:
     use_relay(world, smtp.port)
+    with runtime.db.session() as session:  # the tenant's admin reads Chinese, the staff English
+        admin = session.scalars(select(User).where(User.email == "tenant_admin@a.example")).one()
+        admin.language = "zh_CN"
+        session.commit()
     _pop, gw = serving_gateway(world)
     other = enrol(world, make_pop(world, "sh", region="CN-SH", host="198.51.100.11"))
     dev = device(world)
@@ -120,12 +127,18 @@ def test_user_cap_fires_once_blocks_everywhere_and_a_raised_cap_lifts(
     assert events(runtime) == [(str(employee), 80)]
     got = smtp.wait_for("tenant_admin@a.example")
     assert "80%" in got.text and "employee@a.example" in got.text
+    # Each in their own language, not one bilingual text.
+    assert "流量已超过上限的 80%" in got.text and "Traffic" not in got.text
+    assert "本月流量已超过上限的 80%" in str(got.message["Subject"])
+    clerk = smtp.wait_for("billing_clerk@operator.example")
+    assert "passed 80% of their monthly transfer cap" in str(clerk.message["Subject"])
+    assert "Traffic continues" in clerk.text and not CJK.search(clerk.text)
     smtp.wait_for("operator_admin@operator.example")
-    smtp.wait_for("billing_clerk@operator.example")
     assert device_peer(state(world, gw), dev["id"]).blocked is False
     send(3, 300_000, 0, end + timedelta(seconds=60))  # 110%: blocked on both PoPs
     assert events(runtime) == [(str(employee), 80), (str(employee), 100)]
-    smtp.wait_for("tenant_admin@a.example", count=2)
+    reached = smtp.wait_for("tenant_admin@a.example", count=2)
+    assert "已按租户的限额设置在各网关上阻断或限速" in reached.text
     for gateway in (gw, other):
         assert device_peer(state(world, gateway), dev["id"]).blocked is True
     send(4, 100_000, 0, end + timedelta(seconds=90))  # more: no further event or mail

@@ -116,7 +116,14 @@ from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.ledger import roll_up
 from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
-from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, shanghai_report_day, utc_instant
+from tongdao.gateway.periods import (
+    Instant,
+    as_utc,
+    exact_sum,
+    joined,
+    shanghai_report_day,
+    utc_instant,
+)
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
 from tongdao.network.models import Device, Pop, Site
