@@ -1,5 +1,5 @@
-"""Usage periods as both stores give them back: the UTC or Asia/Shanghai day of a record, aware datetimes,
-instants within sane bounds, and sums of byte counters that cannot overflow."""
+"""Usage periods as both stores give them back: the UTC or Asia/Shanghai day of a record,
+aware datetimes, instants within sane bounds, and sums of byte counters that cannot overflow."""
 
 from __future__ import annotations
 
