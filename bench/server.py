@@ -91,7 +91,7 @@ def child_main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from tongdao.api.app import create_app
-    from tongdao.runtime import Runtime
+    from tongdao.runtime import Runtime, freeze_heap
 
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     parser.add_argument("--database-url", required=True)
@@ -115,6 +115,7 @@ def child_main(argv: list[str] | None = None) -> None:
     )
     server = uvicorn.Server(config)
     threading.Thread(target=_exit_when_orphaned, args=(server,), daemon=True).start()
+    freeze_heap()  # as `tongdao server` does
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     try:
         server.run(sockets=[sock])

@@ -15,6 +15,7 @@ import secrets
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -151,6 +152,28 @@ class Settings(BaseSettings):
         description="CA certificates (PEM) the SMTP relay's certificate is checked "
         "against, instead of the system's",
     )
+    # WebAuthn (security keys and passkeys, tongdao.auth.second_factor). A browser offers
+    # them only in a secure context: under https with the console's domain in production,
+    # http://localhost in development and tests.
+    webauthn_rp_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+        description="the WebAuthn relying party id: the console's domain (a passkey is bound "
+        "to it); default the host of TONGDAO_PUBLIC_URL, else localhost",
+    )
+    webauthn_origin: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+$",
+        description="the origin the console's pages are served from, as the browser sees it "
+        "(https://console.example.com); default the origin of TONGDAO_PUBLIC_URL, else "
+        "http://localhost:<port>. A response made for another origin is refused",
+    )
+    webauthn_challenge_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=900,
+        description="how long a WebAuthn challenge (registration or sign-in) may be answered",
+    )
     reset_link_ttl_seconds: int = Field(default=3600, ge=300, le=86400)
     invitation_link_ttl_seconds: int = Field(default=7 * 86400, ge=3600, le=30 * 86400)
     password_reset_max_per_email: int = Field(default=3, ge=1)
@@ -183,6 +206,19 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def webauthn_rp(self) -> tuple[str, str]:
+        """The WebAuthn relying party id and the origin responses must come from."""
+        public = urlsplit(self.public_url) if self.public_url else None
+        rp_id = self.webauthn_rp_id or (public.hostname if public else None) or "localhost"
+        if self.webauthn_origin:
+            origin = self.webauthn_origin.rstrip("/")
+        elif public is not None:
+            origin = f"{public.scheme}://{public.netloc}"
+        else:
+            origin = f"http://localhost:{self.port}"
+        return rp_id, origin
 
     @property
     def resolved_database_url(self) -> str:

@@ -37,6 +37,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.access_bench import API, Bench
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.billing import billing_invoice, plan_body
 from tests.support.privacy import bench_consent_body, notice_body
 from tests.support.world import PASSWORD, Actor, World
@@ -44,6 +45,7 @@ from tongdao.auth import links
 from tongdao.auth.links import LinkPurpose
 from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, OWN_ONLY, PERMISSIONS, Action, Role, allowed
+from tongdao.auth.webauthn_models import WebAuthnCredential
 from tongdao.runtime import Ctx
 from tongdao.tenancy.models import User
 from tongdao.testing.keys import public_key
@@ -148,6 +150,67 @@ def _totp_disable(bench: Bench, case: Case) -> dict[str, Any]:
     return {"code": code, "current_password": _password(bench, case)}
 
 
+def _soft_key(bench: Bench) -> SoftAuthenticator:
+    return SoftAuthenticator(origin=bench.world.runtime.settings.webauthn_rp[1])
+
+
+def _webauthn_register(bench: Bench, case: Case) -> dict[str, Any]:
+    """A real answer to registration options asked with the case's own token (the challenge
+    is bound to it); a read-only token cannot ask: any answer then."""
+    options = bench.world.client.post(
+        f"{API}/auth/webauthn/registration-options", headers=case.actor.headers
+    ).json()
+    credential = _soft_key(bench).create(options)
+    return {
+        "name": f"Key {bench.n()}",
+        "credential": credential,
+        "current_password": _password(bench, case),
+    }
+
+
+def _webauthn_sign_in(bench: Bench, case: Case) -> dict[str, Any]:
+    """The key step of signing in: the actor gets a key, the password step a challenge."""
+    client = bench.world.client
+    key = _soft_key(bench)
+    options = client.post(
+        f"{API}/auth/webauthn/registration-options", headers=case.actor.headers
+    ).json()
+    body = {
+        "name": f"Key {bench.n()}",
+        "credential": key.create(options),
+        "current_password": _password(bench, case),
+    }
+    resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=case.actor.headers)
+    assert resp.status_code == 201, resp.text
+    pending = client.post(
+        f"{API}/auth/login", json={"email": _email(case.actor), "password": _password(bench, case)}
+    ).json()
+    return {"pending": pending["pending"], "credential": key.get(pending["options"])}
+
+
+def _webauthn_credential(bench: Bench, case: Case) -> str:
+    """A stored key of the caller (own), of a colleague (peer) or of tenant B (other)."""
+    world = bench.world
+    owner = case.actor.user_id
+    if case.scope == "peer":
+        owner = (
+            world.a.admin.user_id if owner != world.a.admin.user_id else world.a.employee.user_id
+        )
+    elif case.scope == "other":
+        owner = world.b.employee.user_id
+    with world.runtime.db.session() as session:
+        row = WebAuthnCredential(
+            user_id=owner,
+            name=f"Key {bench.n()}",
+            credential_id=f"cred{bench.n()}-{uuid.uuid4().hex}",
+            public_key="AA",
+            sign_count=0,
+        )
+        session.add(row)
+        session.commit()
+        return str(row.id)
+
+
 def _invoice(bench: Bench, case: Case, *, issued: bool = False) -> str:
     """A fresh invoice of the case's object tenant (a draft, or issued), one line."""
     label = case.obj_label
@@ -168,6 +231,7 @@ TARGETS: dict[str, Target] = {
     "user": _user,
     "device": _device,
     "token": _token,
+    "webauthn_credential": _webauthn_credential,
     "session": lambda bench, case: _token(bench, case, "session"),
     "group": lambda bench, case: bench.new_group(case.obj_label),
     "site": lambda bench, case: bench.new_site(case.obj_label),
@@ -650,6 +714,33 @@ SPECS: dict[tuple[str, str], Spec] = {
         "audit", Action.READ, notes="a zip; a tenant admin's export holds their tenant only"
     ),
 }
+# Second factors (tongdao.auth.second_factor_routes), last of their family: registering a
+# key changes how the actor signs in for the routes after it.
+SPECS.update(
+    {
+        # --- second factors (tongdao.auth.second_factor_routes) ---
+        ("GET", "/auth/second-factor"): Spec(None),
+        ("GET", "/auth/webauthn/credentials"): Spec(None),
+        ("POST", "/auth/webauthn/registration-options"): Spec(None),
+        ("POST", "/auth/webauthn/credentials"): Spec(None, body=_webauthn_register),
+        ("DELETE", "/auth/webauthn/credentials/{credential_id}"): Spec(
+            None, target="webauthn_credential"
+        ),
+        ("POST", "/auth/login/webauthn"): Spec(None, anonymous=True, body=_webauthn_sign_in),
+        ("GET", "/operator/second-factor-policy"): Spec("second_factor_policy", Action.READ),
+        ("PUT", "/operator/second-factor-policy"): Spec(
+            "second_factor_policy",
+            Action.UPDATE,
+            body=lambda bench, case: {"required_for_staff": False},
+        ),
+        ("POST", "/operator/staff/{object_id}/second-factor-reset"): Spec(
+            "staff", Action.UPDATE, "staff"
+        ),
+        ("POST", T + "/users/{user_id}/second-factor-reset"): Spec(
+            "sign_in", Action.UPDATE, "user"
+        ),
+    }
+)
 
 
 # --- the app's routes -----------------------------------------------------------------------
@@ -686,12 +777,13 @@ def scopes_for(path: str, spec: Spec, role: str) -> list[str]:
     tenant_object = spec.target in TENANT_OBJECTS and tenant_path
     scopes = ["own"]
     if role not in OPERATOR_ROLES and (
-        tenant_path or spec.target in ("tenant", "token", "session", "declaration")
+        tenant_path
+        or spec.target in ("tenant", "token", "session", "declaration", "webauthn_credential")
     ):
         scopes.append("other")
     if tenant_object:
         scopes.append("mixed")
-    if spec.target in ("token", "session") or (
+    if spec.target in ("token", "session", "webauthn_credential") or (
         spec.target is not None
         and spec.resource is not None
         and (Role(role), spec.resource) in OWN_ONLY
@@ -738,7 +830,7 @@ class Runner:
         assert target is not None, (self.method, self.path)
         if self.method != "GET" and case.scope == "own":
             return TARGETS[target](self.bench, case)
-        per_actor = target in ("token", "session", "tenant", "user")
+        per_actor = target in ("token", "session", "tenant", "user", "webauthn_credential")
         key = (target, case.scope, case.actor.user_id if per_actor else None)
         if key not in self.shared:
             self.shared[key] = TARGETS[target](self.bench, case)
@@ -758,6 +850,7 @@ class Runner:
             "gateway_id",
             "site_id",
             "user_id",
+            "credential_id",
         ):
             if "{" + name + "}" in self.path:
                 params[name] = self.target(case)
@@ -868,6 +961,7 @@ class Runner:
                     "site_id",
                     "user_id",
                     "connector_id",
+                    "credential_id",
                 )
             }
         )

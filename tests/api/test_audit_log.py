@@ -22,8 +22,9 @@ from tests.support.world import World
 from tongdao import spreadsheet
 from tongdao.audit.chain import field_digest
 from tongdao.audit.models import AUDIT_EVENTS, AuditEvent, OpenConnection
-from tongdao.audit.sessions import close_stale
+from tongdao.audit.sessions import STALE, close_stale
 from tongdao.compliance.rules import VERSION
+from tongdao.gateway.models import Gateway
 from tongdao.runtime import Runtime
 from tongdao.spreadsheet import unescape
 from tongdao.tenancy.models import User
@@ -112,10 +113,39 @@ def test_a_gateway_that_stops_reporting_has_its_sessions_closed(
     body = report(1, [peer(world.a.id, dev["id"], 1, 1, key=dev["public_key"])], ended)
     assert world.client.post(REPORTS, json=body, headers=gw).json()["accepted"]
     with runtime.db.session() as session:
-        assert close_stale(session, datetime.now(UTC)) == 1
+        # Not while the gateway's last report is recent; once it has been quiet for STALE.
+        assert close_stale(session, datetime.now(UTC)) == 0
+        assert close_stale(session, datetime.now(UTC) + STALE + timedelta(minutes=1)) == 1
         session.commit()
     [rec] = sessions(runtime)
     assert str(rec.pop_id) == pop and rec.device_id == uuid.UUID(dev["id"])
+
+
+@both_stores
+def test_a_report_after_the_sweep_starts_a_new_session(world: World, runtime: Runtime) -> None:
+    """The server keeps a copy of each gateway's open sessions; one swept away while the
+    gateway was quiet is not used (nor closed twice) when the gateway reports again."""
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    state(world, gw)
+    enrolled_days_ago(runtime, 1)
+    now = datetime.now(UTC)
+    row = peer(world.a.id, dev["id"], 1, 1, key=dev["public_key"])
+    first = report(1, [row], now - timedelta(minutes=30))
+    assert world.client.post(REPORTS, json=first, headers=gw).json()["accepted"]
+    with runtime.db.session() as session:  # quiet since: its last report 20 minutes ago
+        session.execute(update(Gateway).values(last_seen_at=now - timedelta(minutes=20)))
+        session.commit()
+    with runtime.db.session() as session:
+        assert close_stale(session, now) == 1
+        session.commit()
+    assert len(sessions(runtime)) == 1
+    again = report(2, [row], now - timedelta(minutes=1))
+    assert world.client.post(REPORTS, json=again, headers=gw).json()["accepted"]
+    assert len(sessions(runtime)) == 1  # the swept one, written once
+    with runtime.db.session(write=False) as session:
+        [started] = session.scalars(select(OpenConnection.started_at)).all()
+    assert started >= now - timedelta(minutes=2)  # a new session, from the second report
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -57,10 +57,15 @@ def test_recorded_peers_follow_the_states_sent(world: World, runtime: Runtime) -
 
     def known(at: datetime) -> set[str]:
         with runtime.db.session(write=False) as session:
-            found = sent.known_peers(
-                session, gateway_id, [a.public_key, b.public_key, c.public_key], at
-            )
-        return {key for _t, key, _k, _r in found}
+            version = session.scalar(select(Gateway.sent_version))
+            read = sent.reportable_peers(session, gateway_id, None, at)  # from the store
+            kept = sent.reportable_peers(session, gateway_id, version, at)  # this process's copy
+        assert sent.KNOWN.get(gateway_id, version) is not None
+        out = {p.public_key for p in (a, b, c) if (tenant, p.public_key, p.kind, p.ref) in read}
+        assert out == {
+            p.public_key for p in (a, b, c) if (tenant, p.public_key, p.kind, p.ref) in kept
+        }
+        return out
 
     s1 = _state(1, tenant, [a, b])
     record(s1, t0)

@@ -14,6 +14,7 @@ from tests.conftest import both_stores
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
 from tongdao.billing.money import SHANGHAI
+from tongdao.gateway import sent
 from tongdao.gateway.models import Gateway, GatewayPeer, UsageRecord
 from tongdao.gateway.usage import UsageReportIn, store_report
 from tongdao.runtime import Ctx, Runtime
@@ -80,6 +81,9 @@ def allow(runtime: Runtime, tenant_id: uuid.UUID, key: str, kind: str, ref: str)
             )
         )
         session.commit()
+    # The server keeps each agent's recorded peers per sent version; this write (which the
+    # server never makes without a new version) must be seen at once.
+    sent.KNOWN.clear()
 
 
 def enrolled_days_ago(runtime: Runtime, days: int) -> None:

@@ -83,13 +83,26 @@ def test_cross_border_bytes_are_at_most_the_peers_bytes() -> None:
     }
     row = PeerUsage.model_validate({**base, "cross_border_rx_bytes": 10})
     assert (row.cross_border_rx_bytes, row.cross_border_tx_bytes) == (10, 0)
+    assert row.cross_border_fits
+    # Over the total: the row validates, and screening drops it (next test).
     for name, value in (("cross_border_rx_bytes", 11), ("cross_border_tx_bytes", 21)):
-        with pytest.raises(SchemaError) as caught:
-            PeerUsage.model_validate({**base, name: value})
-        assert [e["loc"] for e in caught.value.errors()] == [(name,)]
+        assert not PeerUsage.model_validate({**base, name: value}).cross_border_fits
     with pytest.raises(SchemaError) as caught:
         PeerUsage.model_validate({**base, "cross_border_tx_bytes": -1})
     assert [e["loc"] for e in caught.value.errors()] == [("cross_border_tx_bytes",)]
+
+
+@both_stores
+def test_a_row_with_more_cross_border_bytes_than_bytes_is_dropped(
+    world: World, runtime: Runtime
+) -> None:
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    state(world, gw)
+    end = datetime.now(UTC) - timedelta(minutes=1)
+    body = report_at(1, end, [xpeer(world.a.id, dev, 1000, 2000, 1001, 50)])
+    answer = world.client.post(REPORTS, json=body, headers=gw).json()
+    assert (answer["stored"], answer["dropped_reasons"]) == (0, {"invalid": 1})
 
 
 @both_stores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,11 +34,12 @@ def period(n: int) -> tuple[datetime, datetime]:
 
 def run(conns: dict[str, Conn], peers: list[Seen], n: int) -> tuple[list[Conn], list[Conn]]:
     start, end = period(n)
+    before = {key: replace(conn) for key, conn in conns.items()}
     result = plan(conns, peers, start, end)
-    for c in result.closed:
-        conns.pop(c.peer_key, None)
-    for c in result.opened:
-        conns[c.peer_key] = c
+    assert conns == before  # the planner changes nothing it was given
+    after = result.after(conns)
+    conns.clear()
+    conns.update(after)
     return result.opened, result.closed
 
 

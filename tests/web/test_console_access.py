@@ -204,6 +204,21 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/console/account/totp"): Page(ALL, csrf=True),
     ("POST", "/console/account/totp/confirm"): Page(ALL, csrf=True),
     ("POST", "/console/account/totp/disable"): Page(ALL, csrf=True),
+    # --- second factors: security keys, the key's sign-in step, the staff rule (pages.keys) ---
+    ("GET", "/console/account/keys"): Page(ALL),
+    ("POST", "/console/account/keys"): Page(ALL, csrf=True),
+    ("POST", "/console/account/keys/options"): Page(ALL, csrf=True),
+    ("POST", "/console/account/keys/{key_id}/remove"): Page(
+        ALL, own=lambda w: f"/console/account/keys/{uuid.uuid4()}/remove", csrf=True
+    ),
+    ("POST", "/console/sign-in/key"): Page(PUBLIC, csrf=True, public_post=True),
+    ("GET", "/console/second-factors"): Page(OPERATORS),
+    ("POST", "/console/second-factors"): Page(frozenset({Role.OPERATOR_ADMIN}), csrf=True),
+    ("POST", "/console/second-factors/staff/{staff_id}/reset"): Page(
+        frozenset({Role.OPERATOR_ADMIN}),
+        own=lambda w: f"/console/second-factors/staff/{w.operators['auditor'].user_id}/reset",
+        csrf=True,
+    ),
     ("GET", "/console/my/devices"): Page(TENANT_PEOPLE),
     ("GET", "/console/my/devices/new"): Page(TENANT_PEOPLE),
     ("POST", "/console/my/devices/new"): Page(TENANT_PEOPLE, csrf=True),

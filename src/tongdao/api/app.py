@@ -100,6 +100,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tongdao.audit.routes import router as audit_router
     from tongdao.auth.reset_routes import router as reset_router
     from tongdao.auth.routes import router as auth_router
+    from tongdao.auth.second_factor_routes import router as second_factor_router
     from tongdao.billing.routes import router as billing_router
     from tongdao.crossborder import documents as crossborder_documents
     from tongdao.crossborder.routes import router as crossborder_router
@@ -180,6 +181,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (
         network_router,
         auth_router,
+        second_factor_router,
         operator_router,
         tenancy_router,
         privacy_router,

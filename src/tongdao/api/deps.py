@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action, roles_allowed
 from tongdao.auth.principal import Principal
+from tongdao.auth.second_factor import ENROL_FIRST, EnrolmentRequired, enrolment_allowed
 from tongdao.auth.service import authenticate_token
 from tongdao.errors import AuthenticationError, NotFound, PermissionDenied
 from tongdao.runtime import Ctx, Runtime
@@ -135,6 +136,8 @@ def get_auth_ctx(request: Request, ctx: AnonCtxDep) -> Ctx:
             ctx.principal = authenticate_token(check, secret.strip())
     else:
         ctx.principal = authenticate_token(ctx, secret.strip())
+    if ctx.principal.enrolment_only and not enrolment_allowed(request.url.path):
+        raise EnrolmentRequired(ENROL_FIRST)
     set_actor(ctx.session, Actor(ctx.principal.user_id, ctx.principal.email, ctx.source_ip))
     return ctx
 

@@ -95,7 +95,7 @@ class OpenConnection(Base):
     user_id: Mapped[uuid.UUID | None]
     endpoint: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime]
-    last_active_at: Mapped[datetime] = mapped_column(index=True)
+    last_active_at: Mapped[datetime]
     rx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     tx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -25,25 +25,33 @@ function (:func:`plan`); :func:`track_report` applies it in the report's transac
 from __future__ import annotations
 
 import ipaddress
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.orm import Session
 
 from tongdao.audit.models import OPEN_CONNECTIONS
 from tongdao.audit.recorder import Actor, record
+from tongdao.gateway.models import Gateway
 from tongdao.network.models import Device
+from tongdao.store.bulk import Columns, in_values, insert_rows, update_rows
 
 SESSION_KINDS = ("device", "site")
 INACTIVITY = timedelta(minutes=5)
 STALE = timedelta(minutes=15)
 HANDSHAKE_SLACK = timedelta(minutes=3)
 SWEEP_BATCH = 1000
+_MARGIN = timedelta(minutes=1)  # for the servers' clocks when judging a copy (see track_report)
 MAX_BYTES = 2**63 - 1  # BIGINT
+
+_GATEWAYS = cast(Table, Gateway.__table__)
+_DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,61 @@ class Plan:
     changed: list[Conn] = field(default_factory=list)
     closed: list[Conn] = field(default_factory=list)
 
+    def after(self, before: Mapping[str, Conn]) -> dict[str, Conn]:
+        """The gateway's open sessions once the plan is applied."""
+        out = dict(before)
+        for conn in self.closed:
+            if out.get(conn.peer_key) is conn:
+                del out[conn.peer_key]
+        for conn in self.changed:
+            out[conn.peer_key] = conn
+        for conn in self.opened:
+            out[conn.peer_key] = conn
+        return out
+
+
+class _OpenCopies:
+    """Per gateway, its open sessions as of its last stored report (process-local): the
+    seq they were stored with and the sessions. Written only under the gateway's row lock,
+    by its reports (which move its seq) and by :func:`close_stale` (only once the gateway
+    has been quiet for :data:`STALE`), so a copy holds when the locked row has the seq and a
+    recent last report. Bounded by the sessions held."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[uuid.UUID, tuple[int, dict[str, Conn]]] = OrderedDict()
+        self._held = 0
+        self._limit = limit
+
+    def get(self, gateway_id: uuid.UUID, seq: int) -> dict[str, Conn] | None:
+        with self._lock:
+            entry = self._data.get(gateway_id)
+            if entry is None or entry[0] != seq:
+                return None
+            self._data.move_to_end(gateway_id)
+            return entry[1]
+
+    def put(self, gateway_id: uuid.UUID, seq: int, conns: dict[str, Conn]) -> None:
+        with self._lock:
+            old = self._data.pop(gateway_id, None)
+            if old is not None:
+                self._held -= len(old[1])
+            if len(conns) > self._limit:
+                return
+            self._data[gateway_id] = (seq, conns)
+            self._held += len(conns)
+            while self._held > self._limit:
+                _gone, (_s, dropped) = self._data.popitem(last=False)
+                self._held -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._held = 0
+
+
+OPEN_COPIES = _OpenCopies()
+
 
 def _started(handshake: datetime | None, start: datetime, end: datetime) -> datetime:
     if handshake is not None and start - HANDSHAKE_SLACK <= handshake <= end:
@@ -92,7 +155,8 @@ def _started(handshake: datetime | None, start: datetime, end: datetime) -> date
 
 
 def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: datetime) -> Plan:
-    """What a report over ``[start, end]`` does to a gateway's open sessions (pure)."""
+    """What a report over ``[start, end]`` does to a gateway's open sessions (pure: the
+    sessions given are not changed; ``changed`` holds new objects)."""
     out = Plan()
     shown: set[str] = set()
     for peer in seen:
@@ -124,12 +188,17 @@ def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: 
                 )
             )
             continue
-        # Saturating: a session's totals stay within the store's 64-bit columns.
-        cur.rx_bytes = min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES)
-        cur.tx_bytes = min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES)
-        cur.endpoint = cur.endpoint or peer.endpoint
-        cur.last_active_at = max(cur.last_active_at, end)
-        out.changed.append(cur)
+        # Saturating: a session's totals stay within the store's 64-bit columns. A new
+        # object: the planner leaves what it was given as it was (a process keeps a copy).
+        out.changed.append(
+            replace(
+                cur,
+                rx_bytes=min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES),
+                tx_bytes=min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES),
+                endpoint=cur.endpoint or peer.endpoint,
+                last_active_at=max(cur.last_active_at, end),
+            )
+        )
     for key, cur in open_.items():
         if key not in shown and end - cur.last_active_at > INACTIVITY:
             out.closed.append(cur)
@@ -183,10 +252,12 @@ def _owners(session: Session, conns: Sequence[Conn]) -> None:
             continue
     if not ids:
         return
-    rows = session.execute(select(Device.id, Device.user_id).where(Device.id.in_(list(ids))))
-    for device_id, user_id in rows:
-        for conn in ids.get(device_id, ()):
-            conn.device_id, conn.user_id = device_id, user_id
+    for condition in in_values(session, _DEVICES.c.id, list(ids)):
+        for device_id, user_id in session.execute(
+            select(_DEVICES.c.id, _DEVICES.c.user_id).where(condition)
+        ):
+            for conn in ids.get(device_id, ()):
+                conn.device_id, conn.user_id = device_id, user_id
 
 
 def _close(session: Session, conn: Conn, gateway_id: uuid.UUID, pop_id: uuid.UUID | None) -> None:
@@ -221,79 +292,104 @@ def track_report(
     start: datetime,
     end: datetime,
     now: datetime,
-) -> Plan:
-    """Apply one report of a gateway to its sessions, in the report's transaction."""
+    *,
+    seq: int | None = None,
+    last_seen_at: datetime | None = None,
+) -> tuple[Plan, dict[str, Conn]]:
+    """Apply one report of a gateway to its sessions, in the report's transaction, which
+    holds the gateway's row lock; the plan and the open sessions after it (for
+    :data:`OPEN_COPIES`, once committed). ``seq`` and ``last_seen_at`` are the locked row's:
+    with them, this process's copy is used when it holds (see :class:`_OpenCopies`)."""
     t = OPEN_CONNECTIONS
-    rows = session.execute(select(t).where(t.c.gateway_id == gateway_id).with_for_update())
-    current = {row.peer_key: _conn(row) for row in rows}
+    current: dict[str, Conn] | None = None
+    if seq is not None and last_seen_at is not None and last_seen_at >= now - STALE + _MARGIN:
+        current = OPEN_COPIES.get(gateway_id, seq)
+    if current is None:
+        # No FOR UPDATE: the caller holds the gateway's row lock (see close_stale).
+        rows = session.execute(select(t).where(t.c.gateway_id == gateway_id)).all()
+        current = {row.peer_key: _conn(row) for row in rows}
     result = plan(current, seen, start, end)
     _owners(session, result.opened)
     if result.closed:
-        session.execute(delete(t).where(t.c.id.in_([c.id for c in result.closed])))
+        # By (gateway, key): sessions opened since the copy was read have no id here.
+        for condition in in_values(session, t.c.peer_key, [c.peer_key for c in result.closed]):
+            session.execute(delete(t).where(t.c.gateway_id == gateway_id, condition))
         for conn in result.closed:
             _close(session, conn, gateway_id, pop_id)
-    if result.changed:
-        session.execute(
-            update(t)
-            .where(t.c.id == bindparam("b_id"))
-            .values(
-                rx_bytes=bindparam("b_rx"),
-                tx_bytes=bindparam("b_tx"),
-                endpoint=bindparam("b_endpoint"),
-                last_active_at=bindparam("b_active"),
-            ),
-            [
-                {
-                    "b_id": c.id,
-                    "b_rx": c.rx_bytes,
-                    "b_tx": c.tx_bytes,
-                    "b_endpoint": c.endpoint,
-                    "b_active": c.last_active_at,
-                }
-                for c in result.changed
-            ],
-        )
-    if result.opened:
-        session.execute(
-            insert(t),
-            [
-                {
-                    "gateway_id": gateway_id,
-                    "pop_id": pop_id,
-                    "tenant_id": c.tenant_id,
-                    "peer_key": c.peer_key,
-                    "peer_kind": c.peer_kind,
-                    "peer_ref": c.peer_ref,
-                    "device_id": c.device_id,
-                    "user_id": c.user_id,
-                    "endpoint": c.endpoint,
-                    "started_at": c.started_at,
-                    "last_active_at": c.last_active_at,
-                    "rx_bytes": c.rx_bytes,
-                    "tx_bytes": c.tx_bytes,
-                }
-                for c in result.opened
-            ],
-        )
+    changed = result.changed
+    update_rows(
+        session,
+        t,
+        ("gateway_id", "peer_key"),
+        Columns(
+            {
+                "gateway_id": [gateway_id] * len(changed),
+                "peer_key": [c.peer_key for c in changed],
+                "rx_bytes": [c.rx_bytes for c in changed],
+                "tx_bytes": [c.tx_bytes for c in changed],
+                "endpoint": [c.endpoint for c in changed],
+                "last_active_at": [c.last_active_at for c in changed],
+            }
+        ),
+    )
+    opened = result.opened
+    insert_rows(
+        session,
+        t,
+        Columns(
+            {
+                "tenant_id": [c.tenant_id for c in opened],
+                "peer_key": [c.peer_key for c in opened],
+                "peer_kind": [c.peer_kind for c in opened],
+                "peer_ref": [c.peer_ref for c in opened],
+                "device_id": [c.device_id for c in opened],
+                "user_id": [c.user_id for c in opened],
+                "endpoint": [c.endpoint for c in opened],
+                "started_at": [c.started_at for c in opened],
+                "last_active_at": [c.last_active_at for c in opened],
+                "rx_bytes": [c.rx_bytes for c in opened],
+                "tx_bytes": [c.tx_bytes for c in opened],
+            },
+            same={"gateway_id": gateway_id, "pop_id": pop_id},
+        ),
+    )
     close_stale(session, now, exclude=gateway_id)
-    return result
+    return result, result.after(current)
 
 
 def close_stale(session: Session, now: datetime, *, exclude: uuid.UUID | None = None) -> int:
-    """End the sessions of gateways that stopped reporting (at most :data:`SWEEP_BATCH`)."""
+    """End the sessions of gateways that stopped reporting: those whose last report arrived
+    more than :data:`STALE` ago by the server's clock (at most :data:`SWEEP_BATCH` sessions).
+
+    A gateway's open sessions are written only under its row's lock (:func:`track_report`
+    runs in the report's transaction, which took it first), so the sweep locks the quiet
+    gateways' rows too, skipping those locked by a report in progress: no ``FOR UPDATE`` on
+    each session row, and no index on their ``last_active_at`` that every report's update
+    would have to maintain."""
     t = OPEN_CONNECTIONS
-    stmt = select(t).where(t.c.last_active_at < now - STALE)
-    if exclude is not None:
-        stmt = stmt.where(t.c.gateway_id != exclude)
-    stale = session.execute(
-        stmt.order_by(t.c.last_active_at).limit(SWEEP_BATCH).with_for_update(skip_locked=True)
-    ).all()
-    if not stale:
-        return 0
-    gone = set(
-        session.scalars(delete(t).where(t.c.id.in_([row.id for row in stale])).returning(t.c.id))
+    g = _GATEWAYS
+    quiet = (
+        select(g.c.id)
+        .where(
+            g.c.last_seen_at < now - STALE,
+            exists().where(t.c.gateway_id == g.c.id),
+        )
+        .order_by(g.c.last_seen_at)
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
     )
+    if exclude is not None:
+        quiet = quiet.where(g.c.id != exclude)
+    gateways = list(session.scalars(quiet))
+    if not gateways:
+        return 0
+    stale = session.execute(
+        select(t)
+        .where(t.c.gateway_id.in_(gateways))
+        .order_by(t.c.last_active_at, t.c.id)
+        .limit(SWEEP_BATCH)
+    ).all()
+    session.execute(delete(t).where(t.c.id.in_([row.id for row in stale])))
     for row in stale:
-        if row.id in gone:
-            _close(session, _conn(row), row.gateway_id, row.pop_id)
-    return len(gone)
+        _close(session, _conn(row), row.gateway_id, row.pop_id)
+    return len(stale)

@@ -30,6 +30,9 @@ class ApiToken(TimestampedModel):
     # Where a session was signed in from (sessions only; shown in GET /auth/sessions).
     source_ip: Mapped[str | None] = mapped_column(String(64), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The second factor the sign-in behind it passed ("totp", "webauthn"), or None for a
+    # password alone; an API token takes its creator's (tongdao.auth.second_factor).
+    second_factor: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class LoginAttempt(TimestampedModel):

@@ -116,6 +116,9 @@ PERMISSIONS: dict[str, dict[Role, frozenset[Action]]] = {
         Role.OPERATOR_ADMIN: frozenset({Action.UPDATE}),
         Role.TENANT_ADMIN: frozenset({Action.UPDATE}),
     },
+    # The operator's rule that staff sign in with a second factor (tongdao.auth.second_factor):
+    # the operator admin, who runs staff accounts, sets it; other staff read it.
+    "second_factor_policy": {**_OP_READ, Role.OPERATOR_ADMIN: RU},
     # The SMTP relay outgoing mail leaves by (its password is write-only).
     "mail": {Role.OPERATOR_ADMIN: RU},
     # Billing (tongdao.billing): plans are the billing clerk's and the operator admin's;

@@ -20,6 +20,11 @@ class Principal:
     roles: frozenset[Role]
     scopes: frozenset[str]
     token_id: uuid.UUID
+    # The second factor the token's sign-in passed ("totp", "webauthn") or None.
+    second_factor: str | None = None
+    # A staff session under the operator's second-factor rule whose user has none yet: it
+    # opens only the enrolment pages (tongdao.auth.second_factor.enrolment_allowed).
+    enrolment_only: bool = False
 
     @property
     def is_operator(self) -> bool:

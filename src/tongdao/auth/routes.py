@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from tongdao.api.deps import AnonCtxDep, CtxDep, GuardDep
@@ -49,15 +50,29 @@ def _me(ctx: Ctx) -> User:
 def login(ctx: AnonCtxDep, body: LoginRequest, request: Request) -> LoginResponse:
     """Sign in. Every credential failure (unknown e-mail, wrong password, missing, wrong or
     reused TOTP code) answers the same 401 and counts against this account from this address;
-    too many answer 429 with Retry-After."""
-    token, secret, user = service.login(
-        ctx,
-        body.email,
-        body.password,
-        body.totp_code,
-        ctx.source_ip or "unknown",
-        request.headers.get("user-agent"),
-    )
+    too many answer 429 with Retry-After. An account with a security key (and no TOTP code
+    sent) answers 401 ``webauthn_required`` with ``pending`` and ``options``: finish with
+    ``POST /auth/login/webauthn``."""
+    try:
+        token, secret, user = service.login(
+            ctx,
+            body.email,
+            body.password,
+            body.totp_code,
+            ctx.source_ip or "unknown",
+            request.headers.get("user-agent"),
+        )
+    except service.SecondFactorNeeded as needed:
+        # The account signs in with a security key: its answer goes to /auth/login/webauthn.
+        ctx.session.commit()
+        return JSONResponse(  # type: ignore[return-value]
+            {
+                "error": {"code": needed.code, "message": needed.message},
+                "pending": needed.pending.secret,
+                "options": needed.pending.options,
+            },
+            status_code=status.HTTP_401_UNAUTHORIZED,
+        )
     ctx.session.commit()
     public = UserResource().to_public(ctx, user)
     assert isinstance(public, UserPublic)
@@ -181,6 +196,9 @@ def create_token(ctx: CtxDep, body: TokenCreate) -> TokenCreated:
         name=body.name,
         scopes=scopes,
         ttl=timedelta(days=body.expires_in_days),
+        # A token made with a fresh TOTP code, or from a session signed in with a second
+        # factor, carries it (the operator's staff rule refuses password-only tokens).
+        second_factor="totp" if user.totp_enabled else principal.second_factor,
     )
     ctx.session.commit()
     return TokenCreated(**TokenPublic.model_validate(token).model_dump(), token=secret)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
+from tongdao.auth import second_factor
 from tongdao.auth.models import ApiToken, LoginAttempt, TotpStep
 from tongdao.auth.passwords import policy_problem
 from tongdao.auth.permissions import Role
@@ -30,6 +31,17 @@ TOKEN_PREFIXES = {"api": "tdp_", "session": "tds_"}
 TOTP_PURPOSE = "user.totp_secret"
 SIGN_IN_FAILED = "email, password or TOTP code is wrong"
 KNOWN_ADDRESS_DAYS = timedelta(days=30)
+
+
+class SecondFactorNeeded(AuthenticationError):
+    """The password was right and the account signs in with a security key: the key's answer
+    to ``pending.options`` completes the sign-in (:func:`second_factor.finish_sign_in`)."""
+
+    code = "webauthn_required"
+
+    def __init__(self, pending: second_factor.PendingSignIn) -> None:
+        super().__init__("a security key must complete this sign-in")
+        self.pending = pending
 
 
 def hash_token(token: str) -> str:
@@ -46,6 +58,7 @@ def issue_token(
     ttl: timedelta,
     source_ip: str | None = None,
     user_agent: str | None = None,
+    second_factor: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Create a token; the secret is returned once and only its hash is stored."""
     secret = TOKEN_PREFIXES[kind] + secrets.token_urlsafe(32)
@@ -58,6 +71,7 @@ def issue_token(
         expires_at=ctx.runtime.clock() + ttl,
         source_ip=source_ip,
         user_agent=user_agent[:200] if user_agent else None,
+        second_factor=second_factor,
     )
     ctx.session.add(token)
     ctx.session.flush()
@@ -75,7 +89,10 @@ def _token_query() -> Any:
                 ApiToken.scopes,
                 ApiToken.expires_at,
                 ApiToken.revoked_at,
+                ApiToken.kind,
+                ApiToken.second_factor,
                 User.id.label("user_id"),
+                User.totp_enabled,
                 User.email,
                 User.tenant_id,
                 User.roles,
@@ -110,13 +127,22 @@ def authenticate_token(ctx: Ctx, secret: str) -> Principal:
         raise AuthenticationError("user is disabled")
     if row.tenant_id is not None and row.tenant_state == TenantState.TERMINATED:
         raise AuthenticationError("the tenant is terminated")
+    roles = frozenset(Role(r) for r in row.roles)
+    enrolment_only = False
+    if row.second_factor is None and second_factor.is_staff(roles, row.tenant_id):
+        # Only here (staff, password-only token) is the operator's rule read.
+        enrolment_only = second_factor.token_standing(
+            ctx.session, user_id=row.user_id, kind=row.kind, totp_enabled=bool(row.totp_enabled)
+        )
     return Principal(
         user_id=row.user_id,
         email=row.email,
         tenant_id=row.tenant_id,
-        roles=frozenset(Role(r) for r in row.roles),
+        roles=roles,
         scopes=frozenset(row.scopes) & ALL_SCOPES,
         token_id=row.id,
+        second_factor=row.second_factor,
+        enrolment_only=enrolment_only,
     )
 
 
@@ -288,11 +314,18 @@ def login(
         tenant = ctx.session.get(Tenant, user.tenant_id)
         if tenant is None or tenant.state == TenantState.TERMINATED:
             problem = "tenant is terminated"
-    if problem is None and user is not None and user.totp_enabled:
-        if not totp_code:
+    factor: str | None = None
+    if problem is None and user is not None:
+        if user.totp_enabled and totp_code:
+            if _consume_totp(ctx, user, totp_code):
+                factor = second_factor.TOTP
+            else:
+                problem = "TOTP code is wrong or already used"
+        elif second_factor.has_webauthn(ctx.session, user.id):
+            # The password was right: a security key must answer next (its own step).
+            raise SecondFactorNeeded(second_factor.begin_sign_in(ctx, user))
+        elif user.totp_enabled:
             problem = "TOTP code missing"
-        elif not _consume_totp(ctx, user, totp_code):
-            problem = "TOTP code is wrong or already used"
     actor = Actor(user.id if user else None, email, source_ip)
     _record_attempt(ctx, email, source_ip, success=problem is None)
     if problem is not None or user is None:
@@ -317,8 +350,17 @@ def login(
         ttl=timedelta(seconds=ctx.runtime.settings.session_ttl_seconds),
         source_ip=source_ip,
         user_agent=user_agent,
+        second_factor=factor,
     )
-    record(ctx.session, "login", "user", user.id, tenant_id=user.tenant_id, actor=actor)
+    record(
+        ctx.session,
+        "login",
+        "user",
+        user.id,
+        tenant_id=user.tenant_id,
+        after={"second_factor": factor} if factor else None,
+        actor=actor,
+    )
     return token, secret, user
 
 
@@ -420,6 +462,7 @@ def confirm_totp(ctx: Ctx, user: User, code: str) -> None:
     if not _consume_totp(ctx, user, code):
         raise ValidationError({"code": "TOTP code is wrong"})
     user.totp_enabled = True
+    second_factor.mark_session(ctx, second_factor.TOTP)
 
 
 def disable_totp(
@@ -432,6 +475,16 @@ def disable_totp(
     if not user.totp_enabled:
         raise Conflict("TOTP is not enabled")
     reauthenticate(ctx, user, current_password, code, totp=True, totp_field="code")
+    roles = frozenset(Role(r) for r in user.roles)
+    if (
+        second_factor.is_staff(roles, user.tenant_id)
+        and second_factor.required_for_staff(ctx.session)
+        and not second_factor.has_webauthn(ctx.session, user.id)
+    ):
+        raise Conflict(
+            "the operator requires a second factor for its staff: add a security key before "
+            "turning the authenticator app off"
+        )
     if new_password is None:
         problem = policy_problem(current_password, has_second_factor=False, context=[user.email])
         if problem:

@@ -35,7 +35,7 @@ def serve(
 
     from tongdao import logs
     from tongdao.api.app import create_app
-    from tongdao.runtime import Runtime
+    from tongdao.runtime import Runtime, freeze_heap
     from tongdao.store import migrate as migrations
 
     logs.configure(log_level, log_format)
@@ -61,6 +61,7 @@ def serve(
         runtime.db.url.render_as_string(hide_password=True),
         ", ".join(proxies) or "nobody",
     )
+    freeze_heap()
     try:
         uvicorn.run(
             app,

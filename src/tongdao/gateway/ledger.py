@@ -46,19 +46,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
+from tongdao.store.bulk import Columns, in_values, upsert_rows
 
 HOUR = timedelta(hours=1)
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
-_IN_BATCH = 500
+
+_DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
 
 
 class PeerBytes(Protocol):
@@ -98,54 +99,19 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
     """The owner of each device (id as text) today."""
     ids = sorted({uuid.UUID(d) for d in device_ids})
     out: dict[str, uuid.UUID] = {}
-    for i in range(0, len(ids), _IN_BATCH):
-        stmt = select(Device.id, Device.user_id).where(Device.id.in_(ids[i : i + _IN_BATCH]))
-        for device_id, user_id in session.execute(stmt):
+    for condition in in_values(session, _DEVICES.c.id, ids):
+        for device_id, user_id in session.execute(
+            select(_DEVICES.c.id, _DEVICES.c.user_id).where(condition)
+        ):
             if user_id is not None:
                 out[str(device_id)] = user_id
     return out
 
 
-_PG_TYPES = {
-    "tenant_id": "uuid[]",
-    "peer_ref": "varchar[]",
-    "hour": "timestamptz[]",
-    "peer_kind": "varchar[]",
-    "gateway_id": "uuid[]",
-    "pop_id": "uuid[]",
-    "owner_id": "uuid[]",
-    **dict.fromkeys(BYTES, "bigint[]"),
-}
-
-
-def _upsert(
-    session: Session, model: type[Any], keys: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
+def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
     """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
-    if not rows:
-        return
-    table: Table = model.__table__
-    columns = list(rows[0])
-    updates = [f"{name} = {table.name}.{name} + excluded.{name}" for name in BYTES]
-    if "owner_id" in table.c:
-        updates.append("owner_id = excluded.owner_id")
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement whatever the row count: the columns as arrays, unnested. (executemany
-        # sends a statement per row; a multi-row VALUES costs SQLAlchemy more to compile than
-        # the database takes to run it.)
-        arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]})" for c in columns)
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608  (names from the model)
-            f"SELECT * FROM unnest({arrays}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
-        )
-        session.execute(text(sql), {c: [row[c] for row in rows] for c in columns})
-        return
-    stmt = sqlite_insert(table)
-    values: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in BYTES}
-    if "owner_id" in table.c:
-        values["owner_id"] = stmt.excluded.owner_id
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values), rows)
+    replace = ("owner_id",) if "owner_id" in model.__table__.c else ()
+    upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
 
 
 def roll_up(
@@ -168,30 +134,30 @@ def roll_up(
         per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
         per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
     owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
-    hourly = [
+    same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
+    peer_keys = sorted(per_peer)
+    peer_sums = [per_peer[k] for k in peer_keys]
+    hourly = Columns(
         {
-            "tenant_id": tenant,
-            "peer_ref": ref,
-            "hour": hour,
-            "peer_kind": kind,
-            "gateway_id": gateway_id,
-            "pop_id": pop_id,
-            "owner_id": owner.get(ref) if kind == "device" else None,
-            **sums.row(),
-        }
-        for (tenant, ref, kind), sums in sorted(per_peer.items(), key=lambda kv: kv[0])
-    ]
-    tenants = [
+            "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
+            "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
+            "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
+            "owner_id": [
+                owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
+            ],
+            **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
+        },
+        same=same,
+    )
+    kind_keys = sorted(per_kind)
+    tenants = Columns(
         {
-            "tenant_id": tenant,
-            "hour": hour,
-            "gateway_id": gateway_id,
-            "peer_kind": kind,
-            "pop_id": pop_id,
-            **sums.row(),
-        }
-        for (tenant, kind), sums in sorted(per_kind.items(), key=lambda kv: kv[0])
-    ]
+            "tenant_id": [tenant for tenant, _kind in kind_keys],
+            "peer_kind": [kind for _tenant, kind in kind_keys],
+            **{name: [getattr(per_kind[k], name) for k in kind_keys] for name in BYTES},
+        },
+        same=same,
+    )
     _upsert(
         session,
         UsageHourly,

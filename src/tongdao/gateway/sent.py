@@ -3,7 +3,7 @@
 Whenever the control plane answers an agent's ``GET /gateway/desired-state``, it records the
 peers of that state for the agent in ``gateway_peers``, one row per (tenant, public key,
 kind, reference). A usage report's row counts only when the same four values are recorded for
-the reporting agent (:func:`known_peers`); anything else (another PoP's or tenant's device, a
+the reporting agent (:func:`reportable_peers`); anything else (another PoP's or tenant's device, a
 key never sent, a connector reporting devices) is dropped by :mod:`tongdao.gateway.usage`.
 
 A peer missing from a later state is not forgotten at once: its row gets ``removed_at`` (when
@@ -34,9 +34,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import String, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import String, Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,7 @@ _IN_BATCH = 500
 
 Ident = tuple[uuid.UUID, str, str, str]  # tenant, public key, kind, reference
 PEERS = cast(Table, GatewayPeer.__table__)
+GATEWAYS = cast(Table, Gateway.__table__)
 
 
 def identities(state: DesiredState) -> frozenset[Ident]:
@@ -252,26 +253,101 @@ def record_sent(
     RECORDED.put(gateway_id, state.version)
 
 
-def known_peers(
-    session: Session, gateway_id: uuid.UUID, keys: Iterable[str], now: datetime
-) -> set[Ident]:
-    """Of the agent's recorded peers with these keys, those live or removed recently (one
-    query per 500 keys; the tenant read as text and parsed once per tenant)."""
-    t = PEERS
-    recent = or_(t.c.removed_at.is_(None), t.c.removed_at >= now - RECENTLY_REMOVED)
+_ABSENT: Any = object()
+
+
+class Reportable:
+    """The identities a report of one agent may carry now: its recorded peers, live or
+    removed within :data:`RECENTLY_REMOVED`."""
+
+    def __init__(self, peers: dict[Ident, datetime | None], now: datetime) -> None:
+        self._peers = peers
+        self._since = now - RECENTLY_REMOVED
+
+    def __contains__(self, ident: object) -> bool:
+        removed = self._peers.get(ident, _ABSENT)  # type: ignore[call-overload]
+        return removed is None or (removed is not _ABSENT and removed >= self._since)
+
+
+class _Known:
+    """Per agent, its recorded peers at the version last sent (process-local). The rows of
+    ``gateway_peers`` change only with ``gateways.sent_version`` (:func:`record` writes both
+    in one transaction), so a version read from the store says whether the copy holds.
+    Bounded by the peers held in all (least recently used agents go first)."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[uuid.UUID, tuple[int, dict[Ident, datetime | None]]] = OrderedDict()
+        self._held = 0
+        self._limit = limit
+
+    def get(self, gateway_id: uuid.UUID, version: int) -> dict[Ident, datetime | None] | None:
+        with self._lock:
+            entry = self._data.get(gateway_id)
+            if entry is None or entry[0] != version:
+                return None
+            self._data.move_to_end(gateway_id)
+            return entry[1]
+
+    def put(self, gateway_id: uuid.UUID, version: int, peers: dict[Ident, datetime | None]) -> None:
+        with self._lock:
+            old = self._data.pop(gateway_id, None)
+            if old is not None:
+                self._held -= len(old[1])
+            if len(peers) > self._limit:
+                return
+            self._data[gateway_id] = (version, peers)
+            self._held += len(peers)
+            while self._held > self._limit:
+                _gone, (_v, dropped) = self._data.popitem(last=False)
+                self._held -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._held = 0
+
+
+KNOWN = _Known()
+
+
+def reportable_peers(
+    session: Session, gateway_id: uuid.UUID, version: int | None, now: datetime
+) -> Reportable:
+    """The peers the agent's report may carry (see :class:`Reportable`): from this process's
+    copy when it is of the ``version`` the store holds, else read in one statement (the
+    version with the rows, so they match) and kept."""
+    if version is not None:
+        cached = KNOWN.get(gateway_id, version)
+        if cached is not None:
+            return Reportable(cached, now)
+    t, g = PEERS, GATEWAYS
+    stmt = (
+        select(
+            g.c.sent_version,
+            sql_cast(t.c.tenant_id, String),
+            t.c.peer_key,
+            t.c.peer_kind,
+            t.c.peer_ref,
+            t.c.removed_at,
+        )
+        .select_from(g.outerjoin(t, t.c.gateway_id == g.c.id))
+        .where(g.c.id == gateway_id)
+    )
     tenants: dict[str, uuid.UUID] = {}
-    out: set[Ident] = set()
-    wanted = sorted(set(keys))
-    for i in range(0, len(wanted), _IN_BATCH):
-        stmt = select(
-            sql_cast(t.c.tenant_id, String), t.c.peer_key, t.c.peer_kind, t.c.peer_ref
-        ).where(t.c.gateway_id == gateway_id, t.c.peer_key.in_(wanted[i : i + _IN_BATCH]), recent)
-        for raw, key, kind, ref in session.execute(stmt):
-            tenant = tenants.get(raw)
-            if tenant is None:
-                tenant = tenants[raw] = uuid.UUID(raw)
-            out.add((tenant, key, kind, ref))
-    return out
+    peers: dict[Ident, datetime | None] = {}
+    read: int | None = None
+    for sent, raw, key, kind, ref, removed in session.execute(stmt):
+        read = sent
+        if key is None:
+            continue
+        tenant = tenants.get(raw)
+        if tenant is None:
+            tenant = tenants[raw] = uuid.UUID(raw)
+        peers[(tenant, key, kind, ref)] = removed
+    if read is not None:
+        KNOWN.put(gateway_id, read, peers)
+    return Reportable(peers, now)
 
 
 def ensure_recorded(ctx: Ctx, gateway: Gateway) -> None:

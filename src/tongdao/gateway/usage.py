@@ -72,12 +72,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -87,8 +88,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
-    ValidationInfo,
-    field_validator,
+    TypeAdapter,
     model_validator,
 )
 from pydantic import ValidationError as SchemaError
@@ -96,10 +96,7 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
-    Table,
-    bindparam,
     func,
-    insert,
     select,
     update,
 )
@@ -110,7 +107,7 @@ from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES, error_body
 from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
-from tongdao.audit.sessions import Seen, track_report
+from tongdao.audit.sessions import OPEN_COPIES, Conn, Seen, track_report
 from tongdao.auth.permissions import Action
 from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
@@ -125,13 +122,15 @@ from tongdao.gateway.periods import (
     utc_instant,
 )
 from tongdao.gateway.routes import GatewayDep
-from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, known_peers
+from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, reportable_peers
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.quotas.service import check_report
 from tongdao.runtime import Ctx
-from tongdao.schemas import Strict, UtcDateTime, WireGuardKey
+from tongdao.schemas import Strict, UtcDateTime
+from tongdao.store.bulk import Columns, insert_rows, upsert_rows
 from tongdao.store.rows import rows_updated
+from tongdao.validation import wireguard_key
 
 log = logging.getLogger("tongdao.gateway.usage")
 router = APIRouter()
@@ -148,7 +147,6 @@ HANDSHAKE_BEFORE = timedelta(days=1)  # how long before its period a row's hands
 DEFAULT_RATE_MBPS = 10_000
 _EXAMPLES = 10  # dropped rows described in the warning event
 DROPPED_EVENT_EVERY = timedelta(minutes=10)  # at most one usage_rows_dropped event per gateway
-_IN_BATCH = 500  # peer keys per IN (...) query
 REASONS = ("invalid", "unknown_peer", "duplicate_peer", "over_rate")
 _ENDPOINT = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}):([0-9]{1,5})")
 
@@ -178,12 +176,16 @@ def ip_endpoint(value: str) -> str:
     return f"[{address}]:{port}" if v6 else f"{address}:{port}"
 
 
+# A peer's key is the same in report after report: validated once per process.
+ReportedKey = Annotated[str, AfterValidator(lru_cache(maxsize=65536)(wireguard_key))]
+
+
 # --- schemas -------------------------------------------------------------------------------------
 class PeerUsage(Strict):
     """One peer's row. A row that does not validate is dropped, not the report."""
 
     tenant_id: uuid.UUID
-    peer_key: WireGuardKey
+    peer_key: ReportedKey
     peer_kind: PeerKind
     peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
@@ -211,14 +213,14 @@ class PeerUsage(Strict):
         AfterValidator(lambda v: None if v is None else ip_endpoint(v)),
     ] = None
 
-    @field_validator("cross_border_rx_bytes", "cross_border_tx_bytes")
-    @classmethod
-    def _within_total(cls, value: int, info: ValidationInfo) -> int:
-        whole = (info.field_name or "").removeprefix("cross_border_")
-        total = info.data.get(whole)
-        if isinstance(total, int) and value > total:
-            raise ValueError(f"must be at most {whole}")
-        return value
+    @property
+    def cross_border_fits(self) -> bool:
+        """The cross-border parts are at most the totals (checked when screening, not per
+        field: a Python validator per row is most of a big report's validation)."""
+        return (
+            self.cross_border_rx_bytes <= self.rx_bytes
+            and self.cross_border_tx_bytes <= self.tx_bytes
+        )
 
 
 class UsageReportIn(Strict):
@@ -239,15 +241,18 @@ class UsageReportIn(Strict):
         if isinstance(data, dict) and isinstance(data.get("peers"), list):
             rows = data["peers"]
             if len(rows) <= MAX_PEERS:
-                good: list[PeerUsage] = []
-                for i, raw in enumerate(rows):
-                    try:
-                        good.append(PeerUsage.model_validate(raw))
-                    except SchemaError as exc:
-                        wrong = sorted(
-                            {".".join(map(str, e["loc"])) or "row" for e in exc.errors()}
-                        )
-                        invalid.append((i, ", ".join(wrong)))
+                try:  # all rows at once (the usual case), else one by one to set the bad aside
+                    good = _ROWS.validate_python(rows)
+                except SchemaError:
+                    good = []
+                    for i, raw in enumerate(rows):
+                        try:
+                            good.append(PeerUsage.model_validate(raw))
+                        except SchemaError as exc:
+                            wrong = sorted(
+                                {".".join(map(str, e["loc"])) or "row" for e in exc.errors()}
+                            )
+                            invalid.append((i, ", ".join(wrong)))
                 data = {**data, "peers": good}
         report = handler(data)
         report._invalid = invalid
@@ -262,6 +267,9 @@ class UsageReportIn(Strict):
     @property
     def invalid_rows(self) -> list[tuple[int, str]]:
         return self._invalid
+
+
+_ROWS = TypeAdapter(list[PeerUsage])
 
 
 class ReportAnswer(BaseModel):
@@ -357,19 +365,60 @@ Credit = tuple[datetime, datetime, datetime]  # credited_until, period_start, pe
 CreditKey = tuple[uuid.UUID, str]  # tenant, peer key
 
 
-def _credits(
-    session: Session, gateway_id: uuid.UUID, keys: Sequence[str]
-) -> dict[CreditKey, Credit]:
-    """The peers' credits at this gateway (one query per 500 keys)."""
+class _Credits:
+    """Per gateway, all its peers' credits as of its last stored seq (process-local). Credits
+    are written only by a report, under the gateway's row lock, with its seq: when the locked
+    row's seq is the one a copy was made at, the copy holds. Bounded by credits held."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[uuid.UUID, tuple[int, dict[CreditKey, Credit]]] = OrderedDict()
+        self._held = 0
+        self._limit = limit
+
+    def get(self, gateway_id: uuid.UUID, seq: int) -> dict[CreditKey, Credit] | None:
+        with self._lock:
+            entry = self._data.get(gateway_id)
+            if entry is None or entry[0] != seq:
+                return None
+            self._data.move_to_end(gateway_id)
+            return entry[1]
+
+    def put(self, gateway_id: uuid.UUID, seq: int, credits: dict[CreditKey, Credit]) -> None:
+        with self._lock:
+            old = self._data.pop(gateway_id, None)
+            if old is not None:
+                self._held -= len(old[1])
+            if len(credits) > self._limit:
+                return
+            self._data[gateway_id] = (seq, credits)
+            self._held += len(credits)
+            while self._held > self._limit:
+                _gone, (_s, dropped) = self._data.popitem(last=False)
+                self._held -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._held = 0
+
+
+CREDITS = _Credits()
+
+
+def _credits(session: Session, gateway_id: uuid.UUID, seq: int) -> dict[CreditKey, Credit]:
+    """All the gateway's credits as of its stored ``seq``: this process's copy if made at
+    that seq, else read (one query). The caller must not change the dict before its commit."""
+    cached = CREDITS.get(gateway_id, seq)
+    if cached is not None:
+        return cached
     c = UsageCredit
     out: dict[CreditKey, Credit] = {}
-    wanted = sorted(set(keys))
-    for i in range(0, len(wanted), _IN_BATCH):
-        stmt = select(
-            c.tenant_id, c.peer_key, c.credited_until, c.period_start, c.period_end
-        ).where(c.gateway_id == gateway_id, c.peer_key.in_(wanted[i : i + _IN_BATCH]))
-        for tenant, key, until, start, end in session.execute(stmt):
-            out[(tenant, key)] = (_utc(until), _utc(start), _utc(end))
+    stmt = select(c.tenant_id, c.peer_key, c.credited_until, c.period_start, c.period_end).where(
+        c.gateway_id == gateway_id
+    )
+    for tenant, key, until, start, end in session.execute(stmt):
+        out[(tenant, key)] = (_utc(until), _utc(start), _utc(end))
     return out
 
 
@@ -390,7 +439,7 @@ class Screened:
     def __init__(self) -> None:
         self.kept: list[PeerUsage] = []
         self.credits: dict[CreditKey, Credit] = {}  # new credit of each kept row's peer
-        self.fresh: set[CreditKey] = set()  # peers with no credit row yet
+        self.before: dict[CreditKey, Credit] | None = None  # all credits, as read
         self.dropped: Counter[str] = Counter()
         self.examples: list[dict[str, Any]] = []
 
@@ -400,7 +449,14 @@ class Screened:
             self.examples.append({"row": index, "reason": reason, "detail": detail})
 
 
-def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) -> Screened:
+def _screen(
+    ctx: Ctx,
+    gateway: Gateway,
+    report: UsageReportIn,
+    now: datetime,
+    seq: int,
+    sent_version: int | None,
+) -> Screened:
     """Sort the report's rows into those that count and those dropped.
 
     Bytes are bounded per peer and gateway *over time*, not per report: each peer has a
@@ -419,9 +475,8 @@ def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) ->
     if not report.peers:
         return out
     session = ctx.session
-    keys = [p.peer_key for p in report.peers]
-    known = known_peers(session, gateway.id, keys, now)
-    credits = _credits(session, gateway.id, keys)
+    known = reportable_peers(session, gateway.id, sent_version, now)
+    credits = out.before = _credits(session, gateway.id, seq)
     per_second = _rate_mbps(session, gateway) * 125_000  # Mbit/s → bytes a second
     start, end = report.period_start, report.period_end
     deadline = end + RATE_SLACK
@@ -436,6 +491,9 @@ def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) ->
             continue
         if peer.peer_key in seen:
             out.drop(index, "duplicate_peer", peer.peer_key)
+            continue
+        if not peer.cross_border_fits:
+            out.drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
             continue
         if peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
             out.drop(index, "invalid", "last_handshake outside the period")
@@ -453,57 +511,30 @@ def _screen(ctx: Ctx, gateway: Gateway, report: UsageReportIn, now: datetime) ->
         seen.add(peer.peer_key)
         out.kept.append(peer)
         out.credits[ident] = (base + timedelta(microseconds=cost), start, end)
-        if credit is None:
-            out.fresh.add(ident)
     return out
 
 
 def _save_credits(session: Session, gateway_id: uuid.UUID, screened: Screened) -> None:
-    rows = [
-        {
-            "b_gateway": gateway_id,
-            "b_tenant": tenant,
-            "b_key": key,
-            "b_until": until,
-            "b_start": start,
-            "b_end": end,
-        }
-        for (tenant, key), (until, start, end) in screened.credits.items()
-    ]
-    new = [r for r in rows if (r["b_tenant"], r["b_key"]) in screened.fresh]
-    old = [r for r in rows if (r["b_tenant"], r["b_key"]) not in screened.fresh]
-    table = cast(Table, UsageCredit.__table__)
-    c = table.c
-    if new:
-        session.execute(
-            insert(UsageCredit),
-            [
-                {
-                    "gateway_id": r["b_gateway"],
-                    "tenant_id": r["b_tenant"],
-                    "peer_key": r["b_key"],
-                    "credited_until": r["b_until"],
-                    "period_start": r["b_start"],
-                    "period_end": r["b_end"],
-                }
-                for r in new
-            ],
-        )
-    if old:
-        session.execute(
-            update(table)
-            .where(
-                c.gateway_id == bindparam("b_gateway"),
-                c.tenant_id == bindparam("b_tenant"),
-                c.peer_key == bindparam("b_key"),
-            )
-            .values(
-                credited_until=bindparam("b_until"),
-                period_start=bindparam("b_start"),
-                period_end=bindparam("b_end"),
-            ),
-            old,
-        )
+    """The kept rows' new credits, inserted or overwritten (one statement on PostgreSQL)."""
+    credits = screened.credits
+    if not credits:
+        return
+    upsert_rows(
+        session,
+        UsageCredit,
+        ("gateway_id", "tenant_id", "peer_key"),
+        Columns(
+            {
+                "tenant_id": [tenant for tenant, _key in credits],
+                "peer_key": [key for _tenant, key in credits],
+                "credited_until": [c[0] for c in credits.values()],
+                "period_start": [c[1] for c in credits.values()],
+                "period_end": [c[2] for c in credits.values()],
+            },
+            same={"gateway_id": gateway_id},
+        ),
+        replace=("credited_until", "period_start", "period_end"),
+    )
 
 
 def _warning(
@@ -589,6 +620,8 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             Gateway.last_period_end,
             Gateway.dropped_event_at,
             Gateway.dropped_held,
+            Gateway.sent_version,
+            Gateway.last_seen_at,
         )
         .where(Gateway.id == gateway_id)
         .with_for_update()
@@ -602,7 +635,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     now = ctx.runtime.clock()
     _check_period(last, gateway.created_at, report, now)
     ensure_recorded(ctx, gateway)
-    screened = _screen(ctx, gateway, report, now)
+    screened = _screen(ctx, gateway, report, now, seq, last.sent_version)
     peers, dropped = screened.kept, screened.dropped
     warning: dict[str, Any] | None = None
     telemetry: dict[str, Any] = {
@@ -625,6 +658,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
+    sessions_after: dict[str, Conn] | None = None
     if gateway.pop_id is not None:
         seen = [
             Seen(
@@ -639,34 +673,43 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             )
             for peer in peers
         ]
-        track_report(
-            session, gateway_id, gateway.pop_id, seen, report.period_start, report.period_end, now
+        _plan, sessions_after = track_report(
+            session,
+            gateway_id,
+            gateway.pop_id,
+            seen,
+            report.period_start,
+            report.period_end,
+            now,
+            seq=seq,
+            last_seen_at=as_utc(last.last_seen_at),
         )
-    rows = [
+    rows = Columns(
         {
+            "tenant_id": [p.tenant_id for p in peers],
+            "peer_key": [p.peer_key for p in peers],
+            "peer_kind": [p.peer_kind for p in peers],
+            "peer_ref": [str(p.peer_ref) for p in peers],
+            "rx_bytes": [p.rx_bytes for p in peers],
+            "tx_bytes": [p.tx_bytes for p in peers],
+            "cross_border_rx_bytes": [p.cross_border_rx_bytes for p in peers],
+            "cross_border_tx_bytes": [p.cross_border_tx_bytes for p in peers],
+            "last_handshake": [p.last_handshake for p in peers],
+            "endpoint": [p.endpoint for p in peers],
+        },
+        same={
             "gateway_id": gateway_id,
             "seq": report.seq,
-            "tenant_id": peer.tenant_id,
-            "peer_key": peer.peer_key,
-            "peer_kind": peer.peer_kind,
-            "peer_ref": str(peer.peer_ref),
-            "rx_bytes": peer.rx_bytes,
-            "tx_bytes": peer.tx_bytes,
-            "cross_border_rx_bytes": peer.cross_border_rx_bytes,
-            "cross_border_tx_bytes": peer.cross_border_tx_bytes,
-            "last_handshake": peer.last_handshake,
-            "endpoint": peer.endpoint,
             "period_start": report.period_start,
             "period_end": report.period_end,
-        }
-        for peer in peers
-    ]
+        },
+    )
     if warning is not None:
         since = as_utc(last.dropped_event_at) if last.dropped_event_at is not None else None
         _warn(ctx, gateway, report.seq, warning, screened.examples, since)
     try:
         if rows:
-            session.execute(insert(UsageRecord), rows)
+            insert_rows(session, UsageRecord, rows)
             _save_credits(session, gateway_id, screened)
             roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
             check_report(
@@ -678,10 +721,16 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         return ReportAnswer(
             accepted=False, duplicate=True, stored=0, last_seq=_last_seq(ctx, gateway_id)
         )
+    # Committed: this process's copies of the credits and open sessions as of this seq.
+    if screened.before is not None:
+        screened.before.update(screened.credits)
+        CREDITS.put(gateway_id, report.seq, screened.before)
+    if sessions_after is not None:
+        OPEN_COPIES.put(gateway_id, report.seq, sessions_after)
     return ReportAnswer(
         accepted=True,
         duplicate=False,
-        stored=len(rows),
+        stored=len(peers),
         last_seq=report.seq,
         dropped=sum(dropped.values()),
         dropped_reasons={r: dropped[r] for r in REASONS if dropped[r]},

@@ -4,6 +4,7 @@ from tongdao.access.models import Policy
 from tongdao.audit.models import AuditChainHead, AuditEvent, OpenConnection
 from tongdao.auth.links import OneTimeLink, PasswordResetRequest
 from tongdao.auth.models import ApiToken, LoginAttempt
+from tongdao.auth.webauthn_models import SecondFactorPolicy, WebAuthnChallenge, WebAuthnCredential
 from tongdao.billing.models import (
     Invoice,
     InvoiceLine,
@@ -84,6 +85,7 @@ __all__ = [
     "PrivacyNotice",
     "QuotaEvent",
     "Reminder",
+    "SecondFactorPolicy",
     "Shareholder",
     "Site",
     "Subscription",
@@ -94,4 +96,6 @@ __all__ = [
     "UsageTenantHourly",
     "User",
     "UserLimits",
+    "WebAuthnChallenge",
+    "WebAuthnCredential",
 ]

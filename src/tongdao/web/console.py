@@ -51,6 +51,7 @@ from tongdao.api.errors import validation_fields
 from tongdao.audit.recorder import Actor, set_actor
 from tongdao.auth.permissions import Action, Role
 from tongdao.auth.principal import Principal
+from tongdao.auth.second_factor import ENROL_FIRST, EnrolmentRequired, enrolment_allowed
 from tongdao.auth.service import authenticate_token
 from tongdao.errors import (
     AuthenticationError,
@@ -77,6 +78,7 @@ PRESESSION_COOKIE = "tongdao_presession"
 HOST_PREFIX = "__Host-"
 LANGUAGE_COOKIE = "tongdao_lang"
 CSRF_FIELD = "csrf_token"
+ENROL_PAGE = "/console/account/keys?enrol=1"
 CSRF_HEADER = "x-csrf-token"
 MAX_FORM_BYTES = 256 * 1024
 MAX_FORM_FIELDS = 500
@@ -282,6 +284,8 @@ def _signed_in_view(request: Request, ctx: Ctx, secret: str) -> View:
             tenant = adopt(ctx, check, tenant) if tenant is not None else None
     else:
         principal, user, tenant = _who(ctx, secret)
+    if principal.enrolment_only and not enrolment_allowed(request.url.path):
+        raise EnrolmentRequired(ENROL_FIRST)
     ctx.principal = principal
     set_actor(ctx.session, Actor(principal.user_id, principal.email, ctx.source_ip))
     locale = Locale(_language_of(request, user))
@@ -587,6 +591,11 @@ class ConsoleRoute(APIRoute):
                 return await handler(request)
             except AuthenticationError:
                 return _sign_in_redirect(request)
+            except EnrolmentRequired:
+                # A staff member the operator requires a second factor of, who has none yet.
+                return RedirectResponse(
+                    ENROL_PAGE, status_code=303, headers={"Cache-Control": "no-store"}
+                )
             except RequestValidationError as exc:
                 # A query or path the page's signature refuses (a too long ?next=, a bad
                 # ?token=): a page with the console's headers, not the API's JSON.

@@ -18,6 +18,7 @@ from tongdao.web.pages import (
     compliance,
     compliance_watch,
     crossborder,
+    keys,
     ledger,
     me,
     network,
@@ -40,6 +41,7 @@ AREAS: list[ModuleType] = [
     quotas,
     audit,
     me,
+    keys,
 ]
 ROUTERS: list[APIRouter] = [area.router for area in AREAS]
 

@@ -30,6 +30,7 @@ ACTIONS: dict[str, str] = {
     "password_reset": N_("Password reset by an administrator"),
     "password_reset_requested": N_("Password reset requested"),
     "password_set_by_link": N_("Password set through an e-mailed link"),
+    "second_factors_reset": N_("Second factors reset by an administrator"),
     # Real-name identity.
     "verify_identity": N_("Identity verified"),
     "withdraw_identity_verification": N_("Identity verification withdrawn"),
@@ -60,6 +61,8 @@ ACTIONS: dict[str, str] = {
 
 OBJECT_KINDS: dict[str, str] = {
     "api_token": N_("API token"),
+    "second_factor_policy": N_("Second-factor rule for staff"),
+    "webauthn_credential": N_("Security key or passkey"),
     "audit_log": N_("Audit log"),
     "billing_plan": N_("Billing plan"),
     "billing_reminder": N_("Payment reminder"),

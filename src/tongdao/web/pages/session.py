@@ -10,6 +10,7 @@ from tongdao.auth import service
 from tongdao.auth.permissions import Role
 from tongdao.errors import AuthenticationError, Conflict, Throttled, ValidationError
 from tongdao.operator.bootstrap import create_first_admin, operator_admin_exists
+from tongdao.tenancy.models import User
 from tongdao.web import i18n
 from tongdao.web.console import (
     LANGUAGE_COOKIE,
@@ -31,6 +32,7 @@ from tongdao.web.console import (
 )
 from tongdao.web.first_run import FirstRun
 from tongdao.web.i18n import N_
+from tongdao.web.pages.keys import key_step_page
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 NAV = [NavItem("/console/home", N_("Home"), frozenset(Role))]
@@ -108,6 +110,10 @@ def sign_in(view: ViewDep, form: FormDep) -> Response:
             view.ctx.source_ip or "unknown",
             view.request.headers.get("user-agent"),
         )
+    except service.SecondFactorNeeded as needed:
+        # The password was right; the account's security key completes the sign-in.
+        view.ctx.session.commit()
+        return key_step_page(view, needed.pending, next_path)
     except AuthenticationError:
         errors = {"form": view._("e-mail, password or authentication code is wrong")}
         return _sign_in_page(view, email=email, next_path=next_path, errors=errors, status=401)
@@ -124,6 +130,11 @@ def sign_in(view: ViewDep, form: FormDep) -> Response:
         errors = field_errors(view, exc)
         return _sign_in_page(view, email=email, next_path=next_path, errors=errors, status=422)
     view.ctx.session.commit()
+    return signed_in(view, user, secret, next_path)
+
+
+def signed_in(view: View, user: User, secret: str, next_path: str) -> Response:
+    """The answer to a sign-in that succeeded: the session cookie, on to the page asked for."""
     response = redirect(view, safe_next(next_path))
     set_session_cookie(
         response, view.request, secret, view.ctx.runtime.settings.session_ttl_seconds
@@ -132,6 +143,11 @@ def sign_in(view: ViewDep, form: FormDep) -> Response:
         view.language_cookie = user.language
         finish(view, response)
     return response
+
+
+def sign_in_refused(view: View, message: str, next_path: str, *, status: int) -> Response:
+    """The sign-in page again with ``message`` (a step after the password failed)."""
+    return _sign_in_page(view, next_path=next_path, errors={"form": message}, status=status)
 
 
 @router.post("/console/sign-out")
