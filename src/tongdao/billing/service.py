@@ -674,16 +674,22 @@ class RunOutcome:
     existing: int
 
 
+RUN_BATCH = 50  # tenants per transaction of the monthly run (the series row stays locked)
+
+
 def run_month(
     db: Database,
     month: date,
     *,
     actor: Actor = SYSTEM,
     keep_going: Callable[[], bool] | None = None,
+    batch: int = RUN_BATCH,
 ) -> RunOutcome:
-    """Make every tenant's invoice for ``month`` (drafts), one transaction per tenant.
+    """Make every tenant's invoice for ``month`` (drafts), ``batch`` tenants per transaction
+    (a savepoint each; ``TONGDAO_BILLING_RUN_BATCH``): a commit and its audit-chain append
+    per batch, not per tenant.
 
-    ``keep_going`` is asked before each tenant (a job under a lease renews it there and stops
+    ``keep_going`` is asked before each batch (a job under a lease renews it there and stops
     when the lease is lost). Tenants that have their invoice for the month already (its
     dedupe key, which a void releases) are counted and skipped up front; the others'
     quantities are read once for all (:func:`month_facts`), and each tenant's transaction
@@ -697,24 +703,52 @@ def run_month(
         facts = month_facts(session, tenant_ids, month)
         session.expunge_all()  # the plans outlive this session (read-only: never written)
     outcome = RunOutcome(month_text, [], len(every) - len(tenant_ids))
-    for tenant_id in tenant_ids:
+    for first in range(0, len(tenant_ids), batch):
+        # Asked between transactions: a lease renewal writes (on SQLite, one writer at once).
         if keep_going is not None and not keep_going():
             break
-        with db.session() as session:
-            set_actor(session, actor)
-            invoice = bill_tenant(session, tenant_id, month, facts)
-            if invoice is None:
-                session.rollback()  # gives the number back
-                outcome.existing += 1
-                continue
-            record(
-                session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
-                after={"number": invoice.number, "month": invoice.month,
-                       "total": str(invoice.total)},
-            )  # fmt: skip
-            session.commit()
-            outcome.created.append(invoice.number)
+        _bill_batch(db, tenant_ids[first : first + batch], month, facts, actor, outcome)
     return outcome
+
+
+def _bill_batch(
+    db: Database,
+    tenant_ids: list[uuid.UUID],
+    month: date,
+    facts: MonthFacts,
+    actor: Actor,
+    outcome: RunOutcome,
+) -> None:
+    """Bill a batch of tenants in one transaction, each in a savepoint of its own (a tenant
+    with its invoice already, or nothing to bill, gives its number back). A tenant that
+    fails stops the run after the batch's invoices before it are committed: the series has
+    no gap either way."""
+    made: list[str] = []
+    with db.session() as session:
+        set_actor(session, actor)
+        for tenant_id in tenant_ids:
+            savepoint = session.begin_nested()
+            try:
+                invoice = bill_tenant(session, tenant_id, month, facts)
+                if invoice is None:
+                    savepoint.rollback()
+                    outcome.existing += 1
+                    continue
+                record(
+                    session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
+                    after={"number": invoice.number, "month": invoice.month,
+                           "total": str(invoice.total)},
+                )  # fmt: skip
+                savepoint.commit()
+            except BaseException:
+                if savepoint.is_active:
+                    savepoint.rollback()
+                session.commit()  # the invoices made before this tenant's
+                outcome.created.extend(made)
+                raise
+            made.append(invoice.number)
+        session.commit()
+    outcome.created.extend(made)
 
 
 # --- invoices ----------------------------------------------------------------------------------
