@@ -1,4 +1,4 @@
-"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [--quick]
+"""``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [billing] [--quick]
 [--only sqlite|postgresql]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
@@ -17,10 +17,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import dataplane, domains, kernel, ledger, load, store
+from bench import billing, dataplane, domains, kernel, ledger, load, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("store", "load", "dataplane", "domains", "kernel", "ledger")
+BENCHMARKS = ("store", "load", "dataplane", "domains", "kernel", "ledger", "billing")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -145,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         ledger_report = ledger.run(ledger_cfg, backends, mode=mode)
         crashed = (
             write(args.output_dir, "ledger", ledger_report, ledger.summary(ledger_report))
+            or crashed
+        )
+    if "billing" in selected:
+        billing_cfg = billing.QUICK if args.quick else billing.FULL
+        if args.tenants is not None:
+            billing_cfg = replace(billing_cfg, tenants=args.tenants)
+        billing_report = billing.run(billing_cfg, list(billing.BACKENDS), mode=mode)
+        crashed = (
+            write(args.output_dir, "billing", billing_report, billing.summary(billing_report))
             or crashed
         )
     print(f"bench finished in {time.perf_counter() - began:.1f} s")

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="how often `tongdao server` looks for scheduled work (the monthly billing "
         "run) under a lease in the store; 0 turns the scheduler off (another replica runs it)",
     )
+    billing_run_batch: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="tenants billed per transaction by the monthly run (each in a savepoint): "
+        "fewer commits and audit-chain appends; the invoice series stays locked meanwhile",
+    )
     usage_raw_months: int = Field(
         default=2,
         ge=1,

@@ -4,6 +4,7 @@ and a device added to a limited user is an element-only update."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from tongdao.agent import firewall as fw
@@ -79,3 +80,40 @@ def test_a_new_device_of_a_limited_user_is_an_element_update() -> None:
     update = fw.plan_update(before, after)
     assert all("element" in next(iter(c.values())) for c in update["nftables"])
     assert update["nftables"]
+
+
+def test_a_throttled_tenant_adds_a_shared_policer_on_top_of_each_users_own() -> None:
+    batch = fw.compile_ruleset(
+        [
+            tenant(
+                device(2, rate_mbps=10, limit_group="u1", tenant_rate_mbps=20),
+                device(3, rate_mbps=50, limit_group="u2", tenant_rate_mbps=20),
+                device(4, tenant_rate_mbps=20),
+            )
+        ]
+    )
+    limits = {o["name"]: o["rate"] for o in objects(batch, "limit")}
+    assert limits == {
+        "q0_up": 10 * 125_000,
+        "q0_dn": 10 * 125_000,
+        "q1_up": 50 * 125_000,
+        "q1_dn": 50 * 125_000,
+        "t0_up": 20 * 125_000,
+        "t0_dn": 20 * 125_000,
+    }
+    elements = fw.set_elements(batch)
+    own = {e[0]["concat"][1]["prefix"]["addr"]: e[1] for e in elements["quota_up4"]}
+    assert own == {"100.64.0.2": "q0_up", "100.64.0.3": "q1_up"}
+    shared = {e[0]["concat"][1]["prefix"]["addr"]: e[1] for e in elements["quota_t_dn6"]}
+    assert shared == {"fd00:1::2": "t0_dn", "fd00:1::3": "t0_dn", "fd00:1::4": "t0_dn"}
+    # Both policers are on the packet path: the user's first, then the tenant's.
+    rules = [json.dumps(i["add"]["rule"]) for i in batch["nftables"] if "rule" in i.get("add", {})]
+    quota = [r for r in rules if f'"chain": "{fw.QUOTA_CHAIN}"' in r]
+    maps = [m for r in quota for m in ("@quota_up4", "@quota_t_up4") if f'"{m}"' in r]
+    assert maps == ["@quota_up4", "@quota_t_up4"]
+
+
+def test_without_a_throttle_the_ruleset_has_no_tenant_policer() -> None:
+    batch = fw.compile_ruleset([tenant(device(2, rate_mbps=10, limit_group="u1"))])
+    assert not any(name.startswith("quota_t_") for name in fw.set_elements(batch))
+    assert [o["name"] for o in objects(batch, "limit")] == ["q0_up", "q0_dn"]

@@ -142,6 +142,7 @@ def test_whole_credit_stays_and_refuses_a_second(world: World) -> None:
     assert call(world, "POST", a + "/issue", "billing_clerk").status_code == 200
     whole = credit(world, a, {"reason": "sold in error"})
     assert whole.status_code == 201 and whole.json()["total"] == "-1135.26"
+    assert call(world, "GET", a, "auditor").json()["state"] == "paid"  # nothing is owed
     again = credit(world, a, {"reason": "again"})
     assert again.status_code == 409 and "lines" in again.json()["error"]["fields"]
     line = inv["lines"][0]["id"]
@@ -152,6 +153,42 @@ def test_whole_credit_stays_and_refuses_a_second(world: World) -> None:
     assert pay.status_code == 409 and "amount" in pay.json()["error"]["fields"]
     void = call(world, "POST", a + "/void", "billing_clerk", {"reason": "x"})
     assert void.status_code == 409
+
+
+@both_stores
+def test_credits_and_payments_that_cover_the_total_make_it_paid(world: World) -> None:
+    """Paid in part, then credited for what is left: nothing is owed, so the invoice is paid
+    (not left issued, overdue and reminded of ¥0.00); it takes no more payments."""
+    inv = billed_a(world)  # 1000.00 + 60.00 VAT base fee, 2 seats 71.00 + 4.26: 1135.26
+    a = f"/tenants/{world.a.id}/invoices/{inv['id']}"
+    base, seats = (line["id"] for line in inv["lines"])
+    assert call(world, "POST", a + "/issue", "billing_clerk").status_code == 200
+    part = call(world, "POST", a + "/payments", "billing_clerk",
+                {"amount": "1000.00", "received_on": "2026-12-05"})  # fmt: skip
+    assert part.status_code == 201, part.text
+    seats_off = credit(world, a, {"reason": "no seats",
+                                  "lines": [{"line_id": seats, "quantity": "2"}]})  # fmt: skip
+    assert seats_off.status_code == 201 and seats_off.json()["total"] == "-75.26"
+    assert call(world, "GET", a, "auditor").json()["state"] == "issued"  # 60.00 left
+    rest = credit(world, a, {"reason": "goodwill",
+                             "lines": [{"line_id": base, "amount_excl_vat": "56.60"}]})  # fmt: skip
+    assert rest.status_code == 201 and rest.json()["total"] == "-60.00", rest.text
+    assert call(world, "GET", a, "auditor").json()["state"] == "paid"
+    bal = call(world, "GET", f"/tenants/{world.a.id}/balance", "tenant_admin").json()
+    assert bal["balance"] == "0.00"
+    more = call(world, "POST", a + "/payments", "billing_clerk",
+                {"amount": "1.00", "received_on": "2026-12-06"})  # fmt: skip
+    assert more.status_code == 409 and "amount" in more.json()["error"]["fields"]
+    with world.runtime.db.session(write=False) as session:  # the state change is audited
+        states = [
+            (e.after or {}).get("state")
+            for e in session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.object_type == "invoice", AuditEvent.object_id == inv["id"]
+                )
+            )
+        ]
+    assert "paid" in states
 
 
 @both_stores

@@ -4,6 +4,7 @@ and the peers' limits in every serving PoP's desired state."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,8 +31,10 @@ from tongdao.quotas import service
 from tongdao.quotas.jobs import run_month_job
 from tongdao.quotas.models import QuotaEvent
 from tongdao.runtime import Ctx, Runtime
+from tongdao.tenancy.models import User
 
 API = "/api/v1"
+CJK = re.compile(r"[\u4e00-\u9fff]")
 MB = 1_000_000
 
 
@@ -97,6 +100,10 @@ def test_user_cap_fires_once_blocks_everywhere_and_a_raised_cap_lifts(
     world: World, runtime: Runtime, smtp: SmtpServer
 ) -> None:
     use_relay(world, smtp.port)
+    with runtime.db.session() as session:  # the tenant's admin reads Chinese, the staff English
+        admin = session.scalars(select(User).where(User.email == "tenant_admin@a.example")).one()
+        admin.language = "zh_CN"
+        session.commit()
     _pop, gw = serving_gateway(world)
     other = enrol(world, make_pop(world, "sh", region="CN-SH", host="198.51.100.11"))
     dev = device(world)
@@ -120,12 +127,18 @@ def test_user_cap_fires_once_blocks_everywhere_and_a_raised_cap_lifts(
     assert events(runtime) == [(str(employee), 80)]
     got = smtp.wait_for("tenant_admin@a.example")
     assert "80%" in got.text and "employee@a.example" in got.text
+    # Each in their own language, not one bilingual text.
+    assert "流量已超过上限的 80%" in got.text and "Traffic" not in got.text
+    assert "本月流量已超过上限的 80%" in str(got.message["Subject"])
+    clerk = smtp.wait_for("billing_clerk@operator.example")
+    assert "passed 80% of their monthly transfer cap" in str(clerk.message["Subject"])
+    assert "Traffic continues" in clerk.text and not CJK.search(clerk.text)
     smtp.wait_for("operator_admin@operator.example")
-    smtp.wait_for("billing_clerk@operator.example")
     assert device_peer(state(world, gw), dev["id"]).blocked is False
     send(3, 300_000, 0, end + timedelta(seconds=60))  # 110%: blocked on both PoPs
     assert events(runtime) == [(str(employee), 80), (str(employee), 100)]
-    smtp.wait_for("tenant_admin@a.example", count=2)
+    reached = smtp.wait_for("tenant_admin@a.example", count=2)
+    assert "已按租户的限额设置在各网关上阻断或限速" in reached.text
     for gateway in (gw, other):
         assert device_peer(state(world, gateway), dev["id"]).blocked is True
     send(4, 100_000, 0, end + timedelta(seconds=90))  # more: no further event or mail
@@ -168,7 +181,7 @@ def test_tenant_cap_throttles_sites_and_devices_and_rates_are_per_user(
         headers=world.a.admin.headers,
     )
     assert mine.status_code == 201, mine.text
-    body = {"tenant_cap_mb": 2, "user_rate_mbps": 50, "over_cap": "throttle", "throttle_mbps": 2}
+    body = {"tenant_cap_mb": 2, "user_rate_mbps": 50, "over_cap": "throttle", "throttle_mbps": 20}
     assert limits(world, body).status_code == 200
     # The admin holds one user to less (within the tenant's 50).
     resp = user_limits(world, world.a.employee.user_id, {"rate_mbps": 10})
@@ -185,9 +198,14 @@ def test_tenant_cap_throttles_sites_and_devices_and_rates_are_per_user(
     assert world.client.post(REPORTS, json=body, headers=gw).json()["stored"] == 1
     assert events(runtime) == [("tenant", 80), ("tenant", 100)]
     desired = state(world, gw)
-    for ref in (dev["id"], mine.json()["id"]):
-        held = device_peer(desired, ref)
-        assert (held.blocked, held.rate_mbps, held.limit_group) == (False, 2, "tenant")
+    # Throttled, and each user keeps the stricter of their own limit and the throttle: the
+    # employee's 10 still holds under the tenant's 20 (both policers apply), and the admin's
+    # 50 gives way to the 20 all the tenant's peers share.
+    held = device_peer(desired, dev["id"])
+    assert (held.blocked, held.rate_mbps, held.limit_group) == (False, 10, str(first.limit_group))
+    assert held.tenant_rate_mbps == 20
+    held = device_peer(desired, mine.json()["id"])
+    assert (held.blocked, held.rate_mbps, held.tenant_rate_mbps) == (False, 50, 20)
     view = world.client.get(f"{API}/tenants/{world.a.id}/limits", headers=world.a.admin.headers)
     assert view.json()["enforced"] is True and view.json()["used_bytes"] == 2_500_000
     # Metrics: counted, no tenant or person in a label.
@@ -286,7 +304,7 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
                     period_end=end,
                 ),
             )
-        fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], now)
+        fired = service.check_report(ctx, [(world.a.id, "device", dev["id"])], end)
         assert sorted(e.level for e in fired) == [80, 100]
         session.commit()
     assert device_peer(state(world, gw), dev["id"]).blocked is True
@@ -306,6 +324,33 @@ def test_a_new_month_lifts_the_blocks_and_counts_afresh(world: World, runtime: R
     assert "0 blocks" in out.output
     with runtime.db.session() as session:
         assert service.month_to_date(session, world.a.id, month=service.month_of(later)) == 0
+
+
+def test_a_late_report_counts_in_the_month_it_measured(world: World, runtime: Runtime) -> None:
+    """A report for 23:59 on 30 November (Beijing) that the server stores at 00:00:30 on
+    1 December: its bytes are November's in the ledger, so its cap event is November's too
+    (the server clock's month would find December empty and fire nothing)."""
+    _pop, gw = serving_gateway(world)
+    dev = device(world)
+    assert limits(world, {"user_cap_mb": 2}).status_code == 200
+    state(world, gw)  # the gateway was sent the device's peer
+    arrived = datetime(2026, 11, 30, 16, 0, 30, tzinfo=UTC)  # 00:00:30 on 1 December
+    runtime.clock = lambda: arrived
+    with runtime.db.session() as session:  # enrolled an hour before
+        session.scalars(select(Gateway)).one().created_at = arrived - timedelta(hours=1)
+        session.commit()
+    end = datetime(2026, 11, 30, 15, 59, 30, tzinfo=UTC)  # 23:59:30 on 30 November
+    body = report(1, [peer(world.a.id, dev["id"], 2_500_000, 0, key=dev["public_key"])], end=end)
+    resp = world.client.post(REPORTS, json=body, headers=gw)
+    assert resp.status_code == 200 and resp.json()["stored"] == 1, resp.text
+    with runtime.db.session(write=False) as session:
+        rows = session.execute(
+            select(QuotaEvent.month, QuotaEvent.level).order_by(QuotaEvent.level)
+        )
+        assert [(str(m), int(lv)) for m, lv in rows] == [("2026-11", 80), ("2026-11", 100)]
+    assert service.report_month(end) == "2026-11"
+    assert service.report_month(datetime(2026, 11, 30, 16, 0, tzinfo=UTC)) == "2026-11"
+    assert service.report_month(datetime(2026, 11, 30, 16, 0, 1, tzinfo=UTC)) == "2026-12"
 
 
 def test_overshoot_stays_within_the_bound(world: World, runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ from tests.api.test_gateway import activate, device, enrol, make_pop, state
 from tests.conftest import both_stores
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
+from tongdao.billing.money import SHANGHAI
 from tongdao.gateway import sent
 from tongdao.gateway.models import Gateway, GatewayPeer, UsageRecord
 from tongdao.gateway.usage import UsageReportIn, store_report
@@ -314,9 +315,13 @@ def test_tenant_usage_totals_and_scoping(world: World, runtime: Runtime) -> None
         assert r["peer_kind"] in ("device", "site")  # transit (pop) peers are not the tenant's
         per_day[r["key"]] = per_day.get(r["key"], 0) + r["rx_bytes"]
     expected: dict[str, int] = {}
+
+    def day(end: datetime) -> str:  # the Asia/Shanghai day, like the ledger's
+        return (end - timedelta(microseconds=1)).astimezone(SHANGHAI).date().isoformat()
+
     for end, rx in ((now - timedelta(minutes=2), 107 + 5000), (now - timedelta(minutes=1), 1)):
-        expected[end.date().isoformat()] = expected.get(end.date().isoformat(), 0) + rx
-    expected[yesterday.date().isoformat()] = 50
+        expected[day(end)] = expected.get(day(end), 0) + rx
+    expected[day(yesterday)] = 50
     assert per_day == expected
     assert sum(per_day.values()) == 5158
 
@@ -356,3 +361,42 @@ def test_tenant_usage_totals_and_scoping(world: World, runtime: Runtime) -> None
     assert resp.status_code == 403
     resp = world.client.get(f"/api/v1/pops/{uuid.uuid4()}/usage", headers=world.admin.headers)
     assert resp.status_code == 404
+
+
+@both_stores
+def test_days_are_asia_shanghai_days_like_the_ledgers(world: World, runtime: Runtime) -> None:
+    """Records ending at 23:59:30 and at 00:00 (Beijing) are the day before's, one at 00:30
+    the new day's, as the ledger counts them; by UTC day all three were 30 November."""
+    _pop, _gw = serving_gateway(world)
+    dev = device(world)
+    with runtime.db.session() as session:
+        gateway_id = session.scalars(select(Gateway.id)).one()
+        for seq, end in enumerate(
+            (
+                datetime(2026, 11, 30, 15, 59, 30, tzinfo=UTC),
+                datetime(2026, 11, 30, 16, 0, tzinfo=UTC),
+                datetime(2026, 11, 30, 16, 30, tzinfo=UTC),
+            ),
+            start=1,
+        ):
+            session.add(
+                UsageRecord(
+                    gateway_id=gateway_id,
+                    seq=seq,
+                    tenant_id=world.a.id,
+                    peer_key=dev["public_key"],
+                    peer_kind="device",
+                    peer_ref=dev["id"],
+                    rx_bytes=10**seq,
+                    tx_bytes=0,
+                    period_start=end - timedelta(seconds=30),
+                    period_end=end,
+                )
+            )
+        session.commit()
+    window = {"since": "2026-11-29T00:00:00Z", "until": "2026-12-02T00:00:00Z"}
+    days = usage(world, world.a.admin.headers, world.a.id, group_by="day", **window)
+    assert [(r["key"], r["rx_bytes"]) for r in days["rows"]] == [
+        ("2026-11-30", 110),
+        ("2026-12-01", 1000),
+    ]

@@ -83,9 +83,7 @@ def test_a_partial_credit_note(browser: Browser, live: tuple[str, str], language
     make = "开具红字发票" if zh else "Make the credit note"
 
     page.locator("#f-credit_2").fill("106.51")
-    page.locator("form[aria-labelledby=credit-form] #f-reason").fill(
-        "一个席位多计" if zh else "one seat too many"
-    )
+    page.locator("#f-credit-reason").fill("一个席位多计" if zh else "one seat too many")
     page.locator("#f-credit_2").scroll_into_view_if_needed()
     page.get_by_role("button", name=make).click()
     expect(page.locator("#f-credit_2-error")).to_contain_text("106.50")
@@ -99,9 +97,22 @@ def test_a_partial_credit_note(browser: Browser, live: tuple[str, str], language
     expect(main).to_contain_text("¥37.63")  # credited: 35.50 + 2.13 VAT
     shoot(page, f"billing-credit-partial-{language}")
 
+    # A line credited by quantity: one more of the three seats.
+    expect(page.locator("label[for=f-credit_qty_2]")).to_contain_text(
+        "或数量" if zh else "or quantity"
+    )
+    page.locator("#f-credit_qty_2").fill("1")
+    page.locator("#f-credit-reason").fill("又一个席位" if zh else "another seat")
+    page.locator("#f-credit_qty_2").scroll_into_view_if_needed()
+    shoot(page, f"billing-credit-quantity-form-{language}")
+    page.get_by_role("button", name=make).click()
+    expect(main).to_contain_text("CN00000002")
+    expect(main).to_contain_text("¥75.26")  # credited: 2 × 37.63
+
     main.get_by_role("link", name="CN00000001").click()
     expect(main).to_contain_text("INV00000001")
     expect(main).to_contain_text("冲红 INV00000001 第 2 行" if zh else "corrects line 2 of")
+    expect(page.locator("#actions-title")).to_have_count(0)  # nothing to do on a credit note
     shoot(page, f"billing-credit-note-{language}")
     assert not problems, problems
     context.close()

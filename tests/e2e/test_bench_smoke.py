@@ -68,3 +68,23 @@ def test_load_benchmark_smoke(tmp_path: Path) -> None:
     assert sqlite["throughput_rps"] > 0
     assert report["budget_p99_ms"] == 250.0
     assert "load benchmark" in result.stdout
+
+
+def test_billing_benchmark_smoke(tmp_path: Path) -> None:
+    """A few tenants through the billing benchmark on a throwaway PostgreSQL: the run makes
+    one invoice per tenant (numbers without gaps, totals = lines) and the rerun none."""
+    from tests.conftest import need
+    from tongdao.testing.postgres import find_bindir
+
+    if find_bindir() is None:
+        need("PostgreSQL")
+    result = _bench(tmp_path, "billing", "--quick", "--tenants", "5")
+    report = json.loads((tmp_path / "billing.json").read_text())
+    assert report["errors"] == {}
+    pg = report["backends"]["postgresql"]
+    assert pg["run"]["created"] == pg["run"]["invoices"] == 5
+    assert pg["run"]["lines"] >= 5 * 3  # base fee, seats, traffic at least
+    assert pg["rerun"] == {"created": 0, "existing": 5, "wall_s": pg["rerun"]["wall_s"]}
+    assert set(pg["cpu"]) == {"run", "rerun"}
+    assert report["config"]["tenants"] == 5
+    assert "billing benchmark" in result.stdout

@@ -111,7 +111,9 @@ def test_a_run_killed_mid_way_leaves_no_half_invoice_and_no_gap(
         subscribe(runtime, tenant, plan, date(2026, 10, 1))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tongdao", "billing", "run", "--month", "2026-11"],
-        env=env_for(tmp_path, store_url),
+        # A tenant per transaction here, so that the kill lands between commits; a batch of
+        # tenants is one transaction (test_billing_store: a failure in a batch).
+        env={**env_for(tmp_path, store_url), "TONGDAO_BILLING_RUN_BATCH": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

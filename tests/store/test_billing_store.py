@@ -340,3 +340,49 @@ def test_of_two_contenders_one_holds_the_lease(runtime: Runtime) -> None:
         assert not lease.release(runtime.db, name, won[0], now + timedelta(minutes=12))
         assert lease.release(runtime.db, name, loser, now + timedelta(minutes=13), done="x")
         assert lease.last_done(runtime.db, name) == "x"
+
+
+@both_stores
+def test_the_runs_facts_for_all_tenants_are_each_tenants_own(runtime: Runtime) -> None:
+    """The monthly run reads every tenant's quantities at once (``month_facts``): for tenants
+    with a plan change, sites, more users, one erased and one off every plan, the invoices it
+    makes are exactly those each tenant's own reads make."""
+    cheap = add_plan(runtime, "Cheap", base_fee="310.00", seat_price="31.00", site_price="9.30")
+    dear = add_plan(runtime, "Dear", base_fee="620.00", seat_price="12.40", site_price="0")
+    tenants = add_tenants(runtime, 4)
+    with runtime.db.session() as session:
+        for n, tenant in enumerate(tenants):
+            for i in range(n + 1):
+                erased = datetime(2026, 12, 20, tzinfo=UTC) if i == 1 else None
+                session.add(
+                    User(tenant_id=tenant, email=f"u{i}@t{n}.billed.example", display_name="U",
+                         roles=[], erased_at=erased)
+                )  # fmt: skip
+        session.commit()
+    subscribe(runtime, tenants[0], cheap, date(2026, 12, 1))
+    subscribe(runtime, tenants[1], cheap, date(2026, 12, 1))
+    subscribe(runtime, tenants[1], dear, date(2027, 1, 11))
+    subscribe(runtime, tenants[2], dear, date(2027, 1, 20))  # from day 20 only
+    subscribe(runtime, tenants[3], cheap, date(2026, 12, 1))
+    subscribe(runtime, tenants[3], None, date(2027, 1, 1))  # off every plan this month
+
+    def lines(facts: service.MonthFacts | None) -> dict[object, list[tuple[object, ...]]]:
+        out: dict[object, list[tuple[object, ...]]] = {}
+        with runtime.db.session() as session:
+            for tenant in tenants:
+                inv = service.bill_tenant(session, tenant, MONTH, facts)
+                out[tenant] = [] if inv is None else [
+                    (x.position, x.kind, x.quantity, x.amount, x.vat, x.period_start,
+                     x.period_end, x.usage_key) for x in inv.lines
+                ]  # fmt: skip
+            session.rollback()
+        return out
+
+    with runtime.db.session(write=False) as session:
+        facts = service.month_facts(session, tenants, MONTH)
+        session.expunge_all()
+    own, together = lines(None), lines(facts)
+    assert together == own
+    assert [len(own[t]) for t in tenants] == [2, 4, 2, 0]
+    assert service.run_month(runtime.db, MONTH).created == ["INV00000001", "INV00000002",
+                                                            "INV00000003"]  # fmt: skip

@@ -41,8 +41,10 @@ def _clerk(world: World) -> ConsoleClient:
     return as_person(world, world.operators["billing_clerk"])
 
 
-def _error(html: str, field: str) -> str:
-    found = re.search(rf'id="f-{re.escape(field)}-error">([^<]*)<', html)
+def _error(html: str, field: str, fid: str = "") -> str:
+    """The error next to ``field`` (its element id ``f-<field>``, or ``fid`` where two forms
+    on the page have a field of that name)."""
+    found = re.search(rf'id="{re.escape(fid or "f-" + field)}-error">([^<]*)<', html)
     assert found, f"no error slot for {field}"
     return found.group(1)
 
@@ -52,9 +54,10 @@ def _form_error(html: str) -> str:
     return found.group(1) if found else ""
 
 
-def _value(html: str, field: str) -> str:
+def _value(html: str, field: str, fid: str = "") -> str:
+    element = re.escape(fid or "f-" + field)
     found = re.search(
-        rf'id="f-{re.escape(field)}" name="{re.escape(field)}" type="[a-z]+" value="([^"]*)"', html
+        rf'id="{element}" name="{re.escape(field)}" type="[a-z]+" value="([^"]*)"', html
     )
     assert found, f"no input {field}"
     return found.group(1)
@@ -264,7 +267,7 @@ def test_refusals_are_shown_next_to_their_fields(world: World) -> None:
     path = f"{B}/tenants/{world.a.id}/invoices/{invoice_id}"
     api_path = f"/tenants/{world.a.id}/invoices/{invoice_id}"
     void = clerk.post(path + "/void", {"reason": "  "})
-    assert void.status_code == 422 and _error(void.text, "reason")
+    assert void.status_code == 422 and _error(void.text, "reason", "f-void-reason")
     assert clerk.post(path + "/issue").status_code == 303
     again = clerk.post(path + "/issue")
     assert again.status_code == 409 and "只有草稿" in _form_error(again.text)  # as the API

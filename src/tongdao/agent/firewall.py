@@ -708,9 +708,12 @@ def remove_ruleset(netns: str | None = None) -> None:
 #         oifname . ip daddr @quota_block4 drop
 #         limit name iifname . ip saddr map @quota_up4 drop  # over its group's rate: dropped
 #         limit name oifname . ip daddr map @quota_dn4 drop
+#         limit name iifname . ip saddr map @quota_t_up4 drop  # a throttled tenant, on top
+#         limit name oifname . ip daddr map @quota_t_dn4 drop  # (only while one is)
 #         (the same for ip6) }
 #     limit q<i>_up { rate over R bytes/second burst B bytes }   # one pair per limit group:
 #     limit q<i>_dn { ... }                                       # a user's devices share it
+#     limit t<i>_up, t<i>_dn                       # a throttled tenant's peers share one pair
 #
 # A rate is a policer (nftables' token bucket on the packet path, no queue): packets over the
 # rate plus a burst of BURST_SECONDS of it are dropped, which TCP reads as congestion. Each
@@ -732,51 +735,72 @@ def _quota_element(ifname: str, cidr: str) -> tuple[int, JSON]:
     return net.version, {"concat": [ifname, addr]}
 
 
+def _limit_object(base: JSON, name: str, mbps: int) -> JSON:
+    rate = mbps * 125_000  # Mbit/s -> bytes a second
+    burst = max(int(rate * BURST_SECONDS), MIN_BURST_BYTES)
+    return {
+        "add": {
+            "limit": {
+                **base,
+                "name": name,
+                "rate": rate,
+                "per": "second",
+                "rate_unit": "bytes",
+                "burst": burst,
+                "burst_unit": "bytes",
+                "inv": True,
+            }
+        }
+    }
+
+
 def compile_quota(tenants: Sequence[TenantInterface]) -> list[JSON]:
     """The quota chain, sets, maps and limit objects for the peers' limits (pure; empty when
-    no peer is limited)."""
+    no peer is limited).
+
+    Two levels of policers: a peer's own group (``q<i>``, in the maps ``quota_up``/``_dn``)
+    and, for a tenant over its cap and throttled, the tenant's (``t<i>``, one pair per tenant
+    interface, in ``quota_tup``/``_tdn``, present only then). A packet passes both, so a user
+    limited below the throttle stays at their limit and the tenant's peers together stay under
+    the throttle."""
     blocked: dict[int, list[JSON]] = {4: [], 6: []}
-    groups: dict[tuple[str, str], int] = {}  # (ifname, group) -> rate
-    members: dict[tuple[str, str], list[str]] = {}
+    levels: tuple[str, str] = ("quota", "quota_t")
+    groups: dict[str, dict[tuple[str, str], int]] = {lv: {} for lv in levels}  # -> rate
+    members: dict[str, dict[tuple[str, str], list[str]]] = {lv: {} for lv in levels}
+
+    def join(level: str, key: tuple[str, str], rate: int, cidrs: Sequence[str]) -> None:
+        groups[level][key] = min(groups[level].get(key, rate), rate)
+        members[level].setdefault(key, []).extend(cidrs)
+
     for tenant in sorted(tenants, key=lambda t: t.ifname):
         for peer in tenant.peers:
             if peer.blocked:
                 for cidr in peer.allowed_ips:
                     version, elem = _quota_element(tenant.ifname, cidr)
                     blocked[version].append(elem)
-            elif peer.rate_mbps:
+                continue
+            if peer.rate_mbps:
                 key = (tenant.ifname, peer.limit_group or peer.public_key)
-                groups[key] = min(groups.get(key, peer.rate_mbps), peer.rate_mbps)
-                members.setdefault(key, []).extend(peer.allowed_ips)
-    if not groups and not blocked[4] and not blocked[6]:
+                join("quota", key, peer.rate_mbps, peer.allowed_ips)
+            if peer.tenant_rate_mbps:
+                join("quota_t", (tenant.ifname, ""), peer.tenant_rate_mbps, peer.allowed_ips)
+    if not groups["quota"] and not groups["quota_t"] and not blocked[4] and not blocked[6]:
         return []
     base = {"family": FAMILY, "table": TABLE}
     cmds: list[JSON] = []
-    maps: dict[tuple[str, int], list[Any]] = {(d, v): [] for d in ("up", "dn") for v in (4, 6)}
-    for index, key in enumerate(sorted(groups)):
-        rate = groups[key] * 125_000  # Mbit/s -> bytes a second
-        burst = max(int(rate * BURST_SECONDS), MIN_BURST_BYTES)
-        for direction in ("up", "dn"):
-            name = quota_limit_name(index, direction)
-            cmds.append(
-                {
-                    "add": {
-                        "limit": {
-                            **base,
-                            "name": name,
-                            "rate": rate,
-                            "per": "second",
-                            "rate_unit": "bytes",
-                            "burst": burst,
-                            "burst_unit": "bytes",
-                            "inv": True,
-                        }
-                    }
-                }
-            )
-            for cidr in members[key]:
-                version, elem = _quota_element(key[0], cidr)
-                maps[(direction, version)].append([elem, name])
+    used = [lv for lv in levels if lv == "quota" or groups[lv]]
+    maps: dict[tuple[str, str, int], list[Any]] = {
+        (lv, d, v): [] for lv in used for d in ("up", "dn") for v in (4, 6)
+    }
+    for level in used:
+        prefix = "q" if level == "quota" else "t"
+        for index, key in enumerate(sorted(groups[level])):
+            for direction in ("up", "dn"):
+                name = f"{prefix}{index}_{direction}"
+                cmds.append(_limit_object(base, name, groups[level][key]))
+                for cidr in members[level][key]:
+                    version, elem = _quota_element(key[0], cidr)
+                    maps[(level, direction, version)].append([elem, name])
     for version in (4, 6):
         addr = "ipv4_addr" if version == 4 else "ipv6_addr"
         cmds.append(
@@ -791,20 +815,21 @@ def compile_quota(tenants: Sequence[TenantInterface]) -> list[JSON]:
                 }
             }
         )
-        for direction in ("up", "dn"):
-            cmds.append(
-                {
-                    "add": {
-                        "map": {
-                            **base,
-                            "name": f"quota_{direction}{version}",
-                            "type": ["ifname", addr],
-                            "map": "limit",
-                            "flags": ["interval"],
+        for level in used:
+            for direction in ("up", "dn"):
+                cmds.append(
+                    {
+                        "add": {
+                            "map": {
+                                **base,
+                                "name": f"{level}_{direction}{version}",
+                                "type": ["ifname", addr],
+                                "map": "limit",
+                                "flags": ["interval"],
+                            }
                         }
                     }
-                }
-            )
+                )
     for version in (4, 6):
         if blocked[version]:
             cmds.append(
@@ -818,20 +843,21 @@ def compile_quota(tenants: Sequence[TenantInterface]) -> list[JSON]:
                     }
                 }
             )
-        for direction in ("up", "dn"):
-            elems = maps[(direction, version)]
-            if elems:
-                cmds.append(
-                    {
-                        "add": {
-                            "element": {
-                                **base,
-                                "name": f"quota_{direction}{version}",
-                                "elem": elems,
+        for level in used:
+            for direction in ("up", "dn"):
+                elems = maps[(level, direction, version)]
+                if elems:
+                    cmds.append(
+                        {
+                            "add": {
+                                "element": {
+                                    **base,
+                                    "name": f"{level}_{direction}{version}",
+                                    "elem": elems,
+                                }
                             }
                         }
-                    }
-                )
+                    )
     cmds.append(
         {
             "add": {
@@ -852,15 +878,18 @@ def compile_quota(tenants: Sequence[TenantInterface]) -> list[JSON]:
         cmds += [
             _rule(QUOTA_CHAIN, _match(up, f"@quota_block{version}"), {"drop": None}),
             _rule(QUOTA_CHAIN, _match(down, f"@quota_block{version}"), {"drop": None}),
-            _rule(
-                QUOTA_CHAIN,
-                {"limit": {"map": {"key": up, "data": f"@quota_up{version}"}}},
-                {"drop": None},
-            ),
-            _rule(
-                QUOTA_CHAIN,
-                {"limit": {"map": {"key": down, "data": f"@quota_dn{version}"}}},
-                {"drop": None},
-            ),
         ]
+        for level in used:
+            cmds += [
+                _rule(
+                    QUOTA_CHAIN,
+                    {"limit": {"map": {"key": up, "data": f"@{level}_up{version}"}}},
+                    {"drop": None},
+                ),
+                _rule(
+                    QUOTA_CHAIN,
+                    {"limit": {"map": {"key": down, "data": f"@{level}_dn{version}"}}},
+                    {"drop": None},
+                ),
+            ]
     return cmds

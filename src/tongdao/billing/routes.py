@@ -108,7 +108,10 @@ def run_billing(guard: GuardDep, body: RunRequest) -> RunResult:
     actor = actor_of(guard.ctx.session)
     guard.ctx.session.rollback()  # the run owns its transactions (one per tenant)
     month = service.billable_month(body.month, guard.ctx.runtime.clock())
-    outcome = service.run_month(guard.ctx.runtime.db, month, actor=actor)
+    runtime = guard.ctx.runtime
+    outcome = service.run_month(
+        runtime.db, month, actor=actor, batch=runtime.settings.billing_run_batch
+    )
     return RunResult(month=outcome.month, created=outcome.created, existing=outcome.existing)
 
 

@@ -68,9 +68,10 @@ from tongdao.billing.schemas import (
 )
 from tongdao.crossborder.models import ApplicationState, CrossBorderApplication
 from tongdao.errors import Conflict, ValidationError
-from tongdao.gateway.ledger import tenant_bytes
-from tongdao.gateway.models import UsageRecord
-from tongdao.gateway.periods import as_utc
+from tongdao.gateway.ledger import BYTES, tenant_bytes
+from tongdao.gateway.ledger import TENANT_KINDS as LEDGER_TENANT_KINDS
+from tongdao.gateway.models import UsageRecord, UsageTenantHourly
+from tongdao.gateway.periods import as_utc, exact_sum, joined
 from tongdao.network.models import Device, Site
 from tongdao.operator.models import OperatorProfile
 from tongdao.runtime import Ctx
@@ -182,25 +183,23 @@ class Segment:
 
 def segments(session: Session, tenant_id: uuid.UUID, month: date) -> list[Segment]:
     """The plans the tenant was on during the month, as day ranges within it."""
-    end_of_month = money.next_month(month)
     subs = list(
         session.scalars(
             select(Subscription)
-            .where(Subscription.tenant_id == tenant_id, Subscription.starts_on < end_of_month)
+            .where(
+                Subscription.tenant_id == tenant_id,
+                Subscription.starts_on < money.next_month(month),
+            )
             .order_by(Subscription.starts_on)
         )
     )
-    out: list[Segment] = []
-    for i, sub in enumerate(subs):
-        start = max(sub.starts_on, month)
-        end = subs[i + 1].starts_on if i + 1 < len(subs) else end_of_month
-        end = min(end, end_of_month)
-        if sub.plan_id is None or end <= start:
-            continue
-        plan = session.get(Plan, sub.plan_id)
-        assert plan is not None
-        out.append(Segment(plan, start, end))
-    return out
+    plans: dict[uuid.UUID, Plan] = {}
+    for sub in subs:
+        if sub.plan_id is not None and sub.plan_id not in plans:
+            plan = session.get(Plan, sub.plan_id)
+            assert plan is not None
+            plans[sub.plan_id] = plan
+    return _segments_of(subs, plans, month)
 
 
 def count_seats(session: Session, tenant_id: uuid.UUID, basis: str, seg: Segment) -> int:
@@ -443,21 +442,25 @@ def price_committed_mbps(month: date, seg: Segment, committed: list[Committed]) 
 
 # --- numbering ---------------------------------------------------------------------------------
 def take_number(session: Session, kind: InvoiceKind) -> str:
-    """The next number of the kind's series, in the caller's transaction (see the module)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    prefix = SERIES_PREFIX[kind]
-    session.execute(
-        insert(NumberSeries)
-        .values(name=kind.value, prefix=prefix, last_value=0)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    value = session.execute(
+    """The next number of the kind's series, in the caller's transaction (see the module).
+    The series row is made the first time (one statement more, once)."""
+    bump = (
         update(NumberSeries)
         .where(NumberSeries.name == kind.value)
         .values(last_value=NumberSeries.last_value + 1)
         .returning(NumberSeries.last_value)
         .execution_options(synchronize_session=False)
-    ).scalar_one()
+    )
+    prefix = SERIES_PREFIX[kind]
+    value = session.execute(bump).scalar_one_or_none()
+    if value is None:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(NumberSeries)
+            .values(name=kind.value, prefix=prefix, last_value=0)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        value = session.execute(bump).scalar_one()
     return f"{prefix}{value:08d}"
 
 
@@ -487,31 +490,134 @@ def _seller(session: Session) -> dict[str, str]:
     }
 
 
-def bill_tenant(session: Session, tenant_id: uuid.UUID, month: date) -> Invoice | None:
+def invoice_key(tenant_id: uuid.UUID, month_text: str) -> str:
+    """The dedupe key of the tenant's invoice for the month (until it is voided)."""
+    return f"invoice:{tenant_id}:{month_text}"
+
+
+@dataclass
+class MonthFacts:
+    """What the monthly run reads for every tenant, read once for all of them before the
+    per-tenant transactions, with the same filters as the one-tenant functions
+    (:func:`segments`, :func:`count_seats` per account, :func:`count_sites`,
+    :func:`~tongdao.gateway.ledger.tenant_bytes`), grouped by tenant: a handful of queries
+    for the month instead of a handful per tenant. Seats per active user (from the raw
+    records) are still counted per tenant."""
+
+    segments: dict[uuid.UUID, list[Segment]]
+    seats: dict[tuple[uuid.UUID, date, date], int]  # per-account seats of a segment
+    sites: dict[tuple[uuid.UUID, date], int]  # by segment end
+    used: dict[tuple[uuid.UUID, date, date], dict[str, int]]
+    seller: dict[str, str]
+
+
+def _segments_of(
+    subs: Sequence[Subscription], plans: dict[uuid.UUID, Plan], month: date
+) -> list[Segment]:
+    """A tenant's subscriptions (by start) as the plans' day ranges within the month."""
+    end_of_month = money.next_month(month)
+    out: list[Segment] = []
+    for i, sub in enumerate(subs):
+        start = max(sub.starts_on, month)
+        end = subs[i + 1].starts_on if i + 1 < len(subs) else end_of_month
+        end = min(end, end_of_month)
+        if sub.plan_id is None or end <= start:
+            continue
+        out.append(Segment(plans[sub.plan_id], start, end))
+    return out
+
+
+def month_facts(session: Session, tenant_ids: Sequence[uuid.UUID], month: date) -> MonthFacts:
+    """:class:`MonthFacts` for the tenants' month (see there)."""
+    ids = list(tenant_ids)
+    end_of_month = money.next_month(month)
+    plans = {plan.id: plan for plan in session.scalars(select(Plan))}
+    subs: dict[uuid.UUID, list[Subscription]] = {t: [] for t in ids}
+    for sub in session.scalars(
+        select(Subscription)
+        .where(Subscription.tenant_id.in_(ids), Subscription.starts_on < end_of_month)
+        .order_by(Subscription.tenant_id, Subscription.starts_on)
+    ):
+        subs[sub.tenant_id].append(sub)
+    facts = MonthFacts({t: _segments_of(subs[t], plans, month) for t in ids}, {}, {}, {}, {})
+    ranges = {(seg.start, seg.end) for segs in facts.segments.values() for seg in segs}
+    t = UsageTenantHourly
+    aggregates = [agg for name in BYTES for agg in exact_sum(getattr(t, name))]
+    for first, last in sorted(ranges):
+        start, end = money.day_start_utc(first), money.day_start_utc(last)
+        seats = dict(
+            session.execute(
+                select(User.tenant_id, func.count(User.id))
+                .where(User.tenant_id.in_(ids), User.created_at < end)
+                .where(or_(User.erased_at.is_(None), User.erased_at >= start))
+                .group_by(User.tenant_id)
+            ).all()
+        )
+        sites = dict(
+            session.execute(
+                select(Site.tenant_id, func.count(Site.id))
+                .where(Site.tenant_id.in_(ids), Site.created_at < end)
+                .group_by(Site.tenant_id)
+            ).all()
+        )
+        used = {
+            row[0]: {name: joined(row[1 + 2 * i], row[2 + 2 * i]) for i, name in enumerate(BYTES)}
+            for row in session.execute(
+                select(t.tenant_id, *aggregates)
+                .where(
+                    t.tenant_id.in_(ids),
+                    t.peer_kind.in_(LEDGER_TENANT_KINDS),
+                    t.hour >= start,
+                    t.hour < end,
+                )
+                .group_by(t.tenant_id)
+            )
+        }
+        for tenant_id in ids:
+            facts.seats[(tenant_id, first, last)] = int(seats.get(tenant_id, 0))
+            facts.sites[(tenant_id, last)] = int(sites.get(tenant_id, 0))
+            facts.used[(tenant_id, first, last)] = used.get(tenant_id) or dict.fromkeys(BYTES, 0)
+    facts.seller = _seller(session)
+    return facts
+
+
+def bill_tenant(
+    session: Session, tenant_id: uuid.UUID, month: date, facts: MonthFacts | None = None
+) -> Invoice | None:
     """Make the tenant's invoice for the month in the session's transaction; None when it has
-    one already or owes nothing for the month. The caller commits (or rolls back)."""
+    one already or owes nothing for the month. The caller commits (or rolls back). ``facts``:
+    the month's quantities read beforehand for every tenant (:func:`month_facts`); without,
+    they are read here."""
     month_text = month.strftime("%Y-%m")
     number = take_number(session, InvoiceKind.INVOICE)  # locks the series: see the module
-    key = f"invoice:{tenant_id}:{month_text}"
+    key = invoice_key(tenant_id, month_text)
     if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
         return None
     tenant = session.get(Tenant, tenant_id)
     assert tenant is not None
     drafts: list[LineDraft] = []
-    for seg in segments(session, tenant_id, month):
-        seats = count_seats(session, tenant_id, seg.plan.seat_basis, seg)
-        sites = count_sites(session, tenant_id, seg)
+    segs = segments(session, tenant_id, month) if facts is None else facts.segments[tenant_id]
+    for seg in segs:
+        if facts is not None and seg.plan.seat_basis == SeatBasis.ACCOUNT:
+            seats = facts.seats[(tenant_id, seg.start, seg.end)]
+        else:
+            seats = count_seats(session, tenant_id, seg.plan.seat_basis, seg)
+        if facts is None:
+            sites = count_sites(session, tenant_id, seg)
+            used = tenant_bytes(
+                session, tenant_id, money.day_start_utc(seg.start), money.day_start_utc(seg.end)
+            )
+        else:
+            sites = facts.sites[(tenant_id, seg.end)]
+            used = facts.used[(tenant_id, seg.start, seg.end)]
         drafts.extend(price_segment(month, seg, seats, sites))
-        used = tenant_bytes(
-            session, tenant_id, money.day_start_utc(seg.start), money.day_start_utc(seg.end)
-        )
         drafts.extend(price_traffic(month, seg, used))
         if seg.plan.cross_border_basis == CrossBorderBasis.MBPS:
             drafts.extend(price_committed_mbps(month, seg, committed_mbps(session, tenant_id, seg)))
     if not drafts:
         return None
     subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])
-    terms = max(seg.plan.payment_terms_days for seg in segments(session, tenant_id, month))
+    terms = max(seg.plan.payment_terms_days for seg in segs)
     invoice = Invoice(
         tenant_id=tenant_id,
         kind=InvoiceKind.INVOICE,
@@ -525,7 +631,7 @@ def bill_tenant(session: Session, tenant_id: uuid.UUID, month: date) -> Invoice 
         amount_paid=money.ZERO,
         payment_terms_days=terms,
         **_buyer(tenant),
-        **_seller(session),
+        **(_seller(session) if facts is None else facts.seller),
     )
     for i, d in enumerate(drafts, start=1):
         invoice.lines.append(
@@ -568,38 +674,81 @@ class RunOutcome:
     existing: int
 
 
+RUN_BATCH = 50  # tenants per transaction of the monthly run (the series row stays locked)
+
+
 def run_month(
     db: Database,
     month: date,
     *,
     actor: Actor = SYSTEM,
     keep_going: Callable[[], bool] | None = None,
+    batch: int = RUN_BATCH,
 ) -> RunOutcome:
-    """Make every tenant's invoice for ``month`` (drafts), one transaction per tenant.
+    """Make every tenant's invoice for ``month`` (drafts), ``batch`` tenants per transaction
+    (a savepoint each; ``TONGDAO_BILLING_RUN_BATCH``): a commit and its audit-chain append
+    per batch, not per tenant.
 
-    ``keep_going`` is asked before each tenant (a job under a lease renews it there and stops
-    when the lease is lost)."""
+    ``keep_going`` is asked before each batch (a job under a lease renews it there and stops
+    when the lease is lost). Tenants that have their invoice for the month already (its
+    dedupe key, which a void releases) are counted and skipped up front; the others'
+    quantities are read once for all (:func:`month_facts`), and each tenant's transaction
+    still looks for its invoice under the series lock (a concurrent run)."""
+    month_text = month.strftime("%Y-%m")
     with db.session(write=False) as session:
-        tenant_ids = tenants_to_bill(session, month)
-    outcome = RunOutcome(month.strftime("%Y-%m"), [], 0)
-    for tenant_id in tenant_ids:
+        every = tenants_to_bill(session, month)
+        keys = [invoice_key(t, month_text) for t in every]
+        billed = set(session.scalars(select(Invoice.tenant_id).where(Invoice.dedupe_key.in_(keys))))
+        tenant_ids = [t for t in every if t not in billed]
+        facts = month_facts(session, tenant_ids, month)
+        session.expunge_all()  # the plans outlive this session (read-only: never written)
+    outcome = RunOutcome(month_text, [], len(every) - len(tenant_ids))
+    for first in range(0, len(tenant_ids), batch):
+        # Asked between transactions: a lease renewal writes (on SQLite, one writer at once).
         if keep_going is not None and not keep_going():
             break
-        with db.session() as session:
-            set_actor(session, actor)
-            invoice = bill_tenant(session, tenant_id, month)
-            if invoice is None:
-                session.rollback()  # gives the number back
-                outcome.existing += 1
-                continue
-            record(
-                session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
-                after={"number": invoice.number, "month": invoice.month,
-                       "total": str(invoice.total)},
-            )  # fmt: skip
-            session.commit()
-            outcome.created.append(invoice.number)
+        _bill_batch(db, tenant_ids[first : first + batch], month, facts, actor, outcome)
     return outcome
+
+
+def _bill_batch(
+    db: Database,
+    tenant_ids: list[uuid.UUID],
+    month: date,
+    facts: MonthFacts,
+    actor: Actor,
+    outcome: RunOutcome,
+) -> None:
+    """Bill a batch of tenants in one transaction, each in a savepoint of its own (a tenant
+    with its invoice already, or nothing to bill, gives its number back). A tenant that
+    fails stops the run after the batch's invoices before it are committed: the series has
+    no gap either way."""
+    made: list[str] = []
+    with db.session() as session:
+        set_actor(session, actor)
+        for tenant_id in tenant_ids:
+            savepoint = session.begin_nested()
+            try:
+                invoice = bill_tenant(session, tenant_id, month, facts)
+                if invoice is None:
+                    savepoint.rollback()
+                    outcome.existing += 1
+                    continue
+                record(
+                    session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
+                    after={"number": invoice.number, "month": invoice.month,
+                           "total": str(invoice.total)},
+                )  # fmt: skip
+                savepoint.commit()
+            except BaseException:
+                if savepoint.is_active:
+                    savepoint.rollback()
+                session.commit()  # the invoices made before this tenant's
+                outcome.created.extend(made)
+                raise
+            made.append(invoice.number)
+        session.commit()
+    outcome.created.extend(made)
 
 
 # --- invoices ----------------------------------------------------------------------------------
@@ -800,7 +949,8 @@ def credit_note(
     Without ``requests`` it reverses the whole invoice (refused once anything was credited:
     credit what remains line by line); with them, the chosen lines by an amount or quantity,
     never more than what earlier credit notes left on a line. VAT per line
-    (:func:`tongdao.billing.money.credit_vat`); the totals are the sums of the lines."""
+    (:func:`tongdao.billing.money.credit_vat`); the totals are the sums of the lines. An
+    issued invoice whose credits and payments now cover its total becomes paid."""
     state = invoice.state
     if invoice.kind != InvoiceKind.INVOICE or state not in (
         InvoiceState.ISSUED,
@@ -826,6 +976,12 @@ def credit_note(
         plan = plan_credit(invoice.lines, credited, requests)
     today = money.shanghai_today(ctx.runtime.clock())
     subtotal, vat, total = money.totals([(-c.amount, -c.vat) for c in plan])
+    if state == InvoiceState.ISSUED:
+        # Credits and payments now cover the invoice: nothing is owed, it is paid (as a
+        # payment that covers what is left makes it).
+        left = invoice.total - credited_total(session, invoice.id) + total - invoice.amount_paid
+        if left <= 0:
+            invoice.state = InvoiceState.PAID
     note = Invoice(
         tenant_id=invoice.tenant_id,
         kind=InvoiceKind.CREDIT_NOTE,
@@ -878,6 +1034,11 @@ def record_payment(
     ctx: Ctx, invoice: Invoice, amount: Decimal, received_on: date, reference: str
 ) -> Payment:
     """A payment (full or partial) of an issued invoice; the invoice is paid when covered."""
+    if invoice.kind == InvoiceKind.INVOICE and invoice.state == InvoiceState.PAID:
+        raise Conflict(
+            "credit notes and payments cover this invoice; it takes no more payments",
+            {"amount": "nothing is outstanding"},
+        )
     if invoice.kind != InvoiceKind.INVOICE or invoice.state != InvoiceState.ISSUED:
         raise Conflict(
             f"payments are recorded against issued invoices; this one is {invoice.state}"

@@ -38,6 +38,10 @@ class Peer(Frozen):
     blocked: bool = False
     rate_mbps: int | None = Field(default=None, ge=1, le=100_000)
     limit_group: str | None = Field(default=None, max_length=36)
+    # A tenant over its cap and throttled: every device and site peer of the tenant on the PoP
+    # shares this rate (each direction), on top of its own limit above (both hold: a user
+    # limited below the throttle stays at their limit, and all together stay under it).
+    tenant_rate_mbps: int | None = Field(default=None, ge=1, le=100_000)
     cross_border: bool = Field(
         default=False, description="a peer PoP across the border over a registered link"
     )

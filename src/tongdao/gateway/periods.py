@@ -1,5 +1,5 @@
-"""Usage periods as both stores give them back: the UTC day of a record, aware datetimes,
-instants within sane bounds, and sums of byte counters that cannot overflow."""
+"""Usage periods as both stores give them back: the UTC or Asia/Shanghai day of a record,
+aware datetimes, instants within sane bounds, and sums of byte counters that cannot overflow."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ def report_day(session: Session) -> ColumnElement[Any]:
     if session.get_bind().dialect.name == "postgresql":
         return func.date(func.timezone("UTC", UsageRecord.period_end))
     return func.date(UsageRecord.period_end)  # SQLite stores UTC, naive
+
+
+def shanghai_report_day(session: Session) -> ColumnElement[Any]:
+    """The Asia/Shanghai calendar day holding a usage record's period end, as SQL: the day of
+    ``(D 00:00+08, D+1 00:00+08]``, as the usage ledger counts a report in the hour
+    ``(h, h + 1 h]`` that holds its end (so a period ending at midnight is the day before's).
+    Asia/Shanghai is UTC+8 with no DST."""
+    if session.get_bind().dialect.name == "postgresql":
+        end = UsageRecord.period_end - literal_column("interval '1 microsecond'")
+        return func.date(func.timezone("Asia/Shanghai", end))
+    # SQLite stores UTC, naive; its date functions work in milliseconds.
+    return func.date(UsageRecord.period_end, "+8 hours", "-0.001 seconds")
 
 
 def as_utc(value: Any) -> datetime | None:

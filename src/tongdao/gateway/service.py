@@ -436,24 +436,33 @@ def _policy_rules(
     return tuple(rules)
 
 
-def _limit_fields(limit: PeerLimit | None) -> dict[str, Any]:
-    if limit is None:
-        return {}
-    return {"blocked": limit.blocked, "rate_mbps": limit.rate_mbps, "limit_group": limit.group}
+def _limit_fields(limit: PeerLimit | None, tenant: PeerLimit | None = None) -> dict[str, Any]:
+    """A peer's limit fields: its own (a user's block or rate) and the tenant's (blocked over
+    its cap, or a throttle all the tenant's peers share). A block wins; otherwise both rates
+    hold, each in its own policer, so each user gets the stricter of the two."""
+    if tenant is not None and tenant.blocked:
+        return {"blocked": True}
+    out: dict[str, Any] = {}
+    if limit is not None:
+        out = {"blocked": limit.blocked, "rate_mbps": limit.rate_mbps, "limit_group": limit.group}
+    if tenant is not None and tenant.rate_mbps and not out.get("blocked"):
+        out["tenant_rate_mbps"] = tenant.rate_mbps
+    return out
 
 
 def _limited(
     enforced: TenantEnforcement | None, devices: list[DeviceRow], peers: list[Peer]
 ) -> list[Peer]:
     """Device peers with their user's limits (tongdao.quotas): blocked or held to a rate once
-    a cap is reached, and the user's bandwidth limit shared by their devices here."""
+    a cap is reached, and the user's bandwidth limit shared by their devices here; a tenant
+    over its cap is blocked, or throttled on top of each user's own limit."""
     if enforced is None or (enforced.tenant is None and not enforced.users):
         return peers
     owner = {d.id: d.user_id for d in devices}
     out: list[Peer] = []
     for peer in peers:
-        limit = enforced.tenant or enforced.users.get(owner.get(peer.ref, ""))
-        out.append(peer if limit is None else peer.model_copy(update=_limit_fields(limit)))
+        fields = _limit_fields(enforced.users.get(owner.get(peer.ref, "")), enforced.tenant)
+        out.append(peer.model_copy(update=fields) if fields else peer)
     return out
 
 
@@ -509,7 +518,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                         kind="site",
                         ref=str(site.id),
                         allowed_ips=(*site.prefixes, *tunnel),
-                        **_limit_fields(enforced.tenant if enforced else None),
+                        **_limit_fields(None, enforced.tenant if enforced else None),
                     )
                 )
         for other, link_id in linked:

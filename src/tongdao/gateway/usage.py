@@ -69,7 +69,8 @@ A second server, a restart or a failed commit just means the next report reads t
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
 show only in the operators' ``GET /pops/{id}/usage``. An employee (own-only grant on devices)
-sees only the usage of their own devices. Days are UTC days of ``period_end``; a record
+sees only the usage of their own devices. Days are Asia/Shanghai days of ``period_end`` (as in
+the ledger, :func:`~tongdao.gateway.periods.shanghai_report_day`); a record
 counts in the window when ``since < period_end <= until`` (both within the years 2000-9998,
 else 422). Sums are exact whatever the counters hold (:func:`~tongdao.gateway.periods.exact_sum`).
 """
@@ -120,7 +121,14 @@ from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.ledger import roll_up
 from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
-from tongdao.gateway.periods import Instant, as_utc, exact_sum, joined, report_day, utc_instant
+from tongdao.gateway.periods import (
+    Instant,
+    as_utc,
+    exact_sum,
+    joined,
+    shanghai_report_day,
+    utc_instant,
+)
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, reportable_peers
 from tongdao.network.models import Device, Pop, Site
@@ -306,7 +314,7 @@ PopGroupBy = Literal["tenant", "day"]
 
 
 class UsageRow(BaseModel):
-    key: str = Field(description="device id, site id, tenant id or UTC day (YYYY-MM-DD)")
+    key: str = Field(description="device id, site id, tenant id or Asia/Shanghai day (YYYY-MM-DD)")
     peer_kind: str | None = Field(default=None, description="device | site | pop")
     rx_bytes: int = Field(description="received by the gateway from the peer(s)")
     tx_bytes: int = Field(description="sent by the gateway to the peer(s)")
@@ -712,7 +720,9 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             insert_rows(session, UsageRecord, rows)
             _save_credits(session, gateway_id, screened)
             roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
-            check_report(ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], now)
+            check_report(
+                ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], report.period_end
+            )
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -865,7 +875,7 @@ def tenant_usage(
         return _summary([], since, until, group_by, tenant_id=tenant_id)
     filters.append(UsageRecord.peer_kind.in_(kinds))
     if group_by == "day":
-        rows = _summarise(session, filters, report_day(session))
+        rows = _summarise(session, filters, shanghai_report_day(session))
     else:
         rows = _summarise(session, filters, UsageRecord.peer_ref)
     return _summary(rows, since, until, group_by, tenant_id=tenant_id)
@@ -885,7 +895,7 @@ def get_tenant_usage(
     until: Until = None,
     group_by: Annotated[GroupBy, Query(description="device | site | day")] = "device",
 ) -> UsageSummary:
-    """Bytes per device, per site or per UTC day over the window (employees: their own
+    """Bytes per device, per site or per Asia/Shanghai day over the window (employees: their own
     devices only). Inter-PoP transit is not counted here."""
     tenant = guard.tenant(tenant_id)
     guard.require("devices", Action.READ)
@@ -901,7 +911,7 @@ def get_pop_usage(
     until: Until = None,
     group_by: Annotated[PopGroupBy, Query(description="tenant | day")] = "tenant",
 ) -> UsageSummary:
-    """Bytes through the PoP's gateways per tenant (or per UTC day) and peer kind; ``pop``
+    """Bytes through the PoP's gateways per tenant (or per Asia/Shanghai day) and peer kind; ``pop``
     rows are inter-PoP transit."""
     guard.require("pops", Action.READ)
     pop = get_pop(guard.ctx, pop_id)
@@ -913,6 +923,6 @@ def get_pop_usage(
         UsageRecord.period_end > start,
         UsageRecord.period_end <= end,
     ]
-    key = report_day(session) if group_by == "day" else UsageRecord.tenant_id
+    key = shanghai_report_day(session) if group_by == "day" else UsageRecord.tenant_id
     rows = _summarise(session, filters, key)
     return _summary(rows, start, end, group_by, pop_id=pop.id)

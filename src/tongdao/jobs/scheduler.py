@@ -68,7 +68,13 @@ def run_billing_job(
         def keep_going() -> bool:
             return lease.acquire(db, BILLING_JOB, holder, runtime.clock(), LEASE_TTL)
 
-        outcome = run_month(db, month, actor=actor, keep_going=keep_going)
+        outcome = run_month(
+            db,
+            month,
+            actor=actor,
+            keep_going=keep_going,
+            batch=runtime.settings.billing_run_batch,
+        )
         finished = True
         return outcome
     finally:

@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 
 from tongdao.billing import money
 from tongdao.errors import ValidationError
+from tongdao.gateway.ledger import hour_of
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
@@ -64,7 +65,7 @@ from tongdao.quotas.schemas import (
     UserLimitsPublic,
 )
 from tongdao.runtime import Ctx
-from tongdao.tenancy.models import User, UserState
+from tongdao.tenancy.models import Tenant, User, UserState
 
 log = logging.getLogger("tongdao.quotas")
 
@@ -159,47 +160,47 @@ def check_within(limits: TenantLimits | None, cap_bytes: int | None, rate: int |
 
 
 # --- events ---------------------------------------------------------------------------------
-def _recipients(session: Session, tenant_id: uuid.UUID) -> list[str]:
-    """The tenant's admins and the operator's admins and billing clerks (active accounts)."""
-    out: list[str] = []
-    for email, tenant, roles in session.execute(
-        select(User.email, User.tenant_id, User.roles)
+def _recipients(session: Session, tenant_id: uuid.UUID) -> list[tuple[str, str | None]]:
+    """The tenant's admins and the operator's admins and billing clerks (active accounts),
+    each with their language."""
+    out: list[tuple[str, str | None]] = []
+    for email, tenant, roles, language in session.execute(
+        select(User.email, User.tenant_id, User.roles, User.language)
         .where(User.state == UserState.ACTIVE)
         .where((User.tenant_id == tenant_id) | (User.tenant_id.is_(None)))
         .order_by(User.email)
     ):
         wanted = {"tenant_admin"} if tenant is not None else {"operator_admin", "billing_clerk"}
         if wanted & set(roles or ()):
-            out.append(email)
+            out.append((email, language))
     return out
 
 
-def _mail(ctx: Ctx, event: QuotaEvent, who: str) -> None:
+def _mail(ctx: Ctx, event: QuotaEvent) -> None:
+    """The event's mail to each recipient, in their language (:mod:`tongdao.quotas.texts`)."""
     from tongdao.mail.service import queue
+    from tongdao.quotas.texts import quota_mail
 
-    used, cap = event.used_bytes / MB, event.cap_bytes / MB
-    reached = "reached" if event.level >= 100 else f"passed {event.level}% of"
-    subject = f"Tongdao: {who} {reached} the monthly transfer cap ({event.month})"
-    text = (
-        f"{who} {reached} the monthly transfer cap for {event.month} (Asia/Shanghai): "
-        f"{used:,.1f} MB of {cap:,.1f} MB.\n"
-        f"{who} 本月（{event.month}，北京时间）流量已达上限的 {event.level}%："
-        f"{used:,.1f} MB / {cap:,.1f} MB。\n"
-    )
-    if event.level >= 100:
-        text += (
-            "Traffic over the cap is now blocked or throttled on every gateway, as the "
-            "tenant's limits say.\n超出上限的流量已按租户的限额设置在各网关上阻断或限速。\n"
+    session = ctx.session
+    names = session.execute(
+        select(Tenant.name_en, Tenant.name_zh).where(Tenant.id == event.tenant_id)
+    ).one()
+    user = None
+    if event.subject != TENANT:
+        user = session.scalar(select(User.email).where(User.id == event.user_id)) or str(
+            event.subject
         )
-    for recipient in _recipients(ctx.session, event.tenant_id):
+    for recipient, language in _recipients(session, event.tenant_id):
+        subject, text = quota_mail(
+            language,
+            tenant=(str(names[0]), str(names[1] or "")),
+            user=user,
+            level=event.level,
+            month=event.month,
+            used_bytes=event.used_bytes,
+            cap_bytes=event.cap_bytes,
+        )
         queue(ctx, recipient, subject, text)
-
-
-def _subject_name(session: Session, subject: str) -> str:
-    if subject == TENANT:
-        return "The tenant"
-    name = session.scalar(select(User.email).where(User.id == uuid.UUID(subject)))
-    return f"User {name}" if name else f"User {subject}"
 
 
 def _evaluate(
@@ -239,7 +240,7 @@ def _evaluate(
                     session.add(event)
             except IntegrityError:
                 continue
-            _mail(ctx, event, _subject_name(session, subject))
+            _mail(ctx, event)
             fired.append(event)
             log.info("quota %s of tenant %s: %d%% of %d bytes", subject, tenant_id, level, cap)
         elif level == 100 and event.lifted_at is not None:
@@ -247,11 +248,19 @@ def _evaluate(
             event.used_bytes, event.cap_bytes = used, cap
 
 
+def report_month(period_end: datetime) -> str:
+    """The Asia/Shanghai month a report counts in: that of the ledger hour holding its period's
+    end (:func:`tongdao.gateway.ledger.hour_of`), as :func:`month_to_date` counts it."""
+    return month_of(hour_of(period_end))
+
+
 def check_report(
-    ctx: Ctx, rows: Iterable[tuple[uuid.UUID, str, str]], now: datetime
+    ctx: Ctx, rows: Iterable[tuple[uuid.UUID, str, str]], period_end: datetime
 ) -> list[QuotaEvent]:
     """After a report's rows ``(tenant, peer kind, peer ref)`` were stored: write the events of
-    the caps they made reach 80% or 100% this month. Only tenants with limits cost a query."""
+    the caps they made reach 80% or 100% in the month of the report's period (not the server
+    clock's: a report for 23:59:30 on the last day that arrives after midnight counts in the
+    month it measured). Only tenants with limits cost a query."""
     by_tenant: dict[uuid.UUID, set[str]] = defaultdict(set)
     for tenant_id, kind, ref in rows:
         refs = by_tenant[tenant_id]
@@ -273,7 +282,7 @@ def check_report(
             .distinct()
         )
     )
-    month = month_of(now)
+    month = report_month(period_end)
     fired: list[QuotaEvent] = []
     for tenant_id in sorted(set(limited) | overridden):
         limits = limited.get(tenant_id)

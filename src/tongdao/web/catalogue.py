@@ -36,6 +36,7 @@ SOURCE_ROOT = WEB.parent
 EXTRA_SOURCES: list[str] = [
     "words.py",
     "mail/texts.py",
+    "quotas/texts.py",
     "compliance/watch.py",
     "compliance/identity.py",
     "compliance/kyc.py",

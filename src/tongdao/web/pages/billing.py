@@ -744,7 +744,9 @@ def _invoice_page(
         {
             "line": line,
             "field": f"credit_{line.position}",
+            "qty_field": f"credit_qty_{line.position}",
             "left": line.amount - credited.get(line.position, service.Credited()).amount,
+            "qty_left": line.quantity - credited.get(line.position, service.Credited()).quantity,
         }
         for line in invoice.lines
     ]
@@ -842,9 +844,9 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
     invoice = _load(view, tenant_id, invoice_id, Action.UPDATE)[1]
     values = {key: form.text(key) for key in ACTION_FIELDS}
     if name == "credit":
-        values.update(
-            {f"credit_{x.position}": form.text(f"credit_{x.position}") for x in invoice.lines}
-        )
+        for x in invoice.lines:
+            for key in (f"credit_{x.position}", f"credit_qty_{x.position}"):
+                values[key] = form.text(key)
     try:
         if name == "issue":
             service.issue(view.ctx, invoice)
@@ -874,21 +876,34 @@ def _act(view: View, tenant_id: str, invoice_id: str, form: Any, name: str, done
 
 
 def _credit_requests(invoice: Invoice, values: Mapping[str, str]) -> list[Any] | None:
-    """The console's credit form: an amount (yuan, excl. VAT) per line, each checked as the
-    API's body checks it (a refusal next to that line's field); none given: the whole
-    invoice."""
+    """The console's credit form: an amount (yuan, excl. VAT) or a quantity per line, each
+    checked as the API's body checks it (a refusal next to that line's field); none given:
+    the whole invoice."""
     requests = []
     for line in invoice.lines:
-        text = values.get(f"credit_{line.position}", "")
-        if not text:
+        amount = values.get(f"credit_{line.position}", "")
+        quantity = values.get(f"credit_qty_{line.position}", "")
+        if not amount and not quantity:
             continue
+        body: dict[str, Any] = {"line_id": line.id}
+        if amount:
+            body["amount_excl_vat"] = amount
+        if quantity:
+            body["quantity"] = quantity
         try:
-            body = parse(CreditLineRequest, {"line_id": line.id, "amount_excl_vat": text})
+            parsed = parse(CreditLineRequest, body)
         except ValidationError as exc:
-            message = next(iter(exc.fields.values()), "invalid")
-            raise ValidationError({f"credit_{line.position}": message}) from exc
-        requests.append(service.CreditRequest(line.id, body.amount_excl_vat))
+            raise ValidationError(
+                {_line_field(line.position, key): text for key, text in exc.fields.items()}
+            ) from exc
+        requests.append(service.CreditRequest(line.id, parsed.amount_excl_vat, parsed.quantity))
     return requests or None
+
+
+def _line_field(position: int, key: str) -> str:
+    """The form field of a line's credit for a refusal's key (``quantity``, ``lines.0.
+    quantity``: the quantity's field; the amount's field otherwise)."""
+    return f"credit_qty_{position}" if key.endswith("quantity") else f"credit_{position}"
 
 
 def _credit_fields(invoice: Invoice, values: Mapping[str, str], exc: DomainError) -> DomainError:
@@ -896,7 +911,9 @@ def _credit_fields(invoice: Invoice, values: Mapping[str, str], exc: DomainError
     if not any(key.startswith("lines.") for key in exc.fields):
         return exc
     given = [
-        f"credit_{line.position}" for line in invoice.lines if values.get(f"credit_{line.position}")
+        line.position
+        for line in invoice.lines
+        if values.get(f"credit_{line.position}") or values.get(f"credit_qty_{line.position}")
     ]
     fields: dict[str, str] = {}
     for key, text in exc.fields.items():
@@ -907,7 +924,7 @@ def _credit_fields(invoice: Invoice, values: Mapping[str, str], exc: DomainError
             and parts[1].isdigit()
             and int(parts[1]) < len(given)
         ):
-            fields[given[int(parts[1])]] = text
+            fields[_line_field(given[int(parts[1])], key)] = text
         else:
             fields[key] = text
     exc.fields = fields
