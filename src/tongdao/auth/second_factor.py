@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, Role
@@ -84,6 +86,8 @@ ENROL_FIRST = (
     "security key first"
 )
 SIGN_IN_AGAIN = "the operator requires a second factor for its staff: sign in again with it"
+# A credential id as the browser sends it: base64url (the stored form has no padding).
+RAW_ID = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # What a session without the required second factor may still reach: enrolment and leaving.
 ENROLMENT_API = (
     "/api/v1/auth/me",
@@ -321,6 +325,10 @@ def register(
     name = " ".join(name.split())
     if not 1 <= len(name) <= 100:
         raise ValidationError({"name": "give the key a name of 1 to 100 characters"})
+    try:
+        validation.single_line(name)
+    except ValueError as exc:
+        raise ValidationError({"name": str(exc)}) from exc
     if any(c.name == name for c in credentials(ctx.session, user.id)):
         raise ValidationError({"name": "you already have a key of this name"})
     text = _credential_json(credential)
@@ -426,7 +434,7 @@ def _raw_id(text: str) -> str:
     except ValueError as exc:
         raise ValidationError({"credential": "is not the browser's answer (JSON)"}) from exc
     raw = parsed.get("rawId") if isinstance(parsed, dict) else None
-    if not isinstance(raw, str) or not raw or len(raw) > 1400:
+    if not isinstance(raw, str) or len(raw) > 1400 or not RAW_ID.fullmatch(raw):
         raise ValidationError({"credential": "is not the browser's answer (no rawId)"})
     return raw.rstrip("=")
 
@@ -488,7 +496,8 @@ def finish_sign_in(
                 require_user_verification=True,
             )
         except (InvalidAuthenticationResponse, InvalidJSONStructure, ValueError, KeyError) as exc:
-            message = str(exc)
+            # The library's message may quote the answer (its origin): no controls in the log.
+            message = validation.one_line_text(exc)
             if "sign count" in message.lower():
                 problem = f"sign counter went back: possible cloned authenticator ({row.name})"
             else:

@@ -1,0 +1,87 @@
+"""Review of the WebAuthn second factor (session 22): refusals an attacker reaches, on SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import both_stores
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.world import PASSWORD, World
+from tongdao.runtime import Runtime
+
+API = "/api/v1"
+
+
+def _session(client: TestClient, email: str) -> dict[str, str]:
+    resp = client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+
+def _options(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
+    resp = client.post(f"{API}/auth/webauthn/registration-options", headers=headers)
+    assert resp.status_code == 200, resp.text
+    options: dict[str, Any] = resp.json()
+    return options
+
+
+def _pending(client: TestClient, email: str) -> dict[str, Any]:
+    resp = client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status_code == 401, resp.text
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+@both_stores
+def test_key_names_are_one_line(runtime: Runtime, world: World) -> None:
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    headers = _session(client, "employee@a.example")
+    key = SoftAuthenticator(origin=origin)
+    for name in ("Key\x00one", "Key\u202eeno", "Key\x1b[31m"):
+        body = {
+            "name": name,
+            "credential": key.create(_options(client, headers)),
+            "current_password": PASSWORD,
+        }
+        resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+        assert resp.status_code == 422, (name, resp.text)
+        assert "name" in resp.json()["error"]["fields"], resp.text
+
+
+def _client_data(answer: dict[str, Any], **changes: str) -> dict[str, Any]:
+    raw = answer["response"]["clientDataJSON"]
+    data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    data.update(changes)
+    encoded = base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return {**answer, "response": {**answer["response"], "clientDataJSON": encoded}}
+
+
+@both_stores
+def test_nul_in_the_keys_answer_is_refused_not_failed(runtime: Runtime, world: World) -> None:
+    runtime.settings.login_max_failures = 100
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    email = "auditor@operator.example"
+    headers = _session(client, email)
+    key = SoftAuthenticator(origin=origin)
+    body = {"name": "K", "credential": key.create(_options(client, headers))}
+    body["current_password"] = PASSWORD
+    assert client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers).is_success
+    pending = _pending(client, email)
+    bad = {**key.get(pending["options"]), "rawId": "AA\x00AA"}
+    resp = client.post(
+        f"{API}/auth/login/webauthn", json={"pending": pending["pending"], "credential": bad}
+    )
+    assert resp.status_code == 401, resp.text
+    pending = _pending(client, email)
+    bad = _client_data(key.get(pending["options"]), origin="https://evil\x00.example")
+    resp = client.post(
+        f"{API}/auth/login/webauthn", json={"pending": pending["pending"], "credential": bad}
+    )
+    assert resp.status_code == 401, resp.text
