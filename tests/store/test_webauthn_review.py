@@ -4,9 +4,11 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import time
 import json
 from typing import Any
 
+import pyotp
 from fastapi.testclient import TestClient
 
 from tests.conftest import both_stores
@@ -85,3 +87,42 @@ def test_nul_in_the_keys_answer_is_refused_not_failed(runtime: Runtime, world: W
         f"{API}/auth/login/webauthn", json={"pending": pending["pending"], "credential": bad}
     )
     assert resp.status_code == 401, resp.text
+
+
+def _totp_on(client: TestClient, headers: dict[str, str]) -> pyotp.TOTP:
+    secret = client.post(f"{API}/auth/totp", headers=headers).json()["secret"]
+    totp = pyotp.TOTP(secret)
+    body = {"code": totp.now(), "current_password": PASSWORD}
+    assert client.post(f"{API}/auth/totp/confirm", json=body, headers=headers).status_code == 204
+    return totp
+
+
+@both_stores
+def test_adding_a_key_takes_the_totp_code_when_totp_is_on(
+    runtime: Runtime, world: World
+) -> None:
+    """A stolen session and the password do not add the thief's key to an account with TOTP
+    (then signing in with password and that key would skip the app), as they make no API
+    token without a code."""
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    headers = _session(client, "employee@a.example")
+    totp = _totp_on(client, headers)
+    key = SoftAuthenticator(origin=origin)
+    body = {
+        "name": "Thief",
+        "credential": key.create(_options(client, headers)),
+        "current_password": PASSWORD,
+    }
+    resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+    assert resp.status_code == 422, resp.text
+    assert "totp_code" in resp.json()["error"]["fields"]
+    assert client.get(f"{API}/auth/webauthn/credentials", headers=headers).json()["count"] == 0
+    body = {
+        "name": "Mine",
+        "credential": key.create(_options(client, headers)),
+        "current_password": PASSWORD,
+        "totp_code": totp.at(time.time() + 30),  # the next step: a code is used once
+    }
+    resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+    assert resp.status_code == 201, resp.text

@@ -5,10 +5,11 @@ colleague's factors (not their own)."""
 
 from __future__ import annotations
 
+import pyotp
 from sqlalchemy import select
 
 from tests.support.console import as_person, csrf_of
-from tests.support.world import World
+from tests.support.world import PASSWORD, World
 from tongdao.auth.models import ApiToken
 from tongdao.auth.webauthn_models import WebAuthnCredential
 
@@ -76,3 +77,19 @@ def test_rule_enrolment_and_reset(world: World) -> None:
     mine = admin.post(f"/console/second-factors/staff/{world.admin.user_id}/reset")
     assert mine.status_code == 403
     csrf_of(admin.get("/console/second-factors").text)
+
+
+def test_adding_a_key_asks_the_app_code_when_totp_is_on(world: World) -> None:
+    """With TOTP on, the key form asks the app's code too (a stolen session and the password
+    must not add a key that skips the app), and refuses without it, next to the field."""
+    client, headers = world.client, world.a.employee.headers
+    secret = client.post("/api/v1/auth/totp", headers=headers).json()["secret"]
+    body = {"code": pyotp.TOTP(secret).now(), "current_password": PASSWORD}
+    assert client.post("/api/v1/auth/totp/confirm", json=body, headers=headers).status_code == 204
+    employee = as_person(world, world.a.employee)
+    assert 'name="totp_code"' in employee.get("/console/account/keys").text
+    form = {"name": "Thief", "current_password": PASSWORD, "credential": '{"rawId": "AAAA"}'}
+    page = employee.post("/console/account/keys", form)
+    assert page.status_code == 422, page.text
+    assert 'id="f-key-totp_code" name="totp_code"' in page.text
+    assert 'aria-invalid="true"' in page.text.split('name="totp_code"')[1].split(">")[0]

@@ -97,10 +97,11 @@ def registration_options(ctx: CtxDep) -> dict[str, Any]:
 )
 def register_credential(ctx: CtxDep, body: WebAuthnRegister) -> WebAuthnCredentialPublic:
     """Keep a new security key or passkey: its answer to the registration options, a name,
-    and your password again. This session then counts as signed in with a second factor."""
+    and your password again (and a TOTP code when TOTP is on: a key outlives the session, as
+    an API token does). This session then counts as signed in with a second factor."""
     _require_write(ctx)
     user = _me(ctx)
-    service.reauthenticate(ctx, user, body.current_password)
+    service.reauthenticate(ctx, user, body.current_password, body.totp_code, totp=True)
     try:
         row = second_factor.register(ctx, user, body.name, body.credential)
     except (ValidationError, Conflict):

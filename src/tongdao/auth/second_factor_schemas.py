@@ -39,6 +39,9 @@ class WebAuthnRegister(Strict):
             description="your password again: a stolen session must not add its own key",
         ),
     ]
+    totp_code: Annotated[
+        str | None, Field(min_length=6, max_length=8, description="when TOTP is on")
+    ] = None
 
 
 class WebAuthnSignIn(Strict):

@@ -144,7 +144,10 @@ def add_key(view: UserViewDep, form: FormDep) -> Response:
     if errors:
         return _keys_page(view, errors=errors, name=name, status=422)
     try:
-        service.reauthenticate(view.ctx, user, form.get("current_password"))
+        # A key outlives the session: with TOTP on, its code too (as for an API token).
+        service.reauthenticate(
+            view.ctx, user, form.get("current_password"), form.text("totp_code"), totp=True
+        )
         second_factor.register(view.ctx, user, name, form.get("credential"))
     except ValidationError as exc:
         view.ctx.session.commit()  # the challenge is spent either way
