@@ -126,3 +126,24 @@ def test_adding_a_key_takes_the_totp_code_when_totp_is_on(
     }
     resp = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
     assert resp.status_code == 201, resp.text
+
+
+@both_stores
+def test_removing_a_key_takes_the_password(runtime: Runtime, world: World) -> None:
+    """A stolen session alone does not strip an account of its keys (after which the password
+    alone would sign in), as it does not turn TOTP off."""
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    headers = _session(client, "employee@a.example")
+    key = SoftAuthenticator(origin=origin)
+    body = {"name": "K", "credential": key.create(_options(client, headers))}
+    body["current_password"] = PASSWORD
+    created = client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers)
+    url = f"{API}/auth/webauthn/credentials/{created.json()['id']}"
+    assert client.delete(url, headers=headers).status_code == 422
+    wrong = {"current_password": "wrong password" * 2}
+    resp = client.request("DELETE", url, json=wrong, headers=headers)
+    assert resp.status_code == 422 and "current_password" in resp.json()["error"]["fields"]
+    assert client.get(f"{API}/auth/webauthn/credentials", headers=headers).json()["count"] == 1
+    right = {"current_password": PASSWORD}
+    assert client.request("DELETE", url, json=right, headers=headers).status_code == 204

@@ -93,3 +93,23 @@ def test_adding_a_key_asks_the_app_code_when_totp_is_on(world: World) -> None:
     assert page.status_code == 422, page.text
     assert 'id="f-key-totp_code" name="totp_code"' in page.text
     assert 'aria-invalid="true"' in page.text.split('name="totp_code"')[1].split(">")[0]
+
+
+def test_removing_a_key_asks_the_password(world: World) -> None:
+    """The remove button of a key asks the password: a stolen session alone keeps no key
+    from the account's owner."""
+    employee = as_person(world, world.a.employee)
+    with world.runtime.db.session() as session:
+        key = WebAuthnCredential(
+            user_id=world.a.employee.user_id, name="Key", credential_id="c-emp", public_key="AA"
+        )
+        session.add(key)
+        session.commit()
+        key_id = key.id
+    assert 'name="current_password"' in employee.get("/console/account/keys").text
+    page = employee.post(f"/console/account/keys/{key_id}/remove", {})
+    assert page.status_code == 422 and "your password is wrong: the key stays" in page.text
+    done = employee.post(f"/console/account/keys/{key_id}/remove", {"current_password": PASSWORD})
+    assert done.status_code == 303, done.text
+    with world.runtime.db.session() as session:
+        assert session.get(WebAuthnCredential, key_id) is None

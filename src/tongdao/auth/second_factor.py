@@ -378,12 +378,19 @@ def register(
     return row
 
 
-def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
-    """Remove one of the user's own keys (another's: 404). Under the staff rule a staff
-    member keeps at least one second factor."""
+def own_credential(ctx: Ctx, user: User, credential_id: uuid.UUID) -> WebAuthnCredential:
+    """One of the user's own keys (another's: 404)."""
     row = ctx.session.get(WebAuthnCredential, credential_id)
     if row is None or row.user_id != user.id:
         raise NotFound("security key not found")
+    return row
+
+
+def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
+    """Remove one of the user's own keys (another's: 404; the caller has checked the
+    password again: without its keys the account signs in with less). Under the staff rule a
+    staff member keeps at least one second factor."""
+    row = own_credential(ctx, user, credential_id)
     roles = frozenset(Role(r) for r in user.roles)
     if (
         is_staff(roles, user.tenant_id)

@@ -20,6 +20,7 @@ from tongdao.auth.second_factor_schemas import (
     SecondFactorStatus,
     WebAuthnCredentialPublic,
     WebAuthnRegister,
+    WebAuthnRemove,
     WebAuthnSignIn,
 )
 from tongdao.auth.targets import staff_member, tenant_user
@@ -117,11 +118,17 @@ def register_credential(ctx: CtxDep, body: WebAuthnRegister) -> WebAuthnCredenti
     operation_id="remove_webauthn_credential",
     response_class=Response,
 )
-def remove_credential(ctx: CtxDep, credential_id: Annotated[uuid.UUID, Path()]) -> Response:
-    """Remove one of your keys (another person's: 404). Under the staff rule your last
-    second factor stays (409)."""
+def remove_credential(
+    ctx: CtxDep, credential_id: Annotated[uuid.UUID, Path()], body: WebAuthnRemove
+) -> Response:
+    """Remove one of your keys (another person's: 404), with your password again: without
+    its keys the account signs in with less. Under the staff rule your last second factor
+    stays (409)."""
     _require_write(ctx)
-    second_factor.remove(ctx, _me(ctx), credential_id)
+    user = _me(ctx)
+    second_factor.own_credential(ctx, user, credential_id)
+    service.reauthenticate(ctx, user, body.current_password)
+    second_factor.remove(ctx, user, credential_id)
     ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

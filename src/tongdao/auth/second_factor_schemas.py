@@ -44,6 +44,17 @@ class WebAuthnRegister(Strict):
     ] = None
 
 
+class WebAuthnRemove(Strict):
+    current_password: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="your password again: a stolen session must not strip your keys",
+        ),
+    ]
+
+
 class WebAuthnSignIn(Strict):
     pending: Annotated[
         str, Field(min_length=10, max_length=100, description="from the 401 of /auth/login")
