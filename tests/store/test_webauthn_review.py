@@ -10,11 +10,15 @@ from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.conftest import both_stores
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.world import PASSWORD, World
+from tongdao.audit.models import AuditEvent
+from tongdao.auth.webauthn_models import WebAuthnCredential
 from tongdao.runtime import Runtime
+from tongdao.tenancy.models import User
 
 API = "/api/v1"
 
@@ -147,3 +151,52 @@ def test_removing_a_key_takes_the_password(runtime: Runtime, world: World) -> No
     assert client.get(f"{API}/auth/webauthn/credentials", headers=headers).json()["count"] == 1
     right = {"current_password": PASSWORD}
     assert client.request("DELETE", url, json=right, headers=headers).status_code == 204
+
+
+def _password_resets(runtime: Runtime) -> list[dict[str, Any]]:
+    with runtime.db.session() as session:
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action == "password_reset")
+            .order_by(AuditEvent.seq)
+        )
+        return [dict(row.after or {}) for row in rows]
+
+
+@both_stores
+def test_an_admin_reset_removes_a_bound_key_but_not_the_admins_own(
+    runtime: Runtime, world: World
+) -> None:
+    """An admin's password reset clears TOTP so that a thief's bound authenticator cannot
+    keep the owner out: a thief's bound key goes too. An admin resetting their own password
+    keeps their factors (a stolen session with the mailbox must not shed them)."""
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    employee = world.a.employee
+    headers = _session(client, "employee@a.example")
+    thief_key = SoftAuthenticator(origin=origin)
+    body = {"name": "Thief", "credential": thief_key.create(_options(client, headers))}
+    body["current_password"] = PASSWORD
+    assert client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers).is_success
+    resp = client.post(
+        f"{API}/tenants/{world.a.id}/users/{employee.user_id}/password-reset",
+        headers=world.a.admin.headers,
+    )
+    assert resp.status_code == 202, resp.text
+    with runtime.db.session() as session:
+        assert not session.scalars(
+            select(WebAuthnCredential).where(WebAuthnCredential.user_id == employee.user_id)
+        ).all()
+    assert _password_resets(runtime)[-1]["webauthn_removed"] == 1
+
+    admin = _session(client, "tenant_admin@a.example")
+    _totp_on(client, admin)
+    resp = client.post(
+        f"{API}/tenants/{world.a.id}/users/{world.a.admin.user_id}/password-reset",
+        headers=admin,
+    )
+    assert resp.status_code == 202, resp.text
+    with runtime.db.session() as session:
+        user = session.get(User, world.a.admin.user_id)
+        assert user is not None and user.totp_enabled
+    assert _password_resets(runtime)[-1]["totp_cleared"] is False

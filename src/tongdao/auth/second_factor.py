@@ -193,6 +193,15 @@ def mark_session(ctx: Ctx, factor: str) -> None:
         token.second_factor = factor
 
 
+def remove_all(ctx: Ctx, user_id: uuid.UUID) -> int:
+    """Remove every WebAuthn credential of a user (each audited); returns how many."""
+    removed = 0
+    for credential in credentials(ctx.session, user_id):
+        ctx.session.delete(credential)
+        removed += 1
+    return removed
+
+
 def reset_factors(ctx: Ctx, admin: Principal, user: User) -> dict[str, int]:
     """An admin's reset of a colleague's second factors after a lost key (never their own):
     TOTP off, every WebAuthn credential removed, every session and API token revoked.
@@ -203,12 +212,7 @@ def reset_factors(ctx: Ctx, admin: Principal, user: User) -> dict[str, int]:
         raise PermissionDenied(
             "you cannot reset your own second factors: another operator admin must"
         )
-    removed = 0
-    for credential in ctx.session.scalars(
-        select(WebAuthnCredential).where(WebAuthnCredential.user_id == user.id)
-    ):
-        ctx.session.delete(credential)
-        removed += 1
+    removed = remove_all(ctx, user.id)
     totp = bool(user.totp_enabled)
     user.totp_enabled = False
     user.totp_secret_sealed = None
