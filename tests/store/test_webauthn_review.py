@@ -18,7 +18,7 @@ from tests.support.world import PASSWORD, World
 from tongdao.audit.models import AuditEvent
 from tongdao.auth.webauthn_models import WebAuthnCredential
 from tongdao.runtime import Runtime
-from tongdao.tenancy.models import User
+from tongdao.tenancy.models import Tenant, TenantState, User
 
 API = "/api/v1"
 
@@ -200,3 +200,51 @@ def test_an_admin_reset_removes_a_bound_key_but_not_the_admins_own(
         user = session.get(User, world.a.admin.user_id)
         assert user is not None and user.totp_enabled
     assert _password_resets(runtime)[-1]["totp_cleared"] is False
+
+
+@both_stores
+def test_the_key_step_checks_the_tenant_and_keeps_the_program(
+    runtime: Runtime, world: World
+) -> None:
+    """A tenant terminated between the password and the key: refused like the password step
+    (not a session that no request accepts, audited as a login). The API's key step keeps
+    the program it came from, as the password step does, for the sessions list."""
+    client = world.client
+    _rp_id, origin = runtime.settings.webauthn_rp
+    email = "employee@a.example"
+    headers = _session(client, email)
+    key = SoftAuthenticator(origin=origin)
+    body = {"name": "K", "credential": key.create(_options(client, headers))}
+    body["current_password"] = PASSWORD
+    assert client.post(f"{API}/auth/webauthn/credentials", json=body, headers=headers).is_success
+    pending = _pending(client, email)
+    agent = {"User-Agent": "tongdao-cli/test"}
+    done = client.post(
+        f"{API}/auth/login/webauthn",
+        json={"pending": pending["pending"], "credential": key.get(pending["options"])},
+        headers=agent,
+    )
+    assert done.status_code == 200, done.text
+    token = {"Authorization": f"Bearer {done.json()['token']}"}
+    sessions = client.get(f"{API}/auth/sessions", headers=token).json()["data"]
+    assert [s["user_agent"] for s in sessions if s["current"]] == ["tongdao-cli/test"]
+
+    pending = _pending(client, email)
+    with runtime.db.session() as session:
+        tenant = session.get(Tenant, world.a.id)
+        assert tenant is not None
+        tenant.state = TenantState.TERMINATED
+        session.commit()
+    resp = client.post(
+        f"{API}/auth/login/webauthn",
+        json={"pending": pending["pending"], "credential": key.get(pending["options"])},
+    )
+    assert resp.status_code == 401, resp.text
+    with runtime.db.session() as session:
+        last = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action.in_(["login", "login_failed"]))
+            .order_by(AuditEvent.seq.desc())
+        ).first()
+    assert last is not None and last.action == "login_failed"
+    assert (last.after or {})["reason"] == "tenant is terminated"

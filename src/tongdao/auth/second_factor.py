@@ -73,7 +73,7 @@ from tongdao.errors import (
     ValidationError,
 )
 from tongdao.runtime import Ctx
-from tongdao.tenancy.models import User, UserState
+from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 
 REGISTER = "register"
 SIGN_IN = "sign_in"
@@ -410,6 +410,11 @@ def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
     ctx.session.flush()
 
 
+def tenant_terminated(session: Session, tenant_id: uuid.UUID) -> bool:
+    tenant = session.get(Tenant, tenant_id)
+    return tenant is None or tenant.state == TenantState.TERMINATED
+
+
 # --- signing in with a key --------------------------------------------------------------------
 
 
@@ -480,6 +485,8 @@ def finish_sign_in(
     row: WebAuthnCredential | None = None
     if user.state != UserState.ACTIVE:
         problem = "user is disabled"
+    elif user.tenant_id is not None and tenant_terminated(ctx.session, user.tenant_id):
+        problem = "tenant is terminated"  # since the password step, as there
     else:
         try:
             raw_id = _raw_id(text)

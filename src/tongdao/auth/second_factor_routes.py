@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from tongdao.api.deps import AnonCtxDep, CtxDep, GuardDep
 from tongdao.api.pagination import Page
@@ -46,13 +46,17 @@ def _require_write(ctx: Ctx) -> None:
 
 
 @router.post("/auth/login/webauthn", operation_id="login_webauthn")
-def login_webauthn(ctx: AnonCtxDep, body: WebAuthnSignIn) -> LoginResponse:
+def login_webauthn(ctx: AnonCtxDep, body: WebAuthnSignIn, request: Request) -> LoginResponse:
     """The security key's step of signing in: ``POST /auth/login`` with the password answered
     401 ``webauthn_required`` with ``pending`` and ``options`` (for
     ``navigator.credentials.get``); send ``pending`` and the key's answer here. A challenge
     is answered once and lives TONGDAO_WEBAUTHN_CHALLENGE_SECONDS."""
     token, secret, user = second_factor.finish_sign_in(
-        ctx, body.pending, body.credential, ctx.source_ip or "unknown"
+        ctx,
+        body.pending,
+        body.credential,
+        ctx.source_ip or "unknown",
+        request.headers.get("user-agent"),
     )
     ctx.session.commit()
     public = UserResource().to_public(ctx, user)
