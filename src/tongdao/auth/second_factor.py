@@ -493,11 +493,15 @@ def finish_sign_in(
         except ValidationError:
             problem = "security key answer is not well formed"
         else:
+            # Locked until this sign-in commits: a racing one checks its counter against
+            # the counter this one stores (no lost update letting a clone's lower one pass).
             row = ctx.session.scalar(
-                select(WebAuthnCredential).where(
+                select(WebAuthnCredential)
+                .where(
                     WebAuthnCredential.user_id == user.id,
                     WebAuthnCredential.credential_id == raw_id,
                 )
+                .with_for_update()
             )
             if row is None:
                 problem = "security key is not one of this account's"
