@@ -4,8 +4,8 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import base64
-import time
 import json
+import time
 from typing import Any
 
 import pyotp
@@ -102,9 +102,7 @@ def _totp_on(client: TestClient, headers: dict[str, str]) -> pyotp.TOTP:
 
 
 @both_stores
-def test_adding_a_key_takes_the_totp_code_when_totp_is_on(
-    runtime: Runtime, world: World
-) -> None:
+def test_adding_a_key_takes_the_totp_code_when_totp_is_on(runtime: Runtime, world: World) -> None:
     """A stolen session and the password do not add the thief's key to an account with TOTP
     (then signing in with password and that key would skip the app), as they make no API
     token without a code."""
@@ -156,9 +154,7 @@ def test_removing_a_key_takes_the_password(runtime: Runtime, world: World) -> No
 def _password_resets(runtime: Runtime) -> list[dict[str, Any]]:
     with runtime.db.session() as session:
         rows = session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.action == "password_reset")
-            .order_by(AuditEvent.seq)
+            select(AuditEvent).where(AuditEvent.action == "password_reset").order_by(AuditEvent.seq)
         )
         return [dict(row.after or {}) for row in rows]
 
