@@ -828,7 +828,9 @@ SPECS.update(
         ("POST", "/auth/webauthn/registration-options"): Spec(None),
         ("POST", "/auth/webauthn/credentials"): Spec(None, body=_webauthn_register),
         ("DELETE", "/auth/webauthn/credentials/{credential_id}"): Spec(
-            None, target="webauthn_credential"
+            None,
+            target="webauthn_credential",
+            body=lambda bench, case: {"current_password": _password(bench, case)},
         ),
         ("POST", "/auth/login/webauthn"): Spec(None, anonymous=True, body=_webauthn_sign_in),
         ("GET", "/operator/second-factor-policy"): Spec("second_factor_policy", Action.READ),

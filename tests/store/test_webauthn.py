@@ -145,9 +145,11 @@ def test_registration_refusals(runtime: Runtime, world: World) -> None:
     # A good one, then another user's removal of it answers 404.
     created = _register(client, headers, key, "Phone")
     other = world.a.admin.headers
-    resp = client.delete(f"{API}/auth/webauthn/credentials/{created['id']}", headers=other)
+    url = f"{API}/auth/webauthn/credentials/{created['id']}"
+    password = {"current_password": PASSWORD}
+    resp = client.request("DELETE", url, json=password, headers=other)
     assert resp.status_code == 404
-    resp = client.delete(f"{API}/auth/webauthn/credentials/{created['id']}", headers=headers)
+    resp = client.request("DELETE", url, json=password, headers=headers)
     assert resp.status_code == 204
 
 
@@ -189,7 +191,8 @@ def test_staff_rule(runtime: Runtime, world: World) -> None:
     assert client.get(f"{API}/tenants", headers=enrol).status_code == 200
     # The last key stays while the rule is on.
     keys = client.get(f"{API}/auth/webauthn/credentials", headers=enrol).json()["data"]
-    resp = client.delete(f"{API}/auth/webauthn/credentials/{keys[0]['id']}", headers=enrol)
+    url = f"{API}/auth/webauthn/credentials/{keys[0]['id']}"
+    resp = client.request("DELETE", url, json={"current_password": PASSWORD}, headers=enrol)
     assert resp.status_code == 409
 
     # TOTP serves as well: enrolled from an enrolment-only session, then signed in with.

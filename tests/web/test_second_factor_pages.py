@@ -5,10 +5,11 @@ colleague's factors (not their own)."""
 
 from __future__ import annotations
 
+import pyotp
 from sqlalchemy import select
 
 from tests.support.console import as_person, csrf_of
-from tests.support.world import World
+from tests.support.world import PASSWORD, World
 from tongdao.auth.models import ApiToken
 from tongdao.auth.webauthn_models import WebAuthnCredential
 
@@ -76,3 +77,39 @@ def test_rule_enrolment_and_reset(world: World) -> None:
     mine = admin.post(f"/console/second-factors/staff/{world.admin.user_id}/reset")
     assert mine.status_code == 403
     csrf_of(admin.get("/console/second-factors").text)
+
+
+def test_adding_a_key_asks_the_app_code_when_totp_is_on(world: World) -> None:
+    """With TOTP on, the key form asks the app's code too (a stolen session and the password
+    must not add a key that skips the app), and refuses without it, next to the field."""
+    client, headers = world.client, world.a.employee.headers
+    secret = client.post("/api/v1/auth/totp", headers=headers).json()["secret"]
+    body = {"code": pyotp.TOTP(secret).now(), "current_password": PASSWORD}
+    assert client.post("/api/v1/auth/totp/confirm", json=body, headers=headers).status_code == 204
+    employee = as_person(world, world.a.employee)
+    assert 'name="totp_code"' in employee.get("/console/account/keys").text
+    form = {"name": "Thief", "current_password": PASSWORD, "credential": '{"rawId": "AAAA"}'}
+    page = employee.post("/console/account/keys", form)
+    assert page.status_code == 422, page.text
+    assert 'id="f-key-totp_code" name="totp_code"' in page.text
+    assert 'aria-invalid="true"' in page.text.split('name="totp_code"')[1].split(">")[0]
+
+
+def test_removing_a_key_asks_the_password(world: World) -> None:
+    """The remove button of a key asks the password: a stolen session alone keeps no key
+    from the account's owner."""
+    employee = as_person(world, world.a.employee)
+    with world.runtime.db.session() as session:
+        key = WebAuthnCredential(
+            user_id=world.a.employee.user_id, name="Key", credential_id="c-emp", public_key="AA"
+        )
+        session.add(key)
+        session.commit()
+        key_id = key.id
+    assert 'name="current_password"' in employee.get("/console/account/keys").text
+    page = employee.post(f"/console/account/keys/{key_id}/remove", {})
+    assert page.status_code == 422 and "your password is wrong: the key stays" in page.text
+    done = employee.post(f"/console/account/keys/{key_id}/remove", {"current_password": PASSWORD})
+    assert done.status_code == 303, done.text
+    with world.runtime.db.session() as session:
+        assert session.get(WebAuthnCredential, key_id) is None

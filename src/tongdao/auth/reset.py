@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from tongdao import validation
 from tongdao.audit.recorder import Actor, record
-from tongdao.auth import links
+from tongdao.auth import links, second_factor
 from tongdao.auth.links import LinkPurpose, PasswordResetRequest
 from tongdao.auth.service import check_new_password, revoke_user_credentials
 from tongdao.errors import Conflict, Throttled, ValidationError
@@ -131,9 +131,11 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
     """An admin's reset: end the user's sessions and tokens, void the password, mail a link.
 
     The admin learns neither the password nor the link. A user who never chose a password gets
-    a fresh invitation instead. TOTP is turned off too (the person enrols again once signed
-    in): a reset is how someone who lost their authenticator, or had one bound to their
-    account with a stolen session, gets back in.
+    a fresh invitation instead. TOTP is turned off and security keys are removed too (the
+    person enrols again once signed in): a reset is how someone who lost their authenticator,
+    or had one bound to their account with a stolen session, gets back in. An admin's reset of
+    their own password keeps their second factors (another admin resets those: a stolen
+    session with the mailbox must not shed them).
     """
     if user.erased_at is not None:
         raise Conflict("the user's personal data was erased; nothing to reset")
@@ -141,9 +143,12 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
         raise Conflict("the user is disabled; enable them first", {"state": "disabled"})
     purpose = LinkPurpose.PASSWORD_RESET if user.password_hash else LinkPurpose.INVITATION
     user.password_hash = None
-    totp_cleared = bool(user.totp_enabled)
-    user.totp_enabled = False
-    user.totp_secret_sealed = None
+    totp_cleared, keys_removed = False, 0
+    if ctx.principal is None or ctx.principal.user_id != user.id:
+        totp_cleared = bool(user.totp_enabled)
+        user.totp_enabled = False
+        user.totp_secret_sealed = None
+        keys_removed = second_factor.remove_all(ctx, user.id)
     revoked = revoke_user_credentials(ctx, user.id)
     _send_link(ctx, user, purpose, "admin")
     record(
@@ -156,6 +161,7 @@ def admin_reset(ctx: Ctx, user: User) -> LinkSent:
             "purpose": purpose.value,
             "sessions_revoked": revoked,
             "totp_cleared": totp_cleared,
+            "webauthn_removed": keys_removed,
         },
     )
     return LinkSent(purpose=purpose, sessions_revoked=revoked)

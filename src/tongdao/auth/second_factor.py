@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.models import ApiToken
 from tongdao.auth.permissions import OPERATOR_ROLES, Role
@@ -71,7 +73,7 @@ from tongdao.errors import (
     ValidationError,
 )
 from tongdao.runtime import Ctx
-from tongdao.tenancy.models import User, UserState
+from tongdao.tenancy.models import Tenant, TenantState, User, UserState
 
 REGISTER = "register"
 SIGN_IN = "sign_in"
@@ -84,6 +86,8 @@ ENROL_FIRST = (
     "security key first"
 )
 SIGN_IN_AGAIN = "the operator requires a second factor for its staff: sign in again with it"
+# A credential id as the browser sends it: base64url (the stored form has no padding).
+RAW_ID = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # What a session without the required second factor may still reach: enrolment and leaving.
 ENROLMENT_API = (
     "/api/v1/auth/me",
@@ -189,6 +193,15 @@ def mark_session(ctx: Ctx, factor: str) -> None:
         token.second_factor = factor
 
 
+def remove_all(ctx: Ctx, user_id: uuid.UUID) -> int:
+    """Remove every WebAuthn credential of a user (each audited); returns how many."""
+    removed = 0
+    for credential in credentials(ctx.session, user_id):
+        ctx.session.delete(credential)
+        removed += 1
+    return removed
+
+
 def reset_factors(ctx: Ctx, admin: Principal, user: User) -> dict[str, int]:
     """An admin's reset of a colleague's second factors after a lost key (never their own):
     TOTP off, every WebAuthn credential removed, every session and API token revoked.
@@ -199,12 +212,7 @@ def reset_factors(ctx: Ctx, admin: Principal, user: User) -> dict[str, int]:
         raise PermissionDenied(
             "you cannot reset your own second factors: another operator admin must"
         )
-    removed = 0
-    for credential in ctx.session.scalars(
-        select(WebAuthnCredential).where(WebAuthnCredential.user_id == user.id)
-    ):
-        ctx.session.delete(credential)
-        removed += 1
+    removed = remove_all(ctx, user.id)
     totp = bool(user.totp_enabled)
     user.totp_enabled = False
     user.totp_secret_sealed = None
@@ -321,6 +329,10 @@ def register(
     name = " ".join(name.split())
     if not 1 <= len(name) <= 100:
         raise ValidationError({"name": "give the key a name of 1 to 100 characters"})
+    try:
+        validation.single_line(name)
+    except ValueError as exc:
+        raise ValidationError({"name": str(exc)}) from exc
     if any(c.name == name for c in credentials(ctx.session, user.id)):
         raise ValidationError({"name": "you already have a key of this name"})
     text = _credential_json(credential)
@@ -370,12 +382,19 @@ def register(
     return row
 
 
-def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
-    """Remove one of the user's own keys (another's: 404). Under the staff rule a staff
-    member keeps at least one second factor."""
+def own_credential(ctx: Ctx, user: User, credential_id: uuid.UUID) -> WebAuthnCredential:
+    """One of the user's own keys (another's: 404)."""
     row = ctx.session.get(WebAuthnCredential, credential_id)
     if row is None or row.user_id != user.id:
         raise NotFound("security key not found")
+    return row
+
+
+def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
+    """Remove one of the user's own keys (another's: 404; the caller has checked the
+    password again: without its keys the account signs in with less). Under the staff rule a
+    staff member keeps at least one second factor."""
+    row = own_credential(ctx, user, credential_id)
     roles = frozenset(Role(r) for r in user.roles)
     if (
         is_staff(roles, user.tenant_id)
@@ -389,6 +408,11 @@ def remove(ctx: Ctx, user: User, credential_id: uuid.UUID) -> None:
         )
     ctx.session.delete(row)
     ctx.session.flush()
+
+
+def tenant_terminated(session: Session, tenant_id: uuid.UUID) -> bool:
+    tenant = session.get(Tenant, tenant_id)
+    return tenant is None or tenant.state == TenantState.TERMINATED
 
 
 # --- signing in with a key --------------------------------------------------------------------
@@ -426,7 +450,7 @@ def _raw_id(text: str) -> str:
     except ValueError as exc:
         raise ValidationError({"credential": "is not the browser's answer (JSON)"}) from exc
     raw = parsed.get("rawId") if isinstance(parsed, dict) else None
-    if not isinstance(raw, str) or not raw or len(raw) > 1400:
+    if not isinstance(raw, str) or len(raw) > 1400 or not RAW_ID.fullmatch(raw):
         raise ValidationError({"credential": "is not the browser's answer (no rawId)"})
     return raw.rstrip("=")
 
@@ -461,17 +485,23 @@ def finish_sign_in(
     row: WebAuthnCredential | None = None
     if user.state != UserState.ACTIVE:
         problem = "user is disabled"
+    elif user.tenant_id is not None and tenant_terminated(ctx.session, user.tenant_id):
+        problem = "tenant is terminated"  # since the password step, as there
     else:
         try:
             raw_id = _raw_id(text)
         except ValidationError:
             problem = "security key answer is not well formed"
         else:
+            # Locked until this sign-in commits: a racing one checks its counter against
+            # the counter this one stores (no lost update letting a clone's lower one pass).
             row = ctx.session.scalar(
-                select(WebAuthnCredential).where(
+                select(WebAuthnCredential)
+                .where(
                     WebAuthnCredential.user_id == user.id,
                     WebAuthnCredential.credential_id == raw_id,
                 )
+                .with_for_update()
             )
             if row is None:
                 problem = "security key is not one of this account's"
@@ -488,7 +518,8 @@ def finish_sign_in(
                 require_user_verification=True,
             )
         except (InvalidAuthenticationResponse, InvalidJSONStructure, ValueError, KeyError) as exc:
-            message = str(exc)
+            # The library's message may quote the answer (its origin): no controls in the log.
+            message = validation.one_line_text(exc)
             if "sign count" in message.lower():
                 problem = f"sign counter went back: possible cloned authenticator ({row.name})"
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from tongdao.api.deps import AnonCtxDep, CtxDep, GuardDep
 from tongdao.api.pagination import Page
@@ -20,6 +20,7 @@ from tongdao.auth.second_factor_schemas import (
     SecondFactorStatus,
     WebAuthnCredentialPublic,
     WebAuthnRegister,
+    WebAuthnRemove,
     WebAuthnSignIn,
 )
 from tongdao.auth.targets import staff_member, tenant_user
@@ -45,13 +46,17 @@ def _require_write(ctx: Ctx) -> None:
 
 
 @router.post("/auth/login/webauthn", operation_id="login_webauthn")
-def login_webauthn(ctx: AnonCtxDep, body: WebAuthnSignIn) -> LoginResponse:
+def login_webauthn(ctx: AnonCtxDep, body: WebAuthnSignIn, request: Request) -> LoginResponse:
     """The security key's step of signing in: ``POST /auth/login`` with the password answered
     401 ``webauthn_required`` with ``pending`` and ``options`` (for
     ``navigator.credentials.get``); send ``pending`` and the key's answer here. A challenge
     is answered once and lives TONGDAO_WEBAUTHN_CHALLENGE_SECONDS."""
     token, secret, user = second_factor.finish_sign_in(
-        ctx, body.pending, body.credential, ctx.source_ip or "unknown"
+        ctx,
+        body.pending,
+        body.credential,
+        ctx.source_ip or "unknown",
+        request.headers.get("user-agent"),
     )
     ctx.session.commit()
     public = UserResource().to_public(ctx, user)
@@ -97,10 +102,11 @@ def registration_options(ctx: CtxDep) -> dict[str, Any]:
 )
 def register_credential(ctx: CtxDep, body: WebAuthnRegister) -> WebAuthnCredentialPublic:
     """Keep a new security key or passkey: its answer to the registration options, a name,
-    and your password again. This session then counts as signed in with a second factor."""
+    and your password again (and a TOTP code when TOTP is on: a key outlives the session, as
+    an API token does). This session then counts as signed in with a second factor."""
     _require_write(ctx)
     user = _me(ctx)
-    service.reauthenticate(ctx, user, body.current_password)
+    service.reauthenticate(ctx, user, body.current_password, body.totp_code, totp=True)
     try:
         row = second_factor.register(ctx, user, body.name, body.credential)
     except (ValidationError, Conflict):
@@ -116,11 +122,17 @@ def register_credential(ctx: CtxDep, body: WebAuthnRegister) -> WebAuthnCredenti
     operation_id="remove_webauthn_credential",
     response_class=Response,
 )
-def remove_credential(ctx: CtxDep, credential_id: Annotated[uuid.UUID, Path()]) -> Response:
-    """Remove one of your keys (another person's: 404). Under the staff rule your last
-    second factor stays (409)."""
+def remove_credential(
+    ctx: CtxDep, credential_id: Annotated[uuid.UUID, Path()], body: WebAuthnRemove
+) -> Response:
+    """Remove one of your keys (another person's: 404), with your password again: without
+    its keys the account signs in with less. Under the staff rule your last second factor
+    stays (409)."""
     _require_write(ctx)
-    second_factor.remove(ctx, _me(ctx), credential_id)
+    user = _me(ctx)
+    second_factor.own_credential(ctx, user, credential_id)
+    service.reauthenticate(ctx, user, body.current_password)
+    second_factor.remove(ctx, user, credential_id)
     ctx.session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -39,6 +39,20 @@ class WebAuthnRegister(Strict):
             description="your password again: a stolen session must not add its own key",
         ),
     ]
+    totp_code: Annotated[
+        str | None, Field(min_length=6, max_length=8, description="when TOTP is on")
+    ] = None
+
+
+class WebAuthnRemove(Strict):
+    current_password: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="your password again: a stolen session must not strip your keys",
+        ),
+    ]
 
 
 class WebAuthnSignIn(Strict):

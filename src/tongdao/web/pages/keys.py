@@ -144,7 +144,10 @@ def add_key(view: UserViewDep, form: FormDep) -> Response:
     if errors:
         return _keys_page(view, errors=errors, name=name, status=422)
     try:
-        service.reauthenticate(view.ctx, user, form.get("current_password"))
+        # A key outlives the session: with TOTP on, its code too (as for an API token).
+        service.reauthenticate(
+            view.ctx, user, form.get("current_password"), form.text("totp_code"), totp=True
+        )
         second_factor.register(view.ctx, user, name, form.get("credential"))
     except ValidationError as exc:
         view.ctx.session.commit()  # the challenge is spent either way
@@ -160,8 +163,16 @@ def add_key(view: UserViewDep, form: FormDep) -> Response:
 @router.post("/console/account/keys/{key_id}/remove")
 def remove_key(view: UserViewDep, form: FormDep, key_id: str) -> Response:
     check_csrf(view, form)
+    user = _me(view)
+    key = second_factor.own_credential(view.ctx, user, parse_uuid(key_id, "security key")).id
     try:
-        second_factor.remove(view.ctx, _me(view), parse_uuid(key_id, "security key"))
+        # Without its keys the account signs in with less: not for a stolen session alone.
+        service.reauthenticate(view.ctx, user, form.get("current_password"))
+    except ValidationError:
+        errors = {"form": view._("your password is wrong: the key stays")}
+        return _keys_page(view, errors=errors, status=422)
+    try:
+        second_factor.remove(view.ctx, user, key)
     except Conflict as exc:
         view.ctx.session.rollback()
         errors = {"form": translate_message(view.locale, exc.message)}
