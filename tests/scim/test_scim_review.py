@@ -136,3 +136,23 @@ def test_values_the_database_refuses_are_scim_errors(world: World) -> None:
         resp = scim.request("POST", "/Users", body)
         assert resp.status_code == 400, (body, resp.text)
     assert scim.find_user("employee@a.example")["userName"] == "employee@a.example"
+
+
+def test_a_patch_has_a_bounded_number_of_operations(world: World) -> None:
+    scim = Scim(world, world.a.id, world.a.admin.headers)
+    emp = scim.find_user("employee@a.example")
+    op = {"op": "replace", "path": "displayName", "value": "Wei"}
+    resp = scim.request(
+        "PATCH",
+        f"/Users/{emp['id']}",
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op] * 1001},
+    )
+    assert resp.status_code == 400, resp.text
+    assert "Operations" in resp.json()["detail"]
+    assert scim.find_user("employee@a.example")["displayName"] != "Wei"
+    resp = scim.request(
+        "PATCH",
+        f"/Users/{emp['id']}",
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op] * 3},
+    )
+    assert resp.status_code == 200, resp.text
