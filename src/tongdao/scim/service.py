@@ -333,7 +333,7 @@ def _email_free(ctx: Ctx, email: str, own: uuid.UUID | None = None) -> None:
 def _user_name_of(resource: ScimUserResource[Any]) -> str:
     if not resource.user_name or not resource.user_name.strip():
         raise ScimError(400, "userName is required", "invalidValue")
-    user_name = resource.user_name.strip()
+    user_name = str(resource.user_name).strip()
     if len(user_name) > USER_NAME_MAX:
         raise ScimError(400, f"userName: at most {USER_NAME_MAX} characters", "invalidValue")
     return user_name
