@@ -97,3 +97,26 @@ def test_an_admins_decision_on_a_held_device_stands(world: World, runtime: Runti
     sign_in(world, "employee@a.example")
     assert world.client.get(url, headers=admin).json()["state"] == "disabled"
     assert dev["public_key"] not in peers(world, gw)
+
+
+def test_the_job_survives_a_held_device_enabled_behind_its_back(
+    world: World, runtime: Runtime
+) -> None:
+    """An admin enables a held device; a later run holds it again (one hold per device: the
+    job used to add a second and fail for every tenant)."""
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    dev = device(world)
+    start = utcnow()
+    runtime.clock = lambda: start
+    item = f"{API}/tenants/{world.a.id}/device-lifetime"
+    assert world.client.put(item, json={"days": 30}, headers=world.a.admin.headers).is_success
+    runtime.clock = lambda: start + timedelta(days=31)
+    assert [str(i) for i in service.run(runtime).disabled] == [dev["id"]]
+    admin = sign_in(world, "tenant_admin@a.example")
+    url = f"{API}/tenants/{world.a.id}/devices/{dev['id']}"
+    assert world.client.patch(url, json={"state": "active"}, headers=admin).status_code == 200
+    runtime.clock = lambda: start + timedelta(days=40)
+    assert [str(i) for i in service.run(runtime).disabled] == [dev["id"]]
+    assert service.run(runtime).disabled == []

@@ -167,14 +167,20 @@ def expire(ctx: Ctx, now: datetime | None = None) -> ExpiryOutcome:
             if start > cutoff:
                 continue
             device.state = DeviceState.DISABLED
-            ctx.session.add(
-                LifetimeHold(
-                    device_id=device.id,
-                    tenant_id=device.tenant_id,
-                    user_id=device.user_id,
-                    since=now,
+            # One hold per device: a hold left behind (the device enabled some other way)
+            # is taken over, never doubled (that failed the run for every tenant).
+            hold = ctx.session.get(LifetimeHold, device.id)
+            if hold is None:
+                ctx.session.add(
+                    LifetimeHold(
+                        device_id=device.id,
+                        tenant_id=device.tenant_id,
+                        user_id=device.user_id,
+                        since=now,
+                    )
                 )
-            )
+            else:
+                hold.user_id, hold.since = device.user_id, now
             record(
                 ctx.session,
                 "device_lifetime_expired",
