@@ -156,3 +156,25 @@ def test_a_patch_has_a_bounded_number_of_operations(world: World) -> None:
         {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op] * 3},
     )
     assert resp.status_code == 200, resp.text
+
+
+def test_scim_cannot_squat_another_tenants_approved_domain(world: World) -> None:
+    """Tenant B's approved e-mail domain: A's token cannot give one of its users an address
+    there (B's people could then not sign in with B's identity provider)."""
+    from tests.sso.support import claim_and_approve
+
+    claim_and_approve(world, world.b.id, world.b.admin, "b.example")
+    scim = Scim(world, world.a.id, world.a.admin.headers)
+    resp = scim.request("POST", "/Users", {"schemas": [USER], "userName": "ceo@b.example"})
+    assert resp.status_code == 400, resp.text
+    assert "b.example" in resp.json()["detail"]
+    emp = scim.find_user("employee@a.example")
+    resp = scim.patch(
+        f"/Users/{emp['id']}",
+        {"op": "replace", "path": "emails", "value": [{"value": "cfo@b.example"}]},
+    )
+    assert resp.status_code == 400, resp.text
+    assert _user(world, "employee@a.example").tenant_id == world.a.id
+    # Its own (or nobody's) domains are fine.
+    resp = scim.request("POST", "/Users", {"schemas": [USER], "userName": "new@a.example"})
+    assert resp.status_code == 201, resp.text

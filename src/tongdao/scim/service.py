@@ -324,6 +324,25 @@ def _user_name_free(
         raise ScimError(409, "userName: another user has it", "uniqueness")
 
 
+def _domain_ours(ctx: Ctx, tenant_id: uuid.UUID, email: str) -> None:
+    """An e-mail domain approved for another tenant is not this tenant's to hand out (its
+    people could no longer sign in with their own tenant's identity provider)."""
+    from tongdao.sso.models import ClaimState, SsoDomainClaim
+
+    domain = email.rpartition("@")[2].lower()
+    other = ctx.session.scalar(
+        select(SsoDomainClaim.id).where(
+            SsoDomainClaim.domain == domain,
+            SsoDomainClaim.state == ClaimState.APPROVED,
+            SsoDomainClaim.tenant_id != tenant_id,
+        )
+    )
+    if other is not None:
+        raise ScimError(
+            400, f"emails: the domain {domain} is approved for another tenant", "invalidValue"
+        )
+
+
 def _email_free(ctx: Ctx, email: str, own: uuid.UUID | None = None) -> None:
     taken = ctx.session.scalar(select(User.id).where(User.email == email))
     if taken is not None and taken != own:
@@ -377,6 +396,7 @@ def create_user(
     display_name = _display_name_of(resource)
     _user_name_free(ctx, tenant.id, user_name)
     _email_free(ctx, email)
+    _domain_ours(ctx, tenant.id, email)
     user = User(
         tenant_id=tenant.id,
         email=email,
@@ -420,6 +440,8 @@ def replace_user(
         raise ScimError(
             403, "emails: a tenant admin's e-mail address is changed in Tongdao, not by SCIM"
         )
+    if email != user.email:
+        _domain_ours(ctx, tenant.id, email)
     reviving = resource.active is True and user.state != UserState.ACTIVE
     if reviving and not _disabled_by_scim(ctx, user):
         raise ScimError(
