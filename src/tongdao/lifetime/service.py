@@ -2,9 +2,12 @@
 device whose user has not signed in (console or CLI) for N days is disabled, so it leaves the
 desired state the PoPs get, until the user signs in again.
 
-* The clock of a device starts at the latest of its user's last sign-in, the device's
-  registration and the moment the tenant turned the lifetime on (so turning it on never
-  disables a device at once for sign-ins made before it was recorded).
+* The clock of a device starts at the latest of its user's last sign-in and the moment the
+  tenant turned the lifetime on (so turning it on never disables a device at once for
+  sign-ins made before it was recorded). Registering a device does not start it (an API
+  token outlives the lifetime; a session is a sign-in anyway).
+* A held device comes back by its user's sign-in; the user cannot enable it otherwise (their
+  API token would be a way round). Anyone else setting its state ends the hold.
 * :func:`expire` (the scheduled job ``devices.lifetime`` under its lease, and ``tongdao
   devices expire``) disables the active devices past their lifetime and remembers each in a
   :class:`LifetimeHold`; :func:`signed_in` (called by every successful sign-in) gives the
@@ -106,6 +109,21 @@ def _release(ctx: Ctx, hold: LifetimeHold, why: str) -> None:
     ctx.session.delete(hold)
 
 
+def device_state_set(ctx: Ctx, device: Device, state: str) -> None:
+    """Someone sets a device's state (the device service, before the change): a held device
+    comes back only by its user's sign-in, not by the user's API token; anyone else's
+    decision (an admin's, a leaver's revocation) ends the hold, so a later sign-in does not
+    undo it."""
+    hold = ctx.session.get(LifetimeHold, device.id)
+    if hold is None:
+        return
+    if state == DeviceState.ACTIVE and ctx.user_id == device.user_id:
+        raise ValidationError(
+            {"state": "the device lifetime took this device off: sign in again to bring it back"}
+        )
+    ctx.session.delete(hold)
+
+
 def signed_in(ctx: Ctx, user: User) -> None:
     """A user signed in (console, CLI): their clock starts again and the devices the lifetime
     took off the gateways come back."""
@@ -143,18 +161,26 @@ def expire(ctx: Ctx, now: datetime | None = None) -> ExpiryOutcome:
             .order_by(Device.id)
         ).all()
         for device, signed in rows:
-            start = max(t for t in (signed, device.created_at, lifetime.since) if t is not None)
+            # The user's sign-ins only: a device registered (or re-keyed) with a long-lived API
+            # token does not start the clock again.
+            start = max(t for t in (signed, lifetime.since) if t is not None)
             if start > cutoff:
                 continue
             device.state = DeviceState.DISABLED
-            ctx.session.add(
-                LifetimeHold(
-                    device_id=device.id,
-                    tenant_id=device.tenant_id,
-                    user_id=device.user_id,
-                    since=now,
+            # One hold per device: a hold left behind (the device enabled some other way)
+            # is taken over, never doubled (that failed the run for every tenant).
+            hold = ctx.session.get(LifetimeHold, device.id)
+            if hold is None:
+                ctx.session.add(
+                    LifetimeHold(
+                        device_id=device.id,
+                        tenant_id=device.tenant_id,
+                        user_id=device.user_id,
+                        since=now,
+                    )
                 )
-            )
+            else:
+                hold.user_id, hold.since = device.user_id, now
             record(
                 ctx.session,
                 "device_lifetime_expired",

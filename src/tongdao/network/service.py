@@ -497,6 +497,10 @@ class DeviceResource(Resource[Device]):
         ):
             raise ValidationError({"state": "a revoked device stays revoked; register it again"})
         _check_activation(ctx, obj, changes.get("state"))
+        if changes.get("state") not in (None, obj.state):
+            from tongdao.lifetime.service import device_state_set
+
+            device_state_set(ctx, obj, changes["state"])
         for key, value in changes.items():
             if value is not None or key == "pop_id":
                 setattr(obj, key, value)

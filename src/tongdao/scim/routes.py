@@ -44,6 +44,8 @@ from tongdao.tenancy.models import Tenant
 router = APIRouter(prefix="/scim/v2", include_in_schema=False)
 MEDIA = "application/scim+json"
 MAX_RESULTS = 200
+# Operations in one PATCH (each costs a pass over the resource; identity providers send few).
+MAX_OPERATIONS = 1000
 # The attributes Tongdao keeps (the Schemas endpoint publishes only these).
 USER_ATTRIBUTES = ("userName", "name", "displayName", "active", "emails", "groups")
 GROUP_ATTRIBUTES = ("displayName", "members")
@@ -194,7 +196,7 @@ def replace_user(scope: ScopeDep, user_id: str, body: JsonBody) -> Response:
 @router.patch("/Users/{user_id}")
 def patch_user(scope: ScopeDep, user_id: str, body: JsonBody) -> Response:
     current = service.read_user(scope.ctx, scope.tenant.id, user_id, scope.base)
-    operation = _parse(PatchOp[ScimUserResource[Any]], body, Context.RESOURCE_PATCH_REQUEST)
+    operation = _patch_op(ScimUserResource[Any], body)
     _apply_patch(operation, current)
     user = service.replace_user(
         scope.ctx, scope.tenant, user_id, current, scope.base, how="scim_patch"
@@ -208,6 +210,13 @@ def delete_user(scope: ScopeDep, user_id: str) -> Response:
     service.delete_user(scope.ctx, scope.tenant, user_id)
     _commit(scope)
     return Response(status_code=204)
+
+
+def _patch_op(model: Any, body: Any) -> Any:
+    operations = body.get("Operations") if isinstance(body, dict) else None
+    if isinstance(operations, list) and len(operations) > MAX_OPERATIONS:
+        raise ScimError(400, f"Operations: at most {MAX_OPERATIONS} in one request", "invalidValue")
+    return _parse(PatchOp[model], body, Context.RESOURCE_PATCH_REQUEST)
 
 
 def _apply_patch(operation: Any, resource: Any) -> None:
@@ -289,7 +298,7 @@ def replace_group(scope: ScopeDep, group_id: str, body: JsonBody) -> Response:
 @router.patch("/Groups/{group_id}")
 def patch_group(scope: ScopeDep, group_id: str, body: JsonBody) -> Response:
     current = service.read_group(scope.ctx, scope.tenant.id, group_id, scope.base)
-    operation = _parse(PatchOp[ScimGroupResource], body, Context.RESOURCE_PATCH_REQUEST)
+    operation = _patch_op(ScimGroupResource, body)
     _apply_patch(operation, current)
     group = service.replace_group(scope.ctx, scope.tenant, group_id, current, scope.base)
     _commit(scope)

@@ -20,6 +20,7 @@ the user from SCIM (404 from then on); the user row and its audit trail stay.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
@@ -42,6 +43,7 @@ from scim2_models import Group as ScimGroupResource
 from scim2_models import User as ScimUserResource
 from sqlalchemy import select
 
+from tongdao.audit.models import AuditEvent
 from tongdao.audit.recorder import Actor, record, set_actor
 from tongdao.auth.service import revoke_user_credentials
 from tongdao.errors import AuthenticationError, Conflict, NotFound, ValidationError
@@ -53,6 +55,10 @@ from tongdao.tenancy.models import GroupMember as Membership
 
 TOKEN_PREFIX = "tdscim_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_NAME_MAX = 100
+USER_NAME_MAX = 320
+ACTOR_PREFIX = "scim:"
+# The latest changes of a user looked at to tell who disabled them.
+STATE_HISTORY = 100
 
 
 class ScimError(Exception):
@@ -124,7 +130,7 @@ def authenticate(ctx: Ctx, secret: str) -> ScimToken:
     state = ctx.session.scalar(select(Tenant.state).where(Tenant.id == token.tenant_id))
     if state in (None, TenantState.TERMINATED):
         raise AuthenticationError("the tenant is terminated")
-    set_actor(ctx.session, Actor(None, f"scim:{token.name} ({token.id})", ctx.source_ip))
+    set_actor(ctx.session, Actor(None, f"{ACTOR_PREFIX}{token.name} ({token.id})", ctx.source_ip))
     return token
 
 
@@ -318,24 +324,79 @@ def _user_name_free(
         raise ScimError(409, "userName: another user has it", "uniqueness")
 
 
+def _domain_ours(ctx: Ctx, tenant_id: uuid.UUID, email: str) -> None:
+    """An e-mail domain approved for another tenant is not this tenant's to hand out (its
+    people could no longer sign in with their own tenant's identity provider)."""
+    from tongdao.sso.models import ClaimState, SsoDomainClaim
+
+    domain = email.rpartition("@")[2].lower()
+    other = ctx.session.scalar(
+        select(SsoDomainClaim.id).where(
+            SsoDomainClaim.domain == domain,
+            SsoDomainClaim.state == ClaimState.APPROVED,
+            SsoDomainClaim.tenant_id != tenant_id,
+        )
+    )
+    if other is not None:
+        raise ScimError(
+            400, f"emails: the domain {domain} is approved for another tenant", "invalidValue"
+        )
+
+
 def _email_free(ctx: Ctx, email: str, own: uuid.UUID | None = None) -> None:
     taken = ctx.session.scalar(select(User.id).where(User.email == email))
     if taken is not None and taken != own:
         raise ScimError(409, "emails: another user has this e-mail address", "uniqueness")
 
 
+def _user_name_of(resource: ScimUserResource[Any]) -> str:
+    if not resource.user_name or not resource.user_name.strip():
+        raise ScimError(400, "userName is required", "invalidValue")
+    user_name = str(resource.user_name).strip()
+    if len(user_name) > USER_NAME_MAX:
+        raise ScimError(400, f"userName: at most {USER_NAME_MAX} characters", "invalidValue")
+    return user_name
+
+
+def _refuse_nul(resource: Any) -> None:
+    """The databases keep no NUL character (PostgreSQL refuses it in text and JSON)."""
+    if "\\u0000" in json.dumps(resource.model_dump(scim_ctx=Context.DEFAULT)):
+        raise ScimError(400, "a value holds a NUL character", "invalidValue")
+
+
+def _privileged(user: User) -> bool:
+    """A user with more than the employee role (a tenant admin)."""
+    return any(role != "employee" for role in user.roles)
+
+
+def _disabled_by_scim(ctx: Ctx, user: User) -> bool:
+    """Whether the latest change of the user's state was SCIM's (the audit trail says who):
+    a user the tenant admin, the operator or compliance disabled stays disabled for SCIM."""
+    for actor_id, actor, after in ctx.session.execute(
+        select(AuditEvent.actor_id, AuditEvent.actor, AuditEvent.after)
+        .where(
+            AuditEvent.object_type == "user",
+            AuditEvent.object_id == str(user.id),
+            AuditEvent.kind == "change",
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(STATE_HISTORY)
+    ):
+        if after and "state" in after:
+            return actor_id is None and (actor or "").startswith(ACTOR_PREFIX)
+    return False
+
+
 def create_user(
     ctx: Ctx, tenant: Tenant, resource: ScimUserResource[Any], base: str
 ) -> ScimUserResource[Any]:
-    if not resource.user_name or not resource.user_name.strip():
-        raise ScimError(400, "userName is required", "invalidValue")
-    user_name = resource.user_name.strip()
-    if len(user_name) > 320:
-        raise ScimError(400, "userName: at most 320 characters", "invalidValue")
+    _refuse_nul(resource)
+    user_name = _user_name_of(resource)
     email = _email_of(resource)
     display_name = _display_name_of(resource)
     _user_name_free(ctx, tenant.id, user_name)
     _email_free(ctx, email)
+    _domain_ours(ctx, tenant.id, email)
     user = User(
         tenant_id=tenant.id,
         email=email,
@@ -368,13 +429,24 @@ def replace_user(
 ) -> ScimUserResource[Any]:
     """PUT, and the end of a PATCH (the patched resource is stored the same way)."""
     user, link = get_user(ctx, tenant.id, user_id)
-    if not resource.user_name or not resource.user_name.strip():
-        raise ScimError(400, "userName is required", "invalidValue")
-    user_name = resource.user_name.strip()
+    _refuse_nul(resource)
+    user_name = _user_name_of(resource)
     email = _email_of(resource)
     display_name = _display_name_of(resource)
     _user_name_free(ctx, tenant.id, user_name, own=user.id)
     _email_free(ctx, email, own=user.id)
+    if email != user.email and _privileged(user):
+        # Else the token's holder could take the admin's account over by a password reset.
+        raise ScimError(
+            403, "emails: a tenant admin's e-mail address is changed in Tongdao, not by SCIM"
+        )
+    if email != user.email:
+        _domain_ours(ctx, tenant.id, email)
+    reviving = resource.active is True and user.state != UserState.ACTIVE
+    if reviving and not _disabled_by_scim(ctx, user):
+        raise ScimError(
+            403, "active: this user was disabled in Tongdao; only Tongdao can enable them"
+        )
     if user.email != email:
         user.email = email
     if user.display_name != display_name:
@@ -534,6 +606,7 @@ def _group_name_free(ctx: Ctx, tenant_id: uuid.UUID, name: str, own: uuid.UUID |
 def create_group(
     ctx: Ctx, tenant: Tenant, resource: ScimGroupResource, base: str
 ) -> ScimGroupResource:
+    _refuse_nul(resource)
     name = _group_name(resource)
     _group_name_free(ctx, tenant.id, name, None)
     member_ids = _member_ids(ctx, tenant.id, resource)
@@ -553,6 +626,7 @@ def replace_group(
     ctx: Ctx, tenant: Tenant, group_id: str, resource: ScimGroupResource, base: str
 ) -> ScimGroupResource:
     group, link = get_group(ctx, tenant.id, group_id)
+    _refuse_nul(resource)
     name = _group_name(resource)
     _group_name_free(ctx, tenant.id, name, group.id)
     member_ids = _member_ids(ctx, tenant.id, resource)
