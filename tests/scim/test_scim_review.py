@@ -178,3 +178,42 @@ def test_scim_cannot_squat_another_tenants_approved_domain(world: World) -> None
     # Its own (or nobody's) domains are fine.
     resp = scim.request("POST", "/Users", {"schemas": [USER], "userName": "new@a.example"})
     assert resp.status_code == 201, resp.text
+
+
+def test_lookups_find_the_one_user_and_filters_are_bounded(world: World) -> None:
+    """A sync looks every user up by userName / externalId / id (narrowed before the users
+    are built, then matched as any filter); a filter has bounded size and operators."""
+    scim = Scim(world, world.a.id, world.a.admin.headers)
+    made = []
+    for n in range(3):
+        body = {
+            "schemas": [USER],
+            "userName": f"Lookup{n}@a.example",
+            "externalId": f"ext-{n}",
+            "emails": [{"value": f"lookup{n}@a.example", "primary": True}],
+        }
+        resp = scim.request("POST", "/Users", body)
+        assert resp.status_code == 201, resp.text
+        made.append(resp.json())
+    for query, expected in (
+        ('userName eq "lookup1@A.EXAMPLE"', made[1]["id"]),  # userName: any case
+        ('USERNAME Eq "Lookup2@a.example"', made[2]["id"]),  # attribute and operator too
+        ('externalId eq "ext-0"', made[0]["id"]),
+        (f'id eq "{made[2]["id"]}"', made[2]["id"]),
+        ('userName eq "employee@a.example"', scim.find_user("employee@a.example")["id"]),
+    ):
+        resp = scim.request("GET", "/Users", filter=query)
+        assert resp.status_code == 200, resp.text
+        assert [r["id"] for r in resp.json()["Resources"]] == [expected], query
+    assert scim.request("GET", "/Users", filter='externalId eq "EXT-0"').json()["totalResults"] == 0
+    ors = " or ".join(f'userName eq "x{n}@a.example"' for n in range(22))  # 21 operators
+    long = 'userName eq "' + "x" * 2000 + '"'
+    search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+    for resp in (
+        scim.request("GET", "/Users", filter=ors),
+        scim.request("POST", "/Users/.search", {"schemas": [search], "filter": ors}),
+        scim.request("POST", "/Users/.search", {"schemas": [search], "filter": long}),
+    ):
+        assert resp.status_code == 400 and resp.json()["scimType"] == "invalidFilter", resp.text
+    twenty = " or ".join(f'userName eq "lookup{n}@a.example"' for n in range(21)[:20])
+    assert len(scim.request("GET", "/Users", filter=twenty).json()["Resources"]) == 3

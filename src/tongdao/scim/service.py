@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
@@ -270,10 +271,61 @@ def user_resource(
     )
 
 
+# The lookups identity providers make for every user of a sync: one attribute equal to one
+# value (RFC 7644 §3.4.2.2), with the attribute's name in any case.
+_LOOKUP = re.compile(r'\s*(userName|externalId|id)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*', re.IGNORECASE)
+MAX_FILTER_LENGTH = 2000
+MAX_FILTER_OPERATORS = 20  # and / or / not in one filter
+
+
+def _checked_filter(scim_filter: str | None) -> str | None:
+    """A filter within the bounds (matching is in Python, over every resource of the tenant);
+    400 ``invalidFilter`` beyond them."""
+    if not scim_filter:
+        return None
+    if len(scim_filter) > MAX_FILTER_LENGTH:
+        raise ScimError(400, f"filter: at most {MAX_FILTER_LENGTH} characters", "invalidFilter")
+    outside_quotes = re.sub(r'"(?:[^"\\]|\\.)*"', '""', scim_filter)
+    operators = len(re.findall(r"\b(?:and|or|not)\b", outside_quotes, re.IGNORECASE))
+    if operators > MAX_FILTER_OPERATORS:
+        raise ScimError(
+            400, f"filter: at most {MAX_FILTER_OPERATORS} and/or/not operators", "invalidFilter"
+        )
+    return scim_filter
+
+
+def _candidates(
+    rows: list[tuple[User, ScimUser | None]], scim_filter: str | None
+) -> list[tuple[User, ScimUser | None]]:
+    """For a filter that is one ``userName`` / ``externalId`` / ``id`` ``eq`` lookup, the users
+    that can match (compared without case: a superset; the filter is still matched on each),
+    so a sync's lookups do not build every user of the tenant. Other filters: every user."""
+    found = _LOOKUP.fullmatch(scim_filter or "")
+    if found is None:
+        return rows
+    attribute, quoted = found.group(1).lower(), found.group(2)
+    try:
+        value = json.loads(f'"{quoted}"').lower()
+    except ValueError:
+        return rows
+    if attribute == "id":
+        return [(u, link) for u, link in rows if str(u.id) == value]
+    if attribute == "externalid":
+        return [
+            (u, link) for u, link in rows if (link and (link.external_id or "").lower()) == value
+        ]
+    return [
+        (u, link)
+        for u, link in rows
+        if (link.user_name if link is not None else u.email).lower() == value
+    ]
+
+
 def list_users(
     ctx: Ctx, tenant_id: uuid.UUID, base: str, scim_filter: str | None
 ) -> list[ScimUserResource[Any]]:
-    rows = _visible_users(ctx, tenant_id)
+    scim_filter = _checked_filter(scim_filter)
+    rows = _candidates(_visible_users(ctx, tenant_id), scim_filter)
     groups = _groups_of(ctx, (u.id for u, _ in rows))
     out = [user_resource(u, link, groups.get(u.id, []), base) for u, link in rows]
     return _filtered(ScimUserResource, out, scim_filter)
@@ -516,6 +568,7 @@ def _members_of(ctx: Ctx, group_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, lis
 def list_groups(
     ctx: Ctx, tenant_id: uuid.UUID, base: str, scim_filter: str | None
 ) -> list[ScimGroupResource]:
+    scim_filter = _checked_filter(scim_filter)
     rows = list(
         ctx.session.execute(
             select(Group, ScimGroup)
