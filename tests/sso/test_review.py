@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from tests.conftest import both_stores
-from tests.sso.support import API, claim_and_approve, connect, sign_in
+from tests.sso.support import API, at_provider, begin, claim_and_approve, connect, sign_in
 from tests.support.oidc_provider import OidcProvider
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
@@ -169,3 +169,17 @@ def test_an_issuer_on_a_private_address_is_refused_when_saved(world: World, issu
     )
     assert resp.status_code == 422, resp.text
     assert "issuer" in resp.text
+
+
+def test_a_provider_that_stops_answering_mid_sign_in_is_audited_and_the_state_spent(
+    world: World, app: FastAPI, oidc_provider: OidcProvider
+) -> None:
+    connect(world, oidc_provider)
+    user = oidc_provider.add_user("employee@a.example")
+    browser, url = begin(app, user.email)
+    callback = at_provider(oidc_provider, url, user)
+    oidc_provider.stop()  # the token endpoint no longer answers
+    assert browser.get(callback).status_code == 502
+    assert "did not answer" in _last_refusal(world)
+    assert browser.get(callback).status_code == 401  # the state was spent all the same
+    assert "used already" in _last_refusal(world)

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
@@ -367,7 +368,7 @@ def _exchange(ctx: Ctx, provider: SsoProvider, login: SsoLogin, code: str) -> di
             )
     except OAuthError as exc:
         raise SsoRefused(f"the provider refused the code ({exc.error})") from exc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx2.HTTPError, httpx.HTTPError, ValueError) as exc:  # Authlib's client is httpx2
         raise ProviderUnavailable("the identity provider did not answer") from exc
     if not isinstance(token.get("id_token"), str):
         raise SsoRefused("the provider sent no ID token")
@@ -569,6 +570,10 @@ def complete(
             raise SsoRefused("user is disabled")
     except SsoRefused as exc:
         _refused(ctx, provider, claims, user, exc.reason, source_ip)
+        raise
+    except ProviderUnavailable as exc:  # audited too, and the state stays spent
+        reason = f"the identity provider did not answer ({exc.message})"
+        _refused(ctx, provider, claims, user, reason, source_ip)
         raise
     actor = Actor(user.id, user.email, source_ip)
     set_actor(ctx.session, actor)
