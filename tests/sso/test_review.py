@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -40,6 +41,8 @@ def _last_refusal(world: World) -> str:
         ({"sub": 12345}, "sub"),
         ({"sub": "s" * 300}, "sub"),
         ({"sub": ""}, "sub"),
+        ({"sub": "a\x00b"}, "sub"),
+        ({"email": "x\x00y@a.example"}, "not a usable"),
         ({"email": "x" * 330 + "@a.example"}, "not a usable"),
         ({"email": "pаypal@a.example"}, "not a usable"),  # Cyrillic a: a look-alike address
         ({"email": "a@b@a.example"}, "not a usable"),
@@ -49,6 +52,8 @@ def _last_refusal(world: World) -> str:
         "sub-number",
         "sub-too-long",
         "sub-empty",
+        "sub-nul",
+        "email-nul",
         "email-long",
         "email-mixed",
         "email-two-at",
@@ -183,3 +188,19 @@ def test_a_provider_that_stops_answering_mid_sign_in_is_audited_and_the_state_sp
     assert "did not answer" in _last_refusal(world)
     assert browser.get(callback).status_code == 401  # the state was spent all the same
     assert "used already" in _last_refusal(world)
+
+
+@both_stores
+@pytest.mark.parametrize(
+    "answer",
+    ["error=access%00denied", "error=%ff%fe", "code=a%00b", "error=x&error=y&state=z"],
+    ids=["nul-in-error", "bad-utf8", "nul-in-code", "repeated"],
+)
+def test_a_malformed_answer_from_the_provider_is_refused_not_a_500(
+    world: World, app: FastAPI, oidc_provider: OidcProvider, answer: str
+) -> None:
+    connect(world, oidc_provider)
+    browser, url = begin(app, "employee@a.example")
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    response = browser.get(f"/console/sso/callback?state={state}&{answer}")
+    assert response.status_code in (401, 422), response.text

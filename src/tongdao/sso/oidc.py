@@ -418,8 +418,12 @@ def validate_id_token(
     except JoseError as exc:
         raise SsoRefused(f"the ID token is not valid ({exc})") from exc
     subject = claims["sub"]
-    if not isinstance(subject, str) or not 1 <= len(subject) <= SUBJECT_MAX:
-        raise SsoRefused("the ID token's claim is wrong (sub: not 1 to 255 characters)")
+    if (
+        not isinstance(subject, str)
+        or not 1 <= len(subject) <= SUBJECT_MAX
+        or not subject.isprintable()
+    ):
+        raise SsoRefused("the ID token's claim is wrong (sub: not 1 to 255 printable characters)")
     audience = claims["aud"]
     if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != provider.client_id:
         raise SsoRefused("the ID token's claim is wrong (azp)")
@@ -557,7 +561,7 @@ def complete(
         if provider is None or not provider.enabled:
             raise SsoRefused("the tenant's identity provider is off")
         if error:
-            raise SsoRefused(f"the provider refused the sign-in ({error[:100]})")
+            raise SsoRefused(f"the provider refused the sign-in ({_printable(error)[:100]})")
         if not code:
             raise SsoRefused("the provider sent no code")
         tenant = ctx.session.get(Tenant, provider.tenant_id)
@@ -623,7 +627,7 @@ def _refused(
     reason: str,
     source_ip: str,
 ) -> None:
-    label = str(claims.get("email") or claims.get("sub") or "single sign-on")[:320]
+    label = _printable(claims.get("email") or claims.get("sub") or "single sign-on")[:320]
     record(
         ctx.session,
         "login_failed",
@@ -631,11 +635,17 @@ def _refused(
         user.id if user else None,
         tenant_id=provider.tenant_id if provider else None,
         after={
-            "reason": reason,
+            "reason": _printable(reason),
             "method": "sso",
-            "issuer": claims.get("iss"),
-            "subject": claims.get("sub"),
+            "issuer": _printable(claims["iss"]) if "iss" in claims else None,
+            "subject": _printable(claims["sub"])[:SUBJECT_MAX] if "sub" in claims else None,
         },
         actor=Actor(user.id if user else None, label, source_ip),
     )
     ctx.session.commit()
+
+
+def _printable(value: object) -> str:
+    """A value from the provider or the browser as the audit log may keep it: a string with
+    no control characters (PostgreSQL refuses NUL in text and JSON)."""
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in str(value))
