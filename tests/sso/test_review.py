@@ -10,14 +10,15 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import both_stores
 from tests.sso.support import API, at_provider, begin, claim_and_approve, connect, sign_in
 from tests.support.oidc_provider import OidcProvider
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
-from tongdao.sso.oidc import MAX_DOCUMENT, Discovery, ProviderUnavailable
+from tongdao.sso.models import SsoLogin
+from tongdao.sso.oidc import LOGIN_TTL, MAX_DOCUMENT, Discovery, ProviderUnavailable
 from tongdao.tenancy.models import User
 
 
@@ -204,3 +205,17 @@ def test_a_malformed_answer_from_the_provider_is_refused_not_a_500(
     state = parse_qs(urlsplit(url).query)["state"][0]
     response = browser.get(f"/console/sso/callback?state={state}&{answer}")
     assert response.status_code in (401, 422), response.text
+
+
+@both_stores
+def test_sign_ins_long_expired_do_not_pile_up(
+    world: World, app: FastAPI, oidc_provider: OidcProvider
+) -> None:
+    connect(world, oidc_provider)
+    for _ in range(3):
+        begin(app, "employee@a.example")
+    later = world.runtime.clock() + 3 * LOGIN_TTL
+    world.runtime.clock = lambda: later
+    begin(app, "employee@a.example")
+    with world.runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(SsoLogin)) == 1

@@ -53,7 +53,7 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
@@ -286,6 +286,9 @@ def begin(
             metadata["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
         )
     now = ctx.runtime.clock()
+    # Sign-ins long expired are of no use, not even to say why a late callback is refused:
+    # without this, anyone could grow the table without end (begin needs no account).
+    ctx.session.execute(delete(SsoLogin).where(SsoLogin.expires_at < now - LOGIN_TTL))
     ctx.session.add(
         SsoLogin(
             provider_id=provider.id,
