@@ -219,3 +219,21 @@ def test_sign_ins_long_expired_do_not_pile_up(
     begin(app, "employee@a.example")
     with world.runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(SsoLogin)) == 1
+
+
+@both_stores
+def test_a_mapped_group_deleted_since_does_not_break_sign_in(
+    world: World, app: FastAPI, oidc_provider: OidcProvider
+) -> None:
+    admin = world.a.admin.headers
+    resp = world.client.post(
+        f"{API}/tenants/{world.a.id}/groups", json={"name": "engineers"}, headers=admin
+    )
+    assert resp.status_code == 201, resp.text
+    group = resp.json()["id"]
+    connect(world, oidc_provider, groups_claim="groups", group_map={"eng": group})
+    resp = world.client.delete(f"{API}/tenants/{world.a.id}/groups/{group}", headers=admin)
+    assert resp.status_code == 204, resp.text
+    user = oidc_provider.add_user("employee@a.example", groups=("eng",))
+    response = sign_in(app, oidc_provider, user)
+    assert response.status_code == 303, response.text

@@ -67,7 +67,7 @@ from tongdao.schemas import Email
 from tongdao.sso.models import EmailTrust, SsoIdentity, SsoLogin, SsoProvider
 from tongdao.sso.service import SECRET_PURPOSE, approved_domains, internal_address
 from tongdao.store.rows import rows_updated
-from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
+from tongdao.tenancy.models import Group, GroupMember, Tenant, TenantState, User, UserState
 
 LOGIN_TTL = timedelta(minutes=10)
 LEEWAY_SECONDS = 60
@@ -476,7 +476,15 @@ def apply_groups(ctx: Ctx, provider: SsoProvider, user: User, claims: dict[str, 
     if values is None or not provider.group_map:
         return
     mapped = {uuid.UUID(str(g)) for g in provider.group_map.values()}
-    wanted = {uuid.UUID(str(provider.group_map[v])) for v in values if v in provider.group_map}
+    # a group the admin deleted since it was mapped is skipped (it cannot be joined)
+    existing = set(
+        ctx.session.scalars(
+            select(Group.id).where(Group.tenant_id == user.tenant_id, Group.id.in_(mapped))
+        )
+    )
+    wanted = {
+        uuid.UUID(str(provider.group_map[v])) for v in values if v in provider.group_map
+    } & existing
     current = {
         m.group_id: m
         for m in ctx.session.scalars(
