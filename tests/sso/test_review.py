@@ -237,3 +237,20 @@ def test_a_mapped_group_deleted_since_does_not_break_sign_in(
     user = oidc_provider.add_user("employee@a.example", groups=("eng",))
     response = sign_in(app, oidc_provider, user)
     assert response.status_code == 303, response.text
+
+
+@both_stores
+@pytest.mark.parametrize(
+    "name", ["Li\x00Na", "Li\nNa", "\u202eaN iL"], ids=["nul", "newline", "bidi-override"]
+)
+def test_a_just_in_time_user_gets_no_control_characters_in_the_name(
+    world: World, app: FastAPI, oidc_provider: OidcProvider, name: str
+) -> None:
+    connect(world, oidc_provider, jit_users=True)
+    user = oidc_provider.add_user("li.na@a.example")
+    oidc_provider.set_user_claims(user, {"name": name})
+    response = sign_in(app, oidc_provider, user)
+    assert response.status_code == 303, response.text
+    with world.runtime.db.session() as session:
+        shown = session.scalar(select(User.display_name).where(User.email == "li.na@a.example"))
+    assert shown is not None and shown.isprintable(), repr(shown)

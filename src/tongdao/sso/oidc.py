@@ -534,7 +534,7 @@ def _user_for(
     user = User(
         tenant_id=provider.tenant_id,
         email=email,
-        display_name=(str(name).strip() or email)[:200],
+        display_name=_one_line(str(name))[:100] or email,
         roles=[str(Role.EMPLOYEE)],
         password_hash=None,
     )
@@ -660,3 +660,9 @@ def _printable(value: object) -> str:
     """A value from the provider or the browser as the audit log may keep it: a string with
     no control characters (PostgreSQL refuses NUL in text and JSON)."""
     return "".join(ch if ch.isprintable() else "\ufffd" for ch in str(value))
+
+
+def _one_line(value: str) -> str:
+    """A name from the provider as Tongdao shows names: one line, no control or format
+    characters (a NUL, a line break, a right-to-left override that makes it read otherwise)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
