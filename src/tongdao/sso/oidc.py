@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import json
 import secrets
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
@@ -46,7 +51,9 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
-from sqlalchemy import select, update
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import delete, select, update
 
 from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
@@ -56,16 +63,21 @@ from tongdao.auth.principal import ALL_SCOPES
 from tongdao.auth.service import issue_token
 from tongdao.errors import AuthenticationError, DomainError
 from tongdao.runtime import Ctx
+from tongdao.schemas import Email
 from tongdao.sso.models import EmailTrust, SsoIdentity, SsoLogin, SsoProvider
-from tongdao.sso.service import SECRET_PURPOSE, approved_domains
+from tongdao.sso.service import SECRET_PURPOSE, approved_domains, internal_address
 from tongdao.store.rows import rows_updated
-from tongdao.tenancy.models import GroupMember, Tenant, TenantState, User, UserState
+from tongdao.tenancy.models import Group, GroupMember, Tenant, TenantState, User, UserState
 
 LOGIN_TTL = timedelta(minutes=10)
 LEEWAY_SECONDS = 60
 METADATA_MAX_AGE = 3600.0
 HTTP_TIMEOUT = 10.0
+HTTP_DEADLINE = 15.0  # a whole discovery or JWKS answer, however slowly it drips
+MAX_DOCUMENT = 256 * 1024  # bytes of a discovery document or JWKS
 VERIFIER_PURPOSE = "sso.pkce_verifier"
+SUBJECT_MAX = 255  # sso_identities.subject
+EMAIL = TypeAdapter(Email)
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 
 
@@ -94,35 +106,50 @@ class _Issuer:
 class Discovery:
     """Per-issuer metadata and JWKS, fetched from the provider and kept in this process."""
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        resolve: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self._issuers: dict[str, _Issuer] = {}
         self._lock = threading.Lock()
         self.transport = transport
+        self.resolve = resolve or resolve_host
         self.jwks_fetches = 0
 
-    def _get(self, url: str) -> dict[str, Any]:
+    def _get(self, url: str, issuer: str) -> dict[str, Any]:
+        check_endpoint(url, issuer, self.resolve)
+        deadline = time.monotonic() + HTTP_DEADLINE
         try:
-            with httpx.Client(timeout=HTTP_TIMEOUT, transport=self.transport) as client:
-                response = client.get(url, headers={"Accept": "application/json"})
+            with (
+                httpx.Client(timeout=HTTP_TIMEOUT, transport=self.transport) as client,
+                client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+            ):
                 response.raise_for_status()
-                body = response.json()
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT or time.monotonic() > deadline:
+                        raise ProviderUnavailable("the identity provider's answer is too big")
+                document = json.loads(bytes(body))
         except (httpx.HTTPError, ValueError) as exc:
             raise ProviderUnavailable("the identity provider did not answer") from exc
-        if not isinstance(body, dict):
+        if not isinstance(document, dict):
             raise ProviderUnavailable("the identity provider did not answer")
-        return body
+        return document
 
     def metadata(self, issuer: str) -> dict[str, Any]:
         with self._lock:
             known = self._issuers.get(issuer)
         if known is not None and time.monotonic() - known.fetched_at < METADATA_MAX_AGE:
             return known.metadata
-        metadata = self._get(f"{issuer}/.well-known/openid-configuration")
+        metadata = self._get(f"{issuer}/.well-known/openid-configuration", issuer)
         if metadata.get("issuer") != issuer:
             raise ProviderUnavailable("the identity provider names another issuer")
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(metadata.get(key), str):
                 raise ProviderUnavailable("the identity provider's discovery is incomplete")
+            check_endpoint(metadata[key], issuer, None)
         with self._lock:
             self._issuers[issuer] = _Issuer(metadata, time.monotonic())
         return metadata
@@ -133,7 +160,7 @@ class Discovery:
             known = self._issuers[issuer]
             jwks = known.jwks
         if jwks is None or refresh:
-            jwks = self._get(metadata["jwks_uri"])
+            jwks = self._get(metadata["jwks_uri"], issuer)
             self.jwks_fetches += 1
             with self._lock:
                 known.jwks = jwks
@@ -145,6 +172,44 @@ class Discovery:
     def forget(self) -> None:
         with self._lock:
             self._issuers.clear()
+
+
+def resolve_host(host: str) -> list[str]:
+    """The addresses ``host`` resolves to (an address resolves to itself)."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+    except (OSError, UnicodeError) as exc:
+        raise ProviderUnavailable("the identity provider's host name does not resolve") from exc
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str, issuer: str, resolve: Callable[[str], list[str]] | None) -> None:
+    """Tongdao only talks to a provider on the public Internet, over https: an endpoint the
+    discovery names (or the issuer itself) must be ``https`` to a host that is not (and, with
+    ``resolve``, does not resolve to) a private, link-local, reserved or loopback address; a
+    provider on this machine (an ``http`` issuer on a loopback host, as the issuer rule allows)
+    may use loopback endpoints only. Otherwise a tenant's provider could make Tongdao fetch
+    from the operator's own network (SSRF) or send a browser to a ``javascript:`` URL."""
+    parts = urlsplit(url)
+    local = _loopback_host(urlsplit(issuer).hostname or "")
+    host = parts.hostname or ""
+    if local:
+        if parts.scheme in ("http", "https") and _loopback_host(host):
+            return
+        raise ProviderUnavailable("a provider on this machine must keep its endpoints there")
+    if parts.scheme != "https" or not host or parts.username or parts.password:
+        raise ProviderUnavailable("the identity provider names an endpoint that is not https")
+    addresses = [host] if resolve is None else resolve(host)
+    if any(internal_address(address) for address in addresses):
+        raise ProviderUnavailable("the identity provider names an internal address")
 
 
 DISCOVERY = Discovery()
@@ -221,6 +286,9 @@ def begin(
             metadata["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
         )
     now = ctx.runtime.clock()
+    # Sign-ins long expired are of no use, not even to say why a late callback is refused:
+    # without this, anyone could grow the table without end (begin needs no account).
+    ctx.session.execute(delete(SsoLogin).where(SsoLogin.expires_at < now - LOGIN_TTL))
     ctx.session.add(
         SsoLogin(
             provider_id=provider.id,
@@ -284,6 +352,7 @@ def _exchange(ctx: Ctx, provider: SsoProvider, login: SsoLogin, code: str) -> di
     methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     method = "client_secret_basic" if "client_secret_basic" in methods else "client_secret_post"
     verifier = ctx.runtime.cipher.open(login.verifier_sealed, VERIFIER_PURPOSE)
+    check_endpoint(metadata["token_endpoint"], provider.issuer, DISCOVERY.resolve)
     try:
         with OAuth2Client(
             client_id=provider.client_id,
@@ -302,7 +371,7 @@ def _exchange(ctx: Ctx, provider: SsoProvider, login: SsoLogin, code: str) -> di
             )
     except OAuthError as exc:
         raise SsoRefused(f"the provider refused the code ({exc.error})") from exc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx2.HTTPError, httpx.HTTPError, ValueError) as exc:  # Authlib's client is httpx2
         raise ProviderUnavailable("the identity provider did not answer") from exc
     if not isinstance(token.get("id_token"), str):
         raise SsoRefused("the provider sent no ID token")
@@ -351,6 +420,13 @@ def validate_id_token(
         raise SsoRefused(f"the ID token's claim is wrong ({exc.description})") from exc
     except JoseError as exc:
         raise SsoRefused(f"the ID token is not valid ({exc})") from exc
+    subject = claims["sub"]
+    if (
+        not isinstance(subject, str)
+        or not 1 <= len(subject) <= SUBJECT_MAX
+        or not subject.isprintable()
+    ):
+        raise SsoRefused("the ID token's claim is wrong (sub: not 1 to 255 printable characters)")
     audience = claims["aud"]
     if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != provider.client_id:
         raise SsoRefused("the ID token's claim is wrong (azp)")
@@ -358,7 +434,9 @@ def validate_id_token(
 
 
 def trusted_email(provider: SsoProvider, claims: dict[str, Any]) -> str | None:
-    """The e-mail address the provider vouches for, normalised, or None.
+    """The e-mail address the provider vouches for, normalised, or None; SsoRefused when it
+    vouches for something Tongdao would not take as an address (too long, two ``@``, a
+    mixed-script look-alike: the checks of :data:`tongdao.schemas.Email`).
 
     OpenID Connect providers say so with ``email_verified: true``. Microsoft Entra ID sends
     no ``email_verified``; its optional ``xms_edov`` claim ("email domain owner verified")
@@ -372,7 +450,12 @@ def trusted_email(provider: SsoProvider, claims: dict[str, Any]) -> str | None:
         vouched = claims.get("xms_edov") in (True, "true", "1", 1)
     else:
         vouched = claims.get("email_verified") in (True, "true")
-    return validation.normalise_email(email) if vouched else None
+    if not vouched:
+        return None
+    try:
+        return EMAIL.validate_python(validation.normalise_email(email))
+    except PydanticValidationError as exc:
+        raise SsoRefused("the ID token's e-mail address is not a usable address") from exc
 
 
 def _groups(provider: SsoProvider, claims: dict[str, Any]) -> set[str] | None:
@@ -393,7 +476,15 @@ def apply_groups(ctx: Ctx, provider: SsoProvider, user: User, claims: dict[str, 
     if values is None or not provider.group_map:
         return
     mapped = {uuid.UUID(str(g)) for g in provider.group_map.values()}
-    wanted = {uuid.UUID(str(provider.group_map[v])) for v in values if v in provider.group_map}
+    # a group the admin deleted since it was mapped is skipped (it cannot be joined)
+    existing = set(
+        ctx.session.scalars(
+            select(Group.id).where(Group.tenant_id == user.tenant_id, Group.id.in_(mapped))
+        )
+    )
+    wanted = {
+        uuid.UUID(str(provider.group_map[v])) for v in values if v in provider.group_map
+    } & existing
     current = {
         m.group_id: m
         for m in ctx.session.scalars(
@@ -417,12 +508,12 @@ def _user_for(
     identity = ctx.session.scalar(
         select(SsoIdentity).where(SsoIdentity.issuer == issuer, SsoIdentity.subject == subject)
     )
-    email = trusted_email(provider, claims)
     if identity is not None:
         user = ctx.session.get(User, identity.user_id)
         if user is None or user.tenant_id != provider.tenant_id:
             raise SsoRefused("the linked user is not a user of this tenant")
-        return user, identity, email
+        return user, identity, None
+    email = trusted_email(provider, claims)
     if email is None:
         raise SsoRefused("the provider does not vouch for the e-mail address")
     domain = email.rpartition("@")[2]
@@ -443,7 +534,7 @@ def _user_for(
     user = User(
         tenant_id=provider.tenant_id,
         email=email,
-        display_name=(str(name).strip() or email)[:200],
+        display_name=_one_line(str(name))[:100] or email,
         roles=[str(Role.EMPLOYEE)],
         password_hash=None,
     )
@@ -481,7 +572,7 @@ def complete(
         if provider is None or not provider.enabled:
             raise SsoRefused("the tenant's identity provider is off")
         if error:
-            raise SsoRefused(f"the provider refused the sign-in ({error[:100]})")
+            raise SsoRefused(f"the provider refused the sign-in ({_printable(error)[:100]})")
         if not code:
             raise SsoRefused("the provider sent no code")
         tenant = ctx.session.get(Tenant, provider.tenant_id)
@@ -494,6 +585,10 @@ def complete(
             raise SsoRefused("user is disabled")
     except SsoRefused as exc:
         _refused(ctx, provider, claims, user, exc.reason, source_ip)
+        raise
+    except ProviderUnavailable as exc:  # audited too, and the state stays spent
+        reason = f"the identity provider did not answer ({exc.message})"
+        _refused(ctx, provider, claims, user, reason, source_ip)
         raise
     actor = Actor(user.id, user.email, source_ip)
     set_actor(ctx.session, actor)
@@ -543,7 +638,7 @@ def _refused(
     reason: str,
     source_ip: str,
 ) -> None:
-    label = str(claims.get("email") or claims.get("sub") or "single sign-on")[:320]
+    label = _printable(claims.get("email") or claims.get("sub") or "single sign-on")[:320]
     record(
         ctx.session,
         "login_failed",
@@ -551,11 +646,23 @@ def _refused(
         user.id if user else None,
         tenant_id=provider.tenant_id if provider else None,
         after={
-            "reason": reason,
+            "reason": _printable(reason),
             "method": "sso",
-            "issuer": claims.get("iss"),
-            "subject": claims.get("sub"),
+            "issuer": _printable(claims["iss"]) if "iss" in claims else None,
+            "subject": _printable(claims["sub"])[:SUBJECT_MAX] if "sub" in claims else None,
         },
         actor=Actor(user.id if user else None, label, source_ip),
     )
     ctx.session.commit()
+
+
+def _printable(value: object) -> str:
+    """A value from the provider or the browser as the audit log may keep it: a string with
+    no control characters (PostgreSQL refuses NUL in text and JSON)."""
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in str(value))
+
+
+def _one_line(value: str) -> str:
+    """A name from the provider as Tongdao shows names: one line, no control or format
+    characters (a NUL, a line break, a right-to-left override that makes it read otherwise)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())

@@ -68,12 +68,56 @@ def _loopback(host: str) -> bool:
         return False
 
 
+INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # shared address space: carrier-grade NAT, VPN tunnels
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking networks, often used inside data centres
+        "fc00::/7",
+        "fec0::/10",
+    )
+)
+
+
+def internal_address(address: str) -> bool:
+    """True for an address of the operator's own network or this machine: private,
+    shared, loopback, link-local (cloud metadata), multicast, reserved, unspecified; an
+    IPv4-mapped IPv6 address as its IPv4 address. False for a name."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address == "localhost"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or any(ip in net for net in INTERNAL_NETWORKS if net.version == ip.version)
+    )
+
+
+def _public(host: str) -> bool:
+    """False for an internal address (Tongdao fetches the provider's discovery from there);
+    a name is checked again when it is resolved, before every fetch
+    (tongdao.sso.oidc.check_endpoint)."""
+    return not internal_address(host)
+
+
 def check_issuer(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("must be the provider's https:// issuer URL")
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ValueError("must use https:// (http:// only for a provider on this machine)")
+    if not (_public(parts.hostname) or _loopback(parts.hostname)):
+        raise ValueError("must be a provider on the public Internet, not a private address")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("must be a plain URL with no query, fragment or user")
     return value.rstrip("/")
