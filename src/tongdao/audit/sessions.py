@@ -25,9 +25,7 @@ function (:func:`plan`); :func:`track_report` applies it in the report's transac
 from __future__ import annotations
 
 import ipaddress
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -38,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from tongdao.audit.models import OPEN_CONNECTIONS
 from tongdao.audit.recorder import Actor, record
+from tongdao.copies import Copies
 from tongdao.gateway.models import Gateway
 from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, insert_rows, update_rows
@@ -105,47 +104,11 @@ class Plan:
         return out
 
 
-class _OpenCopies:
-    """Per gateway, its open sessions as of its last stored report (process-local): the
-    seq they were stored with and the sessions. Written only under the gateway's row lock,
-    by its reports (which move its seq) and by :func:`close_stale` (only once the gateway
-    has been quiet for :data:`STALE`), so a copy holds when the locked row has the seq and a
-    recent last report. Bounded by the sessions held."""
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._lock = threading.Lock()
-        self._data: OrderedDict[uuid.UUID, tuple[int, dict[str, Conn]]] = OrderedDict()
-        self._held = 0
-        self._limit = limit
-
-    def get(self, gateway_id: uuid.UUID, seq: int) -> dict[str, Conn] | None:
-        with self._lock:
-            entry = self._data.get(gateway_id)
-            if entry is None or entry[0] != seq:
-                return None
-            self._data.move_to_end(gateway_id)
-            return entry[1]
-
-    def put(self, gateway_id: uuid.UUID, seq: int, conns: dict[str, Conn]) -> None:
-        with self._lock:
-            old = self._data.pop(gateway_id, None)
-            if old is not None:
-                self._held -= len(old[1])
-            if len(conns) > self._limit:
-                return
-            self._data[gateway_id] = (seq, conns)
-            self._held += len(conns)
-            while self._held > self._limit:
-                _gone, (_s, dropped) = self._data.popitem(last=False)
-                self._held -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._held = 0
-
-
-OPEN_COPIES = _OpenCopies()
+# Per gateway, its open sessions as of its last stored report: the seq they were stored with.
+# Written only under the gateway's row lock, by its reports (which move its seq) and by
+# close_stale (only once the gateway has been quiet for STALE), so a copy holds when the
+# locked row has the seq and a recent last report (see track_report).
+OPEN_COPIES: Copies[dict[str, Conn]] = Copies()
 
 
 def _started(handshake: datetime | None, start: datetime, end: datetime) -> datetime:
@@ -299,7 +262,7 @@ def track_report(
     """Apply one report of a gateway to its sessions, in the report's transaction, which
     holds the gateway's row lock; the plan and the open sessions after it (for
     :data:`OPEN_COPIES`, once committed). ``seq`` and ``last_seen_at`` are the locked row's:
-    with them, this process's copy is used when it holds (see :class:`_OpenCopies`)."""
+    with them, this process's copy is used when it holds (see :data:`OPEN_COPIES`)."""
     t = OPEN_CONNECTIONS
     current: dict[str, Conn] | None = None
     if seq is not None and last_seen_at is not None and last_seen_at >= now - STALE + _MARGIN:

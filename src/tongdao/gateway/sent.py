@@ -40,6 +40,7 @@ from sqlalchemy import String, Table, and_, bindparam, delete, insert, select, u
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
+from tongdao.copies import Copies
 from tongdao.gateway.desired import DesiredState, Peer, peer_order
 from tongdao.gateway.models import Gateway, GatewayPeer
 from tongdao.runtime import Ctx, Runtime
@@ -269,46 +270,10 @@ class Reportable:
         return removed is None or (removed is not _ABSENT and removed >= self._since)
 
 
-class _Known:
-    """Per agent, its recorded peers at the version last sent (process-local). The rows of
-    ``gateway_peers`` change only with ``gateways.sent_version`` (:func:`record` writes both
-    in one transaction), so a version read from the store says whether the copy holds.
-    Bounded by the peers held in all (least recently used agents go first)."""
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._lock = threading.Lock()
-        self._data: OrderedDict[uuid.UUID, tuple[int, dict[Ident, datetime | None]]] = OrderedDict()
-        self._held = 0
-        self._limit = limit
-
-    def get(self, gateway_id: uuid.UUID, version: int) -> dict[Ident, datetime | None] | None:
-        with self._lock:
-            entry = self._data.get(gateway_id)
-            if entry is None or entry[0] != version:
-                return None
-            self._data.move_to_end(gateway_id)
-            return entry[1]
-
-    def put(self, gateway_id: uuid.UUID, version: int, peers: dict[Ident, datetime | None]) -> None:
-        with self._lock:
-            old = self._data.pop(gateway_id, None)
-            if old is not None:
-                self._held -= len(old[1])
-            if len(peers) > self._limit:
-                return
-            self._data[gateway_id] = (version, peers)
-            self._held += len(peers)
-            while self._held > self._limit:
-                _gone, (_v, dropped) = self._data.popitem(last=False)
-                self._held -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._held = 0
-
-
-KNOWN = _Known()
+# Per agent, its recorded peers at the version last sent. The rows of ``gateway_peers`` change
+# only with ``gateways.sent_version`` (:func:`record` writes both in one transaction), so a
+# version read from the store says whether the copy holds.
+KNOWN: Copies[dict[Ident, datetime | None]] = Copies()
 
 
 def reportable_peers(

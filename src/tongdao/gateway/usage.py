@@ -80,9 +80,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import threading
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -117,6 +116,7 @@ from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
 from tongdao.audit.sessions import OPEN_COPIES, Conn, Seen, track_report
 from tongdao.auth.permissions import Action
+from tongdao.copies import Copies
 from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.ledger import roll_up
@@ -373,45 +373,10 @@ Credit = tuple[datetime, datetime, datetime]  # credited_until, period_start, pe
 CreditKey = tuple[uuid.UUID, str]  # tenant, peer key
 
 
-class _Credits:
-    """Per gateway, all its peers' credits as of its last stored seq (process-local). Credits
-    are written only by a report, under the gateway's row lock, with its seq: when the locked
-    row's seq is the one a copy was made at, the copy holds. Bounded by credits held."""
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._lock = threading.Lock()
-        self._data: OrderedDict[uuid.UUID, tuple[int, dict[CreditKey, Credit]]] = OrderedDict()
-        self._held = 0
-        self._limit = limit
-
-    def get(self, gateway_id: uuid.UUID, seq: int) -> dict[CreditKey, Credit] | None:
-        with self._lock:
-            entry = self._data.get(gateway_id)
-            if entry is None or entry[0] != seq:
-                return None
-            self._data.move_to_end(gateway_id)
-            return entry[1]
-
-    def put(self, gateway_id: uuid.UUID, seq: int, credits: dict[CreditKey, Credit]) -> None:
-        with self._lock:
-            old = self._data.pop(gateway_id, None)
-            if old is not None:
-                self._held -= len(old[1])
-            if len(credits) > self._limit:
-                return
-            self._data[gateway_id] = (seq, credits)
-            self._held += len(credits)
-            while self._held > self._limit:
-                _gone, (_s, dropped) = self._data.popitem(last=False)
-                self._held -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._held = 0
-
-
-CREDITS = _Credits()
+# Per gateway, all its peers' credits as of its last stored seq. Credits are written only by a
+# report, under the gateway's row lock, with its seq: when the locked row's seq is the one a
+# copy was made at, the copy holds.
+CREDITS: Copies[dict[CreditKey, Credit]] = Copies()
 
 
 def _credits(session: Session, gateway_id: uuid.UUID, seq: int) -> dict[CreditKey, Credit]:
