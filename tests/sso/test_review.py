@@ -17,6 +17,8 @@ from tests.sso.support import API, at_provider, begin, claim_and_approve, connec
 from tests.support.oidc_provider import OidcProvider
 from tests.support.world import World
 from tongdao.audit.models import AuditEvent
+from tongdao.config import Environment
+from tongdao.runtime import Runtime
 from tongdao.sso.models import SsoLogin
 from tongdao.sso.oidc import LOGIN_TTL, MAX_DOCUMENT, Discovery, ProviderUnavailable
 from tongdao.tenancy.models import User
@@ -254,3 +256,25 @@ def test_a_just_in_time_user_gets_no_control_characters_in_the_name(
     with world.runtime.db.session() as session:
         shown = session.scalar(select(User.display_name).where(User.email == "li.na@a.example"))
     assert shown is not None and shown.isprintable(), repr(shown)
+
+
+def test_a_provider_on_this_machine_is_refused_in_production(
+    world: World, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http://127.0.0.1 is how the tests' provider runs; in production a tenant admin cannot
+    point the server at its own loopback services."""
+    claim_and_approve(world, world.a.id, world.a.admin, "a.example")
+    body = {
+        "name": "IdP",
+        "issuer": "http://127.0.0.1:8999/openid",
+        "client_id": "tongdao",
+        "client_secret": "s3cret-s3cret",
+        "allowed_domains": ["a.example"],
+    }
+    url = f"{API}/tenants/{world.a.id}/sso/provider"
+    monkeypatch.setattr(runtime.settings, "env", Environment.PRODUCTION)
+    resp = world.client.put(url, json=body, headers=world.a.admin.headers)
+    assert resp.status_code == 422 and "issuer" in resp.json()["error"]["fields"], resp.text
+    monkeypatch.setattr(runtime.settings, "env", Environment.TEST)
+    resp = world.client.put(url, json=body, headers=world.a.admin.headers)
+    assert resp.status_code == 200, resp.text

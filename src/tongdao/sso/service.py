@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from tongdao.config import Environment
 from tongdao.errors import Conflict, NotFound, ValidationError
 from tongdao.runtime import Ctx
 from tongdao.sso.models import ClaimState, EmailTrust, SsoDomainClaim, SsoProvider
@@ -173,6 +174,12 @@ def put_provider(ctx: Ctx, tenant_id: uuid.UUID, data: ProviderIn) -> SsoProvide
         issuer = check_issuer(data.issuer)
     except ValueError as exc:
         errors["issuer"] = str(exc)
+    else:
+        # A provider on this machine is for tests and trials: in production a tenant admin
+        # must not make the server call its own loopback services.
+        local = _loopback(urlsplit(issuer).hostname or "")
+        if local and ctx.runtime.settings.env == Environment.PRODUCTION:
+            errors["issuer"] = "must be a provider on the public Internet, not a private address"
     if provider is None and not data.client_secret:
         errors["client_secret"] = "required: the secret the provider gave for this client"  # noqa: S105
     approved = approved_domains(ctx, tenant_id)
