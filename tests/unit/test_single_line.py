@@ -125,6 +125,7 @@ MULTI_LINE = {
     ("Approve", "reason"),
     ("Reject", "reason"),
     ("Revoke", "reason"),
+    ("DomainDecisionIn", "reason"),
 }
 
 

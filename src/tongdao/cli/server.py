@@ -54,6 +54,7 @@ def serve(
     # it is believed only from the proxies named in TONGDAO_TRUSTED_PROXIES, never by default
     # (uvicorn's own default trusts loopback, and its FORWARDED_ALLOW_IPS variable is ignored).
     proxies = settings.trusted_proxy_list
+    freeze_heap()  # before saying "serving": the README's reader starts then
     log.info(
         "serving on http://%s:%d (store: %s; proxy headers from: %s)",
         settings.host,
@@ -61,7 +62,6 @@ def serve(
         runtime.db.url.render_as_string(hide_password=True),
         ", ".join(proxies) or "nobody",
     )
-    freeze_heap()
     try:
         uvicorn.run(
             app,

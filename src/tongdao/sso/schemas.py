@@ -112,8 +112,10 @@ class SsoBegin(Strict):
     """A command-line sign-in (RFC 8252): the CLI listens on ``redirect_uri`` (loopback) and
     keeps a secret whose SHA-256 (hex) is ``binding_challenge``."""
 
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
-    redirect_uri: Annotated[str, StringConstraints(max_length=200)]
+    email: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320), OneLine
+    ]
+    redirect_uri: Annotated[str, StringConstraints(max_length=200), OneLine]
     binding_challenge: Hex64
 
 
@@ -123,7 +125,7 @@ class SsoBegun(BaseModel):
 
 
 class SsoComplete(Strict):
-    state: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    code: Annotated[str, StringConstraints(max_length=2000)] = ""
-    error: Annotated[str, StringConstraints(max_length=200)] = ""
-    binding_verifier: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    state: Annotated[str, StringConstraints(min_length=1, max_length=200), OneLine]
+    code: Annotated[str, StringConstraints(max_length=2000), OneLine] = ""
+    error: Annotated[str, StringConstraints(max_length=200), OneLine] = ""
+    binding_verifier: Annotated[str, StringConstraints(min_length=1, max_length=200), OneLine]
