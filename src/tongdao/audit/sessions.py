@@ -37,8 +37,8 @@ from sqlalchemy.orm import Session
 from tongdao.audit.models import OPEN_CONNECTIONS
 from tongdao.audit.recorder import Actor, record
 from tongdao.copies import Copies
+from tongdao.gateway.ledger import device_owners
 from tongdao.gateway.models import Gateway
-from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, insert_rows, update_rows
 
 SESSION_KINDS = ("device", "site")
@@ -50,7 +50,6 @@ _MARGIN = timedelta(minutes=1)  # for the servers' clocks when judging a copy (s
 MAX_BYTES = 2**63 - 1  # BIGINT
 
 _GATEWAYS = cast(Table, Gateway.__table__)
-_DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
 
 
 @dataclass(frozen=True)
@@ -215,12 +214,9 @@ def _owners(session: Session, conns: Sequence[Conn]) -> None:
             continue
     if not ids:
         return
-    for condition in in_values(session, _DEVICES.c.id, list(ids)):
-        for device_id, user_id in session.execute(
-            select(_DEVICES.c.id, _DEVICES.c.user_id).where(condition)
-        ):
-            for conn in ids.get(device_id, ()):
-                conn.device_id, conn.user_id = device_id, user_id
+    for device_id, user_id in device_owners(session, ids).items():
+        for conn in ids[device_id]:
+            conn.device_id, conn.user_id = device_id, user_id
 
 
 def _close(session: Session, conn: Conn, gateway_id: uuid.UUID, pop_id: uuid.UUID | None) -> None:

@@ -43,7 +43,7 @@ rows; rows the screening drops are not rolled up either.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -95,17 +95,24 @@ class _Sums:
         return {name: getattr(self, name) for name in BYTES}
 
 
-def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
-    """The owner of each device (id as text) today."""
-    ids = sorted({uuid.UUID(d) for d in device_ids})
-    out: dict[str, uuid.UUID] = {}
-    for condition in in_values(session, _DEVICES.c.id, ids):
+def device_owners(
+    session: Session, device_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    """Each of these devices that exists, with its owner today (None: no owner); one query
+    on PostgreSQL (see :func:`tongdao.store.bulk.in_values`)."""
+    out: dict[uuid.UUID, uuid.UUID | None] = {}
+    for condition in in_values(session, _DEVICES.c.id, sorted(set(device_ids))):
         for device_id, user_id in session.execute(
             select(_DEVICES.c.id, _DEVICES.c.user_id).where(condition)
         ):
-            if user_id is not None:
-                out[str(device_id)] = user_id
+            out[device_id] = user_id
     return out
+
+
+def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+    """The owner of each device (id as text) today."""
+    found = device_owners(session, (uuid.UUID(d) for d in device_ids))
+    return {str(device_id): user for device_id, user in found.items() if user is not None}
 
 
 def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:

@@ -3,8 +3,9 @@
 On PostgreSQL, SQLAlchemy's ``executemany`` sends one statement per row (psycopg's pipeline),
 and an ``IN (...)`` of a few thousand values is expanded and compiled anew every time: for a
 gateway's report of 2,000 peers that was most of its cost. Here each call is **one statement
-whatever the row count**: the rows' columns travel as arrays and are ``unnest``-ed on the
-server (``INSERT ... SELECT FROM unnest(...)``, ``UPDATE ... FROM unnest(...)``, ``= ANY(...)``).
+whatever the row count**: the rows are given column by column (:class:`Columns`), each column
+travels as one text that the server splits and ``unnest``-s (``INSERT ... SELECT FROM
+unnest(...)``, ``UPDATE ... FROM unnest(...)``), and lookups use ``= ANY(array)``.
 On SQLite (in process, no round trips) the same calls use ``executemany`` and ``IN``, which
 are fast there.
 
@@ -67,13 +68,6 @@ class Columns:
     def __len__(self) -> int:
         return len(next(iter(self.values.values()))) if self.values else 0
 
-    @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]] | Columns) -> Columns:
-        if isinstance(rows, Columns):
-            return rows
-        names = list(rows[0]) if rows else []
-        return cls({c: [row[c] for row in rows] for c in names})
-
     @property
     def names(self) -> list[str]:
         return [*self.same, *self.values, *self.derived]
@@ -85,9 +79,6 @@ class Columns:
             {**self.same, **dict(zip(names, row, strict=True))}
             for row in zip(*(self.values[c] for c in names), strict=True)
         ]
-
-
-Rows = Sequence[Mapping[str, Any]] | Columns
 
 
 def _select(table: Table, cols: Columns) -> str:
@@ -149,11 +140,11 @@ def _execute(session: Session, sql: str, cols: Columns) -> None:
     session.execute(text(sql), params)
 
 
-def insert_rows(session: Session, model: type[Base] | Table, rows: Rows) -> None:
+def insert_rows(session: Session, model: type[Base] | Table, cols: Columns) -> None:
     """``INSERT`` the rows (all with the same keys) in one statement."""
-    if not rows:
+    if not cols:
         return
-    table, cols = _table(model), Columns.of(rows)
+    table = _table(model)
     if is_postgresql(session):
         sql = f"INSERT INTO {table.name} ({', '.join(cols.names)}) {_select(table, cols)}"
         _execute(session, sql, cols)
@@ -165,16 +156,16 @@ def upsert_rows(
     session: Session,
     model: type[Base] | Table,
     keys: Sequence[str],
-    rows: Rows,
+    cols: Columns,
     *,
     add: Iterable[str] = (),
     replace: Iterable[str] = (),
 ) -> None:
     """``INSERT`` the rows, or, for those whose ``keys`` exist, add the ``add`` columns to
     what is there and overwrite the ``replace`` columns; one statement on PostgreSQL."""
-    if not rows:
+    if not cols:
         return
-    table, cols = _table(model), Columns.of(rows)
+    table = _table(model)
     add, replace = list(add), list(replace)
     if is_postgresql(session):
         updates = [f"{c} = {table.name}.{c} + excluded.{c}" for c in add]
@@ -192,12 +183,12 @@ def upsert_rows(
 
 
 def update_rows(
-    session: Session, model: type[Base] | Table, keys: Sequence[str], rows: Rows
+    session: Session, model: type[Base] | Table, keys: Sequence[str], cols: Columns
 ) -> None:
     """``UPDATE`` each row found by its ``keys`` columns, setting its other columns."""
-    if not rows:
+    if not cols:
         return
-    table, cols = _table(model), Columns.of(rows)
+    table = _table(model)
     assert not cols.same, "update_rows takes varying columns only"
     columns = list(cols.values)
     values = [c for c in columns if c not in keys]
