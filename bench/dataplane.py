@@ -923,6 +923,10 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
                     if row[key] != n_peers:
                         raise RuntimeError(f"round {r}: {key} = {row[key]}, not {n_peers}")
             out["cpu"] = watch.result()
+            token = admin("POST", f"/pops/{pop['id']}/enrolments", json={})["token"]
+            out["resources"] = agent_resources(
+                server.base_url, tmp / "resources", token, tenant.ifname, n_peers
+            )
         finally:
             admin.close()
     floor = [r["floor_set_ms"] for r in rounds if "apply_ms" in r]
@@ -951,6 +955,56 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
     out["ratio_agent_start_to_floor"] = ratio(median(agent), m_floor)
     limit = BUDGETS["full_sync"]["max_ratio_to_floor"]
     out["budget"] = {"max_ratio_to_floor": limit, "pass": figure is not None and figure <= limit}
+
+
+def agent_resources(
+    base_url: str, state_dir: Path, token: str, ifname: str, peers: int
+) -> dict[str, Any]:
+    """Memory of the gateway agent and of its wireguard-go once it holds ``peers`` peers: the
+    agent run as in production (``python -m tongdao gateway run``, its own process, usage
+    reports on), in a fresh namespace, measured when it has applied and gone quiet."""
+    import sys
+
+    from tongdao.testing import netns
+
+    with netns.Topology() as topo:
+        ns = topo.namespace()
+        topo.track(ifname)
+        argv = [sys.executable, "-m", "tongdao", "gateway", "run", "--server", base_url]
+        argv += ["--state-dir", str(state_dir), "--token", token, "--netns", ns]
+        argv += ["--engine", "wireguard-go", "--log-level", "warning"]
+        began = time.perf_counter()
+        agent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            applied = state_dir / "applied.json"
+            wait_for(applied.exists, 300, "the agent's first apply", 0.1)
+            applied_s = time.perf_counter() - began
+
+            def quiet() -> bool:  # no CPU used over the last half second
+                before = process_cpu_s(agent.pid)
+                time.sleep(0.5)
+                return before == process_cpu_s(agent.pid)
+
+            wait_for(quiet, 60, "the agent to go quiet", 0.0)
+            engine = engine_pid(ifname)
+            held = wg_peer_count(ns, ifname)
+            if held != peers:
+                raise RuntimeError(f"the agent's interface holds {held} peers, not {peers}")
+            return {
+                "peers": held,
+                "start_to_applied_s": round(applied_s, 2),
+                "agent_kib": process_memory_kib(agent.pid),
+                "agent_cpu_s": process_cpu_s(agent.pid),
+                "engine_kib": process_memory_kib(engine),
+                "engine_cpu_s": process_cpu_s(engine),
+            }
+        finally:
+            agent.terminate()
+            try:
+                agent.wait(30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait(10)
 
 
 def phase_engine(phases: dict[str, float]) -> Any:
@@ -1227,7 +1281,7 @@ def read_layout(ns: str) -> list[WgLayout]:
         f"{key}={sh(['sysctl', '-n', key], netns=ns).strip()}"
         for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
     )
-    for ifname in sh(["wg", "show", "interfaces"], netns=ns).split():
+    for ifname in wg_ifnames(ns):
         lines = sh(["wg", "show", ifname, "dump"], netns=ns).splitlines()
         _priv, public, port, fwmark = lines[0].split("\t")
         peers = []
@@ -1532,7 +1586,12 @@ def engine_pid(ifname: str) -> int:
 
 
 def wg_ifnames(ns: str) -> list[str]:
-    return sh(["wg", "show", "interfaces"], netns=ns).split()
+    """The WireGuard interfaces in namespace ``ns``. (``wg show interfaces`` lists every
+    UAPI socket of the host, whatever namespace its interface is in: ``/var/run`` is
+    shared.)"""
+    sockets = set(sh(["wg", "show", "interfaces"], netns=ns).split())
+    links = json.loads(sh(["ip", "-j", "link", "show"], netns=ns))
+    return sorted(link["ifname"] for link in links if link["ifname"] in sockets)
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -1848,6 +1907,14 @@ def summary(report: dict[str, Any]) -> str:
         )
         if s.get("rounds"):
             lines.append(f"    apply phases (round 0): {s['rounds'][0].get('apply_phases_ms')}")
+        res_ = s.get("resources")
+        if res_:
+            a, e = res_.get("agent_kib", {}), res_.get("engine_kib", {})
+            lines.append(
+                f"    with {res_.get('peers')} peers: agent RSS {_fmt(a.get('vmrss'))} KiB "
+                f"(peak {_fmt(a.get('vmhwm'))}), wireguard-go RSS {_fmt(e.get('vmrss'))} KiB "
+                f"(peak {_fmt(e.get('vmhwm'))})"
+            )
     t = res.get("throughput")
     if t and t.get("median_mbit_s"):
         m, q = t["median_mbit_s"], t.get("ratios", {})
