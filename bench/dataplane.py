@@ -26,13 +26,21 @@ ServerProcess`) on a throwaway SQLite store. Addresses come only from the test r
    ``set``, addresses, routes, rules, nftables, state on disk; *agent start*: a freshly
    enrolled ``GatewayAgent`` from thread start until its first apply returned (enrolment,
    server-side compile of M devices, transfer, apply). Each is checked with ``wg show``. The
-   figure is the median of the rounds' apply/floor ratios (each apply next to its floor).
+   figure is the median of the rounds' apply/floor ratios (each apply next to its floor);
+   beside it the CPU seconds of each (agent, its ip/nft commands, wireguard-go). Then
+   *resources*: the agent as its own process (``python -m tongdao gateway run``) enrolled
+   afresh in a fresh namespace, its and its wireguard-go's RSS once it holds the M peers.
 3. **throughput** — iperf3 TCP (bounded ``-t``), device → PoP → site connector → HQ host.
    *managed*: the PoP and connector run agents, the tenant's policy has R rules (one allows the
-   flow); *hand*: the same four namespaces configured with ``wg``/``ip``, no nftables. Each
-   round runs both, in alternating order (ABBA); the figure is the median of the rounds'
+   flow); *hand*: the managed path's WireGuard and routing layout read back and rebuilt by
+   hand in four fresh namespaces with ``wg``/``ip`` (same MTU, addresses, allowed IPs, tables
+   and ``ip rule``s; no agent, no nftables; :func:`mirror_by_hand`); *managed without
+   firewall*: the managed path with Tongdao's ``inet tongdao`` table removed for the run.
+   Each round runs all three, the order rotating; the figure is the median of the rounds'
    managed/hand ratios (paired in time, so the shared machine's drifts cancel), with the
-   ratio of the two medians beside it.
+   ratio of the medians beside it. Both paths' links (MTU, GSO/GRO sizes, offload flags,
+   rp_filter) and namespace settings go into the JSON, with what differs between them; so
+   do the PoP's wireguard-go CPU seconds per GB carried.
 """
 
 from __future__ import annotations
@@ -885,6 +893,7 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
                         raise RuntimeError(f"raw set: {answer[-200:]!r}")
                     row["floor_set_ms"] = ms(t2 - t1)
                     row["floor_daemon_start_ms"] = ms(t1 - t0)
+                    row["floor_engine_cpu_s"] = process_cpu_s(engine_pid(ifname))
                     row["floor_peers"] = wg_peer_count(ns, ifname)
                 # the agent's applier, fresh state dir, fresh namespace
                 with netns.Topology() as topo:
@@ -892,10 +901,19 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
                     topo.track(tenant.ifname)
                     phases: dict[str, float] = {}
                     applier = Applier(phase_engine(phases), StateDir(tmp / f"apply-{r}"), ns)
+                    cpu0 = own_cpu_s()
                     t0 = time.perf_counter()
                     applier.apply(desired)
                     t1 = time.perf_counter()
+                    cpu1 = own_cpu_s()
                     row["apply_ms"] = ms(t1 - t0)
+                    # CPU, which other sessions' work does not inflate as it does wall time:
+                    # the agent's Python, the ip/nft/sysctl it ran, and its wireguard-go.
+                    row["apply_cpu_s"] = {
+                        "agent": round(cpu1[0] - cpu0[0], 3),
+                        "commands": round(cpu1[1] - cpu0[1], 3),
+                        "engine": process_cpu_s(engine_pid(tenant.ifname)),
+                    }
                     row["apply_phases_ms"] = {k: ms(v) for k, v in phases.items()}
                     row["apply_other_ms"] = ms(t1 - t0 - sum(phases.values()))
                     row["apply_peers"] = wg_peer_count(ns, tenant.ifname)
@@ -951,6 +969,14 @@ def bench_sync(cfg: DataplaneConfig, tmp: Path, out: dict[str, Any]) -> None:
         "agent_start_to_applied": median(agent),
     }
     out["ratio_apply_to_floor"] = figure
+    done = [r for r in rounds if "apply_cpu_s" in r]
+    out["cpu_s_medians"] = {
+        "floor_engine": median([r["floor_engine_cpu_s"] for r in done if r["floor_engine_cpu_s"]]),
+        **{
+            f"apply_{k}": median([r["apply_cpu_s"][k] for r in done if r["apply_cpu_s"][k]])
+            for k in ("agent", "commands", "engine")
+        },
+    }
     out["ratio_apply_to_floor_with_daemon_start"] = ratio(m_apply, median(floor_start))
     out["ratio_agent_start_to_floor"] = ratio(median(agent), m_floor)
     limit = BUDGETS["full_sync"]["max_ratio_to_floor"]
@@ -1199,62 +1225,6 @@ def build_managed(
         admin.close()
         tenant_api.close()
         raise
-
-
-def build_hand(topo: Any) -> Path4:
-    """A minimal path configured by hand with wg and ip: one IPv4 pool, main tables, no
-    nftables, no agent. Not the throughput baseline (see :func:`mirror_by_hand`): it differs
-    from the managed path in its routing (no ``ip rule``, no tenant table), its addresses
-    (IPv4 only) and its allowed IPs. Kept for the domains benchmark's comparisons."""
-    from tongdao.testing import netns
-    from tongdao.testing.keys import keypair
-
-    path = wire_path(topo)
-    dev_k, pop_k, conn_k = keypair(), keypair(), keypair()
-    pop_if, conn_if, dev_if = topo.wg_ifname(), topo.wg_ifname(), topo.wg_ifname()
-    pool, gw, dev_ip, conn_ip = "100.100.0.0/24", "100.100.0.1", "100.100.0.2", "100.100.0.3"
-    port = 51820
-    conf = (
-        "[Interface]\n"
-        f"Address = {dev_ip}/32\n"
-        "[Peer]\n"
-        f"PublicKey = {pop_k[1]}\n"
-        f"Endpoint = 198.51.100.1:{port}\n"
-        f"AllowedIPs = {pool}, {SITE_V4}\n"
-        "PersistentKeepalive = 25\n"
-    )
-    # PoP
-    netns.start_wireguard_go(path.pop, pop_if)
-    sh(
-        [
-            "wg", "set", pop_if, "private-key", "/dev/stdin", "listen-port", str(port),
-            "peer", dev_k[1], "allowed-ips", f"{dev_ip}/32",
-            "peer", conn_k[1], "allowed-ips", f"{SITE_V4},{conn_ip}/32",
-        ],
-        netns=path.pop,
-        input_text=pop_k[0] + "\n",
-    )  # fmt: skip
-    netns.add_address(path.pop, pop_if, f"{gw}/24")
-    sh(["ip", "-n", path.pop, "link", "set", "dev", pop_if, "up"])
-    netns.add_route(path.pop, SITE_V4, dev=pop_if)
-    netns.set_forwarding(path.pop)
-    # connector
-    netns.start_wireguard_go(path.conn, conn_if)
-    sh(
-        [
-            "wg", "set", conn_if, "private-key", "/dev/stdin", "listen-port", str(port),
-            "peer", pop_k[1], "endpoint", f"198.51.100.1:{port}", "allowed-ips", pool,
-            "persistent-keepalive", "25",
-        ],
-        netns=path.conn,
-        input_text=conn_k[0] + "\n",
-    )  # fmt: skip
-    netns.add_address(path.conn, conn_if, f"{conn_ip}/24")
-    sh(["ip", "-n", path.conn, "link", "set", "dev", conn_if, "up"])
-    netns.set_forwarding(path.conn)
-    # device (the reference client, from a wg-quick file)
-    netns.bring_up_client(path.dev, dev_if, conf, dev_k[0])
-    return path
 
 
 @dataclass(frozen=True)
@@ -1561,6 +1531,12 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process (all threads) and of its finished children."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
 def process_memory_kib(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (peak RSS) and Pss of one process, in KiB (``/proc``)."""
     out: dict[str, int] = {}
@@ -1762,6 +1738,19 @@ def throughput_figures(runs: list[dict[str, Any]], out: dict[str, Any]) -> None:
         for kind in VARIANTS
     }
     out["pop_engine_cpu_s_per_gb"] = per_gb
+    # The PoP's wireguard-go is charged the kernel's forwarding of what it writes into its
+    # TUN device (nftables, conntrack, routing run in its thread's system time): its CPU per
+    # GB is the path's cost, which contention inflates far less than it does Mbit/s.
+    cpu_by_round: dict[int, dict[str, float]] = {}
+    for x in runs:
+        if x["pop_engine_cpu_s_per_gb"]:
+            cpu_by_round.setdefault(x["round"], {})[x["topology"]] = x["pop_engine_cpu_s_per_gb"]
+    out["pop_engine_cpu_per_gb_ratios"] = {
+        name: spread(
+            [q for _, row in sorted(cpu_by_round.items()) if (q := ratio(row.get(a), row.get(b)))]
+        )
+        for name, (a, b) in pairs.items()
+    }
     figure = out["ratios"]["managed_to_hand"]["median"]
     out["ratio_managed_to_hand"] = figure
     limit = BUDGETS["throughput"]["min_ratio_to_hand"]
@@ -1907,6 +1896,13 @@ def summary(report: dict[str, Any]) -> str:
         )
         if s.get("rounds"):
             lines.append(f"    apply phases (round 0): {s['rounds'][0].get('apply_phases_ms')}")
+        c_ = s.get("cpu_s_medians")
+        if c_:
+            lines.append(
+                f"    CPU s (medians): floor's wireguard-go {_fmt(c_.get('floor_engine'))}; apply: "
+                f"agent {_fmt(c_.get('apply_agent'))}, ip/nft {_fmt(c_.get('apply_commands'))}, "
+                f"wireguard-go {_fmt(c_.get('apply_engine'))}"
+            )
         res_ = s.get("resources")
         if res_:
             a, e = res_.get("agent_kib", {}), res_.get("engine_kib", {})
