@@ -1788,7 +1788,15 @@ def engine_info() -> dict[str, Any]:
     from tongdao.agent.engine import wireguard_go_build
 
     build = wireguard_go_build()
-    return {**asdict(build), "outdated": build.outdated}
+    said = (
+        subprocess.run(
+            [build.binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.split("\n", 1)[0]
+        if shutil.which(build.binary)
+        else None
+    )
+    # 0.0.20231211 says "v0.0.20230223" (its version.go was not bumped): the package decides
+    return {**asdict(build), "outdated": build.outdated, "says": said}
 
 
 def run(cfg: DataplaneConfig, mode: str = "full", only: Iterable[str] = ALL) -> dict[str, Any]:
