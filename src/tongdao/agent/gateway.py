@@ -245,8 +245,9 @@ class Applier:
         # The peers' sets run on a thread of their own (one after the other: the engine
         # sees one request at a time) while this thread does the host's part, which touches
         # no engine: a full sync of 10,000 peers keeps wireguard-go busy for seconds, and the
-        # routes, rules and firewall fit in that time instead of after it. The firewall is
-        # in place before the sets return, never after.
+        # routes, rules and firewall fit in that time instead of after it. The firewall's
+        # update starts with the sets rather than after them, so the moment a new interface's
+        # peers are set before the table knows the interface is never longer than it was.
         with ThreadPoolExecutor(1, thread_name_prefix="tongdao-set") as sets:
             setting = [
                 sets.submit(self.engine.set_peers, step.ifname, step.upserts, step.removals)
