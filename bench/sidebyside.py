@@ -5,13 +5,15 @@
 
 Each variant is ``name=SRC`` or ``name=SRC@THREADS``: the server child runs with ``SRC``
 first on its ``PYTHONPATH`` (a ``src`` directory, e.g. ``git archive main src | tar -x -C
-/tmp/base``) and ``THREADS`` as ``TONGDAO_REQUEST_THREADS`` (default: the backend's default).
-The clients, the data set-up and the checks are this tree's (:mod:`bench.load`). Rounds
-alternate the order of the variants (A B, B A, ...), so that a change in the machine's other
-work during the run falls on both. Per run it prints requests/s, p50 and p99 (all, create,
-list), the app server's CPU per request, its context switches per request (voluntary, summed
-over its threads: thread hand-offs) and the machine's other work; then the median of each per
-variant. On a shared machine compare the medians and the CPU per request, not single runs.
+/tmp/base``; several, ``:``-separated, e.g. one holding a ``sitecustomize.py`` to try an
+interpreter setting) and ``THREADS`` as ``TONGDAO_REQUEST_THREADS`` (default: the backend's
+default). The clients, the data set-up and the checks are this tree's (:mod:`bench.load`).
+Rounds alternate the order of the variants (A B, B A, ...), so that a change in the
+machine's other work during the run falls on both. Per run it prints requests/s, p50 and p99
+(all, create, list), the app server's CPU per request, its context switches per request
+(voluntary, summed over its threads: thread hand-offs), its resident memory at the end and
+the machine's other work; then the median of each per variant. On a shared machine compare
+the medians and the CPU per request, not single runs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def context_switches(pid: int) -> tuple[int, int]:
     return voluntary, involuntary
 
 
+def resident_mb(pid: int) -> float:
+    """A process's resident memory now (VmRSS), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def one_run(backend: str, src: str, threads: int, cfg: load.LoadConfig) -> dict[str, Any]:
     from tongdao.runtime import Runtime
     from tongdao.store import migrate
@@ -67,6 +78,7 @@ def one_run(backend: str, src: str, threads: int, cfg: load.LoadConfig) -> dict[
                     before = context_switches(server.pid)
                     logs = load.run_clients(server.base_url, tenant, cfg)
                     after = context_switches(server.pid)
+                    rss_mb = resident_mb(server.pid)
                     cpu = watch.result()
                 figures = load.figures(logs, cfg.seconds)
                 check = load.check_nothing_lost(runtime, tenant, logs)
@@ -87,6 +99,7 @@ def one_run(backend: str, src: str, threads: int, cfg: load.LoadConfig) -> dict[
         "server_cpu_ms_per_request": round(1000 * cpu["cpu_s_app_server"] / done, 2),
         "voluntary_switches_per_request": round((after[0] - before[0]) / done, 2),
         "involuntary_switches_per_request": round((after[1] - before[1]) / done, 2),
+        "server_rss_mb": rss_mb,
         "other_work_pct": cpu["other_work_pct"],
     }
 
@@ -109,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not spec:
             parser.error(f"a variant is name=SRC[@THREADS], not {item!r}")
         src, _, threads = spec.partition("@")
-        if not Path(src).is_dir():
-            parser.error(f"{src}: no such directory")
+        paths = src.split(os.pathsep)
+        for path in paths:
+            if not Path(path).is_dir():
+                parser.error(f"{path}: no such directory")
         count = int(threads) if threads else load.default_request_threads(args.backend)
-        variants.append((name, str(Path(src).resolve()), count))
+        variants.append((name, os.pathsep.join(str(Path(p).resolve()) for p in paths), count))
     cfg = load.LoadConfig(clients=args.clients, seconds=args.seconds)
     began = time.monotonic()
     runs: list[dict[str, Any]] = []
