@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import psycopg
-from sqlalchemy import Engine, Table, event, select, text, update
+from sqlalchemy import Pool, Table, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
@@ -103,7 +103,8 @@ class Touched:
 
 
 class ChangeLog:
-    """Per store, the last versions this process committed and what each touched (bounded).
+    """Per store (its connection pool: the engines of a store's sessions differ in their
+    options only), the last versions this process committed and what each touched (bounded).
 
     :meth:`since` answers only when every version of the range is in the log: one committed
     elsewhere (another replica, another process on the same SQLite file), or not yet logged
@@ -111,26 +112,26 @@ class ChangeLog:
 
     def __init__(self, limit: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._stores: weakref.WeakKeyDictionary[Engine, OrderedDict[int, Touched]] = (
+        self._stores: weakref.WeakKeyDictionary[Pool, OrderedDict[int, Touched]] = (
             weakref.WeakKeyDictionary()
         )
         self._limit = limit
 
-    def record(self, engine: Engine, version: int, touched: Touched) -> None:
+    def record(self, store: Pool, version: int, touched: Touched) -> None:
         with self._lock:
-            log = self._stores.setdefault(engine, OrderedDict())
+            log = self._stores.setdefault(store, OrderedDict())
             log[version] = touched
             while len(log) > self._limit:
                 log.popitem(last=False)
 
-    def since(self, engine: Engine, base: int, version: int) -> Touched | None:
+    def since(self, store: Pool, base: int, version: int) -> Touched | None:
         """Everything versions ``base + 1`` to ``version`` touched, or None when one of them
         is not in the log (or ``version`` is below ``base``)."""
         if version < base:
             return None
         out = Touched()
         with self._lock:
-            log = self._stores.get(engine)
+            log = self._stores.get(store)
             if log is None and version > base:
                 return None
             for v in range(base + 1, version + 1):
@@ -182,7 +183,7 @@ def _bump_version(session: Session, _ctx: UOWTransaction, _instances: object) ->
     version = conn.execute(_BUMP).scalar()
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY)
-    session.info[_BUMPED] = (conn.engine, version)
+    session.info[_BUMPED] = (conn.engine.pool, version)
     session.info[_TOUCHED] = Touched()
 
 
@@ -200,9 +201,9 @@ def _after_commit(session: Session) -> None:
     bumped = session.info.pop(_BUMPED, None)
     touched = session.info.pop(_TOUCHED, None)
     if bumped:
-        engine, version = bumped
+        store, version = bumped
         if isinstance(version, int) and touched is not None:
-            LOG.record(engine, version, touched)
+            LOG.record(store, version, touched)
         FEED.notify()
 
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, String, and_, cast, or_, select, update
+from sqlalchemy import Engine, Pool, String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
@@ -377,20 +377,20 @@ class _DeviceRows:
     def __init__(self, tenants: int = 4096) -> None:
         self._lock = threading.Lock()
         self._stores: weakref.WeakKeyDictionary[
-            Engine, OrderedDict[uuid.UUID, tuple[int, list[DeviceRow]]]
+            Pool, OrderedDict[uuid.UUID, tuple[int, list[DeviceRow]]]
         ] = weakref.WeakKeyDictionary()
         self._tenants = tenants
 
     def rows(self, ctx: Ctx, tenant_id: uuid.UUID, version: int) -> list[DeviceRow]:
         bind = ctx.session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
+        store = (bind if isinstance(bind, Engine) else bind.engine).pool
         with self._lock:
-            held_by_tenant = self._stores.get(engine)
+            held_by_tenant = self._stores.get(store)
             cached = held_by_tenant.get(tenant_id) if held_by_tenant is not None else None
         rows: list[DeviceRow] | None = None
         if cached is not None:
             base, held = cached
-            touched = LOG.since(engine, base, version)
+            touched = LOG.since(store, base, version)
             if touched is not None and not (touched.devices or touched.users):
                 rows = held
             elif (
@@ -405,7 +405,7 @@ class _DeviceRows:
             rows = _active_devices(ctx, tenant_id)
             rows.sort(key=_BY_ID)  # Python's order of the text ids (the SQL's is the store's)
         with self._lock:
-            tenants = self._stores.setdefault(engine, OrderedDict())
+            tenants = self._stores.setdefault(store, OrderedDict())
             current = tenants.get(tenant_id)
             if current is None or current[0] <= version:
                 tenants[tenant_id] = (version, rows)
