@@ -37,6 +37,7 @@ from tongdao.errors import (
     NotFound,
     PermissionDenied,
 )
+from tongdao.gateway.changes import LOG
 from tongdao.gateway.desired import (
     CONNECTOR_PORT,
     MAIN_TABLE,
@@ -48,7 +49,6 @@ from tongdao.gateway.desired import (
     interface_name,
     peer_order,
 )
-from tongdao.gateway.changes import LOG
 from tongdao.gateway.models import Gateway, GatewayEnrolment, RevokedReason
 from tongdao.gateway.schemas import SitePath
 from tongdao.ipam import service as ipam
