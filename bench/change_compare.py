@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def run_once(tree: Path, mode: str) -> dict[str, Any]:
         done = subprocess.run(
             [str(tree / ".venv" / "bin" / "python"), "-c", CHILD, out.name, mode],
             cwd=tree,
+            env={**os.environ, "PYTHONPATH": str(tree / "src")},  # that tree's code, whatever
             capture_output=True,
             text=True,
             timeout=900,
@@ -60,6 +62,13 @@ def run_once(tree: Path, mode: str) -> dict[str, Any]:
         "failures": phase.get("failures"),
         "background_busy_pct_before": phase.get("background_busy_pct_before"),
     }
+
+
+def commit(tree: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "change_compare",
+        "commits": {"before": commit(other), "after": commit(HERE)},
         "mode": mode,
         "before": str(other),
         "after": str(HERE),
