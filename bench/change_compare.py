@@ -60,6 +60,7 @@ def run_once(tree: Path, mode: str) -> dict[str, Any]:
         "breakdown_p50_ms": phase.get("breakdown_p50_ms"),
         "cpu": phase.get("cpu"),
         "failures": phase.get("failures"),
+        "samples": phase.get("samples"),  # each change's breakdown (the p99's, too)
         "background_busy_pct_before": phase.get("background_busy_pct_before"),
     }
 
