@@ -150,3 +150,13 @@ def test_the_log_answers_only_without_gaps() -> None:
         log.record(engine, v, Touched())
     assert log.since(engine, 5, 9) is None  # 6 left the bounded log
     assert log.since(engine, 6, 9) == Touched()
+    # A bulk change names too many ids to keep: whoever asks across it reads in full.
+    bulk = Touched()
+    bulk.add(devices=(f"d{i}" for i in range(changes.TOUCHED_AT_MOST + 1)))
+    assert bulk.too_many and not bulk.devices
+    log.record(engine, 10, bulk)
+    assert log.since(engine, 9, 10) is None
+    log.record(engine, 11, Touched(devices={f"d{i}" for i in range(changes.TOUCHED_AT_MOST)}))
+    log.record(engine, 12, Touched(users={"u12"}))
+    assert log.since(engine, 10, 11) is not None
+    assert log.since(engine, 10, 12) is None  # together over the limit

@@ -100,6 +100,18 @@ class Touched:
 
     devices: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
+    too_many: bool = False  # more than :data:`TOUCHED_AT_MOST` ids: not kept, read in full
+
+    def add(self, devices: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+        if self.too_many:
+            return
+        self.devices.update(devices)
+        self.users.update(users)
+        if len(self.devices) + len(self.users) > TOUCHED_AT_MOST:
+            self.devices, self.users, self.too_many = set(), set(), True
+
+
+TOUCHED_AT_MOST = 500  # ids a version may name in the log (a bulk change is not worth keeping)
 
 
 class ChangeLog:
@@ -136,11 +148,10 @@ class ChangeLog:
                 return None
             for v in range(base + 1, version + 1):
                 touched = log.get(v) if log is not None else None
-                if touched is None:
+                if touched is None or touched.too_many:
                     return None
-                out.devices |= touched.devices
-                out.users |= touched.users
-        return out
+                out.add(touched.devices, touched.users)
+        return None if out.too_many else out
 
     def clear(self) -> None:
         with self._lock:
@@ -159,15 +170,17 @@ def _note(touched: Touched, objects: Iterable[object]) -> None:
     from tongdao.network.models import Device
     from tongdao.tenancy.models import User
 
+    devices: list[str] = []
+    users: list[str] = []
     for obj in objects:
+        key = _id_of(obj)
+        if key is None:
+            continue
         if isinstance(obj, Device):
-            key = _id_of(obj)
-            if key is not None:
-                touched.devices.add(key)
+            devices.append(key)
         elif isinstance(obj, User):
-            key = _id_of(obj)
-            if key is not None:
-                touched.users.add(key)
+            users.append(key)
+    touched.add(devices, users)
 
 
 @event.listens_for(Session, "before_flush")

@@ -370,9 +370,8 @@ class _DeviceRows:
     next compilation re-reads only the devices and users the versions since then wrote
     (:data:`tongdao.gateway.changes.LOG`): on one device's change, one row instead of the
     tenant's thousands. Whenever the log cannot say (a version committed by another replica
-    or process, or too many ids), the tenant's devices are read in full, as before."""
-
-    REREAD_AT_MOST = 500  # ids; more, and one full read is cheaper
+    or process, or more than ``changes.TOUCHED_AT_MOST`` ids since), the tenant's devices are
+    read in full, as before."""
 
     def __init__(self, tenants: int = 4096) -> None:
         self._lock = threading.Lock()
@@ -393,10 +392,7 @@ class _DeviceRows:
             touched = LOG.since(store, base, version)
             if touched is not None and not (touched.devices or touched.users):
                 rows = held
-            elif (
-                touched is not None
-                and len(touched.devices) + len(touched.users) <= self.REREAD_AT_MOST
-            ):
+            elif touched is not None:  # at most TOUCHED_AT_MOST ids
                 devices, users = touched.devices, touched.users
                 rows = [r for r in held if r.id not in devices and r.user_id not in users]
                 rows += _active_devices(ctx, tenant_id, (devices, users))
