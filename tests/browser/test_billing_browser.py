@@ -120,6 +120,9 @@ def test_the_billing_clerks_month(browser: Browser, live: str, language: str) ->
         re.compile(r"/console/billing/tenants/[0-9a-f-]+/invoices/[0-9a-f-]+$")
     )
     expect(main).to_contain_text("¥1,060.00")
+    # Its history: made by the run, one record with its lines.
+    made = r"月度出账生成 · 含 \d+ 行明细" if zh else r"made by the monthly run · with \d+ lines?"
+    expect(main.locator("section[aria-labelledby=history-title]")).to_contain_text(re.compile(made))
     shoot(page, f"billing-invoice-draft-{language}")
     page.get_by_role("button", name=_t("issue", zh)).click()
     expect(page.locator(".notice")).to_contain_text(_t("issued", zh))

@@ -4,6 +4,7 @@ concurrent runs and faults, idempotence, immutable invoices, and the job lease."
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -464,3 +465,24 @@ def test_the_runs_facts_for_all_tenants_are_each_tenants_own(runtime: Runtime) -
     assert [len(own[t]) for t in tenants] == [2, 4, 2, 0]
     assert service.run_month(runtime.db, MONTH).created == ["INV00000001", "INV00000002",
                                                             "INV00000003"]  # fmt: skip
+
+
+def test_a_row_that_would_not_fit_its_column_is_refused_before_the_write() -> None:
+    """The run writes a batch with one statement: a value the database would refuse is
+    found while the tenant's invoice is computed (a field-named refusal, nothing written)."""
+    tenant = uuid.UUID(int=7)
+    good = {"description": "x" * 200, "amount": Decimal("9999999999.99"), "vat": Decimal("-1")}
+    service.check_fits(InvoiceLine, tenant, good)
+    service.check_fits(InvoiceLine, tenant, {"quantity": Decimal("0.000001"), "unit": None})
+    for bad in (
+        {"description": "x" * 201},
+        {"amount": Decimal("1000000000000.00")},
+        {"amount": Decimal("0.001")},
+        {"quantity": Decimal("0.0000001")},
+        {"vat_rate": Decimal("NaN")},
+    ):
+        with pytest.raises(Conflict) as refused:
+            service.check_fits(InvoiceLine, tenant, bad)
+        assert f"billing_invoice_lines.{next(iter(bad))}" in str(refused.value)
+    with pytest.raises(Conflict):
+        service.check_fits(Invoice, tenant, {"buyer_tax_id": "9" * 19})

@@ -675,10 +675,6 @@ class InvoiceDraft:
     lines: list[dict[str, Any]]
 
 
-class InvoiceDoesNotFit(Conflict):
-    """A tenant's invoice would not fit its columns (found before the batch is written)."""
-
-
 def _fits(column: Any, value: Any) -> bool:
     """Whether ``value`` fits ``column`` as the database would store it (length of a string,
     digits and places of a decimal)."""
@@ -702,9 +698,9 @@ def check_fits(model: type[Base], tenant_id: uuid.UUID, values: dict[str, Any]) 
     columns = model.__table__.c
     for key, value in values.items():
         if value is not None and not _fits(columns[key], value):
-            raise InvoiceDoesNotFit(
-                f"the invoice of tenant {tenant_id} cannot be made: {model.__tablename__}.{key} "
-                "does not fit its column"
+            column = f"{model.__tablename__}.{key}"
+            raise Conflict(
+                f"the invoice of tenant {tenant_id} cannot be made: {column} does not fit its column"
             )
 
 

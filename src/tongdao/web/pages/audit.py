@@ -231,9 +231,21 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def _items(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A record's fields, a list of documents (an invoice's lines) spread out one per row:
+    ``lines[1]``, ``lines[2]``, ..."""
+    out: dict[str, Any] = {}
+    for key, value in (record or {}).items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out.update({f"{key}[{i}]": v for i, v in enumerate(value, start=1)})
+        else:
+            out[key] = value
+    return out
+
+
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
     """Field by field: what was removed and what was added (unchanged fields left out)."""
-    old, new = before or {}, after or {}
+    old, new = _items(before), _items(after)
     changes = []
     for key in sorted(set(old) | set(new)):
         was = _shown(old[key]) if key in old else None
