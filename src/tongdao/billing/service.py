@@ -700,7 +700,8 @@ def check_fits(model: type[Base], tenant_id: uuid.UUID, values: dict[str, Any]) 
         if value is not None and not _fits(columns[key], value):
             column = f"{model.__tablename__}.{key}"
             raise Conflict(
-                f"the invoice of tenant {tenant_id} cannot be made: {column} does not fit its column"
+                f"the invoice of tenant {tenant_id} cannot be made: {column} does not fit "
+                "its column"
             )
 
 
