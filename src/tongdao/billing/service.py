@@ -10,9 +10,20 @@ take numbers one after another, and the tenant's invoice for the month is looked
 after the lock is held: a second run finds the first one's invoice and rolls back (its number
 with it). ``dedupe_key`` (unique) backs this up in the schema.
 
-**One tenant per transaction.** The run bills each tenant in its own short transaction, so a
-run stopped mid-way leaves whole invoices for some tenants and none for the rest; running it
-again makes the rest and changes nothing else.
+**A batch of tenants per transaction, written set-based.** The monthly run computes the
+invoices of a batch of tenants (``TONGDAO_BILLING_RUN_BATCH``) and checks every value against
+its column first (:func:`draft_invoice`); then, in the batch's transaction, it locks the
+series once, looks for the batch's dedupe keys at once (under the lock: a concurrent run's
+invoices are seen and skipped), numbers the rest in tenant order, inserts the invoices and
+their lines with one statement each and commits (:func:`write_invoices`). A batch commits
+whole or not at all, so a run stopped mid-way leaves whole invoices for some tenants and
+none for the rest, and no gap; running it again makes the rest and changes nothing else. A
+tenant whose invoice cannot be computed stops the run after the batch's tenants before it
+are written. **Audit:** an invoice the run makes is one document with one audit record,
+``billing_invoice_made``, whose ``after`` holds the invoice's columns and its ``lines``; the
+lines get records of their own only when they change later (a credit note's lines are
+audited as the ORM writes them, like any other change). A single tenant's invoice through
+the ORM (:func:`bill_tenant`) takes its number with :func:`take_number` as before.
 
 **Quantities.** Seats (per account): the tenant's user accounts created before the end of the
 plan segment and not erased before its start. Seats (per active user): distinct owners of
@@ -675,29 +686,64 @@ class InvoiceDraft:
     lines: list[dict[str, Any]]
 
 
-def _fits(column: Any, value: Any) -> bool:
-    """Whether ``value`` fits ``column`` as the database would store it (length of a string,
-    digits and places of a decimal)."""
-    kind = column.type
+@dataclass(frozen=True)
+class _Limit:
+    """What a column holds: a string's length, or a decimal's digits before and after the
+    point (with the largest magnitude it takes and its smallest step)."""
+
+    length: int | None = None
+    bound: Decimal | None = None  # |value| < bound
+    step: Decimal | None = None  # a multiple of step
+    places: int = 0
+
+
+_LIMITS: dict[type[Base], dict[str, _Limit]] = {}
+
+
+def _limits(model: type[Base]) -> dict[str, _Limit]:
+    found = _LIMITS.get(model)
+    if found is None:
+        found = {}
+        for column in model.__table__.c:
+            kind = column.type
+            length = getattr(kind, "length", None)
+            precision, scale = getattr(kind, "precision", None), getattr(kind, "scale", None)
+            if isinstance(length, int):
+                found[column.key] = _Limit(length=length)
+            elif isinstance(precision, int) and isinstance(scale, int):
+                found[column.key] = _Limit(
+                    bound=Decimal(10) ** (precision - scale),
+                    step=Decimal(1).scaleb(-scale),
+                    places=scale,
+                )
+        _LIMITS[model] = found
+    return found
+
+
+def _fits(limit: _Limit, value: Any) -> bool:
+    """Whether ``value`` fits a column as the database would store it (length of a string;
+    digits and places of a decimal: PostgreSQL would round extra places away)."""
     if isinstance(value, str):
-        length = getattr(kind, "length", None)
-        return length is None or len(value) <= length
-    if isinstance(value, Decimal):
-        precision, scale = getattr(kind, "precision", None), getattr(kind, "scale", None)
-        if precision is None or scale is None:
-            return True
-        if not value.is_finite() or abs(value) >= Decimal(10) ** (precision - scale):
+        return limit.length is None or len(value) <= limit.length
+    if isinstance(value, Decimal) and limit.bound is not None and limit.step is not None:
+        if not value.is_finite() or abs(value) >= limit.bound:
             return False
-        return value == value.quantize(Decimal(1).scaleb(-scale))
+        exponent = value.as_tuple().exponent
+        return (
+            not isinstance(exponent, int)
+            or exponent >= -limit.places
+            or value == value.quantize(limit.step)
+        )
     return True
 
 
 def check_fits(model: type[Base], tenant_id: uuid.UUID, values: dict[str, Any]) -> None:
     """Refuse a row of the run whose value would not fit its column: the batch is written
     with one statement, so a bad row must be found before it, not by the database."""
-    columns = model.__table__.c
+    limits = _limits(model)
     for key, value in values.items():
-        if value is not None and not _fits(columns[key], value):
+        limit = limits.get(key)
+        if limit is not None and value is not None and not _fits(limit, value):
             column = f"{model.__tablename__}.{key}"
             raise Conflict(
                 f"the invoice of tenant {tenant_id} cannot be made: {column} does not fit "
@@ -778,8 +824,8 @@ def write_invoices(session: Session, drafts: Sequence[InvoiceDraft]) -> list[str
         invoices.append(row)
         lines.extend(its)
         records.append((row, its))
-    session.execute(insert(INVOICES).returning(INVOICES.c.id), invoices)
-    session.execute(insert(INVOICE_LINES).returning(INVOICE_LINES.c.id), lines)
+    session.execute(insert(INVOICES), invoices)
+    session.execute(insert(INVOICE_LINES), lines)
     session.execute(
         update(NumberSeries)
         .where(NumberSeries.name == InvoiceKind.INVOICE.value)

@@ -243,11 +243,17 @@ def _items(record: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _in_order(key: str) -> tuple[str, int]:
+    """Fields by name, a list's items by number (``lines[2]`` before ``lines[10]``)."""
+    name, _, index = key.partition("[")
+    return (name, int(index.rstrip("]"))) if index.rstrip("]").isdigit() else (key, 0)
+
+
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
     """Field by field: what was removed and what was added (unchanged fields left out)."""
     old, new = _items(before), _items(after)
     changes = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=_in_order):
         was = _shown(old[key]) if key in old else None
         now = _shown(new[key]) if key in new else None
         if was != now:
