@@ -310,6 +310,16 @@ def digest(db: Any, month: date) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "audit_records": int(records or 0)}
 
 
+def verify_audit(db: Any, url: str, workdir: Path) -> bool:
+    """``tongdao audit verify`` on the copy: the chain holds over every record."""
+    from tongdao.audit.chain import SigningKey, verify_chain
+
+    report = verify_chain(db, SigningKey.from_settings(bench_settings(url, workdir)))
+    if not report.ok:
+        raise RuntimeError(f"the audit chain does not verify: {report.problem}")
+    return True
+
+
 # The child that bills one copy (run with a checkout's src first on the path): it connects,
 # says "ready", waits for "go" (the parent starts its CPU watch in between), bills the month,
 # prints the outcome and waits for the parent to read its CPU before it exits.
@@ -377,7 +387,13 @@ def bill_in_child(tree: Path, url: str, month: date) -> dict[str, Any]:
 
 
 def side_by_side(
-    cluster: Any, template: str, cfg: BillingConfig, month: date, against: Path, rounds: int
+    cluster: Any,
+    template: str,
+    cfg: BillingConfig,
+    month: date,
+    against: Path,
+    rounds: int,
+    workdir: Path,
 ) -> dict[str, Any]:
     """``rounds`` rounds of before (``against``) and after (this checkout), each on a fresh
     copy of the populated database, in alternating order; every copy checked, all alike."""
@@ -398,6 +414,7 @@ def side_by_side(
                 try:
                     got.update(check(db, cfg, month))
                     got.update(digest(db, month))
+                    got["audit_verify_ok"] = verify_audit(db, url, workdir)
                 finally:
                     db.dispose()
             finally:
@@ -507,7 +524,9 @@ def run_side_by_side(
                     result.version = str(session.execute(text("show server_version")).scalar())
             finally:
                 runtime.db.dispose()
-            result.compare = side_by_side(cluster, "tongdao_bench", cfg, month, against, rounds)
+            result.compare = side_by_side(
+                cluster, "tongdao_bench", cfg, month, against, rounds, workdir
+            )
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
