@@ -13,7 +13,7 @@ On a throwaway PostgreSQL cluster (:func:`bench.store.store_url`):
    with SQL as ingestion would have, then ``VACUUM ANALYZE``.
 2. **run**: :func:`tongdao.billing.service.run_month` for the month, in process, as the
    ``billing.month`` job and ``tongdao billing run --month`` call it: one invoice per tenant,
-   each in its own transaction with its number, lines and audit record. Figure: wall time of
+   written in batches of tenants (``TONGDAO_BILLING_RUN_BATCH``). Figure: wall time of
    the run (budget ≤ 10 s) and per tenant; every invoice is checked (one per tenant, numbers
    without gaps, totals = sum of lines).
 3. **rerun**: the same month again (changes nothing: every tenant already has its invoice).
