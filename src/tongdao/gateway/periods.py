@@ -61,7 +61,7 @@ _SHIFT: ColumnElement[int] = literal_column("32")
 
 
 def exact_sum(
-    column: InstrumentedAttribute[int],
+    column: InstrumentedAttribute[int] | ColumnElement[int],
 ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     """Two SQL aggregates whose :func:`joined` value is the exact sum of ``column``."""
     high = func.coalesce(func.sum(column.op(">>")(_SHIFT)), 0)
