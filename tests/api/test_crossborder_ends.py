@@ -11,7 +11,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tests.api.test_gateway import activate, activate_site, device, enrol, make_pop, make_site, state
+from tests.api.test_gateway import (
+    activate,
+    activate_site,
+    device,
+    enrol,
+    make_pop,
+    make_site,
+    state,
+)
 from tests.api.test_usage import REPORTS
 from tests.conftest import both_stores
 from tests.support.billing import add_plan, subscribe
@@ -239,7 +247,33 @@ def _events(world: World) -> list[int]:
     with world.runtime.db.session(write=False) as session:
         return sorted(
             int(e.level)
-            for e in session.scalars(
-                select(QuotaEvent).where(QuotaEvent.subject == "tenant")
-            )
+            for e in session.scalars(select(QuotaEvent).where(QuotaEvent.subject == "tenant"))
         )
+
+
+@both_stores
+def test_the_upgrade_corrects_the_ledger_rows_written_before(world: World, store_url: str) -> None:
+    """Revision 0031 moves the overseas ends' cross-border bytes already in the ledger out of
+    it (a store taken back to 0025, where they were counted in, and upgraded again)."""
+    from tongdao.store import migrate
+
+    ln = linked(world)
+    end = datetime.now(UTC) - timedelta(minutes=1)
+    transfer(world, ln, end)
+    month = shanghai_today(end).replace(day=1)
+    world.runtime.db.dispose()
+    migrate.downgrade(store_url, "0025_scim")
+    with world.runtime.db.session(write=False) as session:
+        totals = month_totals(session, world.a.id, month)
+    assert totals["cross_border_rx_bytes"] + totals["cross_border_tx_bytes"] == 2 * (UP + DOWN)
+    world.runtime.db.dispose()
+    migrate.upgrade(store_url)
+    with world.runtime.db.session(write=False) as session:
+        totals = month_totals(session, world.a.id, month)
+        assert (totals["cross_border_rx_bytes"], totals["cross_border_tx_bytes"]) == (UP, DOWN)
+        assert (totals["rx_bytes"], totals["tx_bytes"]) == (UP, DOWN)
+    resp = world.client.get(
+        f"/api/v1/links/{ln.link}/usage/reconciliation", headers=world.admin.headers
+    )
+    (row,) = resp.json()["rows"]
+    assert (row["overseas_outbound_bytes"], row["overseas_inbound_bytes"]) == (UP, DOWN)

@@ -148,8 +148,11 @@ def _hours(
         if isinstance(hour, str):  # pragma: no cover  (SQLite text, should not happen)
             hour = datetime.fromisoformat(hour)
         hour = hour.replace(tzinfo=UTC) if hour.tzinfo is None else hour
-        yield tenant_id, hour.astimezone(SHANGHAI).date(), joined(rx_high, rx_low), joined(
-            tx_high, tx_low
+        yield (
+            tenant_id,
+            hour.astimezone(SHANGHAI).date(),
+            joined(rx_high, rx_low),
+            joined(tx_high, tx_low),
         )
 
 
@@ -159,7 +162,8 @@ def reconcile(session: Session, link: Link, start: date, end: date) -> Ends:
     from tongdao.network.service import HOME_COUNTRY
 
     pops = {
-        pop.id: pop for pop in session.scalars(select(Pop).where(Pop.id.in_([link.pop_a_id, link.pop_b_id])))
+        pop.id: pop
+        for pop in session.scalars(select(Pop).where(Pop.id.in_([link.pop_a_id, link.pop_b_id])))
     }
     home = [p for p in pops.values() if p.country == HOME_COUNTRY]
     abroad = [p for p in pops.values() if p.country != HOME_COUNTRY]

@@ -29,16 +29,58 @@ down_revision: str | None = "0025_scim"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_OVERSEAS = (
-    "peer_kind IN ('device', 'site') "
+# Ledger rows an overseas end wrote with a cross-border part (:home: the home country).
+_COPY = (
+    "INSERT INTO usage_overseas_hourly (tenant_id, hour, gateway_id, peer_kind, pop_id, "
+    "cross_border_rx_bytes, cross_border_tx_bytes) "
+    "SELECT tenant_id, hour, gateway_id, peer_kind, pop_id, cross_border_rx_bytes, "
+    "cross_border_tx_bytes FROM usage_tenant_hourly WHERE peer_kind IN ('device', 'site') "
     "AND (cross_border_rx_bytes > 0 OR cross_border_tx_bytes > 0) "
     "AND gateway_id IN (SELECT g.id FROM gateways g JOIN pops p ON p.id = g.pop_id "
     "WHERE p.country <> :home)"
 )
 _TAKE_OUT = (
-    "SET rx_bytes = rx_bytes - cross_border_rx_bytes, "
+    "UPDATE usage_tenant_hourly"
+    " SET rx_bytes = rx_bytes - cross_border_rx_bytes, "
     "tx_bytes = tx_bytes - cross_border_tx_bytes, "
     "cross_border_rx_bytes = 0, cross_border_tx_bytes = 0 "
+    "WHERE peer_kind IN ('device', 'site') "
+    "AND (cross_border_rx_bytes > 0 OR cross_border_tx_bytes > 0) "
+    "AND gateway_id IN (SELECT g.id FROM gateways g JOIN pops p ON p.id = g.pop_id "
+    "WHERE p.country <> :home)"
+)
+_TAKE_OUT_PEERS = (
+    "UPDATE usage_hourly"
+    " SET rx_bytes = rx_bytes - cross_border_rx_bytes, "
+    "tx_bytes = tx_bytes - cross_border_tx_bytes, "
+    "cross_border_rx_bytes = 0, cross_border_tx_bytes = 0 "
+    "WHERE peer_kind IN ('device', 'site') "
+    "AND (cross_border_rx_bytes > 0 OR cross_border_tx_bytes > 0) "
+    "AND gateway_id IN (SELECT g.id FROM gateways g JOIN pops p ON p.id = g.pop_id "
+    "WHERE p.country <> :home)"
+)
+_PUT_BACK = (
+    "UPDATE usage_tenant_hourly SET "
+    "rx_bytes = rx_bytes + (SELECT o.cross_border_rx_bytes FROM usage_overseas_hourly o "
+    "WHERE o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
+    "AND o.gateway_id = usage_tenant_hourly.gateway_id "
+    "AND o.peer_kind = usage_tenant_hourly.peer_kind), "
+    "tx_bytes = tx_bytes + (SELECT o.cross_border_tx_bytes FROM usage_overseas_hourly o "
+    "WHERE o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
+    "AND o.gateway_id = usage_tenant_hourly.gateway_id "
+    "AND o.peer_kind = usage_tenant_hourly.peer_kind), "
+    "cross_border_rx_bytes = (SELECT o.cross_border_rx_bytes FROM usage_overseas_hourly o "
+    "WHERE o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
+    "AND o.gateway_id = usage_tenant_hourly.gateway_id "
+    "AND o.peer_kind = usage_tenant_hourly.peer_kind), "
+    "cross_border_tx_bytes = (SELECT o.cross_border_tx_bytes FROM usage_overseas_hourly o "
+    "WHERE o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
+    "AND o.gateway_id = usage_tenant_hourly.gateway_id "
+    "AND o.peer_kind = usage_tenant_hourly.peer_kind) "
+    "WHERE EXISTS (SELECT 1 FROM usage_overseas_hourly o "
+    "WHERE o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
+    "AND o.gateway_id = usage_tenant_hourly.gateway_id "
+    "AND o.peer_kind = usage_tenant_hourly.peer_kind)"
 )
 
 
@@ -60,35 +102,12 @@ def upgrade() -> None:
         "ix_usage_overseas_hourly_pop_hour", "usage_overseas_hourly", ["pop_id", "hour"]
     )
     home = {"home": HOME_COUNTRY}
-    op.execute(
-        sa.text(
-            "INSERT INTO usage_overseas_hourly (tenant_id, hour, gateway_id, peer_kind, pop_id, "
-            "cross_border_rx_bytes, cross_border_tx_bytes) "
-            "SELECT tenant_id, hour, gateway_id, peer_kind, pop_id, cross_border_rx_bytes, "
-            f"cross_border_tx_bytes FROM usage_tenant_hourly WHERE {_OVERSEAS}"
-        ).bindparams(**home)
-    )
-    for table in ("usage_tenant_hourly", "usage_hourly"):
-        op.execute(sa.text(f"UPDATE {table} {_TAKE_OUT} WHERE {_OVERSEAS}").bindparams(**home))
+    op.execute(sa.text(_COPY).bindparams(**home))
+    op.execute(sa.text(_TAKE_OUT).bindparams(**home))
+    op.execute(sa.text(_TAKE_OUT_PEERS).bindparams(**home))
 
 
 def downgrade() -> None:
-    match = (
-        "o.tenant_id = usage_tenant_hourly.tenant_id AND o.hour = usage_tenant_hourly.hour "
-        "AND o.gateway_id = usage_tenant_hourly.gateway_id "
-        "AND o.peer_kind = usage_tenant_hourly.peer_kind"
-    )
-    parts = {
-        name: f"(SELECT o.{name} FROM usage_overseas_hourly o WHERE {match})"
-        for name in ("cross_border_rx_bytes", "cross_border_tx_bytes")
-    }
-    op.execute(
-        "UPDATE usage_tenant_hourly SET "
-        f"rx_bytes = rx_bytes + {parts['cross_border_rx_bytes']}, "
-        f"tx_bytes = tx_bytes + {parts['cross_border_tx_bytes']}, "
-        f"cross_border_rx_bytes = {parts['cross_border_rx_bytes']}, "
-        f"cross_border_tx_bytes = {parts['cross_border_tx_bytes']} "
-        f"WHERE EXISTS (SELECT 1 FROM usage_overseas_hourly o WHERE {match})"
-    )
+    op.execute(_PUT_BACK)
     op.drop_index("ix_usage_overseas_hourly_pop_hour", table_name="usage_overseas_hourly")
     op.drop_table("usage_overseas_hourly")
