@@ -12,6 +12,12 @@ own tenant; an employee their own devices only (the tenant series is then the su
 devices, a user series only their own, another's device 404). Another tenant's object is 404.
 Tenant and PoP series count the tenant peers (``device``, ``site``); inter-PoP transit
 (``pop``) carries the same bytes again and is left out.
+
+Cross-border bytes are counted once, at the **domestic end** of a link (the PoP in China), on
+the China-side device (and its owner) or site that sent or received them; what the overseas
+end (a PoP abroad) reported for its peers is not in any series, total, quota or invoice (a PoP
+abroad's series holds only the bytes that stayed abroad). Operator staff read both ends side by
+side per link: ``GET /links/{id}/usage/reconciliation`` (:mod:`tongdao.gateway.xbends`).
 """
 
 from __future__ import annotations
@@ -59,8 +65,14 @@ class UsagePoint(BaseModel):
     start: datetime = Field(description="the period's first instant (UTC)")
     rx_bytes: int = Field(description="received by the gateways from the peer(s)")
     tx_bytes: int = Field(description="sent by the gateways to the peer(s)")
-    cross_border_rx_bytes: int
-    cross_border_tx_bytes: int
+    cross_border_rx_bytes: int = Field(
+        description="the part of rx_bytes carried over a registered cross-border link, as "
+        "measured at its domestic end (counted once)"
+    )
+    cross_border_tx_bytes: int = Field(
+        description="the part of tx_bytes carried over a registered cross-border link, as "
+        "measured at its domestic end (counted once)"
+    )
     domestic_rx_bytes: int
     domestic_tx_bytes: int
 
@@ -325,7 +337,8 @@ def get_tenant_series(
     fmt: FormatQ = "json",
 ) -> UsageSeries | Response:
     """The tenant's usage per hour / day / month of Asia/Shanghai (employees: their own
-    devices), domestic and cross-border."""
+    devices), domestic and cross-border; cross-border bytes as measured at the domestic end of
+    each link, once (the overseas end's: ``/links/{id}/usage/reconciliation``)."""
     ident, start, end, points = tenant_series(
         guard, "tenant", tenant_id, None, granularity, since, until
     )

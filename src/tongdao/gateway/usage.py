@@ -886,7 +886,8 @@ def get_tenant_usage(
     group_by: Annotated[GroupBy, Query(description="device | site | day")] = "device",
 ) -> UsageSummary:
     """Bytes per device, per site or per Asia/Shanghai day over the window (employees: their own
-    devices only). Inter-PoP transit is not counted here."""
+    devices only). Inter-PoP transit is not counted here, and cross-border bytes count once,
+    at the domestic end of a link (what a PoP abroad reported for them is left out)."""
     tenant = guard.tenant(tenant_id)
     guard.require("devices", Action.READ)
     start, end = window(since, until, guard.ctx.runtime.clock())

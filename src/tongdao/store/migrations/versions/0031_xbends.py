@@ -1,4 +1,5 @@
-"""cross-border bytes counted at the domestic end; the overseas end's kept apart
+"""cross-border bytes counted at the domestic end; the overseas end's kept apart; SSO begins
+by address
 
 ``usage_overseas_hourly`` holds the cross-border bytes that gateways of PoPs abroad (the
 overseas ends of links) reported for tenant peers, for reconciliation only
@@ -8,6 +9,10 @@ new table and is taken out of their rx / tx, so the month of the upgrade counts 
 raw ``usage_records`` are left as reported; invoices already made are not changed (a
 correction is a credit note). Downgrade puts the bytes back into ``usage_tenant_hourly`` (what
 billing and tenant caps read); the per-peer ``usage_hourly`` rows keep the domestic part.
+
+``sso_logins.source_ip``: the address that began a single sign-on, which the begin throttle
+counts (tongdao.sso.throttle); sign-ins in flight from before have none (they expire in
+minutes).
 
 Revision ID: 0031_xbends
 Revises: 0025_scim
@@ -101,6 +106,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_usage_overseas_hourly_pop_hour", "usage_overseas_hourly", ["pop_id", "hour"]
     )
+    with op.batch_alter_table("sso_logins", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("source_ip", sa.String(length=64), nullable=True))
+        batch_op.create_index(
+            "ix_sso_logins_source_ip_expires", ["source_ip", "expires_at"], unique=False
+        )
     home = {"home": HOME_COUNTRY}
     op.execute(sa.text(_COPY).bindparams(**home))
     op.execute(sa.text(_TAKE_OUT).bindparams(**home))
@@ -108,6 +118,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sso_logins", schema=None) as batch_op:
+        batch_op.drop_index("ix_sso_logins_source_ip_expires")
+        batch_op.drop_column("source_ip")
     op.execute(_PUT_BACK)
     op.drop_index("ix_usage_overseas_hourly_pop_hour", table_name="usage_overseas_hourly")
     op.drop_table("usage_overseas_hourly")
