@@ -1,5 +1,5 @@
 """``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [billing] [--quick]
-[--only sqlite|postgresql]``.
+[--only sqlite|postgresql] [--phase NAME]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -58,6 +58,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--request-threads",
         help="load: the server's TONGDAO_REQUEST_THREADS, or several (4,40) to run each "
         "backend once per count, side by side (default: the server's default)",
+    )
+    parser.add_argument(
+        "--phase",
+        action="append",
+        choices=dataplane.ALL,
+        help="dataplane: run only this phase (repeatable; default: all)",
     )
     parser.add_argument(
         "--against",
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataplane.QUICK if args.quick else dataplane.FULL
         if args.seed is not None:
             cfg = replace(cfg, seed=args.seed)
-        dp_report = dataplane.run(cfg, mode=mode)
+        dp_report = dataplane.run(cfg, mode=mode, only=args.phase or dataplane.ALL)
         crashed = (
             write(args.output_dir, "dataplane", dp_report, dataplane.summary(dp_report)) or crashed
         )
