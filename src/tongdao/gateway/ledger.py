@@ -27,6 +27,12 @@ the time the report is stored; on a later report of the same hour the row's owne
 the owner then (devices do not change owners today; if they ever do, the hour of the change
 goes to the new one). Site and transit peers have no owner.
 
+**Two ends of one link.** Cross-border bytes are reported by the gateways at both ends of a
+registered link; they are counted at the domestic end (the PoP in China) only. A report of a
+gateway abroad goes into the ledger without the cross-border part of its tenant peers' rows
+(rx / tx less it, no cross-border part); that part is kept in ``usage_overseas_hourly`` for
+reconciliation, which no total reads (:mod:`tongdao.gateway.xbends`).
+
 **Daily and monthly figures are sums over hours**, not tables of their own: the per-tenant
 table has one row per hour, gateway and kind whatever the tenant's device count, so a tenant's
 month is at most 744 × gateways × 3 rows (``bench/ledger.py`` measures the month's query for a
@@ -53,10 +59,12 @@ from sqlalchemy.orm import Session
 
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
+from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, is_postgresql, upsert_rows
 
 HOUR = timedelta(hours=1)
+TENANT_KINDS = ("device", "site")
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
 
 _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
@@ -85,11 +93,11 @@ class _Sums:
     cross_border_rx_bytes: int = 0
     cross_border_tx_bytes: int = 0
 
-    def add(self, peer: PeerBytes) -> None:
-        self.rx_bytes += peer.rx_bytes
-        self.tx_bytes += peer.tx_bytes
-        self.cross_border_rx_bytes += peer.cross_border_rx_bytes
-        self.cross_border_tx_bytes += peer.cross_border_tx_bytes
+    def add(self, rx: int, tx: int, xrx: int, xtx: int) -> None:
+        self.rx_bytes += rx
+        self.tx_bytes += tx
+        self.cross_border_rx_bytes += xrx
+        self.cross_border_tx_bytes += xtx
 
     def row(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in BYTES}
@@ -117,8 +125,10 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
 
 def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
     """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
-    replace = ("owner_id",) if "owner_id" in model.__table__.c else ()
-    upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
+    columns = model.__table__.c
+    replace = ("owner_id",) if "owner_id" in columns else ()
+    add = [name for name in BYTES if name in columns]
+    upsert_rows(session, model, keys, rows, add=add, replace=replace)
 
 
 # A device row's owner today (peer_ref is the device id as text; other kinds have none).
@@ -134,19 +144,29 @@ def roll_up(
     pop_id: uuid.UUID | None,
     peers: Sequence[PeerBytes],
     period_end: datetime,
+    *,
+    overseas: bool = False,
 ) -> int:
     """Add the stored peers' bytes to the hour of ``period_end`` (see the module); the
-    number of per-peer rows written. Runs in the caller's transaction."""
+    number of per-peer rows written. ``overseas``: the gateway is the overseas end of its
+    cross-border links (its tenant peers' cross-border bytes are kept apart). Runs in the
+    caller's transaction."""
     if not peers:
         return 0
     hour = hour_of(period_end)
     per_peer: dict[tuple[uuid.UUID, str, str], _Sums] = {}
     per_kind: dict[tuple[uuid.UUID, str], _Sums] = {}
+    far: dict[tuple[uuid.UUID, str], _Sums] = {}
     for peer in peers:
         kind = str(peer.peer_kind)
         ref = str(peer.peer_ref)
-        per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
-        per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
+        rx, tx = peer.rx_bytes, peer.tx_bytes
+        xrx, xtx = peer.cross_border_rx_bytes, peer.cross_border_tx_bytes
+        if overseas and kind in TENANT_KINDS and (xrx or xtx):
+            far.setdefault((peer.tenant_id, kind), _Sums()).add(0, 0, xrx, xtx)
+            rx, tx, xrx, xtx = rx - xrx, tx - xtx, 0, 0
+        per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(rx, tx, xrx, xtx)
+        per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(rx, tx, xrx, xtx)
     same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
     peer_keys = sorted(per_peer)
     peer_sums = [per_peer[k] for k in peer_keys]
@@ -180,10 +200,23 @@ def roll_up(
         hourly,
     )
     _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
+    if far:
+        far_keys = sorted(far)
+        kept = Columns(
+            {
+                "tenant_id": [tenant for tenant, _kind in far_keys],
+                "peer_kind": [kind for _tenant, kind in far_keys],
+                **{name: [getattr(far[k], name) for k in far_keys] for name in BYTES[2:]},
+            },
+            same=same,
+        )
+        _upsert(
+            session,
+            UsageOverseasHourly,
+            ("tenant_id", "hour", "gateway_id", "peer_kind"),
+            kept,
+        )
     return len(hourly)
-
-
-TENANT_KINDS = ("device", "site")
 
 
 def tenant_bytes(
