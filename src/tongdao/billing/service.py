@@ -936,6 +936,11 @@ def _bill_batch(
                 outcome.existing += 1  # owes nothing for the month
             else:
                 drafts.append(draft)
+        if failure is not None:
+            # The drafts before it are plain values: written in a transaction of their own
+            # (a database error in the tenant's reads, e.g. a statement timeout, has aborted
+            # this one on PostgreSQL; nothing was written in it yet).
+            session.rollback()
         made = write_invoices(session, drafts)
         session.commit()
     outcome.existing += len(drafts) - len(made)  # made by a concurrent run meanwhile
