@@ -502,8 +502,18 @@ def _seller(session: Session) -> dict[str, str]:
     return {
         "seller_name": op.legal_name_zh or op.legal_name,
         "seller_tax_id": op.uscc,
-        "seller_address_phone": " ".join(p for p in (op.address, op.contact_phone) if p),
+        "seller_address_phone": seller_address_phone(op.address, op.contact_phone),
     }
+
+
+def seller_address_phone(address: str, phone: str) -> str:
+    """The seller's "address and phone" of an invoice (a fapiao's 地址、电话), from the
+    operator profile; it must fit :data:`SELLER_ADDRESS_PHONE_MAX` (the profile is refused
+    otherwise: :func:`tongdao.operator.service.put_profile`)."""
+    return " ".join(p for p in (address, phone) if p)
+
+
+SELLER_ADDRESS_PHONE_MAX = 300  # Invoice.seller_address_phone (tests check they agree)
 
 
 def invoice_key(tenant_id: uuid.UUID, month_text: str) -> str:
