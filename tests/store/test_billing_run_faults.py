@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.store.test_billing_store import MONTH, invoices_of, numbers, series_value
 from tests.support.billing import add_plan, add_tenants, subscribe
+from tongdao.audit import chain
 from tongdao.billing import service
 from tongdao.runtime import Runtime
 
@@ -51,3 +52,5 @@ def test_a_database_error_in_a_later_tenant_keeps_the_tenants_before_it(
     assert [i.tenant_id for i in invoices_of(runtime)] == sorted(tenants)[:2]
     again = service.run_month(runtime.db, MONTH)
     assert again.created == ["INV00000003", "INV00000004"] and again.existing == 2
+    report = chain.verify_chain(runtime.db, chain.SigningKey.from_settings(runtime.settings))
+    assert report.ok, report

@@ -891,14 +891,14 @@ def run_month(
     batch: int = RUN_BATCH,
 ) -> RunOutcome:
     """Make every tenant's invoice for ``month`` (drafts), ``batch`` tenants per transaction
-    (a savepoint each; ``TONGDAO_BILLING_RUN_BATCH``): a commit and its audit-chain append
-    per batch, not per tenant.
+    (``TONGDAO_BILLING_RUN_BATCH``; computed first, then written at once: :func:`_bill_batch`):
+    a commit and its audit-chain append per batch, not per tenant.
 
     ``keep_going`` is asked before each batch (a job under a lease renews it there and stops
     when the lease is lost). Tenants that have their invoice for the month already (its
     dedupe key, which a void releases) are counted and skipped up front; the others'
-    quantities are read once for all (:func:`month_facts`), and each tenant's transaction
-    still looks for its invoice under the series lock (a concurrent run)."""
+    quantities are read once for all (:func:`month_facts`), and each batch's transaction
+    still looks for its tenants' invoices under the series lock (a concurrent run)."""
     month_text = month.strftime("%Y-%m")
     with db.session(write=False) as session:
         every = tenants_to_bill(session, month)
