@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,13 +14,15 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import both_stores
 from tests.store.test_billing_store import MONTH, invoices_of, numbers, series_value
-from tests.support.billing import add_plan, add_tenants, subscribe
+from tests.support.billing import add_plan, add_tenants, ctx_for, subscribe
 from tongdao.audit import chain
 from tongdao.audit.models import AuditEvent
 from tongdao.billing import service
 from tongdao.billing.models import Invoice
+from tongdao.billing.schemas import SubscriptionCreate
+from tongdao.errors import ValidationError
 from tongdao.runtime import Runtime
-from tongdao.tenancy.models import User
+from tongdao.tenancy.models import Tenant, User
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
@@ -118,3 +121,41 @@ def test_a_run_made_invoice_is_the_one_the_orm_makes_column_by_column(runtime: R
         assert _audited(made) == _audited(records[str(orm.id)])
         assert [_audited(x) for x in lines] == [_audited(records[str(x.id)]) for x in orm.lines]
         assert [x["id"] for x in lines] == [str(x.id) for x in run.lines]
+
+
+@both_stores
+def test_a_plan_change_made_while_the_run_goes_is_billed_or_refused(runtime: Runtime) -> None:
+    """A subscription for the month accepted while the run goes (the tenant not invoiced yet)
+    must be in the tenant's invoice, or refused: never accepted and left out."""
+    cheap = add_plan(runtime, "Cheap", base_fee="310.00", seat_price="0", site_price="0")
+    dear = add_plan(runtime, "Dear", base_fee="620.00", seat_price="0", site_price="0")
+    first, second = sorted(add_tenants(runtime, 2))
+    for t in (first, second):
+        subscribe(runtime, t, cheap, date(2026, 12, 1))
+    asked: list[str] = []
+
+    def keep_going() -> bool:  # between the batches: the clerk moves the second tenant
+        if len(asked) == 1:
+            with runtime.db.session() as session:
+                tenant = session.get(Tenant, second)
+                assert tenant is not None
+                try:
+                    service.subscribe(
+                        ctx_for(runtime, session), tenant,
+                        SubscriptionCreate(plan_id=dear, starts_on=date(2027, 1, 11)),
+                    )  # fmt: skip
+                    session.commit()
+                    asked.append("accepted")
+                except ValidationError:
+                    asked.append("refused")
+        else:
+            asked.append("asked")
+        return True
+
+    service.run_month(runtime.db, MONTH, keep_going=keep_going, batch=1)
+    [_, what] = asked
+    with runtime.db.session(write=False) as session:
+        inv = session.scalars(select(Invoice).where(Invoice.tenant_id == second)).one()
+        if what == "accepted":
+            assert [x.period_end for x in inv.lines] == [date(2027, 1, 11), date(2027, 2, 1)]
+            assert inv.subtotal == Decimal("520.00")
