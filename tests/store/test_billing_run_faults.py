@@ -3,13 +3,14 @@ computation failing in the database itself, and a run-made invoice against the O
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import both_stores
@@ -159,3 +160,61 @@ def test_a_plan_change_made_while_the_run_goes_is_billed_or_refused(runtime: Run
         if what == "accepted":
             assert [x.period_end for x in inv.lines] == [date(2027, 1, 11), date(2027, 2, 1)]
             assert inv.subtotal == Decimal("520.00")
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_plan_change_during_a_batchs_write_waits_and_is_refused(runtime: Runtime) -> None:
+    """PostgreSQL: a subscription for the month asked while the run writes the tenant's batch
+    waits for the batch (the series' lock) and is then refused: the month is invoiced."""
+    cheap = add_plan(runtime, "Cheap", base_fee="310.00", seat_price="0", site_price="0")
+    dear = add_plan(runtime, "Dear", base_fee="620.00", seat_price="0", site_price="0")
+    [tenant_id] = add_tenants(runtime, 1)
+    subscribe(runtime, tenant_id, cheap, date(2026, 12, 1))
+    outcome: list[str] = []
+
+    def change_plan() -> None:
+        with runtime.db.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            assert tenant is not None
+            try:
+                service.subscribe(
+                    ctx_for(runtime, session), tenant,
+                    SubscriptionCreate(plan_id=dear, starts_on=date(2027, 1, 11)),
+                )  # fmt: skip
+                session.commit()
+                outcome.append("accepted")
+            except ValidationError as exc:
+                outcome.append(str(exc.fields))
+
+    clerk = threading.Thread(target=change_plan)
+
+    def waiting_for_the_series() -> bool:
+        with runtime.db.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%billing_number_series%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            )
+
+    def mid_write(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT INTO billing_invoices ") and not clerk.is_alive():
+            clerk.start()
+            for _ in range(6000):  # until the clerk's transaction waits for the batch's lock
+                if waiting_for_the_series():
+                    break
+                threading.Event().wait(0.01)
+            else:
+                raise AssertionError("the plan change never waited for the series")
+
+    event.listen(runtime.db.engine, "before_cursor_execute", mid_write)
+    try:
+        assert service.run_month(runtime.db, MONTH).created == ["INV00000001"]
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", mid_write)
+        clerk.join(timeout=60)
+    assert outcome == ["{'starts_on': '2027-01 is invoiced already; start on a later month'}"]
+    [invoice] = invoices_of(runtime)
+    assert [x.period_end for x in invoice.lines] == [date(2027, 2, 1)]
