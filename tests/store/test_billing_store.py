@@ -215,11 +215,16 @@ def test_a_run_failing_mid_way_leaves_no_half_invoice_and_no_gap(
     draft = service.draft_invoice
 
     def fail_on_victim(
-        session: Session, tenant: Tenant, month: date, facts: service.MonthFacts
+        session: Session,
+        tenant: Tenant,
+        month: date,
+        facts: service.MonthFacts,
+        *,
+        fresh: bool = False,
     ) -> service.InvoiceDraft | None:
         if tenant.id == victim:
             raise RuntimeError("killed mid-run")
-        return draft(session, tenant, month, facts)
+        return draft(session, tenant, month, facts, fresh=fresh)
 
     monkeypatch.setattr(service, "draft_invoice", fail_on_victim)
     with pytest.raises(RuntimeError):

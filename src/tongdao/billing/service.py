@@ -167,6 +167,10 @@ def subscribe(ctx: Ctx, tenant: Tenant, data: SubscriptionCreate) -> Subscriptio
     if data.plan_id is not None and ctx.session.get(Plan, data.plan_id) is None:
         raise ValidationError({"plan_id": "no such plan"})
     month = data.starts_on.strftime("%Y-%m")
+    # The invoice series' lock first: a batch of the monthly run being written is waited for
+    # (its invoices are then seen below), and a batch written after this commits sees this
+    # subscription (it re-reads its tenants' subscriptions under the same lock: _bill_batch).
+    lock_series(ctx.session, InvoiceKind.INVOICE)
     invoiced = ctx.session.scalar(
         select(Invoice.month)
         .where(Invoice.tenant_id == tenant.id, Invoice.kind == InvoiceKind.INVOICE)
@@ -502,8 +506,18 @@ def _seller(session: Session) -> dict[str, str]:
     return {
         "seller_name": op.legal_name_zh or op.legal_name,
         "seller_tax_id": op.uscc,
-        "seller_address_phone": " ".join(p for p in (op.address, op.contact_phone) if p),
+        "seller_address_phone": seller_address_phone(op.address, op.contact_phone),
     }
+
+
+def seller_address_phone(address: str, phone: str) -> str:
+    """The seller's "address and phone" of an invoice (a fapiao's 地址、电话), from the
+    operator profile; it must fit :data:`SELLER_ADDRESS_PHONE_MAX` (the profile is refused
+    otherwise: :func:`tongdao.operator.service.put_profile`)."""
+    return " ".join(p for p in (address, phone) if p)
+
+
+SELLER_ADDRESS_PHONE_MAX = 300  # Invoice.seller_address_phone (tests check they agree)
 
 
 def invoice_key(tenant_id: uuid.UUID, month_text: str) -> str:
@@ -527,20 +541,52 @@ class MonthFacts:
     seller: dict[str, str]
 
 
+def _spans(
+    subs: Sequence[tuple[uuid.UUID | None, date]], month: date
+) -> list[tuple[uuid.UUID, date, date]]:
+    """A tenant's subscriptions (plan, first day; by first day) as (plan, start, end) day
+    ranges within the month."""
+    end_of_month = money.next_month(month)
+    out: list[tuple[uuid.UUID, date, date]] = []
+    for i, (plan_id, starts_on) in enumerate(subs):
+        start = max(starts_on, month)
+        end = subs[i + 1][1] if i + 1 < len(subs) else end_of_month
+        end = min(end, end_of_month)
+        if plan_id is None or end <= start:
+            continue
+        out.append((plan_id, start, end))
+    return out
+
+
 def _segments_of(
     subs: Sequence[Subscription], plans: dict[uuid.UUID, Plan], month: date
 ) -> list[Segment]:
     """A tenant's subscriptions (by start) as the plans' day ranges within the month."""
-    end_of_month = money.next_month(month)
-    out: list[Segment] = []
-    for i, sub in enumerate(subs):
-        start = max(sub.starts_on, month)
-        end = subs[i + 1].starts_on if i + 1 < len(subs) else end_of_month
-        end = min(end, end_of_month)
-        if sub.plan_id is None or end <= start:
-            continue
-        out.append(Segment(plans[sub.plan_id], start, end))
-    return out
+    spans = _spans([(sub.plan_id, sub.starts_on) for sub in subs], month)
+    return [Segment(plans[plan_id], start, end) for plan_id, start, end in spans]
+
+
+def replanned(
+    session: Session, tenant_ids: Sequence[uuid.UUID], month: date, facts: MonthFacts
+) -> set[uuid.UUID]:
+    """The tenants whose plans for the month now differ from ``facts`` (a subscription made
+    or changed while the run went): their invoices are computed from the store again."""
+    subs: dict[uuid.UUID, list[tuple[uuid.UUID | None, date]]] = {t: [] for t in tenant_ids}
+    for tenant_id, plan_id, starts_on in session.execute(
+        select(Subscription.tenant_id, Subscription.plan_id, Subscription.starts_on)
+        .where(
+            Subscription.tenant_id.in_(list(tenant_ids)),
+            Subscription.starts_on < money.next_month(month),
+        )
+        .order_by(Subscription.tenant_id, Subscription.starts_on)
+    ):
+        subs[tenant_id].append((plan_id, starts_on))
+    return {
+        t
+        for t in tenant_ids
+        if _spans(subs[t], month)
+        != [(seg.plan.id, seg.start, seg.end) for seg in facts.segments.get(t, [])]
+    }
 
 
 def month_facts(session: Session, tenant_ids: Sequence[uuid.UUID], month: date) -> MonthFacts:
@@ -752,11 +798,12 @@ def check_fits(model: type[Base], tenant_id: uuid.UUID, values: dict[str, Any]) 
 
 
 def draft_invoice(
-    session: Session, tenant: Tenant, month: date, facts: MonthFacts
+    session: Session, tenant: Tenant, month: date, facts: MonthFacts, *, fresh: bool = False
 ) -> InvoiceDraft | None:
-    """The tenant's invoice for the month (reads only what ``facts`` lacks), checked against
-    the columns; None when it owes nothing for the month."""
-    drafts, segs = _drafts_of(session, tenant.id, month, facts)
+    """The tenant's invoice for the month (reads only what ``facts`` lacks; ``fresh``: its
+    plans changed since ``facts`` were read, every quantity read again), checked against the
+    columns; None when it owes nothing for the month."""
+    drafts, segs = _drafts_of(session, tenant.id, month, None if fresh else facts)
     if not drafts:
         return None
     month_text = month.strftime("%Y-%m")
@@ -881,14 +928,14 @@ def run_month(
     batch: int = RUN_BATCH,
 ) -> RunOutcome:
     """Make every tenant's invoice for ``month`` (drafts), ``batch`` tenants per transaction
-    (a savepoint each; ``TONGDAO_BILLING_RUN_BATCH``): a commit and its audit-chain append
-    per batch, not per tenant.
+    (``TONGDAO_BILLING_RUN_BATCH``; computed first, then written at once: :func:`_bill_batch`):
+    a commit and its audit-chain append per batch, not per tenant.
 
     ``keep_going`` is asked before each batch (a job under a lease renews it there and stops
     when the lease is lost). Tenants that have their invoice for the month already (its
     dedupe key, which a void releases) are counted and skipped up front; the others'
-    quantities are read once for all (:func:`month_facts`), and each tenant's transaction
-    still looks for its invoice under the series lock (a concurrent run)."""
+    quantities are read once for all (:func:`month_facts`), and each batch's transaction
+    still looks for its tenants' invoices under the series lock (a concurrent run)."""
     month_text = month.strftime("%Y-%m")
     with db.session(write=False) as session:
         every = tenants_to_bill(session, month)
@@ -923,12 +970,22 @@ def _bill_batch(
     failure: Exception | None = None
     with db.session() as session:
         set_actor(session, actor)
+        # The series' lock first, then the batch's plans as they are now: a plan change made
+        # while the run went (subscribe takes the same lock) is billed, never left out.
+        lock_series(session, InvoiceKind.INVOICE)
+        fresh = replanned(session, tenant_ids, month, facts)
         tenants = {
             t.id: t for t in session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))
         }
+        # The tenants' own reads in a savepoint: a database error in one (a statement timeout,
+        # a cancelled query) aborts the transaction on PostgreSQL; undone to here, the drafts
+        # before it are still written, under the lock still held, and its error is raised.
+        reads = session.begin_nested()
         for tenant_id in tenant_ids:
             try:
-                draft = draft_invoice(session, tenants[tenant_id], month, facts)
+                draft = draft_invoice(
+                    session, tenants[tenant_id], month, facts, fresh=tenant_id in fresh
+                )
             except Exception as exc:  # raised again once the tenants before it are written
                 failure = exc
                 break
@@ -936,6 +993,10 @@ def _bill_batch(
                 outcome.existing += 1  # owes nothing for the month
             else:
                 drafts.append(draft)
+        if failure is None:
+            reads.commit()
+        else:
+            reads.rollback()
         made = write_invoices(session, drafts)
         session.commit()
     outcome.existing += len(drafts) - len(made)  # made by a concurrent run meanwhile

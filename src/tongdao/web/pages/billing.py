@@ -628,7 +628,7 @@ def run_billing(view: UserViewDep, form: FormDep) -> Response:
     except ValidationError as exc:
         return _run_page(view, values=values, errors=_refusal(view, exc, ("month",)), status=422)
     actor = actor_of(view.ctx.session)
-    view.ctx.session.rollback()  # the run owns its transactions (one per tenant)
+    view.ctx.session.rollback()  # the run owns its transactions (one per batch)
     holder = f"console:{lease.holder_id()}"
     try:
         outcome = run_billing_job(view.ctx.runtime, month, holder, force=True, actor=actor)
