@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -65,7 +64,7 @@ _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a loo
 class PeerBytes(Protocol):
     tenant_id: uuid.UUID
     peer_kind: Any
-    peer_ref: uuid.UUID
+    peer_ref: Any  # the id, as text or UUID
     rx_bytes: int
     tx_bytes: int
     cross_border_rx_bytes: int
@@ -76,23 +75,6 @@ def hour_of(period_end: datetime) -> datetime:
     """The start (UTC) of the hour ``(start, start + 1 h]`` that holds ``period_end``."""
     end = period_end.astimezone(UTC) - timedelta(microseconds=1)
     return end.replace(minute=0, second=0, microsecond=0)
-
-
-@dataclass
-class _Sums:
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    cross_border_rx_bytes: int = 0
-    cross_border_tx_bytes: int = 0
-
-    def add(self, peer: PeerBytes) -> None:
-        self.rx_bytes += peer.rx_bytes
-        self.tx_bytes += peer.tx_bytes
-        self.cross_border_rx_bytes += peer.cross_border_rx_bytes
-        self.cross_border_tx_bytes += peer.cross_border_tx_bytes
-
-    def row(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in BYTES}
 
 
 def device_owners(
@@ -140,28 +122,62 @@ def roll_up(
     if not peers:
         return 0
     hour = hour_of(period_end)
-    per_peer: dict[tuple[uuid.UUID, str, str], _Sums] = {}
-    per_kind: dict[tuple[uuid.UUID, str], _Sums] = {}
+    # One pass, column by column (this runs once a row of every report): a peer's bytes go
+    # to its row's position, the kind's sums to the (tenant, kind) totals. Rows keep the
+    # report's order: every key holds the gateway, whose reports are serial (its row lock),
+    # so no two transactions write the same rows in different orders.
+    position: dict[tuple[uuid.UUID, str, str], int] = {}
+    tenant_ids: list[uuid.UUID] = []
+    refs: list[str] = []
+    kinds: list[str] = []
+    rx: list[int] = []
+    tx: list[int] = []
+    xrx: list[int] = []
+    xtx: list[int] = []
+    per_kind: dict[tuple[uuid.UUID, str], list[int]] = {}
     for peer in peers:
-        kind = str(peer.peer_kind)
-        ref = str(peer.peer_ref)
-        per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
-        per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
+        tenant, kind, ref = peer.tenant_id, str(peer.peer_kind), str(peer.peer_ref)
+        prx, ptx = peer.rx_bytes, peer.tx_bytes
+        pxrx, pxtx = peer.cross_border_rx_bytes, peer.cross_border_tx_bytes
+        key = (tenant, ref, kind)
+        i = position.get(key)
+        if i is None:
+            position[key] = len(refs)
+            tenant_ids.append(tenant)
+            refs.append(ref)
+            kinds.append(kind)
+            rx.append(prx)
+            tx.append(ptx)
+            xrx.append(pxrx)
+            xtx.append(pxtx)
+        else:
+            rx[i] += prx
+            tx[i] += ptx
+            xrx[i] += pxrx
+            xtx[i] += pxtx
+        sums = per_kind.get((tenant, kind))
+        if sums is None:
+            sums = per_kind[(tenant, kind)] = [0, 0, 0, 0]
+        sums[0] += prx
+        sums[1] += ptx
+        sums[2] += pxrx
+        sums[3] += pxtx
     same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
-    peer_keys = sorted(per_peer)
-    peer_sums = [per_peer[k] for k in peer_keys]
     values: dict[str, list[Any]] = {
-        "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
-        "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
-        "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
-        **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
+        "tenant_id": tenant_ids,
+        "peer_ref": refs,
+        "peer_kind": kinds,
+        "rx_bytes": rx,
+        "tx_bytes": tx,
+        "cross_border_rx_bytes": xrx,
+        "cross_border_tx_bytes": xtx,
     }
     if is_postgresql(session):  # the owner looked up by the database, in the same statement
         hourly = Columns(values, same=same, derived={"owner_id": _OWNER_SQL})
     else:
-        owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
+        owner = owners(session, [r for r, k in zip(refs, kinds, strict=True) if k == "device"])
         values["owner_id"] = [
-            owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
+            owner.get(r) if k == "device" else None for r, k in zip(refs, kinds, strict=True)
         ]
         hourly = Columns(values, same=same)
     kind_keys = sorted(per_kind)
@@ -169,7 +185,7 @@ def roll_up(
         {
             "tenant_id": [tenant for tenant, _kind in kind_keys],
             "peer_kind": [kind for _tenant, kind in kind_keys],
-            **{name: [getattr(per_kind[k], name) for k in kind_keys] for name in BYTES},
+            **{name: [per_kind[k][n] for k in kind_keys] for n, name in enumerate(BYTES)},
         },
         same=same,
     )

@@ -94,8 +94,10 @@ from pydantic import (
     BaseModel,
     Field,
     ModelWrapValidatorHandler,
+    PlainValidator,
     PrivateAttr,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic import ValidationError as SchemaError
@@ -114,7 +116,7 @@ from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES, error_body
 from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
-from tongdao.audit.sessions import OPEN_COPIES, Conn, Seen, track_report
+from tongdao.audit.sessions import OPEN_COPIES, Conn, track_report
 from tongdao.auth.permissions import Action
 from tongdao.copies import Copies
 from tongdao.errors import Conflict, TongdaoError, ValidationError
@@ -188,14 +190,54 @@ def ip_endpoint(value: str) -> str:
 ReportedKey = Annotated[str, AfterValidator(lru_cache(maxsize=65536)(wireguard_key))]
 
 
+@lru_cache(maxsize=65536)
+def _uuid(text: str) -> uuid.UUID:
+    if len(text) > 45:  # the longest form uuid.UUID takes: urn:uuid:{...}
+        raise ValueError("must be a UUID")
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise ValueError("must be a UUID") from exc
+
+
+def _tenant(value: object) -> uuid.UUID:
+    """A tenant's id: one shared object per id and process (the ids repeat row after row;
+    equal objects that are the same hash and compare once, not once a row)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID")
+    return _uuid(value)
+
+
+@lru_cache(maxsize=65536)
+def _ref_text(text: str) -> str:
+    return str(_uuid(text))
+
+
+def _ref(value: object) -> str:
+    """A peer's reference, as the UUID's canonical text (what the tables hold), made once
+    per reference and process."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID")
+    return _ref_text(value)
+
+
+_UUID_SCHEMA = {"type": "string", "format": "uuid"}
+TenantRef = Annotated[uuid.UUID, PlainValidator(_tenant), WithJsonSchema(_UUID_SCHEMA)]
+PeerRef = Annotated[str, PlainValidator(_ref), WithJsonSchema(_UUID_SCHEMA)]
+
+
 # --- schemas -------------------------------------------------------------------------------------
 class PeerUsage(Strict):
     """One peer's row. A row that does not validate is dropped, not the report."""
 
-    tenant_id: uuid.UUID
+    tenant_id: TenantRef
     peer_key: ReportedKey
     peer_kind: PeerKind
-    peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
+    peer_ref: PeerRef = Field(description="the device's, site's or peer PoP's id (a UUID)")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     cross_border_rx_bytes: Annotated[
@@ -401,8 +443,8 @@ def _utc(value: datetime) -> datetime:
     return utc
 
 
-def _micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+_MICROSECOND = timedelta(microseconds=1)
+_ABSENT: Any = object()
 
 
 class Screened:
@@ -456,34 +498,48 @@ def _screen(
     earliest = start - HANDSHAKE_BEFORE
     latest = end + CLOCK_SKEW
     seen: set[str] = set()
+    # The loop runs once a row (thousands a report): names bound locally, no calls per row
+    # where an expression does (see Reportable for the membership rule used inline here).
+    recorded, removed_since = known.peers, known.since
+    kept, new_credits, drop = out.kept, out.credits, out.drop
+    absent: Any = _ABSENT
     for index, peer in enumerate(report.peers):
-        ident = (peer.tenant_id, peer.peer_key)
+        key = peer.peer_key
+        ident = (peer.tenant_id, key)
+        removed = recorded.get((peer.tenant_id, key, peer.peer_kind, peer.peer_ref), absent)
+        if removed is not None and (removed is absent or removed < removed_since):
+            drop(index, "unknown_peer", key)
+            continue
+        if key in seen:
+            drop(index, "duplicate_peer", key)
+            continue
+        rx, tx = peer.rx_bytes, peer.tx_bytes
+        if peer.cross_border_rx_bytes > rx or peer.cross_border_tx_bytes > tx:
+            drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
+            continue
+        handshake = peer.last_handshake
+        if handshake is not None and not (earliest <= handshake <= latest):
+            drop(index, "invalid", "last_handshake outside the period")
+            continue
         credit = credits.get(ident)
-        if (peer.tenant_id, peer.peer_key, peer.peer_kind, str(peer.peer_ref)) not in known:
-            out.drop(index, "unknown_peer", peer.peer_key)
+        if credit is None:
+            base = start
+        elif credit[1] == start and credit[2] == end:
+            drop(index, "duplicate_peer", f"{key}: already counted for this period")
             continue
-        if peer.peer_key in seen:
-            out.drop(index, "duplicate_peer", peer.peer_key)
-            continue
-        if not peer.cross_border_fits:
-            out.drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
-            continue
-        if peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
-            out.drop(index, "invalid", "last_handshake outside the period")
-            continue
-        if credit is not None and (credit[1], credit[2]) == (start, end):
-            out.drop(index, "duplicate_peer", f"{peer.peer_key}: already counted for this period")
-            continue
-        base = start if credit is None else max(credit[0], start)
-        room = max(_micros(deadline - base), 0)  # µs of the rate still free
-        cost = -(-max(peer.rx_bytes, peer.tx_bytes) * 1_000_000 // per_second)  # µs, rounded up
+        else:
+            base = credit[0] if credit[0] > start else start
+        room = (deadline - base) // _MICROSECOND  # µs of the rate still free
+        if room < 0:
+            room = 0
+        cost = -(-(rx if rx > tx else tx) * 1_000_000 // per_second)  # µs, rounded up
         if cost > room:
             allowance = room * per_second // 1_000_000
-            out.drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
+            drop(index, "over_rate", f"{key}: more than {allowance} bytes")
             continue
-        seen.add(peer.peer_key)
-        out.kept.append(peer)
-        out.credits[ident] = (base + timedelta(microseconds=cost), start, end)
+        seen.add(key)
+        kept.append(peer)
+        new_credits[ident] = (base + timedelta(microseconds=cost), start, end)
     return out
 
 
@@ -633,24 +689,11 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         )
     sessions_after: dict[str, Conn] | None = None
     if gateway.pop_id is not None:
-        seen = [
-            Seen(
-                peer_key=peer.peer_key,
-                tenant_id=peer.tenant_id,
-                peer_kind=peer.peer_kind,
-                peer_ref=str(peer.peer_ref),
-                endpoint=peer.endpoint,
-                rx_bytes=peer.rx_bytes,
-                tx_bytes=peer.tx_bytes,
-                last_handshake=peer.last_handshake,
-            )
-            for peer in peers
-        ]
         _plan, sessions_after = track_report(
             session,
             gateway_id,
             gateway.pop_id,
-            seen,
+            peers,
             report.period_start,
             report.period_end,
             now,
@@ -662,7 +705,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             "tenant_id": [p.tenant_id for p in peers],
             "peer_key": [p.peer_key for p in peers],
             "peer_kind": [p.peer_kind for p in peers],
-            "peer_ref": [str(p.peer_ref) for p in peers],
+            "peer_ref": [p.peer_ref for p in peers],
             "rx_bytes": [p.rx_bytes for p in peers],
             "tx_bytes": [p.tx_bytes for p in peers],
             "cross_border_rx_bytes": [p.cross_border_rx_bytes for p in peers],
@@ -686,7 +729,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             _save_credits(session, gateway_id, screened)
             roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
             check_report(
-                ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], report.period_end
+                ctx, [(p.tenant_id, p.peer_kind, p.peer_ref) for p in peers], report.period_end
             )
         session.commit()
     except IntegrityError:
