@@ -77,6 +77,7 @@ else 422). Sums are exact whatever the counters hold (:func:`~tongdao.gateway.pe
 
 from __future__ import annotations
 
+import email.message
 import ipaddress
 import logging
 import re
@@ -85,9 +86,10 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -273,11 +275,23 @@ class PeerUsage(Strict):
         )
 
 
-class UsageReportIn(Strict):
+class _ReportFields(Strict):
     seq: Annotated[int, Field(ge=1, le=MAX_COUNTER)]
     period_start: Instant
     period_end: Instant
     peers: Annotated[list[PeerUsage], Field(max_length=MAX_PEERS)] = []
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+
+class UsageReportIn(_ReportFields):
+    """A report; a row that does not validate is set aside (:attr:`invalid_rows`), the rest
+    stands. From the request's bytes: :func:`parse_report`."""
+
     _invalid: list[tuple[int, str]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="wrap")
@@ -308,15 +322,30 @@ class UsageReportIn(Strict):
         report._invalid = invalid
         return report
 
-    @model_validator(mode="after")
-    def _period(self) -> UsageReportIn:
-        if self.period_end < self.period_start:
-            raise ValueError("period_end is before period_start")
-        return self
-
     @property
     def invalid_rows(self) -> list[tuple[int, str]]:
         return self._invalid
+
+
+class _WholeReport(_ReportFields):
+    """A report whose rows all validate (the usual case): checked straight from the
+    request's JSON bytes by pydantic-core in one pass, no Python objects in between."""
+
+
+def parse_report(raw: bytes) -> UsageReportIn:
+    """The report in a request body (JSON). Raises :class:`~pydantic.ValidationError` when
+    the report itself is wrong; rows that are wrong are set aside (see
+    :class:`UsageReportIn`)."""
+    try:
+        whole = _WholeReport.model_validate_json(raw)
+    except SchemaError:
+        return UsageReportIn.model_validate_json(raw)  # bad rows set aside, or the error
+    return UsageReportIn.model_construct(
+        seq=whole.seq,
+        period_start=whole.period_start,
+        period_end=whole.period_end,
+        peers=whole.peers,
+    )
 
 
 _ROWS = TypeAdapter(list[PeerUsage])
@@ -753,15 +782,84 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     )
 
 
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` put in place (for ``openapi_extra``)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
+
+
+_JSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline(UsageReportIn.model_json_schema())}},
+    }
+}
+
+
+def _is_json(content_type: str | None) -> bool:
+    """As FastAPI reads a body: JSON when no content type is given or it is JSON's."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def report_body(request: Request) -> UsageReportIn:
+    """The report, validated from the request's bytes (:func:`parse_report`: one pass in
+    pydantic-core for a report whose rows are all good), not from FastAPI's decoded JSON.
+    Errors are FastAPI's (422, keyed ``body.<field>``)."""
+    raw = await request.body()
+    if not raw:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    if not _is_json(request.headers.get("content-type")):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "input": None,
+                }
+            ]
+        )
+    try:
+        return parse_report(raw)
+    except SchemaError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+ReportBody = Annotated[UsageReportIn, Depends(report_body)]
+
+
 @router.post(
     "/gateway/reports",
     tags=["gateway"],
     operation_id="gateway_report",
     response_model=ReportAnswer,
     responses={409: ERROR_RESPONSES[409]},
+    openapi_extra=_JSON_BODY,
 )
 def report_usage(
-    request: Request, auth: GatewayDep, body: UsageReportIn
+    request: Request, auth: GatewayDep, body: ReportBody
 ) -> ReportAnswer | JSONResponse:
     """Per-peer byte deltas over a period. Idempotent by ``seq``: a seq at or below the last
     stored one answers ``duplicate`` and stores nothing; one more than 1,000,000 above it
