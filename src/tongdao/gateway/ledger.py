@@ -22,10 +22,15 @@ counts on the day before). Hours are stored as their UTC start: Asia/Shanghai is
 daylight saving, so its hours are UTC hours, and its days and months are sums of whole hours
 (``[D 00:00+08, D+1 00:00+08)``). No UTC day is used anywhere in the ledger.
 
-**Attribution to a user.** A device's bytes go to the device's owner (``devices.user_id``) at
-the time the report is stored; on a later report of the same hour the row's owner is set to
-the owner then (devices do not change owners today; if they ever do, the hour of the change
-goes to the new one). Site and transit peers have no owner.
+**Attribution to a user.** A device's bytes go to the device's owner (``devices.user_id``):
+on a PoP gateway's report, the owner its connection session was opened with (looked up in
+``devices`` when the session started, :mod:`tongdao.audit.sessions`; the report's
+transaction holds them all), otherwise the owner at the time the report is stored; on a later
+report of the same hour the row's owner is set again. Devices do not change owners today; if
+they ever do, the hours of a session that began before the change go to the owner it began
+with, as its connection record does. Site and transit peers have no owner. (Taking the
+sessions' owners spares PostgreSQL a lookup of every device row of every report: about
+5 µs of its CPU a row, ``bench/README.md``.)
 
 **Daily and monthly figures are sums over hours**, not tables of their own: the per-tenant
 table has one row per hour, gateway and kind whatever the tenant's device count, so a tenant's
@@ -43,7 +48,7 @@ rows; rows the screening drops are not rolled up either.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -116,9 +121,12 @@ def roll_up(
     pop_id: uuid.UUID | None,
     peers: Sequence[PeerBytes],
     period_end: datetime,
+    known_owners: Mapping[str, uuid.UUID | None] | None = None,
 ) -> int:
     """Add the stored peers' bytes to the hour of ``period_end`` (see the module); the
-    number of per-peer rows written. Runs in the caller's transaction."""
+    number of per-peer rows written. ``known_owners``: device id (text) → owner, from the
+    report's connection sessions; devices not in it are looked up. Runs in the caller's
+    transaction."""
     if not peers:
         return 0
     hour = hour_of(period_end)
@@ -172,10 +180,14 @@ def roll_up(
         "cross_border_rx_bytes": xrx,
         "cross_border_tx_bytes": xtx,
     }
-    if is_postgresql(session):  # the owner looked up by the database, in the same statement
+    given = known_owners or {}
+    devices = [r for r, k in zip(refs, kinds, strict=True) if k == "device"]
+    missing = [r for r in devices if r not in given]
+    if missing and is_postgresql(session):
+        # The owners looked up by the database, in the same statement.
         hourly = Columns(values, same=same, derived={"owner_id": _OWNER_SQL})
     else:
-        owner = owners(session, [r for r, k in zip(refs, kinds, strict=True) if k == "device"])
+        owner = {**given, **owners(session, missing)} if missing else given
         values["owner_id"] = [
             owner.get(r) if k == "device" else None for r, k in zip(refs, kinds, strict=True)
         ]

@@ -661,6 +661,14 @@ def _last_seq(ctx: Ctx, gateway_id: uuid.UUID) -> int:
     return int(value or 0)
 
 
+def _session_owners(sessions: dict[str, Conn] | None) -> dict[str, uuid.UUID | None] | None:
+    """Device id (text) → owner, from the gateway's open device sessions (see
+    :func:`~tongdao.gateway.ledger.roll_up`)."""
+    if sessions is None:
+        return None
+    return {c.peer_ref: c.user_id for c in sessions.values() if c.peer_kind == "device"}
+
+
 def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAnswer:
     """Store the report once (see the module's docstring), committing the transaction.
 
@@ -756,7 +764,14 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             insert_rows(session, UsageRecord, rows)
             _save_credits(session, gateway_id, screened)
-            roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
+            roll_up(
+                session,
+                gateway_id,
+                _pop_of(session, gateway),
+                peers,
+                report.period_end,
+                _session_owners(sessions_after),
+            )
             check_report(
                 ctx, [(p.tenant_id, p.peer_kind, p.peer_ref) for p in peers], report.period_end
             )
