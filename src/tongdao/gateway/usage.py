@@ -65,6 +65,9 @@ used only while the store says it still holds: the agent's recorded peers (by th
 ``sent_version``), its peers' credits (by its ``last_report_seq``, under its row lock, since
 only its reports write them) and its open connection sessions (:mod:`tongdao.audit.sessions`).
 A second server, a restart or a failed commit just means the next report reads them again.
+The body is validated from its bytes by pydantic-core in one pass (:func:`parse_report`), and
+the per-row work in Python is kept to plain expressions (ids validated once per process, no
+helper object per row): one server process is what bounds the rows a second.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
