@@ -11,7 +11,8 @@ server and the clients per row (:class:`bench.machine.CpuWatch`), and the other 
 machine. On a shared host compare the CPU per row and the ratios of the same run, not the
 rates of different runs.
 
-Results: ``bench/results/ingest_ab.json``. About 2-3 minutes on two cores with the defaults.
+Results: ``bench/results/ingest_ab_<backend>.json``. About 2 minutes on two cores with the
+defaults.
 """
 
 from __future__ import annotations
@@ -164,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args.base, args.backend, args.rounds, args.reports)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest_ab.json").write_text(json.dumps(report, indent=2) + "\n")
+    out = RESULTS / f"ingest_ab_{args.backend}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
     for name, figures in report["median"].items():
         print(f"[ingest_ab] {name} ({args.base if name == 'base' else 'this tree'}): {figures}")
-    print(f"[ingest_ab] {report['duration_s']} s; bench/results/ingest_ab.json")
+    print(f"[ingest_ab] {report['duration_s']} s; {out}")
     return 0
 
 
