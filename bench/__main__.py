@@ -1,5 +1,5 @@
 """``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [billing] [--quick]
-[--only sqlite|postgresql]``.
+[--only sqlite|postgresql] [--phase NAME]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -59,6 +59,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="load: the server's TONGDAO_REQUEST_THREADS, or several (4,40) to run each "
         "backend once per count, side by side (default: the server's default)",
     )
+    parser.add_argument(
+        "--phase",
+        action="append",
+        choices=dataplane.ALL,
+        help="dataplane: run only this phase (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="billing: another checkout (e.g. /work/main) billed side by side with this one",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="billing --against: rounds")
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where JSON goes")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataplane.QUICK if args.quick else dataplane.FULL
         if args.seed is not None:
             cfg = replace(cfg, seed=args.seed)
-        dp_report = dataplane.run(cfg, mode=mode)
+        dp_report = dataplane.run(cfg, mode=mode, only=args.phase or dataplane.ALL)
         crashed = (
             write(args.output_dir, "dataplane", dp_report, dataplane.summary(dp_report)) or crashed
         )
@@ -151,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         billing_cfg = billing.QUICK if args.quick else billing.FULL
         if args.tenants is not None:
             billing_cfg = replace(billing_cfg, tenants=args.tenants)
-        billing_report = billing.run(billing_cfg, list(billing.BACKENDS), mode=mode)
+        billing_report = billing.run(
+            billing_cfg, list(billing.BACKENDS), mode=mode, against=args.against, rounds=args.rounds
+        )
         crashed = (
             write(args.output_dir, "billing", billing_report, billing.summary(billing_report))
             or crashed

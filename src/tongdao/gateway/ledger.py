@@ -32,6 +32,12 @@ with, as its connection record does. Site and transit peers have no owner. (Taki
 sessions' owners spares PostgreSQL a lookup of every device row of every report: about
 5 µs of its CPU a row, ``bench/README.md``.)
 
+**Two ends of one link.** Cross-border bytes are reported by the gateways at both ends of a
+registered link; they are counted at the domestic end (the PoP in China) only. A report of a
+gateway abroad goes into the ledger without the cross-border part of its tenant peers' rows
+(rx / tx less it, no cross-border part); that part is kept in ``usage_overseas_hourly`` for
+reconciliation, which no total reads (:mod:`tongdao.gateway.xbends`).
+
 **Daily and monthly figures are sums over hours**, not tables of their own: the per-tenant
 table has one row per hour, gateway and kind whatever the tenant's device count, so a tenant's
 month is at most 744 × gateways × 3 rows (``bench/ledger.py`` measures the month's query for a
@@ -57,10 +63,12 @@ from sqlalchemy.orm import Session
 
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
+from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, is_postgresql, upsert_rows
 
 HOUR = timedelta(hours=1)
+TENANT_KINDS = ("device", "site")
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
 
 _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
@@ -104,8 +112,10 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
 
 def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
     """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
-    replace = ("owner_id",) if "owner_id" in model.__table__.c else ()
-    upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
+    columns = model.__table__.c
+    replace = ("owner_id",) if "owner_id" in columns else ()
+    add = [name for name in BYTES if name in columns]
+    upsert_rows(session, model, keys, rows, add=add, replace=replace)
 
 
 # A device row's owner today (peer_ref is the device id as text; other kinds have none).
@@ -122,11 +132,14 @@ def roll_up(
     peers: Sequence[PeerBytes],
     period_end: datetime,
     known_owners: Mapping[str, uuid.UUID | None] | None = None,
+    *,
+    overseas: bool = False,
 ) -> int:
     """Add the stored peers' bytes to the hour of ``period_end`` (see the module); the
     number of per-peer rows written. ``known_owners``: device id (text) → owner, from the
-    report's connection sessions; devices not in it are looked up. Runs in the caller's
-    transaction."""
+    report's connection sessions; devices not in it are looked up. ``overseas``: the gateway
+    is the overseas end of its cross-border links (its tenant peers' cross-border bytes are
+    kept apart). Runs in the caller's transaction."""
     if not peers:
         return 0
     hour = hour_of(period_end)
@@ -143,10 +156,18 @@ def roll_up(
     xrx: list[int] = []
     xtx: list[int] = []
     per_kind: dict[tuple[uuid.UUID, str], list[int]] = {}
+    far: dict[tuple[uuid.UUID, str], list[int]] = {}
     for peer in peers:
         tenant, kind, ref = peer.tenant_id, str(peer.peer_kind), str(peer.peer_ref)
         prx, ptx = peer.rx_bytes, peer.tx_bytes
         pxrx, pxtx = peer.cross_border_rx_bytes, peer.cross_border_tx_bytes
+        if overseas and kind in TENANT_KINDS and (pxrx or pxtx):
+            apart = far.get((tenant, kind))
+            if apart is None:
+                apart = far[(tenant, kind)] = [0, 0]
+            apart[0] += pxrx
+            apart[1] += pxtx
+            prx, ptx, pxrx, pxtx = prx - pxrx, ptx - pxtx, 0, 0
         key = (tenant, ref, kind)
         i = position.get(key)
         if i is None:
@@ -208,10 +229,23 @@ def roll_up(
         hourly,
     )
     _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
+    if far:
+        far_keys = sorted(far)
+        kept = Columns(
+            {
+                "tenant_id": [tenant for tenant, _kind in far_keys],
+                "peer_kind": [kind for _tenant, kind in far_keys],
+                **{name: [far[k][n] for k in far_keys] for n, name in enumerate(BYTES[2:])},
+            },
+            same=same,
+        )
+        _upsert(
+            session,
+            UsageOverseasHourly,
+            ("tenant_id", "hour", "gateway_id", "peer_kind"),
+            kept,
+        )
     return len(hourly)
-
-
-TENANT_KINDS = ("device", "site")
 
 
 def tenant_bytes(

@@ -71,7 +71,10 @@ helper object per row): one server process is what bounds the rows a second.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
-show only in the operators' ``GET /pops/{id}/usage``. An employee (own-only grant on devices)
+show only in the operators' ``GET /pops/{id}/usage``. Cross-border bytes count once, at the
+domestic end of a link: the part the overseas end (a PoP abroad) reported for tenant peers is
+left out of the tenant's totals (:mod:`tongdao.gateway.xbends`); the operators' per-PoP view
+shows what the PoP's gateways reported. An employee (own-only grant on devices)
 sees only the usage of their own devices. Days are Asia/Shanghai days of ``period_end`` (as in
 the ledger, :func:`~tongdao.gateway.periods.shanghai_report_day`); a record
 counts in the window when ``since < period_end <= until`` (both within the years 2000-9998,
@@ -138,6 +141,7 @@ from tongdao.gateway.periods import (
 )
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, reportable_peers
+from tongdao.gateway.xbends import is_overseas, kept_overseas
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.quotas.service import check_report
@@ -767,13 +771,15 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             insert_rows(session, UsageRecord, rows)
             _save_credits(session, gateway_id, screened)
+            pop_id = _pop_of(session, gateway)
             roll_up(
                 session,
                 gateway_id,
-                _pop_of(session, gateway),
+                pop_id,
                 peers,
                 report.period_end,
                 _session_owners(sessions_after),
+                overseas=gateway.pop_id is not None and is_overseas(session, pop_id),
             )
             check_report(
                 ctx, [(p.tenant_id, p.peer_kind, p.peer_ref) for p in peers], report.period_end
@@ -931,9 +937,19 @@ def _summarise(
     session: Session,
     filters: Sequence[ColumnElement[bool]],
     key: ColumnElement[Any] | InstrumentedAttribute[Any],
+    *,
+    tenant_totals: bool = False,
 ) -> list[UsageRow]:
-    """Sums per (key, peer kind) over the filtered records (exact, whatever their size)."""
+    """Sums per (key, peer kind) over the filtered records (exact, whatever their size).
+    ``tenant_totals``: less the cross-border bytes the overseas ends of links reported for
+    tenant peers (counted at the domestic end only, :mod:`tongdao.gateway.xbends`)."""
     grouped = key.label("key")
+    far: list[ColumnElement[Any]] = []
+    if tenant_totals:
+        far = [
+            *exact_sum(kept_overseas(UsageRecord.cross_border_rx_bytes)),
+            *exact_sum(kept_overseas(UsageRecord.cross_border_tx_bytes)),
+        ]
     stmt: Select[Any] = (
         select(
             grouped,
@@ -941,18 +957,21 @@ def _summarise(
             *exact_sum(UsageRecord.rx_bytes),
             *exact_sum(UsageRecord.tx_bytes),
             func.max(UsageRecord.last_handshake),
+            *far,
         )
         .where(*filters)
         .group_by(grouped, UsageRecord.peer_kind)
     )
     rows: list[UsageRow] = []
-    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake in session.execute(stmt):
+    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake, *kept in session.execute(stmt):
+        far_rx = joined(kept[0], kept[1]) if kept else 0
+        far_tx = joined(kept[2], kept[3]) if kept else 0
         rows.append(
             UsageRow(
                 key=str(k),
                 peer_kind=str(kind),
-                rx_bytes=joined(rx_high, rx_low),
-                tx_bytes=joined(tx_high, tx_low),
+                rx_bytes=joined(rx_high, rx_low) - far_rx,
+                tx_bytes=joined(tx_high, tx_low) - far_tx,
                 last_handshake=as_utc(handshake),
             )
         )
@@ -999,9 +1018,9 @@ def tenant_usage(
         return _summary([], since, until, group_by, tenant_id=tenant_id)
     filters.append(UsageRecord.peer_kind.in_(kinds))
     if group_by == "day":
-        rows = _summarise(session, filters, shanghai_report_day(session))
+        rows = _summarise(session, filters, shanghai_report_day(session), tenant_totals=True)
     else:
-        rows = _summarise(session, filters, UsageRecord.peer_ref)
+        rows = _summarise(session, filters, UsageRecord.peer_ref, tenant_totals=True)
     return _summary(rows, since, until, group_by, tenant_id=tenant_id)
 
 
@@ -1020,7 +1039,8 @@ def get_tenant_usage(
     group_by: Annotated[GroupBy, Query(description="device | site | day")] = "device",
 ) -> UsageSummary:
     """Bytes per device, per site or per Asia/Shanghai day over the window (employees: their own
-    devices only). Inter-PoP transit is not counted here."""
+    devices only). Inter-PoP transit is not counted here, and cross-border bytes count once,
+    at the domestic end of a link (what a PoP abroad reported for them is left out)."""
     tenant = guard.tenant(tenant_id)
     guard.require("devices", Action.READ)
     start, end = window(since, until, guard.ctx.runtime.clock())

@@ -820,10 +820,12 @@ def _history_row(view: View, event: AuditEvent) -> dict[str, Any]:
         value = after.get(key)
         return value if isinstance(value, str) else ""
 
+    lines = after.get("lines")  # a run-made invoice's record carries its lines
     return {
         "when": event.occurred_at,
         "actor": event.actor or "—",
         "action": view.locale.gettext(what) if what else event.action,
+        "lines": len(lines) if isinstance(lines, list) else 0,
         "state": text("state"),
         "fapiao_number": text("fapiao_number"),
         "reason": text("reason"),
