@@ -66,6 +66,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"dataplane: run only these phases ({', '.join(dataplane.ALL)}); repeatable or "
         "comma-separated (default: all)",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="billing: another checkout (e.g. /work/main) billed side by side with this one",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="billing --against: rounds")
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where JSON goes")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
@@ -167,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         billing_cfg = billing.QUICK if args.quick else billing.FULL
         if args.tenants is not None:
             billing_cfg = replace(billing_cfg, tenants=args.tenants)
-        billing_report = billing.run(billing_cfg, list(billing.BACKENDS), mode=mode)
+        billing_report = billing.run(
+            billing_cfg, list(billing.BACKENDS), mode=mode, against=args.against, rounds=args.rounds
+        )
         crashed = (
             write(args.output_dir, "billing", billing_report, billing.summary(billing_report))
             or crashed

@@ -13,10 +13,18 @@ On a throwaway PostgreSQL cluster (:func:`bench.store.store_url`):
    with SQL as ingestion would have, then ``VACUUM ANALYZE``.
 2. **run**: :func:`tongdao.billing.service.run_month` for the month, in process, as the
    ``billing.month`` job and ``tongdao billing run --month`` call it: one invoice per tenant,
-   each in its own transaction with its number, lines and audit record. Figure: wall time of
+   written in batches of tenants (``TONGDAO_BILLING_RUN_BATCH``). Figure: wall time of
    the run (budget ≤ 10 s) and per tenant; every invoice is checked (one per tenant, numbers
    without gaps, totals = sum of lines).
 3. **rerun**: the same month again (changes nothing: every tenant already has its invoice).
+
+**Side by side** (``--against <checkout>``, e.g. ``--against /work/main``): the data are made
+once, then each round bills a fresh copy of the populated database (``CREATE DATABASE ...
+TEMPLATE``) once with the other checkout's code ("before") and once with this one's ("after"),
+in alternating order, each in a child process of its own (``<checkout>/src`` first on the
+path), so that the CPU of the run's Python (the child) and of PostgreSQL are measured apart.
+Every copy is checked as above, and the invoices and lines of all copies must be identical
+(:func:`digest`): an optimisation that changes a result fails the benchmark.
 
 Each phase records the CPU split (:class:`bench.machine.CpuWatch`): other work's share of the
 machine says how far to trust the figures on a shared host.
@@ -24,9 +32,16 @@ machine says how far to trust the figures on a shared host.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -67,6 +82,7 @@ class BillingResult:
     run: dict[str, Any] = field(default_factory=dict)
     rerun: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, dict[str, Any]] = field(default_factory=dict)
+    compare: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +92,7 @@ class BillingResult:
             "run": self.run,
             "rerun": self.rerun,
             "cpu": self.cpu,
+            "compare": self.compare,
             "error": self.error,
         }
 
@@ -221,13 +238,13 @@ def populate(runtime: Any, cfg: BillingConfig, month: date, result: BillingResul
     result.load["analyze_s"] = round(time.perf_counter() - began, 2)
 
 
-def check(runtime: Any, cfg: BillingConfig, month: date) -> dict[str, Any]:
+def check(db: Any, cfg: BillingConfig, month: date) -> dict[str, Any]:
     """One invoice per tenant, numbers without gaps, totals = sums of lines."""
     from tongdao.billing.models import Invoice, InvoiceLine
     from tongdao.billing.service import number_value
 
     month_text = month.strftime("%Y-%m")
-    with runtime.db.session(write=False) as session:
+    with db.session(write=False) as session:
         invoices = session.execute(
             select(Invoice.number, Invoice.subtotal, Invoice.vat, Invoice.total).where(
                 Invoice.month == month_text
@@ -258,13 +275,195 @@ def check(runtime: Any, cfg: BillingConfig, month: date) -> dict[str, Any]:
     }
 
 
-def run_backend(backend: str, cfg: BillingConfig, workdir: Path) -> BillingResult:
+def digest(db: Any, month: date) -> dict[str, Any]:
+    """A SHA-256 over every invoice of the month and its lines (numbers, tenants, buyer and
+    seller, amounts, quantities, descriptions, keys; not ids or times), and the count of
+    audit records: what must be the same whichever code made them."""
+    from tongdao.audit.models import AuditEvent
+    from tongdao.billing.models import Invoice, InvoiceLine
+
+    h = hashlib.sha256()
+    with db.session(write=False) as session:
+        invoices = session.execute(
+            select(Invoice).where(Invoice.month == month.strftime("%Y-%m")).order_by(Invoice.number)
+        ).scalars()
+        by_id = {}
+        for inv in invoices:
+            by_id[inv.id] = inv.number
+            h.update(
+                repr((inv.number, str(inv.tenant_id), inv.kind, inv.dedupe_key, inv.state,
+                      inv.subtotal, inv.vat, inv.total, inv.amount_paid, inv.buyer_name,
+                      inv.buyer_tax_id, inv.buyer_address_phone, inv.buyer_bank,
+                      inv.buyer_account, inv.seller_name, inv.seller_tax_id,
+                      inv.seller_address_phone, inv.payment_terms_days)).encode()
+            )  # fmt: skip
+        lines = session.execute(select(InvoiceLine)).scalars()
+        rows = sorted(
+            (by_id[x.invoice_id], x.position, x.kind, x.description, x.tax_code, x.unit,
+             x.quantity, x.unit_price, x.period_start, x.period_end, x.amount, x.vat_rate,
+             x.vat, x.usage_key, str(x.tenant_id))
+            for x in lines
+        )  # fmt: skip
+        for row in rows:
+            h.update(repr(row).encode())
+        records = session.scalar(select(func.count()).select_from(AuditEvent))
+    return {"sha256": h.hexdigest(), "audit_records": int(records or 0)}
+
+
+def verify_audit(db: Any, url: str, workdir: Path) -> bool:
+    """``tongdao audit verify`` on the copy: the chain holds over every record."""
+    from tongdao.audit.chain import SigningKey, verify_chain
+
+    report = verify_chain(db, SigningKey.from_settings(bench_settings(url, workdir)))
+    if not report.ok:
+        raise RuntimeError(f"the audit chain does not verify: {report.problem}")
+    return True
+
+
+# The child that bills one copy (run with a checkout's src first on the path): it connects,
+# says "ready", waits for "go" (the parent starts its CPU watch in between), bills the month,
+# prints the outcome and waits for the parent to read its CPU before it exits.
+CHILD = """
+import json, sys, time
+from datetime import date
+import tongdao
+from tongdao.store.engine import Database
+from tongdao.billing.service import run_month
+db = Database(sys.argv[1])
+with db.session(write=False) as s:
+    s.connection()
+print(json.dumps({"ready": tongdao.__file__}), flush=True)
+sys.stdin.readline()
+began = time.perf_counter()
+out = run_month(db, date.fromisoformat(sys.argv[2]))
+wall = time.perf_counter() - began
+print(json.dumps({"wall_s": wall, "created": len(out.created), "existing": out.existing}),
+      flush=True)
+sys.stdin.readline()
+db.dispose()
+"""
+
+
+def bill_in_child(tree: Path, url: str, month: date) -> dict[str, Any]:
+    """Bill ``month`` on ``url`` with the code of checkout ``tree``, in a child process: its
+    wall time, and the CPU of the child (the run's Python) and of PostgreSQL."""
+    python = tree / ".venv" / "bin" / "python"
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    proc = subprocess.Popen(
+        [str(python if python.exists() else sys.executable), "-c", CHILD, url, month.isoformat()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        ready = json.loads(proc.stdout.readline())
+        if not str(ready["ready"]).startswith(str(tree / "src")):
+            raise RuntimeError(f"the child ran {ready['ready']}, not the code of {tree}")
+        watch = CpuWatch(proc.pid)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        cpu = watch.result()
+        if not line:
+            raise RuntimeError(f"the run with {tree} failed (exit {proc.wait()})")
+        outcome = json.loads(line)
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+    finally:
+        proc.stdin.close()
+        if proc.wait(timeout=60) != 0:
+            raise RuntimeError(f"the run with {tree} exited {proc.returncode}")
+    return {
+        "wall_s": round(outcome["wall_s"], 2),
+        "created": outcome["created"],
+        "cpu_s_python": cpu["cpu_s_app_server"],
+        "cpu_s_postgresql": round(cpu["cpu_s_database_server"], 2),
+        "other_work_pct": cpu["other_work_pct"],
+        "machine_busy_pct": cpu["machine_busy_pct"],
+        "cpu": cpu,
+    }
+
+
+def side_by_side(
+    cluster: Any,
+    template: str,
+    cfg: BillingConfig,
+    month: date,
+    against: Path,
+    rounds: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """``rounds`` rounds of before (``against``) and after (this checkout), each on a fresh
+    copy of the populated database, in alternating order; every copy checked, all alike."""
+    from tongdao.store.engine import Database
+
+    here = Path(__file__).resolve().parent.parent
+    trees = {"before": against.resolve(), "after": here}
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    digests: set[str] = set()
+    for n in range(rounds):
+        order = ("before", "after") if n % 2 == 0 else ("after", "before")
+        for label in order:
+            name = f"bill_{n}_{label}"
+            url = cluster.create_database(name, template=template)
+            try:
+                got = bill_in_child(trees[label], url, month)
+                db = Database(url)
+                try:
+                    got.update(check(db, cfg, month))
+                    got.update(digest(db, month))
+                    got["audit_verify_ok"] = verify_audit(db, url, workdir)
+                finally:
+                    db.dispose()
+            finally:
+                cluster.drop_database(name)
+            digests.add(got["sha256"])
+            runs[label].append(got)
+            print(
+                f"[billing] round {n + 1} {label}: {got['wall_s']} s wall, CPU "
+                f"{got['cpu_s_python']} s Python + {got['cpu_s_postgresql']} s PostgreSQL, "
+                f"other work {got['other_work_pct']}%",
+                flush=True,
+            )
+    if len(digests) != 1:
+        raise RuntimeError("before and after made different invoices")
+
+    def best(label: str, key: str) -> float:
+        return float(min(r[key] for r in runs[label]))
+
+    ratios = {
+        key: round(best("before", key) / best("after", key), 2) if best("after", key) else None
+        for key in ("wall_s", "cpu_s_python", "cpu_s_postgresql")
+    }
+    return {"against": str(trees["before"]), "rounds": rounds, "runs": runs,
+            "identical": True, "ratio_before_over_after_best": ratios}  # fmt: skip
+
+
+@contextmanager
+def cluster_url(workdir: Path) -> Iterator[tuple[Any, str]]:
+    from tongdao.testing.postgres import PostgresCluster
+
+    with PostgresCluster(port=55000 + os.getpid() % 1000) as cluster:
+        yield cluster, cluster.create_database("tongdao_bench")
+
+
+def run_backend(
+    backend: str,
+    cfg: BillingConfig,
+    workdir: Path,
+    against: Path | None = None,
+    rounds: int = 2,
+) -> BillingResult:
     from tongdao.billing.service import run_month
     from tongdao.runtime import Runtime
     from tongdao.store import migrate
 
     result = BillingResult(backend)
     random.seed(cfg.seed)
+    if against is not None:
+        return run_side_by_side(cfg, workdir, against, rounds, result)
     try:
         with store_url(backend, workdir) as url:
             migrate.upgrade(url)
@@ -284,7 +483,7 @@ def run_backend(backend: str, cfg: BillingConfig, workdir: Path) -> BillingResul
                     "ms_per_tenant": round(wall * 1000 / max(1, cfg.tenants), 2),
                     "budget_s": RUN_BUDGET_S if backend == "postgresql" else None,
                     "pass": wall <= RUN_BUDGET_S if backend == "postgresql" else None,
-                    **check(runtime, cfg, month),
+                    **check(runtime.db, cfg, month),
                 }
                 watch = CpuWatch(None)
                 began = time.perf_counter()
@@ -308,7 +507,40 @@ def run_backend(backend: str, cfg: BillingConfig, workdir: Path) -> BillingResul
     return result
 
 
-def run(cfg: BillingConfig, backends: list[str], *, mode: str) -> dict[str, Any]:
+def run_side_by_side(
+    cfg: BillingConfig, workdir: Path, against: Path, rounds: int, result: BillingResult
+) -> BillingResult:
+    from tongdao.runtime import Runtime
+    from tongdao.store import migrate
+
+    try:
+        with cluster_url(workdir) as (cluster, url):
+            migrate.upgrade(url)
+            runtime = Runtime.from_settings(bench_settings(url, workdir))
+            month = the_month()
+            try:
+                populate(runtime, cfg, month, result)
+                with runtime.db.session(write=False) as session:
+                    result.version = str(session.execute(text("show server_version")).scalar())
+            finally:
+                runtime.db.dispose()
+            result.compare = side_by_side(
+                cluster, "tongdao_bench", cfg, month, against, rounds, workdir
+            )
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    return result
+
+
+def run(
+    cfg: BillingConfig,
+    backends: list[str],
+    *,
+    mode: str,
+    against: Path | None = None,
+    rounds: int = 2,
+) -> dict[str, Any]:
     runs = run_backends(
         "billing",
         mode,
@@ -318,7 +550,7 @@ def run(cfg: BillingConfig, backends: list[str], *, mode: str) -> dict[str, Any]
             f"{cfg.hours} hours of rollups ..."
         ),
         tmp_prefix="tongdao-bench-billing",
-        run_backend=lambda backend, tmp: run_backend(backend, cfg, tmp),
+        run_backend=lambda backend, tmp: run_backend(backend, cfg, tmp, against, rounds),
     )
     results = runs.results
     return {
@@ -348,6 +580,20 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(
                 f"{backend}: monthly run {run['wall_s']} s for {run['created']} invoices "
                 f"({run['ms_per_tenant']} ms a tenant, budget {run['budget_s']} s){verdict}"
+            )
+        compare = data.get("compare") or {}
+        for label in ("before", "after"):
+            for n, r in enumerate(compare.get("runs", {}).get(label, []), start=1):
+                lines.append(
+                    f"{backend}: {label} (round {n}): {r['wall_s']} s wall, CPU "
+                    f"{r['cpu_s_python']} s Python + {r['cpu_s_postgresql']} s PostgreSQL, "
+                    f"other work {r['other_work_pct']}%, {r['invoices']} invoices, "
+                    f"{r['audit_records']} audit records"
+                )
+        if compare:
+            lines.append(
+                f"{backend}: before/after (best of {compare['rounds']}): "
+                f"{compare['ratio_before_over_after_best']}; results identical"
             )
         if data["rerun"]:
             lines.append(f"{backend}: rerun {data['rerun']['wall_s']} s (nothing made)")

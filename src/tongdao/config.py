@@ -81,8 +81,9 @@ class Settings(BaseSettings):
         default=50,
         ge=1,
         le=1000,
-        description="tenants billed per transaction by the monthly run (each in a savepoint): "
-        "fewer commits and audit-chain appends; the invoice series stays locked meanwhile",
+        description="tenants billed per transaction by the monthly run, computed first and "
+        "then written at once (a batch commits whole or not at all): fewer statements, commits "
+        "and audit-chain appends",
     )
     usage_raw_months: int = Field(
         default=2,

@@ -200,3 +200,29 @@ def test_a_failed_apply_forgets_what_it_knew(
     applier.apply(build(2, {0: ({0: 0, 2: 0}, 0, 0)}))
     assert engine.gets == 2  # read back in full after the failure
     assert peers_on(engine, "wgt51820") == {key_to_hex(KEYS[i]) for i in (0, 2)}
+
+
+def test_a_merged_state_plans_only_what_the_delta_changed(applier: Applier) -> None:
+    """The unchanged peers of a merged state are the very objects applied before, and are
+    not compared again; a changed or new one (a new object) is, and is set."""
+    engine = applier.engine
+    assert isinstance(engine, FakeEngine)
+    base = build(1, {0: ({0: 0, 1: 0, 2: 0}, 0, 0)})
+    applier.apply(base)
+    nxt = merge(base, diff(base, build(2, {0: ({0: 0, 1: 1, 4: 0}, 0, 0)})))
+    assert nxt.tenants[0].peers[0] is base.tenants[0].peers[0]  # peer 0, unchanged
+    engine.requests.clear()
+    applier.apply(nxt)
+    [body] = [body for _, body in engine.requests if body.startswith(b"set=1")]
+    assert body.count(b"public_key=") == 3  # peer 1 moved, peer 4 new, peer 2 removed
+    assert body.count(b"remove=true") == 1
+    last = merge(nxt, diff(nxt, build(3, {0: ({0: 2, 1: 1, 4: 0}, 0, 0)})))
+    engine.requests.clear()
+    applier.apply(last)
+    [body] = [body for _, body in engine.requests if body.startswith(b"set=1")]
+    assert body.count(b"public_key=") == 1
+    assert key_to_hex(KEYS[0]).encode() in body
+    assert engine.devices["wgt51820"].peers[key_to_hex(KEYS[0])].allowed_ips == [
+        "100.64.0.3/32",
+        "fd00::3/128",  # peer(0, 2) as the engine shows it
+    ]

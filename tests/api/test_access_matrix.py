@@ -487,6 +487,12 @@ SPECS: dict[tuple[str, str], Spec] = {
         lambda bench, case: bench.link_body(),
         lambda bench, case: {"capacity_mbps": 200},
     ),
+    ("GET", "/links/{object_id}/usage/reconciliation"): Spec(
+        "links",
+        Action.READ,
+        "link",
+        notes="also needs usage read, which every role reading links has",
+    ),
     # --- tenants and what they hold ------------------------------------------------------------
     **_crud(
         "/tenants",

@@ -1048,3 +1048,46 @@ def test_a_promotion_keeps_only_the_compliance_officers_verification(world: Worl
     assert resp.status_code == 200, resp.text
     assert resp.json()["identity_verified_at"] is not None
     assert c.get(device_url(world, vetted_dev), headers=h).json()["state"] == "active"
+
+
+@both_stores
+def test_connection_log_days_are_asia_shanghai_days(world: World) -> None:
+    """A connection at 23:30 UTC is 07:30 the next day in Shanghai: the export's connection
+    log puts it on that next day (periods in Tongdao are Asia/Shanghai days), and one at
+    15:30 UTC (23:30 in Shanghai) on the same day as it."""
+    emp = world.a.employee
+    dev = new_device(world, str(emp.user_id))
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    late = datetime(day.year, day.month, day.day, 23, 30, tzinfo=UTC)
+    evening = late - timedelta(hours=8)
+    pop = make_pop(world, "rec-shanghai-day")
+    with world.runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        gateway = Gateway(pop_id=uuid.UUID(pop), credential_hash=uuid.uuid4().hex * 2)
+        session.add(gateway)
+        session.flush()
+        for seq, end in enumerate((evening, late), start=1):
+            session.add(
+                UsageRecord(
+                    gateway_id=gateway.id,
+                    seq=seq,
+                    tenant_id=world.a.id,
+                    peer_key=dev["public_key"],
+                    peer_kind="device",
+                    peer_ref=dev["id"],
+                    rx_bytes=10**seq,
+                    tx_bytes=0,
+                    last_handshake=end,
+                    endpoint=f"198.51.100.{seq}:51820",
+                    period_start=end - timedelta(seconds=30),
+                    period_end=end,
+                )
+            )
+        session.commit()
+    resp = world.client.get(user_url(world, emp.user_id) + "/personal-data", headers=emp.headers)
+    assert resp.status_code == 200, resp.text
+    got = [(d["day"], d["rx_bytes"], d["endpoints"]) for d in resp.json()["connection_days"]]
+    assert got == [
+        (day.isoformat(), 10, ["198.51.100.1:51820"]),
+        ((day + timedelta(days=1)).isoformat(), 100, ["198.51.100.2:51820"]),
+    ]

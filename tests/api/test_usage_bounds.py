@@ -10,6 +10,7 @@ rest of the report is stored. Reading usage never fails on huge counters or extr
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -400,6 +401,36 @@ def test_malformed_rows_are_dropped_not_the_report(world: World) -> None:
     ]
     answer = post(world, gw, report(1, [*bad, dev_row(world, dev, 3)]))
     assert (answer["stored"], answer["dropped_reasons"]) == (1, {"invalid": len(bad)})
+
+
+def test_the_body_is_read_from_its_bytes_with_fastapis_errors(
+    world: World, runtime: Runtime
+) -> None:
+    """The report is validated from the request's bytes (not FastAPI's JSON): what is not a
+    report is a field-keyed 422 and stores nothing; ids in another accepted spelling are
+    stored in canonical form."""
+    _bj, gw, dev = serving(world)
+    json_type = {**gw, "Content-Type": "application/json"}
+    for content, headers in [
+        (b"", json_type),
+        (b"{not json", json_type),
+        (b"[]", json_type),
+        (b'{"seq": 0, "period_start": "x", "period_end": "y"}', json_type),
+        (
+            json.dumps(report(1, [dev_row(world, dev)])).encode(),
+            {**gw, "Content-Type": "text/plain"},
+        ),
+    ]:
+        resp = world.client.post(REPORTS, content=content, headers=headers)
+        assert resp.status_code == 422, (content, resp.text)
+        assert resp.json()["error"]["fields"], (content, resp.text)
+    upper = {**dev_row(world, dev, 7), "peer_ref": dev["id"].upper()}
+    upper["tenant_id"] = str(world.a.id).upper()
+    answer = post(world, gw, report(1, [upper]))
+    assert (answer["stored"], answer["dropped"]) == (1, 0)
+    with runtime.db.session(write=False) as session:
+        refs = set(session.scalars(select(UsageRecord.peer_ref)))
+    assert refs == {dev["id"]}
 
 
 # --- 4. reading never fails ----------------------------------------------------------------------

@@ -42,6 +42,7 @@ T = {
     "sign_in": ("Sign in", "登录"),
 }
 CLERK = "clerk@operator.example"
+AUDITOR = "auditor@operator.example"
 
 
 def _t(key: str, zh: bool) -> str:
@@ -52,6 +53,7 @@ def _t(key: str, zh: bool) -> str:
 def live(app: FastAPI) -> Iterator[str]:
     runtime = app.state.runtime
     make_user(runtime, CLERK, ["billing_clerk"])
+    make_user(runtime, AUDITOR, ["auditor"])
     add_tenants(runtime, 1)  # "Billed 500"
     with serve(app) as url:
         yield url
@@ -120,6 +122,9 @@ def test_the_billing_clerks_month(browser: Browser, live: str, language: str) ->
         re.compile(r"/console/billing/tenants/[0-9a-f-]+/invoices/[0-9a-f-]+$")
     )
     expect(main).to_contain_text("¥1,060.00")
+    # Its history: made by the run, one record with its lines.
+    made = r"月度出账生成 · 含 \d+ 行明细" if zh else r"made by the monthly run · with \d+ lines?"
+    expect(main.locator("section[aria-labelledby=history-title]")).to_contain_text(re.compile(made))
     shoot(page, f"billing-invoice-draft-{language}")
     page.get_by_role("button", name=_t("issue", zh)).click()
     expect(page.locator(".notice")).to_contain_text(_t("issued", zh))
@@ -151,5 +156,23 @@ def test_the_billing_clerks_month(browser: Browser, live: str, language: str) ->
     page.goto(f"{live}/console/billing")
     _no_sideways_scroll(page)
     shoot(page, f"billing-overview-phone-{language}")
+    assert not problems, problems
+    context.close()
+
+    # The audit log: the run's one record of the invoice, its lines in it.
+    context = browser.new_context(locale=language, viewport=DESKTOP)  # type: ignore[arg-type]
+    page = context.new_page()
+    problems = watch(page)
+    page.goto(f"{live}/console/sign-in")
+    page.locator("#f-email").fill(AUDITOR)
+    page.locator("#f-password").fill(PASSWORD)
+    page.get_by_role("button", name=_t("sign_in", zh)).click()
+    expect(page).to_have_url(f"{live}/console/home")
+    page.goto(f"{live}/console/audit?action=billing_invoice_made")
+    record = page.locator("li.event").first
+    expect(record).to_contain_text("billing_invoice_made")
+    record.locator("details summary").click()
+    expect(record.locator("table.diff")).to_contain_text("lines[1]")
+    shoot(page, f"billing-audit-invoice-made-{language}")
     assert not problems, problems
     context.close()

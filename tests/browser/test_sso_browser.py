@@ -119,3 +119,27 @@ def test_an_employee_signs_in_through_the_tenants_provider(
         shoot(page, f"sso-domain-claims-{suffix}")
     finally:
         officer.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_a_throttled_sso_form_says_when_to_try_again(
+    browser: Browser, live: str, world: World, oidc_provider: OidcProvider, language: str
+) -> None:
+    """Past the per-address limit the SSO form answers with the throttle's message (429)."""
+    zh = language == "zh-CN"
+    connect(world, oidc_provider)
+    world.runtime.settings.login_address_max_failures = 1
+    context = browser.new_context(locale=language, viewport=DESKTOP)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        problems = watch(page)
+        for _ in range(2):
+            page.goto(f"{live}/console/sign-in/sso")
+            page.locator("#f-email").fill("employee@a.example")
+            page.get_by_role("button", name=_t("continue", zh)).click()
+        message = "此地址登录次数过多" if zh else "too many sign-ins from this address"
+        expect(page.get_by_text(message)).to_be_visible()
+        shoot(page, f"sso-throttled-{'zh' if zh else 'en'}")
+        assert problems == [], problems
+    finally:
+        context.close()

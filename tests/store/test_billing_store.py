@@ -4,6 +4,7 @@ concurrent runs and faults, idempotence, immutable invoices, and the job lease."
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import both_stores
 from tests.support.billing import add_plan, add_tenants, ctx_for, subscribe
+from tongdao.audit import chain
+from tongdao.audit.models import AuditEvent
 from tongdao.billing import money, service
 from tongdao.billing.models import Invoice, InvoiceKind, InvoiceLine, NumberSeries
 from tongdao.errors import Conflict
@@ -21,7 +24,7 @@ from tongdao.gateway.models import Gateway, UsageRecord
 from tongdao.jobs import lease
 from tongdao.network.models import Device, Pop
 from tongdao.runtime import Runtime
-from tongdao.tenancy.models import User
+from tongdao.tenancy.models import Tenant, User
 from tongdao.testing.keys import public_key
 
 MONTH = date(2027, 1, 1)  # after the test's users and sites were made: all of them count
@@ -199,24 +202,34 @@ def test_concurrent_runs_number_without_gaps(runtime: Runtime) -> None:
 
 
 @both_stores
-def test_a_run_failing_mid_way_leaves_no_half_invoice_and_no_gap(runtime: Runtime) -> None:
+def test_a_run_failing_mid_way_leaves_no_half_invoice_and_no_gap(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant whose invoice cannot be computed stops the run before the batch is written:
+    the batch's tenants before it are written and committed, nothing of it or after it."""
     plan = add_plan(runtime)
     tenants = add_tenants(runtime, 4)
     for t in tenants:
         subscribe(runtime, t, plan, date(2027, 1, 1))
     victim = sorted(tenants)[2]
+    draft = service.draft_invoice
 
-    def fail_on_victim(session: Session, _ctx: object, _instances: object) -> None:
-        for obj in session.new:
-            if isinstance(obj, InvoiceLine) and obj.tenant_id == victim:
-                raise RuntimeError("killed mid-run")
+    def fail_on_victim(
+        session: Session,
+        tenant: Tenant,
+        month: date,
+        facts: service.MonthFacts,
+        *,
+        fresh: bool = False,
+    ) -> service.InvoiceDraft | None:
+        if tenant.id == victim:
+            raise RuntimeError("killed mid-run")
+        return draft(session, tenant, month, facts, fresh=fresh)
 
-    event.listen(Session, "before_flush", fail_on_victim)
-    try:
-        with pytest.raises(RuntimeError):
-            service.run_month(runtime.db, MONTH)
-    finally:
-        event.remove(Session, "before_flush", fail_on_victim)
+    monkeypatch.setattr(service, "draft_invoice", fail_on_victim)
+    with pytest.raises(RuntimeError):
+        service.run_month(runtime.db, MONTH)
+    monkeypatch.setattr(service, "draft_invoice", draft)
     assert numbers(runtime) == [1, 2] and series_value(runtime) == 2
     with runtime.db.session(write=False) as session:
         assert session.scalar(select(func.count()).select_from(InvoiceLine)) == sum(
@@ -225,6 +238,77 @@ def test_a_run_failing_mid_way_leaves_no_half_invoice_and_no_gap(runtime: Runtim
     again = service.run_month(runtime.db, MONTH)
     assert again.created == ["INV00000003", "INV00000004"] and again.existing == 2
     assert numbers(runtime) == [1, 2, 3, 4]
+
+
+@both_stores
+def test_a_batch_failing_in_its_write_leaves_nothing_of_it(runtime: Runtime) -> None:
+    """The database refusing the batch's lines (a fault in the write itself): the whole batch
+    rolls back, its invoices, numbers and audit records with it."""
+    plan = add_plan(runtime)
+    tenants = add_tenants(runtime, 4)
+    for t in tenants:
+        subscribe(runtime, t, plan, date(2027, 1, 1))
+    with runtime.db.session(write=False) as session:
+        records = session.scalar(select(func.count()).select_from(AuditEvent))
+
+    def refuse_lines(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT INTO billing_invoice_lines"):
+            raise RuntimeError("killed mid-write")
+
+    event.listen(runtime.db.engine, "before_cursor_execute", refuse_lines)
+    try:
+        with pytest.raises(RuntimeError):
+            service.run_month(runtime.db, MONTH, batch=3)
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", refuse_lines)
+    assert numbers(runtime) == [] and series_value(runtime) == 0
+    with runtime.db.session(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(InvoiceLine)) == 0
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == records
+    again = service.run_month(runtime.db, MONTH, batch=3)
+    assert again.created == [f"INV{i:08d}" for i in range(1, 5)] and again.existing == 0
+
+
+@both_stores
+def test_a_run_made_invoice_has_one_audit_record_with_its_lines(runtime: Runtime) -> None:
+    """The run audits an invoice it makes as one document: one chained record carrying the
+    invoice's columns and its lines; a line changed later gets a record of its own."""
+    plan = add_plan(runtime)
+    tenants = add_tenants(runtime, 3)
+    for t in tenants:
+        subscribe(runtime, t, plan, date(2026, 12, 15))
+    with runtime.db.session(write=False) as session:
+        before = session.scalar(select(func.max(AuditEvent.id))) or 0
+    assert len(service.run_month(runtime.db, MONTH, batch=2).created) == 3
+    with runtime.db.session(write=False) as session:
+        made = list(session.scalars(select(AuditEvent).where(AuditEvent.id > before)))
+        assert {(e.action, e.object_type, e.kind) for e in made} == {
+            ("billing_invoice_made", "invoice", "change")
+        }
+        for invoice in session.scalars(select(Invoice)):
+            [ev] = [e for e in made if e.object_id == str(invoice.id)]
+            after = ev.after or {}
+            assert (after["number"], after["total"], after["state"]) == (
+                invoice.number, str(invoice.total), "draft"
+            )  # fmt: skip
+            assert [(x["id"], x["position"], x["amount"], x["vat"]) for x in after["lines"]] == [
+                (str(x.id), x.position, str(x.amount), str(x.vat)) for x in invoice.lines
+            ]
+            assert ev.seq is not None
+    with runtime.db.session() as session:  # a credit note's lines: records of their own
+        inv = session.scalars(select(Invoice).order_by(Invoice.number)).first()
+        assert inv is not None
+        ctx = ctx_for(runtime, session)
+        service.issue(ctx, inv)
+        session.commit()
+        note = service.credit_note(ctx, inv, "plan sold in error")
+        session.commit()
+        lines = session.scalars(
+            select(AuditEvent.object_id).where(AuditEvent.object_type == "invoice_line")
+        )
+        assert set(lines) == {str(x.id) for x in note.lines}
+    report = chain.verify_chain(runtime.db, chain.SigningKey.from_settings(runtime.settings))
+    assert report.ok, report
 
 
 @both_stores
@@ -386,3 +470,24 @@ def test_the_runs_facts_for_all_tenants_are_each_tenants_own(runtime: Runtime) -
     assert [len(own[t]) for t in tenants] == [2, 4, 2, 0]
     assert service.run_month(runtime.db, MONTH).created == ["INV00000001", "INV00000002",
                                                             "INV00000003"]  # fmt: skip
+
+
+def test_a_row_that_would_not_fit_its_column_is_refused_before_the_write() -> None:
+    """The run writes a batch with one statement: a value the database would refuse is
+    found while the tenant's invoice is computed (a field-named refusal, nothing written)."""
+    tenant = uuid.UUID(int=7)
+    good = {"description": "x" * 200, "amount": Decimal("9999999999.99"), "vat": Decimal("-1")}
+    service.check_fits(InvoiceLine, tenant, good)
+    service.check_fits(InvoiceLine, tenant, {"quantity": Decimal("0.000001"), "unit": None})
+    for bad in (
+        {"description": "x" * 201},
+        {"amount": Decimal("1000000000000.00")},
+        {"amount": Decimal("0.001")},
+        {"quantity": Decimal("0.0000001")},
+        {"vat_rate": Decimal("NaN")},
+    ):
+        with pytest.raises(Conflict) as refused:
+            service.check_fits(InvoiceLine, tenant, bad)
+        assert f"billing_invoice_lines.{next(iter(bad))}" in str(refused.value)
+    with pytest.raises(Conflict):
+        service.check_fits(Invoice, tenant, {"buyer_tax_id": "9" * 19})

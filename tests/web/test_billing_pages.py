@@ -160,6 +160,14 @@ def test_the_clerk_bills_a_month_through_the_pages(world: World) -> None:
     assert detail.status_code == 200
     for text in ("¥1,135.26", "¥64.26", "¥4.26", TAX_CODE, "基本月费", "草稿"):
         assert text in detail.text, text
+    # Its history: the run's one record of the invoice, its lines in it.
+    lines = len(_api(world, "GET", f"/tenants/{world.a.id}/invoices/{invoice['id']}")["lines"])
+    assert f"月度出账生成 · 含 {lines} 行明细" in detail.text
+    log = as_person(world, world.operators["auditor"]).get(
+        "/console/audit?action=billing_invoice_made"
+    )
+    assert log.status_code == 200 and "billing_invoice_made" in log.text
+    assert f"lines[{lines}]" in log.text and f"lines[{lines + 1}]" not in log.text
 
     issued = clerk.post(path + "/issue")
     assert issued.status_code == 303 and issued.headers["location"].endswith("?done=issued")

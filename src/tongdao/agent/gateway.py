@@ -116,12 +116,16 @@ class Applier:
         # against memory instead of reading thousands of peers back from the engine. Cleared
         # by any failure; re-read in full on start and every ``reconcile`` (see the agent).
         self._known: dict[str, DeviceState] = {}
+        # The tenants as applied into ``_known`` (resolved): their unchanged peers (the same
+        # objects in the next state, which a delta's merge keeps) are not planned again.
+        self._applied: dict[str, TenantInterface] = {}
         self.read_at = -math.inf  # time.monotonic() of the last full read of the engine
 
     def _actual(self, names: set[str], reread: bool) -> dict[str, DeviceState | None]:
         if not reread and names <= self._known.keys():
             return {name: self._known[name] for name in names}
         self._known.clear()
+        self._applied.clear()
         actual: dict[str, DeviceState | None] = {}
         for name in sorted(names):
             try:
@@ -177,6 +181,7 @@ class Applier:
             self._apply(desired, reread)
         except BaseException:
             self._known.clear()  # whatever happened half way, read the truth next time
+            self._applied.clear()
             raise
         finally:
             if collecting:
@@ -219,7 +224,7 @@ class Applier:
         # (or moved to another port) keeps its key, so devices' configs stay valid.
         keys = {t.ifname: self.state.public_key(key_name(t)) for t in desired.tenants}
         actual = self._actual(owned | wanted, reread)
-        the_plan = plan(desired, actual, keys)
+        the_plan = plan(desired, actual, keys, self._applied)
         # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
         if not wanted <= owned:
             self.state.save_owned(owned | wanted)
@@ -263,12 +268,14 @@ class Applier:
                 raise error
         for step in the_plan.interfaces:
             self._remember(step, actual.get(step.ifname), keys[step.ifname])
+            self._applied[step.ifname] = step.tenant
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:
                 host.flush_table(table, self.netns)
             self.engine.delete_interface(name)
             self._known.pop(name, None)
+            self._applied.pop(name, None)
         if owned | wanted != wanted:
             self.state.save_owned(wanted)
         self.state.save_applied(desired)

@@ -150,6 +150,24 @@ def snapshot(obj: Base) -> dict[str, Any]:
     return out
 
 
+def row_snapshot(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`snapshot` gives for a new row of ``model`` written with ``values`` (every
+    column) by a Core statement, which the flush hook does not see (a bulk write that audits
+    its rows itself, e.g. the monthly billing run)."""
+    out: dict[str, Any] = {}
+    for attr in inspect(model).column_attrs:
+        key = attr.key
+        if key in model.__audit_exclude__:
+            continue
+        value = values.get(key)
+        out[key] = (
+            (None if value is None else SEALED)
+            if key in model.__audit_masked__
+            else (jsonable(value))
+        )
+    return out
+
+
 def _changes(obj: Base) -> tuple[dict[str, Any], dict[str, Any]]:
     state = inspect(obj)
     before: dict[str, Any] = {}

@@ -27,9 +27,9 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.orm import Session
@@ -52,6 +52,28 @@ MAX_BYTES = 2**63 - 1  # BIGINT
 _GATEWAYS = cast(Table, Gateway.__table__)
 
 
+class SeenPeer(Protocol):
+    """One peer of one report, as the planner reads it (a :class:`Seen`, or a report's
+    validated row as it is)."""
+
+    @property
+    def peer_key(self) -> str: ...
+    @property
+    def tenant_id(self) -> uuid.UUID: ...
+    @property
+    def peer_kind(self) -> str: ...
+    @property
+    def peer_ref(self) -> str: ...
+    @property
+    def endpoint(self) -> str | None: ...
+    @property
+    def rx_bytes(self) -> int: ...
+    @property
+    def tx_bytes(self) -> int: ...
+    @property
+    def last_handshake(self) -> datetime | None: ...
+
+
 @dataclass(frozen=True)
 class Seen:
     """One peer of one report."""
@@ -66,7 +88,7 @@ class Seen:
     last_handshake: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Conn:
     """An open session as the planner sees it (``id`` is None until stored)."""
 
@@ -116,7 +138,9 @@ def _started(handshake: datetime | None, start: datetime, end: datetime) -> date
     return start
 
 
-def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: datetime) -> Plan:
+def plan(
+    open_: Mapping[str, Conn], seen: Sequence[SeenPeer], start: datetime, end: datetime
+) -> Plan:
     """What a report over ``[start, end]`` does to a gateway's open sessions (pure: the
     sessions given are not changed; ``changed`` holds new objects)."""
     out = Plan()
@@ -152,13 +176,22 @@ def plan(open_: Mapping[str, Conn], seen: Sequence[Seen], start: datetime, end: 
             continue
         # Saturating: a session's totals stay within the store's 64-bit columns. A new
         # object: the planner leaves what it was given as it was (a process keeps a copy).
+        # (Conn(...) in full, not dataclasses.replace: this runs once a row of every report.)
+        rx, tx = cur.rx_bytes + peer.rx_bytes, cur.tx_bytes + peer.tx_bytes
         out.changed.append(
-            replace(
-                cur,
-                rx_bytes=min(cur.rx_bytes + peer.rx_bytes, MAX_BYTES),
-                tx_bytes=min(cur.tx_bytes + peer.tx_bytes, MAX_BYTES),
-                endpoint=cur.endpoint or peer.endpoint,
-                last_active_at=max(cur.last_active_at, end),
+            Conn(
+                cur.peer_key,
+                cur.tenant_id,
+                cur.peer_kind,
+                cur.peer_ref,
+                cur.endpoint or peer.endpoint,
+                cur.started_at,
+                cur.last_active_at if cur.last_active_at > end else end,
+                rx if rx < MAX_BYTES else MAX_BYTES,
+                tx if tx < MAX_BYTES else MAX_BYTES,
+                cur.id,
+                cur.device_id,
+                cur.user_id,
             )
         )
     for key, cur in open_.items():
@@ -247,7 +280,7 @@ def track_report(
     session: Session,
     gateway_id: uuid.UUID,
     pop_id: uuid.UUID | None,
-    seen: Sequence[Seen],
+    seen: Sequence[SeenPeer],
     start: datetime,
     end: datetime,
     now: datetime,

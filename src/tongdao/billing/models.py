@@ -6,8 +6,9 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import ForeignKey, Numeric, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Numeric, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongdao.store.base import Base, TimestampedModel
@@ -236,3 +237,8 @@ class NonPaymentSuspension(TimestampedModel):
     lifted_at: Mapped[datetime | None]
     lifted_by: Mapped[str] = mapped_column(String(200), default="")
     lift_reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+# The tables, typed for Core statements (the monthly run writes a batch at once).
+INVOICES = cast(Table, Invoice.__table__)
+INVOICE_LINES = cast(Table, InvoiceLine.__table__)

@@ -106,7 +106,7 @@ def run_billing(guard: GuardDep, body: RunRequest) -> RunResult:
     """Make every tenant's draft invoice for the month; running it again changes nothing."""
     guard.require("invoices", Action.CREATE)
     actor = actor_of(guard.ctx.session)
-    guard.ctx.session.rollback()  # the run owns its transactions (one per tenant)
+    guard.ctx.session.rollback()  # the run owns its transactions (one per batch)
     month = service.billable_month(body.month, guard.ctx.runtime.clock())
     runtime = guard.ctx.runtime
     outcome = service.run_month(

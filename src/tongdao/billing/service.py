@@ -10,9 +10,20 @@ take numbers one after another, and the tenant's invoice for the month is looked
 after the lock is held: a second run finds the first one's invoice and rolls back (its number
 with it). ``dedupe_key`` (unique) backs this up in the schema.
 
-**One tenant per transaction.** The run bills each tenant in its own short transaction, so a
-run stopped mid-way leaves whole invoices for some tenants and none for the rest; running it
-again makes the rest and changes nothing else.
+**A batch of tenants per transaction, written set-based.** The monthly run computes the
+invoices of a batch of tenants (``TONGDAO_BILLING_RUN_BATCH``) and checks every value against
+its column first (:func:`draft_invoice`); then, in the batch's transaction, it locks the
+series once, looks for the batch's dedupe keys at once (under the lock: a concurrent run's
+invoices are seen and skipped), numbers the rest in tenant order, inserts the invoices and
+their lines with one statement each and commits (:func:`write_invoices`). A batch commits
+whole or not at all, so a run stopped mid-way leaves whole invoices for some tenants and
+none for the rest, and no gap; running it again makes the rest and changes nothing else. A
+tenant whose invoice cannot be computed stops the run after the batch's tenants before it
+are written. **Audit:** an invoice the run makes is one document with one audit record,
+``billing_invoice_made``, whose ``after`` holds the invoice's columns and its ``lines``; the
+lines get records of their own only when they change later (a credit note's lines are
+audited as the ORM writes them, like any other change). A single tenant's invoice through
+the ORM (:func:`bill_tenant`) takes its number with :func:`take_number` as before.
 
 **Quantities.** Seats (per account): the tenant's user accounts created before the end of the
 plan segment and not erased before its start. Seats (per active user): distinct owners of
@@ -35,17 +46,19 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from tongdao.api.crud import Resource, ensure_unique
 from tongdao.api.deps import Guard
-from tongdao.audit.recorder import SYSTEM, Actor, record, set_actor
+from tongdao.audit.recorder import SYSTEM, Actor, record, row_snapshot, set_actor
 from tongdao.auth.permissions import Action
 from tongdao.billing import money
 from tongdao.billing.models import (
+    INVOICE_LINES,
+    INVOICES,
     CrossBorderBasis,
     Invoice,
     InvoiceKind,
@@ -66,15 +79,18 @@ from tongdao.billing.schemas import (
     PlanUpdate,
     SubscriptionCreate,
 )
+from tongdao.clock import utcnow
 from tongdao.crossborder.models import ApplicationState, CrossBorderApplication
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.ledger import BYTES, tenant_bytes
 from tongdao.gateway.ledger import TENANT_KINDS as LEDGER_TENANT_KINDS
 from tongdao.gateway.models import UsageRecord, UsageTenantHourly
 from tongdao.gateway.periods import as_utc, exact_sum, joined
+from tongdao.ids import new_id
 from tongdao.network.models import Device, Site
 from tongdao.operator.models import OperatorProfile
 from tongdao.runtime import Ctx
+from tongdao.store.base import Base
 from tongdao.store.engine import Database
 from tongdao.tenancy.models import Tenant, User
 
@@ -151,6 +167,10 @@ def subscribe(ctx: Ctx, tenant: Tenant, data: SubscriptionCreate) -> Subscriptio
     if data.plan_id is not None and ctx.session.get(Plan, data.plan_id) is None:
         raise ValidationError({"plan_id": "no such plan"})
     month = data.starts_on.strftime("%Y-%m")
+    # The invoice series' lock first: a batch of the monthly run being written is waited for
+    # (its invoices are then seen below), and a batch written after this commits sees this
+    # subscription (it re-reads its tenants' subscriptions under the same lock: _bill_batch).
+    lock_series(ctx.session, InvoiceKind.INVOICE)
     invoiced = ctx.session.scalar(
         select(Invoice.month)
         .where(Invoice.tenant_id == tenant.id, Invoice.kind == InvoiceKind.INVOICE)
@@ -454,9 +474,9 @@ def take_number(session: Session, kind: InvoiceKind) -> str:
     prefix = SERIES_PREFIX[kind]
     value = session.execute(bump).scalar_one_or_none()
     if value is None:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
-            insert(NumberSeries)
+            upsert(NumberSeries)
             .values(name=kind.value, prefix=prefix, last_value=0)
             .on_conflict_do_nothing(index_elements=["name"])
         )
@@ -486,8 +506,18 @@ def _seller(session: Session) -> dict[str, str]:
     return {
         "seller_name": op.legal_name_zh or op.legal_name,
         "seller_tax_id": op.uscc,
-        "seller_address_phone": " ".join(p for p in (op.address, op.contact_phone) if p),
+        "seller_address_phone": seller_address_phone(op.address, op.contact_phone),
     }
+
+
+def seller_address_phone(address: str, phone: str) -> str:
+    """The seller's "address and phone" of an invoice (a fapiao's 地址、电话), from the
+    operator profile; it must fit :data:`SELLER_ADDRESS_PHONE_MAX` (the profile is refused
+    otherwise: :func:`tongdao.operator.service.put_profile`)."""
+    return " ".join(p for p in (address, phone) if p)
+
+
+SELLER_ADDRESS_PHONE_MAX = 300  # Invoice.seller_address_phone (tests check they agree)
 
 
 def invoice_key(tenant_id: uuid.UUID, month_text: str) -> str:
@@ -511,20 +541,52 @@ class MonthFacts:
     seller: dict[str, str]
 
 
+def _spans(
+    subs: Sequence[tuple[uuid.UUID | None, date]], month: date
+) -> list[tuple[uuid.UUID, date, date]]:
+    """A tenant's subscriptions (plan, first day; by first day) as (plan, start, end) day
+    ranges within the month."""
+    end_of_month = money.next_month(month)
+    out: list[tuple[uuid.UUID, date, date]] = []
+    for i, (plan_id, starts_on) in enumerate(subs):
+        start = max(starts_on, month)
+        end = subs[i + 1][1] if i + 1 < len(subs) else end_of_month
+        end = min(end, end_of_month)
+        if plan_id is None or end <= start:
+            continue
+        out.append((plan_id, start, end))
+    return out
+
+
 def _segments_of(
     subs: Sequence[Subscription], plans: dict[uuid.UUID, Plan], month: date
 ) -> list[Segment]:
     """A tenant's subscriptions (by start) as the plans' day ranges within the month."""
-    end_of_month = money.next_month(month)
-    out: list[Segment] = []
-    for i, sub in enumerate(subs):
-        start = max(sub.starts_on, month)
-        end = subs[i + 1].starts_on if i + 1 < len(subs) else end_of_month
-        end = min(end, end_of_month)
-        if sub.plan_id is None or end <= start:
-            continue
-        out.append(Segment(plans[sub.plan_id], start, end))
-    return out
+    spans = _spans([(sub.plan_id, sub.starts_on) for sub in subs], month)
+    return [Segment(plans[plan_id], start, end) for plan_id, start, end in spans]
+
+
+def replanned(
+    session: Session, tenant_ids: Sequence[uuid.UUID], month: date, facts: MonthFacts
+) -> set[uuid.UUID]:
+    """The tenants whose plans for the month now differ from ``facts`` (a subscription made
+    or changed while the run went): their invoices are computed from the store again."""
+    subs: dict[uuid.UUID, list[tuple[uuid.UUID | None, date]]] = {t: [] for t in tenant_ids}
+    for tenant_id, plan_id, starts_on in session.execute(
+        select(Subscription.tenant_id, Subscription.plan_id, Subscription.starts_on)
+        .where(
+            Subscription.tenant_id.in_(list(tenant_ids)),
+            Subscription.starts_on < money.next_month(month),
+        )
+        .order_by(Subscription.tenant_id, Subscription.starts_on)
+    ):
+        subs[tenant_id].append((plan_id, starts_on))
+    return {
+        t
+        for t in tenant_ids
+        if _spans(subs[t], month)
+        != [(seg.plan.id, seg.start, seg.end) for seg in facts.segments.get(t, [])]
+    }
 
 
 def month_facts(session: Session, tenant_ids: Sequence[uuid.UUID], month: date) -> MonthFacts:
@@ -581,20 +643,10 @@ def month_facts(session: Session, tenant_ids: Sequence[uuid.UUID], month: date) 
     return facts
 
 
-def bill_tenant(
-    session: Session, tenant_id: uuid.UUID, month: date, facts: MonthFacts | None = None
-) -> Invoice | None:
-    """Make the tenant's invoice for the month in the session's transaction; None when it has
-    one already or owes nothing for the month. The caller commits (or rolls back). ``facts``:
-    the month's quantities read beforehand for every tenant (:func:`month_facts`); without,
-    they are read here."""
-    month_text = month.strftime("%Y-%m")
-    number = take_number(session, InvoiceKind.INVOICE)  # locks the series: see the module
-    key = invoice_key(tenant_id, month_text)
-    if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
-        return None
-    tenant = session.get(Tenant, tenant_id)
-    assert tenant is not None
+def _drafts_of(
+    session: Session, tenant_id: uuid.UUID, month: date, facts: MonthFacts | None
+) -> tuple[list[LineDraft], list[Segment]]:
+    """The tenant's lines for the month (drafts, in order) and its plan segments."""
     drafts: list[LineDraft] = []
     segs = segments(session, tenant_id, month) if facts is None else facts.segments[tenant_id]
     for seg in segs:
@@ -614,6 +666,35 @@ def bill_tenant(
         drafts.extend(price_traffic(month, seg, used))
         if seg.plan.cross_border_basis == CrossBorderBasis.MBPS:
             drafts.extend(price_committed_mbps(month, seg, committed_mbps(session, tenant_id, seg)))
+    return drafts, segs
+
+
+def _line_values(tenant_id: uuid.UUID, position: int, d: LineDraft) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id, "position": position, "kind": d.kind,
+        "description": d.description, "tax_code": d.tax_code, "unit": d.unit,
+        "quantity": d.quantity, "unit_price": d.unit_price, "period_start": d.start,
+        "period_end": d.end, "amount": d.amount, "vat_rate": d.vat_rate, "vat": d.vat,
+        "usage_key": d.usage_key,
+    }  # fmt: skip
+
+
+def bill_tenant(
+    session: Session, tenant_id: uuid.UUID, month: date, facts: MonthFacts | None = None
+) -> Invoice | None:
+    """Make the tenant's invoice for the month in the session's transaction, through the
+    ORM (one tenant; the monthly run writes a batch at once: :func:`write_invoices`); None
+    when it has one already or owes nothing for the month. The caller commits (or rolls
+    back). ``facts``: the month's quantities read beforehand for every tenant
+    (:func:`month_facts`); without, they are read here."""
+    month_text = month.strftime("%Y-%m")
+    number = take_number(session, InvoiceKind.INVOICE)  # locks the series: see the module
+    key = invoice_key(tenant_id, month_text)
+    if session.scalar(select(Invoice.id).where(Invoice.dedupe_key == key)) is not None:
+        return None
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    drafts, segs = _drafts_of(session, tenant_id, month, facts)
     if not drafts:
         return None
     subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])
@@ -634,17 +715,178 @@ def bill_tenant(
         **(_seller(session) if facts is None else facts.seller),
     )
     for i, d in enumerate(drafts, start=1):
-        invoice.lines.append(
-            InvoiceLine(
-                tenant_id=tenant_id, position=i, kind=d.kind, description=d.description,
-                tax_code=d.tax_code, unit=d.unit, quantity=d.quantity, unit_price=d.unit_price,
-                period_start=d.start, period_end=d.end, amount=d.amount, vat_rate=d.vat_rate,
-                vat=d.vat, usage_key=d.usage_key,
-            )
-        )  # fmt: skip
+        invoice.lines.append(InvoiceLine(**_line_values(tenant_id, i, d)))
     session.add(invoice)
     session.flush()
     return invoice
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    """A tenant's invoice for the month, computed and checked, not yet numbered or written:
+    the columns of the invoice (less its number) and of its lines."""
+
+    tenant_id: uuid.UUID
+    dedupe_key: str
+    invoice: dict[str, Any]
+    lines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """What a column holds: a string's length, or a decimal's digits before and after the
+    point (with the largest magnitude it takes and its smallest step)."""
+
+    length: int | None = None
+    bound: Decimal | None = None  # |value| < bound
+    step: Decimal | None = None  # a multiple of step
+    places: int = 0
+
+
+_LIMITS: dict[type[Base], dict[str, _Limit]] = {}
+
+
+def _limits(model: type[Base]) -> dict[str, _Limit]:
+    found = _LIMITS.get(model)
+    if found is None:
+        found = {}
+        for column in model.__table__.c:
+            kind = column.type
+            length = getattr(kind, "length", None)
+            precision, scale = getattr(kind, "precision", None), getattr(kind, "scale", None)
+            if isinstance(length, int):
+                found[column.key] = _Limit(length=length)
+            elif isinstance(precision, int) and isinstance(scale, int):
+                found[column.key] = _Limit(
+                    bound=Decimal(10) ** (precision - scale),
+                    step=Decimal(1).scaleb(-scale),
+                    places=scale,
+                )
+        _LIMITS[model] = found
+    return found
+
+
+def _fits(limit: _Limit, value: Any) -> bool:
+    """Whether ``value`` fits a column as the database would store it (length of a string;
+    digits and places of a decimal: PostgreSQL would round extra places away)."""
+    if isinstance(value, str):
+        return limit.length is None or len(value) <= limit.length
+    if isinstance(value, Decimal) and limit.bound is not None and limit.step is not None:
+        if not value.is_finite() or abs(value) >= limit.bound:
+            return False
+        exponent = value.as_tuple().exponent
+        return (
+            not isinstance(exponent, int)
+            or exponent >= -limit.places
+            or value == value.quantize(limit.step)
+        )
+    return True
+
+
+def check_fits(model: type[Base], tenant_id: uuid.UUID, values: dict[str, Any]) -> None:
+    """Refuse a row of the run whose value would not fit its column: the batch is written
+    with one statement, so a bad row must be found before it, not by the database."""
+    limits = _limits(model)
+    for key, value in values.items():
+        limit = limits.get(key)
+        if limit is not None and value is not None and not _fits(limit, value):
+            column = f"{model.__tablename__}.{key}"
+            raise Conflict(
+                f"the invoice of tenant {tenant_id} cannot be made: {column} does not fit "
+                "its column"
+            )
+
+
+def draft_invoice(
+    session: Session, tenant: Tenant, month: date, facts: MonthFacts, *, fresh: bool = False
+) -> InvoiceDraft | None:
+    """The tenant's invoice for the month (reads only what ``facts`` lacks; ``fresh``: its
+    plans changed since ``facts`` were read, every quantity read again), checked against the
+    columns; None when it owes nothing for the month."""
+    drafts, segs = _drafts_of(session, tenant.id, month, None if fresh else facts)
+    if not drafts:
+        return None
+    month_text = month.strftime("%Y-%m")
+    subtotal, vat, total = money.totals([(d.amount, d.vat) for d in drafts])
+    values: dict[str, Any] = {
+        "tenant_id": tenant.id, "kind": InvoiceKind.INVOICE.value,
+        "dedupe_key": invoice_key(tenant.id, month_text), "month": month_text,
+        "state": InvoiceState.DRAFT.value, "corrects_id": None, "reason": "", "currency": "CNY",
+        "subtotal": subtotal, "vat": vat, "total": total, "amount_paid": money.ZERO,
+        "seller_name": "", "seller_tax_id": "", "seller_address_phone": "",
+        **_buyer(tenant), **facts.seller,
+        "issued_on": None, "due_on": None,
+        "payment_terms_days": max(seg.plan.payment_terms_days for seg in segs),
+        "fapiao_number": None, "voided_at": None,
+    }  # fmt: skip
+    lines = [_line_values(tenant.id, i, d) for i, d in enumerate(drafts, start=1)]
+    check_fits(Invoice, tenant.id, values)
+    for line in lines:
+        check_fits(InvoiceLine, tenant.id, line)
+    return InvoiceDraft(tenant.id, values["dedupe_key"], values, lines)
+
+
+def lock_series(session: Session, kind: InvoiceKind) -> int:
+    """The series' last value, its row locked until the transaction ends (PostgreSQL; on
+    SQLite the write transaction holds the database's write lock). Made the first time."""
+    read = select(NumberSeries.last_value).where(NumberSeries.name == kind.value).with_for_update()
+    value = session.execute(read).scalar_one_or_none()
+    if value is None:
+        upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            upsert(NumberSeries)
+            .values(name=kind.value, prefix=SERIES_PREFIX[kind], last_value=0)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        value = session.execute(read).scalar_one()
+    return int(value)
+
+
+def write_invoices(session: Session, drafts: Sequence[InvoiceDraft]) -> list[str]:
+    """Number and write a batch of the run's invoices in the session's transaction, set-based:
+    the series locked once, the batch's dedupe keys looked for at once (under the lock, so a
+    concurrent run's invoices are seen), the numbers given in the drafts' order, the invoices
+    and their lines inserted with one statement each, and ONE audit record per invoice that
+    carries its lines (``billing_invoice_made``; the lines have no records of their own until
+    they change). Returns the numbers made; the caller commits (the audit chain is appended
+    to once, at the commit)."""
+    if not drafts:
+        return []
+    last = lock_series(session, InvoiceKind.INVOICE)
+    keys = [d.dedupe_key for d in drafts]
+    taken = set(session.scalars(select(Invoice.dedupe_key).where(Invoice.dedupe_key.in_(keys))))
+    todo = [d for d in drafts if d.dedupe_key not in taken]
+    if not todo:
+        return []
+    now = utcnow()
+    invoices: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    records: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    prefix = SERIES_PREFIX[InvoiceKind.INVOICE]
+    for n, d in enumerate(todo, start=last + 1):
+        row = {**d.invoice, "id": new_id(), "number": f"{prefix}{n:08d}"}
+        row.update(created_at=now, updated_at=now)
+        its = [{**x, "id": new_id(), "invoice_id": row["id"], "created_at": now,
+                "updated_at": now} for x in d.lines]  # fmt: skip
+        invoices.append(row)
+        lines.extend(its)
+        records.append((row, its))
+    session.execute(insert(INVOICES), invoices)
+    session.execute(insert(INVOICE_LINES), lines)
+    session.execute(
+        update(NumberSeries)
+        .where(NumberSeries.name == InvoiceKind.INVOICE.value)
+        .values(last_value=last + len(todo))
+        .execution_options(synchronize_session=False)
+    )
+    for row, its in records:
+        after = row_snapshot(Invoice, row)
+        after["lines"] = [row_snapshot(InvoiceLine, x) for x in its]
+        record(
+            session, "billing_invoice_made", "invoice", row["id"], tenant_id=row["tenant_id"],
+            after=after, kind="change",
+        )  # fmt: skip
+    return [row["number"] for row in invoices]
 
 
 def tenants_to_bill(session: Session, month: date) -> list[uuid.UUID]:
@@ -674,7 +916,7 @@ class RunOutcome:
     existing: int
 
 
-RUN_BATCH = 50  # tenants per transaction of the monthly run (the series row stays locked)
+RUN_BATCH = 50  # tenants per transaction of the monthly run (written at once, see _bill_batch)
 
 
 def run_month(
@@ -686,14 +928,14 @@ def run_month(
     batch: int = RUN_BATCH,
 ) -> RunOutcome:
     """Make every tenant's invoice for ``month`` (drafts), ``batch`` tenants per transaction
-    (a savepoint each; ``TONGDAO_BILLING_RUN_BATCH``): a commit and its audit-chain append
-    per batch, not per tenant.
+    (``TONGDAO_BILLING_RUN_BATCH``; computed first, then written at once: :func:`_bill_batch`):
+    a commit and its audit-chain append per batch, not per tenant.
 
     ``keep_going`` is asked before each batch (a job under a lease renews it there and stops
     when the lease is lost). Tenants that have their invoice for the month already (its
     dedupe key, which a void releases) are counted and skipped up front; the others'
-    quantities are read once for all (:func:`month_facts`), and each tenant's transaction
-    still looks for its invoice under the series lock (a concurrent run)."""
+    quantities are read once for all (:func:`month_facts`), and each batch's transaction
+    still looks for its tenants' invoices under the series lock (a concurrent run)."""
     month_text = month.strftime("%Y-%m")
     with db.session(write=False) as session:
         every = tenants_to_bill(session, month)
@@ -719,36 +961,48 @@ def _bill_batch(
     actor: Actor,
     outcome: RunOutcome,
 ) -> None:
-    """Bill a batch of tenants in one transaction, each in a savepoint of its own (a tenant
-    with its invoice already, or nothing to bill, gives its number back). A tenant that
-    fails stops the run after the batch's invoices before it are committed: the series has
-    no gap either way."""
-    made: list[str] = []
+    """Bill a batch of tenants in one transaction: every tenant's invoice computed and checked
+    first (:func:`draft_invoice`), then the batch written at once (:func:`write_invoices`)
+    and committed whole, or not at all. A tenant whose invoice cannot be computed or does
+    not fit stops the run, after the invoices of the batch's tenants before it are written
+    and committed: the series has no gap either way."""
+    drafts: list[InvoiceDraft] = []
+    failure: Exception | None = None
     with db.session() as session:
         set_actor(session, actor)
+        # The series' lock first, then the batch's plans as they are now: a plan change made
+        # while the run went (subscribe takes the same lock) is billed, never left out.
+        lock_series(session, InvoiceKind.INVOICE)
+        fresh = replanned(session, tenant_ids, month, facts)
+        tenants = {
+            t.id: t for t in session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))
+        }
+        # The tenants' own reads in a savepoint: a database error in one (a statement timeout,
+        # a cancelled query) aborts the transaction on PostgreSQL; undone to here, the drafts
+        # before it are still written, under the lock still held, and its error is raised.
+        reads = session.begin_nested()
         for tenant_id in tenant_ids:
-            savepoint = session.begin_nested()
             try:
-                invoice = bill_tenant(session, tenant_id, month, facts)
-                if invoice is None:
-                    savepoint.rollback()
-                    outcome.existing += 1
-                    continue
-                record(
-                    session, "billing_invoice_made", "invoice", invoice.id, tenant_id=tenant_id,
-                    after={"number": invoice.number, "month": invoice.month,
-                           "total": str(invoice.total)},
-                )  # fmt: skip
-                savepoint.commit()
-            except BaseException:
-                if savepoint.is_active:
-                    savepoint.rollback()
-                session.commit()  # the invoices made before this tenant's
-                outcome.created.extend(made)
-                raise
-            made.append(invoice.number)
+                draft = draft_invoice(
+                    session, tenants[tenant_id], month, facts, fresh=tenant_id in fresh
+                )
+            except Exception as exc:  # raised again once the tenants before it are written
+                failure = exc
+                break
+            if draft is None:
+                outcome.existing += 1  # owes nothing for the month
+            else:
+                drafts.append(draft)
+        if failure is None:
+            reads.commit()
+        else:
+            reads.rollback()
+        made = write_invoices(session, drafts)
         session.commit()
+    outcome.existing += len(drafts) - len(made)  # made by a concurrent run meanwhile
     outcome.created.extend(made)
+    if failure is not None:
+        raise failure
 
 
 # --- invoices ----------------------------------------------------------------------------------

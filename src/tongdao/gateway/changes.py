@@ -6,6 +6,11 @@ bump is an UPDATE of the single :class:`ConfigVersion` row, so the version a gat
 never ahead of what has committed. On PostgreSQL the same transaction sends
 ``NOTIFY tongdao_config``; each server replica listens (:class:`PgListener`) so a change made
 through one replica wakes gateways polling another.
+
+Each process also keeps a short log of what the versions it committed itself changed
+(:data:`LOG`: the ids of the devices and users written, per store), so the compiler can re-read
+only those (:mod:`tongdao.gateway.service`). A version this process did not commit (another
+replica, a CLI command, a log that moved on) is simply absent, and whoever asks reads in full.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import contextlib
 import itertools
 import logging
 import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import cast
 
 import psycopg
-from sqlalchemy import Table, event, select, text, update
+from sqlalchemy import Pool, Table, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
@@ -29,6 +39,7 @@ log = logging.getLogger("tongdao.gateway.changes")
 
 CHANNEL = "tongdao_config"
 _BUMPED = "tongdao.config_bumped"
+_TOUCHED = "tongdao.config_touched"
 
 
 class ChangeFeed:
@@ -77,8 +88,99 @@ _BUMP = (
     update(_VERSION_TABLE)
     .where(_VERSION_TABLE.c.id == 1)
     .values(version=_VERSION_TABLE.c.version + 1)
+    .returning(_VERSION_TABLE.c.version)
 )
 _NOTIFY = text(f"NOTIFY {CHANNEL}")
+
+
+@dataclass
+class Touched:
+    """What one committed version wrote that decides which devices are active: the ids of the
+    devices and of the users written (created, changed or deleted), as canonical text."""
+
+    devices: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
+    too_many: bool = False  # more than :data:`TOUCHED_AT_MOST` ids: not kept, read in full
+
+    def add(self, devices: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+        if self.too_many:
+            return
+        self.devices.update(devices)
+        self.users.update(users)
+        if len(self.devices) + len(self.users) > TOUCHED_AT_MOST:
+            self.devices, self.users, self.too_many = set(), set(), True
+
+
+TOUCHED_AT_MOST = 500  # ids a version may name in the log (a bulk change is not worth keeping)
+
+
+class ChangeLog:
+    """Per store (its connection pool: the engines of a store's sessions differ in their
+    options only), the last versions this process committed and what each touched (bounded).
+
+    :meth:`since` answers only when every version of the range is in the log: one committed
+    elsewhere (another replica, another process on the same SQLite file), or not yet logged
+    (its commit is still finishing in another thread), leaves a gap, and the answer is None."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._stores: weakref.WeakKeyDictionary[Pool, OrderedDict[int, Touched]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._limit = limit
+
+    def record(self, store: Pool, version: int, touched: Touched) -> None:
+        with self._lock:
+            log = self._stores.setdefault(store, OrderedDict())
+            log[version] = touched
+            while len(log) > self._limit:
+                log.popitem(last=False)
+
+    def since(self, store: Pool, base: int, version: int) -> Touched | None:
+        """Everything versions ``base + 1`` to ``version`` touched, or None when one of them
+        is not in the log (or ``version`` is below ``base``)."""
+        if version < base:
+            return None
+        out = Touched()
+        with self._lock:
+            log = self._stores.get(store)
+            if log is None and version > base:
+                return None
+            for v in range(base + 1, version + 1):
+                touched = log.get(v) if log is not None else None
+                if touched is None or touched.too_many:
+                    return None
+                out.add(touched.devices, touched.users)
+        return None if out.too_many else out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stores.clear()
+
+
+LOG = ChangeLog()
+
+
+def _id_of(obj: object) -> str | None:
+    ident = getattr(obj, "id", None)
+    return str(ident) if isinstance(ident, uuid.UUID) else None
+
+
+def _note(touched: Touched, objects: Iterable[object]) -> None:
+    from tongdao.network.models import Device
+    from tongdao.tenancy.models import User
+
+    devices: list[str] = []
+    users: list[str] = []
+    for obj in objects:
+        key = _id_of(obj)
+        if key is None:
+            continue
+        if isinstance(obj, Device):
+            devices.append(key)
+        elif isinstance(obj, User):
+            users.append(key)
+    touched.add(devices, users)
 
 
 @event.listens_for(Session, "before_flush")
@@ -91,21 +193,37 @@ def _bump_version(session: Session, _ctx: UOWTransaction, _instances: object) ->
     # A Core statement on the session's connection: the ORM's bulk-update path cost a
     # write request more CPU than the UPDATE itself (issue 10); no ORM object holds it.
     conn = session.connection()
-    conn.execute(_BUMP)
+    version = conn.execute(_BUMP).scalar()
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY)
-    session.info[_BUMPED] = True
+    session.info[_BUMPED] = (conn.engine.pool, version)
+    session.info[_TOUCHED] = Touched()
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _ctx: UOWTransaction) -> None:
+    """What this flush wrote, for the change log (ids are assigned by now; ``new``, ``dirty``
+    and ``deleted`` still show what was flushed)."""
+    touched = session.info.get(_TOUCHED)
+    if touched is not None:
+        _note(touched, itertools.chain(session.new, session.dirty, session.deleted))
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    if session.info.pop(_BUMPED, False):
+    bumped = session.info.pop(_BUMPED, None)
+    touched = session.info.pop(_TOUCHED, None)
+    if bumped:
+        store, version = bumped
+        if isinstance(version, int) and touched is not None:
+            LOG.record(store, version, touched)
         FEED.notify()
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_BUMPED, None)
+    session.info.pop(_TOUCHED, None)
 
 
 class PgListener:

@@ -22,10 +22,21 @@ counts on the day before). Hours are stored as their UTC start: Asia/Shanghai is
 daylight saving, so its hours are UTC hours, and its days and months are sums of whole hours
 (``[D 00:00+08, D+1 00:00+08)``). No UTC day is used anywhere in the ledger.
 
-**Attribution to a user.** A device's bytes go to the device's owner (``devices.user_id``) at
-the time the report is stored; on a later report of the same hour the row's owner is set to
-the owner then (devices do not change owners today; if they ever do, the hour of the change
-goes to the new one). Site and transit peers have no owner.
+**Attribution to a user.** A device's bytes go to the device's owner (``devices.user_id``):
+on a PoP gateway's report, the owner its connection session was opened with (looked up in
+``devices`` when the session started, :mod:`tongdao.audit.sessions`; the report's
+transaction holds them all), otherwise the owner at the time the report is stored; on a later
+report of the same hour the row's owner is set again. Devices do not change owners today; if
+they ever do, the hours of a session that began before the change go to the owner it began
+with, as its connection record does. Site and transit peers have no owner. (Taking the
+sessions' owners spares PostgreSQL a lookup of every device row of every report: about
+5 µs of its CPU a row, ``bench/README.md``.)
+
+**Two ends of one link.** Cross-border bytes are reported by the gateways at both ends of a
+registered link; they are counted at the domestic end (the PoP in China) only. A report of a
+gateway abroad goes into the ledger without the cross-border part of its tenant peers' rows
+(rx / tx less it, no cross-border part); that part is kept in ``usage_overseas_hourly`` for
+reconciliation, which no total reads (:mod:`tongdao.gateway.xbends`).
 
 **Daily and monthly figures are sums over hours**, not tables of their own: the per-tenant
 table has one row per hour, gateway and kind whatever the tenant's device count, so a tenant's
@@ -43,8 +54,7 @@ rows; rows the screening drops are not rolled up either.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -53,10 +63,12 @@ from sqlalchemy.orm import Session
 
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
+from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, is_postgresql, upsert_rows
 
 HOUR = timedelta(hours=1)
+TENANT_KINDS = ("device", "site")
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
 
 _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
@@ -65,7 +77,7 @@ _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a loo
 class PeerBytes(Protocol):
     tenant_id: uuid.UUID
     peer_kind: Any
-    peer_ref: uuid.UUID
+    peer_ref: Any  # the id, as text or UUID
     rx_bytes: int
     tx_bytes: int
     cross_border_rx_bytes: int
@@ -76,23 +88,6 @@ def hour_of(period_end: datetime) -> datetime:
     """The start (UTC) of the hour ``(start, start + 1 h]`` that holds ``period_end``."""
     end = period_end.astimezone(UTC) - timedelta(microseconds=1)
     return end.replace(minute=0, second=0, microsecond=0)
-
-
-@dataclass
-class _Sums:
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    cross_border_rx_bytes: int = 0
-    cross_border_tx_bytes: int = 0
-
-    def add(self, peer: PeerBytes) -> None:
-        self.rx_bytes += peer.rx_bytes
-        self.tx_bytes += peer.tx_bytes
-        self.cross_border_rx_bytes += peer.cross_border_rx_bytes
-        self.cross_border_tx_bytes += peer.cross_border_tx_bytes
-
-    def row(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in BYTES}
 
 
 def device_owners(
@@ -117,8 +112,10 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
 
 def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
     """Insert the rows, or add their bytes to the rows already there (and take the owner)."""
-    replace = ("owner_id",) if "owner_id" in model.__table__.c else ()
-    upsert_rows(session, model, keys, rows, add=BYTES, replace=replace)
+    columns = model.__table__.c
+    replace = ("owner_id",) if "owner_id" in columns else ()
+    add = [name for name in BYTES if name in columns]
+    upsert_rows(session, model, keys, rows, add=add, replace=replace)
 
 
 # A device row's owner today (peer_ref is the device id as text; other kinds have none).
@@ -134,34 +131,86 @@ def roll_up(
     pop_id: uuid.UUID | None,
     peers: Sequence[PeerBytes],
     period_end: datetime,
+    known_owners: Mapping[str, uuid.UUID | None] | None = None,
+    *,
+    overseas: bool = False,
 ) -> int:
     """Add the stored peers' bytes to the hour of ``period_end`` (see the module); the
-    number of per-peer rows written. Runs in the caller's transaction."""
+    number of per-peer rows written. ``known_owners``: device id (text) → owner, from the
+    report's connection sessions; devices not in it are looked up. ``overseas``: the gateway
+    is the overseas end of its cross-border links (its tenant peers' cross-border bytes are
+    kept apart). Runs in the caller's transaction."""
     if not peers:
         return 0
     hour = hour_of(period_end)
-    per_peer: dict[tuple[uuid.UUID, str, str], _Sums] = {}
-    per_kind: dict[tuple[uuid.UUID, str], _Sums] = {}
+    # One pass, column by column (this runs once a row of every report): a peer's bytes go
+    # to its row's position, the kind's sums to the (tenant, kind) totals. Rows keep the
+    # report's order: every key holds the gateway, whose reports are serial (its row lock),
+    # so no two transactions write the same rows in different orders.
+    position: dict[tuple[uuid.UUID, str, str], int] = {}
+    tenant_ids: list[uuid.UUID] = []
+    refs: list[str] = []
+    kinds: list[str] = []
+    rx: list[int] = []
+    tx: list[int] = []
+    xrx: list[int] = []
+    xtx: list[int] = []
+    per_kind: dict[tuple[uuid.UUID, str], list[int]] = {}
+    far: dict[tuple[uuid.UUID, str], list[int]] = {}
     for peer in peers:
-        kind = str(peer.peer_kind)
-        ref = str(peer.peer_ref)
-        per_peer.setdefault((peer.tenant_id, ref, kind), _Sums()).add(peer)
-        per_kind.setdefault((peer.tenant_id, kind), _Sums()).add(peer)
+        tenant, kind, ref = peer.tenant_id, str(peer.peer_kind), str(peer.peer_ref)
+        prx, ptx = peer.rx_bytes, peer.tx_bytes
+        pxrx, pxtx = peer.cross_border_rx_bytes, peer.cross_border_tx_bytes
+        if overseas and kind in TENANT_KINDS and (pxrx or pxtx):
+            apart = far.get((tenant, kind))
+            if apart is None:
+                apart = far[(tenant, kind)] = [0, 0]
+            apart[0] += pxrx
+            apart[1] += pxtx
+            prx, ptx, pxrx, pxtx = prx - pxrx, ptx - pxtx, 0, 0
+        key = (tenant, ref, kind)
+        i = position.get(key)
+        if i is None:
+            position[key] = len(refs)
+            tenant_ids.append(tenant)
+            refs.append(ref)
+            kinds.append(kind)
+            rx.append(prx)
+            tx.append(ptx)
+            xrx.append(pxrx)
+            xtx.append(pxtx)
+        else:
+            rx[i] += prx
+            tx[i] += ptx
+            xrx[i] += pxrx
+            xtx[i] += pxtx
+        sums = per_kind.get((tenant, kind))
+        if sums is None:
+            sums = per_kind[(tenant, kind)] = [0, 0, 0, 0]
+        sums[0] += prx
+        sums[1] += ptx
+        sums[2] += pxrx
+        sums[3] += pxtx
     same = {"hour": hour, "gateway_id": gateway_id, "pop_id": pop_id}
-    peer_keys = sorted(per_peer)
-    peer_sums = [per_peer[k] for k in peer_keys]
     values: dict[str, list[Any]] = {
-        "tenant_id": [tenant for tenant, _ref, _kind in peer_keys],
-        "peer_ref": [ref for _tenant, ref, _kind in peer_keys],
-        "peer_kind": [kind for _tenant, _ref, kind in peer_keys],
-        **{name: [getattr(sums, name) for sums in peer_sums] for name in BYTES},
+        "tenant_id": tenant_ids,
+        "peer_ref": refs,
+        "peer_kind": kinds,
+        "rx_bytes": rx,
+        "tx_bytes": tx,
+        "cross_border_rx_bytes": xrx,
+        "cross_border_tx_bytes": xtx,
     }
-    if is_postgresql(session):  # the owner looked up by the database, in the same statement
+    given = known_owners or {}
+    devices = [r for r, k in zip(refs, kinds, strict=True) if k == "device"]
+    missing = [r for r in devices if r not in given]
+    if missing and is_postgresql(session):
+        # The owners looked up by the database, in the same statement.
         hourly = Columns(values, same=same, derived={"owner_id": _OWNER_SQL})
     else:
-        owner = owners(session, [ref for (_t, ref, kind) in per_peer if kind == "device"])
+        owner = {**given, **owners(session, missing)} if missing else given
         values["owner_id"] = [
-            owner.get(ref) if kind == "device" else None for _tenant, ref, kind in peer_keys
+            owner.get(r) if k == "device" else None for r, k in zip(refs, kinds, strict=True)
         ]
         hourly = Columns(values, same=same)
     kind_keys = sorted(per_kind)
@@ -169,7 +218,7 @@ def roll_up(
         {
             "tenant_id": [tenant for tenant, _kind in kind_keys],
             "peer_kind": [kind for _tenant, kind in kind_keys],
-            **{name: [getattr(per_kind[k], name) for k in kind_keys] for name in BYTES},
+            **{name: [per_kind[k][n] for k in kind_keys] for n, name in enumerate(BYTES)},
         },
         same=same,
     )
@@ -180,10 +229,23 @@ def roll_up(
         hourly,
     )
     _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
+    if far:
+        far_keys = sorted(far)
+        kept = Columns(
+            {
+                "tenant_id": [tenant for tenant, _kind in far_keys],
+                "peer_kind": [kind for _tenant, kind in far_keys],
+                **{name: [far[k][n] for k in far_keys] for n, name in enumerate(BYTES[2:])},
+            },
+            same=same,
+        )
+        _upsert(
+            session,
+            UsageOverseasHourly,
+            ("tenant_id", "hour", "gateway_id", "peer_kind"),
+            kept,
+        )
     return len(hourly)
-
-
-TENANT_KINDS = ("device", "site")
 
 
 def tenant_bytes(

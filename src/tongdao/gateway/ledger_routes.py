@@ -12,6 +12,12 @@ own tenant; an employee their own devices only (the tenant series is then the su
 devices, a user series only their own, another's device 404). Another tenant's object is 404.
 Tenant and PoP series count the tenant peers (``device``, ``site``); inter-PoP transit
 (``pop``) carries the same bytes again and is left out.
+
+Cross-border bytes are counted once, at the **domestic end** of a link (the PoP in China), on
+the China-side device (and its owner) or site that sent or received them; what the overseas
+end (a PoP abroad) reported for its peers is not in any series, total, quota or invoice (a PoP
+abroad's series holds only the bytes that stayed abroad). Operator staff read both ends side by
+side per link: ``GET /links/{id}/usage/reconciliation`` (:mod:`tongdao.gateway.xbends`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from tongdao.errors import NotFound, ValidationError
 from tongdao.gateway.ledger import BYTES
 from tongdao.gateway.models import UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
-from tongdao.network.models import Device, Site
+from tongdao.gateway.xbends import reconcile
+from tongdao.network.models import Device, Link, Site
 from tongdao.network.service import get_pop
 from tongdao.spreadsheet import cell
 from tongdao.tenancy.models import User
@@ -58,8 +65,14 @@ class UsagePoint(BaseModel):
     start: datetime = Field(description="the period's first instant (UTC)")
     rx_bytes: int = Field(description="received by the gateways from the peer(s)")
     tx_bytes: int = Field(description="sent by the gateways to the peer(s)")
-    cross_border_rx_bytes: int
-    cross_border_tx_bytes: int
+    cross_border_rx_bytes: int = Field(
+        description="the part of rx_bytes carried over a registered cross-border link, as "
+        "measured at its domestic end (counted once)"
+    )
+    cross_border_tx_bytes: int = Field(
+        description="the part of tx_bytes carried over a registered cross-border link, as "
+        "measured at its domestic end (counted once)"
+    )
     domestic_rx_bytes: int
     domestic_tx_bytes: int
 
@@ -324,7 +337,8 @@ def get_tenant_series(
     fmt: FormatQ = "json",
 ) -> UsageSeries | Response:
     """The tenant's usage per hour / day / month of Asia/Shanghai (employees: their own
-    devices), domestic and cross-border."""
+    devices), domestic and cross-border; cross-border bytes as measured at the domestic end of
+    each link, once (the overseas end's: ``/links/{id}/usage/reconciliation``)."""
     ident, start, end, points = tenant_series(
         guard, "tenant", tenant_id, None, granularity, since, until
     )
@@ -400,3 +414,102 @@ def get_pop_series(
     staff), domestic and cross-border; inter-PoP transit is left out."""
     ident, start, end, points = pop_series(guard, pop_id, granularity, since, until)
     return answer("pop", ident, granularity, start, end, points, fmt)
+
+
+# --- the two ends of a cross-border link (operator staff) --------------------------------------
+class EndsPoint(BaseModel):
+    day: date = Field(description="Asia/Shanghai day")
+    tenant_id: uuid.UUID
+    domestic_outbound_bytes: int = Field(
+        description="China to abroad, measured at the domestic end (billed)"
+    )
+    domestic_inbound_bytes: int = Field(
+        description="abroad to China, measured at the domestic end (billed)"
+    )
+    overseas_outbound_bytes: int = Field(
+        description="China to abroad, as the overseas end delivered it (not billed)"
+    )
+    overseas_inbound_bytes: int = Field(
+        description="abroad to China, as the overseas end received it (not billed)"
+    )
+    outbound_difference: int = Field(description="domestic less overseas, outbound")
+    inbound_difference: int = Field(description="domestic less overseas, inbound")
+
+
+class LinkEnds(BaseModel):
+    link_id: uuid.UUID
+    domestic_pop_id: uuid.UUID | None = Field(description="the link's PoP in China")
+    overseas_pop_id: uuid.UUID | None = Field(
+        description="the link's PoP abroad; None: the link does not cross the border"
+    )
+    other_links: int = Field(
+        description="other cross-border links at either PoP: their bytes are in that end's "
+        "figures too (the gateways count per tenant peer, not per link)"
+    )
+    since: date
+    until: date
+    timezone: str = "Asia/Shanghai"
+    rows: list[EndsPoint] = Field(description="per day and tenant, with traffic")
+
+
+@router.get(
+    "/links/{object_id}/usage/reconciliation",
+    tags=["usage"],
+    operation_id="link_usage_reconciliation",
+    response_model=LinkEnds,
+    responses=_CSV,  # type: ignore[arg-type]
+)
+def get_link_reconciliation(
+    guard: GuardDep,
+    object_id: Annotated[uuid.UUID, Path(description="the link's id")],
+    since: Annotated[
+        date | None, Query(description="first Asia/Shanghai day (default: 30 days back)")
+    ] = None,
+    until: UntilQ = None,
+    fmt: FormatQ = "json",
+) -> LinkEnds | Response:
+    """Cross-border bytes of a link's two ends per Asia/Shanghai day and tenant (operator
+    staff): the domestic end's, which usage, quotas and invoices count, beside the overseas
+    end's, kept for reconciliation only and never counted for the tenant."""
+    guard.require("links", Action.READ)
+    guard.require("usage", Action.READ)
+    link = guard.ctx.session.get(Link, object_id)
+    if link is None:
+        raise NotFound("link not found")
+    start, end = window(since, until, "day", guard.ctx.runtime.clock())
+    ends = reconcile(guard.ctx.session, link, start, end)
+    rows = [
+        EndsPoint(
+            day=r.day,
+            tenant_id=r.tenant_id,
+            domestic_outbound_bytes=r.domestic_outbound_bytes,
+            domestic_inbound_bytes=r.domestic_inbound_bytes,
+            overseas_outbound_bytes=r.overseas_outbound_bytes,
+            overseas_inbound_bytes=r.overseas_inbound_bytes,
+            outbound_difference=r.domestic_outbound_bytes - r.overseas_outbound_bytes,
+            inbound_difference=r.domestic_inbound_bytes - r.overseas_inbound_bytes,
+        )
+        for r in ends.rows
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        names = list(EndsPoint.model_fields)
+        writer.writerow(names)
+        for p in rows:
+            writer.writerow([cell(getattr(p, n)) for n in names])
+        filename = f"link-{link.id}-ends-{start}-{end}.csv"
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return LinkEnds(
+        link_id=link.id,
+        domestic_pop_id=ends.domestic_pop_id,
+        overseas_pop_id=ends.overseas_pop_id,
+        other_links=ends.other_links,
+        since=start,
+        until=end,
+        rows=rows,
+    )

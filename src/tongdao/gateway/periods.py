@@ -1,4 +1,4 @@
-"""Usage periods as both stores give them back: the UTC or Asia/Shanghai day of a record,
+"""Usage periods as both stores give them back: the Asia/Shanghai day of a record,
 aware datetimes, instants within sane bounds, and sums of byte counters that cannot overflow."""
 
 from __future__ import annotations
@@ -14,13 +14,6 @@ from tongdao.gateway.models import UsageRecord
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-
-
-def report_day(session: Session) -> ColumnElement[Any]:
-    """The UTC calendar day of a usage record's period end, as SQL."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", UsageRecord.period_end))
-    return func.date(UsageRecord.period_end)  # SQLite stores UTC, naive
 
 
 def shanghai_report_day(session: Session) -> ColumnElement[Any]:
@@ -68,7 +61,7 @@ _SHIFT: ColumnElement[int] = literal_column("32")
 
 
 def exact_sum(
-    column: InstrumentedAttribute[int],
+    column: InstrumentedAttribute[int] | ColumnElement[int],
 ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     """Two SQL aggregates whose :func:`joined` value is the exact sum of ``column``."""
     high = func.coalesce(func.sum(column.op(">>")(_SHIFT)), 0)

@@ -21,7 +21,8 @@
 (:mod:`tongdao.store.partitions`; no row-by-row delete, no bloat), the default partition's
 old rows deleted, and the partitions of this month and the next :data:`AHEAD` months made.
 SQLite: the old rows are deleted. ``usage_tenant_hourly`` is small (hours × gateways × kinds
-per tenant) and is deleted by rows on both stores.
+per tenant) and is deleted by rows on both stores, as is ``usage_overseas_hourly`` (the
+overseas ends' cross-border bytes, kept as long as the ledger they reconcile).
 
 **When.** ``tongdao server`` runs :func:`run_retention_job` under the lease ``usage.retention``
 once per Asia/Shanghai day (the lease records the day done); ``tongdao usage retention`` runs
@@ -39,6 +40,7 @@ from sqlalchemy import delete
 
 from tongdao.billing import money
 from tongdao.gateway.models import UsageHourly, UsageRecord, UsageTenantHourly
+from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.jobs import lease
 from tongdao.store import partitions
 
@@ -94,6 +96,7 @@ def apply(db: Database, this_month: date, raw_months: int, hourly_months: int) -
         else:
             session.execute(delete(UsageHourly).where(UsageHourly.hour < hourly_at))
         session.execute(delete(UsageTenantHourly).where(UsageTenantHourly.hour < hourly_at))
+        session.execute(delete(UsageOverseasHourly).where(UsageOverseasHourly.hour < hourly_at))
         session.commit()
     return outcome
 

@@ -262,12 +262,12 @@ class Reportable:
     removed within :data:`RECENTLY_REMOVED`."""
 
     def __init__(self, peers: dict[Ident, datetime | None], now: datetime) -> None:
-        self._peers = peers
-        self._since = now - RECENTLY_REMOVED
+        self.peers = peers  # identity → removed_at (None: live)
+        self.since = now - RECENTLY_REMOVED  # removed at or after this: still reportable
 
     def __contains__(self, ident: object) -> bool:
-        removed = self._peers.get(ident, _ABSENT)  # type: ignore[call-overload]
-        return removed is None or (removed is not _ABSENT and removed >= self._since)
+        removed = self.peers.get(ident, _ABSENT)  # type: ignore[call-overload]
+        return removed is None or (removed is not _ABSENT and removed >= self.since)
 
 
 # Per agent, its recorded peers at the version last sent. The rows of ``gateway_peers`` change

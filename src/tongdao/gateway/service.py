@@ -17,12 +17,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import threading
 import uuid
-from collections import defaultdict
+import weakref
+from collections import OrderedDict, defaultdict
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, and_, cast, or_, select, update
+from sqlalchemy import Engine, Pool, String, and_, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from tongdao.access.models import Policy
@@ -34,6 +37,7 @@ from tongdao.errors import (
     NotFound,
     PermissionDenied,
 )
+from tongdao.gateway.changes import LOG
 from tongdao.gateway.desired import (
     CONNECTOR_PORT,
     MAIN_TABLE,
@@ -316,7 +320,11 @@ def _id_text(value: object) -> str:
     return text
 
 
-def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
+def _active_devices(
+    ctx: Ctx, tenant_id: uuid.UUID, only: tuple[set[str], set[str]] | None = None
+) -> list[DeviceRow]:
+    """The tenant's active devices of active, verified users, by id; ``only``: just those
+    among them with one of these device ids or user ids."""
     stmt = (
         select(
             cast(Device.id, String),
@@ -335,10 +343,79 @@ def _active_devices(ctx: Ctx, tenant_id: uuid.UUID) -> list[DeviceRow]:
         )
         .order_by(Device.id)
     )
+    if only is not None:
+        devices, users = only
+        stmt = stmt.where(
+            or_(
+                Device.id.in_([uuid.UUID(d) for d in sorted(devices)]),
+                Device.user_id.in_([uuid.UUID(u) for u in sorted(users)]),
+            )
+        )
     return [
         DeviceRow(_id_text(i), _id_text(u), key, v4, v6, pop_id)
         for i, u, key, v4, v6, pop_id in ctx.session.execute(stmt)
     ]
+
+
+_BY_ID = attrgetter("id")
+
+
+class _Place(NamedTuple):
+    id: uuid.UUID
+    country: str
+
+
+class _DeviceRows:
+    """Per store and tenant, the active devices at the version they were read, so that the
+    next compilation re-reads only the devices and users the versions since then wrote
+    (:data:`tongdao.gateway.changes.LOG`): on one device's change, one row instead of the
+    tenant's thousands. Whenever the log cannot say (a version committed by another replica
+    or process, or more than ``changes.TOUCHED_AT_MOST`` ids since), the tenant's devices are
+    read in full, as before."""
+
+    def __init__(self, tenants: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._stores: weakref.WeakKeyDictionary[
+            Pool, OrderedDict[uuid.UUID, tuple[int, list[DeviceRow]]]
+        ] = weakref.WeakKeyDictionary()
+        self._tenants = tenants
+
+    def rows(self, ctx: Ctx, tenant_id: uuid.UUID, version: int) -> list[DeviceRow]:
+        bind = ctx.session.get_bind()
+        store = (bind if isinstance(bind, Engine) else bind.engine).pool
+        with self._lock:
+            held_by_tenant = self._stores.get(store)
+            cached = held_by_tenant.get(tenant_id) if held_by_tenant is not None else None
+        rows: list[DeviceRow] | None = None
+        if cached is not None:
+            base, held = cached
+            touched = LOG.since(store, base, version)
+            if touched is not None and not (touched.devices or touched.users):
+                rows = held
+            elif touched is not None:  # at most TOUCHED_AT_MOST ids
+                devices, users = touched.devices, touched.users
+                rows = [r for r in held if r.id not in devices and r.user_id not in users]
+                rows += _active_devices(ctx, tenant_id, (devices, users))
+                rows.sort(key=_BY_ID)
+        if rows is None:
+            rows = _active_devices(ctx, tenant_id)
+            rows.sort(key=_BY_ID)  # Python's order of the text ids (the SQL's is the store's)
+        with self._lock:
+            tenants = self._stores.setdefault(store, OrderedDict())
+            current = tenants.get(tenant_id)
+            if current is None or current[0] <= version:
+                tenants[tenant_id] = (version, rows)
+                tenants.move_to_end(tenant_id)
+                while len(tenants) > self._tenants:
+                    tenants.popitem(last=False)
+        return rows
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stores.clear()
+
+
+_DEVICE_ROWS = _DeviceRows()
 
 
 class _PeerCache:
@@ -392,15 +469,35 @@ def _linked_pops(ctx: Ctx, pop: Pop) -> list[tuple[Pop, uuid.UUID]]:
 def _policy_rules(
     ctx: Ctx, tenant_id: uuid.UUID, devices: list[DeviceRow], sites: list[Site]
 ) -> tuple[PolicyRule, ...]:
-    by_device = {d.id: _host_routes(d.ipv4, d.ipv6) for d in devices}
+    policies = list(
+        ctx.session.scalars(
+            select(Policy)
+            .where(Policy.tenant_id == tenant_id, Policy.enabled.is_(True))
+            .order_by(Policy.id)
+        )
+    )
+    kinds = {
+        ref.get("kind")
+        for policy in policies
+        for rule in policy.rules
+        for ref in (*rule.get("sources", []), *rule.get("destinations", []))
+    }
+    # The address tables, built only when a rule refers to their kind: a tenant's thousands
+    # of devices are walked on every compilation otherwise, for no rule.
+    by_device: dict[str, tuple[str, str]] = {}
     by_user: dict[str, list[str]] = defaultdict(list)
-    for d in devices:
-        by_user[d.user_id].extend(by_device[d.id])
     by_group: dict[str, list[str]] = defaultdict(list)
-    for group_id, user_id in ctx.session.execute(
-        select(GroupMember.group_id, GroupMember.user_id).where(GroupMember.tenant_id == tenant_id)
-    ):
-        by_group[str(group_id)].extend(by_user.get(str(user_id), []))
+    if kinds & {"device", "user", "group"}:
+        by_device = {d.id: _host_routes(d.ipv4, d.ipv6) for d in devices}
+        for d in devices:
+            by_user[d.user_id].extend(by_device[d.id])
+    if "group" in kinds:
+        for group_id, user_id in ctx.session.execute(
+            select(GroupMember.group_id, GroupMember.user_id).where(
+                GroupMember.tenant_id == tenant_id
+            )
+        ):
+            by_group[str(group_id)].extend(by_user.get(str(user_id), []))
     by_site = {str(s.id): list(s.prefixes) for s in sites}
 
     def resolve(ref: dict[str, str]) -> list[str]:
@@ -416,11 +513,7 @@ def _policy_rules(
         return list(tables.get(str(kind), {}).get(ref.get("id", ""), []))
 
     rules: list[PolicyRule] = []
-    for policy in ctx.session.scalars(
-        select(Policy)
-        .where(Policy.tenant_id == tenant_id, Policy.enabled.is_(True))
-        .order_by(Policy.id)
-    ):
+    for policy in policies:
         for rule in policy.rules:
             src = sorted({c for ref in rule.get("sources", []) for c in resolve(ref)})
             dst = sorted({c for ref in rule.get("destinations", []) for c in resolve(ref)})
@@ -487,7 +580,7 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
             else None
         )
         iface = ensure_interface(ctx, pop, tenant)
-        devices = _active_devices(ctx, tenant.id)
+        devices = _DEVICE_ROWS.rows(ctx, tenant.id, version)
         sites = list(
             ctx.session.scalars(
                 select(Site)
@@ -502,12 +595,15 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
         served_abroad = here_ok or any(
             link_id in grants.get(tenant.id, {}) for _other, link_id in linked
         )
+        place = _Place(pop.id, pop.country)  # not the ORM object: read for every device
         peers = [
             _DEVICE_PEERS.peer(d)
             for d in devices
-            if device_homed_at(d, pop) and (here_ok or (served_abroad and d.user_id in consenting))
+            if device_homed_at(d, place)
+            and (here_ok or (served_abroad and d.user_id in consenting))
         ]
         peers = _limited(enforced, devices, peers)
+        from_devices = len(peers)  # in peer_order already: the rows are by id, their refs
         abroad = [p for s in sites if s.country != HOME_COUNTRY for p in s.prefixes]
         for site in sites:
             if site.pop_id == pop.id and site.connector_public_key:
@@ -567,10 +663,10 @@ def compile_desired(ctx: Ctx, pop: Pop, version: int) -> DesiredState:
                 address_v6=f"{iface.ipv6}/{subnet6.prefixlen}",
                 pools=(tenant.ipv4_pool, tenant.ipv6_pool),
                 public_key=iface.public_key,
-                peers=tuple(sorted(peers, key=peer_order)),
+                peers=(*peers[:from_devices], *sorted(peers[from_devices:], key=peer_order)),
                 policy=withhold_abroad(
                     _policy_rules(ctx, tenant.id, devices, sites),
-                    [a for d in devices if d.user_id not in consenting for a in (d.ipv4, d.ipv6)],
+                    (a for d in devices if d.user_id not in consenting for a in (d.ipv4, d.ipv6)),
                     abroad if here_ok else ANYWHERE,
                 ),
             )

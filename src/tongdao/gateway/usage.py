@@ -65,10 +65,16 @@ used only while the store says it still holds: the agent's recorded peers (by th
 ``sent_version``), its peers' credits (by its ``last_report_seq``, under its row lock, since
 only its reports write them) and its open connection sessions (:mod:`tongdao.audit.sessions`).
 A second server, a restart or a failed commit just means the next report reads them again.
+The body is validated from its bytes by pydantic-core in one pass (:func:`parse_report`), and
+the per-row work in Python is kept to plain expressions (ids validated once per process, no
+helper object per row): one server process is what bounds the rows a second.
 
 Reading (``GET /tenants/{id}/usage``) covers the tenant's own endpoints, peers of kind
 ``device`` and ``site``; the inter-PoP transit peers (``pop``) carry the same bytes again and
-show only in the operators' ``GET /pops/{id}/usage``. An employee (own-only grant on devices)
+show only in the operators' ``GET /pops/{id}/usage``. Cross-border bytes count once, at the
+domestic end of a link: the part the overseas end (a PoP abroad) reported for tenant peers is
+left out of the tenant's totals (:mod:`tongdao.gateway.xbends`); the operators' per-PoP view
+shows what the PoP's gateways reported. An employee (own-only grant on devices)
 sees only the usage of their own devices. Days are Asia/Shanghai days of ``period_end`` (as in
 the ledger, :func:`~tongdao.gateway.periods.shanghai_report_day`); a record
 counts in the window when ``since < period_end <= until`` (both within the years 2000-9998,
@@ -77,6 +83,7 @@ else 422). Sums are exact whatever the counters hold (:func:`~tongdao.gateway.pe
 
 from __future__ import annotations
 
+import email.message
 import ipaddress
 import logging
 import re
@@ -85,17 +92,20 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
     ModelWrapValidatorHandler,
+    PlainValidator,
     PrivateAttr,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic import ValidationError as SchemaError
@@ -114,7 +124,7 @@ from tongdao.api.deps import Guard, GuardDep
 from tongdao.api.errors import ERROR_RESPONSES, error_body
 from tongdao.api.metrics import of as server_metrics
 from tongdao.audit.recorder import record
-from tongdao.audit.sessions import OPEN_COPIES, Conn, Seen, track_report
+from tongdao.audit.sessions import OPEN_COPIES, Conn, track_report
 from tongdao.auth.permissions import Action
 from tongdao.copies import Copies
 from tongdao.errors import Conflict, TongdaoError, ValidationError
@@ -131,6 +141,7 @@ from tongdao.gateway.periods import (
 )
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, reportable_peers
+from tongdao.gateway.xbends import is_overseas, kept_overseas
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.quotas.service import check_report
@@ -188,14 +199,54 @@ def ip_endpoint(value: str) -> str:
 ReportedKey = Annotated[str, AfterValidator(lru_cache(maxsize=65536)(wireguard_key))]
 
 
+@lru_cache(maxsize=65536)
+def _uuid(text: str) -> uuid.UUID:
+    if len(text) > 45:  # the longest form uuid.UUID takes: urn:uuid:{...}
+        raise ValueError("must be a UUID")
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise ValueError("must be a UUID") from exc
+
+
+def _tenant(value: object) -> uuid.UUID:
+    """A tenant's id: one shared object per id and process (the ids repeat row after row;
+    equal objects that are the same hash and compare once, not once a row)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID")
+    return _uuid(value)
+
+
+@lru_cache(maxsize=65536)
+def _ref_text(text: str) -> str:
+    return str(_uuid(text))
+
+
+def _ref(value: object) -> str:
+    """A peer's reference, as the UUID's canonical text (what the tables hold), made once
+    per reference and process."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID")
+    return _ref_text(value)
+
+
+_UUID_SCHEMA = {"type": "string", "format": "uuid"}
+TenantRef = Annotated[uuid.UUID, PlainValidator(_tenant), WithJsonSchema(_UUID_SCHEMA)]
+PeerRef = Annotated[str, PlainValidator(_ref), WithJsonSchema(_UUID_SCHEMA)]
+
+
 # --- schemas -------------------------------------------------------------------------------------
 class PeerUsage(Strict):
     """One peer's row. A row that does not validate is dropped, not the report."""
 
-    tenant_id: uuid.UUID
+    tenant_id: TenantRef
     peer_key: ReportedKey
     peer_kind: PeerKind
-    peer_ref: uuid.UUID = Field(description="the device's, site's or peer PoP's id")
+    peer_ref: PeerRef = Field(description="the device's, site's or peer PoP's id (a UUID)")
     rx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     tx_bytes: Annotated[int, Field(ge=0, le=MAX_COUNTER, description="delta since last report")]
     cross_border_rx_bytes: Annotated[
@@ -231,11 +282,23 @@ class PeerUsage(Strict):
         )
 
 
-class UsageReportIn(Strict):
+class _ReportFields(Strict):
     seq: Annotated[int, Field(ge=1, le=MAX_COUNTER)]
     period_start: Instant
     period_end: Instant
     peers: Annotated[list[PeerUsage], Field(max_length=MAX_PEERS)] = []
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+
+class UsageReportIn(_ReportFields):
+    """A report; a row that does not validate is set aside (:attr:`invalid_rows`), the rest
+    stands. From the request's bytes: :func:`parse_report`."""
+
     _invalid: list[tuple[int, str]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="wrap")
@@ -266,15 +329,30 @@ class UsageReportIn(Strict):
         report._invalid = invalid
         return report
 
-    @model_validator(mode="after")
-    def _period(self) -> UsageReportIn:
-        if self.period_end < self.period_start:
-            raise ValueError("period_end is before period_start")
-        return self
-
     @property
     def invalid_rows(self) -> list[tuple[int, str]]:
         return self._invalid
+
+
+class _WholeReport(_ReportFields):
+    """A report whose rows all validate (the usual case): checked straight from the
+    request's JSON bytes by pydantic-core in one pass, no Python objects in between."""
+
+
+def parse_report(raw: bytes) -> UsageReportIn:
+    """The report in a request body (JSON). Raises :class:`~pydantic.ValidationError` when
+    the report itself is wrong; rows that are wrong are set aside (see
+    :class:`UsageReportIn`)."""
+    try:
+        whole = _WholeReport.model_validate_json(raw)
+    except SchemaError:
+        return UsageReportIn.model_validate_json(raw)  # bad rows set aside, or the error
+    return UsageReportIn.model_construct(
+        seq=whole.seq,
+        period_start=whole.period_start,
+        period_end=whole.period_end,
+        peers=whole.peers,
+    )
 
 
 _ROWS = TypeAdapter(list[PeerUsage])
@@ -401,8 +479,8 @@ def _utc(value: datetime) -> datetime:
     return utc
 
 
-def _micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+_MICROSECOND = timedelta(microseconds=1)
+_ABSENT: Any = object()
 
 
 class Screened:
@@ -456,34 +534,48 @@ def _screen(
     earliest = start - HANDSHAKE_BEFORE
     latest = end + CLOCK_SKEW
     seen: set[str] = set()
+    # The loop runs once a row (thousands a report): names bound locally, no calls per row
+    # where an expression does (see Reportable for the membership rule used inline here).
+    recorded, removed_since = known.peers, known.since
+    kept, new_credits, drop = out.kept, out.credits, out.drop
+    absent: Any = _ABSENT
     for index, peer in enumerate(report.peers):
-        ident = (peer.tenant_id, peer.peer_key)
+        key = peer.peer_key
+        ident = (peer.tenant_id, key)
+        removed = recorded.get((peer.tenant_id, key, peer.peer_kind, peer.peer_ref), absent)
+        if removed is not None and (removed is absent or removed < removed_since):
+            drop(index, "unknown_peer", key)
+            continue
+        if key in seen:
+            drop(index, "duplicate_peer", key)
+            continue
+        rx, tx = peer.rx_bytes, peer.tx_bytes
+        if peer.cross_border_rx_bytes > rx or peer.cross_border_tx_bytes > tx:
+            drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
+            continue
+        handshake = peer.last_handshake
+        if handshake is not None and not (earliest <= handshake <= latest):
+            drop(index, "invalid", "last_handshake outside the period")
+            continue
         credit = credits.get(ident)
-        if (peer.tenant_id, peer.peer_key, peer.peer_kind, str(peer.peer_ref)) not in known:
-            out.drop(index, "unknown_peer", peer.peer_key)
+        if credit is None:
+            base = start
+        elif credit[1] == start and credit[2] == end:
+            drop(index, "duplicate_peer", f"{key}: already counted for this period")
             continue
-        if peer.peer_key in seen:
-            out.drop(index, "duplicate_peer", peer.peer_key)
-            continue
-        if not peer.cross_border_fits:
-            out.drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
-            continue
-        if peer.last_handshake is not None and not (earliest <= peer.last_handshake <= latest):
-            out.drop(index, "invalid", "last_handshake outside the period")
-            continue
-        if credit is not None and (credit[1], credit[2]) == (start, end):
-            out.drop(index, "duplicate_peer", f"{peer.peer_key}: already counted for this period")
-            continue
-        base = start if credit is None else max(credit[0], start)
-        room = max(_micros(deadline - base), 0)  # µs of the rate still free
-        cost = -(-max(peer.rx_bytes, peer.tx_bytes) * 1_000_000 // per_second)  # µs, rounded up
+        else:
+            base = credit[0] if credit[0] > start else start
+        room = (deadline - base) // _MICROSECOND  # µs of the rate still free
+        if room < 0:
+            room = 0
+        cost = -(-(rx if rx > tx else tx) * 1_000_000 // per_second)  # µs, rounded up
         if cost > room:
             allowance = room * per_second // 1_000_000
-            out.drop(index, "over_rate", f"{peer.peer_key}: more than {allowance} bytes")
+            drop(index, "over_rate", f"{key}: more than {allowance} bytes")
             continue
-        seen.add(peer.peer_key)
-        out.kept.append(peer)
-        out.credits[ident] = (base + timedelta(microseconds=cost), start, end)
+        seen.add(key)
+        kept.append(peer)
+        new_credits[ident] = (base + timedelta(microseconds=cost), start, end)
     return out
 
 
@@ -576,6 +668,14 @@ def _last_seq(ctx: Ctx, gateway_id: uuid.UUID) -> int:
     return int(value or 0)
 
 
+def _session_owners(sessions: dict[str, Conn] | None) -> dict[str, uuid.UUID | None] | None:
+    """Device id (text) → owner, from the gateway's open device sessions (see
+    :func:`~tongdao.gateway.ledger.roll_up`)."""
+    if sessions is None:
+        return None
+    return {c.peer_ref: c.user_id for c in sessions.values() if c.peer_kind == "device"}
+
+
 def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAnswer:
     """Store the report once (see the module's docstring), committing the transaction.
 
@@ -633,24 +733,11 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         )
     sessions_after: dict[str, Conn] | None = None
     if gateway.pop_id is not None:
-        seen = [
-            Seen(
-                peer_key=peer.peer_key,
-                tenant_id=peer.tenant_id,
-                peer_kind=peer.peer_kind,
-                peer_ref=str(peer.peer_ref),
-                endpoint=peer.endpoint,
-                rx_bytes=peer.rx_bytes,
-                tx_bytes=peer.tx_bytes,
-                last_handshake=peer.last_handshake,
-            )
-            for peer in peers
-        ]
         _plan, sessions_after = track_report(
             session,
             gateway_id,
             gateway.pop_id,
-            seen,
+            peers,
             report.period_start,
             report.period_end,
             now,
@@ -662,7 +749,7 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
             "tenant_id": [p.tenant_id for p in peers],
             "peer_key": [p.peer_key for p in peers],
             "peer_kind": [p.peer_kind for p in peers],
-            "peer_ref": [str(p.peer_ref) for p in peers],
+            "peer_ref": [p.peer_ref for p in peers],
             "rx_bytes": [p.rx_bytes for p in peers],
             "tx_bytes": [p.tx_bytes for p in peers],
             "cross_border_rx_bytes": [p.cross_border_rx_bytes for p in peers],
@@ -684,9 +771,18 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
         if rows:
             insert_rows(session, UsageRecord, rows)
             _save_credits(session, gateway_id, screened)
-            roll_up(session, gateway_id, _pop_of(session, gateway), peers, report.period_end)
+            pop_id = _pop_of(session, gateway)
+            roll_up(
+                session,
+                gateway_id,
+                pop_id,
+                peers,
+                report.period_end,
+                _session_owners(sessions_after),
+                overseas=gateway.pop_id is not None and is_overseas(session, pop_id),
+            )
             check_report(
-                ctx, [(p.tenant_id, p.peer_kind, str(p.peer_ref)) for p in peers], report.period_end
+                ctx, [(p.tenant_id, p.peer_kind, p.peer_ref) for p in peers], report.period_end
             )
         session.commit()
     except IntegrityError:
@@ -710,15 +806,84 @@ def store_report(ctx: Ctx, gateway: Gateway, report: UsageReportIn) -> ReportAns
     )
 
 
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` put in place (for ``openapi_extra``)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
+
+
+_JSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline(UsageReportIn.model_json_schema())}},
+    }
+}
+
+
+def _is_json(content_type: str | None) -> bool:
+    """As FastAPI reads a body: JSON when no content type is given or it is JSON's."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def report_body(request: Request) -> UsageReportIn:
+    """The report, validated from the request's bytes (:func:`parse_report`: one pass in
+    pydantic-core for a report whose rows are all good), not from FastAPI's decoded JSON.
+    Errors are FastAPI's (422, keyed ``body.<field>``)."""
+    raw = await request.body()
+    if not raw:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    if not _is_json(request.headers.get("content-type")):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "input": None,
+                }
+            ]
+        )
+    try:
+        return parse_report(raw)
+    except SchemaError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+ReportBody = Annotated[UsageReportIn, Depends(report_body)]
+
+
 @router.post(
     "/gateway/reports",
     tags=["gateway"],
     operation_id="gateway_report",
     response_model=ReportAnswer,
     responses={409: ERROR_RESPONSES[409]},
+    openapi_extra=_JSON_BODY,
 )
 def report_usage(
-    request: Request, auth: GatewayDep, body: UsageReportIn
+    request: Request, auth: GatewayDep, body: ReportBody
 ) -> ReportAnswer | JSONResponse:
     """Per-peer byte deltas over a period. Idempotent by ``seq``: a seq at or below the last
     stored one answers ``duplicate`` and stores nothing; one more than 1,000,000 above it
@@ -772,9 +937,19 @@ def _summarise(
     session: Session,
     filters: Sequence[ColumnElement[bool]],
     key: ColumnElement[Any] | InstrumentedAttribute[Any],
+    *,
+    tenant_totals: bool = False,
 ) -> list[UsageRow]:
-    """Sums per (key, peer kind) over the filtered records (exact, whatever their size)."""
+    """Sums per (key, peer kind) over the filtered records (exact, whatever their size).
+    ``tenant_totals``: less the cross-border bytes the overseas ends of links reported for
+    tenant peers (counted at the domestic end only, :mod:`tongdao.gateway.xbends`)."""
     grouped = key.label("key")
+    far: list[ColumnElement[Any]] = []
+    if tenant_totals:
+        far = [
+            *exact_sum(kept_overseas(UsageRecord.cross_border_rx_bytes)),
+            *exact_sum(kept_overseas(UsageRecord.cross_border_tx_bytes)),
+        ]
     stmt: Select[Any] = (
         select(
             grouped,
@@ -782,18 +957,21 @@ def _summarise(
             *exact_sum(UsageRecord.rx_bytes),
             *exact_sum(UsageRecord.tx_bytes),
             func.max(UsageRecord.last_handshake),
+            *far,
         )
         .where(*filters)
         .group_by(grouped, UsageRecord.peer_kind)
     )
     rows: list[UsageRow] = []
-    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake in session.execute(stmt):
+    for k, kind, rx_high, rx_low, tx_high, tx_low, handshake, *kept in session.execute(stmt):
+        far_rx = joined(kept[0], kept[1]) if kept else 0
+        far_tx = joined(kept[2], kept[3]) if kept else 0
         rows.append(
             UsageRow(
                 key=str(k),
                 peer_kind=str(kind),
-                rx_bytes=joined(rx_high, rx_low),
-                tx_bytes=joined(tx_high, tx_low),
+                rx_bytes=joined(rx_high, rx_low) - far_rx,
+                tx_bytes=joined(tx_high, tx_low) - far_tx,
                 last_handshake=as_utc(handshake),
             )
         )
@@ -840,9 +1018,9 @@ def tenant_usage(
         return _summary([], since, until, group_by, tenant_id=tenant_id)
     filters.append(UsageRecord.peer_kind.in_(kinds))
     if group_by == "day":
-        rows = _summarise(session, filters, shanghai_report_day(session))
+        rows = _summarise(session, filters, shanghai_report_day(session), tenant_totals=True)
     else:
-        rows = _summarise(session, filters, UsageRecord.peer_ref)
+        rows = _summarise(session, filters, UsageRecord.peer_ref, tenant_totals=True)
     return _summary(rows, since, until, group_by, tenant_id=tenant_id)
 
 
@@ -861,7 +1039,8 @@ def get_tenant_usage(
     group_by: Annotated[GroupBy, Query(description="device | site | day")] = "device",
 ) -> UsageSummary:
     """Bytes per device, per site or per Asia/Shanghai day over the window (employees: their own
-    devices only). Inter-PoP transit is not counted here."""
+    devices only). Inter-PoP transit is not counted here, and cross-border bytes count once,
+    at the domestic end of a link (what a PoP abroad reported for them is left out)."""
     tenant = guard.tenant(tenant_id)
     guard.require("devices", Action.READ)
     start, end = window(since, until, guard.ctx.runtime.clock())

@@ -553,7 +553,18 @@ class HasHomePop(Protocol):
     def pop_id(self) -> uuid.UUID | None: ...
 
 
-def device_homed_at(device: HasHomePop, pop: Pop) -> bool:
+class PopPlace(Protocol):
+    """What :func:`device_homed_at` reads of a PoP (a :class:`Pop`, or a plain copy of these
+    two fields where thousands of devices are checked against one PoP)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def country(self) -> str: ...
+
+
+def device_homed_at(device: HasHomePop, pop: PopPlace) -> bool:
     """Whether the device connects to this PoP: its chosen PoP, or, with none chosen, any PoP
     in China. A device in China reaches overseas networks only through a PoP in China and a
     registered cross-border link, never by dialling an overseas PoP itself."""

@@ -30,6 +30,19 @@ def get_profile(ctx: Ctx) -> OperatorProfile:
 
 
 def put_profile(ctx: Ctx, data: s.OperatorUpdate) -> OperatorProfile:
+    from tongdao.billing.service import SELLER_ADDRESS_PHONE_MAX, seller_address_phone
+
+    # Every invoice's seller address and phone is the two joined: they must fit it together,
+    # or every monthly run would refuse each tenant's invoice.
+    length = len(seller_address_phone(data.address, data.contact_phone))
+    limit = SELLER_ADDRESS_PHONE_MAX
+    if length > limit:
+        raise ValidationError(
+            {
+                "address": f"with the contact phone the address is {length} characters; an "
+                f"invoice's seller address and phone hold {limit}"
+            }
+        )
     profile = ctx.session.scalar(select(OperatorProfile).order_by(OperatorProfile.created_at))
     check = check_uscc(data.uscc)
     values = {

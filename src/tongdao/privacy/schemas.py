@@ -128,7 +128,7 @@ class DeviceExport(BaseModel):
 
 class ConnectionDay(BaseModel):
     device_id: str
-    day: date
+    day: date = Field(description="Asia/Shanghai day")
     rx_bytes: int
     tx_bytes: int
     endpoints: list[str] = Field(description="the public addresses the device connected from")
@@ -152,7 +152,8 @@ class PersonalDataExport(BaseModel):
     devices: list[DeviceExport]
     consents: list[ConsentPublic]
     connection_days: list[ConnectionDay] = Field(
-        description="the connection log of the user's devices, per device and UTC day"
+        description="the connection log of the user's devices, per device and Asia/Shanghai "
+        "day (the day holding each record's period end, as the usage ledger counts it)"
     )
     retention: RetentionNote
 

@@ -33,7 +33,7 @@ from tongdao.compliance import retention as rp
 from tongdao.compliance.rules import ComplianceRefusal, rule
 from tongdao.errors import Conflict, PermissionDenied, ValidationError
 from tongdao.gateway.models import UsageRecord
-from tongdao.gateway.periods import as_utc, exact_sum, joined, report_day
+from tongdao.gateway.periods import as_utc, exact_sum, joined, shanghai_report_day
 from tongdao.network.models import Device, DeviceState
 from tongdao.privacy import schemas as s
 from tongdao.privacy.models import (
@@ -327,7 +327,8 @@ def _connection_days(
     if not device_ids:
         return []
     where = _device_records(tenant_id, device_ids)
-    day = report_day(session).label("day")
+    # Asia/Shanghai days, as every period in Tongdao (a record ending 23:30 UTC is the next day's).
+    day = shanghai_report_day(session).label("day")
     endpoints: dict[tuple[str, date], list[str]] = defaultdict(list)
     for ref, d, endpoint in session.execute(
         select(UsageRecord.peer_ref, day, UsageRecord.endpoint)

@@ -79,6 +79,7 @@ class SsoLogin(TimestampedModel):
 
     __tablename__ = "sso_logins"
     __audit_type__ = None  # the sign-in's outcome is audited as login / login_failed
+    __table_args__ = (Index("ix_sso_logins_source_ip_expires", "source_ip", "expires_at"),)
 
     provider_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sso_providers.id", ondelete="CASCADE"), index=True
@@ -93,6 +94,9 @@ class SsoLogin(TimestampedModel):
     cli_redirect: Mapped[str | None] = mapped_column(String(200), default=None)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The address that began it (as the sign-in throttle counts addresses): the begin
+    # throttle counts the unfinished ones per address (tongdao.sso.throttle).
+    source_ip: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class SsoDomainClaim(TimestampedModel):

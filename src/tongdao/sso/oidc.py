@@ -266,11 +266,13 @@ def begin(
     *,
     cli_redirect: str | None = None,
     binding_challenge: str | None = None,
+    source_ip: str | None = None,
 ) -> Started:
     """A new sign-in at ``provider``: the URL to send the browser to, and the browser's
     secret that binds the sign-in to it. A command-line client brings its own binding (the
     SHA-256 of a secret it keeps, ``binding_challenge``) and its loopback ``cli_redirect``;
-    then no browser secret is made."""
+    then no browser secret is made. ``source_ip``: the address that began it, as the begin
+    throttle counts it (:func:`tongdao.sso.throttle.check_begin`)."""
     metadata = DISCOVERY.metadata(provider.issuer)
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(24)
@@ -299,6 +301,7 @@ def begin(
             verifier_sealed=ctx.runtime.cipher.seal(verifier, VERIFIER_PURPOSE),
             redirect_uri=redirect_uri,
             expires_at=now + LOGIN_TTL,
+            source_ip=source_ip,
         )
     )
     ctx.session.flush()

@@ -24,6 +24,7 @@ from tongdao.sso.schemas import (
     SsoBegun,
     SsoComplete,
 )
+from tongdao.sso.throttle import check_begin
 from tongdao.tenancy.schemas import UserPublic
 from tongdao.tenancy.service import UserResource
 
@@ -129,7 +130,9 @@ def begin_sso_login(ctx: AnonCtxDep, body: SsoBegin) -> SsoBegun:
     """Begin a single sign-on from a command-line client: the provider of the address's
     domain, and the URL for the person to open. The provider sends the browser back to the
     console, which hands the answer on to the client's loopback ``redirect_uri``; the client
-    finishes with ``POST /auth/sso/complete`` and the secret behind ``binding_challenge``."""
+    finishes with ``POST /auth/sso/complete`` and the secret behind ``binding_challenge``.
+    Throttled per address as sign-in is (429 with ``Retry-After``, :mod:`tongdao.sso.throttle`)."""
+    address = check_begin(ctx, ctx.source_ip or "unknown")
     try:
         loopback = oidc.check_loopback(body.redirect_uri)
     except ValueError as exc:
@@ -143,6 +146,7 @@ def begin_sso_login(ctx: AnonCtxDep, body: SsoBegin) -> SsoBegun:
         service.redirect_uri(ctx),
         cli_redirect=loopback,
         binding_challenge=body.binding_challenge,
+        source_ip=address,
     )
     ctx.session.commit()
     return SsoBegun(authorization_url=started.authorization_url, provider=provider.name)

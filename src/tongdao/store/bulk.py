@@ -102,21 +102,34 @@ def _column_text(values: Sequence[Any]) -> str | None:
     by one with a regular expression: most of a 2,000-row statement's cost), or None when a
     value holds a separator (or is the single empty string) and the text would be wrong."""
     nones = 0
-    parts: list[str] = []
-    texts: dict[Any, str] = {}  # ids and instants repeat down a column: each made text once
-    for value in values:
-        if value is None:
-            nones += 1
-            parts.append(_NULL)
-        elif type(value) is str:
-            parts.append(value)
-        else:
-            known = texts.get(value)
-            if known is None:
-                known = texts[value] = str(value)
-            parts.append(known)
-    joined = _SEP.join(parts)
-    if joined.count(_SEP) != len(parts) - 1 or joined.count(_NULL) != nones or joined == "":
+    kinds = set(map(type, values))
+    if kinds == {str}:  # texts as they are and integers by str(), joined in C
+        joined = _SEP.join(values)
+    elif kinds == {int}:
+        joined = _SEP.join(map(str, values))
+    else:
+        parts: list[str] = []
+        texts: dict[Any, str] = {}  # ids and instants repeat down a column: made text once
+        last: Any = _SEP  # often as the very same object, row after row (no hash needed)
+        last_text = ""
+        for value in values:
+            if value is last:
+                parts.append(last_text)
+            elif value is None:
+                nones += 1
+                parts.append(_NULL)
+            elif type(value) is str:
+                parts.append(value)
+            else:
+                known = texts.get(value)
+                if known is None:
+                    known = texts[value] = str(value)
+                parts.append(known)
+                last, last_text = value, known
+        if bool in kinds and len(kinds - {bool, type(None)}) > 0:
+            return None  # True == 1: the texts made once a value would mix them up
+        joined = _SEP.join(parts)
+    if joined.count(_SEP) != len(values) - 1 or joined.count(_NULL) != nones or joined == "":
         return None
     return joined
 

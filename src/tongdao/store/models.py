@@ -26,6 +26,7 @@ from tongdao.gateway.models import (
     UsageRecord,
     UsageTenantHourly,
 )
+from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.ipam.models import IpamLock
 from tongdao.jobs.models import JobLease
 from tongdao.lifetime.models import DeviceLifetime, LastSignIn, LifetimeHold
@@ -105,6 +106,7 @@ __all__ = [
     "Tenant",
     "TenantLimits",
     "UsageHourly",
+    "UsageOverseasHourly",
     "UsageRecord",
     "UsageTenantHourly",
     "User",

@@ -231,11 +231,29 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def _items(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A record's fields, a list of documents (an invoice's lines) spread out one per row:
+    ``lines[1]``, ``lines[2]``, ..."""
+    out: dict[str, Any] = {}
+    for key, value in (record or {}).items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out.update({f"{key}[{i}]": v for i, v in enumerate(value, start=1)})
+        else:
+            out[key] = value
+    return out
+
+
+def _in_order(key: str) -> tuple[str, int]:
+    """Fields by name, a list's items by number (``lines[2]`` before ``lines[10]``)."""
+    name, _, index = key.partition("[")
+    return (name, int(index.rstrip("]"))) if index.rstrip("]").isdigit() else (key, 0)
+
+
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
     """Field by field: what was removed and what was added (unchanged fields left out)."""
-    old, new = before or {}, after or {}
+    old, new = _items(before), _items(after)
     changes = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=_in_order):
         was = _shown(old[key]) if key in old else None
         now = _shown(new[key]) if key in new else None
         if was != now:

@@ -628,7 +628,7 @@ def run_billing(view: UserViewDep, form: FormDep) -> Response:
     except ValidationError as exc:
         return _run_page(view, values=values, errors=_refusal(view, exc, ("month",)), status=422)
     actor = actor_of(view.ctx.session)
-    view.ctx.session.rollback()  # the run owns its transactions (one per tenant)
+    view.ctx.session.rollback()  # the run owns its transactions (one per batch)
     holder = f"console:{lease.holder_id()}"
     try:
         outcome = run_billing_job(view.ctx.runtime, month, holder, force=True, actor=actor)
@@ -820,10 +820,12 @@ def _history_row(view: View, event: AuditEvent) -> dict[str, Any]:
         value = after.get(key)
         return value if isinstance(value, str) else ""
 
+    lines = after.get("lines")  # a run-made invoice's record carries its lines
     return {
         "when": event.occurred_at,
         "actor": event.actor or "—",
         "action": view.locale.gettext(what) if what else event.action,
+        "lines": len(lines) if isinstance(lines, list) else 0,
         "state": text("state"),
         "fapiao_number": text("fapiao_number"),
         "reason": text("reason"),

@@ -24,10 +24,11 @@ from sqlalchemy import select
 
 from tongdao.api.deps import Guard
 from tongdao.auth.permissions import DUTY_CONFLICT, Action, Role, holds_conflicting_duties
-from tongdao.errors import DomainError, PermissionDenied, ValidationError
+from tongdao.errors import DomainError, PermissionDenied, Throttled, ValidationError
 from tongdao.sso import oidc, service
 from tongdao.sso.models import ClaimState, EmailTrust, SsoProvider
 from tongdao.sso.schemas import DomainClaimIn, DomainDecisionIn, ProviderIn
+from tongdao.sso.throttle import check_begin
 from tongdao.tenancy.models import Group, Tenant
 from tongdao.web.console import (
     HOST_PREFIX,
@@ -124,8 +125,8 @@ def _sso_page(
     )
 
 
-def _begin(view: View, provider: SsoProvider) -> str:
-    started = oidc.begin(view.ctx, provider, service.redirect_uri(view.ctx))
+def _begin(view: View, provider: SsoProvider, address: str) -> str:
+    started = oidc.begin(view.ctx, provider, service.redirect_uri(view.ctx), source_ip=address)
     view.ctx.session.commit()
     view.extra_cookies.append(
         (binding_cookie_name(view), started.browser_secret, int(oidc.LOGIN_TTL.total_seconds()))
@@ -140,6 +141,10 @@ def sso_page(view: ViewDep, tenant: Annotated[str, Query(max_length=40)] = "") -
         return redirect(view, safe_next(""))
     if tenant:
         try:
+            address = check_begin(view.ctx, view.ctx.source_ip or "unknown")
+        except Throttled as exc:
+            return _throttled(view, exc)
+        try:
             tenant_id = uuid.UUID(tenant)
         except ValueError:
             tenant_id = None
@@ -148,11 +153,24 @@ def sso_page(view: ViewDep, tenant: Annotated[str, Query(max_length=40)] = "") -
             errors = {"form": view._("This link names no identity provider.")}
             return _sso_page(view, errors=errors, status=404)
         try:
-            url = _begin(view, provider)
+            url = _begin(view, provider, address)
         except oidc.ProviderUnavailable:
             return _sso_page(view, errors=_unavailable(view), status=502)
         return redirect(view, url)
     return _sso_page(view)
+
+
+def _throttled(view: View, exc: Throttled, email: str = "") -> Response:
+    """The form with the sign-in throttle's message (429, ``Retry-After``)."""
+    errors = {
+        "form": view._(
+            "too many sign-ins from this address; try again in %(seconds)s s",
+            seconds=exc.retry_after,
+        )
+    }
+    response = _sso_page(view, email=email, errors=errors, status=429)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _unavailable(view: View) -> dict[str, str]:
@@ -166,6 +184,10 @@ def sso_begin(view: ViewDep, form: FormDep) -> Response:
     if not email or "@" not in email:
         errors = {"email": view._("enter the e-mail address of your account")}
         return _sso_page(view, email=email, errors=errors, status=422)
+    try:  # before the domain is looked up: a throttled caller learns nothing
+        address = check_begin(view.ctx, view.ctx.source_ip or "unknown")
+    except Throttled as exc:
+        return _throttled(view, exc, email)
     provider = service.provider_for_email(view.ctx, email)
     if provider is None:
         errors = {
@@ -175,7 +197,7 @@ def sso_begin(view: ViewDep, form: FormDep) -> Response:
         }
         return _sso_page(view, email=email, errors=errors, status=422)
     try:
-        url = _begin(view, provider)
+        url = _begin(view, provider, address)
     except oidc.ProviderUnavailable:
         return _sso_page(view, email=email, errors=_unavailable(view), status=502)
     return _sso_page(view, email=email, provider=provider, authorization_url=url)
