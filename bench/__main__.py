@@ -1,5 +1,5 @@
 """``python -m bench [store] [load] [dataplane] [domains] [kernel] [ledger] [billing] [--quick]
-[--only sqlite|postgresql] [--phase NAME]``.
+[--only sqlite|postgresql] [--phase NAME[,NAME]]``.
 
 Exit status: 0 when every benchmark ran (whatever the budgets say), 1 when one crashed (its
 partial results are still written), 2 for bad arguments.
@@ -62,8 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--phase",
         action="append",
-        choices=dataplane.ALL,
-        help="dataplane: run only this phase (repeatable; default: all)",
+        metavar="NAME[,NAME]",
+        help=f"dataplane: run only these phases ({', '.join(dataplane.ALL)}); repeatable or "
+        "comma-separated (default: all)",
     )
     parser.add_argument(
         "--against",
@@ -86,6 +87,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--clients must be between 1 and 200")
     if args.seconds is not None and not 0.5 <= args.seconds <= 3600:
         parser.error("--seconds must be between 0.5 and 3600")
+    if args.phase is not None:
+        named = {p.strip() for value in args.phase for p in value.split(",") if p.strip()}
+        wrong = sorted(named - set(dataplane.ALL))
+        if wrong or not named:
+            parser.error(
+                f"--phase: unknown phase(s) {', '.join(wrong) or '(none given)'}; "
+                f"choose from {', '.join(dataplane.ALL)}"
+            )
+        args.phase = [p for p in dataplane.ALL if p in named]  # always in the module's order
     if args.request_threads is not None:
         try:
             args.request_threads = [int(n) for n in args.request_threads.split(",")]

@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from tongdao.agent.engine import (
     PeerState,
     WireGuardGoEngine,
 )
-from tongdao.agent.planner import InterfacePlan, plan
+from tongdao.agent.planner import InterfacePlan, Plan, plan
 from tongdao.agent.state import StateDir
 from tongdao.errors import TongdaoError
 from tongdao.gateway.desired import (
@@ -186,40 +187,11 @@ class Applier:
             if collecting:
                 gc.enable()
 
-    def _apply(self, desired: DesiredState, reread: bool) -> None:
-        desired = _resolved(desired)
-        connector = desired.role == "connector"
-        wanted = {t.ifname for t in desired.tenants}
-        owned = self.state.owned()
-        # Keys belong to the tenant, not to the interface: a tenant suspended and reactivated
-        # (or moved to another port) keeps its key, so devices' configs stay valid.
-        keys = {t.ifname: self.state.public_key(key_name(t)) for t in desired.tenants}
-        actual = self._actual(owned | wanted, reread)
-        the_plan = plan(desired, actual, keys, self._applied)
-        # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
-        if not wanted <= owned:
-            self.state.save_owned(owned | wanted)
-        if not self._forwarding:  # once per process (two sysctl runs otherwise each apply)
-            host.enable_forwarding(self.netns)
-            self._forwarding = True
+    def _host(self, desired: DesiredState, the_plan: Plan, connector: bool) -> None:
+        """Links, addresses, tables, and on a PoP the ``ip rule``s, the tenant firewall and
+        the cross-border counters: what an apply does outside the engine."""
         for step in the_plan.interfaces:
             name = step.ifname
-            if step.create:
-                self.engine.ensure_interface(name, self.netns)
-            if step.configure_key or step.configure_port:
-                self.engine.configure(
-                    name,
-                    private_key=(
-                        self.state.private_key(key_name(step.tenant))
-                        if step.configure_key
-                        else None
-                    ),
-                    listen_port=step.tenant.listen_port,
-                )
-            if step.changes_peers:
-                self.engine.set_peers(name, step.upserts, step.removals)
-            self._remember(step, actual.get(name), keys[name])
-            self._applied[name] = step.tenant
             host.link_up(name, self.netns)
             host.ensure_addresses(
                 name, [step.tenant.address_v4, step.tenant.address_v6], self.netns
@@ -242,6 +214,61 @@ class Applier:
             if counted != self._counted:
                 xborder.apply_counters(desired.tenants, self.netns)
                 self._counted = counted
+
+    def _apply(self, desired: DesiredState, reread: bool) -> None:
+        desired = _resolved(desired)
+        connector = desired.role == "connector"
+        wanted = {t.ifname for t in desired.tenants}
+        owned = self.state.owned()
+        # Keys belong to the tenant, not to the interface: a tenant suspended and reactivated
+        # (or moved to another port) keeps its key, so devices' configs stay valid.
+        keys = {t.ifname: self.state.public_key(key_name(t)) for t in desired.tenants}
+        actual = self._actual(owned | wanted, reread)
+        the_plan = plan(desired, actual, keys, self._applied)
+        # Claim the interfaces before creating them: a crash mid-way still knows they are ours.
+        if not wanted <= owned:
+            self.state.save_owned(owned | wanted)
+        if not self._forwarding:  # once per process (two sysctl runs otherwise each apply)
+            host.enable_forwarding(self.netns)
+            self._forwarding = True
+        # Engine first, in order: every interface exists with its key and port before
+        # anything routes into it.
+        for step in the_plan.interfaces:
+            name = step.ifname
+            if step.create:
+                self.engine.ensure_interface(name, self.netns)
+            if step.configure_key or step.configure_port:
+                self.engine.configure(
+                    name,
+                    private_key=(
+                        self.state.private_key(key_name(step.tenant))
+                        if step.configure_key
+                        else None
+                    ),
+                    listen_port=step.tenant.listen_port,
+                )
+        # The peers' sets run on a thread of their own (one after the other: the engine
+        # sees one request at a time) while this thread does the host's part, which touches
+        # no engine: a full sync of 10,000 peers keeps wireguard-go busy for seconds, and the
+        # routes, rules and firewall fit in that time instead of after it. The firewall's
+        # update starts with the sets rather than after them, so the moment a new interface's
+        # peers are set before the table knows the interface is never longer than it was.
+        with ThreadPoolExecutor(1, thread_name_prefix="tongdao-set") as sets:
+            setting = [
+                sets.submit(self.engine.set_peers, step.ifname, step.upserts, step.removals)
+                for step in the_plan.interfaces
+                if step.changes_peers
+            ]
+            try:
+                self._host(desired, the_plan, connector)
+            finally:
+                done = [future.exception() for future in setting]  # waits for every set
+        for error in done:
+            if error is not None:
+                raise error
+        for step in the_plan.interfaces:
+            self._remember(step, actual.get(step.ifname), keys[step.ifname])
+            self._applied[step.ifname] = step.tenant
         for name in the_plan.delete:
             table = table_of(name)
             if table is not None:
