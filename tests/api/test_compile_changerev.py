@@ -1,0 +1,106 @@
+"""Attacks on the compiler's kept device rows (tongdao.gateway.service._DeviceRows) and the
+change log they are patched from (tongdao.gateway.changes.LOG): after each write, a
+compilation from what is kept must equal one from nothing, on both stores."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+
+from tests.api.test_compile_incremental import _check, _peer_keys
+from tests.api.test_gateway import activate, device, enrol, make_pop
+from tests.conftest import both_stores
+from tests.support.world import World
+from tongdao.audit.recorder import SYSTEM, set_actor
+from tongdao.gateway import changes
+from tongdao.gateway.changes import current_version
+from tongdao.network.models import Device, DeviceState
+from tongdao.runtime import Runtime
+
+
+@both_stores
+def test_a_savepoint_released_in_a_transaction_rolled_back_logs_nothing(
+    world: World, runtime: Runtime
+) -> None:
+    """A savepoint's release is not a commit: a version logged then (and the transaction
+    rolled back) is committed next by someone else with other writes, which the kept rows
+    would then miss (here: a device disabled by another replica stays a peer)."""
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    victim, other = device(world), device(world)
+    _check(runtime, pop)
+    with runtime.db.session(write=False) as session:
+        before = current_version(session)
+    with runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        with session.begin_nested():
+            row = session.get(Device, uuid.UUID(other["id"]))
+            assert row is not None
+            row.name = "renamed"
+        session.rollback()
+    with runtime.db.session(write=False) as session:
+        assert current_version(session) == before
+    # (the log must not name the version this transaction never committed)
+    # Another replica (statements past this process's hooks) commits the next version.
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            update(Device)
+            .where(Device.id == uuid.UUID(victim["id"]))
+            .values(state=DeviceState.DISABLED)
+        )
+        conn.execute(changes._BUMP)
+    assert victim["public_key"] not in _peer_keys(_check(runtime, pop))
+
+
+@both_stores
+def test_a_savepoint_rolled_back_keeps_the_version_bumped_before_it(
+    world: World, runtime: Runtime
+) -> None:
+    """The version bumped by the transaction before a savepoint that rolls back is still
+    committed with it: logged (with what it wrote) and the feed moved."""
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    victim, other = device(world), device(world)
+    _check(runtime, pop)
+    with runtime.db.session(write=False) as session:
+        before = current_version(session)
+    with runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        row = session.get(Device, uuid.UUID(victim["id"]))
+        assert row is not None
+        row.state = DeviceState.DISABLED
+        session.flush()
+        nested = session.begin_nested()
+        renamed = session.get(Device, uuid.UUID(other["id"]))
+        assert renamed is not None
+        renamed.name = "renamed"
+        session.flush()
+        nested.rollback()
+        seen = changes.FEED.generation
+        session.commit()
+    assert changes.FEED.generation > seen  # long polls woken
+    with runtime.db.session(write=False) as session:
+        after = current_version(session)
+    touched = changes.LOG.since(runtime.db.engine.pool, before, after)
+    assert touched is not None and victim["id"] in touched.devices
+    assert victim["public_key"] not in _peer_keys(_check(runtime, pop))
+
+
+@both_stores
+def test_a_pop_deleted_rehomes_its_devices_in_the_kept_rows(
+    world: World, runtime: Runtime
+) -> None:
+    """Deleting a PoP sets its devices' PoP to none in the database (ON DELETE SET NULL), not
+    through the session: those devices are then served by every PoP in China."""
+    bj, sh = make_pop(world, "bj"), make_pop(world, "sh", "CN-SH", "198.51.100.11")
+    enrol(world, bj)
+    activate(world, world.a.id)
+    device(world)
+    homed = device(world, pop_id=sh)
+    assert homed["public_key"] not in _peer_keys(_check(runtime, bj))
+    resp = world.client.delete(f"/api/v1/pops/{sh}", headers=world.admin.headers)
+    assert resp.status_code == 204, resp.text
+    assert homed["public_key"] in _peer_keys(_check(runtime, bj))
