@@ -90,9 +90,7 @@ def test_a_savepoint_rolled_back_keeps_the_version_bumped_before_it(
 
 
 @both_stores
-def test_a_pop_deleted_rehomes_its_devices_in_the_kept_rows(
-    world: World, runtime: Runtime
-) -> None:
+def test_a_pop_deleted_rehomes_its_devices_in_the_kept_rows(world: World, runtime: Runtime) -> None:
     """Deleting a PoP sets its devices' PoP to none in the database (ON DELETE SET NULL), not
     through the session: those devices are then served by every PoP in China."""
     bj, sh = make_pop(world, "bj"), make_pop(world, "sh", "CN-SH", "198.51.100.11")
