@@ -13,7 +13,7 @@ from tests.api.test_gateway import activate, device, enrol, make_pop
 from tests.conftest import both_stores
 from tests.support.world import World
 from tongdao.audit.recorder import SYSTEM, set_actor
-from tongdao.gateway import changes
+from tongdao.gateway import changes, service
 from tongdao.gateway.changes import current_version
 from tongdao.network.models import Device, DeviceState
 from tongdao.runtime import Runtime
@@ -42,7 +42,7 @@ def test_a_savepoint_released_in_a_transaction_rolled_back_logs_nothing(
         session.rollback()
     with runtime.db.session(write=False) as session:
         assert current_version(session) == before
-    # (the log must not name the version this transaction never committed)
+    assert changes.LOG.since(runtime.db.engine.pool, before, before + 1) is None
     # Another replica (statements past this process's hooks) commits the next version.
     with runtime.db.engine.begin() as conn:
         conn.execute(
@@ -159,3 +159,45 @@ def test_every_write_path_leaves_the_kept_rows_equal_to_a_compilation_from_nothi
     resp = world.client.delete(f"/api/v1/pops/{gone}", headers=world.admin.headers)
     assert resp.status_code == 204, resp.text
     same()
+
+
+@both_stores
+def test_a_compilation_inside_a_transaction_that_rolls_back_keeps_nothing_of_it(
+    world: World, runtime: Runtime
+) -> None:
+    """Compiled in a transaction that wrote a device (and so bumped the version) but rolled
+    back: the rows it read are not the store's at that version, which the next commit takes."""
+    from tongdao.network.models import Pop
+    from tongdao.runtime import Ctx
+
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    disabled, other = device(world), device(world)
+    _set(runtime, disabled["id"], state=DeviceState.DISABLED)
+    _check(runtime, pop)
+    with runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        row = session.get(Device, uuid.UUID(disabled["id"]))
+        assert row is not None
+        row.state = DeviceState.ACTIVE
+        session.flush()
+        here = session.get(Pop, uuid.UUID(pop))
+        assert here is not None
+        inside = service.compile_desired(
+            Ctx(session=session, runtime=runtime), here, current_version(session)
+        )
+        assert disabled["public_key"] in _peer_keys(inside)
+        session.rollback()
+    _set(runtime, other["id"], name="renamed")  # commits the version the rollback gave up
+    assert disabled["public_key"] not in _peer_keys(_check(runtime, pop))
+
+
+def _set(runtime: Runtime, device_id: str, **values: object) -> None:
+    with runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        row = session.get(Device, uuid.UUID(device_id))
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+        session.commit()
