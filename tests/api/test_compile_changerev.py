@@ -201,3 +201,31 @@ def _set(runtime: Runtime, device_id: str, **values: object) -> None:
         for key, value in values.items():
             setattr(row, key, value)
         session.commit()
+
+
+@both_stores
+def test_a_compilation_after_another_data_plane_write_rolled_back_keeps_nothing_of_it(
+    world: World, runtime: Runtime
+) -> None:
+    """The same with no device written: the transaction's version (read inside it) is taken
+    by the next commit, a device disabled, which the rows kept at that version would miss."""
+    from tongdao.network.models import Pop
+    from tongdao.runtime import Ctx
+
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    victim = device(world)
+    _check(runtime, pop)
+    with runtime.db.session() as session:
+        set_actor(session, SYSTEM)
+        here = session.get(Pop, uuid.UUID(pop))
+        assert here is not None
+        here.endpoint_host = "198.51.100.99"
+        session.flush()
+        service.compile_desired(
+            Ctx(session=session, runtime=runtime), here, current_version(session)
+        )
+        session.rollback()
+    _set(runtime, victim["id"], state=DeviceState.DISABLED)
+    assert victim["public_key"] not in _peer_keys(_check(runtime, pop))

@@ -162,6 +162,13 @@ class ChangeLog:
 LOG = ChangeLog()
 
 
+def pending(session: Session) -> Touched | None:
+    """What ``session``'s open transaction has written so far that the log would name (None:
+    no data-plane change yet): not committed, so no other transaction sees it."""
+    touched = session.info.get(_TOUCHED)
+    return touched if isinstance(touched, Touched) else None
+
+
 def _id_of(obj: object) -> str | None:
     ident = getattr(obj, "id", None)
     return str(ident) if isinstance(ident, uuid.UUID) else None
