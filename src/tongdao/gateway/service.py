@@ -385,9 +385,7 @@ class _DeviceRows:
             # This transaction has bumped the version and not committed: what it reads (its
             # own writes, at its own version) may roll back, and that version be committed by
             # another transaction with other writes. Read in full; neither kept nor used.
-            rows = _active_devices(ctx, tenant_id)
-            rows.sort(key=_BY_ID)
-            return rows
+            return sorted(_active_devices(ctx, tenant_id), key=_BY_ID)
         bind = ctx.session.get_bind()
         store = (bind if isinstance(bind, Engine) else bind.engine).pool
         with self._lock:
