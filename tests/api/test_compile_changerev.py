@@ -229,3 +229,36 @@ def test_a_compilation_after_another_data_plane_write_rolled_back_keeps_nothing_
         session.rollback()
     _set(runtime, victim["id"], state=DeviceState.DISABLED)
     assert victim["public_key"] not in _peer_keys(_check(runtime, pop))
+
+
+@both_stores
+def test_a_session_closed_unfinished_bumps_again_in_its_next_transaction(
+    world: World, runtime: Runtime
+) -> None:
+    """Closed without commit or rollback (no rollback event): its bump is gone with the
+    transaction, so the next transaction of the same session bumps (and logs) its own."""
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    victim, other = device(world), device(world)
+    _check(runtime, pop)
+    with runtime.db.session(write=False) as reading:
+        before = current_version(reading)
+    session = runtime.db.new_session()
+    try:
+        set_actor(session, SYSTEM)
+        row = session.get(Device, uuid.UUID(other["id"]))
+        assert row is not None
+        row.name = "renamed"
+        session.flush()
+        session.close()
+        set_actor(session, SYSTEM)
+        row = session.get(Device, uuid.UUID(victim["id"]))
+        assert row is not None
+        row.state = DeviceState.DISABLED
+        session.commit()
+    finally:
+        session.close()
+    with runtime.db.session(write=False) as reading:
+        assert current_version(reading) == before + 1
+    assert victim["public_key"] not in _peer_keys(_check(runtime, pop))
