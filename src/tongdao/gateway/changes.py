@@ -30,7 +30,7 @@ from typing import cast
 import psycopg
 from sqlalchemy import Pool, Table, event, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
 from tongdao.gateway.models import ConfigVersion
 from tongdao.store.outage import STORE_LOG
@@ -40,6 +40,7 @@ log = logging.getLogger("tongdao.gateway.changes")
 CHANNEL = "tongdao_config"
 _BUMPED = "tongdao.config_bumped"
 _TOUCHED = "tongdao.config_touched"
+_BUMPED_IN = "tongdao.config_bumped_in"  # the (nested) transaction the bump was made in
 
 
 class ChangeFeed:
@@ -161,13 +162,20 @@ class ChangeLog:
 LOG = ChangeLog()
 
 
+def pending(session: Session) -> Touched | None:
+    """What ``session``'s open transaction has written so far that the log would name (None:
+    no data-plane change yet): not committed, so no other transaction sees it."""
+    touched = session.info.get(_TOUCHED)
+    return touched if isinstance(touched, Touched) else None
+
+
 def _id_of(obj: object) -> str | None:
     ident = getattr(obj, "id", None)
     return str(ident) if isinstance(ident, uuid.UUID) else None
 
 
-def _note(touched: Touched, objects: Iterable[object]) -> None:
-    from tongdao.network.models import Device
+def _note(touched: Touched, objects: Iterable[object], deleted: Iterable[object] = ()) -> None:
+    from tongdao.network.models import Device, Pop
     from tongdao.tenancy.models import User
 
     devices: list[str] = []
@@ -181,6 +189,10 @@ def _note(touched: Touched, objects: Iterable[object]) -> None:
         elif isinstance(obj, User):
             users.append(key)
     touched.add(devices, users)
+    # A deleted PoP leaves its devices without one in the database (devices.pop_id ON DELETE
+    # SET NULL), past the session: which devices is not known here, so read in full.
+    if any(isinstance(obj, Pop) for obj in deleted):
+        touched.devices, touched.users, touched.too_many = set(), set(), True
 
 
 @event.listens_for(Session, "before_flush")
@@ -198,6 +210,7 @@ def _bump_version(session: Session, _ctx: UOWTransaction, _instances: object) ->
         conn.execute(_NOTIFY)
     session.info[_BUMPED] = (conn.engine.pool, version)
     session.info[_TOUCHED] = Touched()
+    session.info[_BUMPED_IN] = session.get_nested_transaction() or session.get_transaction()
 
 
 @event.listens_for(Session, "after_flush")
@@ -206,13 +219,26 @@ def _collect(session: Session, _ctx: UOWTransaction) -> None:
     and ``deleted`` still show what was flushed)."""
     touched = session.info.get(_TOUCHED)
     if touched is not None:
-        _note(touched, itertools.chain(session.new, session.dirty, session.deleted))
+        _note(
+            touched,
+            itertools.chain(session.new, session.dirty, session.deleted),
+            session.deleted,
+        )
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_BUMPED, None)
+    session.info.pop(_TOUCHED, None)
+    session.info.pop(_BUMPED_IN, None)
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    bumped = session.info.pop(_BUMPED, None)
-    touched = session.info.pop(_TOUCHED, None)
+    if session.in_nested_transaction():
+        return  # a savepoint released: nothing has committed yet (the transaction may roll back)
+    bumped = session.info.get(_BUMPED)
+    touched = session.info.get(_TOUCHED)
+    _forget(session)
     if bumped:
         store, version = bumped
         if isinstance(version, int) and touched is not None:
@@ -220,10 +246,29 @@ def _after_commit(session: Session) -> None:
         FEED.notify()
 
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_BUMPED, None)
-    session.info.pop(_TOUCHED, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous: SessionTransaction) -> None:
+    """The transaction rolled back: no version. A savepoint rolled back: the version only if
+    it was bumped inside it (the next flush bumps again); one bumped before it stays, with
+    what it wrote (a flush's own inner transaction: the savepoint or transaction around it
+    decides)."""
+    if previous.parent is None:
+        _forget(session)
+        return
+    if not previous.nested:
+        return
+    inside: SessionTransaction | None = session.info.get(_BUMPED_IN)
+    while inside is not None:
+        if inside is previous:
+            _forget(session)
+            return
+        inside = inside.parent
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # also a session closed without commit or rollback
+        _forget(session)
 
 
 class PgListener:

@@ -37,7 +37,7 @@ from tongdao.errors import (
     NotFound,
     PermissionDenied,
 )
-from tongdao.gateway.changes import LOG
+from tongdao.gateway.changes import LOG, pending
 from tongdao.gateway.desired import (
     CONNECTOR_PORT,
     MAIN_TABLE,
@@ -381,6 +381,11 @@ class _DeviceRows:
         self._tenants = tenants
 
     def rows(self, ctx: Ctx, tenant_id: uuid.UUID, version: int) -> list[DeviceRow]:
+        if pending(ctx.session) is not None:
+            # This transaction has bumped the version and not committed: what it reads (its
+            # own writes, at its own version) may roll back, and that version be committed by
+            # another transaction with other writes. Read in full; neither kept nor used.
+            return sorted(_active_devices(ctx, tenant_id), key=_BY_ID)
         bind = ctx.session.get_bind()
         store = (bind if isinstance(bind, Engine) else bind.engine).pool
         with self._lock:
