@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import update
 
-from tests.api.test_compile_incremental import _check, _peer_keys
+from tests.api.test_compile_incremental import _check, _compile, _peer_keys
 from tests.api.test_gateway import activate, device, enrol, make_pop
 from tests.conftest import both_stores
 from tests.support.world import World
@@ -129,6 +130,8 @@ def test_every_write_path_leaves_the_kept_rows_equal_to_a_compilation_from_nothi
 
     def same() -> None:
         pops = (bj, sh)
+        for p in pops:  # allocations for tenants newly served, committed first
+            _compile(runtime, p, from_nothing=False)
         kept = [_compile(runtime, p, from_nothing=False) for p in pops]
         fresh = [_compile(runtime, p, from_nothing=True) for p in pops]
         assert kept == fresh
@@ -262,3 +265,28 @@ def test_a_session_closed_unfinished_bumps_again_in_its_next_transaction(
     with runtime.db.session(write=False) as reading:
         assert current_version(reading) == before + 1
     assert victim["public_key"] not in _peer_keys(_check(runtime, pop))
+
+
+@both_stores
+def test_a_write_the_log_cannot_see_is_served_at_most_until_the_next_full_read(
+    world: World, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQL typed into a running store (no version bump, past the session's hooks) is not in
+    the log; the kept rows are read in full again once they are ``full_every`` old."""
+    pop = make_pop(world, "bj")
+    enrol(world, pop)
+    activate(world, world.a.id)
+    victim, other = device(world), device(world)
+    _check(runtime, pop)
+    with runtime.db.engine.begin() as conn:  # by hand: no bump, no hook
+        conn.execute(
+            update(Device)
+            .where(Device.id == uuid.UUID(victim["id"]))
+            .values(state=DeviceState.DISABLED)
+        )
+    _set(runtime, other["id"], name="renamed")  # a logged change of another device
+    kept = _compile(runtime, pop, from_nothing=False)
+    assert victim["public_key"] in _peer_keys(kept)  # within full_every: still served
+    monkeypatch.setattr(service._DEVICE_ROWS, "_full_every", 0.0)
+    _set(runtime, other["id"], name="renamed again")
+    assert victim["public_key"] not in _peer_keys(_compile(runtime, pop, from_nothing=False))

@@ -31,7 +31,10 @@ def _compile(runtime: Runtime, pop_id: str, *, from_nothing: bool) -> DesiredSta
         out = service.compile_desired(
             Ctx(session=session, runtime=runtime), pop, current_version(session)
         )
-        session.rollback()
+        # Committed, as the gateway's long poll does: an interface allocated for a tenant
+        # newly served stays, so the next compilation has nothing pending and uses what it
+        # kept (a rolled-back allocation would make every compilation read in full).
+        session.commit()
         return out
 
 
@@ -50,6 +53,7 @@ def _set_device(runtime: Runtime, device_id: str, to: DeviceState) -> None:
 
 def _check(runtime: Runtime, pop_id: str) -> DesiredState:
     """A compilation from what is kept equals one from nothing; returns it (and keeps it)."""
+    _compile(runtime, pop_id, from_nothing=False)  # allocates for tenants newly served
     kept = _compile(runtime, pop_id, from_nothing=False)
     fresh = _compile(runtime, pop_id, from_nothing=True)
     assert kept == fresh

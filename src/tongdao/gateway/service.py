@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import secrets
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict, defaultdict
@@ -371,14 +372,17 @@ class _DeviceRows:
     (:data:`tongdao.gateway.changes.LOG`): on one device's change, one row instead of the
     tenant's thousands. Whenever the log cannot say (a version committed by another replica
     or process, or more than ``changes.TOUCHED_AT_MOST`` ids since), the tenant's devices are
-    read in full, as before."""
+    read in full, as before. A tenant's rows are also read in full at least every
+    ``full_every`` seconds, so that a write the log cannot see (SQL typed by hand into a running
+    store, without a version bump) is served at most that long."""
 
-    def __init__(self, tenants: int = 4096) -> None:
+    def __init__(self, tenants: int = 4096, full_every: float = 300.0) -> None:
         self._lock = threading.Lock()
         self._stores: weakref.WeakKeyDictionary[
-            Pool, OrderedDict[uuid.UUID, tuple[int, list[DeviceRow]]]
+            Pool, OrderedDict[uuid.UUID, tuple[int, list[DeviceRow], float]]
         ] = weakref.WeakKeyDictionary()
         self._tenants = tenants
+        self._full_every = full_every
 
     def rows(self, ctx: Ctx, tenant_id: uuid.UUID, version: int) -> list[DeviceRow]:
         if pending(ctx.session) is not None:
@@ -392,8 +396,10 @@ class _DeviceRows:
             held_by_tenant = self._stores.get(store)
             cached = held_by_tenant.get(tenant_id) if held_by_tenant is not None else None
         rows: list[DeviceRow] | None = None
-        if cached is not None:
-            base, held = cached
+        now = time.monotonic()
+        full_at = now
+        if cached is not None and now - cached[2] < self._full_every:
+            base, held, full_at = cached
             touched = LOG.since(store, base, version)
             if touched is not None and not (touched.devices or touched.users):
                 rows = held
@@ -405,11 +411,12 @@ class _DeviceRows:
         if rows is None:
             rows = _active_devices(ctx, tenant_id)
             rows.sort(key=_BY_ID)  # Python's order of the text ids (the SQL's is the store's)
+            full_at = now
         with self._lock:
             tenants = self._stores.setdefault(store, OrderedDict())
             current = tenants.get(tenant_id)
             if current is None or current[0] <= version:
-                tenants[tenant_id] = (version, rows)
+                tenants[tenant_id] = (version, rows, full_at)
                 tenants.move_to_end(tenant_id)
                 while len(tenants) > self._tenants:
                     tenants.popitem(last=False)
