@@ -73,15 +73,49 @@ def test_base_chains_and_hooks() -> None:
     assert not any(c.get("hook") == "input" for c in chains.values())
 
 
-def test_forward_dispatches_ours_then_accepts_foreign_traffic() -> None:
-    rules = commands(fw.compile_ruleset([tenant()]), "add", "rule")
-    forward = [r["expr"] for r in rules if r["chain"] == "forward"]
-    assert forward[0] == [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@dispatch"}}]
-    assert forward[1] == [
-        {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "@ifaces"}},
-        {"accept": None},
+def test_forward_dispatches_ours_drops_unknown_tenant_interfaces_then_accepts_foreign() -> None:
+    for tenants in ([tenant()], [], [tenant(51820), tenant(51821)]):
+        rules = commands(fw.compile_ruleset(tenants), "add", "rule")
+        forward = [r["expr"] for r in rules if r["chain"] == "forward"]
+        assert forward == [
+            # ours first: a known tenant interface's packets jump and never come back
+            [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@dispatch"}}],
+            # a wgt… interface the table does not know: nothing in, nothing out ("wgt*" is
+            # nft's wildcard, a prefix compare; a literal star would be "wgt\\*")
+            [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "wgt*"}},
+                {"drop": None},
+            ],
+            [
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "wgt*"}},
+                {"drop": None},
+            ],
+            [
+                {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "@ifaces"}},
+                {"accept": None},
+            ],
+        ]  # everything else touching our interfaces meets policy drop
+
+
+def test_unknown_tenant_interface_rules_survive_element_only_updates() -> None:
+    """A policy-only change keeps the table's shape (the ``wgt*`` rules included): the update
+    is elements only, and a table compiled without the rules (an older agent's) is replaced."""
+    a = PolicyRule(src=("100.64.0.2",), dst=("198.18.0.1",))
+    b = PolicyRule(src=("100.64.0.3",), dst=("198.18.0.1",))
+    old = fw.compile_ruleset([tenant(51820, a)])
+    new = fw.compile_ruleset([tenant(51820, b)])
+    update = fw.plan_update(old, new)
+    assert update["nftables"]
+    assert all("element" in body for item in update["nftables"] for body in item.values())
+    wildcard = [
+        item
+        for item in old["nftables"]
+        if "rule" in item.get("add", {})
+        and any(e.get("match", {}).get("right") == "wgt*" for e in item["add"]["rule"]["expr"])
     ]
-    assert len(forward) == 2  # everything else touching our interfaces meets policy drop
+    assert len(wildcard) == 2
+    legacy = {"nftables": [item for item in old["nftables"] if item not in wildcard]}
+    assert fw.plan_update(legacy, new) is new
 
 
 def test_tenant_chain_order_hairpin_first_then_state_then_policy() -> None:

@@ -21,6 +21,9 @@ Compiled layout (``compile_ruleset``)::
         chain forward { hook forward priority filter; policy drop
             iifname vmap @dispatch                        # entered a tenant interface: its
                                                           # chain always ends in a verdict
+            iifname "wgt*" drop                           # a tenant interface the table does
+            oifname "wgt*" drop                           # not know (yet / any more): nothing
+                                                          # in or out of it is forwarded
             oifname != @ifaces accept                     # not ours: host forwarding unaffected
         }                                                 # anything else into ours: dropped
 
@@ -41,7 +44,17 @@ Compiled layout (``compile_ruleset``)::
 
 Every packet does a fixed number of lookups whatever the size of the policy: one or two
 interface lookups, and at most six concatenated-set lookups (``pipapo`` sets, whose lookup cost
-does not grow with the number of rules in the way a rule list does).
+does not grow with the number of rules in the way a rule list does). A tenant packet leaves the
+forward chain at its jump and never meets the two ``wgt*`` rules; other packets pay two prefix
+compares for them (``"wgt*"`` is nft's wildcard: the JSON form spells it the same, a literal
+star would be ``"wgt\\*"``).
+
+The ``wgt*`` rules close a window the agent cannot avoid: it creates a new tenant interface and
+sets its peers while (or before) this table is updated, and removes an interface only after the
+table no longer lists it. Without them such an interface, in neither ``@dispatch`` nor
+``@ifaces``, would be "not ours": its traffic would be forwarded to the uplink (a tenant's
+routing table has no default route, so its lookups fall through to the main table) and the
+host's traffic forwarded into it.
 
 Policy rules are expanded into set elements (src × dst × ports, per address family; a rule whose
 src and dst share no family matches nothing). The kernel refuses overlapping elements in
@@ -70,7 +83,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tongdao.errors import TongdaoError
-from tongdao.gateway.desired import PolicyRule, TenantInterface
+from tongdao.gateway.desired import TENANT_IFNAME_PREFIX, PolicyRule, TenantInterface
 
 FAMILY: Final = "inet"
 TABLE: Final = "tongdao"
@@ -79,6 +92,8 @@ MAX_ELEMENTS_PER_TENANT: Final = 100_000
 together, before normalisation, and again after it)."""
 NFT_TIMEOUT_SECONDS: Final = 120.0
 
+TENANT_WILDCARD: Final = TENANT_IFNAME_PREFIX + "*"
+"""nft's wildcard (a prefix compare) for every tenant interface name, known to the table or not."""
 IFNAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
 NETNS_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 PORT_RE: Final = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
@@ -480,8 +495,11 @@ def compile_ruleset(tenants: Sequence[TenantInterface]) -> JSON:
             )
             cmds.append(_zone_rule(name, key, ordered))
     # Ours first: a tenant packet costs one map lookup here (its chain always ends in a
-    # verdict), anything else one more set lookup.
+    # verdict), anything else two prefix compares and one more set lookup. A ``wgt…``
+    # interface not (yet, or no longer) in the table forwards nothing either way.
     cmds.append(_rule("forward", {"vmap": {"key": _meta("iifname"), "data": "@dispatch"}}))
+    for key in ("iifname", "oifname"):
+        cmds.append(_rule("forward", _match(_meta(key), TENANT_WILDCARD), {"drop": None}))
     cmds.append(_rule("forward", _match(_meta("oifname"), "@ifaces", "!="), {"accept": None}))
     for t in ordered:
         cmds += with_crossborder_rates(t, _tenant_rules(t.ifname))

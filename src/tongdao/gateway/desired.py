@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,8 +82,13 @@ class DesiredState(Frozen):
     tenants: tuple[TenantInterface, ...] = ()
 
 
+TENANT_IFNAME_PREFIX: Final = "wgt"
+"""Every tenant interface's name starts so (and no other interface's: the PoP firewall drops
+forwarding through a ``wgt…`` interface it does not know)."""
+
+
 def interface_name(listen_port: int) -> str:
-    return f"wgt{listen_port}"
+    return f"{TENANT_IFNAME_PREFIX}{listen_port}"
 
 
 def connector_interface_name(site_id: uuid.UUID) -> str:
