@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from tongdao.gateway.usage import PeerUsage, UsageReportIn, parse_report
 
@@ -136,3 +137,41 @@ BODIES = [
 def test_both_paths_agree_on_a_body(index: int) -> None:
     raw = BODIES[index]
     assert outcome(parse_report, raw) == outcome(UsageReportIn.model_validate_json, raw)
+
+
+UUID_FORMS = [
+    REF,
+    REF.replace("-", ""),
+    "{" + REF + "}",
+    "urn:uuid:" + REF,
+    REF.upper(),
+    "２２２２２２２２" + REF[8:],  # fullwidth digits
+    "٢" * 8 + REF[8:],  # Arabic-Indic digits
+    " " + REF,
+    "2222_2222" + REF[9:],
+    "2222222-22222" + REF[13:],  # a hyphen out of place
+    "uuid:" + REF,
+    "{" + REF,
+    REF[:8] + "--" + REF[9:],
+    "",
+]
+
+
+@pytest.mark.parametrize("index", range(len(UUID_FORMS)))
+def test_ids_are_the_uuids_pydantic_takes(index: int) -> None:
+    """peer_ref and tenant_id (validated once per process and cached, since s23-ingest) take
+    exactly the texts a ``uuid.UUID`` field took before (and the OpenAPI ``format: uuid``
+    says): not Unicode digits, misplaced hyphens or half a brace, which Python's
+    ``uuid.UUID()`` takes."""
+    text = UUID_FORMS[index]
+    try:
+        expected: str | None = str(TypeAdapter(uuid.UUID).validate_json(json.dumps(text)))
+    except ValidationError:
+        expected = None
+    row = {**GOOD, "peer_ref": text, "tenant_id": text}
+    report = parse_report(json.dumps({**BASE, "peers": [row]}).encode())
+    if expected is None:
+        assert report.invalid_rows == [(0, "peer_ref, tenant_id")]
+    else:
+        (peer,) = report.peers
+        assert (peer.peer_ref, str(peer.tenant_id)) == (expected, expected)

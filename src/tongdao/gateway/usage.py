@@ -202,13 +202,18 @@ def ip_endpoint(value: str) -> str:
 ReportedKey = Annotated[str, AfterValidator(lru_cache(maxsize=65536)(wireguard_key))]
 
 
+# pydantic-core's parser, what a ``uuid.UUID`` field takes (not Python's ``uuid.UUID()``,
+# which also takes Unicode digits, misplaced hyphens and half a brace).
+_UUID_TEXT = TypeAdapter(uuid.UUID)
+
+
 @lru_cache(maxsize=65536)
 def _uuid(text: str) -> uuid.UUID:
-    if len(text) > 45:  # the longest form uuid.UUID takes: urn:uuid:{...}
+    if len(text) > 45:  # the longest form a UUID field takes: urn:uuid:...
         raise ValueError("must be a UUID")
     try:
-        return uuid.UUID(text)
-    except ValueError as exc:
+        return _UUID_TEXT.validate_python(text)
+    except SchemaError as exc:
         raise ValueError("must be a UUID") from exc
 
 
