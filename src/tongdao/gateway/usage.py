@@ -32,6 +32,9 @@ What a report may claim (the agent is not trusted beyond its own state):
   :func:`_screen`). Overlapping periods share one allowance; the same peer for the period it
   was last credited for is a duplicate (the chunks of one report share a period, never a
   peer), so replaying a period with seq+1 adds nothing.
+* **cross-border bytes**: at most the row's totals, and none at a PoP abroad that no link
+  joins to a PoP in China (the overseas end's cross-border part leaves the tenant's ledger,
+  :mod:`tongdao.gateway.xbends`): such a row is ``invalid``.
 * **periods**: ``period_end`` at most :data:`CLOCK_SKEW` after the server's clock;
   ``period_start`` at most :data:`CLOCK_SKEW` before the previous report's end (for the first
   report: the agent's enrolment), unless it repeats the previous period exactly (the chunks of
@@ -141,7 +144,7 @@ from tongdao.gateway.periods import (
 )
 from tongdao.gateway.routes import GatewayDep
 from tongdao.gateway.sent import RECENTLY_REMOVED, ensure_recorded, reportable_peers
-from tongdao.gateway.xbends import is_overseas, kept_overseas
+from tongdao.gateway.xbends import abroad_without_link, is_overseas, kept_overseas
 from tongdao.network.models import Device, Pop, Site
 from tongdao.network.service import get_pop
 from tongdao.quotas.service import check_report
@@ -199,13 +202,18 @@ def ip_endpoint(value: str) -> str:
 ReportedKey = Annotated[str, AfterValidator(lru_cache(maxsize=65536)(wireguard_key))]
 
 
+# pydantic-core's parser, what a ``uuid.UUID`` field takes (not Python's ``uuid.UUID()``,
+# which also takes Unicode digits, misplaced hyphens and half a brace).
+_UUID_TEXT = TypeAdapter(uuid.UUID)
+
+
 @lru_cache(maxsize=65536)
 def _uuid(text: str) -> uuid.UUID:
-    if len(text) > 45:  # the longest form uuid.UUID takes: urn:uuid:{...}
+    if len(text) > 45:  # the longest form a UUID field takes: urn:uuid:...
         raise ValueError("must be a UUID")
     try:
-        return uuid.UUID(text)
-    except ValueError as exc:
+        return _UUID_TEXT.validate_python(text)
+    except SchemaError as exc:
         raise ValueError("must be a UUID") from exc
 
 
@@ -534,6 +542,7 @@ def _screen(
     earliest = start - HANDSHAKE_BEFORE
     latest = end + CLOCK_SKEW
     seen: set[str] = set()
+    no_crossing: bool | None = None  # read when a row first claims cross-border bytes
     # The loop runs once a row (thousands a report): names bound locally, no calls per row
     # where an expression does (see Reportable for the membership rule used inline here).
     recorded, removed_since = known.peers, known.since
@@ -553,6 +562,12 @@ def _screen(
         if peer.cross_border_rx_bytes > rx or peer.cross_border_tx_bytes > tx:
             drop(index, "invalid", "cross_border_*_bytes above rx_bytes / tx_bytes")
             continue
+        if peer.cross_border_rx_bytes or peer.cross_border_tx_bytes:
+            if no_crossing is None:
+                no_crossing = abroad_without_link(session, gateway.pop_id)
+            if no_crossing:
+                drop(index, "invalid", "cross_border_*_bytes at a PoP abroad with no link to China")
+                continue
         handshake = peer.last_handshake
         if handshake is not None and not (earliest <= handshake <= latest):
             drop(index, "invalid", "last_handshake outside the period")

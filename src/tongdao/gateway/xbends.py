@@ -81,6 +81,24 @@ def is_overseas(session: Session, pop_id: uuid.UUID | None) -> bool:
     return country is not None and country != HOME_COUNTRY
 
 
+def abroad_without_link(session: Session, pop_id: uuid.UUID | None) -> bool:
+    """Whether the PoP is abroad and joined to no PoP in China by a link: its gateways carry
+    no cross-border bytes (a row claiming some is refused when screening a report, since
+    the overseas end's cross-border part is taken out of the tenant's ledger)."""
+    from tongdao.network.service import HOME_COUNTRY
+
+    if not is_overseas(session, pop_id):
+        return False
+    home = select(Pop.id).where(Pop.country == HOME_COUNTRY)
+    crossing = select(Link.id).where(
+        or_(
+            (Link.pop_a_id == pop_id) & Link.pop_b_id.in_(home),
+            (Link.pop_b_id == pop_id) & Link.pop_a_id.in_(home),
+        )
+    )
+    return session.scalar(crossing.limit(1)) is None
+
+
 def overseas_gateways() -> Any:
     """SQL: the ids of the gateways of PoPs abroad (the overseas ends)."""
     from tongdao.network.service import HOME_COUNTRY

@@ -87,6 +87,7 @@ class PopResource(Resource[Pop]):
             raise ValidationError({"region": f"region {region} is not in country {country}"})
         if country != obj.country:
             _links_stay_registered(ctx, obj, country)
+            _reports_stay_at_their_end(ctx, obj, country)
         outside = ctx.session.scalar(
             select(PopTenantInterface.listen_port).where(
                 PopTenantInterface.pop_id == obj.id,
@@ -304,6 +305,25 @@ def _links_stay_registered(ctx: Ctx, pop: Pop, country: str) -> None:
                 "without an approval reference; record the approval on the link first",
                 {"country": "a link of this PoP would cross the border unapproved"},
             )
+
+
+def _reports_stay_at_their_end(ctx: Ctx, pop: Pop, country: str) -> None:
+    """A PoP whose gateways have reported usage does not move across the border: which end
+    of a cross-border link a report is (:mod:`tongdao.gateway.xbends`) is decided by its PoP's
+    country, for the ledger when the report is stored but for the raw records' totals when
+    they are read, so a move would count the reports' cross-border bytes again (or not at
+    all) in the tenant's usage, not in its ledger and invoices."""
+    from tongdao.gateway.models import Gateway, UsageRecord
+
+    if (pop.country == HOME_COUNTRY) == (country == HOME_COUNTRY):
+        return
+    gateways = select(Gateway.id).where(Gateway.pop_id == pop.id)
+    if ctx.session.scalar(select(exists().where(UsageRecord.gateway_id.in_(gateways)))):
+        raise Conflict(
+            f"PoP {pop.name} has usage reports: it cannot move across the border "
+            f"({pop.country} to {country}); record a new PoP in {country} instead",
+            {"country": "the PoP's gateways have reported usage on this side of the border"},
+        )
 
 
 # --- sites ---------------------------------------------------------------------------------
