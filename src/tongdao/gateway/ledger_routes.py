@@ -48,6 +48,22 @@ from tongdao.network.service import get_pop
 from tongdao.spreadsheet import cell
 from tongdao.tenancy.models import User
 
+
+def csv_response(names: list[str], rows: Sequence[BaseModel], filename: str) -> Response:
+    """``rows`` as a CSV download: a header of ``names``, then each row's fields by name, text
+    cells neutralised for spreadsheets (:func:`tongdao.spreadsheet.cell`)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow([cell(getattr(row, n)) for n in names])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 router = APIRouter()
 
 Granularity = Literal["hour", "day", "month"]
@@ -210,8 +226,6 @@ def answer(
     fmt: str,
 ) -> UsageSeries | Response:
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
         names = [
             "period",
             "rx_bytes",
@@ -221,15 +235,8 @@ def answer(
             "domestic_rx_bytes",
             "domestic_tx_bytes",
         ]
-        writer.writerow(names)
-        for p in points:
-            writer.writerow([cell(getattr(p, n)) for n in names])
         filename = f"usage-{scope}-{ident}-{granularity}-{start}-{end}.csv"
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return csv_response(names, points, filename)
     return UsageSeries(
         scope=scope,
         id=ident,
@@ -492,17 +499,8 @@ def get_link_reconciliation(
         for r in ends.rows
     ]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        names = list(EndsPoint.model_fields)
-        writer.writerow(names)
-        for p in rows:
-            writer.writerow([cell(getattr(p, n)) for n in names])
-        filename = f"link-{link.id}-ends-{start}-{end}.csv"
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        return csv_response(
+            list(EndsPoint.model_fields), rows, f"link-{link.id}-ends-{start}-{end}.csv"
         )
     return LinkEnds(
         link_id=link.id,
