@@ -83,8 +83,7 @@ from tongdao.clock import utcnow
 from tongdao.crossborder.models import ApplicationState, CrossBorderApplication
 from tongdao.errors import Conflict, ValidationError
 from tongdao.gateway.ledger import BYTES, tenant_bytes
-from tongdao.gateway.ledger import TENANT_KINDS as LEDGER_TENANT_KINDS
-from tongdao.gateway.models import UsageRecord, UsageTenantHourly
+from tongdao.gateway.models import TENANT_KINDS, UsageRecord, UsageTenantHourly
 from tongdao.gateway.periods import as_utc, exact_sum, joined
 from tongdao.ids import new_id
 from tongdao.network.models import Device, Site
@@ -471,17 +470,21 @@ def take_number(session: Session, kind: InvoiceKind) -> str:
         .returning(NumberSeries.last_value)
         .execution_options(synchronize_session=False)
     )
-    prefix = SERIES_PREFIX[kind]
     value = session.execute(bump).scalar_one_or_none()
     if value is None:
-        upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
-            upsert(NumberSeries)
-            .values(name=kind.value, prefix=prefix, last_value=0)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
+        _make_series(session, kind)
         value = session.execute(bump).scalar_one()
-    return f"{prefix}{value:08d}"
+    return f"{SERIES_PREFIX[kind]}{value:08d}"
+
+
+def _make_series(session: Session, kind: InvoiceKind) -> None:
+    """The kind's series row at 0, unless it exists (a concurrent first use makes it once)."""
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        upsert(NumberSeries)
+        .values(name=kind.value, prefix=SERIES_PREFIX[kind], last_value=0)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
 
 
 def number_value(number: str) -> int:
@@ -628,7 +631,7 @@ def month_facts(session: Session, tenant_ids: Sequence[uuid.UUID], month: date) 
                 select(t.tenant_id, *aggregates)
                 .where(
                     t.tenant_id.in_(ids),
-                    t.peer_kind.in_(LEDGER_TENANT_KINDS),
+                    t.peer_kind.in_(TENANT_KINDS),
                     t.hour >= start,
                     t.hour < end,
                 )
@@ -832,12 +835,7 @@ def lock_series(session: Session, kind: InvoiceKind) -> int:
     read = select(NumberSeries.last_value).where(NumberSeries.name == kind.value).with_for_update()
     value = session.execute(read).scalar_one_or_none()
     if value is None:
-        upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
-            upsert(NumberSeries)
-            .values(name=kind.value, prefix=SERIES_PREFIX[kind], last_value=0)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
+        _make_series(session, kind)
         value = session.execute(read).scalar_one()
     return int(value)
 

@@ -61,14 +61,13 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from tongdao.gateway.models import UsageHourly, UsageTenantHourly
+from tongdao.gateway.models import TENANT_KINDS, UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.gateway.xbends import UsageOverseasHourly
 from tongdao.network.models import Device
 from tongdao.store.bulk import Columns, in_values, is_postgresql, upsert_rows
 
 HOUR = timedelta(hours=1)
-TENANT_KINDS = ("device", "site")
 BYTES = ("rx_bytes", "tx_bytes", "cross_border_rx_bytes", "cross_border_tx_bytes")
 
 _DEVICES = cast(Table, Device.__table__)  # Core reads: no ORM loading for a lookup
@@ -108,6 +107,22 @@ def owners(session: Session, device_ids: Sequence[str]) -> dict[str, uuid.UUID]:
     """The owner of each device (id as text) today."""
     found = device_owners(session, (uuid.UUID(d) for d in device_ids))
     return {str(device_id): user for device_id, user in found.items() if user is not None}
+
+
+def _per_kind(
+    sums: Mapping[tuple[uuid.UUID, str], Sequence[int]], names: Sequence[str], same: dict[str, Any]
+) -> Columns:
+    """Rows per (tenant, peer kind), in key order, of the byte columns ``names`` (each
+    key's sums in that order)."""
+    keys = sorted(sums)
+    return Columns(
+        {
+            "tenant_id": [tenant for tenant, _kind in keys],
+            "peer_kind": [kind for _tenant, kind in keys],
+            **{name: [sums[k][n] for k in keys] for n, name in enumerate(names)},
+        },
+        same=same,
+    )
 
 
 def _upsert(session: Session, model: type[Any], keys: Sequence[str], rows: Columns) -> None:
@@ -213,38 +228,16 @@ def roll_up(
             owner.get(r) if k == "device" else None for r, k in zip(refs, kinds, strict=True)
         ]
         hourly = Columns(values, same=same)
-    kind_keys = sorted(per_kind)
-    tenants = Columns(
-        {
-            "tenant_id": [tenant for tenant, _kind in kind_keys],
-            "peer_kind": [kind for _tenant, kind in kind_keys],
-            **{name: [per_kind[k][n] for k in kind_keys] for n, name in enumerate(BYTES)},
-        },
-        same=same,
-    )
     _upsert(
         session,
         UsageHourly,
         ("tenant_id", "peer_ref", "hour", "peer_kind", "gateway_id"),
         hourly,
     )
-    _upsert(session, UsageTenantHourly, ("tenant_id", "hour", "gateway_id", "peer_kind"), tenants)
+    per_tenant = ("tenant_id", "hour", "gateway_id", "peer_kind")
+    _upsert(session, UsageTenantHourly, per_tenant, _per_kind(per_kind, BYTES, same))
     if far:
-        far_keys = sorted(far)
-        kept = Columns(
-            {
-                "tenant_id": [tenant for tenant, _kind in far_keys],
-                "peer_kind": [kind for _tenant, kind in far_keys],
-                **{name: [far[k][n] for k in far_keys] for n, name in enumerate(BYTES[2:])},
-            },
-            same=same,
-        )
-        _upsert(
-            session,
-            UsageOverseasHourly,
-            ("tenant_id", "hour", "gateway_id", "peer_kind"),
-            kept,
-        )
+        _upsert(session, UsageOverseasHourly, per_tenant, _per_kind(far, BYTES[2:], same))
     return len(hourly)
 
 

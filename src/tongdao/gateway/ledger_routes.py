@@ -26,7 +26,7 @@ import csv
 import io
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -38,10 +38,11 @@ from sqlalchemy.orm import Session
 from tongdao.api.deps import Guard, GuardDep
 from tongdao.auth.permissions import Action
 from tongdao.billing.money import SHANGHAI, shanghai_today
+from tongdao.billing.money import day_start_utc as day_start
 from tongdao.errors import NotFound, ValidationError
 from tongdao.gateway.ledger import BYTES
-from tongdao.gateway.models import UsageHourly, UsageTenantHourly
-from tongdao.gateway.periods import exact_sum, joined
+from tongdao.gateway.models import TENANT_KINDS, UsageHourly, UsageTenantHourly
+from tongdao.gateway.periods import as_utc, exact_sum, joined
 from tongdao.gateway.xbends import reconcile
 from tongdao.network.models import Device, Link, Site
 from tongdao.network.service import get_pop
@@ -67,7 +68,6 @@ def csv_response(names: list[str], rows: Sequence[BaseModel], filename: str) -> 
 router = APIRouter()
 
 Granularity = Literal["hour", "day", "month"]
-TENANT_KINDS = ("device", "site")
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 # The longest window per granularity (points at most ~ 2,300 hours, 1,100 days, 120 months).
 MAX_DAYS: dict[str, int] = {"hour": 93, "day": 1096, "month": 3660}
@@ -105,10 +105,6 @@ class UsageSeries(BaseModel):
     tx_bytes: int
     cross_border_rx_bytes: int
     cross_border_tx_bytes: int
-
-
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, time(), SHANGHAI).astimezone(UTC)
 
 
 def window(
@@ -157,10 +153,8 @@ def hourly_sums(
     )
     out = []
     for row in session.execute(stmt):
-        hour = row[0]
-        if isinstance(hour, str):  # pragma: no cover  (SQLite text, should not happen)
-            hour = datetime.fromisoformat(hour)
-        hour = hour.replace(tzinfo=UTC) if hour.tzinfo is None else hour.astimezone(UTC)
+        hour = as_utc(row[0])
+        assert hour is not None  # a key column
         values = [joined(row[1 + 2 * i], row[2 + 2 * i]) for i in range(len(BYTES))]
         out.append((hour, values))
     return out

@@ -106,6 +106,11 @@ class ConfigVersion(Base):
     version: Mapped[int] = mapped_column(default=0)
 
 
+TENANT_KINDS: tuple[str, ...] = ("device", "site")
+"""The peer kinds that are a tenant's own endpoints (its usage); ``pop`` (inter-PoP transit)
+carries the same bytes again."""
+
+
 class UsageRecord(Base):
     """Byte counts of one peer over one report period, as a gateway reported them.
 

@@ -133,7 +133,7 @@ from tongdao.copies import Copies
 from tongdao.errors import Conflict, TongdaoError, ValidationError
 from tongdao.gateway.desired import PeerKind
 from tongdao.gateway.ledger import roll_up
-from tongdao.gateway.models import Gateway, UsageCredit, UsageRecord
+from tongdao.gateway.models import TENANT_KINDS, Gateway, UsageCredit, UsageRecord
 from tongdao.gateway.periods import (
     Instant,
     as_utc,
@@ -161,7 +161,6 @@ MAX_PEERS = 100_000  # per report; the agent splits bigger ones (and the body li
 MAX_COUNTER = 2**63 - 1  # BIGINT
 MAX_WINDOW = timedelta(days=366)
 DEFAULT_WINDOW = timedelta(days=1)
-TENANT_KINDS: tuple[str, ...] = ("device", "site")
 CLOCK_SKEW = timedelta(minutes=5)  # agents' clocks may be this far from the server's
 MAX_SEQ_STEP = 1_000_000  # a report's seq is at most this far above the last stored one
 RATE_SLACK = timedelta(seconds=60)  # added to a period when bounding its bytes

@@ -39,19 +39,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Index, String, case, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tongdao.billing.money import SHANGHAI
-from tongdao.gateway.models import Gateway, UsageRecord, UsageTenantHourly
-from tongdao.gateway.periods import exact_sum, joined
+from tongdao.billing.money import SHANGHAI, day_start_utc
+from tongdao.gateway.models import TENANT_KINDS, Gateway, UsageRecord, UsageTenantHourly
+from tongdao.gateway.periods import as_utc, exact_sum, joined
 from tongdao.network.models import Link, Pop
 from tongdao.store.base import Base
-
-TENANT_KINDS = ("device", "site")
 
 
 class UsageOverseasHourly(Base):
@@ -139,10 +137,6 @@ class Ends:
     rows: list[EndsRow]
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(), SHANGHAI).astimezone(UTC)
-
-
 def _hours(
     session: Session, model: Any, pop_id: uuid.UUID, start: date, end: date
 ) -> Iterable[tuple[uuid.UUID, date, int, int]]:
@@ -157,18 +151,17 @@ def _hours(
         .where(
             model.pop_id == pop_id,
             model.peer_kind.in_(TENANT_KINDS),
-            model.hour >= _day_start(start),
-            model.hour < _day_start(end + timedelta(days=1)),
+            model.hour >= day_start_utc(start),
+            model.hour < day_start_utc(end + timedelta(days=1)),
         )
         .group_by(model.tenant_id, model.hour)
     )
     for tenant_id, hour, rx_high, rx_low, tx_high, tx_low in session.execute(stmt):
-        if isinstance(hour, str):  # pragma: no cover  (SQLite text, should not happen)
-            hour = datetime.fromisoformat(hour)
-        hour = hour.replace(tzinfo=UTC) if hour.tzinfo is None else hour
+        start_utc = as_utc(hour)
+        assert start_utc is not None  # a key column
         yield (
             tenant_id,
-            hour.astimezone(SHANGHAI).date(),
+            start_utc.astimezone(SHANGHAI).date(),
             joined(rx_high, rx_low),
             joined(tx_high, tx_low),
         )

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session
 from tongdao.billing import money
 from tongdao.errors import ValidationError
 from tongdao.gateway.ledger import hour_of
-from tongdao.gateway.models import UsageHourly, UsageTenantHourly
+from tongdao.gateway.models import TENANT_KINDS, UsageHourly, UsageTenantHourly
 from tongdao.gateway.periods import exact_sum, joined
 from tongdao.network.models import Device
 from tongdao.quotas.models import OverCap, QuotaEvent, TenantLimits, UserLimits
@@ -72,7 +72,6 @@ log = logging.getLogger("tongdao.quotas")
 MB = 1_000_000
 LEVELS = (80, 100)
 TENANT = "tenant"
-TENANT_KINDS = ("device", "site")
 
 
 # --- months ---------------------------------------------------------------------------------
