@@ -129,7 +129,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _shown(obj: Base, key: str, value: Any) -> Any:
+def _shown(obj: Base | type[Base], key: str, value: Any) -> Any:
     if key in obj.__audit_masked__:
         return None if value is None else SEALED
     return jsonable(value)
@@ -159,12 +159,7 @@ def row_snapshot(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
         key = attr.key
         if key in model.__audit_exclude__:
             continue
-        value = values.get(key)
-        out[key] = (
-            (None if value is None else SEALED)
-            if key in model.__audit_masked__
-            else (jsonable(value))
-        )
+        out[key] = _shown(model, key, values.get(key))
     return out
 
 

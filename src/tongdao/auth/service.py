@@ -14,6 +14,7 @@ from typing import Any
 import pyotp
 from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from tongdao import validation
 from tongdao.audit.recorder import Actor, record, set_actor
@@ -146,11 +147,13 @@ def authenticate_token(ctx: Ctx, secret: str) -> Principal:
     )
 
 
-def _aware(value: datetime, now: datetime) -> datetime:
+def as_aware(value: datetime, now: datetime) -> datetime:
+    """``value`` (naive from SQLite) in ``now``'s time zone."""
     return value if value.tzinfo is not None else value.replace(tzinfo=now.tzinfo)
 
 
-def _wait(until: datetime, now: datetime) -> int:
+def retry_after(until: datetime, now: datetime) -> int:
+    """Whole seconds from ``now`` to ``until``, rounded up, at least 1 (``Retry-After``)."""
     return max(1, math.ceil((until - now).total_seconds()))
 
 
@@ -199,8 +202,8 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
         )
     ).one()
     if count >= settings.login_address_max_failures and oldest is not None:
-        until = _aware(oldest, now) + timedelta(seconds=settings.login_window_seconds)
-        wait = _wait(until, now)
+        until = as_aware(oldest, now) + timedelta(seconds=settings.login_window_seconds)
+        wait = retry_after(until, now)
         raise Throttled(f"too many failed sign-ins from this address; try again in {wait} s", wait)
 
     # Remembered longer than the window, so that waiting out the longest delay does not
@@ -221,18 +224,18 @@ def _check_throttle(ctx: Ctx, email: str, source_ip: str) -> None:
         delay = min(
             2 ** min(count - settings.login_max_failures, 30), settings.login_max_delay_seconds
         )
-        until = _aware(last, now) + timedelta(seconds=delay)
+        until = as_aware(last, now) + timedelta(seconds=delay)
         if now < until:
-            wait = _wait(until, now)
+            wait = retry_after(until, now)
             raise Throttled(f"too many failed sign-ins; try again in {wait} s", wait)
 
     count, last = ctx.session.execute(
         select(func.count(), func.max(LoginAttempt.at)).where(*counted, LoginAttempt.email == email)
     ).one()
     if count >= settings.login_account_max_failures and last is not None:
-        until = _aware(last, now) + timedelta(seconds=settings.login_account_spacing_seconds)
+        until = as_aware(last, now) + timedelta(seconds=settings.login_account_spacing_seconds)
         if now < until and not _known_address(ctx, email, source_ip, now):
-            wait = _wait(until, now)
+            wait = retry_after(until, now)
             raise Throttled(f"too many failed sign-ins; try again in {wait} s", wait)
 
 
@@ -244,10 +247,16 @@ def _serialize_attempts(ctx: Ctx, email: str, source_ip: str) -> None:
     transaction-scoped advisory lock on the pair (other pairs, such as the owner signing in
     from elsewhere, never wait for it).
     """
-    if ctx.session.get_bind().dialect.name != "postgresql":
+    one_at_a_time(ctx.session, "tongdao-login", email, source_ip)
+
+
+def one_at_a_time(session: Session, *parts: str) -> None:
+    """On PostgreSQL, a transaction-scoped advisory lock named by ``parts`` (hashed): one
+    transaction at a time holds it. SQLite's write transactions are serial already."""
+    if session.get_bind().dialect.name != "postgresql":
         return
-    digest = hashlib.sha256(f"tongdao-login\0{email}\0{source_ip}".encode()).digest()
-    ctx.session.execute(
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    session.execute(
         select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True)))
     )
 

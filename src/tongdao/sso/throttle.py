@@ -15,21 +15,16 @@ is throttled here too, so the provider's path is no way around it.
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
 from tongdao.auth.models import LoginAttempt
-from tongdao.auth.service import throttle_address
+from tongdao.auth.service import as_aware, one_at_a_time, retry_after, throttle_address
 from tongdao.errors import Throttled
 from tongdao.runtime import Ctx
 from tongdao.sso.models import SsoLogin
 from tongdao.sso.oidc import LOGIN_TTL
-
-
-def _aware(value: datetime, now: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=now.tzinfo)
 
 
 def check_begin(ctx: Ctx, source_ip: str) -> str:
@@ -37,13 +32,9 @@ def check_begin(ctx: Ctx, source_ip: str) -> str:
     the address as counted (to store with the sign-in)."""
     settings = ctx.runtime.settings
     address = throttle_address(source_ip)
-    if ctx.session.get_bind().dialect.name == "postgresql":
-        # One begin per address at a time counts, checks and stores (SQLite's writers are
-        # serial already), so a burst cannot pass the check before its rows are written.
-        digest = hashlib.sha256(f"tongdao-sso-begin\0{address}".encode()).digest()
-        ctx.session.execute(
-            select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True)))
-        )
+    # One begin per address at a time counts, checks and stores, so a burst cannot pass the
+    # check before its rows are written.
+    one_at_a_time(ctx.session, "tongdao-sso-begin", address)
     now = ctx.runtime.clock()
     since = now - timedelta(seconds=settings.login_window_seconds)
     failed, oldest_failure = ctx.session.execute(
@@ -61,10 +52,10 @@ def check_begin(ctx: Ctx, source_ip: str) -> str:
             SsoLogin.used_at.is_(None),
         )
     ).one()
-    oldest_begin = _aware(first_expiry, now) - LOGIN_TTL if first_expiry is not None else None
+    oldest_begin = as_aware(first_expiry, now) - LOGIN_TTL if first_expiry is not None else None
     if failed + begun >= settings.login_address_max_failures:
-        oldest = min(_aware(t, now) for t in (oldest_failure, oldest_begin) if t is not None)
+        oldest = min(as_aware(t, now) for t in (oldest_failure, oldest_begin) if t is not None)
         until = oldest + timedelta(seconds=settings.login_window_seconds)
-        wait = max(1, int((until - now).total_seconds() + 0.999))
+        wait = retry_after(until, now)
         raise Throttled(f"too many sign-ins from this address; try again in {wait} s", wait)
     return address
